@@ -1,0 +1,159 @@
+"""The ``rayml`` command line. Only this module configures logging.
+
+Examples::
+
+    rayml kafka start --port 19092 --data-dir ./kafka-check
+    rayml topics create --bootstrap-servers 127.0.0.1:19092
+    rayml kafka stop --data-dir ./kafka-check
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rayml.config import Settings, load_settings
+from rayml.errors import RaymlError
+
+app = typer.Typer(help="Machine-learning pipelines on Ray, requested and answered over Kafka.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+kafka_app = typer.Typer(help="A local Apache Kafka broker for development and tests.",
+                        no_args_is_help=True)
+topics_app = typer.Typer(help="rayml's Kafka topics.", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(topics_app, name="topics")
+
+logger = logging.getLogger("rayml.cli")
+
+
+class _State:
+    config: Path | None = None
+
+
+_state = _State()
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file.")]
+BootstrapOpt = Annotated[str | None, typer.Option(
+    "--bootstrap-servers", help="Kafka bootstrap servers (overrides RAYML_KAFKA__BOOTSTRAP_SERVERS).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _settings(bootstrap_servers: str | None = None, **overrides: Any) -> Settings:
+    settings = load_settings(_state.config)
+    if bootstrap_servers:
+        settings = load_settings(
+            _state.config,
+            kafka={**settings.kafka.model_dump(), "bootstrap_servers": bootstrap_servers},
+            **overrides,
+        )
+    elif overrides:
+        settings = load_settings(_state.config, **overrides)
+    return settings
+
+
+@app.callback()
+def _main(
+    config: ConfigOpt = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    _state.config = config
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# --- rayml kafka ... ----------------------------------------------------------------------------
+
+
+def _default_data_dir() -> Path:
+    return load_settings(_state.config).state_dir / "kafka"
+
+
+@kafka_app.command("start")
+def kafka_start(
+    port: Annotated[int, typer.Option(help="Client port on 127.0.0.1.")] = 9092,
+    data_dir: Annotated[Path | None, typer.Option(help="Broker data dir [.rayml/kafka].")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 90.0,
+) -> None:
+    """Start the local broker in the background and wait until it is ready."""
+    from rayml.localkafka import LocalBroker
+
+    settings = load_settings(_state.config)
+    broker = LocalBroker(data_dir or _default_data_dir(), port, state_dir=settings.state_dir)
+    started = time.monotonic()
+    info = broker.start(timeout_s=timeout)
+    logger.info("Kafka %s ready in %.1fs (pid %d, data dir %s, log %s)", info.kafka_version,
+                time.monotonic() - started, info.pid, info.data_dir, broker.log_file)
+    typer.echo(info.bootstrap_servers)
+
+
+@kafka_app.command("stop")
+def kafka_stop(
+    data_dir: Annotated[Path | None, typer.Option(help="Broker data dir [.rayml/kafka].")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 30.0,
+) -> None:
+    """Stop the broker of this data dir (controlled shutdown, SIGKILL after the bound)."""
+    from rayml.localkafka import LocalBroker
+
+    broker = LocalBroker(data_dir or _default_data_dir())
+    if broker.stop(timeout_s=timeout):
+        typer.echo(f"stopped the broker of {broker.data_dir}")
+    else:
+        typer.echo(f"no broker was running for {broker.data_dir}")
+
+
+@kafka_app.command("status")
+def kafka_status(
+    data_dir: Annotated[Path | None, typer.Option(help="Broker data dir [.rayml/kafka].")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Say whether the broker of this data dir runs; exit 1 if not."""
+    from rayml.localkafka import LocalBroker
+
+    status = LocalBroker(data_dir or _default_data_dir()).status()
+    if as_json:
+        typer.echo(json.dumps(asdict(status), indent=2))
+    elif status.running and status.info:
+        typer.echo(f"running: pid {status.info.pid}, {status.info.bootstrap_servers}, "
+                   f"Kafka {status.info.kafka_version}, data dir {status.data_dir}")
+    else:
+        typer.echo(f"not running (data dir {status.data_dir})")
+    raise typer.Exit(0 if status.running else 1)
+
+
+# --- rayml topics ... ---------------------------------------------------------------------------
+
+
+@topics_app.command("create")
+def topics_create(bootstrap_servers: BootstrapOpt = None, as_json: JsonOpt = False) -> None:
+    """Create rayml's topics (idempotent)."""
+    from rayml.topics import create_topics
+
+    settings = _settings(bootstrap_servers)
+    outcome = create_topics(settings.kafka, settings.topics)
+    if as_json:
+        typer.echo(json.dumps(outcome, indent=2))
+    else:
+        for name, what in outcome.items():
+            typer.echo(f"{name}: {what}")
+
+
+def main() -> None:
+    """Entry point of the ``rayml`` script: errors become one clear line and exit code 2."""
+    try:
+        app()
+    except RaymlError as exc:
+        typer.echo(f"rayml: error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

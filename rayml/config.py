@@ -1,0 +1,232 @@
+"""Settings: one pydantic-settings tree, read from ``RAYML_*`` variables and an optional TOML file.
+
+Every field can be set from the environment in pydantic-settings' nested form::
+
+    RAYML_KAFKA__BOOTSTRAP_SERVERS=broker-1:9092
+    RAYML_TOPICS__INPUT=ml.pipeline.input
+    RAYML_EXECUTOR__MAX_BATCH_SIZE=512
+
+Precedence, highest first: explicit overrides (CLI flags) > environment > TOML config file
+(``--config`` or ``RAYML_CONFIG``) > defaults. A bad value fails at start with
+:class:`~rayml.errors.ConfigError` naming the field (``kafka.bootstrap_servers: ...``).
+
+Example:
+    >>> from rayml.config import load_settings
+    >>> load_settings(kafka={"bootstrap_servers": "127.0.0.1:19092"}).topics.input
+    'ml.pipeline.input'
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from rayml.errors import ConfigError
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_HOST_PORT = re.compile(r"^[^\s,:]+:\d{1,5}$")
+
+TopicName = Annotated[str, Field(pattern=_TOPIC_NAME.pattern)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class KafkaSettings(_Section):
+    """How to reach Kafka. Security settings map 1:1 to librdkafka properties."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_endpoint_identification_algorithm: Literal["https", "none"] | None = None
+    # Any other librdkafka property, passed through as is (e.g. {"socket.keepalive.enable": "true"}).
+    # Keys are librdkafka names; values are strings as librdkafka expects them.
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        bad = [s for s in servers if not _HOST_PORT.match(s)]
+        if not servers or bad:
+            raise ValueError(
+                f"expected a comma-separated list of host:port, got {value!r}"
+            )
+        return ",".join(servers)
+
+    def client_config(self) -> dict[str, str]:
+        """The librdkafka configuration shared by every producer, consumer and admin client.
+
+        Secrets are revealed only here, into the dict handed to librdkafka; ``repr`` and logs
+        of the settings show ``**********``.
+        """
+        conf: dict[str, str] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol.lower(),
+        }
+        optional: dict[str, str | SecretStr | None] = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": self.ssl_key_password,
+            "ssl.endpoint.identification.algorithm": self.ssl_endpoint_identification_algorithm,
+        }
+        for key, value in optional.items():
+            if isinstance(value, SecretStr):
+                conf[key] = value.get_secret_value()
+            elif value is not None:
+                conf[key] = value
+        conf.update(self.extra)
+        return conf
+
+
+class TopicSettings(_Section):
+    """Topic names by role. ``rayml topics create`` makes them with per-role settings."""
+
+    input: TopicName = "ml.pipeline.input"
+    output: TopicName = "ml.pipeline.output"
+    jobs: TopicName = "ml.pipeline.jobs"
+    dlq: TopicName = "ml.pipeline.dlq"
+    models: TopicName = "ml.models"
+    registry: TopicName = "ml.pipeline.registry"
+    # Partition counts bound the parallelism of ingest actors (one partition, one consumer).
+    input_partitions: int = Field(8, ge=1, le=10_000)
+    output_partitions: int = Field(8, ge=1, le=10_000)
+    jobs_partitions: int = Field(4, ge=1, le=10_000)
+    replication_factor: int = Field(1, ge=1, le=32)
+
+
+class ExecutorSettings(_Section):
+    """How the executor consumes, batches, dispatches and commits."""
+
+    group_id: str = Field("rayml-executor", min_length=1)
+    jobs_group_id: str = Field("rayml-jobs", min_length=1)
+    ingest_actors: int = Field(1, ge=1, le=1024)
+    num_workers: int = Field(2, ge=1, le=10_000)
+    max_batch_size: int = Field(1024, ge=1, le=100_000)
+    max_batch_wait_ms: float = Field(5.0, ge=0, le=60_000)
+    poll_max_messages: int = Field(2048, ge=1, le=100_000)
+    max_in_flight: int = Field(20_000, ge=1, le=10_000_000)
+    commit_interval_s: float = Field(1.0, gt=0, le=600)
+    max_attempts: int = Field(3, ge=1, le=100)
+    max_request_bytes: int = Field(1_048_576, ge=256)
+    drain_timeout_s: float = Field(30.0, ge=0, le=3600)
+    # Models kept per worker (LRU) and the memory budget of that cache.
+    worker_model_cache_size: int = Field(4, ge=1, le=1000)
+    worker_model_cache_bytes: int = Field(2 * 1024**3, ge=1)
+    # Extra modules that register pipelines, besides the `pipelines` package and entry points.
+    pipeline_modules: list[str] = Field(default_factory=list)
+    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+
+
+class RaySettings(_Section):
+    """Where Ray runs: ``address=None`` starts (or joins) a local runtime."""
+
+    address: str | None = None
+    namespace: str = "rayml"
+
+
+class ModelStoreSettings(_Section):
+    """Where models live: a local directory by default, any fsspec URL on a cluster."""
+
+    root: str = ".rayml/models"
+    allow_pickle: bool = False
+
+
+class Settings(BaseSettings):
+    """The whole configuration of rayml."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAYML_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # Where local state goes: the local broker's data and jars, the default model store.
+    state_dir: Path = Path(".rayml")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
+    models: ModelStoreSettings = Field(default_factory=ModelStoreSettings)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Set by load_settings(); not a setting itself.
+    _config_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("RAYML_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(settings)"
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings from overrides, ``RAYML_*`` variables and an optional TOML file.
+
+    Args:
+        config_file: A TOML file with the same tree (``[kafka]``, ``[topics]`` ...). Falls back
+            to ``RAYML_CONFIG``.
+        **overrides: Top-level sections or fields to force (CLI flags), as plain values or dicts.
+
+    Raises:
+        ConfigError: if any value is invalid; the message lists every bad field by its path.
+    """
+    previous = os.environ.get("RAYML_CONFIG")
+    try:
+        if config_file is not None:
+            path = Path(config_file)
+            if not path.is_file():
+                raise ConfigError(f"config file {str(path)!r} does not exist")
+            os.environ["RAYML_CONFIG"] = str(path)
+        elif previous and not Path(previous).is_file():
+            raise ConfigError(f"RAYML_CONFIG names {previous!r}, which does not exist")
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_field_path(err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            if err["type"] != "missing"
+            else f"{_field_path(err['loc'])}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid rayml settings: {problems}") from exc
+    finally:
+        if config_file is not None:
+            if previous is None:
+                os.environ.pop("RAYML_CONFIG", None)
+            else:
+                os.environ["RAYML_CONFIG"] = previous

@@ -1,0 +1,391 @@
+"""A real Apache Kafka broker on 127.0.0.1, for development, tests and demos.
+
+The broker's jars are resolved from Maven Central with Maven (``pom.xml`` beside this file; ``~/.m2``
+caches them), KRaft storage is formatted once per data directory, and one combined
+broker+controller node is started in its own session so that it outlives the command that
+started it. Its pid, ports and version are recorded in the data directory; ``stop`` ends that pid
+only (SIGTERM for a controlled shutdown, SIGKILL after a bound).
+
+Example:
+    >>> from rayml.localkafka import LocalBroker
+    >>> with LocalBroker.ephemeral() as broker:          # doctest: +SKIP
+    ...     print(broker.bootstrap_servers)
+    127.0.0.1:40123
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import psutil
+
+from rayml.errors import BrokerError, PortInUseError, ToolMissingError
+
+logger = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.4.0"
+MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+JVM_OPTS = ("-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true")
+
+_JAVA_HINT = "Install a Java 17+ runtime (e.g. `apt-get install openjdk-17-jdk-headless`) or set JAVA_HOME."
+_MAVEN_HINT = "Install Apache Maven 3.8+ (e.g. `apt-get install maven`); it fetches the Kafka jars."
+
+
+# --- tools and jars ----------------------------------------------------------------------------
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return str(Path(java_home) / "bin" / "java")
+    found = shutil.which("java")
+    if not found:
+        raise ToolMissingError("java", _JAVA_HINT)
+    return found
+
+
+def _check_java_version(java: str) -> None:
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    text = out.stderr + out.stdout
+    # `openjdk version "17.0.15"` / `"1.8.0_392"`: the first number is the major version from 9 on.
+    for token in text.split('"')[1:2]:
+        major = token.split(".")[0]
+        if major.isdigit() and int(major) < 17:
+            raise ToolMissingError("java 17+", f"Found Java {token}. {_JAVA_HINT}")
+
+
+def resolve_jars(state_dir: Path) -> Path:
+    """Return a folder holding the broker's jars, resolving them with Maven on first use.
+
+    The folder is versioned (``kafka-libs-4.4.0``) and marked complete only after Maven
+    succeeded, so an interrupted download is redone rather than half-used.
+    """
+    libs = Path(state_dir) / f"kafka-libs-{KAFKA_VERSION}"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise ToolMissingError("mvn", _MAVEN_HINT)
+    _check_java_version(_java())
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".kafka-libs-", dir=state_dir))
+    with resources.as_file(resources.files(__package__) / "pom.xml") as pom:
+        cmd = [
+            mvn, "-B", "-q", "-f", str(pom),
+            f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies",
+            "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
+            f"-Dkafka.version={KAFKA_VERSION}",
+        ]
+        logger.info("resolving Kafka %s jars with Maven into %s", KAFKA_VERSION, libs)
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BrokerError(
+            f"Maven could not resolve the Kafka {KAFKA_VERSION} jars "
+            f"(exit {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}"
+        )
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    marker.touch()
+    return libs
+
+
+# --- ports -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_owner(port: int) -> str | None:
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+                if conn.pid:
+                    with contextlib.suppress(psutil.Error):
+                        proc = psutil.Process(conn.pid)
+                        return f"pid {conn.pid}, {proc.name()}"
+                return "another process"
+    return None
+
+
+def ensure_port_free(port: int) -> None:
+    """Raise :class:`PortInUseError` if 127.0.0.1:``port`` cannot be bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise PortInUseError(port, _port_owner(port)) from exc
+
+
+# --- the broker --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    """What ``start`` records in ``<data-dir>/broker.json``."""
+
+    pid: int
+    port: int
+    controller_port: int
+    kafka_version: str
+    data_dir: str
+    started_at: float
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """The answer of :meth:`LocalBroker.status`."""
+
+    running: bool
+    data_dir: str
+    info: BrokerInfo | None
+
+
+def _new_cluster_id() -> str:
+    # Kafka's own Uuid.randomUuid(): 16 random bytes, base64url without padding, never
+    # starting with '-' (which would read as a command-line flag).
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
+class LocalBroker:
+    """One KRaft node (broker + controller) listening on 127.0.0.1.
+
+    Args:
+        data_dir: Holds the KRaft metadata and the topic data, the broker's log and pid file.
+            Data survives ``stop`` then ``start`` on the same folder.
+        port: Client port. The controller gets a free port of its own on each start (the static
+            quorum lets it change between runs).
+        state_dir: Where the resolved jars are kept.
+    """
+
+    def __init__(self, data_dir: Path | str, port: int = 9092, *, state_dir: Path | str = ".rayml"):
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.state_dir = Path(state_dir).resolve()
+
+    # paths
+    @property
+    def _info_file(self) -> Path:
+        return self.data_dir / "broker.json"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    @property
+    def _logs_dir(self) -> Path:
+        return self.data_dir / "kraft"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @classmethod
+    @contextlib.contextmanager
+    def ephemeral(cls, state_dir: Path | str = ".rayml") -> Iterator[LocalBroker]:
+        """Start a broker on free ports in a temporary data dir; stop and delete it on exit."""
+        data_dir = Path(tempfile.mkdtemp(prefix="rayml-kafka-"))
+        broker = cls(data_dir, port=free_port(), state_dir=state_dir)
+        try:
+            broker.start()
+            yield broker
+        finally:
+            broker.stop()
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+    def _properties(self, controller_port: int) -> str:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self._logs_dir),
+            # One node cannot satisfy the default replication of the internal topics; without
+            # the transaction-log settings init_transactions() times out.
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # Faster start and fewer threads on a small machine.
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.num.partitions": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "num.network.threads": "2",
+            "num.io.threads": "2",
+            "num.partitions": "1",
+            "auto.create.topics.enable": "false",
+            # Tests create many topics; keep segments small so disk use stays small.
+            "log.segment.bytes": str(64 * 1024 * 1024),
+        }
+        return "".join(f"{k}={v}\n" for k, v in props.items())
+
+    def _read_info(self) -> BrokerInfo | None:
+        try:
+            return BrokerInfo(**json.loads(self._info_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _live_process(self) -> psutil.Process | None:
+        """The broker process recorded in this data dir, if it is alive and really ours."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            proc = psutil.Process(pid)
+            cmdline = proc.cmdline()
+        except (OSError, ValueError, psutil.Error):
+            return None
+        # A recycled pid must not be mistaken for our broker: check it runs *this* data dir.
+        ours = "kafka.Kafka" in cmdline and str(self.data_dir / "server.properties") in cmdline
+        if not ours or proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+
+    def status(self) -> BrokerStatus:
+        """Whether the broker recorded in the data dir runs, and where."""
+        proc = self._live_process()
+        return BrokerStatus(running=proc is not None, data_dir=str(self.data_dir),
+                            info=self._read_info() if proc else None)
+
+    def start(self, timeout_s: float = 90.0) -> BrokerInfo:
+        """Start the broker in the background and wait until it serves clients.
+
+        Returns the recorded :class:`BrokerInfo`. Raises :class:`PortInUseError` if the port is
+        taken, :class:`BrokerError` with the log's tail if the JVM exits or never gets ready.
+        """
+        if self._live_process() is not None:
+            raise BrokerError(
+                f"a broker already runs for data dir {self.data_dir} "
+                f"(pid {self.pid_file.read_text().strip()}); stop it first"
+            )
+        ensure_port_free(self.port)
+        java = _java()
+        libs = resolve_jars(self.state_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        controller_port = free_port()
+        props_file = self.data_dir / "server.properties"
+        props_file.write_text(self._properties(controller_port))
+        log4j = self.data_dir / "log4j2.properties"
+        log4j.write_text((resources.files(__package__) / "log4j2.properties").read_text())
+        classpath = f"{libs}/*"
+        jvm = [java, *JVM_OPTS, f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
+
+        if not (self._logs_dir / "meta.properties").exists():
+            cid_file = self.data_dir / "cluster.id"
+            if not cid_file.exists():
+                cid_file.write_text(_new_cluster_id())
+            fmt = subprocess.run(
+                [*jvm, "kafka.tools.StorageTool", "format", "--cluster-id",
+                 cid_file.read_text().strip(), "--config", str(props_file), "--ignore-formatted"],
+                capture_output=True, text=True, check=False,
+            )
+            if fmt.returncode != 0:
+                raise BrokerError(f"formatting KRaft storage in {self._logs_dir} failed:\n"
+                                  f"{(fmt.stdout + fmt.stderr)[-3000:]}")
+
+        with self.log_file.open("ab") as log:
+            # A session of its own: the broker outlives `rayml kafka start`, and a Ctrl-C in the
+            # starting terminal does not reach it.
+            proc = subprocess.Popen(
+                [*jvm, "kafka.Kafka", str(props_file)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        info = BrokerInfo(pid=proc.pid, port=self.port, controller_port=controller_port,
+                          kafka_version=KAFKA_VERSION, data_dir=str(self.data_dir),
+                          started_at=time.time())
+        self._info_file.write_text(json.dumps(asdict(info), indent=2))
+        try:
+            self._wait_ready(proc, timeout_s)
+        except BaseException:
+            self._terminate(proc.pid, 10.0)
+            raise
+        return info
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+        from confluent_kafka.admin import AdminClient  # I/O dependency, only when starting
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": "0",
+                             "logger": logging.getLogger("rayml.localkafka.readiness")})
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            code = proc.poll()
+            if code is not None:
+                raise BrokerError(f"the Kafka broker exited with code {code} while starting; "
+                                  f"last lines of {self.log_file}:\n{self.log_tail()}")
+            with contextlib.suppress(Exception):
+                meta = admin.list_topics(timeout=1.0)
+                if meta.brokers:
+                    return
+            time.sleep(0.2)
+        raise BrokerError(f"the Kafka broker was not ready after {timeout_s:.0f}s; "
+                          f"last lines of {self.log_file}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop this data dir's broker: SIGTERM (controlled shutdown), SIGKILL after ``timeout_s``.
+
+        Returns False if no broker was running. Only the recorded, verified pid is signalled.
+        """
+        proc = self._live_process()
+        if proc is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        self._terminate(proc.pid, timeout_s)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    @staticmethod
+    def _terminate(pid: int, timeout_s: float) -> None:
+        try:
+            proc = psutil.Process(pid)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s)
+            except psutil.TimeoutExpired:
+                logger.warning("broker pid %d ignored SIGTERM for %.0fs; sending SIGKILL",
+                               pid, timeout_s)
+                proc.kill()
+                proc.wait(timeout=10)
+        except psutil.NoSuchProcess:
+            pass
