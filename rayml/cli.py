@@ -22,10 +22,14 @@ import typer
 from rayml.config import Settings, load_settings
 from rayml.errors import RaymlError
 
-app = typer.Typer(help="Machine-learning pipelines on Ray, requested and answered over Kafka.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
-kafka_app = typer.Typer(help="A local Apache Kafka broker for development and tests.",
-                        no_args_is_help=True)
+app = typer.Typer(
+    help="Machine-learning pipelines on Ray, requested and answered over Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+kafka_app = typer.Typer(
+    help="A local Apache Kafka broker for development and tests.", no_args_is_help=True
+)
 topics_app = typer.Typer(help="rayml's Kafka topics.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
@@ -40,8 +44,13 @@ class _State:
 _state = _State()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file.")]
-BootstrapOpt = Annotated[str | None, typer.Option(
-    "--bootstrap-servers", help="Kafka bootstrap servers (overrides RAYML_KAFKA__BOOTSTRAP_SERVERS).")]
+BootstrapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap-servers",
+        help="Kafka bootstrap servers (overrides RAYML_KAFKA__BOOTSTRAP_SERVERS).",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
@@ -65,7 +74,8 @@ def _main(
 ) -> None:
     _state.config = config
     logging.basicConfig(
-        level=log_level.upper(), stream=sys.stderr,
+        level=log_level.upper(),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
@@ -90,8 +100,14 @@ def kafka_start(
     broker = LocalBroker(data_dir or _default_data_dir(), port, state_dir=settings.state_dir)
     started = time.monotonic()
     info = broker.start(timeout_s=timeout)
-    logger.info("Kafka %s ready in %.1fs (pid %d, data dir %s, log %s)", info.kafka_version,
-                time.monotonic() - started, info.pid, info.data_dir, broker.log_file)
+    logger.info(
+        "Kafka %s ready in %.1fs (pid %d, data dir %s, log %s)",
+        info.kafka_version,
+        time.monotonic() - started,
+        info.pid,
+        info.data_dir,
+        broker.log_file,
+    )
     typer.echo(info.bootstrap_servers)
 
 
@@ -122,8 +138,10 @@ def kafka_status(
     if as_json:
         typer.echo(json.dumps(asdict(status), indent=2))
     elif status.running and status.info:
-        typer.echo(f"running: pid {status.info.pid}, {status.info.bootstrap_servers}, "
-                   f"Kafka {status.info.kafka_version}, data dir {status.data_dir}")
+        typer.echo(
+            f"running: pid {status.info.pid}, {status.info.bootstrap_servers}, "
+            f"Kafka {status.info.kafka_version}, data dir {status.data_dir}"
+        )
     else:
         typer.echo(f"not running (data dir {status.data_dir})")
     raise typer.Exit(0 if status.running else 1)

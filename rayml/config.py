@@ -56,7 +56,8 @@ class KafkaSettings(_Section):
     ssl_key_location: str | None = None
     ssl_key_password: SecretStr | None = None
     ssl_endpoint_identification_algorithm: Literal["https", "none"] | None = None
-    # Any other librdkafka property, passed through as is (e.g. {"socket.keepalive.enable": "true"}).
+    # Any other librdkafka property, passed through as is, e.g.
+    # {"socket.keepalive.enable": "true"}.
     # Keys are librdkafka names; values are strings as librdkafka expects them.
     extra: dict[str, str] = Field(default_factory=dict)
 
@@ -66,9 +67,7 @@ class KafkaSettings(_Section):
         servers = [s.strip() for s in value.split(",") if s.strip()]
         bad = [s for s in servers if not _HOST_PORT.match(s)]
         if not servers or bad:
-            raise ValueError(
-                f"expected a comma-separated list of host:port, got {value!r}"
-            )
+            raise ValueError(f"expected a comma-separated list of host:port, got {value!r}")
         return ",".join(servers)
 
     def client_config(self) -> dict[str, str]:

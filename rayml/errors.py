@@ -139,8 +139,9 @@ class ModelNotFoundError(ModelStoreError, RecordError):
         self.name = name
         self.version = version
         what = f"model {name!r}" + (f" version {version!r}" if version else "")
-        RecordError.__init__(self, f"{what} is not in the model store",
-                             {"model": name, "version": version})
+        RecordError.__init__(
+            self, f"{what} is not in the model store", {"model": name, "version": version}
+        )
 
 
 class InvalidModelNameError(ModelStoreError):
@@ -149,3 +150,17 @@ class InvalidModelNameError(ModelStoreError):
 
 class UnsafeModelFormatError(ModelStoreError):
     """Raised when loading an artifact in an unsafe format (pickle) that was not allowed."""
+
+
+class RequestTooLargeError(InvalidRequestError):
+    """Raised when a request message is larger than the ingest's configured maximum size."""
+
+    type = "request_too_large"
+
+    def __init__(self, size: int, max_bytes: int) -> None:
+        self.size = size
+        self.max_bytes = max_bytes
+        super().__init__(
+            f"request is {size} bytes, more than the limit of {max_bytes} bytes",
+            {"size": size, "max_bytes": max_bytes},
+        )

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import NewTopic
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from rayml.config import KafkaSettings, TopicSettings
 from rayml.errors import KafkaAdminError
@@ -41,23 +41,28 @@ class TopicSpec:
 
 def topic_specs(topics: TopicSettings) -> list[TopicSpec]:
     """The specs of every rayml topic for the given names (pure; no I/O)."""
-    compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
-                 "segment.ms": str(3600 * 1000)}
+    compacted = {
+        "cleanup.policy": "compact",
+        "min.compaction.lag.ms": "0",
+        "segment.ms": str(3600 * 1000),
+    }
     return [
-        TopicSpec("input", topics.input, topics.input_partitions,
-                  {"retention.ms": str(7 * _DAY_MS)}),
-        TopicSpec("output", topics.output, topics.output_partitions,
-                  {"retention.ms": str(7 * _DAY_MS)}),
-        TopicSpec("jobs", topics.jobs, topics.jobs_partitions,
-                  {"retention.ms": str(14 * _DAY_MS)}),
+        TopicSpec(
+            "input", topics.input, topics.input_partitions, {"retention.ms": str(7 * _DAY_MS)}
+        ),
+        TopicSpec(
+            "output", topics.output, topics.output_partitions, {"retention.ms": str(7 * _DAY_MS)}
+        ),
+        TopicSpec("jobs", topics.jobs, topics.jobs_partitions, {"retention.ms": str(14 * _DAY_MS)}),
         TopicSpec("dlq", topics.dlq, 1, {"retention.ms": str(30 * _DAY_MS)}),
         TopicSpec("models", topics.models, 1, compacted),
         TopicSpec("registry", topics.registry, 1, compacted),
     ]
 
 
-def create_topics(kafka: KafkaSettings, topics: TopicSettings,
-                  timeout_s: float = 30.0) -> dict[str, str]:
+def create_topics(
+    kafka: KafkaSettings, topics: TopicSettings, timeout_s: float = 30.0
+) -> dict[str, str]:
     """Create every rayml topic that does not exist yet.
 
     Returns ``{topic name: "created" | "exists"}``. Safe to run any number of times.
@@ -67,9 +72,15 @@ def create_topics(kafka: KafkaSettings, topics: TopicSettings,
     """
     admin = admin_client(kafka)
     specs = topic_specs(topics)
-    new = [NewTopic(s.name, num_partitions=s.partitions,
-                    replication_factor=topics.replication_factor, config=s.config)
-           for s in specs]
+    new = [
+        NewTopic(
+            s.name,
+            num_partitions=s.partitions,
+            replication_factor=topics.replication_factor,
+            config=s.config,
+        )
+        for s in specs
+    ]
     outcome: dict[str, str] = {}
     try:
         futures = admin.create_topics(new, request_timeout=timeout_s)
@@ -84,11 +95,13 @@ def create_topics(kafka: KafkaSettings, topics: TopicSettings,
             if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 outcome[name] = "exists"
             else:
-                raise KafkaAdminError(f"cannot create topic {name!r} on "
-                                      f"{kafka.bootstrap_servers}: {exc}") from exc
+                raise KafkaAdminError(
+                    f"cannot create topic {name!r} on {kafka.bootstrap_servers}: {exc}"
+                ) from exc
         except Exception as exc:  # timeouts from concurrent.futures
-            raise KafkaAdminError(f"cannot create topic {name!r} on "
-                                  f"{kafka.bootstrap_servers}: {exc!r}") from exc
+            raise KafkaAdminError(
+                f"cannot create topic {name!r} on {kafka.bootstrap_servers}: {exc!r}"
+            ) from exc
     for name, what in outcome.items():
         logger.info("topic=%s %s", name, what)
     return outcome

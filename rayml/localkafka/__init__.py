@@ -1,7 +1,7 @@
 """A real Apache Kafka broker on 127.0.0.1, for development, tests and demos.
 
-The broker's jars are resolved from Maven Central with Maven (``pom.xml`` beside this file; ``~/.m2``
-caches them), KRaft storage is formatted once per data directory, and one combined
+The broker's jars are resolved from Maven Central with Maven (``pom.xml`` beside this file;
+``~/.m2`` caches them), KRaft storage is formatted once per data directory, and one combined
 broker+controller node is started in its own session so that it outlives the command that
 started it. Its pid, ports and version are recorded in the data directory; ``stop`` ends that pid
 only (SIGTERM for a controlled shutdown, SIGKILL after a bound).
@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -42,7 +43,9 @@ KAFKA_VERSION = "4.4.0"
 MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 JVM_OPTS = ("-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true")
 
-_JAVA_HINT = "Install a Java 17+ runtime (e.g. `apt-get install openjdk-17-jdk-headless`) or set JAVA_HOME."
+_JAVA_HINT = (
+    "Install a Java 17+ runtime (e.g. `apt-get install openjdk-17-jdk-headless`) or set JAVA_HOME."
+)
 _MAVEN_HINT = "Install Apache Maven 3.8+ (e.g. `apt-get install maven`); it fetches the Kafka jars."
 
 
@@ -87,9 +90,14 @@ def resolve_jars(state_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".kafka-libs-", dir=state_dir))
     with resources.as_file(resources.files(__package__) / "pom.xml") as pom:
         cmd = [
-            mvn, "-B", "-q", "-f", str(pom),
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(pom),
             f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies",
-            "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={staging}",
             f"-Dkafka.version={KAFKA_VERSION}",
         ]
         logger.info("resolving Kafka %s jars with Maven into %s", KAFKA_VERSION, libs)
@@ -278,8 +286,11 @@ class LocalBroker:
     def status(self) -> BrokerStatus:
         """Whether the broker recorded in the data dir runs, and where."""
         proc = self._live_process()
-        return BrokerStatus(running=proc is not None, data_dir=str(self.data_dir),
-                            info=self._read_info() if proc else None)
+        return BrokerStatus(
+            running=proc is not None,
+            data_dir=str(self.data_dir),
+            info=self._read_info() if proc else None,
+        )
 
     def start(self, timeout_s: float = 90.0) -> BrokerInfo:
         """Start the broker in the background and wait until it serves clients.
@@ -309,26 +320,45 @@ class LocalBroker:
             if not cid_file.exists():
                 cid_file.write_text(_new_cluster_id())
             fmt = subprocess.run(
-                [*jvm, "kafka.tools.StorageTool", "format", "--cluster-id",
-                 cid_file.read_text().strip(), "--config", str(props_file), "--ignore-formatted"],
-                capture_output=True, text=True, check=False,
+                [
+                    *jvm,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--cluster-id",
+                    cid_file.read_text().strip(),
+                    "--config",
+                    str(props_file),
+                    "--ignore-formatted",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if fmt.returncode != 0:
-                raise BrokerError(f"formatting KRaft storage in {self._logs_dir} failed:\n"
-                                  f"{(fmt.stdout + fmt.stderr)[-3000:]}")
+                raise BrokerError(
+                    f"formatting KRaft storage in {self._logs_dir} failed:\n"
+                    f"{(fmt.stdout + fmt.stderr)[-3000:]}"
+                )
 
         with self.log_file.open("ab") as log:
             # A session of its own: the broker outlives `rayml kafka start`, and a Ctrl-C in the
             # starting terminal does not reach it.
             proc = subprocess.Popen(
                 [*jvm, "kafka.Kafka", str(props_file)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         self.pid_file.write_text(f"{proc.pid}\n")
-        info = BrokerInfo(pid=proc.pid, port=self.port, controller_port=controller_port,
-                          kafka_version=KAFKA_VERSION, data_dir=str(self.data_dir),
-                          started_at=time.time())
+        info = BrokerInfo(
+            pid=proc.pid,
+            port=self.port,
+            controller_port=controller_port,
+            kafka_version=KAFKA_VERSION,
+            data_dir=str(self.data_dir),
+            started_at=time.time(),
+        )
         self._info_file.write_text(json.dumps(asdict(info), indent=2))
         try:
             self._wait_ready(proc, timeout_s)
@@ -340,21 +370,29 @@ class LocalBroker:
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
         from confluent_kafka.admin import AdminClient  # I/O dependency, only when starting
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": "0",
-                             "logger": logging.getLogger("rayml.localkafka.readiness")})
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "log_level": 0,
+            "logger": logging.getLogger("rayml.localkafka.readiness"),
+        }
+        admin = AdminClient(conf)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             code = proc.poll()
             if code is not None:
-                raise BrokerError(f"the Kafka broker exited with code {code} while starting; "
-                                  f"last lines of {self.log_file}:\n{self.log_tail()}")
+                raise BrokerError(
+                    f"the Kafka broker exited with code {code} while starting; "
+                    f"last lines of {self.log_file}:\n{self.log_tail()}"
+                )
             with contextlib.suppress(Exception):
                 meta = admin.list_topics(timeout=1.0)
                 if meta.brokers:
                     return
             time.sleep(0.2)
-        raise BrokerError(f"the Kafka broker was not ready after {timeout_s:.0f}s; "
-                          f"last lines of {self.log_file}:\n{self.log_tail()}")
+        raise BrokerError(
+            f"the Kafka broker was not ready after {timeout_s:.0f}s; "
+            f"last lines of {self.log_file}:\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -383,8 +421,9 @@ class LocalBroker:
             try:
                 proc.wait(timeout=timeout_s)
             except psutil.TimeoutExpired:
-                logger.warning("broker pid %d ignored SIGTERM for %.0fs; sending SIGKILL",
-                               pid, timeout_s)
+                logger.warning(
+                    "broker pid %d ignored SIGTERM for %.0fs; sending SIGKILL", pid, timeout_s
+                )
                 proc.kill()
                 proc.wait(timeout=10)
         except psutil.NoSuchProcess:

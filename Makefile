@@ -1,0 +1,49 @@
+# What the README and CI run. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv kafka-jars lint format types test test-unit test-integration demo bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "rayml needs Python 3.11"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install rayml with its dev tools
+
+kafka-jars: venv  ## resolve the Apache Kafka broker jars with Maven (cached in ~/.m2)
+	$(PY) -c 'from rayml.localkafka import resolve_jars; print(resolve_jars(__import__("pathlib").Path(".rayml")))'
+
+lint: venv  ## ruff lint and format check
+	$(VENV)/bin/ruff check rayml pipelines tests bench
+	$(VENV)/bin/ruff format --check rayml pipelines tests bench
+
+format: venv  ## apply ruff's formatting and fixes
+	$(VENV)/bin/ruff format rayml pipelines tests bench
+	$(VENV)/bin/ruff check --fix rayml pipelines tests bench
+
+types: venv  ## mypy --strict on rayml/
+	$(VENV)/bin/mypy
+
+test: venv kafka-jars  ## all tests: unit, then integration on a real broker and a real Ray
+	$(PY) -m pytest tests
+
+test-unit: venv  ## unit tests only (no Kafka, no Ray)
+	$(PY) -m pytest tests/unit
+
+demo: venv kafka-jars  ## the main job on a local broker and a local Ray
+	$(PY) -m rayml.demo
+
+bench: venv kafka-jars  ## benchmarks, printed side by side with their baselines
+	$(PY) -m bench
+
+clean:  ## remove local state (broker data, models, jars) but not the venv
+	rm -rf .rayml kafka-check
