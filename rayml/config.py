@@ -130,6 +130,12 @@ class ExecutorSettings(_Section):
     max_attempts: int = Field(3, ge=1, le=100)
     max_request_bytes: int = Field(1_048_576, ge=256)
     drain_timeout_s: float = Field(30.0, ge=0, le=3600)
+    # CPUs reserved per ModelWorker actor; fractional values pack several on one core.
+    worker_num_cpus: float = Field(1.0, ge=0, le=1024)
+    # Threads a worker's BLAS/OpenMP pools may use (single-row predicts are fastest with 1).
+    worker_threads: int = Field(1, ge=1, le=1024)
+    # How many workers may hold one model warm (model-affinity routing).
+    model_replicas: int = Field(2, ge=1, le=10_000)
     # Models kept per worker (LRU) and the memory budget of that cache.
     worker_model_cache_size: int = Field(4, ge=1, le=1000)
     worker_model_cache_bytes: int = Field(2 * 1024**3, ge=1)

@@ -39,6 +39,7 @@ def ray_runtime() -> Iterator[str]:
     import ray
 
     ray.init(
+        address="local",  # always a new runtime of our own, never a cluster found on the machine
         num_cpus=2,
         include_dashboard=False,
         logging_level="ERROR",

@@ -1,0 +1,170 @@
+"""The executor: what ``rayml serve`` runs on a Ray cluster.
+
+It connects to Ray (or starts a local one), discovers the pipelines, creates the topics if they
+are missing, publishes the registry, and starts the ingest actors, each with its own ModelWorker
+pool. On SIGTERM/SIGINT it drains them within ``drain_timeout_s`` (stop polling, finish or give
+up on in-flight work, commit, leave the group).
+
+Example:
+    >>> from rayml.config import load_settings
+    >>> executor = Executor(load_settings())        # doctest: +SKIP
+    >>> executor.start(); executor.drain()          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from rayml import kafka_clients
+from rayml.config import Settings
+from rayml.errors import RaymlError
+from rayml.ingest import Ingest
+from rayml.registry import Registry
+from rayml.topics import create_topics
+
+logger = logging.getLogger(__name__)
+
+
+class IngestActorImpl:
+    """Ray actor body around :class:`~rayml.ingest.Ingest`: the loop runs in a thread so that
+    control calls (status, resize, drain) are served on other actor threads meanwhile.
+
+    The actor is restartable: if its loop crashes, the process exits and Ray starts it again,
+    which re-joins the consumer group and resumes from the committed offsets.
+    """
+
+    def __init__(self, settings: Settings, ingest_id: str) -> None:
+        registry = Registry()
+        registry.discover(settings.executor.pipeline_modules)
+        self.ingest = Ingest(settings, ingest_id, registry)
+        self._thread = threading.Thread(target=self._run, name=f"ingest-{ingest_id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.ingest.run()
+        except BaseException:
+            # A dead loop in a live actor would stall its partitions silently: exit instead, so
+            # Ray restarts the actor (max_restarts) and the group reassigns the partitions.
+            logging.getLogger(__name__).exception("ingest loop crashed; restarting the actor")
+            os._exit(1)
+
+    def ready(self) -> str:
+        return self.ingest.ingest_id
+
+    def status(self) -> dict[str, Any]:
+        status = self.ingest.status()
+        status["workers"] = self.ingest.pool.stats()
+        return status
+
+    def resize(self, workers: int) -> None:
+        self.ingest.resize(workers)
+
+    def drain(self, timeout_s: float) -> bool:
+        return self.ingest.stop(timeout_s)
+
+
+def publish_registry(settings: Settings, registry: Registry) -> int:
+    """Write each pipeline's description to the compacted registry topic (key = name)."""
+    producer = kafka_clients.producer(settings.kafka)
+    described = registry.describe()
+    for entry in described:
+        producer.produce(
+            settings.topics.registry,
+            key=entry["name"].encode(),
+            value=json.dumps(entry, sort_keys=True).encode(),
+        )
+    remaining = producer.flush(30)
+    if remaining:
+        raise RaymlError(f"could not publish the registry: {remaining} messages not delivered")
+    return len(described)
+
+
+def _absolute_store(settings: Settings) -> Settings:
+    # Actors may run with another working directory (or on another node): pin a local model
+    # store path to an absolute one. URLs (s3://...) are left as they are.
+    root = settings.models.root
+    if "://" in root:
+        return settings
+    absolute = str(Path(root).resolve())
+    return settings.model_copy(
+        update={"models": settings.models.model_copy(update={"root": absolute})}
+    )
+
+
+class Executor:
+    """Starts and controls the ingest actors of one executor instance."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = _absolute_store(settings)
+        self.instance_id = f"ex-{uuid.uuid4().hex[:6]}"
+        self.actors: list[Any] = []
+        self._started_ray = False
+
+    def start(self, create_missing_topics: bool = True, timeout_s: float = 120.0) -> None:
+        """Connect to Ray, publish the registry, start the ingest actors and wait for them."""
+        settings = self.settings
+        if not ray.is_initialized():
+            options: dict[str, Any] = {
+                "namespace": settings.ray.namespace,
+                "logging_level": logging.WARNING,
+            }
+            if settings.ray.address is None:
+                options["include_dashboard"] = False
+            ray.init(address=settings.ray.address, **options)
+            self._started_ray = True
+        registry = Registry()
+        names = registry.discover(settings.executor.pipeline_modules)
+        if create_missing_topics:
+            create_topics(settings.kafka, settings.topics)
+        published = publish_registry(settings, registry)
+        logger.info(
+            "executor=%s publishing %d pipelines: %s", self.instance_id, published, ", ".join(names)
+        )
+        actor_cls = ray.remote(IngestActorImpl).options(
+            num_cpus=0,  # IO-bound: it must never take a CPU a model worker or training needs
+            max_concurrency=8,
+            max_restarts=-1,
+        )
+        self.actors = [
+            actor_cls.remote(settings, f"{self.instance_id}-i{n}")
+            for n in range(settings.executor.ingest_actors)
+        ]
+        ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s)
+        logger.info("executor=%s started %d ingest actors", self.instance_id, len(self.actors))
+
+    def status(self, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """Each ingest actor's status (in-flight, assignment, pool, counters)."""
+        result: list[dict[str, Any]] = ray.get(
+            [a.status.remote() for a in self.actors], timeout=timeout_s
+        )
+        return result
+
+    def resize(self, workers_per_ingest: int) -> None:
+        ray.get([a.resize.remote(workers_per_ingest) for a in self.actors])
+
+    def drain(self, timeout_s: float | None = None) -> bool:
+        """Stop every ingest actor gracefully within ``timeout_s``; True if all finished."""
+        timeout = self.settings.executor.drain_timeout_s if timeout_s is None else timeout_s
+        done = True
+        try:
+            finished = ray.get([a.drain.remote(timeout) for a in self.actors], timeout=timeout + 15)
+            done = all(finished)
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            logger.warning("executor=%s drain incomplete: %s", self.instance_id, exc)
+            done = False
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        self.actors = []
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+        return done

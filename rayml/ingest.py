@@ -1,0 +1,659 @@
+"""The ingest: Kafka consumer-group member → micro-batches → worker pool → results → commits.
+
+One :class:`Ingest` runs a single loop thread that owns its Kafka consumer and producer (neither
+is used from another thread). Per iteration it:
+
+1. polls up to ``poll_max_messages`` records and tracks each offset as unfinished;
+2. decodes and validates them: undecodable ones are dead-lettered, bad ones answered with an
+   error result, training requests handed off to the jobs topic, inference requests added to
+   a micro-batch keyed by (pipeline, model version);
+3. sends each full or due micro-batch to a worker: **one Ray call per batch**;
+4. collects finished batches and produces one result per request (idempotent producer);
+5. marks an offset done only in the producer's delivery callback, i.e. once the broker has
+   acknowledged the result (or dead letter, or job hand-off), and commits the per-partition
+   watermark (:mod:`rayml.offsets`) every ``commit_interval_s``, on revoke and at shutdown.
+
+So a crash anywhere re-delivers only unfinished records (at-least-once); results carry the
+request id so readers can deduplicate. Over ``max_in_flight`` unfinished records the ingest
+pauses its partitions and resumes them at half that: memory stays bounded under any backlog.
+
+:class:`IngestActor` wraps it as a Ray actor (``num_cpus=0``) whose control calls (status,
+resize, drain) run on other actor threads while the loop works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from confluent_kafka import KafkaError, Message, TopicPartition
+from pydantic import BaseModel
+
+from rayml import kafka_clients
+from rayml.batching import Backpressure, Batch, MicroBatcher
+from rayml.config import Settings
+from rayml.errors import (
+    DeadlineExceededError,
+    RecordError,
+    RetriesExhaustedError,
+)
+from rayml.messages import (
+    DeadLetter,
+    ErrorInfo,
+    ModelRef,
+    Rejected,
+    Request,
+    Result,
+    Timings,
+    Undecodable,
+    dead_letter_headers,
+    decode_request,
+    encode_result,
+    error_info_from,
+)
+from rayml.model_versions import LatestVersions
+from rayml.offsets import OffsetTracker
+from rayml.pool import WorkerPool
+from rayml.registry import PipelineSpec, Registry
+from rayml.worker import BatchOutcome, ItemError
+
+logger = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+# (pipeline import path, model name, model version): one micro-batch never mixes these.
+Route = tuple[str, str, str | None]
+Headers = list[tuple[str, str | bytes | None]]
+
+
+@dataclass(slots=True)
+class Pending:
+    """One accepted inference request, from poll until its result is acknowledged."""
+
+    tp: TP
+    offset: int
+    raw: bytes
+    request: Request
+    spec: PipelineSpec
+    params: BaseModel
+    received_ms: float  # the record's timestamp (producer create time), wall clock ms
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class InFlight:
+    """A micro-batch sent to a worker and not back yet."""
+
+    route: Route
+    items: list[Pending]
+    worker_id: str
+    dispatched_ms: float
+
+
+@dataclass
+class Counters:
+    """What the ingest has done since it started (status and metrics)."""
+
+    polled: int = 0
+    results_ok: int = 0
+    results_error: int = 0
+    dead_letters: int = 0
+    jobs_handed_off: int = 0
+    batches: int = 0
+    redispatched: int = 0
+    commits: int = 0
+    paused: bool = False
+    started_at: float = field(default_factory=time.time)
+
+
+class Ingest:
+    """The ingest loop. Use :meth:`run` in a thread and :meth:`stop` from another."""
+
+    def __init__(self, settings: Settings, ingest_id: str, registry: Registry) -> None:
+        self.settings = settings
+        self.ingest_id = ingest_id
+        self.registry = registry
+        ex = settings.executor
+        self.tracker = OffsetTracker()
+        self.batcher: MicroBatcher[Route, Pending] = MicroBatcher(
+            ex.max_batch_size, ex.max_batch_wait_ms / 1000.0
+        )
+        self.backpressure = Backpressure(ex.max_in_flight)
+        self.inflight: dict[Any, InFlight] = {}  # ObjectRef -> batch
+        self.counters = Counters()
+        self.versions = LatestVersions(settings.models.root)
+        self._output_topic = settings.topics.output
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._last_commit = time.monotonic()
+        self.pool = WorkerPool(settings, ingest_id, ex.num_workers)
+        self.producer = kafka_clients.producer(settings.kafka)
+        self.consumer = kafka_clients.consumer(
+            settings.kafka,
+            ex.group_id,
+            # Fetch enough to fill micro-batches without one round trip per record.
+            **{"fetch.min.bytes": 1, "fetch.wait.max.ms": 5, "client.id": ingest_id},
+        )
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Consume until :meth:`stop`; then drain within the bound, commit, and leave the group."""
+        self.consumer.subscribe(
+            [self.settings.topics.input],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        logger.info("ingest=%s subscribed to %s", self.ingest_id, self.settings.topics.input)
+        try:
+            while not self._stop.is_set():
+                self._step()
+        except Exception:
+            logger.exception("ingest=%s loop crashed", self.ingest_id)
+            raise
+        finally:
+            self._shutdown()
+
+    def _step(self) -> None:
+        while not self._commands.empty():
+            self._commands.get_nowait()()
+        now = time.monotonic()
+        if self.inflight:
+            timeout = 0.0  # completions are waited for below, in ray.wait
+        else:
+            deadline = self.batcher.next_deadline()
+            timeout = 0.1 if deadline is None else max(0.0, min(0.1, deadline - now))
+        if not self.counters.paused:
+            messages = self.consumer.consume(self.settings.executor.poll_max_messages, timeout)
+            self._accept(messages)
+        elif not self.inflight:
+            time.sleep(timeout)
+        self._dispatch(self.batcher.due(time.monotonic()))
+        self._collect(block_s=0.002 if self.inflight else 0.0)
+        self.producer.poll(0)
+        self._apply_backpressure()
+        if time.monotonic() - self._last_commit >= self.settings.executor.commit_interval_s:
+            self._commit()
+
+    def _accept(self, messages: list[Message]) -> None:
+        now = time.monotonic()
+        wall_ms = time.time() * 1000.0
+        full: list[Batch[Route, Pending]] = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("ingest=%s consumer error: %s", self.ingest_id, err)
+                continue
+            tp: TP = (msg.topic(), msg.partition())  # type: ignore[assignment]
+            offset: int = msg.offset()  # type: ignore[assignment]
+            self.tracker.track(tp, offset)
+            self.counters.polled += 1
+            raw = msg.value() or b""
+            decoded = decode_request(raw, max_bytes=self.settings.executor.max_request_bytes)
+            if isinstance(decoded, Undecodable):
+                self._dead_letter(msg, decoded.error_type, decoded.message, None)
+                continue
+            if isinstance(decoded, Rejected):
+                self._answer(
+                    tp,
+                    offset,
+                    decoded.request_id,
+                    decoded.pipeline or "",
+                    None,
+                    error=decoded.error,
+                    received_ms=_timestamp_ms(msg, wall_ms),
+                )
+                continue
+            full += self._route(msg, tp, offset, raw, decoded, now, wall_ms)
+        self._dispatch(full)
+
+    def _route(
+        self,
+        msg: Message,
+        tp: TP,
+        offset: int,
+        raw: bytes,
+        request: Request,
+        now: float,
+        wall_ms: float,
+    ) -> list[Batch[Route, Pending]]:
+        received_ms = _timestamp_ms(msg, wall_ms)
+        try:
+            spec = self.registry.get(request.pipeline)
+            if request.deadline is not None and request.deadline.timestamp() * 1000 < wall_ms:
+                raise DeadlineExceededError(
+                    f"the request's deadline {request.deadline.isoformat()} passed before it "
+                    f"could run",
+                    {"deadline": request.deadline.isoformat()},
+                )
+            if spec.kind == "training":
+                self._hand_off_job(msg, tp, offset, raw, request)
+                return []
+            params = self.registry.validate_params(spec.name, request.params)
+            version = request.model_version or self.versions.get(spec.model)
+        except RecordError as exc:
+            self._answer(
+                tp,
+                offset,
+                request.id,
+                request.pipeline,
+                request,
+                error=error_info_from(exc),
+                received_ms=received_ms,
+            )
+            return []
+        pending = Pending(tp, offset, raw, request, spec, params, received_ms)
+        return self.batcher.add((spec.import_path, spec.model, version), pending, now)
+
+    # -- dispatch and completion -------------------------------------------------------------
+
+    def _dispatch(self, batches: list[Batch[Route, Pending]]) -> None:
+        for batch in batches:
+            limit = batch.items[0].spec.max_batch_size or len(batch.items)
+            for start in range(0, len(batch.items), limit):
+                self._send(batch.key, batch.items[start : start + limit])
+
+    def _send(self, route: Route, items: list[Pending]) -> None:
+        import_path, model, version = route
+        for item in items:
+            item.attempts += 1
+        worker_id, ref = self.pool.submit(
+            f"{model}@{version}", import_path, version, [p.params for p in items]
+        )
+        self.inflight[ref] = InFlight(route, items, worker_id, time.time() * 1000.0)
+        self.counters.batches += 1
+
+    def _collect(self, block_s: float) -> None:
+        if not self.inflight:
+            return
+        refs = list(self.inflight)
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        if not ready and block_s > 0:
+            ready, _ = ray.wait(refs, num_returns=1, timeout=block_s)
+        for ref in ready:
+            batch = self.inflight.pop(ref)
+            self.pool.finished(batch.worker_id)
+            try:
+                outcome: BatchOutcome = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                # Infrastructure: the worker died. Replace it and run the batch elsewhere.
+                logger.warning(
+                    "ingest=%s worker=%s died with %d requests in flight: %s",
+                    self.ingest_id,
+                    batch.worker_id,
+                    len(batch.items),
+                    type(exc).__name__,
+                )
+                self.pool.replace(batch.worker_id)
+                self._retry(batch.route, batch.items, exc)
+            except ray.exceptions.RayTaskError as exc:
+                # The worker's code raised outside the pipeline's own error handling: split
+                # the batch so a poisonous request cannot fail its batch-mates forever.
+                logger.warning(
+                    "ingest=%s batch of %d failed on worker=%s: %s",
+                    self.ingest_id,
+                    len(batch.items),
+                    batch.worker_id,
+                    exc,
+                )
+                self._retry(batch.route, batch.items, exc)
+            else:
+                self._answer_batch(batch, outcome)
+
+    def _retry(self, route: Route, items: list[Pending], cause: Exception) -> None:
+        retry: list[Pending] = []
+        exhausted: list[Pending] = []
+        for item in items:
+            (retry if item.attempts < self.settings.executor.max_attempts else exhausted).append(
+                item
+            )
+        for item in exhausted:
+            err = RetriesExhaustedError(
+                f"request failed on all {item.attempts} attempts; last error: "
+                f"{type(cause).__name__}",
+                {"attempts": item.attempts, "last_error": str(cause)[:500]},
+            )
+            self._answer(
+                item.tp,
+                item.offset,
+                item.request.id,
+                item.request.pipeline,
+                item.request,
+                error=error_info_from(err),
+                received_ms=item.received_ms,
+                attempts=item.attempts,
+            )
+            self._dead_letter_raw(item, err)
+        if retry:
+            self.counters.redispatched += len(retry)
+            middle = max(1, len(retry) // 2)
+            for part in (retry[:middle], retry[middle:]):
+                if part:
+                    self._send(route, part)
+
+    def _answer_batch(self, batch: InFlight, outcome: BatchOutcome) -> None:
+        model = (
+            ModelRef(name=outcome.model_name, version=outcome.model_version)
+            if outcome.model_version
+            else None
+        )
+        now_ms = time.time() * 1000.0
+        for item, output in zip(batch.items, outcome.outputs, strict=True):
+            timings = Timings(
+                queued_ms=round(batch.dispatched_ms - item.received_ms, 3),
+                compute_ms=round(outcome.compute_ms, 3),
+                total_ms=round(now_ms - item.received_ms, 3),
+            )
+            if isinstance(output, ItemError):
+                error = ErrorInfo(type=output.type, message=output.message, details=output.details)
+                self._answer(
+                    item.tp,
+                    item.offset,
+                    item.request.id,
+                    item.request.pipeline,
+                    item.request,
+                    error=error,
+                    model=model,
+                    timings=timings,
+                    attempts=item.attempts,
+                )
+            else:
+                self._answer(
+                    item.tp,
+                    item.offset,
+                    item.request.id,
+                    item.request.pipeline,
+                    item.request,
+                    output=output,
+                    model=model,
+                    timings=timings,
+                    attempts=item.attempts,
+                )
+
+    # -- producing ---------------------------------------------------------------------------
+
+    def _answer(
+        self,
+        tp: TP,
+        offset: int,
+        request_id: str,
+        pipeline: str,
+        request: Request | None,
+        *,
+        output: Any = None,
+        error: ErrorInfo | None = None,
+        model: ModelRef | None = None,
+        timings: Timings | None = None,
+        attempts: int = 1,
+        received_ms: float | None = None,
+    ) -> None:
+        if timings is None and received_ms is not None:
+            timings = Timings(total_ms=round(time.time() * 1000.0 - received_ms, 3))
+        tenant = request.tenant if request else None
+        if error is None:
+            result = Result.ok(
+                request_id,
+                pipeline,
+                output,
+                model=model,
+                timings=timings,
+                attempts=attempts,
+                tenant=tenant,
+            )
+            self.counters.results_ok += 1
+        else:
+            result = Result.failed(
+                request_id,
+                pipeline,
+                error,
+                model=model,
+                timings=timings,
+                attempts=attempts,
+                tenant=tenant,
+            )
+            self.counters.results_error += 1
+        topic = (request.reply_to if request else None) or self._output_topic
+        self._produce(topic, encode_result(result), request_id.encode(), None, tp, offset)
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: Headers | None,
+        tp: TP,
+        offset: int,
+    ) -> None:
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                self._done(tp, offset)
+            elif topic != self._output_topic and not err.retriable():
+                # e.g. a reply_to topic that does not exist: answer on the result topic rather
+                # than never. The result itself still names the request id.
+                logger.warning(
+                    "ingest=%s cannot write to %s (%s); using %s",
+                    self.ingest_id,
+                    topic,
+                    err,
+                    self._output_topic,
+                )
+                self._produce(self._output_topic, value, key, headers, tp, offset)
+            else:
+                logger.warning(
+                    "ingest=%s delivery to %s failed (%s); retrying", self.ingest_id, topic, err
+                )
+                self._produce(topic, value, key, headers, tp, offset)
+
+        while True:
+            try:
+                self.producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=delivered
+                )
+                return
+            except BufferError:
+                # librdkafka's queue is full: serve delivery reports to make room.
+                self.producer.poll(0.05)
+
+    def _done(self, tp: TP, offset: int) -> None:
+        # KeyError: the partition was revoked meanwhile; its new owner re-runs the record.
+        with contextlib.suppress(KeyError):
+            self.tracker.done(tp, offset)
+
+    def _dead_letter(
+        self, msg: Message, error_type: str, message: str, request_id: str | None
+    ) -> None:
+        tp: TP = (msg.topic(), msg.partition())  # type: ignore[assignment]
+        offset: int = msg.offset()  # type: ignore[assignment]
+        letter = DeadLetter(
+            error_type=error_type,
+            error_message=message,
+            source_topic=tp[0],
+            source_partition=tp[1],
+            source_offset=offset,
+            request_id=request_id,
+        )
+        headers = _headers_of(msg) + list(dead_letter_headers(letter))
+        self.counters.dead_letters += 1
+        self._produce(self.settings.topics.dlq, msg.value() or b"", msg.key(), headers, tp, offset)
+
+    def _dead_letter_raw(self, item: Pending, err: RecordError) -> None:
+        # A copy for replay; the error result already answers the request, and the offset is
+        # marked done by that result's delivery, so this produce does not track the offset.
+        letter = DeadLetter(
+            error_type=err.type,
+            error_message=str(err),
+            source_topic=item.tp[0],
+            source_partition=item.tp[1],
+            source_offset=item.offset,
+            request_id=item.request.id,
+        )
+        self.counters.dead_letters += 1
+        self.producer.produce(
+            self.settings.topics.dlq,
+            value=item.raw,
+            key=item.request.id.encode(),
+            headers=list[tuple[str, str | bytes | None]](dead_letter_headers(letter)),
+        )
+
+    def _hand_off_job(
+        self, msg: Message, tp: TP, offset: int, raw: bytes, request: Request
+    ) -> None:
+        # Durable hand-off: once the jobs topic has the request, this input offset is done, so
+        # hours of training never hold back inference commits on the same partition.
+        self.counters.jobs_handed_off += 1
+        self._produce(
+            self.settings.topics.jobs,
+            raw,
+            request.id.encode(),
+            _headers_of(msg),
+            tp,
+            offset,
+        )
+
+    # -- offsets, backpressure, rebalance ----------------------------------------------------
+
+    def _commit(self, offsets: dict[TP, int] | None = None) -> None:
+        self._last_commit = time.monotonic()
+        offsets = self.tracker.committable() if offsets is None else offsets
+        if not offsets:
+            return
+        parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            answered = self.consumer.commit(offsets=parts, asynchronous=False) or []
+        except Exception as exc:  # KafkaException: e.g. not the owner any more
+            logger.warning("ingest=%s commit failed: %s", self.ingest_id, exc)
+            return
+        ok = {(tp.topic, tp.partition): tp.offset for tp in answered if tp.error is None}
+        for tp in answered:
+            if tp.error is not None:
+                logger.warning(
+                    "ingest=%s commit of %s[%d] failed: %s",
+                    self.ingest_id,
+                    tp.topic,
+                    tp.partition,
+                    tp.error,
+                )
+        self.tracker.mark_committed({k: v for k, v in ok.items() if k in offsets})
+        self.counters.commits += 1
+
+    def _apply_backpressure(self) -> None:
+        in_flight = self.tracker.in_flight()
+        if not self.counters.paused and self.backpressure.should_pause(in_flight):
+            self.consumer.pause(self.consumer.assignment())
+            self.counters.paused = True
+            logger.info("ingest=%s paused at %d in flight", self.ingest_id, in_flight)
+        elif self.counters.paused and self.backpressure.should_resume(in_flight):
+            self.consumer.resume(self.consumer.assignment())
+            self.counters.paused = False
+            logger.info("ingest=%s resumed at %d in flight", self.ingest_id, in_flight)
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        logger.info("ingest=%s assigned %s", self.ingest_id, _names(partitions))
+        if self.counters.paused and partitions:
+            consumer.pause(partitions)
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Finish (bounded) what is in flight for these partitions, commit, then let go."""
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        logger.info("ingest=%s revoking %s", self.ingest_id, _names(partitions))
+        self._finish_in_flight(
+            self.settings.executor.drain_timeout_s,
+            lambda: sum(self.tracker.pending(tp) for tp in revoked),
+        )
+        self._commit(self.tracker.revoke(revoked))
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        # Another member may own these already: committing now could move its offsets.
+        self.tracker.revoke({(tp.topic, tp.partition) for tp in partitions})
+        logger.warning("ingest=%s lost %s", self.ingest_id, _names(partitions))
+
+    def _finish_in_flight(self, timeout_s: float, remaining: Callable[[], int]) -> None:
+        self._dispatch(self.batcher.flush())
+        deadline = time.monotonic() + timeout_s
+        while remaining() > 0 and time.monotonic() < deadline:
+            self._collect(block_s=0.01)
+            self.producer.poll(0.001)
+        self.producer.flush(max(0.0, deadline - time.monotonic()))
+        if remaining() > 0:
+            logger.warning(
+                "ingest=%s gave up on %d unfinished records after %.1fs; they will be redelivered",
+                self.ingest_id,
+                remaining(),
+                timeout_s,
+            )
+
+    def _shutdown(self) -> None:
+        try:
+            self._finish_in_flight(self.settings.executor.drain_timeout_s, self.tracker.in_flight)
+            self._commit()
+            self.consumer.close()  # leaves the group: partitions move at once
+        finally:
+            self.pool.shutdown()
+            self._stopped.set()
+            logger.info("ingest=%s stopped", self.ingest_id)
+
+    # -- control (from other threads) --------------------------------------------------------
+
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """Ask the loop to drain and stop; wait up to ``timeout_s``. True if it stopped."""
+        self._stop.set()
+        return self._stopped.wait(timeout_s)
+
+    def resize(self, workers: int) -> None:
+        """Change the pool size (applied by the loop thread)."""
+        self._commands.put(lambda: self.pool.resize(workers))
+
+    def status(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            "ingest_id": self.ingest_id,
+            "assignment": sorted(f"{tp.topic}[{tp.partition}]" for tp in self._assignment()),
+            "in_flight": self.tracker.in_flight(),
+            "batches_in_flight": len(self.inflight),
+            "buffered": len(self.batcher),
+            "paused": c.paused,
+            "pool_size": self.pool.size,
+            "workers_replaced": self.pool.replaced,
+            "polled": c.polled,
+            "results_ok": c.results_ok,
+            "results_error": c.results_error,
+            "dead_letters": c.dead_letters,
+            "jobs_handed_off": c.jobs_handed_off,
+            "batches": c.batches,
+            "redispatched": c.redispatched,
+            "commits": c.commits,
+            "uptime_s": round(time.time() - c.started_at, 3),
+        }
+
+    def _assignment(self) -> list[TopicPartition]:
+        try:
+            return list(self.consumer.assignment())
+        except Exception:
+            return []
+
+
+def _timestamp_ms(msg: Message, default_ms: float) -> float:
+    kind, ts = msg.timestamp()
+    return float(ts) if kind != 0 and ts > 0 else default_ms
+
+
+def _headers_of(msg: Message) -> Headers:
+    headers = msg.headers()
+    if headers is None:
+        return []
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return [(k, v) for k, v in headers]
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

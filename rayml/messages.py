@@ -1,0 +1,705 @@
+"""Wire envelopes: the request, the result, and the dead-letter headers. No I/O here.
+
+Everything that crosses Kafka is defined in this module, so the published JSON Schemas
+(``schemas/*.schema.json``, written by ``python -m rayml.messages``) and the code cannot drift.
+
+Decoding a request sorts every message into exactly one of three outcomes, because each needs a
+different answer from the ingest:
+
+* :class:`Request` -- a valid envelope; route it.
+* :class:`Rejected` -- the envelope is bad but carries a usable ``id``: the client can be told, so
+  the ingest produces an error :class:`Result` keyed by that id.
+* :class:`Undecodable` -- nobody can be answered (no usable id): the original bytes go to the
+  dead-letter topic with :func:`dead_letter_headers`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+
+from rayml.errors import InvalidRequestError, RecordError, RequestTooLargeError
+
+__all__ = [
+    "ENVELOPE_VERSION",
+    "DeadLetter",
+    "ErrorInfo",
+    "ModelRef",
+    "Rejected",
+    "Request",
+    "Result",
+    "Timings",
+    "Undecodable",
+    "UndecodableType",
+    "dead_letter_from_headers",
+    "dead_letter_headers",
+    "decode_request",
+    "decode_result",
+    "encode_request",
+    "encode_result",
+    "error_info_from",
+    "write_schemas",
+]
+
+ENVELOPE_VERSION: Final = 1
+"""The envelope version this code writes and accepts (the ``v`` field)."""
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# --- field types ---------------------------------------------------------------------------
+
+
+def _deadline_input(value: Any) -> Any:
+    """Turn integer epoch milliseconds into an aware datetime; leave other inputs to pydantic.
+
+    Pydantic alone would read a number as *seconds* or milliseconds depending on its size, so a
+    small or fractional number would silently mean something else. The wire format says integers
+    are milliseconds, always, and nothing else numeric is accepted.
+    """
+    if isinstance(value, bool | float):
+        raise ValueError("deadline must be an RFC 3339 string or integer epoch milliseconds")
+    if isinstance(value, int):
+        try:
+            return _EPOCH + timedelta(milliseconds=value)
+        except OverflowError as exc:
+            raise ValueError(f"deadline {value} ms since the epoch is out of range") from exc
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        # A quoted number is most likely a client that meant milliseconds but sent a string;
+        # guessing either way risks a wrong deadline, so say what is accepted instead.
+        raise ValueError(
+            "deadline must be an RFC 3339 string (e.g. 2025-11-26T10:00:00Z) or an integer "
+            "(not a string) of epoch milliseconds"
+        )
+    return value
+
+
+def _not_dot_topic(value: str) -> str:
+    # Kafka refuses "." and ".." as topic names although they match the character class.
+    if value in {".", ".."}:
+        raise ValueError("'.' and '..' are not valid Kafka topic names")
+    return value
+
+
+RequestId = Annotated[
+    str,
+    # No control characters: ids end up in logs, headers and keys, where they would corrupt output.
+    StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$"),
+    Field(
+        description=(
+            "Client-made unique request id (1-256 characters, no control characters). "
+            "Used as the Kafka key of the result."
+        )
+    ),
+]
+
+TopicName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,249}$"),
+    AfterValidator(_not_dot_topic),
+]
+
+Deadline = Annotated[
+    AwareDatetime,
+    BeforeValidator(_deadline_input),
+    # The validator widens the input beyond what pydantic's own datetime schema says, so the
+    # published schema has to be stated by hand for clients to validate before sending.
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "integer", "description": "Milliseconds since the Unix epoch (UTC)."},
+            ],
+            "description": (
+                "Absolute time after which the result is no longer wanted: an RFC 3339 "
+                "timestamp with an offset, or integer epoch milliseconds."
+            ),
+        }
+    ),
+]
+
+
+# --- envelopes -----------------------------------------------------------------------------
+
+
+class Request(BaseModel):
+    """A request to run one pipeline, as a client puts it on the input topic (key = ``id``).
+
+    Example:
+        On the wire::
+
+            {"v": 1, "id": "req-42", "pipeline": "iris.predict",
+             "params": {"features": [5.1, 3.5, 1.4, 0.2]},
+             "reply_to": "team-a.results", "deadline": "2025-11-26T10:00:00Z",
+             "tenant": "team-a", "sent_at_ms": 1764150000000}
+
+        In Python::
+
+            >>> Request(id="req-42", pipeline="iris.predict", params={"features": [5.1]}).v
+            1
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="rayml request",
+        json_schema_extra={
+            "examples": [
+                {
+                    "v": 1,
+                    "id": "req-42",
+                    "pipeline": "iris.predict",
+                    "params": {"features": [5.1, 3.5, 1.4, 0.2]},
+                    "reply_to": "team-a.results",
+                    "deadline": "2025-11-26T10:00:00Z",
+                    "tenant": "team-a",
+                    "sent_at_ms": 1764150000000,
+                }
+            ]
+        },
+    )
+
+    v: Literal[1] = Field(default=1, description="Envelope version.")
+    id: RequestId
+    pipeline: str = Field(
+        min_length=1, max_length=200, description="Name of a registered pipeline."
+    )
+    params: dict[str, Any] = Field(
+        default={}, description="Pipeline parameters, validated against the pipeline's model."
+    )
+    reply_to: TopicName | None = Field(
+        default=None,
+        description="Kafka topic for the result (default: the executor's result topic).",
+    )
+    deadline: Deadline | None = None
+    model_version: str | None = Field(
+        default=None, description="Pin this model version (default: the newest)."
+    )
+    tenant: str | None = Field(default=None, description="Tenant the request belongs to.")
+    sent_at_ms: int | None = Field(
+        default=None,
+        ge=0,
+        strict=True,
+        description="Client clock at send time, epoch milliseconds (end-to-end latency).",
+    )
+
+
+class ErrorInfo(BaseModel):
+    """Why a request failed: a stable code, a human message, and machine-readable details."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str = Field(description="Stable error code, e.g. 'invalid_params'.")
+    message: str = Field(description="Human-readable explanation.")
+    details: dict[str, Any] = Field(default={}, description="Structured context (fields, ...).")
+
+
+class ModelRef(BaseModel):
+    """The model (name and version) that produced a result."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    version: str
+
+
+class Timings(BaseModel):
+    """Where the time went, in milliseconds; a field is absent when it was not measured."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queued_ms: float | None = Field(default=None, description="From poll to compute start.")
+    compute_ms: float | None = Field(default=None, description="Pipeline run (per batch).")
+    total_ms: float | None = Field(
+        default=None, description="From the client's sent_at_ms (or poll) to result produced."
+    )
+
+
+class Result(BaseModel):
+    """The one logical answer to a request, put on the result topic (key = ``id``).
+
+    ``status`` is ``ok`` with ``result`` set, or ``error`` with ``error`` set.
+
+    On the wire::
+
+        {"v": 1, "id": "req-42", "pipeline": "iris.predict", "status": "ok",
+         "result": [0.1, 0.9], "model": {"name": "iris", "version": "3"},
+         "timings": {"queued_ms": 0.4, "compute_ms": 1.2, "total_ms": 3.0}, "attempts": 1}
+
+    Example:
+        >>> r = Result.ok("req-42", "iris.predict", [0.1, 0.9])
+        >>> decode_result(encode_result(r)) == r
+        True
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="rayml result",
+        json_schema_extra={
+            "examples": [
+                {
+                    "v": 1,
+                    "id": "req-42",
+                    "pipeline": "iris.predict",
+                    "status": "ok",
+                    "result": [0.1, 0.9],
+                    "model": {"name": "iris", "version": "3"},
+                    "timings": {"queued_ms": 0.4, "compute_ms": 1.2, "total_ms": 3.0},
+                    "attempts": 1,
+                },
+                {
+                    "v": 1,
+                    "id": "req-43",
+                    "pipeline": "iris.predict",
+                    "status": "error",
+                    "error": {
+                        "type": "invalid_params",
+                        "message": "features: Field required",
+                        "details": {"fields": ["features"]},
+                    },
+                    "timings": {},
+                    "attempts": 1,
+                },
+            ]
+        },
+    )
+
+    v: Literal[1] = Field(default=1, description="Envelope version.")
+    # Not constrained like Request.id: a rejected request's id may break those rules and still
+    # deserves its answer under the very id the client sent.
+    id: str = Field(min_length=1, description="The request's id.")
+    pipeline: str = Field(description="The pipeline the request named.")
+    status: Literal["ok", "error"]
+    result: Any = Field(default=None, description="The pipeline's output when status is 'ok'.")
+    error: ErrorInfo | None = Field(default=None, description="Set when status is 'error'.")
+    model: ModelRef | None = Field(default=None, description="Model used, if any.")
+    timings: Timings = Field(default_factory=Timings)
+    attempts: int = Field(default=1, ge=1, description="How many times the request was run.")
+    tenant: str | None = Field(default=None, description="The request's tenant, echoed.")
+
+    @model_validator(mode="after")
+    def _status_matches_error(self) -> Self:
+        if self.status == "ok" and self.error is not None:
+            raise ValueError("a result with status 'ok' must not carry an error")
+        if self.status == "error" and self.error is None:
+            raise ValueError("a result with status 'error' must carry an error")
+        return self
+
+    @classmethod
+    def ok(
+        cls,
+        request_id: str,
+        pipeline: str,
+        result: Any,
+        *,
+        model: ModelRef | None = None,
+        timings: Timings | None = None,
+        attempts: int = 1,
+        tenant: str | None = None,
+    ) -> Self:
+        """Build a successful result.
+
+        Example:
+            >>> Result.ok("req-1", "iris.predict", 2).status
+            'ok'
+        """
+        return cls(
+            id=request_id,
+            pipeline=pipeline,
+            status="ok",
+            result=result,
+            model=model,
+            timings=timings or Timings(),
+            attempts=attempts,
+            tenant=tenant,
+        )
+
+    @classmethod
+    def failed(
+        cls,
+        request_id: str,
+        pipeline: str,
+        error: ErrorInfo,
+        *,
+        model: ModelRef | None = None,
+        timings: Timings | None = None,
+        attempts: int = 1,
+        tenant: str | None = None,
+    ) -> Self:
+        """Build an error result.
+
+        Example:
+            >>> from rayml.errors import UnknownPipelineError
+            >>> info = error_info_from(UnknownPipelineError("nope"))
+            >>> Result.failed("req-1", "nope", info).error.type
+            'unknown_pipeline'
+        """
+        return cls(
+            id=request_id,
+            pipeline=pipeline,
+            status="error",
+            error=error,
+            model=model,
+            timings=timings or Timings(),
+            attempts=attempts,
+            tenant=tenant,
+        )
+
+
+def error_info_from(exc: RecordError) -> ErrorInfo:
+    """Describe a record failure for a result envelope.
+
+    Example:
+        >>> from rayml.errors import InvalidParamsError
+        >>> error_info_from(InvalidParamsError("x: field required", {"fields": ["x"]})).type
+        'invalid_params'
+    """
+    return ErrorInfo(type=exc.type, message=str(exc), details=dict(exc.details))
+
+
+# --- dead letters --------------------------------------------------------------------------
+
+_H_TYPE: Final = "rayml.error.type"
+_H_MESSAGE: Final = "rayml.error.message"
+_H_TOPIC: Final = "rayml.source.topic"
+_H_PARTITION: Final = "rayml.source.partition"
+_H_OFFSET: Final = "rayml.source.offset"
+_H_REQUEST_ID: Final = "rayml.request.id"
+
+
+class DeadLetter(BaseModel):
+    """What a dead-letter record says about itself, carried in Kafka headers.
+
+    The record's value is the original message bytes, untouched, so it can be replayed; its key is
+    the original key. Each field travels as one UTF-8 header (named in the field's description)
+    next to the original headers (e.g. ``traceparent``).
+
+    Example:
+        >>> dl = DeadLetter(error_type="invalid_json", error_message="bad",
+        ...                 source_topic="ml.pipeline.input", source_partition=0, source_offset=7)
+        >>> dead_letter_from_headers(dead_letter_headers(dl)) == dl
+        True
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="rayml dead letter")
+
+    error_type: str = Field(description=f"Header {_H_TYPE}: stable error code.")
+    error_message: str = Field(description=f"Header {_H_MESSAGE}: human-readable explanation.")
+    source_topic: str = Field(description=f"Header {_H_TOPIC}: topic the message came from.")
+    source_partition: int = Field(ge=0, description=f"Header {_H_PARTITION}: decimal.")
+    source_offset: int = Field(ge=0, description=f"Header {_H_OFFSET}: decimal.")
+    request_id: str | None = Field(
+        default=None, description=f"Header {_H_REQUEST_ID}: absent when there was no usable id."
+    )
+
+
+def dead_letter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
+    """The ``rayml.*`` headers describing a dead letter, to add to the original headers."""
+    headers = [
+        (_H_TYPE, dl.error_type.encode()),
+        (_H_MESSAGE, dl.error_message.encode()),
+        (_H_TOPIC, dl.source_topic.encode()),
+        (_H_PARTITION, str(dl.source_partition).encode()),
+        (_H_OFFSET, str(dl.source_offset).encode()),
+    ]
+    if dl.request_id is not None:
+        headers.append((_H_REQUEST_ID, dl.request_id.encode()))
+    return headers
+
+
+_HEADER_FIELDS: Final = {
+    _H_TYPE: "error_type",
+    _H_MESSAGE: "error_message",
+    _H_TOPIC: "source_topic",
+    _H_PARTITION: "source_partition",
+    _H_OFFSET: "source_offset",
+    _H_REQUEST_ID: "request_id",
+}
+
+
+def dead_letter_from_headers(
+    headers: Iterable[tuple[str, bytes | str | None]] | None,
+) -> DeadLetter:
+    """Read a :class:`DeadLetter` back from a record's headers; other headers are ignored.
+
+    When a header repeats, the last one wins (as with Kafka's ``Headers.lastHeader``).
+
+    Raises:
+        pydantic.ValidationError: A required ``rayml.*`` header is missing or malformed.
+    """
+    fields: dict[str, str] = {}
+    for name, value in headers or ():
+        field = _HEADER_FIELDS.get(name)
+        if field is None or value is None:
+            continue
+        # Headers come from other producers too; a bad byte must not make the letter unreadable.
+        fields[field] = value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return DeadLetter.model_validate(fields)
+
+
+# --- decoding and encoding -----------------------------------------------------------------
+
+UndecodableType = Literal[
+    "empty_message",
+    "not_utf8",
+    "invalid_json",
+    "not_an_object",
+    "missing_id",
+    "invalid_id",
+    "request_too_large",
+]
+"""Error codes of messages that cannot be answered (used as the DLQ's ``rayml.error.type``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A message with no usable request id: it cannot be answered and goes to the DLQ."""
+
+    error_type: UndecodableType
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message with a usable id but a bad envelope: it gets an error result under that id."""
+
+    request_id: str
+    pipeline: str | None
+    error: ErrorInfo
+
+
+def decode_request(raw: bytes | None, *, max_bytes: int) -> Request | Undecodable | Rejected:
+    """Decode one input message, strictly, without raising.
+
+    The valid case costs a single parse-and-validate pass (pydantic's Rust JSON parser). Only a
+    failure pays for a second, plain ``json.loads`` that finds the id to answer to.
+
+    Args:
+        raw: The Kafka message value (``None`` for a tombstone).
+        max_bytes: Largest accepted message. A larger one is rejected as ``request_too_large``
+            (still answered when its id can be found).
+
+    Returns:
+        The :class:`Request`, or :class:`Rejected` (answer with an error result), or
+        :class:`Undecodable` (dead-letter it).
+
+    Example:
+        >>> decode_request(b'{"id": "r1", "pipeline": "p"}', max_bytes=1_000_000).id
+        'r1'
+        >>> bad = decode_request(b'{"id": "r1", "pipeline": "p", "x": 1}', max_bytes=1_000_000)
+        >>> bad.request_id, bad.error.type, bad.error.details["fields"]
+        ('r1', 'invalid_request', ['x'])
+        >>> decode_request(b"nope", max_bytes=1_000_000).error_type
+        'invalid_json'
+    """
+    if not raw:
+        return Undecodable("empty_message", "the message has no value (empty or tombstone)")
+    size = len(raw)
+    if size > max_bytes:
+        return _reject_oversize(raw, size, max_bytes)
+    try:
+        return Request.model_validate_json(raw)
+    except ValidationError as exc:
+        return _classify_failure(raw, exc)
+
+
+def _parse_object(raw: bytes) -> dict[str, Any] | Undecodable:
+    """Parse ``raw`` as a JSON object with the stdlib; the slow path for messages that failed."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Undecodable("not_utf8", f"the message is not UTF-8: {exc}")
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return Undecodable("invalid_json", f"the message is not JSON: {exc}")
+    if not isinstance(obj, dict):
+        return Undecodable(
+            "not_an_object", f"the message is JSON {type(obj).__name__}, not an object"
+        )
+    return obj
+
+
+def _usable_id(obj: dict[str, Any]) -> str | Undecodable:
+    if "id" not in obj:
+        return Undecodable("missing_id", "the request has no 'id' field")
+    request_id = obj["id"]
+    if not isinstance(request_id, str) or not request_id:
+        return Undecodable("invalid_id", "the request's 'id' is not a non-empty string")
+    return request_id
+
+
+def _pipeline_of(obj: dict[str, Any]) -> str | None:
+    pipeline = obj.get("pipeline")
+    return pipeline if isinstance(pipeline, str) else None
+
+
+def _reject_oversize(raw: bytes, size: int, max_bytes: int) -> Undecodable | Rejected:
+    # The message is already in memory (the broker bounds it), so parsing it once more to find
+    # the id costs little and lets the client hear "too large" instead of waiting forever.
+    too_large = RequestTooLargeError(size, max_bytes)
+    obj = _parse_object(raw)
+    if isinstance(obj, Undecodable):
+        return Undecodable("request_too_large", f"{too_large}; and {obj.message}")
+    request_id = _usable_id(obj)
+    if isinstance(request_id, Undecodable):
+        return Undecodable("request_too_large", f"{too_large}; and {request_id.message}")
+    return Rejected(request_id, _pipeline_of(obj), error_info_from(too_large))
+
+
+def _classify_failure(raw: bytes, exc: ValidationError) -> Undecodable | Rejected:
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    # Only failures reach this point, so the second (stdlib) parse is off the hot path. It also
+    # tells bad UTF-8 from bad JSON, which pydantic reports alike as "json_invalid".
+    obj = _parse_object(raw)
+    if isinstance(obj, Undecodable):
+        return obj
+    if any(err["type"] in {"json_invalid", "model_type"} and not err["loc"] for err in errors):
+        # The two parsers disagree on an edge case (e.g. NaN, a lone surrogate). Pydantic's
+        # verdict is the one the valid path applies, so keep to it: nobody can be answered.
+        return Undecodable("invalid_json", f"the message is not valid JSON: {errors[0]['msg']}")
+    request_id = _usable_id(obj)
+    if isinstance(request_id, Undecodable):
+        return request_id
+    problems = [
+        {
+            "field": ".".join(str(part) for part in err["loc"]) or "(envelope)",
+            "type": err["type"],
+            "message": err["msg"],
+        }
+        for err in errors
+    ]
+    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+    invalid = InvalidRequestError(
+        f"invalid request envelope: {summary}",
+        {"errors": problems, "fields": [p["field"] for p in problems]},
+    )
+    return Rejected(request_id, _pipeline_of(obj), error_info_from(invalid))
+
+
+_RESULT_ADAPTER: Final = TypeAdapter(Result)
+_REQUEST_ADAPTER: Final = TypeAdapter(Request)
+
+
+def _json_fallback(value: Any) -> Any:
+    # Pipelines often return numpy arrays or numpy scalars (XGBoost does); both have .tolist().
+    # Duck typing keeps numpy out of this module.
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    raise TypeError(f"a value of type {type(value).__qualname__} is not JSON-serialisable")
+
+
+def encode_result(r: Result) -> bytes:
+    """Serialise a result as compact UTF-8 JSON; absent (``None``) fields are left out.
+
+    numpy arrays and scalars in ``result`` or ``error.details`` become JSON lists and numbers.
+
+    Raises:
+        pydantic_core.PydanticSerializationError: Something in the result is not serialisable
+            (a ``ValueError``).
+    """
+    return _RESULT_ADAPTER.dump_json(r, exclude_none=True, fallback=_json_fallback)
+
+
+def decode_result(raw: bytes) -> Result:
+    """Parse a result envelope (e.g. in a client).
+
+    Raises:
+        pydantic.ValidationError: ``raw`` is not a valid result envelope.
+    """
+    return Result.model_validate_json(raw)
+
+
+def encode_request(r: Request) -> bytes:
+    """Serialise a request as compact UTF-8 JSON (``deadline`` as an RFC 3339 string).
+
+    Example:
+        >>> encode_request(Request(id="r1", pipeline="p", params={"x": 1}))
+        b'{"v":1,"id":"r1","pipeline":"p","params":{"x":1}}'
+    """
+    return _REQUEST_ADAPTER.dump_json(r, exclude_none=True, fallback=_json_fallback)
+
+
+# --- published JSON Schemas ----------------------------------------------------------------
+
+# The class docstrings are written for Python readers; the published schemas get their own words.
+_SCHEMAS: Final[dict[str, tuple[type[BaseModel], str, str]]] = {
+    "request.schema.json": (
+        Request,
+        "rayml request envelope",
+        "A request to run one registered pipeline. JSON, UTF-8, produced to the input topic "
+        "with the request id as the Kafka key. Unknown fields are rejected.",
+    ),
+    "result.schema.json": (
+        Result,
+        "rayml result envelope",
+        "The one logical answer to a request, keyed by the request id: status 'ok' with "
+        "'result', or status 'error' with 'error'. Fields without a value are left out.",
+    ),
+    "dead-letter.schema.json": (
+        DeadLetter,
+        "rayml dead-letter headers",
+        "What a record on the dead-letter topic says about itself. The record's value and key "
+        "are the original message's, untouched; each property travels as one UTF-8 Kafka "
+        "header, named in its description, next to the original headers.",
+    ),
+}
+
+
+def _schema_text(model: type[BaseModel], name: str, title: str, description: str) -> str:
+    schema = model.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"urn:rayml:schema:v{ENVELOPE_VERSION}:{name}"
+    schema["title"] = title
+    schema["description"] = description
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_schemas(directory: Path) -> list[Path]:
+    """Write the envelopes' JSON Schemas into ``directory`` (created if needed).
+
+    Returns:
+        The paths written: ``request.schema.json``, ``result.schema.json``,
+        ``dead-letter.schema.json``.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (model, title, description) in _SCHEMAS.items():
+        path = directory / name
+        path.write_text(_schema_text(model, name, title, description), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m rayml.messages [DIR]`` (default ``schemas/``)."""
+    args = sys.argv[1:] if argv is None else argv
+    directory = Path(args[0]) if args else Path("schemas")
+    for path in write_schemas(directory):
+        sys.stdout.write(f"wrote {path}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""The ModelWorker pool of one ingest actor: create, route to, replace, resize.
+
+Each ingest actor owns its pool: the workers are its child actors, so they share its fate (a
+killed executor leaves no orphan workers) and only one owner ever replaces a dead worker. The
+pool is used from the ingest's loop thread only.
+
+* Routing: model affinity (:mod:`rayml.routing`) over the workers that are not draining.
+* A dead worker (``RayActorError``) is removed and a new one started at once; the ingest
+  re-dispatches the dead worker's batches.
+* Shrinking marks workers as draining: they get no new batches and are ended when their last
+  in-flight batch comes back, so resizing never loses work.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from rayml.config import Settings
+from rayml.routing import pick_worker
+from rayml.worker import ModelWorker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Slot:
+    handle: Any  # ray.actor.ActorHandle of a ModelWorker
+    in_flight: int = 0
+    draining: bool = False
+
+
+class WorkerPool:
+    """ModelWorker actors of one ingest, with model-affinity routing.
+
+    Args:
+        settings: Executor settings (worker resources, cache size, model store).
+        owner_id: The ingest's id; worker ids are ``<owner_id>-w<n>``.
+        size: Initial number of workers.
+    """
+
+    def __init__(self, settings: Settings, owner_id: str, size: int) -> None:
+        self._settings = settings
+        self._owner_id = owner_id
+        self._slots: dict[str, _Slot] = {}
+        self._seq = 0
+        self.replaced = 0
+        ex = settings.executor
+        self._actor_cls = ray.remote(ModelWorker).options(
+            num_cpus=ex.worker_num_cpus,
+            # The pool replaces dead workers itself; Ray restarting them too would race it.
+            max_restarts=0,
+            max_task_retries=0,
+        )
+        self.resize(size)
+
+    # -- membership ---------------------------------------------------------------------------
+
+    def _spawn(self) -> str:
+        self._seq += 1
+        worker_id = f"{self._owner_id}-w{self._seq}"
+        ex = self._settings.executor
+        handle = self._actor_cls.remote(
+            worker_id,
+            self._settings.models.root,
+            allow_pickle=self._settings.models.allow_pickle,
+            cache_items=ex.worker_model_cache_size,
+            cache_bytes=ex.worker_model_cache_bytes,
+            threads=ex.worker_threads,
+        )
+        self._slots[worker_id] = _Slot(handle)
+        return worker_id
+
+    def resize(self, size: int) -> None:
+        """Grow or shrink to ``size`` serving workers; shrinking drains before ending."""
+        if size < 1:
+            raise ValueError("a pool needs at least one worker")
+        serving = [w for w, s in self._slots.items() if not s.draining]
+        for _ in range(size - len(serving)):
+            self._spawn()
+        # Drain the newest first: the oldest have the warmest caches.
+        for worker_id in sorted(serving, key=self._seq_of)[size:] if len(serving) > size else []:
+            self._slots[worker_id].draining = True
+            self._end_if_idle(worker_id)
+        logger.info("pool=%s size=%d (draining %d)", self._owner_id, size, self.draining)
+
+    @staticmethod
+    def _seq_of(worker_id: str) -> int:
+        return int(worker_id.rsplit("-w", 1)[1])
+
+    def _end_if_idle(self, worker_id: str) -> None:
+        slot = self._slots.get(worker_id)
+        if slot is not None and slot.draining and slot.in_flight == 0:
+            del self._slots[worker_id]
+            ray.kill(slot.handle, no_restart=True)
+
+    def replace(self, worker_id: str) -> str | None:
+        """Drop a dead worker and start a new one in its place (unless it was draining)."""
+        slot = self._slots.pop(worker_id, None)
+        if slot is None:
+            return None
+        self.replaced += 1
+        ray.kill(slot.handle, no_restart=True)
+        if slot.draining:
+            return None
+        new_id = self._spawn()
+        logger.warning("pool=%s worker=%s died; replaced by %s", self._owner_id, worker_id, new_id)
+        return new_id
+
+    # -- work ---------------------------------------------------------------------------------
+
+    def submit(self, model_key: str, *args: Any) -> tuple[str, Any]:
+        """Send one batch to the worker chosen for ``model_key``; returns (worker id, ref)."""
+        serving = [w for w, s in self._slots.items() if not s.draining]
+        load = {w: self._slots[w].in_flight for w in serving}
+        worker_id = pick_worker(model_key, serving, load, self._settings.executor.model_replicas)
+        slot = self._slots[worker_id]
+        slot.in_flight += 1
+        return worker_id, slot.handle.run_batch.remote(*args)
+
+    def finished(self, worker_id: str) -> None:
+        """A batch of ``worker_id`` came back (with a result or an error)."""
+        slot = self._slots.get(worker_id)
+        if slot is not None:
+            slot.in_flight -= 1
+            self._end_if_idle(worker_id)
+
+    # -- status -------------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return sum(1 for s in self._slots.values() if not s.draining)
+
+    @property
+    def draining(self) -> int:
+        return sum(1 for s in self._slots.values() if s.draining)
+
+    def worker_ids(self) -> list[str]:
+        return list(self._slots)
+
+    def handle(self, worker_id: str) -> Any:
+        return self._slots[worker_id].handle
+
+    def stats(self, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+        """Each live worker's counters (workers that do not answer in time are left out)."""
+        refs = {w: s.handle.stats.remote() for w, s in list(self._slots.items())}
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+        out = []
+        for ref in ready:
+            try:
+                out.append(ray.get(ref))
+            except ray.exceptions.RayError:
+                continue
+        return out
+
+    def shutdown(self) -> None:
+        for slot in self._slots.values():
+            ray.kill(slot.handle, no_restart=True)
+        self._slots.clear()
