@@ -164,6 +164,93 @@ def topics_create(bootstrap_servers: BootstrapOpt = None, as_json: JsonOpt = Fal
             typer.echo(f"{name}: {what}")
 
 
+# --- rayml serve / submit -----------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve(
+    bootstrap_servers: BootstrapOpt = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="Join this Ray cluster (default: a local Ray)."),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="ModelWorkers per ingest actor.")] = None,
+    ingest_actors: Annotated[int | None, typer.Option(help="Ingest actors (consumers).")] = None,
+    create_topics: Annotated[bool, typer.Option(help="Create missing topics at start.")] = True,
+) -> None:
+    """Run the executor in the foreground; SIGTERM/SIGINT drain it gracefully."""
+    import signal
+    import threading
+
+    from rayml.executor import Executor
+
+    settings = _settings(bootstrap_servers)
+    executor_overrides = {
+        k: v
+        for k, v in {"num_workers": workers, "ingest_actors": ingest_actors}.items()
+        if v is not None
+    }
+    settings = settings.model_copy(
+        update={
+            "executor": settings.executor.model_copy(update=executor_overrides),
+            "ray": settings.ray.model_copy(update={"address": ray_address or settings.ray.address}),
+        }
+    )
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    executor = Executor(settings)
+    executor.start(create_missing_topics=create_topics)
+    typer.echo(
+        f"rayml executor {executor.instance_id} serving {settings.topics.input} -> "
+        f"{settings.topics.output} on {settings.kafka.bootstrap_servers}",
+        err=True,
+    )
+    # Readiness line for scripts and tests that start `rayml serve` in the background.
+    typer.echo("READY", err=True)
+    while not stop.wait(1.0):
+        pass
+    logger.info("signal %s: draining (bound %.0fs)", received[0], settings.executor.drain_timeout_s)
+    clean = executor.drain()
+    logger.info("drained %s", "cleanly" if clean else "with unfinished work (will be redelivered)")
+
+
+@app.command("submit")
+def submit(
+    pipeline: Annotated[str, typer.Argument(help="A registered pipeline name.")],
+    params: Annotated[str, typer.Option(help="Parameters as a JSON object.")] = "{}",
+    wait: Annotated[bool, typer.Option(help="Wait for the result and print it.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 60.0,
+    request_id: Annotated[str | None, typer.Option("--id", help="Request id [random].")] = None,
+    bootstrap_servers: BootstrapOpt = None,
+) -> None:
+    """Send one request; with --wait, print its result (exit 1 if it is an error)."""
+    import uuid
+
+    from rayml.submit import submit_one
+
+    try:
+        parsed = json.loads(params)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--params is not JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise typer.BadParameter("--params must be a JSON object")
+    settings = _settings(bootstrap_servers)
+    rid = request_id or uuid.uuid4().hex
+    result = submit_one(settings, rid, pipeline, parsed, wait=wait, timeout_s=timeout)
+    if result is None:
+        typer.echo(rid)
+        return
+    typer.echo(json.dumps(result.model_dump(mode="json", exclude_none=True), indent=2))
+    raise typer.Exit(0 if result.status == "ok" else 1)
+
+
 def main() -> None:
     """Entry point of the ``rayml`` script: errors become one clear line and exit code 2."""
     try:
