@@ -1,7 +1,9 @@
-"""Wire envelopes: the request, the result, and the dead-letter headers. No I/O here.
+"""Wire envelopes: the request and the result, and how they are decoded and encoded. No I/O here.
 
-Everything that crosses Kafka is defined in this module, so the published JSON Schemas
-(``schemas/*.schema.json``, written by ``python -m rayml.messages``) and the code cannot drift.
+Everything that crosses Kafka is defined here or in the modules this one re-exports
+(:mod:`rayml.envelope_fields` for the field types, :mod:`rayml.dead_letters` for the dead-letter
+headers), so the published JSON Schemas (``schemas/*.schema.json``, written by
+``python -m rayml.schemas``) and the code cannot drift.
 
 Decoding a request sorts every message into exactly one of three outcomes, because each needs a
 different answer from the ingest:
@@ -16,27 +18,20 @@ different answer from the ingest:
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Any, Final, Literal, Self
 
 from pydantic import (
-    AfterValidator,
-    AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    StringConstraints,
     TypeAdapter,
     ValidationError,
-    WithJsonSchema,
     model_validator,
 )
 
+from rayml.dead_letters import DeadLetter, dead_letter_from_headers, dead_letter_headers
+from rayml.envelope_fields import Deadline, RequestId, TopicName
 from rayml.errors import InvalidRequestError, RecordError, RequestTooLargeError
 
 __all__ = [
@@ -57,85 +52,10 @@ __all__ = [
     "encode_request",
     "encode_result",
     "error_info_from",
-    "write_schemas",
 ]
 
 ENVELOPE_VERSION: Final = 1
 """The envelope version this code writes and accepts (the ``v`` field)."""
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-# --- field types ---------------------------------------------------------------------------
-
-
-def _deadline_input(value: Any) -> Any:
-    """Turn integer epoch milliseconds into an aware datetime; leave other inputs to pydantic.
-
-    Pydantic alone would read a number as *seconds* or milliseconds depending on its size, so a
-    small or fractional number would silently mean something else. The wire format says integers
-    are milliseconds, always, and nothing else numeric is accepted.
-    """
-    if isinstance(value, bool | float):
-        raise ValueError("deadline must be an RFC 3339 string or integer epoch milliseconds")
-    if isinstance(value, int):
-        try:
-            return _EPOCH + timedelta(milliseconds=value)
-        except OverflowError as exc:
-            raise ValueError(f"deadline {value} ms since the epoch is out of range") from exc
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        # A quoted number is most likely a client that meant milliseconds but sent a string;
-        # guessing either way risks a wrong deadline, so say what is accepted instead.
-        raise ValueError(
-            "deadline must be an RFC 3339 string (e.g. 2025-11-26T10:00:00Z) or an integer "
-            "(not a string) of epoch milliseconds"
-        )
-    return value
-
-
-def _not_dot_topic(value: str) -> str:
-    # Kafka refuses "." and ".." as topic names although they match the character class.
-    if value in {".", ".."}:
-        raise ValueError("'.' and '..' are not valid Kafka topic names")
-    return value
-
-
-RequestId = Annotated[
-    str,
-    # No control characters: ids end up in logs, headers and keys, where they would corrupt output.
-    StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$"),
-    Field(
-        description=(
-            "Client-made unique request id (1-256 characters, no control characters). "
-            "Used as the Kafka key of the result."
-        )
-    ),
-]
-
-TopicName = Annotated[
-    str,
-    StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,249}$"),
-    AfterValidator(_not_dot_topic),
-]
-
-Deadline = Annotated[
-    AwareDatetime,
-    BeforeValidator(_deadline_input),
-    # The validator widens the input beyond what pydantic's own datetime schema says, so the
-    # published schema has to be stated by hand for clients to validate before sending.
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "format": "date-time"},
-                {"type": "integer", "description": "Milliseconds since the Unix epoch (UTC)."},
-            ],
-            "description": (
-                "Absolute time after which the result is no longer wanted: an RFC 3339 "
-                "timestamp with an offset, or integer epoch milliseconds."
-            ),
-        }
-    ),
-]
 
 
 # --- envelopes -----------------------------------------------------------------------------
@@ -377,86 +297,6 @@ def error_info_from(exc: RecordError) -> ErrorInfo:
     return ErrorInfo(type=exc.type, message=str(exc), details=dict(exc.details))
 
 
-# --- dead letters --------------------------------------------------------------------------
-
-_H_TYPE: Final = "rayml.error.type"
-_H_MESSAGE: Final = "rayml.error.message"
-_H_TOPIC: Final = "rayml.source.topic"
-_H_PARTITION: Final = "rayml.source.partition"
-_H_OFFSET: Final = "rayml.source.offset"
-_H_REQUEST_ID: Final = "rayml.request.id"
-
-
-class DeadLetter(BaseModel):
-    """What a dead-letter record says about itself, carried in Kafka headers.
-
-    The record's value is the original message bytes, untouched, so it can be replayed; its key is
-    the original key. Each field travels as one UTF-8 header (named in the field's description)
-    next to the original headers (e.g. ``traceparent``).
-
-    Example:
-        >>> dl = DeadLetter(error_type="invalid_json", error_message="bad",
-        ...                 source_topic="ml.pipeline.input", source_partition=0, source_offset=7)
-        >>> dead_letter_from_headers(dead_letter_headers(dl)) == dl
-        True
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, title="rayml dead letter")
-
-    error_type: str = Field(description=f"Header {_H_TYPE}: stable error code.")
-    error_message: str = Field(description=f"Header {_H_MESSAGE}: human-readable explanation.")
-    source_topic: str = Field(description=f"Header {_H_TOPIC}: topic the message came from.")
-    source_partition: int = Field(ge=0, description=f"Header {_H_PARTITION}: decimal.")
-    source_offset: int = Field(ge=0, description=f"Header {_H_OFFSET}: decimal.")
-    request_id: str | None = Field(
-        default=None, description=f"Header {_H_REQUEST_ID}: absent when there was no usable id."
-    )
-
-
-def dead_letter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
-    """The ``rayml.*`` headers describing a dead letter, to add to the original headers."""
-    headers = [
-        (_H_TYPE, dl.error_type.encode()),
-        (_H_MESSAGE, dl.error_message.encode()),
-        (_H_TOPIC, dl.source_topic.encode()),
-        (_H_PARTITION, str(dl.source_partition).encode()),
-        (_H_OFFSET, str(dl.source_offset).encode()),
-    ]
-    if dl.request_id is not None:
-        headers.append((_H_REQUEST_ID, dl.request_id.encode()))
-    return headers
-
-
-_HEADER_FIELDS: Final = {
-    _H_TYPE: "error_type",
-    _H_MESSAGE: "error_message",
-    _H_TOPIC: "source_topic",
-    _H_PARTITION: "source_partition",
-    _H_OFFSET: "source_offset",
-    _H_REQUEST_ID: "request_id",
-}
-
-
-def dead_letter_from_headers(
-    headers: Iterable[tuple[str, bytes | str | None]] | None,
-) -> DeadLetter:
-    """Read a :class:`DeadLetter` back from a record's headers; other headers are ignored.
-
-    When a header repeats, the last one wins (as with Kafka's ``Headers.lastHeader``).
-
-    Raises:
-        pydantic.ValidationError: A required ``rayml.*`` header is missing or malformed.
-    """
-    fields: dict[str, str] = {}
-    for name, value in headers or ():
-        field = _HEADER_FIELDS.get(name)
-        if field is None or value is None:
-            continue
-        # Headers come from other producers too; a bad byte must not make the letter unreadable.
-        fields[field] = value if isinstance(value, str) else value.decode("utf-8", "replace")
-    return DeadLetter.model_validate(fields)
-
-
 # --- decoding and encoding -----------------------------------------------------------------
 
 UndecodableType = Literal[
@@ -639,67 +479,3 @@ def encode_request(r: Request) -> bytes:
         b'{"v":1,"id":"r1","pipeline":"p","params":{"x":1}}'
     """
     return _REQUEST_ADAPTER.dump_json(r, exclude_none=True, fallback=_json_fallback)
-
-
-# --- published JSON Schemas ----------------------------------------------------------------
-
-# The class docstrings are written for Python readers; the published schemas get their own words.
-_SCHEMAS: Final[dict[str, tuple[type[BaseModel], str, str]]] = {
-    "request.schema.json": (
-        Request,
-        "rayml request envelope",
-        "A request to run one registered pipeline. JSON, UTF-8, produced to the input topic "
-        "with the request id as the Kafka key. Unknown fields are rejected.",
-    ),
-    "result.schema.json": (
-        Result,
-        "rayml result envelope",
-        "The one logical answer to a request, keyed by the request id: status 'ok' with "
-        "'result', or status 'error' with 'error'. Fields without a value are left out.",
-    ),
-    "dead-letter.schema.json": (
-        DeadLetter,
-        "rayml dead-letter headers",
-        "What a record on the dead-letter topic says about itself. The record's value and key "
-        "are the original message's, untouched; each property travels as one UTF-8 Kafka "
-        "header, named in its description, next to the original headers.",
-    ),
-}
-
-
-def _schema_text(model: type[BaseModel], name: str, title: str, description: str) -> str:
-    schema = model.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = f"urn:rayml:schema:v{ENVELOPE_VERSION}:{name}"
-    schema["title"] = title
-    schema["description"] = description
-    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def write_schemas(directory: Path) -> list[Path]:
-    """Write the envelopes' JSON Schemas into ``directory`` (created if needed).
-
-    Returns:
-        The paths written: ``request.schema.json``, ``result.schema.json``,
-        ``dead-letter.schema.json``.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, (model, title, description) in _SCHEMAS.items():
-        path = directory / name
-        path.write_text(_schema_text(model, name, title, description), encoding="utf-8")
-        written.append(path)
-    return written
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m rayml.messages [DIR]`` (default ``schemas/``)."""
-    args = sys.argv[1:] if argv is None else argv
-    directory = Path(args[0]) if args else Path("schemas")
-    for path in write_schemas(directory):
-        sys.stdout.write(f"wrote {path}\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -27,6 +27,7 @@ class ModelCache:
     Example:
         >>> cache = ModelCache(max_items=1, max_bytes=100)
         >>> cache.put("a", "model-a", 10)
+        []
         >>> cache.put("b", "model-b", 10)
         ['a']
         >>> cache.get("a") is None, cache.get("b")

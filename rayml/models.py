@@ -1,29 +1,14 @@
 """Versioned model store: safe artifact formats, atomic versions, any fsspec filesystem.
 
-Layout::
-
-    <root>/<name>/<version>/model.ubj | model.skops | model.pkl
-    <root>/<name>/<version>/metadata.json
-
-Versions are zero-padded integers (``"000001"``), so lexical order is age order; the newest
-version is the highest *complete* one. A version is complete when its ``metadata.json`` exists:
-``metadata.json`` is written last, so it is the commit point, and a reader never sees a version
-whose artifact is half written.
-
-* Local roots: the artifact and metadata are written into a staging directory next to the
-  versions; a version number is reserved with ``os.mkdir`` (exclusive across processes on one
-  filesystem), and the staging directory is renamed onto it, so the whole version appears at
-  once. Two writers never get the same number.
-* Other fsspec roots (``s3://``, ``gs://``, ``memory://``): the artifact is written, then
-  ``metadata.json``. Object stores have no exclusive create, so two writers racing on the same
-  model name may pick the same number; the later metadata wins and the earlier writer notices
-  it on read-back and moves on to the next number. A narrow race remains (both read back before
-  either is overwritten), so keep one writer per model name on such stores.
+A version is a directory holding the artifact and a ``metadata.json`` that is written last, so
+readers never see a half-written version; numbers are never reused, even after a delete or a
+crashed writer. How versions are laid out and committed atomically on local disks and object
+stores is :mod:`rayml.model_layout`; names and versions are checked by :mod:`rayml.model_names`.
 
 Formats: XGBoost models as UBJ (``save_model``), scikit-learn estimators through ``skops``
 (loaded only if every type it needs is allowed), and pickle only if the store was opened with
 ``allow_pickle=True``. Loading never unpickles bytes that anyone with write access to the store
-could have crafted, unless told to.
+could have crafted, unless told to (:mod:`rayml.model_formats`).
 
 Example:
     >>> import tempfile
@@ -37,27 +22,15 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
-import importlib
-import importlib.metadata
-import json
 import logging
-import os
-import pickle
-import platform
-import re
-import shutil
-import tempfile
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 
 from rayml.errors import (
     InvalidModelNameError,
@@ -65,6 +38,17 @@ from rayml.errors import (
     ModelStoreError,
     UnsafeModelFormatError,
 )
+from rayml.model_formats import (
+    ARTIFACTS,
+    DEFAULT_TRUSTED_PACKAGES,
+    FORMATS,
+    SaveFormat,
+    deserialise,
+    library_versions,
+    serialise,
+)
+from rayml.model_layout import METADATA_FILE, TOMBSTONE_FILE, StoreLayout, dump_metadata
+from rayml.model_names import format_version, validate_model_name, validate_version
 
 logger = logging.getLogger(__name__)
 
@@ -82,97 +66,11 @@ __all__ = [
     "validate_version",
 ]
 
-METADATA_FILE = "metadata.json"
-#: Left in a deleted version's directory so that its number is never reused.
-TOMBSTONE_FILE = "deleted.json"
 #: Metadata layout version, so a later rayml can read stores written by this one.
 METADATA_SCHEMA = 1
-#: Packages whose *classes* a skops artifact may reference without being listed explicitly.
-DEFAULT_TRUSTED_PACKAGES = frozenset({"sklearn", "numpy", "scipy"})
-
-SaveFormat = Literal["auto", "xgboost", "skops", "pickle"]
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_VERSION_RE = re.compile(r"^[0-9]{1,12}$")
-_VERSION_WIDTH = 6
-# The only classes an XGBoost artifact may be loaded into: a store's metadata must not be able
-# to name an arbitrary class to instantiate.
-_XGBOOST_CLASSES = (
-    "XGBClassifier",
-    "XGBRegressor",
-    "XGBRanker",
-    "XGBRFClassifier",
-    "XGBRFRegressor",
-    "XGBModel",
-    "Booster",
-)
-_ARTIFACTS = {"xgboost": "model.ubj", "sklearn": "model.skops", "pickle": "model.pkl"}
-_FORMATS = {"xgboost": "ubj", "sklearn": "skops", "pickle": "pickle"}
-_STAGING_PREFIX = ".staging-"
-# A staging directory this old belongs to a writer that died; no save takes a day to write.
-_STALE_STAGING_S = 24 * 3600
-# A bounded number of version numbers to try before concluding something is wrong (e.g. a
-# directory full of unreadable entries), instead of looping forever.
-_MAX_RESERVE_ATTEMPTS = 1000
 
 
-# --- names and versions -------------------------------------------------------------------
-
-
-def validate_model_name(name: object) -> str:
-    """Return ``name`` if it is a safe model name, else raise.
-
-    Names are 1-128 characters of letters, digits, ``.``, ``_`` and ``-``, starting with a
-    letter or digit, without ``..``: they become directory names, so nothing may escape the
-    store's root.
-
-    Raises:
-        InvalidModelNameError: The name is not safe (``../etc``, ``a/b``, ``/abs``, empty...).
-
-    Example:
-        >>> validate_model_name("iris")
-        'iris'
-        >>> validate_model_name("../etc")
-        Traceback (most recent call last):
-        ...
-        rayml.errors.InvalidModelNameError: model name '../etc' is not valid: use 1-128 \
-letters, digits, '.', '_' or '-', starting with a letter or digit, without '..'
-    """
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
-        raise InvalidModelNameError(
-            f"model name {name!r} is not valid: use 1-128 letters, digits, '.', '_' or '-', "
-            f"starting with a letter or digit, without '..'"
-        )
-    return name
-
-
-def validate_version(version: object) -> str:
-    """Return the canonical (zero-padded) form of ``version``, else raise.
-
-    Accepts ``"000003"``, ``"3"`` or ``3``.
-
-    Raises:
-        InvalidModelNameError: Not 1-12 digits.
-
-    Example:
-        >>> validate_version("3"), validate_version(12)
-        ('000003', '000012')
-    """
-    if isinstance(version, int) and not isinstance(version, bool) and version >= 0:
-        version = str(version)
-    if not isinstance(version, str) or not _VERSION_RE.match(version):
-        raise InvalidModelNameError(f"model version {version!r} is not valid: use 1-12 digits")
-    return format_version(int(version))
-
-
-def format_version(number: int) -> str:
-    """Return version ``number`` as a zero-padded string (``1`` -> ``"000001"``).
-
-    Example:
-        >>> format_version(42)
-        '000042'
-    """
-    return f"{number:0{_VERSION_WIDTH}d}"
+# --- lineage ----------------------------------------------------------------------------
 
 
 def fingerprint_arrays(*arrays: Any) -> str:
@@ -276,9 +174,8 @@ class ModelStore:
         trusted_types: Sequence[str] = (),
         storage_options: dict[str, Any] | None = None,
     ) -> None:
-        self._fs, path = fsspec.core.url_to_fs(str(root), **(storage_options or {}))
-        self._root = path.rstrip("/") or "/"
-        self._local = isinstance(self._fs, LocalFileSystem)
+        fs, path = fsspec.core.url_to_fs(str(root), **(storage_options or {}))
+        self._layout = StoreLayout(fs, path, url=str(root))
         self.root = str(root)
         self.allow_pickle = allow_pickle
         self.trusted_types = frozenset(trusted_types)
@@ -328,8 +225,8 @@ class ModelStore:
             'xgboost'
         """
         validate_model_name(name)
-        framework, data, model_class = self._serialise(model, format)
-        artifact = _ARTIFACTS[framework]
+        framework, data, model_class = serialise(model, format, allow_pickle=self.allow_pickle)
+        artifact = ARTIFACTS[framework]
         metadata: dict[str, Any] = {
             "schema": METADATA_SCHEMA,
             "name": name,
@@ -341,151 +238,32 @@ class ModelStore:
             "extra": extra or {},
             "created_at": dt.datetime.now(dt.UTC).isoformat(),
             "framework": framework,
-            "format": _FORMATS[framework],
+            "format": FORMATS[framework],
             "model_class": model_class,
             "artifact": artifact,
             "sha256": hashlib.sha256(data).hexdigest(),
             "size_bytes": len(data),
-            "libraries": _library_versions(),
+            "libraries": library_versions(),
             # Lets a writer on an object store recognise its own metadata on read-back.
             "writer": uuid.uuid4().hex,
         }
         # Fail on unserialisable params before anything is written or reserved.
         try:
-            _dump_metadata(metadata)
+            dump_metadata(metadata)
         except (TypeError, ValueError) as exc:
             raise ModelStoreError(
                 f"metadata for model {name!r} is not JSON-serialisable: {exc}"
             ) from exc
-        if self._local:
-            version = self._save_local(name, artifact, data, metadata)
-        else:
-            version = self._save_remote(name, artifact, data, metadata)
+        version, uri = self._layout.commit(name, artifact, data, metadata)
         logger.info(
             "saved model=%s version=%s framework=%s pipeline=%s bytes=%d",
             name,
-            version.version,
+            version,
             framework,
             pipeline,
             len(data),
         )
-        return version
-
-    def _save_local(
-        self, name: str, artifact: str, data: bytes, metadata: dict[str, Any]
-    ) -> ModelVersion:
-        model_dir = self._join(name)
-        os.makedirs(model_dir, exist_ok=True)
-        # Staging lives next to the versions so the final rename stays on one filesystem
-        # (rename is atomic only within one); its leading dot keeps it out of version listings.
-        _remove_stale_staging(model_dir)
-        staging = tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=model_dir)
-        reserved: str | None = None
-        try:
-            _write_file(os.path.join(staging, artifact), data)
-            number = self._next_number(name)
-            for _ in range(_MAX_RESERVE_ATTEMPTS):
-                candidate = os.path.join(model_dir, format_version(number))
-                try:
-                    # mkdir is exclusive: of two processes racing for a number, one wins and
-                    # the other moves on. The empty directory is invisible (no metadata yet).
-                    os.mkdir(candidate)
-                except FileExistsError:
-                    number += 1
-                    continue
-                reserved = candidate
-                break
-            else:
-                raise ModelStoreError(
-                    f"could not reserve a version for model {name!r} after "
-                    f"{_MAX_RESERVE_ATTEMPTS} attempts"
-                )
-            version = format_version(number)
-            metadata["version"] = version
-            _write_file(os.path.join(staging, METADATA_FILE), _dump_metadata(metadata))
-            # Renaming a directory onto an empty one replaces it atomically (POSIX): readers
-            # see either the empty reservation or the complete version, never a partial one.
-            os.rename(staging, reserved)
-        except BaseException as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            if reserved is not None:
-                # Only our own empty reservation: the rename did not happen.
-                with contextlib.suppress(OSError):
-                    os.rmdir(reserved)
-            if isinstance(exc, Exception) and not isinstance(exc, ModelStoreError):
-                raise ModelStoreError(
-                    f"saving model {name!r} failed: {type(exc).__name__}: {exc}"
-                ) from exc
-            raise
-        return ModelVersion(name, version, self._uri(reserved), metadata)
-
-    def _save_remote(
-        self, name: str, artifact: str, data: bytes, metadata: dict[str, Any]
-    ) -> ModelVersion:
-        number = self._next_number(name)
-        for _ in range(_MAX_RESERVE_ATTEMPTS):
-            version = format_version(number)
-            version_dir = self._join(name, version)
-            meta_path = f"{version_dir}/{METADATA_FILE}"
-            if self._fs.exists(meta_path):
-                number += 1
-                continue
-            metadata["version"] = version
-            try:
-                self._fs.pipe_file(f"{version_dir}/{artifact}", data)
-                # metadata.json last: it is the commit point that makes the version visible.
-                self._fs.pipe_file(meta_path, _dump_metadata(metadata))
-            except Exception as exc:
-                raise ModelStoreError(
-                    f"saving model {name!r} version {version} to {self.root!r} failed: {exc}"
-                ) from exc
-            # No exclusive create on object stores: if another writer's metadata landed on the
-            # same number after ours, that version is theirs; ours goes to the next number.
-            current = self._read_metadata(name, version)
-            if current is not None and current.get("writer") == metadata["writer"]:
-                return ModelVersion(name, version, self._uri(version_dir), metadata)
-            logger.warning("model=%s version=%s taken by another writer; retrying", name, version)
-            number += 1
-        raise ModelStoreError(
-            f"could not reserve a version for model {name!r} after {_MAX_RESERVE_ATTEMPTS} attempts"
-        )
-
-    def _next_number(self, name: str) -> int:
-        # Count incomplete directories too, so a crashed writer's leftovers are never reused.
-        numbers = [int(v) for v in self._version_dirs(name)]
-        return max(numbers, default=0) + 1
-
-    def _serialise(self, model: Any, format: SaveFormat) -> tuple[str, bytes, str | None]:
-        if format not in ("auto", "xgboost", "skops", "pickle"):
-            raise ModelStoreError(f"unknown format {format!r}; use auto, xgboost, skops or pickle")
-        if format == "pickle":
-            if not self.allow_pickle:
-                raise UnsafeModelFormatError(
-                    "format='pickle' needs a store opened with allow_pickle=True; loading a "
-                    "pickle runs arbitrary code, so prefer XGBoost or scikit-learn (skops) models"
-                )
-            return "pickle", pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL), None
-        xgb_class = _xgboost_class(model)
-        if format == "xgboost" or (format == "auto" and xgb_class is not None):
-            if xgb_class is None:
-                raise UnsafeModelFormatError(
-                    f"format='xgboost' needs an XGBoost model, got {type(model).__qualname__}"
-                )
-            return "xgboost", _xgboost_bytes(model), xgb_class
-        if format == "skops" or (format == "auto" and _is_sklearn(model)):
-            import skops.io
-
-            try:
-                return "sklearn", skops.io.dumps(model), None
-            except Exception as exc:
-                raise ModelStoreError(
-                    f"skops could not serialise {type(model).__qualname__}: {exc}"
-                ) from exc
-        raise UnsafeModelFormatError(
-            f"no safe format for {type(model).__module__}.{type(model).__qualname__}: store an "
-            f"XGBoost model or a scikit-learn estimator, or pass format='pickle' to a store "
-            f"opened with allow_pickle=True"
-        )
+        return ModelVersion(name, version, uri, metadata)
 
     def delete(self, name: str, version: str | int) -> None:
         """Delete one version; its number is never handed out again.
@@ -507,18 +285,8 @@ class ModelStore:
         """
         validate_model_name(name)
         version = validate_version(version)
-        version_dir = self._join(name, version)
-        meta_path = f"{version_dir}/{METADATA_FILE}"
-        if not self._fs.exists(meta_path):
+        if not self._layout.delete(name, version):
             raise ModelNotFoundError(name, version)
-        self._fs.rm_file(meta_path)
-        for entry in self._fs.ls(version_dir, detail=False):
-            with contextlib.suppress(FileNotFoundError):
-                self._fs.rm(entry, recursive=True)
-        deleted_at = dt.datetime.now(dt.UTC).isoformat()
-        self._fs.pipe_file(
-            f"{version_dir}/{TOMBSTONE_FILE}", _dump_metadata({"deleted_at": deleted_at})
-        )
         logger.info("deleted model=%s version=%s", name, version)
 
     # -- reading ----------------------------------------------------------------------------
@@ -533,7 +301,7 @@ class ModelStore:
         """
         return [
             name
-            for name in self._children(self._root)
+            for name in self._layout.children(self._layout.root)
             if self._has_valid_name(name) and self.latest(name) is not None
         ]
 
@@ -547,11 +315,13 @@ class ModelStore:
         """
         validate_model_name(name)
         result = []
-        for version in self._version_dirs(name):
-            metadata = self._read_metadata(name, version)
+        for version in self._layout.version_dirs(name):
+            metadata = self._layout.read_metadata(name, version)
             if metadata is not None:
                 result.append(
-                    ModelVersion(name, version, self._uri(self._join(name, version)), metadata)
+                    ModelVersion(
+                        name, version, self._layout.uri(self._layout.join(name, version)), metadata
+                    )
                 )
         return result
 
@@ -565,10 +335,12 @@ class ModelStore:
         """
         validate_model_name(name)
         # Newest first, stopping at the first complete one: incomplete leftovers are skipped.
-        for version in reversed(self._version_dirs(name)):
-            metadata = self._read_metadata(name, version)
+        for version in reversed(self._layout.version_dirs(name)):
+            metadata = self._layout.read_metadata(name, version)
             if metadata is not None:
-                return ModelVersion(name, version, self._uri(self._join(name, version)), metadata)
+                return ModelVersion(
+                    name, version, self._layout.uri(self._layout.join(name, version)), metadata
+                )
         return None
 
     def load(self, name: str, version: str | int | None = None) -> LoadedModel:
@@ -596,13 +368,13 @@ class ModelStore:
             version, metadata = found.version, found.metadata
         else:
             version = validate_version(version)
-            read = self._read_metadata(name, version)
+            read = self._layout.read_metadata(name, version)
             if read is None:
                 raise ModelNotFoundError(name, version)
             metadata = read
         artifact = metadata.get("artifact")
         framework = metadata.get("framework")
-        if framework not in _ARTIFACTS or artifact != _ARTIFACTS[framework]:
+        if framework not in ARTIFACTS or artifact != ARTIFACTS[framework]:
             # The metadata names the file to read; only our own fixed names are accepted.
             raise ModelStoreError(
                 f"model {name!r} version {version}: unknown framework {framework!r} or artifact "
@@ -614,9 +386,9 @@ class ModelStore:
                 f"model {name!r} version {version} is a pickle; loading it would run arbitrary "
                 f"code. Open the store with allow_pickle=True only if you trust every writer."
             )
-        path = f"{self._join(name, version)}/{artifact}"
+        path = f"{self._layout.join(name, version)}/{artifact}"
         try:
-            data = self._fs.cat_file(path)
+            data = self._layout.fs.cat_file(path)
         except FileNotFoundError:
             raise ModelNotFoundError(name, version) from None
         except Exception as exc:
@@ -627,61 +399,15 @@ class ModelStore:
                 f"model {name!r} version {version}: artifact does not match its sha256 "
                 f"(corrupted or overwritten)"
             )
-        model = self._deserialise(framework, data, metadata, f"{name} version {version}")
+        model = deserialise(
+            framework,
+            data,
+            metadata,
+            f"{name} version {version}",
+            trusted_types=self.trusted_types,
+        )
         logger.info("loaded model=%s version=%s framework=%s", name, version, framework)
         return LoadedModel(name, version, model, metadata)
-
-    def _deserialise(self, framework: str, data: bytes, metadata: dict[str, Any], what: str) -> Any:
-        if framework == "pickle":
-            return pickle.loads(data)  # allowed explicitly by allow_pickle=True
-        if framework == "xgboost":
-            return _xgboost_load(data, metadata.get("model_class"), what)
-        import skops.io
-
-        try:
-            untrusted = skops.io.get_untrusted_types(data=data)
-        except Exception as exc:
-            raise ModelStoreError(f"{what}: unreadable skops artifact: {exc}") from exc
-        refused = [t for t in untrusted if not self._is_trusted(t)]
-        if refused:
-            raise UnsafeModelFormatError(
-                f"{what}: skops artifact references types that are not trusted: {refused}. "
-                f"If you trust them, pass trusted_types={refused!r} to ModelStore."
-            )
-        try:
-            return skops.io.loads(data, trusted=list(untrusted))
-        except Exception as exc:
-            raise ModelStoreError(f"{what}: skops could not load the artifact: {exc}") from exc
-
-    def _is_trusted(self, type_name: str) -> bool:
-        if type_name in self.trusted_types:
-            return True
-        if type_name.split(".", 1)[0] not in DEFAULT_TRUSTED_PACKAGES:
-            return False
-        # Within sklearn/numpy/scipy only *classes* are trusted by default. A function reference
-        # (e.g. the func of a FunctionTransformer) would later be called on request data, so
-        # those must be listed explicitly.
-        return isinstance(_resolve(type_name), type)
-
-    # -- paths and listings -----------------------------------------------------------------
-
-    def _uri(self, path: str) -> str:
-        # Local paths stay plain paths; remote ones get their protocol back (s3://...).
-        return path if self._local else str(self._fs.unstrip_protocol(path))
-
-    def _join(self, *parts: str) -> str:
-        return "/".join([self._root.rstrip("/"), *parts])
-
-    def _children(self, path: str) -> list[str]:
-        try:
-            entries = self._fs.ls(path, detail=True)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        names = []
-        for entry in entries:
-            if entry.get("type") == "directory":
-                names.append(str(entry["name"]).rstrip("/").rsplit("/", 1)[-1])
-        return sorted(set(names))
 
     @staticmethod
     def _has_valid_name(name: str) -> bool:
@@ -690,131 +416,3 @@ class ModelStore:
         except InvalidModelNameError:
             return False
         return True
-
-    def _version_dirs(self, name: str) -> list[str]:
-        """Version directories of ``name``, complete or not, by number (oldest first)."""
-        dirs = [d for d in self._children(self._join(name)) if _VERSION_RE.match(d)]
-        return sorted(dirs, key=int)
-
-    def _read_metadata(self, name: str, version: str) -> dict[str, Any] | None:
-        """Return a version's metadata, or ``None`` if the version is not complete."""
-        path = f"{self._join(name, version)}/{METADATA_FILE}"
-        try:
-            raw = self._fs.cat_file(path)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return None
-        try:
-            metadata = json.loads(raw)
-        except ValueError:
-            logger.warning("model=%s version=%s has unreadable metadata; skipped", name, version)
-            return None
-        return metadata if isinstance(metadata, dict) else None
-
-
-# --- format helpers -----------------------------------------------------------------------
-
-
-def _dump_metadata(metadata: dict[str, Any]) -> bytes:
-    return json.dumps(metadata, indent=2, sort_keys=True, allow_nan=False).encode()
-
-
-def _remove_stale_staging(model_dir: str) -> None:
-    """Remove staging directories left by writers that crashed (they are invisible anyway)."""
-    now = time.time()
-    with os.scandir(model_dir) as entries:
-        for entry in entries:
-            if not entry.name.startswith(_STAGING_PREFIX):
-                continue
-            with contextlib.suppress(OSError):
-                if now - entry.stat().st_mtime > _STALE_STAGING_S:
-                    shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def _write_file(path: str, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        # Durable before it is made visible by the rename: a power cut must not leave a
-        # complete-looking version with an empty artifact.
-        os.fsync(fh.fileno())
-
-
-def _library_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for dist, key in (
-        ("xgboost", "xgboost"),
-        ("scikit-learn", "sklearn"),
-        ("numpy", "numpy"),
-        ("skops", "skops"),
-    ):
-        try:
-            versions[key] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[key] = None
-    return versions
-
-
-def _xgboost_class(model: Any) -> str | None:
-    """Name of the first allowed XGBoost class in ``model``'s MRO, or ``None``."""
-    # Check the module name before importing xgboost: non-XGBoost models never pay for it.
-    if not any(cls.__module__.startswith("xgboost") for cls in type(model).__mro__):
-        return None
-    import xgboost
-
-    for cls in type(model).__mro__:
-        if cls.__name__ in _XGBOOST_CLASSES and getattr(xgboost, cls.__name__, None) is cls:
-            if cls is not type(model):
-                # A user subclass is stored as its XGBoost base: only xgboost's own classes are
-                # ever instantiated from metadata.
-                logger.info("storing %s as xgboost.%s", type(model).__qualname__, cls.__name__)
-            return str(cls.__name__)
-    return None
-
-
-def _xgboost_bytes(model: Any) -> bytes:
-    # save_model (not Booster.save_raw) also records the scikit-learn wrapper's attributes
-    # (classes, objective), which it only writes to a file; a temp file gives us the bytes.
-    with tempfile.TemporaryDirectory(prefix="rayml-xgb-") as tmp:
-        path = os.path.join(tmp, "model.ubj")
-        try:
-            model.save_model(path)
-        except Exception as exc:
-            raise ModelStoreError(f"XGBoost could not save the model: {exc}") from exc
-        with open(path, "rb") as fh:
-            return fh.read()
-
-
-def _xgboost_load(data: bytes, class_name: Any, what: str) -> Any:
-    if class_name not in _XGBOOST_CLASSES:
-        raise UnsafeModelFormatError(
-            f"{what}: metadata names model class {class_name!r}; only {_XGBOOST_CLASSES} load"
-        )
-    import xgboost
-
-    cls = getattr(xgboost, class_name)
-    try:
-        model = cls()
-        model.load_model(bytearray(data))
-    except Exception as exc:
-        raise ModelStoreError(f"{what}: XGBoost could not load the artifact: {exc}") from exc
-    return model
-
-
-def _is_sklearn(model: Any) -> bool:
-    try:
-        from sklearn.base import BaseEstimator
-    except ImportError:  # pragma: no cover - scikit-learn is a dependency
-        return False
-    return isinstance(model, BaseEstimator)
-
-
-def _resolve(type_name: str) -> Any:
-    """Import ``pkg.module.Attr`` (within trusted packages only) and return it, or ``None``."""
-    module_name, _, attr = type_name.rpartition(".")
-    if not module_name:
-        return None
-    try:
-        module = importlib.import_module(module_name)
-    except Exception:
-        return None
-    return getattr(module, attr, None)

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from rayml.errors import ModelNotFoundError, RecordError
 from rayml.model_cache import ModelCache
-from rayml.models import LoadedModel, ModelStore
+from rayml.models import LoadedModel, ModelStore, validate_version
 from rayml.registry import PipelineSpec, load_spec_by_path, run_inference
 
 logger = logging.getLogger(__name__)
@@ -102,13 +102,15 @@ class ModelWorker:
             if latest is None:
                 raise ModelNotFoundError(name)
             version = latest.version
+        # One cache entry per model version however the request spelled it ("3", "000003").
+        version = validate_version(version)
         key = (name, version)
         loaded = self.cache.get(key)
         if loaded is None:
             started = time.perf_counter()
             loaded = self.store.load(name, version)
             self.model_loads += 1
-            size = loaded.metadata.get("artifact_bytes") or _DEFAULT_MODEL_BYTES
+            size = loaded.metadata.get("size_bytes") or _DEFAULT_MODEL_BYTES
             evicted = self.cache.put(key, loaded, int(size))
             logger.info(
                 "worker=%s loaded model=%s version=%s in %.0f ms (evicted %s)",

@@ -1,11 +1,10 @@
-"""Envelopes: strict request decoding (Request / Rejected / Undecodable), results, dead letters."""
+"""Envelopes: strict request decoding (Request / Rejected / Undecodable), requests, results."""
 
 from __future__ import annotations
 
 import doctest
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+import rayml.envelope_fields
 import rayml.messages
 from rayml.errors import InvalidParamsError, RecordError, UnknownPipelineError
 from rayml.messages import (
-    DeadLetter,
     ErrorInfo,
     ModelRef,
     Rejected,
@@ -24,8 +23,6 @@ from rayml.messages import (
     Result,
     Timings,
     Undecodable,
-    dead_letter_from_headers,
-    dead_letter_headers,
     decode_request,
     decode_result,
     encode_request,
@@ -46,8 +43,9 @@ def rejected(obj: Any, *, max_bytes: int = MAX) -> Rejected:
     return out
 
 
-def test_docstring_examples_run() -> None:
-    assert doctest.testmod(rayml.messages).failed == 0
+@pytest.mark.parametrize("module", [rayml.messages, rayml.envelope_fields])
+def test_docstring_examples_run(module: Any) -> None:
+    assert doctest.testmod(module).failed == 0
 
 
 # --- valid requests ------------------------------------------------------------------------
@@ -427,81 +425,3 @@ def test_error_info_does_not_share_the_exceptions_details() -> None:
     info = error_info_from(exc)
     exc.details["later"] = True
     assert "later" not in info.details
-
-
-# --- dead letters --------------------------------------------------------------------------
-
-
-def test_dead_letter_headers_round_trip_and_names() -> None:
-    dl = DeadLetter(
-        error_type="invalid_json",
-        error_message="the message is not JSON: ünïcode",
-        source_topic="ml.pipeline.input",
-        source_partition=3,
-        source_offset=123456789012,
-        request_id="r1",
-    )
-    headers = dead_letter_headers(dl)
-    assert dict(headers) == {
-        "rayml.error.type": b"invalid_json",
-        "rayml.error.message": "the message is not JSON: ünïcode".encode(),
-        "rayml.source.topic": b"ml.pipeline.input",
-        "rayml.source.partition": b"3",
-        "rayml.source.offset": b"123456789012",
-        "rayml.request.id": b"r1",
-    }
-    assert dead_letter_from_headers(headers) == dl
-
-
-def test_dead_letter_without_request_id_omits_the_header() -> None:
-    dl = DeadLetter(
-        error_type="missing_id",
-        error_message="no id",
-        source_topic="in",
-        source_partition=0,
-        source_offset=0,
-    )
-    headers = dead_letter_headers(dl)
-    assert "rayml.request.id" not in dict(headers)
-    assert dead_letter_from_headers(headers) == dl
-
-
-def test_dead_letter_from_headers_ignores_other_headers_and_takes_the_last_repeat() -> None:
-    headers: list[tuple[str, bytes | str | None]] = [
-        ("traceparent", b"00-abc-def-01"),
-        ("rayml.error.type", b"first"),
-        ("rayml.error.type", "second"),
-        ("rayml.error.message", b"bad \xff byte"),
-        ("rayml.source.topic", b"in"),
-        ("rayml.source.partition", b"1"),
-        ("rayml.source.offset", b"2"),
-        ("rayml.request.id", None),
-    ]
-    dl = dead_letter_from_headers(headers)
-    assert dl.error_type == "second"
-    assert dl.error_message == "bad \ufffd byte"
-    assert (dl.source_topic, dl.source_partition, dl.source_offset) == ("in", 1, 2)
-    assert dl.request_id is None
-
-
-def test_dead_letter_from_headers_needs_the_rayml_headers() -> None:
-    with pytest.raises(ValidationError, match="source_offset"):
-        dead_letter_from_headers(
-            [
-                ("rayml.error.type", b"x"),
-                ("rayml.error.message", b"m"),
-                ("rayml.source.topic", b"t"),
-                ("rayml.source.partition", b"0"),
-            ]
-        )
-    with pytest.raises(ValidationError):
-        dead_letter_from_headers(None)
-
-
-# --- schema generation entry point ---------------------------------------------------------
-
-
-def test_main_writes_the_three_schemas(tmp_path: Path) -> None:
-    assert rayml.messages.main([str(tmp_path / "out")]) == 0
-    names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["dead-letter.schema.json", "request.schema.json", "result.schema.json"]

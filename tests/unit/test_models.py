@@ -1,4 +1,8 @@
-"""Unit tests for rayml.models: formats, versions, atomicity, safety."""
+"""Unit tests for the model store: formats, versions, atomicity, safety.
+
+They go through ``rayml.models`` and also cover the modules it is built from: ``model_names``,
+``model_formats`` and ``model_layout``.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from xgboost import Booster, XGBClassifier, XGBRegressor
 
+import rayml.model_formats
+import rayml.model_layout
+import rayml.model_names
 import rayml.models
 from rayml.errors import (
     InvalidModelNameError,
@@ -29,6 +36,7 @@ from rayml.errors import (
     ModelStoreError,
     UnsafeModelFormatError,
 )
+from rayml.model_formats import is_trusted
 from rayml.models import METADATA_FILE, ModelStore, fingerprint_arrays, validate_version
 
 X, Y = load_iris(return_X_y=True)
@@ -169,7 +177,7 @@ def test_function_references_need_explicit_trust(tmp_path: Path) -> None:
     ],
 )
 def test_default_trust_policy(store: ModelStore, type_name: str, trusted: bool) -> None:
-    assert store._is_trusted(type_name) is trusted
+    assert is_trusted(type_name, store.trusted_types) is trusted
 
 
 # --- versions ------------------------------------------------------------------------------------
@@ -317,14 +325,14 @@ def test_unserialisable_metadata_writes_nothing(
 def test_crash_while_writing_metadata_exposes_nothing(
     store: ModelStore, logreg: LogisticRegression, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_write = rayml.models._write_file
+    real_write = rayml.model_layout._write_file
 
     def crash_on_metadata(path: str, data: bytes) -> None:
         if path.endswith(METADATA_FILE):
             raise OSError("disk full")
         real_write(path, data)
 
-    monkeypatch.setattr(rayml.models, "_write_file", crash_on_metadata)
+    monkeypatch.setattr(rayml.model_layout, "_write_file", crash_on_metadata)
     with pytest.raises(ModelStoreError, match="disk full"):
         _save(store, "m", logreg)
 
@@ -334,9 +342,9 @@ def test_crash_while_writing_metadata_exposes_nothing(
     with pytest.raises(ModelNotFoundError):
         store.load("m")
     # Our own staging directory and reservation were cleaned up.
-    assert os.listdir(Path(store._root) / "m") == []
+    assert os.listdir(Path(store._layout.root) / "m") == []
 
-    monkeypatch.setattr(rayml.models, "_write_file", real_write)
+    monkeypatch.setattr(rayml.model_layout, "_write_file", real_write)
     assert _save(store, "m", logreg).version == "000001"
     assert [v.version for v in store.versions("m")] == ["000001"]
 
@@ -345,7 +353,7 @@ def test_leftovers_of_crashed_writers_are_invisible_and_skipped(
     store: ModelStore, logreg: LogisticRegression
 ) -> None:
     _save(store, "m", logreg)
-    model_dir = Path(store._root) / "m"
+    model_dir = Path(store._layout.root) / "m"
     # A writer killed after writing its artifact, and one killed after reserving a number.
     (model_dir / "000002").mkdir()
     (model_dir / "000002" / "model.skops").write_bytes(b"half")
@@ -403,7 +411,7 @@ def test_fsspec_memory_store_round_trip(logreg: LogisticRegression) -> None:
 
     # An artifact without metadata (a writer that died before its commit point) is invisible,
     # and its number is not reused.
-    store._fs.pipe_file(f"{store._join('x', '000003')}/model.skops", b"partial")
+    store._layout.fs.pipe_file(f"{store._layout.join('x', '000003')}/model.skops", b"partial")
     latest = store.latest("x")
     assert latest is not None
     assert latest.version == "000002"
@@ -425,7 +433,10 @@ def test_fingerprint_arrays() -> None:
     assert len(fingerprint_arrays(a)) == 64
 
 
-def test_docstring_examples_run() -> None:
-    result = doctest.testmod(rayml.models, optionflags=doctest.ELLIPSIS)
+@pytest.mark.parametrize(
+    "module", [rayml.models, rayml.model_names, rayml.model_formats, rayml.model_layout]
+)
+def test_docstring_examples_run(module: Any) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rayml.messages import write_schemas
+from rayml.schemas import main, write_schemas
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 NAMES = ["request.schema.json", "result.schema.json", "dead-letter.schema.json"]
@@ -23,10 +23,10 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("name", NAMES)
 def test_committed_schema_is_up_to_date(generated: Path, name: str) -> None:
     committed = SCHEMAS / name
-    assert committed.is_file(), f"{committed} is missing: run `python -m rayml.messages`"
+    assert committed.is_file(), f"{committed} is missing: run `python -m rayml.schemas`"
     assert committed.read_text(encoding="utf-8") == (generated / name).read_text(
         encoding="utf-8"
-    ), f"{committed} is out of date with rayml/messages.py: run `python -m rayml.messages`"
+    ), f"{committed} is out of date with the envelope models: run `python -m rayml.schemas`"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -74,3 +74,9 @@ def test_dead_letter_schema_names_the_headers(generated: Path) -> None:
     descriptions = " ".join(p["description"] for p in schema["properties"].values())
     for header in ("rayml.error.type", "rayml.source.offset", "rayml.request.id"):
         assert header in descriptions
+
+
+def test_main_writes_the_three_schemas(tmp_path: Path) -> None:
+    assert main([str(tmp_path / "out")]) == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["dead-letter.schema.json", "request.schema.json", "result.schema.json"]

@@ -1,0 +1,161 @@
+"""Unit tests for rayml.worker's ModelWorker, as a plain object: no Ray, no Kafka."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from rayml.models import ModelStore, ModelVersion
+from rayml.worker import BatchOutcome, ItemError, ModelWorker
+from tests.support import worker_pipelines as wp
+from tests.support.worker_pipelines import Row
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ModelStore:
+    return ModelStore(str(tmp_path / "models"))
+
+
+@pytest.fixture
+def tiny(store: ModelStore) -> ModelVersion:
+    """A one-feature classifier: class 1 for x > 0.5."""
+    est = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    return store.save(wp.MODEL, est, pipeline="test", params={}, metrics={})
+
+
+@pytest.fixture
+def worker(store: ModelStore) -> Iterator[ModelWorker]:
+    w = ModelWorker("w-test", store.root)
+    wp.CALLS.clear()
+    yield w
+    # The worker caps this process's BLAS/OpenMP pools; give other tests their threads back.
+    w._thread_limits.restore_original_limits()
+
+
+def rows(*xs: float) -> list[Row]:
+    return [Row(x=x) for x in xs]
+
+
+def test_runs_a_batch_with_the_newest_model(worker: ModelWorker, tiny: ModelVersion) -> None:
+    outcome = worker.run_batch(wp.PREDICT, None, rows(0.0, 1.0, 0.9))
+
+    assert isinstance(outcome, BatchOutcome)
+    assert outcome.outputs == [0, 1, 1]
+    assert (outcome.model_name, outcome.model_version) == (wp.MODEL, tiny.version)
+    assert outcome.worker_id == "w-test"
+    assert outcome.compute_ms >= 0
+    assert wp.CALLS == [3]  # one pipeline call for the whole batch
+
+
+def test_newest_version_unless_pinned(
+    worker: ModelWorker, store: ModelStore, tiny: ModelVersion
+) -> None:
+    flipped = LogisticRegression().fit([[0.0], [1.0]], [1, 0])
+    newer = store.save(wp.MODEL, flipped, pipeline="test", params={}, metrics={})
+
+    latest = worker.run_batch(wp.PREDICT, None, rows(1.0))
+    pinned = worker.run_batch(wp.PREDICT, tiny.version, rows(1.0))
+
+    assert (latest.model_version, latest.outputs) == (newer.version, [0])
+    assert (pinned.model_version, pinned.outputs) == (tiny.version, [1])
+
+
+def test_poisoned_rows_fail_alone(worker: ModelWorker, tiny: ModelVersion) -> None:
+    xs = [1.0, 2.0, 3.0, 4.0, 5.0, -6.0, 7.0, 8.0, -9.0, 10.0, 11.0]
+    outcome = worker.run_batch(wp.POISON, None, rows(*xs))
+
+    assert len(outcome.outputs) == len(xs)
+    for x, out in zip(xs, outcome.outputs, strict=True):
+        if x < 0:
+            assert isinstance(out, ItemError)
+            assert out.type == "pipeline_failed"
+            assert "poisoned row" in out.message
+            assert out.details["pipeline"] == "worker_test.poison"
+        else:
+            assert out == x * 2
+    assert outcome.model_version == tiny.version
+    # Bisection, not one call per row: k bad rows of n cost O(k log n) calls.
+    bad = sum(x < 0 for x in xs)
+    assert len(wp.CALLS) <= 1 + 2 * bad * math.ceil(math.log2(len(xs)))
+    assert wp.CALLS[0] == len(xs)
+
+
+def test_a_batch_of_one_poisoned_row_gets_one_error(
+    worker: ModelWorker, tiny: ModelVersion
+) -> None:
+    (out,) = worker.run_batch(wp.POISON, None, rows(-1.0)).outputs
+    assert isinstance(out, ItemError)
+    assert out.type == "pipeline_failed"
+    assert wp.CALLS == [1]
+
+
+def test_every_row_poisoned(worker: ModelWorker, tiny: ModelVersion) -> None:
+    outcome = worker.run_batch(wp.POISON, None, rows(-1.0, -2.0, -3.0))
+    assert [type(out) for out in outcome.outputs] == [ItemError] * 3
+
+
+def test_missing_model_fails_every_item(worker: ModelWorker) -> None:
+    outcome = worker.run_batch(wp.NEEDS_ABSENT_MODEL, None, rows(1.0, 2.0))
+
+    assert outcome.model_name == "absent"
+    assert outcome.model_version is None
+    assert len(outcome.outputs) == 2
+    for out in outcome.outputs:
+        assert isinstance(out, ItemError)
+        assert out.type == "model_not_found"
+        assert out.details == {"model": "absent", "version": None}
+    assert worker.model_loads == 0
+
+
+def test_missing_pinned_version_fails_every_item(worker: ModelWorker, tiny: ModelVersion) -> None:
+    outcome = worker.run_batch(wp.PREDICT, "7", rows(1.0, 2.0, 3.0))
+
+    assert outcome.model_version == "7"
+    assert all(
+        isinstance(out, ItemError) and out.type == "model_not_found" for out in outcome.outputs
+    )
+    assert len(outcome.outputs) == 3
+    assert outcome.outputs[0].details == {"model": wp.MODEL, "version": "000007"}
+    assert wp.CALLS == []
+
+
+def test_models_are_loaded_once_and_cached(worker: ModelWorker, tiny: ModelVersion) -> None:
+    worker.run_batch(wp.PREDICT, None, rows(1.0))
+    worker.run_batch(wp.POISON, None, rows(1.0))
+    # However the version is spelled, it is the same model and the same cache entry.
+    worker.run_batch(wp.PREDICT, "1", rows(1.0))
+    worker.run_batch(wp.PREDICT, tiny.version, rows(1.0))
+
+    assert worker.model_loads == 1
+    assert worker.cache.cached() == [(wp.MODEL, tiny.version)]
+    # The cache is charged the artifact's size, not a default guess.
+    assert worker.cache.bytes == tiny.metadata["size_bytes"]
+
+
+def test_stats(worker: ModelWorker, tiny: ModelVersion) -> None:
+    assert worker.ping() == "w-test"
+    worker.run_batch(wp.PREDICT, None, rows(1.0, 0.0))
+    worker.run_batch(wp.POISON, None, rows(1.0, -1.0, 2.0))
+    worker.run_batch(wp.NEEDS_ABSENT_MODEL, None, rows(1.0))
+
+    assert worker.stats() == {
+        "worker_id": "w-test",
+        "pid": os.getpid(),
+        "batches": 3,
+        "requests": 6,
+        "model_loads": 1,
+        "models": [f"{wp.MODEL}@{tiny.version}"],
+        "cache_hits": 1,
+        "cache_misses": 1,
+    }
+
+
+def test_an_empty_batch_calls_nothing(worker: ModelWorker, tiny: ModelVersion) -> None:
+    outcome = worker.run_batch(wp.POISON, None, [])
+    assert outcome.outputs == []
+    assert wp.CALLS == []
