@@ -203,10 +203,11 @@ def serve(
         received.append(signum)
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     executor = Executor(settings)
     executor.start(create_missing_topics=create_topics)
+    # After start: ray.init installs its own SIGTERM handler, which would kill us undrained.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     typer.echo(
         f"rayml executor {executor.instance_id} serving {settings.topics.input} -> "
         f"{settings.topics.output} on {settings.kafka.bootstrap_servers}",

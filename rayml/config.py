@@ -134,6 +134,9 @@ class ExecutorSettings(_Section):
     worker_num_cpus: float = Field(1.0, ge=0, le=1024)
     # Threads a worker's BLAS/OpenMP pools may use (single-row predicts are fastest with 1).
     worker_threads: int = Field(1, ge=1, le=1024)
+    # Batches queued at one worker at most: one running, one waiting hides the Ray round trip;
+    # more would only move the queue from Kafka (where lag is visible) into actor mailboxes.
+    max_batches_per_worker: int = Field(2, ge=1, le=1000)
     # How many workers may hold one model warm (model-affinity routing).
     model_replicas: int = Field(2, ge=1, le=10_000)
     # Models kept per worker (LRU) and the memory budget of that cache.

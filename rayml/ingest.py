@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 import ray
 from confluent_kafka import KafkaError, Message, TopicPartition
 from pydantic import BaseModel
@@ -41,6 +44,8 @@ from rayml.batching import Backpressure, Batch, MicroBatcher
 from rayml.config import Settings
 from rayml.errors import (
     DeadlineExceededError,
+    InvalidModelNameError,
+    InvalidRequestError,
     RecordError,
     RetriesExhaustedError,
 )
@@ -58,6 +63,7 @@ from rayml.messages import (
     encode_result,
     error_info_from,
 )
+from rayml.model_names import validate_version
 from rayml.model_versions import LatestVersions
 from rayml.offsets import OffsetTracker
 from rayml.pool import WorkerPool
@@ -126,6 +132,7 @@ class Ingest:
         )
         self.backpressure = Backpressure(ex.max_in_flight)
         self.inflight: dict[Any, InFlight] = {}  # ObjectRef -> batch
+        self._ready: deque[tuple[Route, list[Pending]]] = deque()  # formed, waiting for a worker
         self.counters = Counters()
         self.versions = LatestVersions(settings.models.root)
         self._output_topic = settings.topics.output
@@ -133,13 +140,25 @@ class Ingest:
         self._stop = threading.Event()
         self._stopped = threading.Event()
         self._last_commit = time.monotonic()
+        # Kept by the rebalance callbacks (loop thread): status() must not call the consumer
+        # from another thread, which blocks behind its poll.
+        self._assigned: set[TP] = set()
         self.pool = WorkerPool(settings, ingest_id, ex.num_workers)
         self.producer = kafka_clients.producer(settings.kafka)
         self.consumer = kafka_clients.consumer(
             settings.kafka,
             ex.group_id,
-            # Fetch enough to fill micro-batches without one round trip per record.
-            **{"fetch.min.bytes": 1, "fetch.wait.max.ms": 5, "client.id": ingest_id},
+            **{
+                "client.id": ingest_id,
+                # Fetch enough to fill micro-batches without one round trip per record...
+                "fetch.wait.max.ms": 5,
+                # ...but bound librdkafka's prefetch queue: with partitions paused under
+                # backpressure, this is what bounds the ingest's memory under any backlog.
+                "queued.max.messages.kbytes": 8192,
+                # Once that queue is full librdkafka backs off fetching for 1 s by default,
+                # which stalls the ingest after every resume; retry the fetch sooner.
+                "fetch.queue.backoff.ms": 20,
+            },
         )
 
     # -- the loop ----------------------------------------------------------------------------
@@ -171,11 +190,16 @@ class Ingest:
         else:
             deadline = self.batcher.next_deadline()
             timeout = 0.1 if deadline is None else max(0.0, min(0.1, deadline - now))
-        if not self.counters.paused:
-            messages = self.consumer.consume(self.settings.executor.poll_max_messages, timeout)
+        room = self.settings.executor.max_in_flight - self.tracker.in_flight()
+        if not self.counters.paused and room > 0:
+            # Never take more than the in-flight window has room for.
+            limit = min(self.settings.executor.poll_max_messages, room)
+            messages = self.consumer.consume(limit, timeout)
             self._accept(messages)
         elif not self.inflight:
-            time.sleep(timeout)
+            # Not consuming (paused, or the window is full of results awaiting their acks):
+            # wait on the producer, which serves the delivery reports that free the window.
+            self.producer.poll(timeout)
         self._dispatch(self.batcher.due(time.monotonic()))
         self._collect(block_s=0.002 if self.inflight else 0.0)
         self.producer.poll(0)
@@ -239,7 +263,7 @@ class Ingest:
                 self._hand_off_job(msg, tp, offset, raw, request)
                 return []
             params = self.registry.validate_params(spec.name, request.params)
-            version = request.model_version or self.versions.get(spec.model)
+            version = _pinned_version(request) or self.versions.get(spec.model)
         except RecordError as exc:
             self._answer(
                 tp,
@@ -260,17 +284,29 @@ class Ingest:
         for batch in batches:
             limit = batch.items[0].spec.max_batch_size or len(batch.items)
             for start in range(0, len(batch.items), limit):
-                self._send(batch.key, batch.items[start : start + limit])
+                self._ready.append((batch.key, batch.items[start : start + limit]))
+        self._pump()
 
-    def _send(self, route: Route, items: list[Pending]) -> None:
-        import_path, model, version = route
-        for item in items:
-            item.attempts += 1
-        worker_id, ref = self.pool.submit(
-            f"{model}@{version}", import_path, version, [p.params for p in items]
-        )
-        self.inflight[ref] = InFlight(route, items, worker_id, time.time() * 1000.0)
-        self.counters.batches += 1
+    def _pump(self) -> None:
+        """Send ready batches while workers have room (``max_batches_per_worker`` each).
+
+        Batches that find no room wait here, still counted as in flight, so backpressure
+        pauses the partitions and the backlog stays in Kafka.
+        """
+        while self._ready:
+            route, items = self._ready[0]
+            import_path, model, version = route
+            sent = self.pool.try_submit(
+                f"{model}@{version}", import_path, version, [p.params for p in items]
+            )
+            if sent is None:
+                return
+            self._ready.popleft()
+            for item in items:
+                item.attempts += 1
+            worker_id, ref = sent
+            self.inflight[ref] = InFlight(route, items, worker_id, time.time() * 1000.0)
+            self.counters.batches += 1
 
     def _collect(self, block_s: float) -> None:
         if not self.inflight:
@@ -308,6 +344,7 @@ class Ingest:
                 self._retry(batch.route, batch.items, exc)
             else:
                 self._answer_batch(batch, outcome)
+        self._pump()
 
     def _retry(self, route: Route, items: list[Pending], cause: Exception) -> None:
         retry: list[Pending] = []
@@ -335,10 +372,13 @@ class Ingest:
             self._dead_letter_raw(item, err)
         if retry:
             self.counters.redispatched += len(retry)
+            # Halves, at the front of the queue: a request that kills its worker (a segfault
+            # in a pipeline) is isolated in O(log n) attempts and cannot take its mates along.
             middle = max(1, len(retry) // 2)
-            for part in (retry[:middle], retry[middle:]):
+            for part in (retry[middle:], retry[:middle]):
                 if part:
-                    self._send(route, part)
+                    self._ready.appendleft((route, part))
+            self._pump()
 
     def _answer_batch(self, batch: InFlight, outcome: BatchOutcome) -> None:
         model = (
@@ -558,6 +598,7 @@ class Ingest:
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         logger.info("ingest=%s assigned %s", self.ingest_id, _names(partitions))
+        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
         if self.counters.paused and partitions:
             consumer.pause(partitions)
 
@@ -570,10 +611,13 @@ class Ingest:
             lambda: sum(self.tracker.pending(tp) for tp in revoked),
         )
         self._commit(self.tracker.revoke(revoked))
+        self._assigned -= revoked
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Another member may own these already: committing now could move its offsets.
-        self.tracker.revoke({(tp.topic, tp.partition) for tp in partitions})
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        self.tracker.revoke(lost)
+        self._assigned -= lost
         logger.warning("ingest=%s lost %s", self.ingest_id, _names(partitions))
 
     def _finish_in_flight(self, timeout_s: float, remaining: Callable[[], int]) -> None:
@@ -616,9 +660,12 @@ class Ingest:
         c = self.counters
         return {
             "ingest_id": self.ingest_id,
-            "assignment": sorted(f"{tp.topic}[{tp.partition}]" for tp in self._assignment()),
+            "pid": os.getpid(),
+            "rss_bytes": psutil.Process().memory_info().rss,
+            "assignment": sorted(f"{t}[{p}]" for t, p in list(self._assigned)),
             "in_flight": self.tracker.in_flight(),
             "batches_in_flight": len(self.inflight),
+            "batches_ready": len(self._ready),
             "buffered": len(self.batcher),
             "paused": c.paused,
             "pool_size": self.pool.size,
@@ -634,11 +681,15 @@ class Ingest:
             "uptime_s": round(time.time() - c.started_at, 3),
         }
 
-    def _assignment(self) -> list[TopicPartition]:
-        try:
-            return list(self.consumer.assignment())
-        except Exception:
-            return []
+
+def _pinned_version(request: Request) -> str | None:
+    """The request's pinned model version in canonical form ("3" and "000003" are one)."""
+    if request.model_version is None:
+        return None
+    try:
+        return validate_version(request.model_version)
+    except InvalidModelNameError as exc:
+        raise InvalidRequestError(str(exc), {"field": "model_version"}) from exc
 
 
 def _timestamp_ms(msg: Message, default_ms: float) -> float:

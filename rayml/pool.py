@@ -20,7 +20,7 @@ from typing import Any
 import ray
 
 from rayml.config import Settings
-from rayml.routing import pick_worker
+from rayml.routing import pick_worker, preferred_workers
 from rayml.worker import ModelWorker
 
 logger = logging.getLogger(__name__)
@@ -112,11 +112,22 @@ class WorkerPool:
 
     # -- work ---------------------------------------------------------------------------------
 
-    def submit(self, model_key: str, *args: Any) -> tuple[str, Any]:
-        """Send one batch to the worker chosen for ``model_key``; returns (worker id, ref)."""
+    def try_submit(self, model_key: str, *args: Any) -> tuple[str, Any] | None:
+        """Send one batch to a worker for ``model_key`` if one has room; else None.
+
+        The model's preferred workers are tried first; when all of them are full the batch
+        spills to any worker with room (the model then warms there too), so a hot model
+        never waits while other workers idle.
+        """
+        cap = self._settings.executor.max_batches_per_worker
         serving = [w for w, s in self._slots.items() if not s.draining]
-        load = {w: self._slots[w].in_flight for w in serving}
-        worker_id = pick_worker(model_key, serving, load, self._settings.executor.model_replicas)
+        room = [w for w in serving if self._slots[w].in_flight < cap]
+        if not room:
+            return None
+        load = {w: self._slots[w].in_flight for w in room}
+        preferred = preferred_workers(model_key, serving)[: self._settings.executor.model_replicas]
+        candidates = [w for w in preferred if w in load] or room
+        worker_id = pick_worker(model_key, candidates, load, replicas=len(candidates))
         slot = self._slots[worker_id]
         slot.in_flight += 1
         return worker_id, slot.handle.run_batch.remote(*args)

@@ -74,6 +74,13 @@ class ResultCollector:
             got += 1
         return got
 
+    def poll_until_quiet(self, quiet_s: float = 1.0) -> int:
+        """Read until nothing new arrives for ``quiet_s``; returns the results read."""
+        total = 0
+        while (got := self.poll(quiet_s)) > 0:
+            total += got
+        return total
+
     def wait_for(self, ids: Iterable[str], timeout_s: float = 120.0) -> dict[str, list[Result]]:
         wanted = set(ids)
         deadline = time.monotonic() + timeout_s

@@ -1,0 +1,39 @@
+"""Pipelines that misbehave on purpose, for the executor's fault tests.
+
+They use the example ``breast_cancer`` model so that the store fixture serves them too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from pydantic import BaseModel
+
+from rayml.registry import inference
+
+
+class Row(BaseModel):
+    features: list[float]
+
+
+@inference("testing.poison", model="breast_cancer", params=Row)
+def poison(model: Any, batch: list[Row]) -> list[dict[str, Any]]:
+    """Raises for the whole batch if any row starts with a negative number."""
+    if any(row.features[0] < 0 for row in batch):
+        raise ValueError("poisoned row: features[0] < 0")
+    return [{"n": len(row.features)} for row in batch]
+
+
+@inference("testing.slow", model="breast_cancer", params=Row)
+def slow(model: Any, batch: list[Row]) -> list[dict[str, Any]]:
+    """Takes SLOW_PIPELINE_S (default 0.1 s) per batch, whatever its size."""
+    time.sleep(float(os.environ.get("SLOW_PIPELINE_S", "0.1")))
+    return [{"n": len(row.features)} for row in batch]
+
+
+@inference("testing.pid", model="breast_cancer", params=Row)
+def pid(model: Any, batch: list[Row]) -> list[int]:
+    """Answers with the worker process id (to find and kill a worker)."""
+    return [os.getpid()] * len(batch)
