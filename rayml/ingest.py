@@ -17,8 +17,10 @@ So a crash anywhere re-delivers only unfinished records (at-least-once); results
 request id so readers can deduplicate. Over ``max_in_flight`` unfinished records the ingest
 pauses its partitions and resumes them at half that: memory stays bounded under any backlog.
 
-:class:`IngestActor` wraps it as a Ray actor (``num_cpus=0``) whose control calls (status,
-resize, drain) run on other actor threads while the loop works.
+:mod:`rayml.dispatch` does steps 3-4 (ready queue, Ray calls, retries) and
+:mod:`rayml.result_writer` the writes of step 5; this module is the loop that ties them to the
+consumer. :class:`rayml.executor.IngestActorImpl` wraps it as a Ray actor (``num_cpus=0``) whose
+control calls (status, resize, drain) run on other actor threads while the loop works.
 """
 
 from __future__ import annotations
@@ -29,19 +31,18 @@ import os
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
-import ray
 from confluent_kafka import KafkaError, Message, TopicPartition
-from pydantic import BaseModel
 
 from rayml import kafka_clients
 from rayml.batching import Backpressure, Batch, MicroBatcher
 from rayml.config import Settings
+from rayml.dead_letters import DeadLetter
+from rayml.dispatch import TP, Dispatcher, InFlight, Pending, Route
 from rayml.errors import (
     DeadlineExceededError,
     InvalidModelNameError,
@@ -50,69 +51,31 @@ from rayml.errors import (
     RetriesExhaustedError,
 )
 from rayml.messages import (
-    DeadLetter,
     ErrorInfo,
     ModelRef,
     Rejected,
     Request,
-    Result,
     Timings,
     Undecodable,
-    dead_letter_headers,
     decode_request,
-    encode_result,
     error_info_from,
 )
 from rayml.model_names import validate_version
 from rayml.model_versions import LatestVersions
 from rayml.offsets import OffsetTracker
 from rayml.pool import WorkerPool
-from rayml.registry import PipelineSpec, Registry
+from rayml.registry import Registry
+from rayml.result_writer import ResultWriter
 from rayml.worker import BatchOutcome, ItemError
 
 logger = logging.getLogger(__name__)
 
-TP = tuple[str, int]
-# (pipeline import path, model name, model version): one micro-batch never mixes these.
-Route = tuple[str, str, str | None]
-Headers = list[tuple[str, str | bytes | None]]
-
-
-@dataclass(slots=True)
-class Pending:
-    """One accepted inference request, from poll until its result is acknowledged."""
-
-    tp: TP
-    offset: int
-    raw: bytes
-    request: Request
-    spec: PipelineSpec
-    params: BaseModel
-    received_ms: float  # the record's timestamp (producer create time), wall clock ms
-    attempts: int = 0
-
-
-@dataclass(slots=True)
-class InFlight:
-    """A micro-batch sent to a worker and not back yet."""
-
-    route: Route
-    items: list[Pending]
-    worker_id: str
-    dispatched_ms: float
-
 
 @dataclass
 class Counters:
-    """What the ingest has done since it started (status and metrics)."""
+    """What the ingest loop itself has done since it started (status and metrics)."""
 
     polled: int = 0
-    results_ok: int = 0
-    results_error: int = 0
-    dead_letters: int = 0
-    jobs_handed_off: int = 0
-    batches: int = 0
-    redispatched: int = 0
     commits: int = 0
     paused: bool = False
     started_at: float = field(default_factory=time.time)
@@ -131,11 +94,8 @@ class Ingest:
             ex.max_batch_size, ex.max_batch_wait_ms / 1000.0
         )
         self.backpressure = Backpressure(ex.max_in_flight)
-        self.inflight: dict[Any, InFlight] = {}  # ObjectRef -> batch
-        self._ready: deque[tuple[Route, list[Pending]]] = deque()  # formed, waiting for a worker
         self.counters = Counters()
         self.versions = LatestVersions(settings.models.root)
-        self._output_topic = settings.topics.output
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._stopped = threading.Event()
@@ -144,7 +104,22 @@ class Ingest:
         # from another thread, which blocks behind its poll.
         self._assigned: set[TP] = set()
         self.pool = WorkerPool(settings, ingest_id, ex.num_workers)
+        self.dispatcher = Dispatcher(
+            self.pool,
+            max_attempts=ex.max_attempts,
+            on_finished=self._answer_batch,
+            on_exhausted=self._answer_exhausted,
+            owner=ingest_id,
+        )
         self.producer = kafka_clients.producer(settings.kafka)
+        self.writer = ResultWriter(
+            self.producer,
+            output_topic=settings.topics.output,
+            dlq_topic=settings.topics.dlq,
+            jobs_topic=settings.topics.jobs,
+            on_done=self._done,
+            owner=ingest_id,
+        )
         self.consumer = kafka_clients.consumer(
             settings.kafka,
             ex.group_id,
@@ -184,24 +159,23 @@ class Ingest:
     def _step(self) -> None:
         while not self._commands.empty():
             self._commands.get_nowait()()
-        now = time.monotonic()
-        if self.inflight:
+        busy = bool(self.dispatcher.inflight)
+        if busy:
             timeout = 0.0  # completions are waited for below, in ray.wait
         else:
             deadline = self.batcher.next_deadline()
-            timeout = 0.1 if deadline is None else max(0.0, min(0.1, deadline - now))
+            timeout = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
         room = self.settings.executor.max_in_flight - self.tracker.in_flight()
         if not self.counters.paused and room > 0:
             # Never take more than the in-flight window has room for.
             limit = min(self.settings.executor.poll_max_messages, room)
-            messages = self.consumer.consume(limit, timeout)
-            self._accept(messages)
-        elif not self.inflight:
+            self._accept(self.consumer.consume(limit, timeout))
+        elif not busy:
             # Not consuming (paused, or the window is full of results awaiting their acks):
             # wait on the producer, which serves the delivery reports that free the window.
             self.producer.poll(timeout)
-        self._dispatch(self.batcher.due(time.monotonic()))
-        self._collect(block_s=0.002 if self.inflight else 0.0)
+        self._enqueue(self.batcher.due(time.monotonic()))
+        self.dispatcher.collect(block_s=0.002 if self.dispatcher.inflight else 0.0)
         self.producer.poll(0)
         self._apply_backpressure()
         if time.monotonic() - self._last_commit >= self.settings.executor.commit_interval_s:
@@ -224,10 +198,9 @@ class Ingest:
             raw = msg.value() or b""
             decoded = decode_request(raw, max_bytes=self.settings.executor.max_request_bytes)
             if isinstance(decoded, Undecodable):
-                self._dead_letter(msg, decoded.error_type, decoded.message, None)
-                continue
-            if isinstance(decoded, Rejected):
-                self._answer(
+                self.writer.dead_letter(msg, decoded.error_type, decoded.message)
+            elif isinstance(decoded, Rejected):
+                self.writer.answer(
                     tp,
                     offset,
                     decoded.request_id,
@@ -236,9 +209,9 @@ class Ingest:
                     error=decoded.error,
                     received_ms=_timestamp_ms(msg, wall_ms),
                 )
-                continue
-            full += self._route(msg, tp, offset, raw, decoded, now, wall_ms)
-        self._dispatch(full)
+            else:
+                full += self._route(msg, tp, offset, raw, decoded, now, wall_ms)
+        self._enqueue(full)
 
     def _route(
         self,
@@ -260,12 +233,12 @@ class Ingest:
                     {"deadline": request.deadline.isoformat()},
                 )
             if spec.kind == "training":
-                self._hand_off_job(msg, tp, offset, raw, request)
+                self.writer.hand_off_job(msg, tp, offset, request)
                 return []
             params = self.registry.validate_params(spec.name, request.params)
             version = _pinned_version(request) or self.versions.get(spec.model)
         except RecordError as exc:
-            self._answer(
+            self.writer.answer(
                 tp,
                 offset,
                 request.id,
@@ -278,107 +251,11 @@ class Ingest:
         pending = Pending(tp, offset, raw, request, spec, params, received_ms)
         return self.batcher.add((spec.import_path, spec.model, version), pending, now)
 
-    # -- dispatch and completion -------------------------------------------------------------
-
-    def _dispatch(self, batches: list[Batch[Route, Pending]]) -> None:
+    def _enqueue(self, batches: list[Batch[Route, Pending]]) -> None:
         for batch in batches:
-            limit = batch.items[0].spec.max_batch_size or len(batch.items)
-            for start in range(0, len(batch.items), limit):
-                self._ready.append((batch.key, batch.items[start : start + limit]))
-        self._pump()
+            self.dispatcher.enqueue(batch.key, batch.items)
 
-    def _pump(self) -> None:
-        """Send ready batches while workers have room (``max_batches_per_worker`` each).
-
-        Batches that find no room wait here, still counted as in flight, so backpressure
-        pauses the partitions and the backlog stays in Kafka.
-        """
-        while self._ready:
-            route, items = self._ready[0]
-            import_path, model, version = route
-            sent = self.pool.try_submit(
-                f"{model}@{version}", import_path, version, [p.params for p in items]
-            )
-            if sent is None:
-                return
-            self._ready.popleft()
-            for item in items:
-                item.attempts += 1
-            worker_id, ref = sent
-            self.inflight[ref] = InFlight(route, items, worker_id, time.time() * 1000.0)
-            self.counters.batches += 1
-
-    def _collect(self, block_s: float) -> None:
-        if not self.inflight:
-            return
-        refs = list(self.inflight)
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        if not ready and block_s > 0:
-            ready, _ = ray.wait(refs, num_returns=1, timeout=block_s)
-        for ref in ready:
-            batch = self.inflight.pop(ref)
-            self.pool.finished(batch.worker_id)
-            try:
-                outcome: BatchOutcome = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:
-                # Infrastructure: the worker died. Replace it and run the batch elsewhere.
-                logger.warning(
-                    "ingest=%s worker=%s died with %d requests in flight: %s",
-                    self.ingest_id,
-                    batch.worker_id,
-                    len(batch.items),
-                    type(exc).__name__,
-                )
-                self.pool.replace(batch.worker_id)
-                self._retry(batch.route, batch.items, exc)
-            except ray.exceptions.RayTaskError as exc:
-                # The worker's code raised outside the pipeline's own error handling: split
-                # the batch so a poisonous request cannot fail its batch-mates forever.
-                logger.warning(
-                    "ingest=%s batch of %d failed on worker=%s: %s",
-                    self.ingest_id,
-                    len(batch.items),
-                    batch.worker_id,
-                    exc,
-                )
-                self._retry(batch.route, batch.items, exc)
-            else:
-                self._answer_batch(batch, outcome)
-        self._pump()
-
-    def _retry(self, route: Route, items: list[Pending], cause: Exception) -> None:
-        retry: list[Pending] = []
-        exhausted: list[Pending] = []
-        for item in items:
-            (retry if item.attempts < self.settings.executor.max_attempts else exhausted).append(
-                item
-            )
-        for item in exhausted:
-            err = RetriesExhaustedError(
-                f"request failed on all {item.attempts} attempts; last error: "
-                f"{type(cause).__name__}",
-                {"attempts": item.attempts, "last_error": str(cause)[:500]},
-            )
-            self._answer(
-                item.tp,
-                item.offset,
-                item.request.id,
-                item.request.pipeline,
-                item.request,
-                error=error_info_from(err),
-                received_ms=item.received_ms,
-                attempts=item.attempts,
-            )
-            self._dead_letter_raw(item, err)
-        if retry:
-            self.counters.redispatched += len(retry)
-            # Halves, at the front of the queue: a request that kills its worker (a segfault
-            # in a pipeline) is isolated in O(log n) attempts and cannot take its mates along.
-            middle = max(1, len(retry) // 2)
-            for part in (retry[middle:], retry[:middle]):
-                if part:
-                    self._ready.appendleft((route, part))
-            self._pump()
+    # -- answers -----------------------------------------------------------------------------
 
     def _answer_batch(self, batch: InFlight, outcome: BatchOutcome) -> None:
         model = (
@@ -387,177 +264,72 @@ class Ingest:
             else None
         )
         now_ms = time.time() * 1000.0
+        compute_ms = round(outcome.compute_ms, 3)
         for item, output in zip(batch.items, outcome.outputs, strict=True):
             timings = Timings(
                 queued_ms=round(batch.dispatched_ms - item.received_ms, 3),
-                compute_ms=round(outcome.compute_ms, 3),
+                compute_ms=compute_ms,
                 total_ms=round(now_ms - item.received_ms, 3),
             )
+            request = item.request
             if isinstance(output, ItemError):
                 error = ErrorInfo(type=output.type, message=output.message, details=output.details)
-                self._answer(
+                self.writer.answer(
                     item.tp,
                     item.offset,
-                    item.request.id,
-                    item.request.pipeline,
-                    item.request,
+                    request.id,
+                    request.pipeline,
+                    request,
                     error=error,
                     model=model,
                     timings=timings,
                     attempts=item.attempts,
                 )
             else:
-                self._answer(
+                self.writer.answer(
                     item.tp,
                     item.offset,
-                    item.request.id,
-                    item.request.pipeline,
-                    item.request,
+                    request.id,
+                    request.pipeline,
+                    request,
                     output=output,
                     model=model,
                     timings=timings,
                     attempts=item.attempts,
                 )
 
-    # -- producing ---------------------------------------------------------------------------
-
-    def _answer(
-        self,
-        tp: TP,
-        offset: int,
-        request_id: str,
-        pipeline: str,
-        request: Request | None,
-        *,
-        output: Any = None,
-        error: ErrorInfo | None = None,
-        model: ModelRef | None = None,
-        timings: Timings | None = None,
-        attempts: int = 1,
-        received_ms: float | None = None,
-    ) -> None:
-        if timings is None and received_ms is not None:
-            timings = Timings(total_ms=round(time.time() * 1000.0 - received_ms, 3))
-        tenant = request.tenant if request else None
-        if error is None:
-            result = Result.ok(
-                request_id,
-                pipeline,
-                output,
-                model=model,
-                timings=timings,
-                attempts=attempts,
-                tenant=tenant,
+    def _answer_exhausted(self, items: list[Pending], cause: BaseException) -> None:
+        # An error result *and* a DLQ copy for replay; the record is done once both are written.
+        for item in items:
+            err = RetriesExhaustedError(
+                f"request failed on all {item.attempts} attempts; last error: "
+                f"{type(cause).__name__}",
+                {"attempts": item.attempts, "last_error": str(cause)[:500]},
             )
-            self.counters.results_ok += 1
-        else:
-            result = Result.failed(
-                request_id,
-                pipeline,
-                error,
-                model=model,
-                timings=timings,
-                attempts=attempts,
-                tenant=tenant,
+            letter = DeadLetter(
+                error_type=err.type,
+                error_message=str(err),
+                source_topic=item.tp[0],
+                source_partition=item.tp[1],
+                source_offset=item.offset,
+                request_id=item.request.id,
             )
-            self.counters.results_error += 1
-        topic = (request.reply_to if request else None) or self._output_topic
-        self._produce(topic, encode_result(result), request_id.encode(), None, tp, offset)
-
-    def _produce(
-        self,
-        topic: str,
-        value: bytes,
-        key: bytes | None,
-        headers: Headers | None,
-        tp: TP,
-        offset: int,
-    ) -> None:
-        def delivered(err: KafkaError | None, msg: Message) -> None:
-            if err is None:
-                self._done(tp, offset)
-            elif topic != self._output_topic and not err.retriable():
-                # e.g. a reply_to topic that does not exist: answer on the result topic rather
-                # than never. The result itself still names the request id.
-                logger.warning(
-                    "ingest=%s cannot write to %s (%s); using %s",
-                    self.ingest_id,
-                    topic,
-                    err,
-                    self._output_topic,
-                )
-                self._produce(self._output_topic, value, key, headers, tp, offset)
-            else:
-                logger.warning(
-                    "ingest=%s delivery to %s failed (%s); retrying", self.ingest_id, topic, err
-                )
-                self._produce(topic, value, key, headers, tp, offset)
-
-        while True:
-            try:
-                self.producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=delivered
-                )
-                return
-            except BufferError:
-                # librdkafka's queue is full: serve delivery reports to make room.
-                self.producer.poll(0.05)
+            self.writer.answer(
+                item.tp,
+                item.offset,
+                item.request.id,
+                item.request.pipeline,
+                item.request,
+                error=error_info_from(err),
+                received_ms=item.received_ms,
+                attempts=item.attempts,
+                dead_letter=(item.raw, letter),
+            )
 
     def _done(self, tp: TP, offset: int) -> None:
         # KeyError: the partition was revoked meanwhile; its new owner re-runs the record.
         with contextlib.suppress(KeyError):
             self.tracker.done(tp, offset)
-
-    def _dead_letter(
-        self, msg: Message, error_type: str, message: str, request_id: str | None
-    ) -> None:
-        tp: TP = (msg.topic(), msg.partition())  # type: ignore[assignment]
-        offset: int = msg.offset()  # type: ignore[assignment]
-        letter = DeadLetter(
-            error_type=error_type,
-            error_message=message,
-            source_topic=tp[0],
-            source_partition=tp[1],
-            source_offset=offset,
-            request_id=request_id,
-        )
-        headers = _headers_of(msg) + list(dead_letter_headers(letter))
-        self.counters.dead_letters += 1
-        self._produce(self.settings.topics.dlq, msg.value() or b"", msg.key(), headers, tp, offset)
-
-    def _dead_letter_raw(self, item: Pending, err: RecordError) -> None:
-        # A copy for replay; the error result already answers the request, and the offset is
-        # marked done by that result's delivery, so this produce does not track the offset.
-        letter = DeadLetter(
-            error_type=err.type,
-            error_message=str(err),
-            source_topic=item.tp[0],
-            source_partition=item.tp[1],
-            source_offset=item.offset,
-            request_id=item.request.id,
-        )
-        self.counters.dead_letters += 1
-        self.producer.produce(
-            self.settings.topics.dlq,
-            value=item.raw,
-            key=item.request.id.encode(),
-            headers=list[tuple[str, str | bytes | None]](dead_letter_headers(letter)),
-        )
-
-    def _hand_off_job(
-        self, msg: Message, tp: TP, offset: int, raw: bytes, request: Request
-    ) -> None:
-        # Durable hand-off: once the jobs topic has the request, this input offset is done, so
-        # hours of training never hold back inference commits on the same partition.
-        self.counters.jobs_handed_off += 1
-        self._produce(
-            self.settings.topics.jobs,
-            raw,
-            request.id.encode(),
-            _headers_of(msg),
-            tp,
-            offset,
-        )
 
     # -- offsets, backpressure, rebalance ----------------------------------------------------
 
@@ -621,10 +393,10 @@ class Ingest:
         logger.warning("ingest=%s lost %s", self.ingest_id, _names(partitions))
 
     def _finish_in_flight(self, timeout_s: float, remaining: Callable[[], int]) -> None:
-        self._dispatch(self.batcher.flush())
+        self._enqueue(self.batcher.flush())
         deadline = time.monotonic() + timeout_s
         while remaining() > 0 and time.monotonic() < deadline:
-            self._collect(block_s=0.01)
+            self.dispatcher.collect(block_s=0.01)
             self.producer.poll(0.001)
         self.producer.flush(max(0.0, deadline - time.monotonic()))
         if remaining() > 0:
@@ -657,26 +429,26 @@ class Ingest:
         self._commands.put(lambda: self.pool.resize(workers))
 
     def status(self) -> dict[str, Any]:
-        c = self.counters
+        c, w, d = self.counters, self.writer, self.dispatcher
         return {
             "ingest_id": self.ingest_id,
             "pid": os.getpid(),
             "rss_bytes": psutil.Process().memory_info().rss,
             "assignment": sorted(f"{t}[{p}]" for t, p in list(self._assigned)),
             "in_flight": self.tracker.in_flight(),
-            "batches_in_flight": len(self.inflight),
-            "batches_ready": len(self._ready),
+            "batches_in_flight": len(d.inflight),
+            "batches_ready": len(d.ready),
             "buffered": len(self.batcher),
             "paused": c.paused,
             "pool_size": self.pool.size,
             "workers_replaced": self.pool.replaced,
             "polled": c.polled,
-            "results_ok": c.results_ok,
-            "results_error": c.results_error,
-            "dead_letters": c.dead_letters,
-            "jobs_handed_off": c.jobs_handed_off,
-            "batches": c.batches,
-            "redispatched": c.redispatched,
+            "results_ok": w.results_ok,
+            "results_error": w.results_error,
+            "dead_letters": w.dead_letters,
+            "jobs_handed_off": w.jobs_handed_off,
+            "batches": d.batches,
+            "redispatched": d.redispatched,
             "commits": c.commits,
             "uptime_s": round(time.time() - c.started_at, 3),
         }
@@ -695,15 +467,6 @@ def _pinned_version(request: Request) -> str | None:
 def _timestamp_ms(msg: Message, default_ms: float) -> float:
     kind, ts = msg.timestamp()
     return float(ts) if kind != 0 and ts > 0 else default_ms
-
-
-def _headers_of(msg: Message) -> Headers:
-    headers = msg.headers()
-    if headers is None:
-        return []
-    if isinstance(headers, dict):
-        return list(headers.items())
-    return [(k, v) for k, v in headers]
 
 
 def _names(partitions: list[TopicPartition]) -> str:

@@ -1,0 +1,170 @@
+"""From formed micro-batches to finished ones: the ready queue, the Ray calls, retries.
+
+The dispatcher sends **one Ray call per micro-batch** and only when a worker has room
+(``max_batches_per_worker``); batches waiting for room stay in a queue here, still counted as in
+flight by the ingest, so backpressure pauses the partitions and the backlog stays in Kafka.
+
+Completions are told apart the way STYLE.md asks:
+
+* ``RayActorError`` — *infrastructure*: the worker died. The pool replaces it and the batch is
+  re-dispatched, split in halves, at the front of the queue: a request that kills its worker
+  (a segfault in a pipeline) is isolated in O(log n) attempts and cannot take its mates along.
+* ``RayTaskError`` — the worker's own code raised outside the pipeline's error handling (which
+  bisects record failures itself, see :mod:`rayml.worker`): split and retried the same way.
+* Requests past ``max_attempts`` are handed back as exhausted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from pydantic import BaseModel
+
+from rayml.messages import Request
+from rayml.pool import WorkerPool
+from rayml.spec import PipelineSpec
+from rayml.worker import BatchOutcome
+
+logger = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+# (pipeline import path, model name, model version): one micro-batch never mixes these.
+Route = tuple[str, str, str | None]
+
+
+@dataclass(slots=True)
+class Pending:
+    """One accepted inference request, from poll until its result is acknowledged."""
+
+    tp: TP
+    offset: int
+    raw: bytes
+    request: Request
+    spec: PipelineSpec
+    params: BaseModel
+    received_ms: float  # the record's timestamp (producer create time), wall clock ms
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class InFlight:
+    """A micro-batch sent to a worker and not back yet."""
+
+    route: Route
+    items: list[Pending]
+    worker_id: str
+    dispatched_ms: float
+
+
+class Dispatcher:
+    """Sends micro-batches to the pool and hands finished ones back.
+
+    Args:
+        pool: The ingest's workers.
+        max_attempts: Dispatches a request may have before it is exhausted.
+        on_finished: Called with each batch that came back and its outcome.
+        on_exhausted: Called with requests that failed ``max_attempts`` times and the last
+            cause.
+        owner: A name for log lines.
+    """
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        *,
+        max_attempts: int,
+        on_finished: Callable[[InFlight, BatchOutcome], None],
+        on_exhausted: Callable[[list[Pending], BaseException], None],
+        owner: str,
+    ) -> None:
+        self.pool = pool
+        self.max_attempts = max_attempts
+        self._on_finished = on_finished
+        self._on_exhausted = on_exhausted
+        self._owner = owner
+        self.inflight: dict[Any, InFlight] = {}  # ObjectRef -> batch
+        self.ready: deque[tuple[Route, list[Pending]]] = deque()
+        self.batches = 0
+        self.redispatched = 0
+
+    def enqueue(self, route: Route, items: list[Pending]) -> None:
+        """Queue a formed batch (split to the pipeline's own ``max_batch_size``) and pump."""
+        limit = items[0].spec.max_batch_size or len(items)
+        for start in range(0, len(items), limit):
+            self.ready.append((route, items[start : start + limit]))
+        self.pump()
+
+    def pump(self) -> None:
+        """Send ready batches while workers have room."""
+        while self.ready:
+            route, items = self.ready[0]
+            import_path, model, version = route
+            sent = self.pool.try_submit(
+                f"{model}@{version}", import_path, version, [p.params for p in items]
+            )
+            if sent is None:
+                return
+            self.ready.popleft()
+            for item in items:
+                item.attempts += 1
+            worker_id, ref = sent
+            self.inflight[ref] = InFlight(route, items, worker_id, time.time() * 1000.0)
+            self.batches += 1
+
+    def collect(self, block_s: float) -> None:
+        """Hand back every finished batch, waiting up to ``block_s`` for the first one."""
+        if not self.inflight:
+            return
+        refs = list(self.inflight)
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        if not ready and block_s > 0:
+            ready, _ = ray.wait(refs, num_returns=1, timeout=block_s)
+        for ref in ready:
+            batch = self.inflight.pop(ref)
+            self.pool.finished(batch.worker_id)
+            try:
+                outcome: BatchOutcome = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                logger.warning(
+                    "ingest=%s worker=%s died with %d requests in flight: %s",
+                    self._owner,
+                    batch.worker_id,
+                    len(batch.items),
+                    type(exc).__name__,
+                )
+                self.pool.replace(batch.worker_id)
+                self._retry(batch.route, batch.items, exc)
+            except ray.exceptions.RayTaskError as exc:
+                logger.warning(
+                    "ingest=%s batch of %d failed on worker=%s: %s",
+                    self._owner,
+                    len(batch.items),
+                    batch.worker_id,
+                    exc,
+                )
+                self._retry(batch.route, batch.items, exc)
+            else:
+                self._on_finished(batch, outcome)
+        self.pump()
+
+    def _retry(self, route: Route, items: list[Pending], cause: BaseException) -> None:
+        retry = [item for item in items if item.attempts < self.max_attempts]
+        exhausted = [item for item in items if item.attempts >= self.max_attempts]
+        if exhausted:
+            self._on_exhausted(exhausted, cause)
+        if retry:
+            self.redispatched += len(retry)
+            middle = max(1, len(retry) // 2)
+            for part in (retry[middle:], retry[:middle]):
+                if part:
+                    self.ready.appendleft((route, part))
+
+    @property
+    def queued_requests(self) -> int:
+        return sum(len(items) for _, items in self.ready)

@@ -1,0 +1,254 @@
+"""Writing what the ingest owes Kafka: results, dead letters, job hand-offs.
+
+Every write that finishes an input record carries that record's (partition, offset), and the
+record is reported done only from the producer's delivery callback, i.e. once the broker has
+acknowledged the write (``acks=all``, idempotent producer). That is the whole at-least-once
+argument: nothing is committed that was not durably answered.
+
+Failed deliveries are not dropped:
+
+* retriable errors (broker away, leader moving) are produced again;
+* a ``reply_to`` topic that cannot be written gets the result on the result topic instead;
+* a result too large for the topic is replaced by an error result that says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from rayml.dead_letters import DeadLetter, dead_letter_headers
+from rayml.messages import ErrorInfo, ModelRef, Request, Result, Timings, encode_result
+
+logger = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+Headers = list[tuple[str, str | bytes | None]]
+
+
+class ResultWriter:
+    """Produces the ingest's outputs and reports each finished input record.
+
+    Args:
+        producer: An idempotent producer (see :func:`rayml.kafka_clients.producer`).
+        output_topic: Where results go when a request names no ``reply_to``.
+        dlq_topic: Dead letters.
+        jobs_topic: Training hand-offs.
+        on_done: Called with (partition, offset) when a record's write is acknowledged.
+        owner: A name for log lines.
+    """
+
+    def __init__(
+        self,
+        producer: Producer,
+        *,
+        output_topic: str,
+        dlq_topic: str,
+        jobs_topic: str,
+        on_done: Callable[[TP, int], None],
+        owner: str,
+    ) -> None:
+        self.producer = producer
+        self.output_topic = output_topic
+        self.dlq_topic = dlq_topic
+        self.jobs_topic = jobs_topic
+        self._on_done = on_done
+        self._owner = owner
+        self.results_ok = 0
+        self.results_error = 0
+        self.dead_letters = 0
+        self.jobs_handed_off = 0
+
+    # -- what the ingest calls ----------------------------------------------------------------
+
+    def answer(
+        self,
+        tp: TP,
+        offset: int,
+        request_id: str,
+        pipeline: str,
+        request: Request | None,
+        *,
+        output: Any = None,
+        error: ErrorInfo | None = None,
+        model: ModelRef | None = None,
+        timings: Timings | None = None,
+        attempts: int = 1,
+        received_ms: float | None = None,
+        dead_letter: tuple[bytes, DeadLetter] | None = None,
+    ) -> None:
+        """Write the one result of a request; the record is done once it is acknowledged.
+
+        With ``dead_letter`` (original bytes and why), a DLQ copy is written too, and the
+        record is done only when *both* are acknowledged.
+        """
+        if timings is None and received_ms is not None:
+            timings = Timings(total_ms=round(time.time() * 1000.0 - received_ms, 3))
+        tenant = request.tenant if request else None
+        if error is None:
+            result = Result.ok(
+                request_id,
+                pipeline,
+                output,
+                model=model,
+                timings=timings,
+                attempts=attempts,
+                tenant=tenant,
+            )
+            self.results_ok += 1
+        else:
+            result = Result.failed(
+                request_id,
+                pipeline,
+                error,
+                model=model,
+                timings=timings,
+                attempts=attempts,
+                tenant=tenant,
+            )
+            self.results_error += 1
+        try:
+            value = encode_result(result)
+        except ValueError as exc:  # the pipeline returned something JSON cannot carry
+            value = encode_result(
+                Result.failed(
+                    request_id,
+                    pipeline,
+                    ErrorInfo(
+                        type="invalid_output",
+                        message=f"the pipeline's output is not JSON-serialisable: {exc}",
+                    ),
+                    model=model,
+                    timings=timings,
+                    attempts=attempts,
+                    tenant=tenant,
+                )
+            )
+        topic = (request.reply_to if request else None) or self.output_topic
+        key = request_id.encode()
+        done = self._countdown(tp, offset, 2 if dead_letter else 1)
+        if dead_letter is not None:
+            raw, letter = dead_letter
+            self.dead_letters += 1
+            self._produce(self.dlq_topic, raw, key, list(dead_letter_headers(letter)), done)
+        self._produce(topic, value, key, None, done, result=result)
+
+    def dead_letter(self, msg: Message, error_type: str, message: str) -> None:
+        """Dead-letter an unanswerable record with its original bytes, key and headers."""
+        tp: TP = (msg.topic(), msg.partition())  # type: ignore[assignment]
+        offset: int = msg.offset()  # type: ignore[assignment]
+        letter = DeadLetter(
+            error_type=error_type,
+            error_message=message,
+            source_topic=tp[0],
+            source_partition=tp[1],
+            source_offset=offset,
+            request_id=None,
+        )
+        self.dead_letters += 1
+        self._produce(
+            self.dlq_topic,
+            msg.value() or b"",
+            msg.key(),
+            headers_of(msg) + list(dead_letter_headers(letter)),
+            self._countdown(tp, offset, 1),
+        )
+
+    def hand_off_job(self, msg: Message, tp: TP, offset: int, request: Request) -> None:
+        """Forward a training request to the jobs topic.
+
+        Durable hand-off: once the jobs topic has it, this input record is done, so hours of
+        training never hold back inference commits on the same partition.
+        """
+        self.jobs_handed_off += 1
+        self._produce(
+            self.jobs_topic,
+            msg.value() or b"",
+            request.id.encode(),
+            headers_of(msg),
+            self._countdown(tp, offset, 1),
+        )
+
+    # -- producing ----------------------------------------------------------------------------
+
+    def _countdown(self, tp: TP, offset: int, writes: int) -> Callable[[], None]:
+        if writes == 1:
+            return lambda: self._on_done(tp, offset)
+        left = [writes]
+
+        def one_done() -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                self._on_done(tp, offset)
+
+        return one_done
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: Headers | None,
+        done: Callable[[], None],
+        result: Result | None = None,
+    ) -> None:
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is None:
+                done()
+                return
+            if result is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                logger.warning(
+                    "ingest=%s result of %s too large for %s", self._owner, result.id, topic
+                )
+                small = Result.failed(
+                    result.id,
+                    result.pipeline,
+                    ErrorInfo(
+                        type="result_too_large",
+                        message=f"the result is {len(value)} bytes, more than {topic!r} accepts",
+                    ),
+                    model=result.model,
+                    attempts=result.attempts,
+                    tenant=result.tenant,
+                )
+                self._produce(topic, encode_result(small), key, headers, done, small)
+            elif topic != self.output_topic and result is not None and not err.retriable():
+                # e.g. a reply_to topic that does not exist: answer on the result topic rather
+                # than never. The result itself still names the request id.
+                logger.warning(
+                    "ingest=%s cannot write to %s (%s); using %s",
+                    self._owner,
+                    topic,
+                    err,
+                    self.output_topic,
+                )
+                self._produce(self.output_topic, value, key, headers, done, result)
+            else:
+                logger.warning(
+                    "ingest=%s delivery to %s failed (%s); retrying", self._owner, topic, err
+                )
+                self._produce(topic, value, key, headers, done, result)
+
+        while True:
+            try:
+                self.producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=delivered
+                )
+                return
+            except BufferError:
+                # librdkafka's queue is full: serve delivery reports to make room.
+                self.producer.poll(0.05)
+
+
+def headers_of(msg: Message) -> Headers:
+    """A record's headers as a list (confluent-kafka may give a list, a dict or None)."""
+    headers = msg.headers()
+    if headers is None:
+        return []
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return [(k, v) for k, v in headers]
