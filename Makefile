@@ -4,6 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+CODE := $(wildcard rayml pipelines tests bench)
 
 .PHONY: help venv kafka-jars lint format types test test-unit test-integration demo bench clean
 
@@ -23,12 +24,12 @@ kafka-jars: venv  ## resolve the Apache Kafka broker jars with Maven (cached in 
 	$(PY) -c 'from rayml.localkafka import resolve_jars; print(resolve_jars(__import__("pathlib").Path(".rayml")))'
 
 lint: venv  ## ruff lint and format check
-	$(VENV)/bin/ruff check rayml pipelines tests bench
-	$(VENV)/bin/ruff format --check rayml pipelines tests bench
+	$(VENV)/bin/ruff check $(CODE)
+	$(VENV)/bin/ruff format --check $(CODE)
 
 format: venv  ## apply ruff's formatting and fixes
-	$(VENV)/bin/ruff format rayml pipelines tests bench
-	$(VENV)/bin/ruff check --fix rayml pipelines tests bench
+	$(VENV)/bin/ruff format $(CODE)
+	$(VENV)/bin/ruff check --fix $(CODE)
 
 types: venv  ## mypy --strict on rayml/
 	$(VENV)/bin/mypy
