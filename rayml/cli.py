@@ -252,6 +252,56 @@ def submit(
     raise typer.Exit(0 if result.status == "ok" else 1)
 
 
+@app.command("status")
+def status(
+    bootstrap_servers: BootstrapOpt = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address", help="Ray cluster of the executors [RAYML_RAY__ADDRESS, else auto]."
+        ),
+    ] = None,
+    kafka_only: Annotated[
+        bool,
+        typer.Option(
+            "--kafka-only", help="Only the consumer lag; don't look for executors on Ray."
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Consumer lag per partition, and in-flight work, pool size, throughput, models loaded."""
+    from rayml.status import executor_status, group_lag, summarize
+
+    settings = _settings(bootstrap_servers)
+    lags = group_lag(settings)
+    ingests: list[dict[str, Any]] = []
+    if not kafka_only:
+        try:
+            ingests = executor_status(ray_address or settings.ray.address, settings.ray.namespace)
+        except Exception as exc:  # no cluster reachable: lag alone is still worth showing
+            logger.warning("no executor status from Ray: %s", exc)
+    summary = summarize(lags, ingests)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    typer.echo(
+        f"input {settings.topics.input} (group {settings.executor.group_id}): "
+        f"lag {summary['lag']['total']}"
+    )
+    for p in summary["lag"]["partitions"]:
+        typer.echo(f"  [{p['partition']}] committed {p['committed']} end {p['end']} lag {p['lag']}")
+    ex = summary["executors"]
+    if not ingests:
+        typer.echo("executors: none found on Ray")
+        return
+    typer.echo(
+        f"executors: {ex['ingest_actors']} ingest actors, pool {ex['pool_size']} workers, "
+        f"in flight {ex['in_flight']}, answered {ex['answered']} "
+        f"({ex['avg_throughput_per_s']}/s since start), paused {ex['paused']}"
+    )
+    typer.echo(f"models loaded: {', '.join(ex['models_loaded']) or 'none'}")
+
+
 def main() -> None:
     """Entry point of the ``rayml`` script: errors become one clear line and exit code 2."""
     try:

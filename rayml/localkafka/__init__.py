@@ -78,7 +78,9 @@ def resolve_jars(state_dir: Path) -> Path:
     The folder is versioned (``kafka-libs-4.4.0``) and marked complete only after Maven
     succeeded, so an interrupted download is redone rather than half-used.
     """
-    libs = Path(state_dir) / f"kafka-libs-{KAFKA_VERSION}"
+    # Absolute: Maven resolves a relative output directory against the pom's folder.
+    state_dir = Path(state_dir).resolve()
+    libs = state_dir / f"kafka-libs-{KAFKA_VERSION}"
     marker = libs / ".complete"
     if marker.exists():
         return libs
@@ -108,6 +110,9 @@ def resolve_jars(state_dir: Path) -> Path:
             f"Maven could not resolve the Kafka {KAFKA_VERSION} jars "
             f"(exit {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}"
         )
+    if not list(staging.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BrokerError(f"Maven finished but {staging} holds no kafka_2.13-{KAFKA_VERSION}.jar")
     shutil.rmtree(libs, ignore_errors=True)
     staging.rename(libs)
     marker.touch()
