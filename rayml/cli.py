@@ -21,6 +21,7 @@ import typer
 
 from rayml.config import Settings, load_settings
 from rayml.errors import RaymlError
+from rayml.training_cli import models, train
 
 app = typer.Typer(
     help="Machine-learning pipelines on Ray, requested and answered over Kafka.",
@@ -300,6 +301,11 @@ def status(
         f"({ex['avg_throughput_per_s']}/s since start), paused {ex['paused']}"
     )
     typer.echo(f"models loaded: {', '.join(ex['models_loaded']) or 'none'}")
+
+
+# rayml train / rayml models live with the training code.
+app.command("train")(train)
+app.command("models")(models)
 
 
 def main() -> None:

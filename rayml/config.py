@@ -108,6 +108,8 @@ class TopicSettings(_Section):
     dlq: TopicName = "ml.pipeline.dlq"
     models: TopicName = "ml.models"
     registry: TopicName = "ml.pipeline.registry"
+    # Job status events (queued, running with progress, succeeded, failed), keyed by job id.
+    events: TopicName = "ml.pipeline.events"
     # Partition counts bound the parallelism of ingest actors (one partition, one consumer).
     input_partitions: int = Field(8, ge=1, le=10_000)
     output_partitions: int = Field(8, ge=1, le=10_000)
@@ -147,6 +149,23 @@ class ExecutorSettings(_Section):
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
 
 
+class TrainingSettings(_Section):
+    """How the job runner runs training jobs from the jobs topic (see :mod:`rayml.jobs`)."""
+
+    # Job runner actors per executor; they share the jobs partitions (0: no training here).
+    job_runners: int = Field(1, ge=0, le=1024)
+    # Training tasks (a sweep's trials count one each) in flight per runner; beyond it the
+    # runner pauses its jobs partitions. Bounds how many CPUs training can claim at once.
+    max_concurrent_tasks: int = Field(2, ge=1, le=10_000)
+    # Largest sweep (number of trials) one request may ask for.
+    max_trials: int = Field(64, ge=1, le=10_000)
+    # Attempts per trial when its task is lost to an infrastructure failure (worker or node
+    # died); a pipeline that raises is not retried.
+    max_attempts: int = Field(3, ge=1, le=100)
+    # Least time between two progress events of one trial (the first and the last always go).
+    progress_interval_s: float = Field(1.0, ge=0, le=3600)
+
+
 class RaySettings(_Section):
     """Where Ray runs: ``address=None`` starts (or joins) a local runtime."""
 
@@ -176,6 +195,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
     models: ModelStoreSettings = Field(default_factory=ModelStoreSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -28,6 +28,7 @@ from rayml.config import Settings
 from rayml.errors import RaymlError
 from rayml.ingest import Ingest
 from rayml.registry import Registry
+from rayml.status import INGEST_ACTOR_PREFIX
 from rayml.topics import create_topics
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class Executor:
         self.settings = _absolute_store(settings)
         self.instance_id = f"ex-{uuid.uuid4().hex[:6]}"
         self.actors: list[Any] = []
+        self.job_runners: list[Any] = []
         self._started_ray = False
 
     def start(self, create_missing_topics: bool = True, timeout_s: float = 120.0) -> None:
@@ -135,11 +137,19 @@ class Executor:
             max_restarts=-1,
         )
         self.actors = [
-            actor_cls.remote(settings, f"{self.instance_id}-i{n}")
+            actor_cls.options(
+                # Named, so `rayml status` finds them on the cluster.
+                name=f"{INGEST_ACTOR_PREFIX}{self.instance_id}-i{n}",
+                namespace=settings.ray.namespace,
+            ).remote(settings, f"{self.instance_id}-i{n}")
             for n in range(settings.executor.ingest_actors)
         ]
         ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s)
         logger.info("executor=%s started %d ingest actors", self.instance_id, len(self.actors))
+        # Training: job runners on the jobs topic (rayml.jobs), started once ingest is serving.
+        from rayml.jobs import start_job_runners
+
+        self.job_runners = start_job_runners(settings, self.instance_id, timeout_s)
 
     def status(self, timeout_s: float = 10.0) -> list[dict[str, Any]]:
         """Each ingest actor's status (in-flight, assignment, pool, counters)."""
@@ -155,15 +165,21 @@ class Executor:
         """Stop every ingest actor gracefully within ``timeout_s``; True if all finished."""
         timeout = self.settings.executor.drain_timeout_s if timeout_s is None else timeout_s
         done = True
+        # Job runners drain alongside the ingest (within the same bound): unfinished training
+        # is given up and its job re-runs after the restart.
+        runners = self.job_runners
         try:
-            finished = ray.get([a.drain.remote(timeout) for a in self.actors], timeout=timeout + 15)
+            finished = ray.get(
+                [a.drain.remote(timeout) for a in [*self.actors, *runners]], timeout=timeout + 15
+            )
             done = all(finished)
         except (ray.exceptions.RayError, TimeoutError) as exc:
             logger.warning("executor=%s drain incomplete: %s", self.instance_id, exc)
             done = False
-        for actor in self.actors:
+        for actor in [*self.actors, *runners]:
             ray.kill(actor, no_restart=True)
         self.actors = []
+        self.job_runners = []
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False

@@ -95,7 +95,7 @@ class Ingest:
         )
         self.backpressure = Backpressure(ex.max_in_flight)
         self.counters = Counters()
-        self.versions = LatestVersions(settings.models.root)
+        self.versions = LatestVersions(settings)
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._stopped = threading.Event()
@@ -414,6 +414,7 @@ class Ingest:
             self.consumer.close()  # leaves the group: partitions move at once
         finally:
             self.pool.shutdown()
+            self.versions.close()
             self._stopped.set()
             logger.info("ingest=%s stopped", self.ingest_id)
 

@@ -9,6 +9,8 @@ jobs        ml.pipeline.jobs       training hand-off; 14 days so a long outage l
 dlq         ml.pipeline.dlq        original bytes of unanswerable messages, 30 days
 models      ml.models              compacted: the newest announcement per model survives
 registry    ml.pipeline.registry   compacted: the newest description per pipeline survives
+events      ml.pipeline.events     job status events keyed by job id (as many partitions as
+                                   jobs), 7 days: progress is worth little after a week
 ==========  =====================  ===========================================================
 """
 
@@ -57,6 +59,9 @@ def topic_specs(topics: TopicSettings) -> list[TopicSpec]:
         TopicSpec("dlq", topics.dlq, 1, {"retention.ms": str(30 * _DAY_MS)}),
         TopicSpec("models", topics.models, 1, compacted),
         TopicSpec("registry", topics.registry, 1, compacted),
+        TopicSpec(
+            "events", topics.events, topics.jobs_partitions, {"retention.ms": str(7 * _DAY_MS)}
+        ),
     ]
 
 

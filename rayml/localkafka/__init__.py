@@ -263,6 +263,12 @@ class LocalBroker:
             "num.io.threads": "2",
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
+            # KIP-848 groups: a member that died (SIGKILL, lost node) gives up its partitions
+            # after the session timeout, 45 s by default. 10 s keeps failover short on one node.
+            "group.consumer.min.session.timeout.ms": "6000",
+            "group.consumer.session.timeout.ms": "10000",
+            "group.consumer.min.heartbeat.interval.ms": "1000",
+            "group.consumer.heartbeat.interval.ms": "2000",
             # Tests create many topics; keep segments small so disk use stays small.
             "log.segment.bytes": str(64 * 1024 * 1024),
         }

@@ -8,7 +8,7 @@ from rayml.topics import topic_specs
 
 def test_every_role_has_a_spec_and_state_topics_are_compacted() -> None:
     specs = {s.role: s for s in topic_specs(TopicSettings())}
-    assert set(specs) == {"input", "output", "jobs", "dlq", "models", "registry"}
+    assert set(specs) == {"input", "output", "jobs", "dlq", "models", "registry", "events"}
     assert specs["models"].config["cleanup.policy"] == "compact"
     assert specs["registry"].config["cleanup.policy"] == "compact"
     assert specs["input"].partitions == 8

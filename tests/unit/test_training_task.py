@@ -1,0 +1,300 @@
+"""The training task body, run as a plain function (no Ray, no Kafka), and the job's pure parts."""
+
+from __future__ import annotations
+
+import doctest
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import rayml.errors
+import rayml.job_plan
+import rayml.messages
+import rayml.model_versions
+import rayml.sweeps
+import rayml.training
+import rayml.training_messages
+from rayml.config import KafkaSettings
+from rayml.job_plan import Job, Trial, plan_trials, result_payload, sweep_summary
+from rayml.messages import Request
+from rayml.model_versions import LatestVersions, newest_servable
+from rayml.models import ModelStore
+from rayml.registry import Registry, load_spec_by_path
+from rayml.training import (
+    MODEL_ROLE,
+    TRIAL_ROLE,
+    TrialFailure,
+    TrialOutcome,
+    TrialTask,
+    find_job,
+    promote_best,
+    task_options,
+    train_trial,
+)
+from rayml.training_messages import (
+    JobEvent,
+    ModelAnnouncement,
+    decode_announcement,
+    decode_event,
+    encode_announcement,
+    encode_event,
+)
+from tests.support.training_pipelines import FastParams
+
+FAST = "tests.support.training_pipelines:train_fast"
+
+
+class RecordingReporter:
+    """Stands in for the Kafka progress reporter: keeps the events in memory."""
+
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def __init__(self, kafka: Any, topic: str, base: dict[str, Any], interval_s: float) -> None:
+        self.base = base
+
+    def event(self, state: str, **fields: Any) -> None:
+        RecordingReporter.events.append((state, {**self.base, **fields}))
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.event("running", progress=fraction, message=message)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        pass
+
+
+@pytest.fixture
+def reporter(monkeypatch: pytest.MonkeyPatch) -> type[RecordingReporter]:
+    RecordingReporter.events = []
+    monkeypatch.setattr(rayml.training, "ProgressReporter", RecordingReporter)
+    return RecordingReporter
+
+
+def task(root: Path, **overrides: Any) -> TrialTask:
+    values: dict[str, Any] = {
+        "job_id": "job-1",
+        "pipeline": "testing.train_fast",
+        "import_path": FAST,
+        "model": "testing_fast",
+        "trial": 0,
+        "trials": 1,
+        "attempt": 1,
+        "params": FastParams(),
+        "role": MODEL_ROLE,
+        "num_cpus": 0.25,
+        "num_gpus": 0,
+        "store_root": str(root),
+        "allow_pickle": False,
+        "kafka": KafkaSettings(),
+        "events_topic": "events",
+        **overrides,
+    }
+    return TrialTask(**values)
+
+
+def test_trial_stores_a_version_with_its_job_metadata(
+    tmp_path: Path, reporter: type[RecordingReporter]
+) -> None:
+    outcome = train_trial(task(tmp_path, params=FastParams(c=2.0)))
+    assert isinstance(outcome, TrialOutcome)
+    assert outcome.version == "000001"
+    assert not outcome.reused
+    assert outcome.metrics["accuracy"] > 0.8
+    (version,) = ModelStore(str(tmp_path)).versions("testing_fast")
+    meta = version.metadata
+    assert meta["pipeline"] == "testing.train_fast"
+    assert meta["params"] == {"c": 2.0, "fail": False}
+    assert meta["metrics"] == outcome.metrics
+    assert meta["data_fingerprint"]
+    assert meta["libraries"]["sklearn"]
+    extra = meta["extra"]
+    assert (extra["job_id"], extra["role"], extra["trial"]) == ("job-1", MODEL_ROLE, 0)
+    assert (extra["nthread"], extra["device"]) == (1, "cpu")
+    states = [state for state, _ in reporter.events]
+    assert states[0] == "running"
+    assert reporter.events[0][1]["progress"] == 0.0
+    assert ("running", 0.5) in [(s, e.get("progress")) for s, e in reporter.events]
+
+
+def test_a_stored_trial_is_not_trained_again(
+    tmp_path: Path, reporter: type[RecordingReporter]
+) -> None:
+    first = train_trial(task(tmp_path))
+    again = train_trial(task(tmp_path, attempt=2))
+    assert isinstance(first, TrialOutcome)
+    assert isinstance(again, TrialOutcome)
+    assert again.reused
+    assert again.version == first.version
+    assert len(ModelStore(str(tmp_path)).versions("testing_fast")) == 1
+    # Another job's trial is another version.
+    other = train_trial(task(tmp_path, job_id="job-2"))
+    assert isinstance(other, TrialOutcome)
+    assert other.version == "000002"
+
+
+def test_a_raising_pipeline_is_a_record_failure(
+    tmp_path: Path, reporter: type[RecordingReporter]
+) -> None:
+    outcome = train_trial(task(tmp_path, params=FastParams(fail=True)))
+    assert isinstance(outcome, TrialFailure)
+    assert outcome.error.type == "pipeline_failed"
+    assert "asked to fail" in outcome.error.message
+    assert not outcome.retriable
+    assert ModelStore(str(tmp_path)).versions("testing_fast") == []
+
+
+def test_sweep_trials_are_not_served_and_the_promoted_copy_is(
+    tmp_path: Path, reporter: type[RecordingReporter]
+) -> None:
+    store = ModelStore(str(tmp_path))
+    outcomes = [
+        train_trial(task(tmp_path, trial=n, trials=2, role=TRIAL_ROLE, params=FastParams(c=c)))
+        for n, c in enumerate((0.001, 1.0))
+    ]
+    assert all(isinstance(o, TrialOutcome) for o in outcomes)
+    assert newest_servable(store, "testing_fast") is None  # only trials so far
+    best = outcomes[1]
+    assert isinstance(best, TrialOutcome)
+    copy = promote_best(str(tmp_path), False, "testing_fast", "job-1", best, {"trials": []})
+    assert copy.version == "000003"
+    assert copy.metrics == best.metrics
+    servable = newest_servable(store, "testing_fast")
+    assert servable is not None
+    assert servable.version == "000003"
+    assert servable.metadata["extra"]["promoted_from"] == best.version
+    assert store.load("testing_fast", copy.version).model.predict([[5.1, 3.5, 1.4, 0.2]])[0] == 0
+    # Promotion is idempotent per job.
+    assert promote_best(str(tmp_path), False, "testing_fast", "job-1", best, {}).reused
+    record = find_job(store, "testing_fast", "job-1")
+    assert record.servable is not None
+    assert record.servable.version == "000003"
+    assert sorted(record.trials) == [0, 1]
+    # A store-only LatestVersions skips trial versions stored after the promoted copy.
+    train_trial(task(tmp_path, job_id="job-9", trial=0, trials=2, role=TRIAL_ROLE))
+    versions = LatestVersions(str(tmp_path))
+    try:
+        assert versions.get("testing_fast") == "000003"
+    finally:
+        versions.close()
+
+
+def test_latest_versions_takes_the_newer_of_store_and_announcements(tmp_path: Path) -> None:
+    store = ModelStore(str(tmp_path))
+    versions = LatestVersions(str(tmp_path), refresh_s=0.05)
+    try:
+        assert versions.get("m") is None
+        from sklearn.linear_model import LogisticRegression
+
+        est = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+        store.save("m", est, pipeline="p", params={}, metrics={})
+        versions.announce("m", "000005")  # an announcement ahead of this store's view
+        assert versions.get("m") == "000005"
+        versions.announce("m", "000004")  # an older one never goes back
+        assert versions.get("m") == "000005"
+        versions.announce("other", "000001")
+        assert versions.snapshot()["other"] == "000001"
+    finally:
+        versions.close()
+
+
+def test_latest_versions_refreshes_from_the_store_in_the_background(tmp_path: Path) -> None:
+    import time
+
+    from sklearn.linear_model import LogisticRegression
+
+    store = ModelStore(str(tmp_path))
+    est = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    versions = LatestVersions(str(tmp_path), refresh_s=0.05)
+    try:
+        assert versions.get("m") is None
+        store.save("m", est, pipeline="p", params={}, metrics={})
+        deadline = time.monotonic() + 5
+        while versions.get("m") is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert versions.get("m") == "000001"
+    finally:
+        versions.close()
+
+
+def test_task_options_carry_the_pipelines_resources() -> None:
+    spec = load_spec_by_path(FAST)
+    options = task_options(spec, "job-1", 3)
+    assert options["num_cpus"] == 0.25
+    assert options["num_gpus"] == 0
+    assert options["max_retries"] == 0
+    assert options["name"] == "train:testing.train_fast:job-1:3"
+    gpu = rayml.training.context_for(num_cpus=4, num_gpus=1)
+    assert (gpu.nthread, gpu.device) == (4, "cuda")
+
+
+def _registry() -> Registry:
+    reg = Registry()
+    reg.discover(["tests.support.training_pipelines"], entry_points=False)
+    return reg
+
+
+def test_plan_trials_checks_kind_metric_and_params() -> None:
+    reg = _registry()
+
+    def plan(pipeline: str, params: dict[str, Any]) -> Any:
+        request = Request(id="j", pipeline=pipeline, params=params)
+        return plan_trials(reg, request, max_trials=4, input_topic="in")
+
+    spec, params, sweep = plan("testing.train_fast", {"grid": {"c": [0.1, 1.0]}})
+    assert spec.name == "testing.train_fast"
+    assert sweep
+    assert [p.c for p in params] == [0.1, 1.0]
+    with pytest.raises(rayml.errors.InvalidRequestError, match="inference pipeline"):
+        plan("testing.predict_fast", {})
+    with pytest.raises(rayml.errors.InvalidParamsError, match="declares no metric"):
+        plan("testing.train_slow", {"sweep": [{"sleep_s": 1}]})
+    with pytest.raises(rayml.errors.InvalidParamsError, match=r"params\.c"):
+        plan("testing.train_fast", {"c": -1})
+    with pytest.raises(rayml.errors.UnknownPipelineError):
+        plan("nope.train", {})
+
+
+def test_sweep_summary_and_result_payload() -> None:
+    reg = _registry()
+    spec = reg.get("testing.train_fast")
+    request = Request(id="j", pipeline=spec.name)
+    job = Job(("t", 0), 0, b"", [], request, spec, [], True, 0.0)
+    job.trials = [
+        Trial(0, FastParams(c=0.1), 1, TrialOutcome(0, "000001", {"accuracy": 0.8}, {"c": 0.1})),
+        Trial(1, FastParams(c=1.0), 1, TrialOutcome(1, "000002", {"accuracy": 0.9}, {"c": 1.0})),
+        Trial(2, FastParams(fail=True), 1, TrialFailure(2, rayml.messages.ErrorInfo(
+            type="pipeline_failed", message="boom"))),
+    ]  # fmt: skip
+    best, summary = sweep_summary(job)
+    assert best.trial == 1
+    assert summary["best_version"] == "000002"
+    assert summary["metric"] == "accuracy"
+    assert [t["status"] for t in summary["trials"]] == ["ok", "ok", "error"]
+    copy = TrialOutcome(1, "000003", best.metrics, best.params)
+    payload = result_payload(spec, copy, summary, False)
+    assert payload["version"] == "000003"
+    assert payload["best_trial"] == 1
+    assert len(payload["trials"]) == 3
+    single = result_payload(spec, best, None, True)
+    assert single["reused"]
+    assert "trials" not in single
+    assert "train_ms" in single
+
+
+def test_events_and_announcements_round_trip() -> None:
+    event = JobEvent(job_id="j", pipeline="p", model="m", state="running", progress=0.5, trial=1)
+    assert decode_event(encode_event(event)) == event
+    assert b"error" not in encode_event(event)  # absent fields are left out
+    with pytest.raises(ValueError, match="less than or equal"):
+        JobEvent(job_id="j", pipeline="p", model="m", state="running", progress=1.5)
+    ann = ModelAnnouncement(name="m", version="000002", metrics={"a": 1.0})
+    assert decode_announcement(encode_announcement(ann)) == ann
+
+
+@pytest.mark.parametrize(
+    "module",
+    [rayml.sweeps, rayml.training_messages, rayml.training, rayml.job_plan, rayml.model_versions],
+)
+def test_docstring_examples_run(module: Any) -> None:
+    failures, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert failures == 0
