@@ -131,13 +131,12 @@ class Executor:
         logger.info(
             "executor=%s publishing %d pipelines: %s", self.instance_id, published, ", ".join(names)
         )
-        actor_cls = ray.remote(IngestActorImpl).options(
-            num_cpus=0,  # IO-bound: it must never take a CPU a model worker or training needs
-            max_concurrency=8,
-            max_restarts=-1,
-        )
+        actor_cls = ray.remote(IngestActorImpl)
         self.actors = [
             actor_cls.options(
+                num_cpus=0,  # IO-bound: it must never take a CPU a worker or training needs
+                max_concurrency=8,
+                max_restarts=-1,
                 # Named, so `rayml status` finds them on the cluster.
                 name=f"{INGEST_ACTOR_PREFIX}{self.instance_id}-i{n}",
                 namespace=settings.ray.namespace,
