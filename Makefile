@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CODE := $(wildcard rayml pipelines tests bench)
 
-.PHONY: help venv kafka-jars lint format types test test-unit test-integration demo bench clean
+.PHONY: help venv kafka-jars java-client lint format types test test-unit test-integration demo bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,7 +34,10 @@ format: venv  ## apply ruff's formatting and fixes
 types: venv  ## mypy --strict on rayml/
 	$(VENV)/bin/mypy
 
-test: venv kafka-jars  ## all tests: unit, then integration on a real broker and a real Ray
+java-client:  ## build the Java client and run its schema tests (clients/java/target/rayml-client.jar)
+	mvn -B -q -f clients/java/pom.xml package
+
+test: venv kafka-jars java-client  ## all tests: unit, then integration on a real broker and a real Ray
 	$(PY) -m pytest tests
 
 test-unit: venv  ## unit tests only (no Kafka, no Ray)

@@ -1,0 +1,196 @@
+package io.rayml.client;
+
+import com.fasterxml.jackson.core.type.TypeReference;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.Semaphore;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * Command line: send N requests to one pipeline and print what came back.
+ *
+ * <pre>
+ * java -jar rayml-client.jar --bootstrap-servers HOST:PORT --pipeline breast_cancer.predict \
+ *     (--params '{"features": [...]}' [--count N] | --params-file rows.jsonl) \
+ *     [--input-topic ml.pipeline.input] [--timeout-s 60] [--max-in-flight 1000] [--print-results]
+ * </pre>
+ *
+ * <p>With {@code --params-file}, each line is one request's params (JSON object). With {@code
+ * --print-results}, each result is printed as one JSON line {@code {"index": i, "result": {...}}}
+ * in the order they arrive. The last line is always the summary, e.g. {@code received=200 ok=200
+ * errors=0 missing=0 elapsed_ms=412 per_s=485.4 p50_ms=8.1 p99_ms=40.2}. Exit status: 0 when every
+ * request got an ok result, 1 otherwise, 2 on bad usage.
+ */
+public final class Main {
+  private static final String USAGE =
+      "usage: rayml-client --bootstrap-servers HOST:PORT --pipeline NAME"
+          + " (--params JSON [--count N] | --params-file FILE)"
+          + " [--input-topic TOPIC] [--timeout-s S] [--max-in-flight N] [--print-results]";
+
+  private Main() {}
+
+  public static void main(String[] args) {
+    if (Arrays.asList(args).contains("--help") || Arrays.asList(args).contains("-h")) {
+      System.out.println(USAGE);
+      return;
+    }
+    int status;
+    try {
+      status = run(args, System.out);
+    } catch (IllegalArgumentException e) {
+      System.err.println("rayml-client: " + e.getMessage());
+      System.err.println(USAGE);
+      status = 2;
+    } catch (RaymlException e) {
+      System.err.println("rayml-client: " + e.getMessage());
+      status = 1;
+    }
+    System.exit(status);
+  }
+
+  static int run(String[] args, PrintStream out) {
+    Map<String, String> opts = parse(args);
+    String servers = required(opts, "bootstrap-servers");
+    String pipeline = required(opts, "pipeline");
+    List<Map<String, Object>> params = params(opts);
+    long timeoutMs = (long) (Double.parseDouble(opts.getOrDefault("timeout-s", "60")) * 1000);
+    int maxInFlight = Integer.parseInt(opts.getOrDefault("max-in-flight", "1000"));
+    boolean print = opts.containsKey("print-results");
+    RaymlClient.Config config =
+        RaymlClient.Config.of(servers)
+            .inputTopic(opts.getOrDefault("input-topic", "ml.pipeline.input"))
+            .connectTimeout(Duration.ofSeconds(10));
+
+    int n = params.size();
+    AtomicInteger ok = new AtomicInteger();
+    AtomicInteger errors = new AtomicInteger();
+    double[] latencies = new double[n];
+    Semaphore slots = new Semaphore(maxInFlight);
+    List<CompletableFuture<Void>> done = new ArrayList<>(n);
+    long started = System.nanoTime();
+    try (RaymlClient client = new RaymlClient(config)) {
+      for (int i = 0; i < n; i++) {
+        final int index = i;
+        slots.acquireUninterruptibly();
+        long sent = System.nanoTime();
+        done.add(
+            client
+                .submit(pipeline, params.get(i))
+                .orTimeout(timeoutMs, TimeUnit.MILLISECONDS)
+                .handle(
+                    (result, error) -> {
+                      slots.release();
+                      if (result != null) {
+                        latencies[index] = (System.nanoTime() - sent) / 1e6;
+                        (result.isOk() ? ok : errors).incrementAndGet();
+                        if (print) {
+                          Map<String, Object> line = new LinkedHashMap<>();
+                          line.put("index", index);
+                          line.put("result", result);
+                          synchronized (out) {
+                            out.println(Envelopes.toJson(line));
+                          }
+                        }
+                      }
+                      return null;
+                    }));
+      }
+      for (CompletableFuture<Void> f : done) {
+        try {
+          f.join();
+        } catch (CompletionException e) {
+          // counted as missing below
+        }
+      }
+    }
+    double elapsedMs = (System.nanoTime() - started) / 1e6;
+    int received = ok.get() + errors.get();
+    double[] seen = Arrays.stream(latencies).filter(x -> x > 0).sorted().toArray();
+    out.println(
+        String.format(
+            Locale.ROOT,
+            "received=%d ok=%d errors=%d missing=%d elapsed_ms=%.0f per_s=%.1f p50_ms=%.1f"
+                + " p99_ms=%.1f",
+            received,
+            ok.get(),
+            errors.get(),
+            n - received,
+            elapsedMs,
+            received / (elapsedMs / 1000),
+            percentile(seen, 0.50),
+            percentile(seen, 0.99)));
+    out.flush();
+    return ok.get() == n ? 0 : 1;
+  }
+
+  private static double percentile(double[] sorted, double q) {
+    if (sorted.length == 0) {
+      return Double.NaN;
+    }
+    return sorted[Math.min(sorted.length - 1, (int) Math.ceil(q * sorted.length) - 1)];
+  }
+
+  private static Map<String, String> parse(String[] args) {
+    Map<String, String> opts = new LinkedHashMap<>();
+    for (int i = 0; i < args.length; i++) {
+      String arg = args[i];
+      if (!arg.startsWith("--")) {
+        throw new IllegalArgumentException("unexpected argument " + arg);
+      }
+      String name = arg.substring(2);
+      if (name.equals("print-results")) {
+        opts.put(name, "true");
+      } else if (i + 1 < args.length) {
+        opts.put(name, args[++i]);
+      } else {
+        throw new IllegalArgumentException("--" + name + " needs a value");
+      }
+    }
+    return opts;
+  }
+
+  private static String required(Map<String, String> opts, String name) {
+    String value = opts.get(name);
+    if (value == null || value.isBlank()) {
+      throw new IllegalArgumentException("--" + name + " is required");
+    }
+    return value;
+  }
+
+  private static List<Map<String, Object>> params(Map<String, String> opts) {
+    TypeReference<Map<String, Object>> type = new TypeReference<>() {};
+    List<Map<String, Object>> out = new ArrayList<>();
+    try {
+      if (opts.containsKey("params-file")) {
+        for (String line :
+            Files.readAllLines(Path.of(opts.get("params-file")), StandardCharsets.UTF_8)) {
+          if (!line.isBlank()) {
+            out.add(Envelopes.MAPPER.readValue(line, type));
+          }
+        }
+        return out;
+      }
+      Map<String, Object> one = Envelopes.MAPPER.readValue(opts.getOrDefault("params", "{}"), type);
+      int count = Integer.parseInt(opts.getOrDefault("count", "1"));
+      for (int i = 0; i < count; i++) {
+        out.add(one);
+      }
+      return out;
+    } catch (IOException e) {
+      throw new IllegalArgumentException("params are not JSON objects: " + e.getMessage(), e);
+    }
+  }
+}

@@ -1,0 +1,65 @@
+package io.rayml.client;
+
+import com.fasterxml.jackson.annotation.JsonIgnore;
+import com.fasterxml.jackson.annotation.JsonIgnoreProperties;
+import com.fasterxml.jackson.annotation.JsonInclude;
+import com.fasterxml.jackson.annotation.JsonProperty;
+import com.fasterxml.jackson.databind.JsonNode;
+import java.util.Map;
+
+/**
+ * The one logical answer to a request (schemas/result.schema.json), keyed by the request id.
+ *
+ * <p>{@code status} is {@code "ok"} with {@code result} set, or {@code "error"} with {@code error}
+ * set. An error result (bad params, the pipeline raised) is a normal outcome, not an exception.
+ *
+ * @param v envelope version (1)
+ * @param id the request's id
+ * @param pipeline the pipeline the request named
+ * @param status "ok" or "error"
+ * @param result the pipeline's output when ok (any JSON)
+ * @param error why it failed, when status is "error"
+ * @param model the model (name, version) used, if any
+ * @param timings where the time went, in milliseconds
+ * @param attempts how many times the request was run
+ * @param tenant the request's tenant, echoed
+ */
+@JsonInclude(JsonInclude.Include.NON_NULL)
+@JsonIgnoreProperties(ignoreUnknown = true)
+public record Result(
+    @JsonProperty("v") int v,
+    @JsonProperty("id") String id,
+    @JsonProperty("pipeline") String pipeline,
+    @JsonProperty("status") String status,
+    @JsonProperty("result") JsonNode result,
+    @JsonProperty("error") ErrorInfo error,
+    @JsonProperty("model") ModelRef model,
+    @JsonProperty("timings") Timings timings,
+    @JsonProperty("attempts") Integer attempts,
+    @JsonProperty("tenant") String tenant) {
+
+  /** Whether the pipeline ran and {@link #result()} holds its output. */
+  @JsonIgnore
+  public boolean isOk() {
+    return "ok".equals(status);
+  }
+
+  /** Why a request failed: a stable code, a message, and structured details. */
+  @JsonInclude(JsonInclude.Include.NON_NULL)
+  @JsonIgnoreProperties(ignoreUnknown = true)
+  public record ErrorInfo(
+      @JsonProperty("type") String type,
+      @JsonProperty("message") String message,
+      @JsonProperty("details") Map<String, Object> details) {}
+
+  /** The model (name and version) that produced a result. */
+  public record ModelRef(@JsonProperty("name") String name, @JsonProperty("version") String version) {}
+
+  /** Where the time went, in milliseconds; a field is null when it was not measured. */
+  @JsonInclude(JsonInclude.Include.NON_NULL)
+  @JsonIgnoreProperties(ignoreUnknown = true)
+  public record Timings(
+      @JsonProperty("queued_ms") Double queuedMs,
+      @JsonProperty("compute_ms") Double computeMs,
+      @JsonProperty("total_ms") Double totalMs) {}
+}

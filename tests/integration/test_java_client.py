@@ -1,0 +1,135 @@
+"""Cross-language end to end: the Java client sends N requests to an in-process executor on the
+real broker and receives N correct results on its own reply topic.
+
+The runnable jar comes from ``make java-client`` (``mvn -B -q -f clients/java/pom.xml package``,
+which also runs the Java client's schema tests); if it is missing or older than the Java sources,
+this test builds it with Maven itself. Java and Maven are required: their absence fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from rayml.config import Settings
+from rayml.executor import Executor
+from rayml.topics import create_topics
+from tests.support.models import breast_cancer_rows, store_breast_cancer
+
+pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+JAVA_PROJECT = REPO / "clients" / "java"
+JAR = JAVA_PROJECT / "target" / "rayml-client.jar"
+N = 200
+SUMMARY = re.compile(r"^received=(\d+) ok=(\d+) errors=(\d+) missing=(\d+) ")
+
+
+def java_client_jar() -> Path:
+    """The runnable jar, (re)built with Maven when missing or older than its sources."""
+    if shutil.which("java") is None:
+        pytest.fail("the Java client test needs Java 17+ on PATH (apt-get install openjdk-17-jdk)")
+    sources = [JAVA_PROJECT / "pom.xml", *JAVA_PROJECT.glob("src/main/**/*")]
+    newest = max(p.stat().st_mtime for p in sources if p.is_file())
+    if JAR.is_file() and JAR.stat().st_mtime >= newest:
+        return JAR
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        pytest.fail(
+            f"{JAR} is missing and Maven is not on PATH to build it (apt-get install maven)"
+        )
+    build = subprocess.run(
+        [mvn, "-B", "-q", "-f", str(JAVA_PROJECT / "pom.xml"), "-DskipTests", "package"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert build.returncode == 0, f"mvn package failed:\n{build.stdout}\n{build.stderr}"
+    return JAR
+
+
+@pytest.fixture
+def running(settings: Settings, ray_runtime: str) -> Iterator[Settings]:
+    ex = settings.executor.model_copy(
+        update={"worker_num_cpus": 0.5, "num_workers": 2, "drain_timeout_s": 10.0}
+    )
+    settings = settings.model_copy(update={"executor": ex})
+    create_topics(settings.kafka, settings.topics)
+    executor = Executor(settings)
+    executor.start()
+    try:
+        yield settings
+    finally:
+        executor.drain(10)
+
+
+def test_java_client_gets_n_correct_results(running: Settings, tmp_path: Path) -> None:
+    jar = java_client_jar()
+    settings = running
+    _version, model = store_breast_cancer(settings.models.root)
+    rows = breast_cancer_rows(N, seed=7)
+    proba = model.predict_proba(rows)
+    params_file = tmp_path / "rows.jsonl"
+    params_file.write_text("".join(json.dumps({"features": r.tolist()}) + "\n" for r in rows))
+
+    run = subprocess.run(
+        [
+            "java",
+            "-jar",
+            str(jar),
+            "--bootstrap-servers",
+            settings.kafka.bootstrap_servers,
+            "--pipeline",
+            "breast_cancer.predict",
+            "--params-file",
+            str(params_file),
+            "--input-topic",
+            settings.topics.input,
+            "--timeout-s",
+            "60",
+            "--max-in-flight",
+            "64",
+            "--print-results",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    lines = run.stdout.strip().splitlines()
+    assert lines, f"no output from the Java client:\n{run.stderr}"
+    summary = SUMMARY.match(lines[-1])
+    assert summary, f"no summary line in:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
+    received, ok, errors, missing = map(int, summary.groups())
+    assert (received, ok, errors, missing) == (N, N, 0, 0), lines[-1]
+    assert run.returncode == 0, run.stderr
+
+    seen: set[int] = set()
+    ids: set[str] = set()
+    for line in lines[:-1]:
+        record = json.loads(line)
+        i, result = record["index"], record["result"]
+        assert result["status"] == "ok", result
+        assert result["pipeline"] == "breast_cancer.predict"
+        assert result["result"]["label"] == int(proba[i].argmax()), f"row {i}"
+        assert result["result"]["probability"] == pytest.approx(float(proba[i].max()), abs=1e-6)
+        seen.add(i)
+        ids.add(result["id"])
+    assert seen == set(range(N)), "every request answered"
+    assert len(ids) == N, "exactly once"
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    leftovers = [
+        t
+        for t in admin.list_topics(timeout=10).topics
+        if ".reply." in t and t.startswith(settings.topics.input)
+    ]
+    assert leftovers == [], "the Java client deletes its own reply topic on close"

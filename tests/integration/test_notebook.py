@@ -1,0 +1,73 @@
+"""notebooks/quickstart.ipynb runs top to bottom against the real broker and an in-process
+executor on a real local Ray, and its plots render.
+
+The notebook reads where to connect from ``RAYML_KAFKA__BOOTSTRAP_SERVERS`` and its topic names
+from ``RAYML_TOPICS__*``, exactly as a user's notebook would; the test sets them to this test's
+broker and topics for the kernel it starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from rayml.config import Settings
+from rayml.executor import Executor
+from rayml.topics import create_topics
+
+pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
+
+
+@pytest.fixture
+def running(settings: Settings, ray_runtime: str) -> Iterator[Settings]:
+    tag = settings.topics.input.rsplit(".", 1)[0]
+    topics = settings.topics.model_copy(update={"events": f"{tag}.events"})
+    ex = settings.executor.model_copy(
+        update={"worker_num_cpus": 0.5, "num_workers": 2, "drain_timeout_s": 10.0}
+    )
+    training = settings.training.model_copy(update={"progress_interval_s": 0.2})
+    settings = settings.model_copy(update={"topics": topics, "executor": ex, "training": training})
+    create_topics(settings.kafka, settings.topics)
+    executor = Executor(settings)
+    executor.start()
+    try:
+        yield settings
+    finally:
+        executor.drain(10)
+
+
+def test_quickstart_notebook_runs_and_renders_its_plots(
+    running: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = running
+    monkeypatch.setenv("RAYML_KAFKA__BOOTSTRAP_SERVERS", settings.kafka.bootstrap_servers)
+    for role in ("input", "output", "registry", "models", "events"):
+        monkeypatch.setenv(f"RAYML_TOPICS__{role.upper()}", getattr(settings.topics, role))
+
+    # The kernel imports this checkout's rayml, whatever is installed (as Ray workers do).
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    )
+
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    # Any cell that raises fails the test with the cell's traceback (CellExecutionError).
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    ).execute()
+
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 2, "the latency histogram and the confusion matrix"
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "breast_cancer.predict" in text, "pipelines listed"
+    assert "params.features: expected at least 30 items, got 2" in text
+    assert "569 of 569 ok" in text, "the whole batch answered"
