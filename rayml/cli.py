@@ -303,6 +303,42 @@ def status(
     typer.echo(f"models loaded: {', '.join(ex['models_loaded']) or 'none'}")
 
 
+@app.command("pipelines")
+def pipelines(bootstrap_servers: BootstrapOpt = None, as_json: JsonOpt = False) -> None:
+    """List the pipelines the executors published, with their parameters."""
+    from rayml.client import Client
+
+    settings = _settings(bootstrap_servers)
+    with Client(settings=settings) as client:
+        found = client.pipelines()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "name": p.name,
+                        "kind": p.kind,
+                        "model": p.model,
+                        "doc": p.doc,
+                        "params_schema": p.params_schema,
+                    }
+                    for p in found
+                ],
+                indent=2,
+            )
+        )
+        return
+    if not found:
+        typer.echo(
+            f"no pipelines published on {settings.topics.registry} yet (is an executor running?)"
+        )
+    for p in found:
+        required = ", ".join(p.required) or "-"
+        typer.echo(f"{p.name:28} {p.kind:9} model={p.model:16} params: {required}")
+        if p.doc:
+            typer.echo(f"{'':28} {p.doc}")
+
+
 # rayml train / rayml models live with the training code.
 app.command("train")(train)
 app.command("models")(models)
