@@ -180,6 +180,37 @@ class ModelStoreSettings(_Section):
     allow_pickle: bool = False
 
 
+class AutoscaleSettings(_Section):
+    """The pool autoscaler (:mod:`rayml.autoscale`, :mod:`rayml.autoscaler`).
+
+    Worker counts are per ingest actor (each ingest owns its pool). The pool grows to keep up
+    with the input and drain any lag within ``target_lag_s``; Ray's cluster autoscaler adds
+    nodes for workers that do not fit.
+    """
+
+    enabled: bool = False
+    min_workers: int = Field(1, ge=1, le=10_000)
+    max_workers: int = Field(8, ge=1, le=10_000)
+    # Lag up to this many seconds of arrivals is normal (commit latency); a backlog beyond it
+    # is drained within this many seconds.
+    target_lag_s: float = Field(5.0, gt=0, le=86_400)
+    # Optional second rule: in-flight records per worker (Ray Serve's ongoing-requests target).
+    target_in_flight_per_worker: int | None = Field(None, ge=1)
+    # A wish to grow (shrink) must hold this long before the pool changes: spikes and lulls
+    # shorter than that are ridden out.
+    upscale_delay_s: float = Field(3.0, ge=0, le=3600)
+    downscale_delay_s: float = Field(60.0, ge=0, le=86_400)
+    # Fraction of the way to the desired size taken per change (1: all the way).
+    upscale_smoothing: float = Field(1.0, gt=0, le=1)
+    downscale_smoothing: float = Field(1.0, gt=0, le=1)
+    interval_s: float = Field(1.0, gt=0, le=600)
+    # On a sharp burst (desired >= burst_factor x current) ask Ray's autoscaler for the nodes
+    # of the whole desired pool at once (ray.autoscaler.sdk.request_resources); cleared when
+    # the pool shrinks. (max_workers < min_workers is refused when the autoscaler starts.)
+    request_resources: bool = True
+    burst_factor: float = Field(2.0, ge=1, le=1000)
+
+
 class Settings(BaseSettings):
     """The whole configuration of rayml."""
 
@@ -198,6 +229,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
     models: ModelStoreSettings = Field(default_factory=ModelStoreSettings)
+    autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Set by load_settings(); not a setting itself.

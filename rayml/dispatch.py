@@ -120,6 +120,7 @@ class Dispatcher:
     def collect(self, block_s: float) -> None:
         """Hand back every finished batch, waiting up to ``block_s`` for the first one."""
         if not self.inflight:
+            self.pump()  # nothing to collect, but workers may have come up for queued batches
             return
         refs = list(self.inflight)
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)

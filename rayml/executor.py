@@ -19,7 +19,7 @@ import os
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
@@ -30,6 +30,9 @@ from rayml.ingest import Ingest
 from rayml.registry import Registry
 from rayml.status import INGEST_ACTOR_PREFIX
 from rayml.topics import create_topics
+
+if TYPE_CHECKING:
+    from rayml.autoscaler import PoolAutoscaler
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +117,12 @@ class Executor:
     def start(self, create_missing_topics: bool = True, timeout_s: float = 120.0) -> None:
         """Connect to Ray, publish the registry, start the ingest actors and wait for them."""
         settings = self.settings
+        autoscaler: PoolAutoscaler | None = None
+        if settings.autoscale.enabled:
+            from rayml.autoscaler import PoolAutoscaler
+
+            # Built first: bad autoscale settings fail before anything starts.
+            autoscaler = PoolAutoscaler(settings, self)
         if not ray.is_initialized():
             options: dict[str, Any] = {
                 "namespace": settings.ray.namespace,
@@ -149,6 +158,10 @@ class Executor:
         from rayml.jobs import start_job_runners
 
         self.job_runners = start_job_runners(settings, self.instance_id, timeout_s)
+        # The pool autoscaler (rayml.autoscaler): a thread here that resizes the pools.
+        self.autoscaler = autoscaler
+        if autoscaler is not None:
+            autoscaler.start()
 
     def status(self, timeout_s: float = 10.0) -> list[dict[str, Any]]:
         """Each ingest actor's status (in-flight, assignment, pool, counters)."""
@@ -163,6 +176,11 @@ class Executor:
     def drain(self, timeout_s: float | None = None) -> bool:
         """Stop every ingest actor gracefully within ``timeout_s``; True if all finished."""
         timeout = self.settings.executor.drain_timeout_s if timeout_s is None else timeout_s
+        autoscaler = getattr(self, "autoscaler", None)
+        if autoscaler is not None:
+            # First: no resize may reach an ingest that is draining.
+            autoscaler.stop()
+            self.autoscaler = None
         done = True
         # Job runners drain alongside the ingest (within the same bound): unfinished training
         # is given up and its job re-runs after the restart.

@@ -60,6 +60,7 @@ from rayml.messages import (
     decode_request,
     error_info_from,
 )
+from rayml.metrics import IngestMetrics
 from rayml.model_names import validate_version
 from rayml.model_versions import LatestVersions
 from rayml.offsets import OffsetTracker
@@ -96,6 +97,8 @@ class Ingest:
         self.backpressure = Backpressure(ex.max_in_flight)
         self.counters = Counters()
         self.versions = LatestVersions(settings)
+        # Aggregated per batch, sent on a timer: never a metric call per message.
+        self.metrics = IngestMetrics(ingest_id)
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._stopped = threading.Event()
@@ -169,7 +172,7 @@ class Ingest:
         if not self.counters.paused and room > 0:
             # Never take more than the in-flight window has room for.
             limit = min(self.settings.executor.poll_max_messages, room)
-            self._accept(self.consumer.consume(limit, timeout))
+            self._accept(self._poll(limit, timeout))
         elif not busy:
             # Not consuming (paused, or the window is full of results awaiting their acks):
             # wait on the producer, which serves the delivery reports that free the window.
@@ -178,8 +181,24 @@ class Ingest:
         self.dispatcher.collect(block_s=0.002 if self.dispatcher.inflight else 0.0)
         self.producer.poll(0)
         self._apply_backpressure()
-        if time.monotonic() - self._last_commit >= self.settings.executor.commit_interval_s:
+        now = time.monotonic()
+        if now - self._last_commit >= self.settings.executor.commit_interval_s:
             self._commit()
+        if self.metrics.due(now):
+            self.metrics.flush(self)
+
+    def _poll(self, limit: int, timeout: float) -> list[Message]:
+        """Up to ``limit`` records, returning as soon as the first one is there.
+
+        ``consume(limit, timeout)`` alone waits for ``limit`` records or the whole timeout, so
+        a lone request on an idle executor would sit out the timeout before being batched.
+        """
+        if timeout <= 0:
+            return self.consumer.consume(limit, 0)
+        first = self.consumer.poll(timeout)
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(limit - 1, 0)] if limit > 1 else [first]
 
     def _accept(self, messages: list[Message]) -> None:
         now = time.monotonic()
@@ -265,6 +284,7 @@ class Ingest:
         )
         now_ms = time.time() * 1000.0
         compute_ms = round(outcome.compute_ms, 3)
+        errors = 0
         for item, output in zip(batch.items, outcome.outputs, strict=True):
             timings = Timings(
                 queued_ms=round(batch.dispatched_ms - item.received_ms, 3),
@@ -273,6 +293,7 @@ class Ingest:
             )
             request = item.request
             if isinstance(output, ItemError):
+                errors += 1
                 error = ErrorInfo(type=output.type, message=output.message, details=output.details)
                 self.writer.answer(
                     item.tp,
@@ -297,6 +318,7 @@ class Ingest:
                     timings=timings,
                     attempts=item.attempts,
                 )
+        self.metrics.batch_finished(batch, errors, outcome.compute_ms, now_ms)
 
     def _answer_exhausted(self, items: list[Pending], cause: BaseException) -> None:
         # An error result *and* a DLQ copy for replay; the record is done once both are written.

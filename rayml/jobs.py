@@ -84,6 +84,7 @@ from rayml.messages import (
     decode_request,
     error_info_from,
 )
+from rayml.metrics import JobMetrics
 from rayml.models import ModelStore
 from rayml.offsets import OffsetTracker
 from rayml.registry import Registry
@@ -121,6 +122,7 @@ class JobRunner:
         self.registry = registry
         self.tracker = OffsetTracker()
         self.counters = Counters()
+        self.metrics = JobMetrics(runner_id)
         self.store = ModelStore(settings.models.root, allow_pickle=settings.models.allow_pickle)
         self._stop = threading.Event()
         self._stopped = threading.Event()
@@ -176,6 +178,7 @@ class JobRunner:
         self.producer.poll(0)
         if time.monotonic() - self._last_commit >= self.settings.executor.commit_interval_s:
             self._commit()
+        self.metrics.flush(self.counters, time.monotonic())
 
     def _accept(self, msg: Message) -> None:
         err = msg.error()

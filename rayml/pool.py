@@ -4,7 +4,8 @@ Each ingest actor owns its pool: the workers are its child actors, so they share
 killed executor leaves no orphan workers) and only one owner ever replaces a dead worker. The
 pool is used from the ingest's loop thread only.
 
-* Routing: model affinity (:mod:`rayml.routing`) over the workers that are not draining.
+* Routing: model affinity (:mod:`rayml.routing`) over the workers that are up (their first
+  ping answered) and not draining.
 * A dead worker (``RayActorError``) is removed and a new one started at once; the ingest
   re-dispatches the dead worker's batches.
 * Shrinking marks workers as draining: they get no new batches and are ended when their last
@@ -29,6 +30,10 @@ logger = logging.getLogger(__name__)
 @dataclass
 class _Slot:
     handle: Any  # ray.actor.ActorHandle of a ModelWorker
+    # The first ping while the worker starts; None once it answered. A worker gets no batch
+    # before that: one waiting for a node (autoscaling) would hold the batch's offsets back
+    # and stall the commit watermark until the node arrives.
+    starting: Any = None
     in_flight: int = 0
     draining: bool = False
 
@@ -71,8 +76,23 @@ class WorkerPool:
             cache_bytes=ex.worker_model_cache_bytes,
             threads=ex.worker_threads,
         )
-        self._slots[worker_id] = _Slot(handle)
+        self._slots[worker_id] = _Slot(handle, starting=handle.ping.remote())  # type: ignore[attr-defined]
         return worker_id
+
+    def _check_started(self) -> None:
+        """Move workers whose first ping came back into service (never blocks)."""
+        starting = {s.starting: w for w, s in self._slots.items() if s.starting is not None}
+        if not starting:
+            return
+        answered, _ = ray.wait(list(starting), num_returns=len(starting), timeout=0)
+        for ref in answered:
+            worker_id = starting[ref]
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError:
+                self.replace(worker_id)  # died while starting (its node went away)
+                continue
+            self._slots[worker_id].starting = None
 
     def resize(self, size: int) -> None:
         """Grow or shrink to ``size`` serving workers; shrinking drains before ending."""
@@ -119,8 +139,9 @@ class WorkerPool:
         spills to any worker with room (the model then warms there too), so a hot model
         never waits while other workers idle.
         """
+        self._check_started()
         cap = self._settings.executor.max_batches_per_worker
-        serving = [w for w, s in self._slots.items() if not s.draining]
+        serving = [w for w, s in self._slots.items() if not s.draining and s.starting is None]
         room = [w for w in serving if self._slots[w].in_flight < cap]
         if not room:
             return None

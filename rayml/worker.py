@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from rayml.errors import ModelNotFoundError, RecordError
+from rayml.metrics import WorkerMetrics
 from rayml.model_cache import ModelCache
 from rayml.models import LoadedModel, ModelStore, validate_version
 from rayml.registry import PipelineSpec, load_spec_by_path, run_inference
@@ -88,6 +89,7 @@ class ModelWorker:
         self.batches = 0
         self.requests = 0
         self.model_loads = 0
+        self.metrics = WorkerMetrics(worker_id)
 
     def _spec(self, import_path: str) -> PipelineSpec:
         spec = self._specs.get(import_path)
@@ -110,6 +112,7 @@ class ModelWorker:
             started = time.perf_counter()
             loaded = self.store.load(name, version)
             self.model_loads += 1
+            self.metrics.model_loaded(name)
             size = loaded.metadata.get("size_bytes") or _DEFAULT_MODEL_BYTES
             evicted = self.cache.put(key, loaded, int(size))
             logger.info(
@@ -120,6 +123,8 @@ class ModelWorker:
                 (time.perf_counter() - started) * 1000,
                 evicted or "nothing",
             )
+        else:
+            self.metrics.cache_hit(name)
         assert isinstance(loaded, LoadedModel)  # the cache holds only what we put in it
         return loaded
 
