@@ -47,7 +47,7 @@ demo: venv kafka-jars  ## the main job on a local broker and a local Ray
 	$(PY) -m rayml.demo
 
 bench: venv kafka-jars  ## benchmarks, printed side by side with their baselines
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:  ## remove local state (broker data, models, jars) but not the venv
 	rm -rf .rayml kafka-check

@@ -1,0 +1,456 @@
+"""``python -m bench``: every contender on one broker, one Ray, one model, then the table.
+
+Order: the broker and Ray start; the example model is trained once and stored (rayml reads it
+from its model store, the baselines from the same fitted model saved as an XGBoost file); then
+each contender runs warm-up -> throughput burst -> latency run on topics of its own; then the
+training sweep; then the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.contenders import (
+    REPO,
+    Contender,
+    Endpoint,
+    KafkaFloor,
+    ProcessContender,
+    RaymlContender,
+    confluent_kafka_version,
+    original_contender,
+    quix_contender,
+    quix_python,
+    quix_version,
+)
+from bench.memory import RssSampler, cpu_seconds
+from bench.report import ContenderResult, markdown, table, targets
+from bench.training import TRIALS, SweepResult, run_sweep
+from bench.workload import (
+    ResultCounter,
+    Run,
+    create_topics,
+    feature_rows,
+    make_run,
+    new_tag,
+    produce_at_rate,
+    produce_burst,
+    run_in_thread,
+)
+
+CONTENDERS = ("rayml", "kafka", "rayml-batch1", "quix", "original")
+PARTITIONS = 4
+
+METHOD = """\
+- **Workload.** Each request is one JSON envelope `{{"id", "pipeline": "breast_cancer.predict",
+  "params": {{"features": [30 floats]}}}}` (key = id), rows drawn from scikit-learn's
+  breast-cancer data; the model is the example `breast_cancer.train` with its default parameters
+  (XGBoost, 100 trees, depth 4), fitted once and given to every contender. Each contender has its
+  own input and output topic ({partitions} partitions each) on the same broker, and its own consumer
+  group. A result counter reads the output topic and matches results to request ids: lost
+  (no result), duplicated (more than one) and wrong (label differs from the model's offline
+  prediction, or an error result) are counted.
+- **Throughput is measured while producing.** The contender is started and warmed up first
+  ({warmup} requests answered: consumer assigned, model loaded). Then the burst of N requests is
+  produced as fast as the producer goes, with the contender already consuming, and throughput is
+  N / (time of the last result received - time the first request was produced). So the figure
+  includes producing, and the contender's start-up is not counted. (How long the producer
+  alone took for the burst is under "Details".)
+- **Latency at a fixed offered load.** An open-loop, rate-limited producer sends requests on a
+  fixed schedule for {latency_s:g} s at about half of rayml's measured maximum; a contender whose
+  own maximum is lower is measured at half of its own maximum instead (otherwise its queue grows
+  without bound and the percentile is just the run's length), and the load used is in the table.
+  Latency = result read back by the counter - request handed to the producer, both in this
+  process: it includes both clients' batching and two broker round trips.
+  The bursts of the original design and of rayml with batch size 1 are smaller ({slow}
+  requests; they answer a few hundred per second), which changes nothing in a rate but keeps
+  the run short.
+- **"Kafka alone"** is not a contender: the result counter reads the input topic itself, so it
+  shows what the producer, the broker and the counter allow on this machine at that moment -- the
+  ceiling over every contender's throughput and the floor under its latency.
+- **CPU per request** (under "Details"): the time the threads of each process group ran on a
+  CPU during the burst, divided by the requests answered, and the cores that makes at the
+  measured rate (a single-threaded process near 1.0 core is the bottleneck); and the time they
+  waited, ready to run, for a core that other processes held (from `/proc/*/schedstat`). A large
+  wait means the machine, not the code, set the pace.
+- **Memory.** Peak RSS sampled every 0.1 s during warm-up, burst and latency runs.
+- **One machine.** Broker (JVM), contender, load generator and result counter share the
+  {nproc} cores, as in the issues' calibration runs. Other work on the machine competes for them:
+  the 1-min load average under "Machine" says how much (above {nproc}, every process got less
+  than a core when it wanted one, which lowers throughput and lengthens latency tails).
+- **Where rayml's time goes:** `python -m bench.profile_ingest` runs `rayml.ingest.Ingest`
+  in-process on a pre-produced backlog, once plain (rate, CPU per message) and once under
+  cProfile (cost per message of each function); `--latency-rate R` compares latency with and
+  without a consumer that returns as soon as a record is there.
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--requests", type=int, default=50_000, help="burst size N (default 50000)")
+    p.add_argument(
+        "--slow-requests",
+        type=int,
+        default=10_000,
+        help="burst size for the original design and rayml with batch size 1, at most N "
+        "(they answer a few hundred per second; default 10000)",
+    )
+    p.add_argument("--warmup", type=int, default=500, help="warm-up requests per contender")
+    p.add_argument("--latency-seconds", type=float, default=8.0, help="length of latency runs")
+    p.add_argument("--latency-rate", type=float, default=None, help="offered load (req/s)")
+    p.add_argument("--quick", action="store_true", help="small runs (~2-3 min): N=10000 etc.")
+    p.add_argument(
+        "--only", default=",".join(CONTENDERS), help=f"comma list of {', '.join(CONTENDERS)}"
+    )
+    p.add_argument("--no-sweep", action="store_true", help="skip the training sweep")
+    p.add_argument("--batch-size", type=int, default=1024, help="rayml max_batch_size")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="rayml max_batch_wait_ms")
+    p.add_argument("--workers", type=int, default=1, help="rayml num_workers")
+    p.add_argument("--worker-cpus", type=float, default=1.0, help="rayml worker_num_cpus")
+    p.add_argument("--poll-max", type=int, default=256, help="rayml poll_max_messages")
+    p.add_argument("--quix-venv", type=Path, default=REPO / ".rayml" / "bench" / "quix-venv")
+    p.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
+    p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.requests = min(args.requests, 10_000)
+        args.slow_requests = min(args.slow_requests, 3_000)
+        args.latency_seconds = min(args.latency_seconds, 4.0)
+    args.slow_requests = min(args.slow_requests, args.requests)
+    args.only = [c.strip() for c in args.only.split(",") if c.strip()]
+    unknown = set(args.only) - set(CONTENDERS)
+    if unknown:
+        p.error(f"unknown contenders: {', '.join(sorted(unknown))}")
+    return args
+
+
+class Bench:
+    """Holds the shared pieces (broker address, rows, labels) and runs one contender at a time."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        bootstrap: str,
+        broker_pid: int | None,
+        rows: np.ndarray,
+        labels: Any,
+    ):
+        self.args = args
+        self.bootstrap = bootstrap
+        self.broker_pid = broker_pid
+        self.rows = rows
+        self.labels = np.asarray(labels)
+        self._offset = 0
+
+    def _run(self, name: str, n: int, echo: bool = False) -> Run:
+        # Consecutive slices of the row pool (wrapping around), so runs differ in content.
+        idx = (self._offset + np.arange(n)) % len(self.rows)
+        self._offset += n
+        run = make_run(new_tag(name), self.rows[idx], self.labels[idx])
+        run.echo = echo
+        return run
+
+    def run(self, contender: Contender, n: int, target_rate: float | None) -> ContenderResult:
+        result = ContenderResult(contender.key, contender.label, contender.describe(), requests=n)
+        tag = uuid.uuid4().hex[:8]
+        echo = getattr(contender, "echo", False)
+        endpoint = Endpoint(
+            self.bootstrap,
+            f"bench-{contender.key}-{tag}.in",
+            f"bench-{contender.key}-{tag}." + ("in" if echo else "out"),
+            f"bench-{contender.key}-{tag}",
+        )
+        create_topics(
+            self.bootstrap, sorted({endpoint.input_topic, endpoint.output_topic}), PARTITIONS
+        )
+        counter = ResultCounter(self.bootstrap, endpoint.output_topic)
+        print(f"bench: {contender.label}: starting ({contender.describe()})", flush=True)
+        try:
+            contender.start(endpoint)
+            groups, counted = contender.memory_groups()
+            with RssSampler(groups, counted) as memory:
+                self._phases(contender, endpoint, counter, n, target_rate, result)
+            result.peak_rss = memory.peak_total
+            result.rss_by_group = memory.peak_by_group
+        finally:
+            contender.stop()
+            counter.close()
+        if isinstance(contender, RaymlContender):
+            result.extra["status"] = contender.final_status
+        return result
+
+    def _cpu_groups(self, contender: Contender) -> dict[str, list[int]]:
+        groups = dict(contender.memory_groups()[0]())
+        if "driver" not in groups:
+            groups["bench driver"] = [os.getpid()]
+        if self.broker_pid is not None:
+            groups["broker"] = [self.broker_pid]
+        return groups
+
+    def _phases(
+        self,
+        contender: Contender,
+        endpoint: Endpoint,
+        counter: ResultCounter,
+        n: int,
+        target_rate: float | None,
+        result: ContenderResult,
+    ) -> None:
+        alive = contender.check_alive if isinstance(contender, ProcessContender) else None
+        echo = getattr(contender, "echo", False)
+        warm = self._run(f"{contender.key}.warm", self.args.warmup, echo)
+        counter.track(warm)
+        produce_burst(self.bootstrap, endpoint.input_topic, warm)
+        counter.wait(warm, timeout_s=240, idle_s=180)
+        if alive:
+            alive()
+        if warm.lost:
+            raise RuntimeError(f"warm-up: {warm.lost} of {len(warm)} requests got no result")
+
+        burst = self._run(f"{contender.key}.burst", n, echo)
+        counter.track(burst)
+        cpu_groups = self._cpu_groups(contender)
+        cpu_before = cpu_seconds(cpu_groups)
+        producer = run_in_thread(produce_burst, self.bootstrap, endpoint.input_topic, burst)
+        counter.wait(burst, timeout_s=600, idle_s=30)
+        producer.join()
+        cpu_after = cpu_seconds(cpu_groups)
+        # Threads that ended during the burst drop out of the sums: clamp at zero.
+        answered = max(1, burst.received)
+        result.cpu_us_per_request = {
+            group: max(0.0, cpu_after[group][0] - cpu_before[group][0]) / answered * 1e6
+            for group in cpu_groups
+        }
+        result.wait_us_per_request = {
+            group: max(0.0, cpu_after[group][1] - cpu_before[group][1]) / answered * 1e6
+            for group in cpu_groups
+        }
+        if alive:
+            alive()
+        result.throughput = burst.throughput()
+        result.produce_s = burst.produce_s
+        result.lost, result.duplicates = burst.lost, burst.duplicates
+        result.wrong, result.errors = burst.wrong, burst.errors
+        print(
+            f"bench: {contender.label}: {result.throughput:,.0f} req/s "
+            f"(lost {burst.lost}, dup {burst.duplicates}, wrong {burst.wrong}, "
+            f"errors {burst.errors}; producing took {burst.produce_s:.2f} s)",
+            flush=True,
+        )
+        if self.args.latency_seconds <= 0 or burst.received == 0:
+            return
+        own_half = 0.5 * result.throughput
+        rate = own_half if target_rate is None else min(target_rate, own_half)
+        n_latency = max(100, int(rate * self.args.latency_seconds))
+        latency = self._run(f"{contender.key}.lat", n_latency, echo)
+        counter.track(latency)
+        producer = run_in_thread(
+            produce_at_rate, self.bootstrap, endpoint.input_topic, latency, rate
+        )
+        counter.wait(latency, timeout_s=self.args.latency_seconds + 120, idle_s=30)
+        producer.join()
+        result.latency_rate = rate
+        result.latency_requests = len(latency)
+        result.latency_lost = latency.lost
+        result.latency_ms = latency.latency_ms()
+        result.achieved_rate = len(latency) / latency.produce_s if latency.produce_s else math.nan
+        result.duplicates += latency.duplicates
+        result.wrong += latency.wrong
+        result.errors += latency.errors
+        result.server_latency_ms = latency.server_latency_ms()
+        p50, p95, p99 = result.latency_ms
+        s50, _, s99 = result.server_latency_ms
+        print(
+            f"bench: {contender.label}: at {rate:,.0f} req/s p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
+            f"p99 {p99:.1f} ms (lost {latency.lost}; contender's own total_ms p50 {s50:.1f}, "
+            f"p99 {s99:.1f})",
+            flush=True,
+        )
+
+
+def _train_model(models_root: Path, model_file: Path) -> Any:
+    from pipelines.breast_cancer import TrainParams, train
+    from rayml.models import ModelStore
+    from rayml.registry import TrainingContext
+
+    params = TrainParams()
+    trained = train(params, TrainingContext(nthread=1))
+    ModelStore(str(models_root)).save(
+        "breast_cancer",
+        trained.model,
+        pipeline="breast_cancer.train",
+        params=params.model_dump(),
+        metrics=trained.metrics,
+    )
+    trained.model.save_model(str(model_file))  # the same fitted model, for the baselines
+    return trained.model
+
+
+def _rayml_settings(args: argparse.Namespace, batch_size: int) -> dict[str, Any]:
+    return {
+        "max_batch_size": batch_size,
+        "max_batch_wait_ms": args.batch_wait_ms,
+        "num_workers": args.workers,
+        "worker_num_cpus": args.worker_cpus,
+        "poll_max_messages": args.poll_max,
+        "drain_timeout_s": 20.0,
+    }
+
+
+def _failed(contender: Contender, exc: BaseException) -> ContenderResult:
+    traceback.print_exc()
+    # Ray's errors carry ANSI colours and whole remote tracebacks: keep a readable summary.
+    text = re.sub(r"\x1b\[[0-9;]*m", "", f"{type(exc).__name__}: {exc}")
+    lines = [line for line in text.splitlines() if line.strip()]
+    summary = " / ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else text
+    return ContenderResult(
+        contender.key, contender.label, contender.describe(), failure=summary[:600]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import ray
+
+    from rayml.localkafka import LocalBroker
+
+    args = parse_args(argv)
+    # Only warnings, and librdkafka's own chatter (coordinator loading, disconnects at the end)
+    # only when it is an error.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("rayml.librdkafka").setLevel(logging.ERROR)
+    command = " ".join(["python -m bench", shlex.join(sys.argv[1:] if argv is None else argv)])
+    command = command.rstrip()
+    started = time.perf_counter()
+    load_at_start = os.getloadavg()
+    state = REPO / ".rayml" / "bench"
+    state.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=state))
+    extra_versions: dict[str, str] = {}
+    quix_py = None
+    if "quix" in args.only:
+        quix_py = quix_python(args.quix_venv)
+        quix_kafka = confluent_kafka_version(quix_py)
+        extra_versions["quixstreams"] = (
+            f"{quix_version(quix_py)} (own venv, confluent-kafka {quix_kafka})"
+        )
+
+    results: list[ContenderResult] = []
+    sweep: SweepResult | None = None
+    with LocalBroker.ephemeral(state_dir=REPO / ".rayml") as broker:
+        print(f"bench: broker at {broker.bootstrap_servers}", flush=True)
+        ray.init(
+            address="local",  # a runtime of our own, never a cluster found on the machine
+            include_dashboard=False,
+            logging_level="ERROR",
+            log_to_driver=False,
+            namespace=f"rayml-bench-{uuid.uuid4().hex[:6]}",
+            object_store_memory=400 * 1024 * 1024,
+            runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+        )
+        try:
+            model = _train_model(work / "models", work / "breast_cancer.ubj")
+            rows = feature_rows(20_000)
+            proc = broker._live_process()
+            bench = Bench(
+                args,
+                broker.bootstrap_servers,
+                proc.pid if proc else None,
+                rows,
+                model.predict(rows),
+            )
+            model_file = str(work / "breast_cancer.ubj")
+            half_rayml: float | None = args.latency_rate
+            plan: list[tuple[Contender, int]] = []
+            if "rayml" in args.only:
+                plan.append(
+                    (
+                        RaymlContender(
+                            "rayml",
+                            "rayml",
+                            str(work / "models"),
+                            work / "state",
+                            _rayml_settings(args, args.batch_size),
+                        ),
+                        args.requests,
+                    )
+                )
+            if "kafka" in args.only:
+                # After rayml, so that its latency run uses the same offered load.
+                plan.append((KafkaFloor(), args.requests))
+            if "rayml-batch1" in args.only:
+                plan.append(
+                    (
+                        RaymlContender(
+                            "rayml-batch1",
+                            "rayml, batch size 1",
+                            str(work / "models"),
+                            work / "state",
+                            _rayml_settings(args, 1),
+                        ),
+                        args.slow_requests,
+                    )
+                )
+            if quix_py is not None:
+                plan.append((quix_contender(quix_py, model_file, work), args.requests))
+            if "original" in args.only:
+                plan.append((original_contender(model_file, work), args.slow_requests))
+            for contender, n in plan:
+                try:
+                    res = bench.run(contender, n, half_rayml)
+                except Exception as exc:
+                    res = _failed(contender, exc)
+                results.append(res)
+                if res.key == "rayml" and half_rayml is None and not res.failure:
+                    half_rayml = res.latency_rate
+            if not args.no_sweep:
+                print(f"bench: training sweep, {len(TRIALS)} trials", flush=True)
+                sweep = run_sweep(TRIALS)
+        finally:
+            ray.shutdown()
+
+    wall_s = time.perf_counter() - started
+    print()
+    print(table(results))
+    print()
+    for line in targets(results, sweep):
+        print(line)
+    if sweep is not None:
+        print(
+            f"training sweep: sequential {sweep.sequential_s:.2f} s, parallel "
+            f"{sweep.parallel_s:.2f} s -> {sweep.speedup:.2f}x"
+        )
+    if not args.no_write:
+        from bench.report import versions
+
+        method = METHOD.format(
+            partitions=PARTITIONS,
+            warmup=args.warmup,
+            slow=f"{args.slow_requests:,}",
+            latency_s=args.latency_seconds,
+            nproc=len(os.sched_getaffinity(0)),
+        )
+        load = f"{load_at_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end"
+        text = markdown(command, results, sweep, versions(extra_versions), method, wall_s, load)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        print(f"\nbench: wrote {args.output} ({wall_s:.0f} s in all)")
+    if any(r.failure for r in results):
+        print(f"bench: logs and models kept in {work}")
+        return 1
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
