@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from pydantic import BaseModel
 
 from rayml.messages import Request
 from rayml.pool import WorkerPool
@@ -47,7 +46,6 @@ class Pending:
     raw: bytes
     request: Request
     spec: PipelineSpec
-    params: BaseModel
     received_ms: float  # the record's timestamp (producer create time), wall clock ms
     attempts: int = 0
 
@@ -106,7 +104,7 @@ class Dispatcher:
             route, items = self.ready[0]
             import_path, model, version = route
             sent = self.pool.try_submit(
-                f"{model}@{version}", import_path, version, [p.params for p in items]
+                f"{model}@{version}", import_path, version, [p.request.params for p in items]
             )
             if sent is None:
                 return

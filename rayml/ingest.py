@@ -254,7 +254,7 @@ class Ingest:
             if spec.kind == "training":
                 self.writer.hand_off_job(msg, tp, offset, request)
                 return []
-            params = self.registry.validate_params(spec.name, request.params)
+            # Params are validated by the worker, per request (rayml.worker.ModelWorker.run_batch).
             version = _pinned_version(request) or self.versions.get(spec.model)
         except RecordError as exc:
             self.writer.answer(
@@ -267,7 +267,7 @@ class Ingest:
                 received_ms=received_ms,
             )
             return []
-        pending = Pending(tp, offset, raw, request, spec, params, received_ms)
+        pending = Pending(tp, offset, raw, request, spec, received_ms)
         return self.batcher.add((spec.import_path, spec.model, version), pending, now)
 
     def _enqueue(self, batches: list[Batch[Route, Pending]]) -> None:
@@ -278,7 +278,7 @@ class Ingest:
 
     def _answer_batch(self, batch: InFlight, outcome: BatchOutcome) -> None:
         model = (
-            ModelRef(name=outcome.model_name, version=outcome.model_version)
+            {"name": outcome.model_name, "version": outcome.model_version}
             if outcome.model_version
             else None
         )
@@ -286,11 +286,11 @@ class Ingest:
         compute_ms = round(outcome.compute_ms, 3)
         errors = 0
         for item, output in zip(batch.items, outcome.outputs, strict=True):
-            timings = Timings(
-                queued_ms=round(batch.dispatched_ms - item.received_ms, 3),
-                compute_ms=compute_ms,
-                total_ms=round(now_ms - item.received_ms, 3),
-            )
+            timings = {
+                "queued_ms": round(batch.dispatched_ms - item.received_ms, 3),
+                "compute_ms": compute_ms,
+                "total_ms": round(now_ms - item.received_ms, 3),
+            }
             request = item.request
             if isinstance(output, ItemError):
                 errors += 1
@@ -302,18 +302,16 @@ class Ingest:
                     request.pipeline,
                     request,
                     error=error,
-                    model=model,
-                    timings=timings,
+                    model=ModelRef(**model) if model else None,
+                    timings=Timings(**timings),
                     attempts=item.attempts,
                 )
             else:
-                self.writer.answer(
+                self.writer.answer_ok(
                     item.tp,
                     item.offset,
-                    request.id,
-                    request.pipeline,
                     request,
-                    output=output,
+                    output,
                     model=model,
                     timings=timings,
                     attempts=item.attempts,

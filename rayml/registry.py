@@ -71,6 +71,7 @@ __all__ = [
     "run_inference",
     "run_training",
     "training",
+    "validate_spec_params",
 ]
 
 #: Entry-point group through which installed packages contribute pipelines.
@@ -192,32 +193,7 @@ class Registry:
             ...     print(exc.details["errors"][0]["field"])
             params.n
         """
-        spec = self.get(name)
-        if not isinstance(raw, dict):
-            raise InvalidParamsError(
-                f"invalid params for pipeline {name!r}: params must be a JSON object, "
-                f"got {type(raw).__name__}",
-                {
-                    "pipeline": name,
-                    "errors": [{"field": "params", "message": "must be an object", "type": "type"}],
-                },
-            )
-        try:
-            return spec.params.model_validate(raw)
-        except ValidationError as exc:
-            errors = [
-                {
-                    "field": ".".join(["params", *(str(part) for part in err["loc"])]),
-                    "message": err["msg"],
-                    "type": err["type"],
-                }
-                for err in exc.errors(include_url=False, include_input=False)
-            ]
-            summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-            raise InvalidParamsError(
-                f"invalid params for pipeline {name!r}: {summary}",
-                {"pipeline": name, "errors": errors},
-            ) from exc
+        return validate_spec_params(self.get(name), raw)
 
     def describe(self) -> list[dict[str, Any]]:
         """Return a JSON-serialisable description of every pipeline, sorted by name.
@@ -336,6 +312,40 @@ def _import_module(name: str, *, source: str) -> types.ModuleType:
 
 #: The registry the decorators use unless given ``registry=``.
 default_registry = Registry()
+
+
+def validate_spec_params(spec: PipelineSpec, raw: Any) -> BaseModel:
+    """Validate raw ``params`` against ``spec``'s parameter model (see
+    :meth:`Registry.validate_params`); workers call it for each request of a batch.
+
+    Raises:
+        InvalidParamsError: naming each bad field (``params.x``).
+    """
+    if not isinstance(raw, dict):
+        raise InvalidParamsError(
+            f"invalid params for pipeline {spec.name!r}: params must be a JSON object, "
+            f"got {type(raw).__name__}",
+            {
+                "pipeline": spec.name,
+                "errors": [{"field": "params", "message": "must be an object", "type": "type"}],
+            },
+        )
+    try:
+        return spec.params.model_validate(raw)
+    except ValidationError as exc:
+        errors = [
+            {
+                "field": ".".join(["params", *(str(part) for part in err["loc"])]),
+                "message": err["msg"],
+                "type": err["type"],
+            }
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise InvalidParamsError(
+            f"invalid params for pipeline {spec.name!r}: {summary}",
+            {"pipeline": spec.name, "errors": errors},
+        ) from exc
 
 
 def load_spec_by_path(import_path: str) -> PipelineSpec:

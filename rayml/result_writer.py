@@ -17,8 +17,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
+import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from rayml.dead_letters import DeadLetter, dead_letter_headers
@@ -135,7 +137,65 @@ class ResultWriter:
             raw, letter = dead_letter
             self.dead_letters += 1
             self._produce(self.dlq_topic, raw, key, list(dead_letter_headers(letter)), done)
-        self._produce(topic, value, key, None, done, result=result)
+        answer = _Answer(request_id, pipeline, attempts, tenant)
+        self._produce(topic, value, key, None, done, answer)
+
+    def answer_ok(
+        self,
+        tp: TP,
+        offset: int,
+        request: Request,
+        output: Any,
+        *,
+        model: dict[str, str] | None,
+        timings: dict[str, float],
+        attempts: int,
+    ) -> None:
+        """Write an ``ok`` result: the per-request hot path.
+
+        Builds the envelope as a plain dict and encodes it with orjson (about 1 µs) instead of
+        constructing and dumping a pydantic ``Result`` (about 15 µs); the bytes are the same
+        envelope (a unit test holds the two paths equal). An output orjson cannot encode goes
+        through :meth:`answer`, which turns it into an ``invalid_output`` error.
+        """
+        doc: dict[str, Any] = {
+            "v": 1,
+            "id": request.id,
+            "pipeline": request.pipeline,
+            "status": "ok",
+            "result": output,
+        }
+        if model is not None:
+            doc["model"] = model
+        doc["timings"] = timings
+        doc["attempts"] = attempts
+        if request.tenant is not None:
+            doc["tenant"] = request.tenant
+        try:
+            value = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+        except TypeError:
+            self.answer(
+                tp,
+                offset,
+                request.id,
+                request.pipeline,
+                request,
+                output=output,
+                model=ModelRef(**model) if model else None,
+                timings=Timings(**timings),
+                attempts=attempts,
+            )
+            return
+        self.results_ok += 1
+        answer = _Answer(request.id, request.pipeline, attempts, request.tenant)
+        self._produce(
+            request.reply_to or self.output_topic,
+            value,
+            request.id.encode(),
+            None,
+            partial(self._on_done, tp, offset),
+            answer,
+        )
 
     def dead_letter(self, msg: Message, error_type: str, message: str) -> None:
         """Dead-letter an unanswerable record with its original bytes, key and headers."""
@@ -194,29 +254,28 @@ class ResultWriter:
         key: bytes | None,
         headers: Headers | None,
         done: Callable[[], None],
-        result: Result | None = None,
+        answer: _Answer | None = None,
     ) -> None:
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is None:
                 done()
                 return
-            if result is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            if answer is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 logger.warning(
-                    "ingest=%s result of %s too large for %s", self._owner, result.id, topic
+                    "ingest=%s result of %s too large for %s", self._owner, answer.request_id, topic
                 )
                 small = Result.failed(
-                    result.id,
-                    result.pipeline,
+                    answer.request_id,
+                    answer.pipeline,
                     ErrorInfo(
                         type="result_too_large",
                         message=f"the result is {len(value)} bytes, more than {topic!r} accepts",
                     ),
-                    model=result.model,
-                    attempts=result.attempts,
-                    tenant=result.tenant,
+                    attempts=answer.attempts,
+                    tenant=answer.tenant,
                 )
-                self._produce(topic, encode_result(small), key, headers, done, small)
-            elif topic != self.output_topic and result is not None and not err.retriable():
+                self._produce(topic, encode_result(small), key, headers, done, answer)
+            elif topic != self.output_topic and answer is not None and not err.retriable():
                 # e.g. a reply_to topic that does not exist: answer on the result topic rather
                 # than never. The result itself still names the request id.
                 logger.warning(
@@ -226,12 +285,12 @@ class ResultWriter:
                     err,
                     self.output_topic,
                 )
-                self._produce(self.output_topic, value, key, headers, done, result)
+                self._produce(self.output_topic, value, key, headers, done, answer)
             else:
                 logger.warning(
                     "ingest=%s delivery to %s failed (%s); retrying", self._owner, topic, err
                 )
-                self._produce(topic, value, key, headers, done, result)
+                self._produce(topic, value, key, headers, done, answer)
 
         while True:
             try:
@@ -242,6 +301,15 @@ class ResultWriter:
             except BufferError:
                 # librdkafka's queue is full: serve delivery reports to make room.
                 self.producer.poll(0.05)
+
+
+class _Answer(NamedTuple):
+    """What a failed result delivery needs to answer again (the envelope's identity)."""
+
+    request_id: str
+    pipeline: str
+    attempts: int
+    tenant: str | None
 
 
 def headers_of(msg: Message) -> Headers:

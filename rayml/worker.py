@@ -24,7 +24,7 @@ from rayml.errors import ModelNotFoundError, RecordError
 from rayml.metrics import WorkerMetrics
 from rayml.model_cache import ModelCache
 from rayml.models import LoadedModel, ModelStore, validate_version
-from rayml.registry import PipelineSpec, load_spec_by_path, run_inference
+from rayml.registry import PipelineSpec, load_spec_by_path, run_inference, validate_spec_params
 
 logger = logging.getLogger(__name__)
 
@@ -132,27 +132,48 @@ class ModelWorker:
         self,
         import_path: str,
         model_version: str | None,
-        params: list[BaseModel],
+        params: list[dict[str, Any]],
     ) -> BatchOutcome:
         """Run one micro-batch; never raises for a record failure.
+
+        Params arrive as plain JSON values and are validated here, one by one: a request whose
+        params do not validate gets an ``invalid_params`` error naming the field, and only the
+        valid ones reach the pipeline. (Validating on the workers rather than in the ingest
+        keeps the ingest, the one serial step, cheap, and ships plain lists through Ray, which
+        pickles far faster than pydantic objects.)
 
         Args:
             import_path: The pipeline's ``module:qualname``.
             model_version: The version to use; ``None`` means the newest in the store.
-            params: Validated parameters, one per request.
+            params: Each request's raw ``params``.
         """
         started = time.perf_counter()
         spec = self._spec(import_path)
         self.batches += 1
         self.requests += len(params)
+        outputs: list[Any] = [None] * len(params)
+        valid: list[BaseModel] = []
+        positions: list[int] = []
+        for i, raw in enumerate(params):
+            try:
+                valid.append(validate_spec_params(spec, raw))
+                positions.append(i)
+            except RecordError as exc:
+                outputs[i] = ItemError(exc.type, str(exc), exc.details)
         try:
             loaded = self._model(spec.model, model_version)
         except RecordError as exc:
             error = ItemError(exc.type, str(exc), exc.details)
+            for i in positions:
+                outputs[i] = error
             return BatchOutcome(
-                spec.model, model_version, [error] * len(params), _ms_since(started), self.worker_id
+                spec.model, model_version, outputs, _ms_since(started), self.worker_id
             )
-        outputs = self._run_bisecting(spec, loaded.model, params)
+        if valid:
+            for i, output in zip(
+                positions, self._run_bisecting(spec, loaded.model, valid), strict=True
+            ):
+                outputs[i] = output
         return BatchOutcome(spec.model, loaded.version, outputs, _ms_since(started), self.worker_id)
 
     def _run_bisecting(self, spec: PipelineSpec, model: Any, params: list[BaseModel]) -> list[Any]:

@@ -37,8 +37,22 @@ def worker(store: ModelStore) -> Iterator[ModelWorker]:
     w._thread_limits.restore_original_limits()
 
 
-def rows(*xs: float) -> list[Row]:
-    return [Row(x=x) for x in xs]
+def rows(*xs: float) -> list[dict[str, float]]:
+    """Requests' params as they travel to a worker: plain JSON values."""
+    return [Row(x=x).model_dump() for x in xs]
+
+
+def test_invalid_params_fail_alone_and_name_the_field(
+    worker: ModelWorker, tiny: ModelVersion
+) -> None:
+    outcome = worker.run_batch(wp.PREDICT, None, [{"x": 0.0}, {"x": "nope"}, {"x": 1.0}, []])
+    ok_first, bad, ok_last, not_object = outcome.outputs
+    assert (ok_first, ok_last) == (0, 1)
+    assert isinstance(bad, ItemError)
+    assert bad.type == "invalid_params"
+    assert "params.x" in bad.message
+    assert isinstance(not_object, ItemError)
+    assert not_object.type == "invalid_params"
 
 
 def test_runs_a_batch_with_the_newest_model(worker: ModelWorker, tiny: ModelVersion) -> None:

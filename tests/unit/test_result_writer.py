@@ -1,0 +1,121 @@
+"""ResultWriter without a broker: what it produces, and when a record counts as done."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rayml.dead_letters import DeadLetter, dead_letter_from_headers
+from rayml.messages import ErrorInfo, ModelRef, Request, Result, Timings, decode_result
+from rayml.result_writer import ResultWriter
+
+
+class _Delivered:
+    """Stands in for a confluent-kafka message in a delivery report."""
+
+
+class FakeProducer:
+    """Records produce calls; ``ack()`` runs the delivery callbacks as the broker would."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self._callbacks: list[Any] = []
+
+    def produce(
+        self, topic: str, *, value: bytes, key: bytes | None, headers: Any, on_delivery: Any = None
+    ) -> None:
+        self.sent.append({"topic": topic, "value": value, "key": key, "headers": headers})
+        if on_delivery is not None:
+            self._callbacks.append(on_delivery)
+
+    def poll(self, _timeout: float) -> int:
+        return 0
+
+    def ack(self) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(None, _Delivered())
+
+
+def writer() -> tuple[ResultWriter, FakeProducer, list[tuple[tuple[str, int], int]]]:
+    producer = FakeProducer()
+    done: list[tuple[tuple[str, int], int]] = []
+    w = ResultWriter(
+        producer,
+        output_topic="out",
+        dlq_topic="dlq",
+        jobs_topic="jobs",  # type: ignore[arg-type]
+        on_done=lambda tp, offset: done.append((tp, offset)),
+        owner="test",
+    )
+    return w, producer, done
+
+
+def test_fast_ok_path_writes_the_same_envelope_as_the_pydantic_path() -> None:
+    w, producer, done = writer()
+    request = Request(
+        id="r-1", pipeline="p.predict", params={}, tenant="team-a", reply_to="team-a.replies"
+    )
+    output = {"label": np.int64(1), "probability": np.float32(0.75), "rows": np.arange(3)}
+    model = {"name": "m", "version": "000002"}
+    timings = {"queued_ms": 1.5, "compute_ms": 0.25, "total_ms": 3.0}
+    w.answer_ok(("in", 0), 7, request, output, model=model, timings=timings, attempts=2)
+
+    (sent,) = producer.sent
+    assert sent["topic"] == "team-a.replies"
+    assert sent["key"] == b"r-1"
+    expected = Result.ok(
+        "r-1",
+        "p.predict",
+        {"label": 1, "probability": 0.75, "rows": [0, 1, 2]},
+        model=ModelRef(**model),
+        timings=Timings(**timings),
+        attempts=2,
+        tenant="team-a",
+    )
+    assert decode_result(sent["value"]) == expected
+    assert done == []
+    producer.ack()
+    assert done == [(("in", 0), 7)], "done only once the broker acknowledged"
+
+
+def test_unencodable_output_becomes_an_error_result() -> None:
+    w, producer, _ = writer()
+    request = Request(id="r-2", pipeline="p", params={})
+    w.answer_ok(
+        ("in", 0), 1, request, {"x": object()}, model=None, timings={"total_ms": 1.0}, attempts=1
+    )
+    result = decode_result(producer.sent[0]["value"])
+    assert result.status == "error"
+    assert result.error is not None
+    assert result.error.type == "invalid_output"
+
+
+def test_exhausted_request_is_done_only_when_result_and_dead_letter_are_both_acked() -> None:
+    w, producer, done = writer()
+    request = Request(id="r-3", pipeline="p", params={})
+    letter = DeadLetter(
+        error_type="retries_exhausted",
+        error_message="gave up",
+        source_topic="in",
+        source_partition=2,
+        source_offset=9,
+        request_id="r-3",
+    )
+    w.answer(
+        ("in", 2),
+        9,
+        "r-3",
+        "p",
+        request,
+        error=ErrorInfo(type="retries_exhausted", message="gave up"),
+        dead_letter=(b"original bytes", letter),
+    )
+    topics = [s["topic"] for s in producer.sent]
+    assert sorted(topics) == ["dlq", "out"]
+    dlq = next(s for s in producer.sent if s["topic"] == "dlq")
+    assert dlq["value"] == b"original bytes"
+    assert dead_letter_from_headers(dlq["headers"]).source_offset == 9
+    producer.ack()
+    assert done == [(("in", 2), 9)]
