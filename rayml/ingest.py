@@ -356,26 +356,10 @@ class Ingest:
     def _commit(self, offsets: dict[TP, int] | None = None) -> None:
         self._last_commit = time.monotonic()
         offsets = self.tracker.committable() if offsets is None else offsets
-        if not offsets:
-            return
-        parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        try:
-            answered = self.consumer.commit(offsets=parts, asynchronous=False) or []
-        except Exception as exc:  # KafkaException: e.g. not the owner any more
-            logger.warning("ingest=%s commit failed: %s", self.ingest_id, exc)
-            return
-        ok = {(tp.topic, tp.partition): tp.offset for tp in answered if tp.error is None}
-        for tp in answered:
-            if tp.error is not None:
-                logger.warning(
-                    "ingest=%s commit of %s[%d] failed: %s",
-                    self.ingest_id,
-                    tp.topic,
-                    tp.partition,
-                    tp.error,
-                )
-        self.tracker.mark_committed({k: v for k, v in ok.items() if k in offsets})
-        self.counters.commits += 1
+        committed = kafka_clients.commit_offsets(self.consumer, offsets, f"ingest={self.ingest_id}")
+        if committed:
+            self.tracker.mark_committed(committed)
+            self.counters.commits += 1
 
     def _apply_backpressure(self) -> None:
         in_flight = self.tracker.in_flight()

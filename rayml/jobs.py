@@ -71,7 +71,7 @@ from confluent_kafka import KafkaError, Message, TopicPartition
 from rayml import kafka_clients
 from rayml.config import Settings
 from rayml.errors import ModelStoreError, RecordError
-from rayml.job_plan import TP, Headers, Job, Trial, plan_trials
+from rayml.job_plan import TP, Job, Trial, plan_trials
 from rayml.job_publish import Ack, JobPublisher
 from rayml.job_trials import TrialScheduler
 from rayml.messages import (
@@ -191,7 +191,7 @@ class JobRunner:
         self.tracker.track(tp, offset)
         self.counters.polled += 1
         raw = msg.value() or b""
-        headers = _headers_of(msg)
+        headers = kafka_clients.headers_of(msg)
         on_done = self._done(tp, offset)
         decoded = decode_request(raw, max_bytes=self.settings.executor.max_request_bytes)
         if isinstance(decoded, Undecodable):
@@ -298,17 +298,10 @@ class JobRunner:
     def _commit(self, offsets: dict[TP, int] | None = None) -> None:
         self._last_commit = time.monotonic()
         offsets = self.tracker.committable() if offsets is None else offsets
-        if not offsets:
-            return
-        parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        try:
-            answered = self.consumer.commit(offsets=parts, asynchronous=False) or []
-        except Exception as exc:  # KafkaException: e.g. not the owner any more
-            logger.warning("runner=%s commit failed: %s", self.runner_id, exc)
-            return
-        ok = {(tp.topic, tp.partition): tp.offset for tp in answered if tp.error is None}
-        self.tracker.mark_committed({k: v for k, v in ok.items() if k in offsets})
-        self.counters.commits += 1
+        committed = kafka_clients.commit_offsets(self.consumer, offsets, f"runner={self.runner_id}")
+        if committed:
+            self.tracker.mark_committed(committed)
+            self.counters.commits += 1
 
     def _apply_backpressure(self, room: int) -> None:
         if room <= 0 and not self.counters.paused:
@@ -404,15 +397,6 @@ class JobRunner:
 def _timestamp_ms(msg: Message) -> float:
     kind, ts = msg.timestamp()
     return float(ts) if kind != 0 and ts > 0 else time.time() * 1000.0
-
-
-def _headers_of(msg: Message) -> Headers:
-    headers = msg.headers()
-    if headers is None:
-        return []
-    if isinstance(headers, dict):
-        return list(headers.items())
-    return [(k, v) for k, v in headers]
 
 
 def _names(partitions: list[TopicPartition]) -> str:

@@ -9,12 +9,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from rayml.config import KafkaSettings
 
 _librdkafka_logger = logging.getLogger("rayml.librdkafka")
+logger = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 def _base(kafka: KafkaSettings) -> dict[str, Any]:
@@ -61,3 +65,40 @@ def consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
         **overrides,
     }
     return Consumer(conf)
+
+
+def commit_offsets(consumer: Consumer, offsets: dict[TP, int], owner: str) -> dict[TP, int]:
+    """Commit ``offsets`` synchronously; return those the broker accepted.
+
+    Per-partition failures are not raised by confluent-kafka, only reported on each returned
+    partition: they are checked and logged here. A failed commit is not retried: the offsets
+    stay committable and go with the next commit (or are redelivered to the next owner).
+    """
+    if not offsets:
+        return {}
+    parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+    try:
+        answered = consumer.commit(offsets=parts, asynchronous=False) or []
+    except Exception as exc:  # KafkaException: e.g. not the owner any more
+        logger.warning("%s: commit failed: %s", owner, exc)
+        return {}
+    accepted: dict[TP, int] = {}
+    for tp in answered:
+        key = (tp.topic, tp.partition)
+        if tp.error is not None:
+            logger.warning(
+                "%s: commit of %s[%d] failed: %s", owner, tp.topic, tp.partition, tp.error
+            )
+        elif key in offsets:
+            accepted[key] = tp.offset
+    return accepted
+
+
+def headers_of(msg: Message) -> Headers:
+    """A record's headers as a list (confluent-kafka may give a list, a dict or None)."""
+    headers = msg.headers()
+    if headers is None:
+        return []
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return [(k, v) for k, v in headers]

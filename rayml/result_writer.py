@@ -24,6 +24,7 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from rayml.dead_letters import DeadLetter, dead_letter_headers
+from rayml.kafka_clients import headers_of
 from rayml.messages import ErrorInfo, ModelRef, Request, Result, Timings, encode_result
 
 logger = logging.getLogger(__name__)
@@ -310,13 +311,3 @@ class _Answer(NamedTuple):
     pipeline: str
     attempts: int
     tenant: str | None
-
-
-def headers_of(msg: Message) -> Headers:
-    """A record's headers as a list (confluent-kafka may give a list, a dict or None)."""
-    headers = msg.headers()
-    if headers is None:
-        return []
-    if isinstance(headers, dict):
-        return list(headers.items())
-    return [(k, v) for k, v in headers]
