@@ -16,8 +16,11 @@ Kafka consumer actually has:
   ongoing-requests rule (``in_flight / target``), useful before any throughput is known.
 * **observed per-worker throughput**: what each worker answered per second since the last
   sample. Only a saturated worker shows its capacity, so the policy keeps the highest recent
-  figure (slowly forgotten) as its capacity estimate; under-estimating errs towards more
-  workers, which the max bound caps.
+  figure (slowly forgotten) as its capacity estimate. A figure seen while the pool keeps up
+  (no backlog) is only a lower bound -- the workers answer what arrives, nothing more -- so
+  until a capacity has been seen under backlog, a pool that keeps up with a worker to spare
+  sheds one at a time (after the downscale delay) to find out: if that is too few, the backlog
+  that builds shows the real capacity, and the pool grows back to it.
 
 The larger of the two load-based sizes is the *raw* desired size, clamped to
 ``[min_workers, max_workers]``. The pool grows only when that is more than ``tolerance``
@@ -140,22 +143,30 @@ class AutoscalePolicy:
     def __init__(self, config: PolicyConfig) -> None:
         self.config = config
         self.capacity: float | None = None
+        # Whether the capacity was seen under backlog (a real capacity, not a lower bound).
+        self.capacity_saturated = False
         self._want: Literal["up", "down"] | None = None
         self._since = 0.0
 
     def raw_desired(self, sample: LoadSample) -> float:
         """The load-based size, before bounds, smoothing and delays (updates the capacity)."""
         cfg = self.config
+        arrival = max(0.0, sample.arrival_rate or 0.0)
+        backlog = max(0.0, sample.lag - arrival * cfg.target_lag_s)
         observed = sample.throughput_per_worker
         if observed is not None and observed > 0:
             decayed = 0.0 if self.capacity is None else self.capacity * cfg.capacity_decay
             self.capacity = max(observed, decayed)
+            self.capacity_saturated = self.capacity_saturated or backlog > 0
         wanted = [float(cfg.min_workers)]
         if self.capacity is not None:
-            arrival = max(0.0, sample.arrival_rate or 0.0)
-            backlog = max(0.0, sample.lag - arrival * cfg.target_lag_s)
             needed_rate = arrival + backlog / cfg.target_lag_s
-            wanted.append(needed_rate / self.capacity)
+            load_based = needed_rate / self.capacity
+            if backlog == 0 and not self.capacity_saturated and load_based < sample.workers:
+                # Keeping up, with only a lower bound on capacity: a worker may be spare, so
+                # probe one down (after the downscale delay) rather than wait for the estimate.
+                load_based = min(load_based, sample.workers - 1.0)
+            wanted.append(load_based)
         elif sample.lag > 0:
             # Backlog but no throughput seen yet (workers still loading): no reason to shrink.
             wanted.append(float(sample.workers))

@@ -289,3 +289,18 @@ def test_controller_grows_on_a_burst_asks_ahead_then_shrinks_and_clears(
     timeline = scaler.timeline_dicts()
     assert [t["pool"] for t in timeline][-1] == 1
     assert max(t["target"] for t in timeline) == 4
+
+
+def test_keeping_up_with_only_a_lower_bound_on_capacity_probes_one_worker_down() -> None:
+    # A cold start grew the pool to 2 while the first worker warmed up; now both keep up with
+    # 20/s, so each shows ~10/s: a lower bound, not a capacity. The pool must find out.
+    policy = AutoscalePolicy(PolicyConfig(min_workers=1, max_workers=3, downscale_delay_s=5))
+    steady = dict(workers=2, lag=10, arrival_rate=20.0, throughput_per_worker=11.0)
+    assert policy.decide(LoadSample(now=0.0, **steady)).action == "hold"  # type: ignore[arg-type]
+    decision = policy.decide(LoadSample(now=6.0, **steady))  # type: ignore[arg-type]
+    assert (decision.action, decision.desired) == ("down", 1)
+    # Too few now: a backlog builds; the capacity seen under it is real and the pool grows back.
+    policy.decide(
+        LoadSample(now=7.0, workers=1, lag=400, arrival_rate=20.0, throughput_per_worker=15.0)
+    )
+    assert policy.capacity_saturated
