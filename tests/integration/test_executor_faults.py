@@ -213,3 +213,26 @@ def test_backlog_pauses_partitions_and_memory_stays_bounded(
     assert peak_in_flight <= ex.max_in_flight + ex.poll_max_messages
     assert peak_rss < 1024 * 2**20
     assert done > 0
+
+
+def test_resizing_the_pool_mid_burst_loses_nothing(
+    fault_settings: Settings, ray_runtime: str
+) -> None:
+    settings = fault_settings
+    executor = Executor(settings)
+    executor.start()
+    collector = ResultCollector(settings)
+    try:
+        ids = _burst(settings)
+        _wait_some(collector, N // 5)
+        executor.resize(1)  # the newest worker drains its batches, then ends
+        _wait_some(collector, N // 2)
+        executor.resize(3)
+        results = collector.wait_for(ids, timeout_s=180)
+        status = executor.status()
+    finally:
+        executor.drain(15)
+    assert all(len(rs) == 1 and rs[0].status == "ok" for rs in results.values())
+    assert sum(s["pool_size"] for s in status) == 3
+    assert sum(s["workers_replaced"] for s in status) == 0, "shrinking is a drain, not a kill"
+    collector.close()
