@@ -178,15 +178,7 @@ def run_inference(spec: PipelineSpec, model: Any, params_list: Sequence[BaseMode
     batch = list(params_list)
     if not batch:
         return []
-    try:
-        outputs = spec.batch_fn(model, batch)
-    except RaymlError:
-        raise
-    except Exception as exc:
-        raise PipelineFailedError(
-            f"pipeline {spec.name!r} raised {type(exc).__name__}: {exc}",
-            {"pipeline": spec.name, "exception": type(exc).__name__},
-        ) from exc
+    outputs = _call_pipeline(spec, spec.batch_fn, model, batch)
     if hasattr(outputs, "tolist") and not isinstance(outputs, list):
         outputs = outputs.tolist()
     if isinstance(outputs, str | bytes | dict) or not isinstance(outputs, Iterable):
@@ -231,15 +223,7 @@ def run_training(spec: PipelineSpec, params: BaseModel, ctx: TrainingContext) ->
             f"pipeline {spec.name!r} is an {spec.kind} pipeline, not training",
             {"pipeline": spec.name},
         )
-    try:
-        result = spec.fn(params, ctx)
-    except RaymlError:
-        raise
-    except Exception as exc:
-        raise PipelineFailedError(
-            f"pipeline {spec.name!r} raised {type(exc).__name__}: {exc}",
-            {"pipeline": spec.name, "exception": type(exc).__name__},
-        ) from exc
+    result = _call_pipeline(spec, spec.fn, params, ctx)
     if not isinstance(result, TrainedModel):
         raise PipelineFailedError(
             f"pipeline {spec.name!r} returned {type(result).__name__}; a training pipeline "
@@ -262,3 +246,19 @@ def run_training(spec: PipelineSpec, params: BaseModel, ctx: TrainingContext) ->
             {"pipeline": spec.name, "metric": spec.metric},
         )
     return dataclasses.replace(result, metrics=metrics)
+
+
+def _call_pipeline(spec: PipelineSpec, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a user's pipeline function; anything it raises becomes a record failure.
+
+    rayml's own errors pass through unchanged (they already say what went wrong).
+    """
+    try:
+        return fn(*args)
+    except RaymlError:
+        raise
+    except Exception as exc:
+        raise PipelineFailedError(
+            f"pipeline {spec.name!r} raised {type(exc).__name__}: {exc}",
+            {"pipeline": spec.name, "exception": type(exc).__name__},
+        ) from exc
