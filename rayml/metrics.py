@@ -126,6 +126,19 @@ def _histogram(
     return metric
 
 
+def _inc_by_delta(counter: Any, totals: dict[str, int], seen: dict[str, int]) -> dict[str, int]:
+    """Add to a status-tagged ``counter`` what each running total grew since ``seen``.
+
+    The figures are kept as plain running totals on the hot path and pushed here once per
+    flush; returns ``totals``, the next call's ``seen``.
+    """
+    for status, total in totals.items():
+        delta = total - seen.get(status, 0)
+        if delta > 0:
+            counter.inc(delta, {"status": status})
+    return totals
+
+
 class _Reservoir:
     """At most ``size`` values, a uniform sample of everything offered since the last drain."""
 
@@ -259,11 +272,7 @@ class IngestMetrics:
             "dead_letter": w.dead_letters,
             "job_handoff": w.jobs_handed_off,
         }
-        for status, total in written.items():
-            delta = total - self._written.get(status, 0)
-            if delta > 0:
-                self.results.inc(delta, {"status": status})
-        self._written = written
+        self._written = _inc_by_delta(self.results, written, self._written)
         self.in_flight.set(ingest.tracker.in_flight())
         self.pool_size.set(ingest.pool.size)
         self.batches_queued.set(len(ingest.dispatcher.ready))
@@ -358,11 +367,7 @@ class JobMetrics:
             "failed": counters.jobs_failed,
             "reused": counters.jobs_reused,
         }
-        for status, total in totals.items():
-            delta = total - self._seen.get(status, 0)
-            if delta > 0:
-                self.jobs.inc(delta, {"status": status})
-        self._seen = totals
+        self._seen = _inc_by_delta(self.jobs, totals, self._seen)
 
 
 def scrape_names(text: str) -> set[str]:
