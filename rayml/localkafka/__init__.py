@@ -6,6 +6,10 @@ broker+controller node is started in its own session so that it outlives the com
 started it. Its pid, ports and version are recorded in the data directory; ``stop`` ends that pid
 only (SIGTERM for a controlled shutdown, SIGKILL after a bound).
 
+With a :class:`SecureListener` the client listener is ``SASL_SSL`` (TLS with a certificate from
+a CA of the caller's, SCRAM users created at format time) and there is no PLAINTEXT client
+listener; see :mod:`rayml.localkafka.secure` and ``docs/security.md``.
+
 Example:
     >>> from rayml.localkafka import LocalBroker
     >>> with LocalBroker.ephemeral() as broker:          # doctest: +SKIP
@@ -35,9 +39,24 @@ from typing import Any
 
 import psutil
 
+from rayml.config import KafkaSettings
 from rayml.errors import BrokerError, PortInUseError, ToolMissingError
+from rayml.localkafka.secure import LISTENER as SECURE_LISTENER
+from rayml.localkafka.secure import SecureListener
+from rayml.localkafka.tls import write_private
 
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "KAFKA_VERSION",
+    "BrokerInfo",
+    "BrokerStatus",
+    "LocalBroker",
+    "SecureListener",
+    "ensure_port_free",
+    "free_port",
+    "resolve_jars",
+]
 
 KAFKA_VERSION = "4.4.0"
 MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
@@ -163,6 +182,8 @@ class BrokerInfo:
     kafka_version: str
     data_dir: str
     started_at: float
+    # PLAINTEXT, or SASL_SSL with a SecureListener (files written before it existed: PLAINTEXT).
+    security_protocol: str = "PLAINTEXT"
 
     @property
     def bootstrap_servers(self) -> str:
@@ -187,6 +208,19 @@ def _new_cluster_id() -> str:
             return cid
 
 
+def _argfile_quote(arg: str) -> str:
+    # Java argument files: a double-quoted argument, backslash escapes inside.
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _redact(text: str, security: SecureListener | None) -> str:
+    """``text`` with the listener's passwords replaced, for error messages from the JVM."""
+    if security is not None:
+        for _user, password in security.users:
+            text = text.replace(password.get_secret_value(), "**********")
+    return text
+
+
 class LocalBroker:
     """One KRaft node (broker + controller) listening on 127.0.0.1.
 
@@ -196,12 +230,23 @@ class LocalBroker:
         port: Client port. The controller gets a free port of its own on each start (the static
             quorum lets it change between runs).
         state_dir: Where the resolved jars are kept.
+        security: Make the client listener ``SASL_SSL`` with these TLS files and SCRAM users
+            (the users are created when the data dir is formatted, so a data dir first started
+            without it cannot be started with it). ``None``: one PLAINTEXT listener.
     """
 
-    def __init__(self, data_dir: Path | str, port: int = 9092, *, state_dir: Path | str = ".rayml"):
+    def __init__(
+        self,
+        data_dir: Path | str,
+        port: int = 9092,
+        *,
+        state_dir: Path | str = ".rayml",
+        security: SecureListener | None = None,
+    ):
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.state_dir = Path(state_dir).resolve()
+        self.security = security
 
     # paths
     @property
@@ -221,15 +266,32 @@ class LocalBroker:
         return self.data_dir / "kraft"
 
     @property
+    def _scram_marker(self) -> Path:
+        # Names (never passwords) of the SCRAM users written at format time.
+        return self.data_dir / "scram-users"
+
+    @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def kafka_settings(self, user: str | None = None) -> KafkaSettings:
+        """rayml's Kafka settings for a client of this broker (``user``: a SCRAM user's name).
+
+        Plain ``bootstrap_servers`` for a PLAINTEXT broker; ``SASL_SSL`` with the CA and the
+        user's credentials (the first user by default) for a secure one.
+        """
+        if self.security is None:
+            return KafkaSettings(bootstrap_servers=self.bootstrap_servers)
+        return self.security.kafka_settings(self.bootstrap_servers, user)
+
     @classmethod
     @contextlib.contextmanager
-    def ephemeral(cls, state_dir: Path | str = ".rayml") -> Iterator[LocalBroker]:
+    def ephemeral(
+        cls, state_dir: Path | str = ".rayml", *, security: SecureListener | None = None
+    ) -> Iterator[LocalBroker]:
         """Start a broker on free ports in a temporary data dir; stop and delete it on exit."""
         data_dir = Path(tempfile.mkdtemp(prefix="rayml-kafka-"))
-        broker = cls(data_dir, port=free_port(), state_dir=state_dir)
+        broker = cls(data_dir, port=free_port(), state_dir=state_dir, security=security)
         try:
             broker.start()
             yield broker
@@ -237,16 +299,37 @@ class LocalBroker:
             broker.stop()
             shutil.rmtree(data_dir, ignore_errors=True)
 
+    def _listener_properties(self, controller_port: int) -> dict[str, str]:
+        controller = f"CONTROLLER://127.0.0.1:{controller_port}"
+        if self.security is None:
+            return {
+                "listeners": f"PLAINTEXT://127.0.0.1:{self.port},{controller}",
+                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+                "inter.broker.listener.name": "PLAINTEXT",
+                "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            }
+        # One client listener, SASL_SSL; the broker's own connections use it too. The
+        # controller listener (not advertised to clients) is mutual TLS: KRaft controllers
+        # cannot check SCRAM (the credentials live in the metadata they serve), so it asks
+        # for a client certificate from the CA instead, which only the broker's own keystore
+        # holds. Without that, any local process could use it as an admin endpoint
+        # (KIP-919, `--bootstrap-controller`).
+        client = f"{SECURE_LISTENER}://127.0.0.1:{self.port}"
+        return {
+            "listeners": f"{client},{controller}",
+            "advertised.listeners": client,
+            "listener.security.protocol.map": f"CONTROLLER:SSL,{SECURE_LISTENER}:SASL_SSL",
+            "listener.name.controller.ssl.client.auth": "required",
+            **self.security.server_properties(),
+        }
+
     def _properties(self, controller_port: int) -> str:
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            **self._listener_properties(controller_port),
             "log.dirs": str(self._logs_dir),
             # One node cannot satisfy the default replication of the internal topics; without
             # the transaction-log settings init_transactions() times out.
@@ -320,36 +403,17 @@ class LocalBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         controller_port = free_port()
         props_file = self.data_dir / "server.properties"
-        props_file.write_text(self._properties(controller_port))
+        # Owner-only: a secure broker's properties hold its JAAS line (a password).
+        write_private(props_file, self._properties(controller_port))
         log4j = self.data_dir / "log4j2.properties"
         log4j.write_text((resources.files(__package__) / "log4j2.properties").read_text())
         classpath = f"{libs}/*"
         jvm = [java, *JVM_OPTS, f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
 
         if not (self._logs_dir / "meta.properties").exists():
-            cid_file = self.data_dir / "cluster.id"
-            if not cid_file.exists():
-                cid_file.write_text(_new_cluster_id())
-            fmt = subprocess.run(
-                [
-                    *jvm,
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "--cluster-id",
-                    cid_file.read_text().strip(),
-                    "--config",
-                    str(props_file),
-                    "--ignore-formatted",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if fmt.returncode != 0:
-                raise BrokerError(
-                    f"formatting KRaft storage in {self._logs_dir} failed:\n"
-                    f"{(fmt.stdout + fmt.stderr)[-3000:]}"
-                )
+            self._format(jvm, props_file)
+        elif self.security is not None:
+            self._check_scram_users()
 
         with self.log_file.open("ab") as log:
             # A session of its own: the broker outlives `rayml kafka start`, and a Ctrl-C in the
@@ -369,6 +433,7 @@ class LocalBroker:
             kafka_version=KAFKA_VERSION,
             data_dir=str(self.data_dir),
             started_at=time.time(),
+            security_protocol="PLAINTEXT" if self.security is None else "SASL_SSL",
         )
         self._info_file.write_text(json.dumps(asdict(info), indent=2))
         try:
@@ -378,14 +443,71 @@ class LocalBroker:
             raise
         return info
 
+    def _format(self, jvm: list[str], props_file: Path) -> None:
+        """Format KRaft storage, creating the SCRAM users of a secure listener (KIP-900)."""
+        cid_file = self.data_dir / "cluster.id"
+        if not cid_file.exists():
+            cid_file.write_text(_new_cluster_id())
+        args = [
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            cid_file.read_text().strip(),
+            "--config",
+            str(props_file),
+            "--ignore-formatted",
+            *(self.security.scram_arguments() if self.security else []),
+        ]
+        # The tool takes SCRAM passwords only as arguments: they go through a Java argument
+        # file (owner-only, deleted at once) so they never show in a process list.
+        argfile = self.data_dir / ".format.args"
+        write_private(argfile, "\n".join(_argfile_quote(a) for a in args) + "\n")
+        try:
+            fmt = subprocess.run([*jvm, f"@{argfile}"], capture_output=True, text=True, check=False)
+        finally:
+            argfile.unlink(missing_ok=True)
+        if fmt.returncode != 0:
+            raise BrokerError(
+                f"formatting KRaft storage in {self._logs_dir} failed:\n"
+                f"{_redact((fmt.stdout + fmt.stderr)[-3000:], self.security)}"
+            )
+        if self.security is not None:
+            self._scram_marker.write_text("".join(f"{u}\n" for u, _ in self.security.users))
+
+    def _check_scram_users(self) -> None:
+        """Refuse a secure start on a data dir formatted without (these) SCRAM users."""
+        assert self.security is not None
+        try:
+            formatted = set(self._scram_marker.read_text().split())
+        except OSError:
+            formatted = set()
+        missing = [u for u, _ in self.security.users if u not in formatted]
+        if missing:
+            raise BrokerError(
+                f"the data dir {self.data_dir} was formatted without the SCRAM user(s) "
+                f"{', '.join(missing)}; SCRAM users are created when storage is formatted, so "
+                "start the secure broker on a new data dir"
+            )
+
+    def _readiness_config(self) -> dict[str, Any]:
+        conf: dict[str, Any] = dict(self.kafka_settings().client_config())
+        conf.update({"log_level": 0, "logger": logging.getLogger("rayml.localkafka.readiness")})
+        return conf
+
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+        from confluent_kafka import KafkaError
         from confluent_kafka.admin import AdminClient  # I/O dependency, only when starting
 
-        conf: dict[str, Any] = {
-            "bootstrap.servers": self.bootstrap_servers,
-            "log_level": 0,
-            "logger": logging.getLogger("rayml.localkafka.readiness"),
-        }
+        auth_errors: list[str] = []
+
+        def on_error(err: KafkaError) -> None:
+            if err.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+                auth_errors.append(err.str())
+
+        # The same security settings as any client of this broker: a secure broker is ready
+        # when a client can authenticate over TLS, not merely when its port is open.
+        conf = self._readiness_config()
+        conf["error_cb"] = on_error
         admin = AdminClient(conf)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -399,6 +521,14 @@ class LocalBroker:
                 meta = admin.list_topics(timeout=1.0)
                 if meta.brokers:
                     return
+            admin.poll(0)  # serves error_cb
+            if len(auth_errors) >= 3:
+                # The listener is up but refuses our own credentials or certificate: waiting
+                # longer will not help.
+                raise BrokerError(
+                    f"the Kafka broker refuses the launcher's own client: {auth_errors[-1]}; "
+                    f"last lines of {self.log_file}:\n{self.log_tail()}"
+                )
             time.sleep(0.2)
         raise BrokerError(
             f"the Kafka broker was not ready after {timeout_s:.0f}s; "
