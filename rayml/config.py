@@ -146,7 +146,16 @@ class ExecutorSettings(_Section):
     worker_model_cache_bytes: int = Field(2 * 1024**3, ge=1)
     # Extra modules that register pipelines, besides the `pipelines` package and entry points.
     pipeline_modules: list[str] = Field(default_factory=list)
+    # at_least_once: a result is written, then its input offset committed (readers dedupe by
+    # id). exactly_once: results and input offsets commit in one Kafka transaction per ingest
+    # (rayml.transactions); read_committed readers see each result once, even across a crash.
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    # exactly_once: how often the open transaction commits. Results become visible to
+    # read_committed readers only then (latency), and each commit costs broker round trips.
+    transaction_commit_interval_s: float = Field(0.1, gt=0, le=600)
+    # exactly_once: the broker aborts a transaction left open longer than this (an executor
+    # that was SIGKILLed); until then read_committed readers of its output partitions wait.
+    transaction_timeout_s: float = Field(10.0, ge=1, le=900)
 
 
 class TrainingSettings(_Section):

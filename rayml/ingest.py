@@ -14,8 +14,14 @@ is used from another thread). Per iteration it:
    watermark (:mod:`rayml.offsets`) every ``commit_interval_s``, on revoke and at shutdown.
 
 So a crash anywhere re-delivers only unfinished records (at-least-once); results carry the
-request id so readers can deduplicate. Over ``max_in_flight`` unfinished records the ingest
-pauses its partitions and resumes them at half that: memory stays bounded under any backlog.
+request id so readers can deduplicate. With ``executor.delivery = "exactly_once"`` step 5 is
+different: writes go through :mod:`rayml.transactions`, in offset order, into a Kafka
+transaction that also carries the input offsets; a record is done when its transaction commits
+(every ``transaction_commit_interval_s``, on revoke and at shutdown), and an aborted transaction
+rewinds the partitions to their committed offsets.
+
+Over ``max_in_flight`` unfinished records the ingest pauses its partitions and resumes them at
+half that: memory stays bounded under any backlog.
 
 :mod:`rayml.dispatch` does steps 3-4 (ready queue, Ray calls, retries) and
 :mod:`rayml.result_writer` the writes of step 5; this module is the loop that ties them to the
@@ -67,6 +73,7 @@ from rayml.offsets import OffsetTracker
 from rayml.pool import WorkerPool
 from rayml.registry import Registry
 from rayml.result_writer import ResultWriter
+from rayml.transactions import TransactionAbortedError, TransactionalOutput, rewind_positions
 from rayml.worker import BatchOutcome, ItemError
 
 logger = logging.getLogger(__name__)
@@ -114,7 +121,23 @@ class Ingest:
             on_exhausted=self._answer_exhausted,
             owner=ingest_id,
         )
-        self.producer = kafka_clients.producer(settings.kafka)
+        self.txn: TransactionalOutput | None = None
+        self._commit_interval_s = ex.commit_interval_s
+        if ex.delivery == "exactly_once":
+            # Stable per ingest id: a Ray-restarted actor (same id) fences its zombie.
+            txn_id = f"{ex.group_id}.{ingest_id}"
+            self.producer = kafka_clients.transactional_producer(
+                settings.kafka, txn_id, ex.transaction_timeout_s
+            )
+            self.txn = TransactionalOutput(
+                self.producer,
+                txn_id,
+                on_failed_delivery=lambda *failed: self.writer.note_failed_delivery(*failed),
+                owner=ingest_id,
+            )
+            self._commit_interval_s = ex.transaction_commit_interval_s
+        else:
+            self.producer = kafka_clients.producer(settings.kafka)
         self.writer = ResultWriter(
             self.producer,
             output_topic=settings.topics.output,
@@ -122,6 +145,7 @@ class Ingest:
             jobs_topic=settings.topics.jobs,
             on_done=self._done,
             owner=ingest_id,
+            stage=None if self.txn is None else self.txn.stage,
         )
         self.consumer = kafka_clients.consumer(
             settings.kafka,
@@ -143,6 +167,8 @@ class Ingest:
 
     def run(self) -> None:
         """Consume until :meth:`stop`; then drain within the bound, commit, and leave the group."""
+        if self.txn is not None:
+            self.txn.start()
         self.consumer.subscribe(
             [self.settings.topics.input],
             on_assign=self._on_assign,
@@ -182,7 +208,7 @@ class Ingest:
         self.producer.poll(0)
         self._apply_backpressure()
         now = time.monotonic()
-        if now - self._last_commit >= self.settings.executor.commit_interval_s:
+        if now - self._last_commit >= self._commit_interval_s:
             self._commit()
         if self.metrics.due(now):
             self.metrics.flush(self)
@@ -213,6 +239,8 @@ class Ingest:
             tp: TP = (msg.topic(), msg.partition())  # type: ignore[assignment]
             offset: int = msg.offset()  # type: ignore[assignment]
             self.tracker.track(tp, offset)
+            if self.txn is not None:
+                self.txn.track(tp, offset)
             self.counters.polled += 1
             raw = msg.value() or b""
             decoded = decode_request(raw, max_bytes=self.settings.executor.max_request_bytes)
@@ -355,11 +383,44 @@ class Ingest:
 
     def _commit(self, offsets: dict[TP, int] | None = None) -> None:
         self._last_commit = time.monotonic()
+        if self.txn is not None:
+            self._commit_transaction(self.txn)
+            return
         offsets = self.tracker.committable() if offsets is None else offsets
         committed = kafka_clients.commit_offsets(self.consumer, offsets, f"ingest={self.ingest_id}")
         if committed:
             self.tracker.mark_committed(committed)
             self.counters.commits += 1
+
+    def _commit_transaction(self, txn: TransactionalOutput) -> None:
+        """Exactly-once: commit the open transaction; its records (only they) are done."""
+        try:
+            done = txn.commit(self.consumer.consumer_group_metadata())
+        except TransactionAbortedError:
+            self._rewind(set(self._assigned))
+            return
+        if done:
+            for tp, offsets in done.items():
+                for offset in offsets:
+                    self._done(tp, offset)
+            self.tracker.mark_committed(self.tracker.committable())
+            self.counters.commits += 1
+
+    def _rewind(self, tps: set[TP]) -> None:
+        """Exactly-once, after an abort: redo every uncommitted record from the committed offsets.
+
+        Batches still running finish into nothing (their offsets are no longer tracked), or
+        into the same records tracked again after the seek, which is just as good: the reorder
+        buffer takes the first result of a record and ignores a second.
+        """
+        assert self.txn is not None
+        logger.warning("ingest=%s rewinding %d partitions", self.ingest_id, len(tps))
+        self.txn.abort()
+        for tp in tps:
+            self.tracker.reset(tp)
+        self.txn.forget(tps)
+        self.batcher.flush()  # dropped: these records are polled again
+        rewind_positions(self.consumer, tps)
 
     def _apply_backpressure(self) -> None:
         in_flight = self.tracker.in_flight()
@@ -382,6 +443,18 @@ class Ingest:
         """Finish (bounded) what is in flight for these partitions, commit, then let go."""
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         logger.info("ingest=%s revoking %s", self.ingest_id, _names(partitions))
+        txn = self.txn
+        if txn is not None:
+            # Exactly-once: what is released is in the open transaction, with the revoked
+            # partitions' offsets; commit it while they are still ours.
+            if txn.usable:
+                pending = lambda: sum(txn.pending(tp) for tp in revoked)  # noqa: E731
+                self._finish_in_flight(self.settings.executor.drain_timeout_s, pending)
+                self._commit()
+            self.tracker.revoke(revoked)
+            txn.forget(revoked)
+            self._assigned -= revoked
+            return
         self._finish_in_flight(
             self.settings.executor.drain_timeout_s,
             lambda: sum(self.tracker.pending(tp) for tp in revoked),
@@ -394,6 +467,12 @@ class Ingest:
         lost = {(tp.topic, tp.partition) for tp in partitions}
         self.tracker.revoke(lost)
         self._assigned -= lost
+        if self.txn is not None:
+            # The open transaction may hold results of the lost partitions, which the new owner
+            # redoes: abort it, and redo the rest of ours too.
+            self.txn.forget(lost)
+            if self.txn.usable:
+                self._rewind(set(self._assigned))
         logger.warning("ingest=%s lost %s", self.ingest_id, _names(partitions))
 
     def _finish_in_flight(self, timeout_s: float, remaining: Callable[[], int]) -> None:
@@ -413,8 +492,14 @@ class Ingest:
 
     def _shutdown(self) -> None:
         try:
-            self._finish_in_flight(self.settings.executor.drain_timeout_s, self.tracker.in_flight)
-            self._commit()
+            if self.txn is None:
+                self._finish_in_flight(
+                    self.settings.executor.drain_timeout_s, self.tracker.in_flight
+                )
+                self._commit()
+            elif self.txn.usable:  # not after a fatal (fenced) error: nothing may commit
+                self._finish_in_flight(self.settings.executor.drain_timeout_s, self.txn.unreleased)
+                self._commit()
             self.consumer.close()  # leaves the group: partitions move at once
         finally:
             self.pool.shutdown()

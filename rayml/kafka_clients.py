@@ -49,6 +49,35 @@ def producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
     return Producer(conf)
 
 
+def transactional_producer(
+    kafka: KafkaSettings, transactional_id: str, timeout_s: float, **overrides: Any
+) -> Producer:
+    """A transactional producer (exactly-once; see :mod:`rayml.transactions`).
+
+    ``transactional_id`` must be stable for one logical writer: a new producer with the same id
+    fences the old one (its next transactional call fails fatally), which is how a restarted
+    ingest stops a zombie predecessor. ``timeout_s`` is ``transaction.timeout.ms``: the broker
+    aborts a transaction left open longer (its producer died), which unblocks read_committed
+    readers of the partitions it wrote.
+
+    ``retry.backoff.ms`` is short because the broker answers the first write of a transaction
+    that follows a commit with CONCURRENT_TRANSACTIONS until its markers are written (a few
+    ms); at librdkafka's default 100 ms backoff every commit would cost about 100 ms more.
+    """
+    conf = {
+        **_base(kafka),
+        "transactional.id": transactional_id,
+        "transaction.timeout.ms": int(timeout_s * 1000),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "compression.type": "lz4",
+        "retry.backoff.ms": 10,
+        **overrides,
+    }
+    return Producer(conf)
+
+
 def consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
     """A consumer-group member with manual commits and the KIP-848 group protocol.
 

@@ -10,6 +10,14 @@ Failed deliveries are not dropped:
 * retriable errors (broker away, leader moving) are produced again;
 * a ``reply_to`` topic that cannot be written gets the result on the result topic instead;
 * a result too large for the topic is replaced by an error result that says so.
+
+With ``executor.delivery = "exactly_once"`` the writer is given a ``stage`` function instead of
+producing: each input record's writes (its result, or dead letter, or job hand-off, or result
+*and* DLQ copy) go to :class:`rayml.transactions.TransactionalOutput` as one list, which holds
+them until they may enter the open transaction in offset order. A failed delivery there aborts
+the transaction and the records are redone; :meth:`ResultWriter.note_failed_delivery` remembers
+why, so the redo writes the result where it can go (the result topic instead of an unwritable
+``reply_to``, an error result instead of one too large).
 """
 
 from __future__ import annotations
@@ -33,6 +41,18 @@ TP = tuple[str, int]
 Headers = list[tuple[str, str | bytes | None]]
 
 
+class OutRecord(NamedTuple):
+    """One write owed for an input record (exactly-once: held until it may be produced)."""
+
+    topic: str
+    value: bytes
+    key: bytes | None
+    headers: Headers | None
+
+
+Stage = Callable[[TP, int, list[OutRecord]], None]
+
+
 class ResultWriter:
     """Produces the ingest's outputs and reports each finished input record.
 
@@ -43,6 +63,8 @@ class ResultWriter:
         jobs_topic: Training hand-offs.
         on_done: Called with (partition, offset) when a record's write is acknowledged.
         owner: A name for log lines.
+        stage: Exactly-once: called with (partition, offset, writes) instead of producing;
+            ``on_done`` is then not called (a record is done when its transaction commits).
     """
 
     def __init__(
@@ -54,6 +76,7 @@ class ResultWriter:
         jobs_topic: str,
         on_done: Callable[[TP, int], None],
         owner: str,
+        stage: Stage | None = None,
     ) -> None:
         self.producer = producer
         self.output_topic = output_topic
@@ -65,6 +88,10 @@ class ResultWriter:
         self.results_error = 0
         self.dead_letters = 0
         self.jobs_handed_off = 0
+        self._stage = stage
+        # Exactly-once only: what failed deliveries taught (see note_failed_delivery).
+        self.unwritable_topics: set[str] = set()
+        self.too_large: set[str] = set()
 
     # -- what the ingest calls ----------------------------------------------------------------
 
@@ -133,6 +160,16 @@ class ResultWriter:
             )
         topic = (request.reply_to if request else None) or self.output_topic
         key = request_id.encode()
+        if self._stage is not None:
+            answer = _Answer(request_id, pipeline, attempts, tenant)
+            staged = [self._staged_result(topic, value, answer)]
+            if dead_letter is not None:
+                raw, letter = dead_letter
+                self.dead_letters += 1
+                dlq = OutRecord(self.dlq_topic, raw, key, list(dead_letter_headers(letter)))
+                staged.insert(0, dlq)
+            self._stage(tp, offset, staged)
+            return
         done = self._countdown(tp, offset, 2 if dead_letter else 1)
         if dead_letter is not None:
             raw, letter = dead_letter
@@ -189,6 +226,10 @@ class ResultWriter:
             return
         self.results_ok += 1
         answer = _Answer(request.id, request.pipeline, attempts, request.tenant)
+        if self._stage is not None:
+            topic = request.reply_to or self.output_topic
+            self._stage(tp, offset, [self._staged_result(topic, value, answer)])
+            return
         self._produce(
             request.reply_to or self.output_topic,
             value,
@@ -211,11 +252,17 @@ class ResultWriter:
             request_id=None,
         )
         self.dead_letters += 1
+        headers = headers_of(msg) + list(dead_letter_headers(letter))
+        if self._stage is not None:
+            self._stage(
+                tp, offset, [OutRecord(self.dlq_topic, msg.value() or b"", msg.key(), headers)]
+            )
+            return
         self._produce(
             self.dlq_topic,
             msg.value() or b"",
             msg.key(),
-            headers_of(msg) + list(dead_letter_headers(letter)),
+            headers,
             self._countdown(tp, offset, 1),
         )
 
@@ -226,6 +273,12 @@ class ResultWriter:
         training never hold back inference commits on the same partition.
         """
         self.jobs_handed_off += 1
+        if self._stage is not None:
+            job = OutRecord(
+                self.jobs_topic, msg.value() or b"", request.id.encode(), headers_of(msg)
+            )
+            self._stage(tp, offset, [job])
+            return
         self._produce(
             self.jobs_topic,
             msg.value() or b"",
@@ -233,6 +286,52 @@ class ResultWriter:
             headers_of(msg),
             self._countdown(tp, offset, 1),
         )
+
+    # -- exactly-once: staged writes ----------------------------------------------------------
+
+    def note_failed_delivery(self, topic: str, key: bytes | None, err: KafkaError) -> None:
+        """Learn from a write that failed in an (aborted) transaction, for the redo.
+
+        In a transaction a failed write cannot be produced again on its own: the transaction
+        aborts and its records are redone from their input offsets. So that the redo does not
+        fail the same way, a result too large for its topic is answered with an error result,
+        and an unwritable ``reply_to`` topic is replaced by the result topic (as at-least-once
+        does in its delivery callback).
+        """
+        if topic in (self.dlq_topic, self.jobs_topic):
+            return  # nothing to change: redone as they are (at-least-once retries them too)
+        if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and key is not None:
+            self.too_large.add(key.decode(errors="replace"))
+        elif topic != self.output_topic and not err.retriable():
+            logger.warning(
+                "ingest=%s cannot write to %s (%s); using %s",
+                self._owner,
+                topic,
+                err,
+                self.output_topic,
+            )
+            self.unwritable_topics.add(topic)
+
+    def _staged_result(self, topic: str, value: bytes, answer: _Answer) -> OutRecord:
+        if topic in self.unwritable_topics:
+            topic = self.output_topic
+        if answer.request_id in self.too_large:
+            value = self._too_large_result(answer, len(value), topic)
+        return OutRecord(topic, value, answer.request_id.encode(), None)
+
+    @staticmethod
+    def _too_large_result(answer: _Answer, size: int, topic: str) -> bytes:
+        small = Result.failed(
+            answer.request_id,
+            answer.pipeline,
+            ErrorInfo(
+                type="result_too_large",
+                message=f"the result is {size} bytes, more than {topic!r} accepts",
+            ),
+            attempts=answer.attempts,
+            tenant=answer.tenant,
+        )
+        return encode_result(small)
 
     # -- producing ----------------------------------------------------------------------------
 
@@ -265,17 +364,8 @@ class ResultWriter:
                 logger.warning(
                     "ingest=%s result of %s too large for %s", self._owner, answer.request_id, topic
                 )
-                small = Result.failed(
-                    answer.request_id,
-                    answer.pipeline,
-                    ErrorInfo(
-                        type="result_too_large",
-                        message=f"the result is {len(value)} bytes, more than {topic!r} accepts",
-                    ),
-                    attempts=answer.attempts,
-                    tenant=answer.tenant,
-                )
-                self._produce(topic, encode_result(small), key, headers, done, answer)
+                small = self._too_large_result(answer, len(value), topic)
+                self._produce(topic, small, key, headers, done, answer)
             elif topic != self.output_topic and answer is not None and not err.retriable():
                 # e.g. a reply_to topic that does not exist: answer on the result topic rather
                 # than never. The result itself still names the request id.

@@ -50,16 +50,21 @@ def predict_request(
 class ResultCollector:
     """Reads a result topic from the beginning and keeps every result by id (with duplicates)."""
 
-    def __init__(self, settings: Settings, topic: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, topic: str | None = None, isolation_level: str | None = None
+    ) -> None:
+        """``isolation_level``: "read_committed" (librdkafka's default: aborted transactional
+        records and open transactions' records are not read) or "read_uncommitted" (all)."""
         self.topic = topic or settings.topics.output
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka.bootstrap_servers,
-                "group.id": f"collector-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
-        )
+        conf: dict[str, Any] = {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": f"collector-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+        if isolation_level is not None:
+            conf["isolation.level"] = isolation_level
+        self.consumer = Consumer(conf)
         self.consumer.subscribe([self.topic])
         self.results: dict[str, list[Result]] = {}
 
