@@ -93,22 +93,40 @@ def kafka_start(
     port: Annotated[int, typer.Option(help="Client port on 127.0.0.1.")] = 9092,
     data_dir: Annotated[Path | None, typer.Option(help="Broker data dir [.rayml/kafka].")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 90.0,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            help="SASL_SSL only: a test CA and SCRAM user kept in <data-dir>/tls; client "
+            "settings go to <data-dir>/tls/client.env and client.properties (never printed)."
+        ),
+    ] = False,
 ) -> None:
     """Start the local broker in the background and wait until it is ready."""
-    from rayml.localkafka import LocalBroker
+    from rayml.localkafka import LocalBroker, SecureListener
 
     settings = load_settings(_state.config)
-    broker = LocalBroker(data_dir or _default_data_dir(), port, state_dir=settings.state_dir)
+    folder = (data_dir or _default_data_dir()).resolve()
+    security = SecureListener.load_or_generate(folder / "tls") if secure else None
+    broker = LocalBroker(folder, port, state_dir=settings.state_dir, security=security)
     started = time.monotonic()
     info = broker.start(timeout_s=timeout)
     logger.info(
-        "Kafka %s ready in %.1fs (pid %d, data dir %s, log %s)",
+        "Kafka %s ready in %.1fs (pid %d, %s, data dir %s, log %s)",
         info.kafka_version,
         time.monotonic() - started,
         info.pid,
+        info.security_protocol,
         info.data_dir,
         broker.log_file,
     )
+    if security is not None:
+        env_file, props_file = security.write_client_files(folder / "tls", info.bootstrap_servers)
+        logger.info(
+            "client settings (with the password, owner-only): `set -a; . %s; set +a` for rayml, "
+            "`--kafka-config %s` for the Java client",
+            env_file,
+            props_file,
+        )
     typer.echo(info.bootstrap_servers)
 
 
