@@ -3,6 +3,7 @@ package io.rayml.client;
 import com.fasterxml.jackson.core.type.TypeReference;
 import java.io.IOException;
 import java.io.PrintStream;
+import java.io.Reader;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -13,6 +14,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Properties;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
 import java.util.concurrent.Semaphore;
@@ -25,8 +27,16 @@ import java.util.concurrent.atomic.AtomicInteger;
  * <pre>
  * java -jar rayml-client.jar --bootstrap-servers HOST:PORT --pipeline breast_cancer.predict \
  *     (--params '{"features": [...]}' [--count N] | --params-file rows.jsonl) \
- *     [--input-topic ml.pipeline.input] [--timeout-s 60] [--max-in-flight 1000] [--print-results]
+ *     [--input-topic ml.pipeline.input] [--timeout-s 60] [--max-in-flight 1000] [--print-results] \
+ *     [--kafka-config client.properties]
  * </pre>
+ *
+ * <p>With {@code --kafka-config}, every property of that Java properties file is given to the
+ * Kafka clients as is: this is how a secure cluster is configured (e.g. {@code
+ * security.protocol=SASL_SSL}, {@code sasl.mechanism=SCRAM-SHA-512}, {@code sasl.jaas.config=...},
+ * {@code ssl.truststore.type=PEM}, {@code ssl.truststore.location=ca.pem}), keeping the password
+ * off the command line. Its {@code bootstrap.servers} is used when {@code --bootstrap-servers} is
+ * not given. See docs/security.md.
  *
  * <p>With {@code --params-file}, each line is one request's params (JSON object). With {@code
  * --print-results}, each result is printed as one JSON line {@code {"index": i, "result": {...}}}
@@ -38,7 +48,8 @@ public final class Main {
   private static final String USAGE =
       "usage: rayml-client --bootstrap-servers HOST:PORT --pipeline NAME"
           + " (--params JSON [--count N] | --params-file FILE)"
-          + " [--input-topic TOPIC] [--timeout-s S] [--max-in-flight N] [--print-results]";
+          + " [--input-topic TOPIC] [--timeout-s S] [--max-in-flight N] [--print-results]"
+          + " [--kafka-config FILE]";
 
   private Main() {}
 
@@ -63,7 +74,13 @@ public final class Main {
 
   static int run(String[] args, PrintStream out) {
     Map<String, String> opts = parse(args);
-    String servers = required(opts, "bootstrap-servers");
+    Properties kafka = kafkaConfig(opts.get("kafka-config"));
+    String servers = opts.getOrDefault("bootstrap-servers", kafka.getProperty("bootstrap.servers"));
+    if (servers == null || servers.isBlank()) {
+      throw new IllegalArgumentException(
+          "--bootstrap-servers is required (or bootstrap.servers in --kafka-config)");
+    }
+    kafka.remove("bootstrap.servers");
     String pipeline = required(opts, "pipeline");
     List<Map<String, Object>> params = params(opts);
     long timeoutMs = (long) (Double.parseDouble(opts.getOrDefault("timeout-s", "60")) * 1000);
@@ -73,6 +90,9 @@ public final class Main {
         RaymlClient.Config.of(servers)
             .inputTopic(opts.getOrDefault("input-topic", "ml.pipeline.input"))
             .connectTimeout(Duration.ofSeconds(10));
+    for (String key : kafka.stringPropertyNames()) {
+      config.kafkaProperty(key, kafka.getProperty(key));
+    }
 
     int n = params.size();
     AtomicInteger ok = new AtomicInteger();
@@ -160,6 +180,22 @@ public final class Main {
       }
     }
     return opts;
+  }
+
+  /** The Kafka client properties of {@code file} (none when null). */
+  static Properties kafkaConfig(String file) {
+    Properties props = new Properties();
+    if (file == null) {
+      return props;
+    }
+    try (Reader in = Files.newBufferedReader(Path.of(file), StandardCharsets.UTF_8)) {
+      props.load(in);
+    } catch (IOException | IllegalArgumentException e) {
+      // The file's content is never quoted: it may hold a password.
+      throw new IllegalArgumentException(
+          "cannot read --kafka-config " + file + ": " + e.getClass().getSimpleName(), e);
+    }
+    return props;
   }
 
   private static String required(Map<String, String> opts, String name) {
