@@ -39,7 +39,7 @@ from bench.contenders import (
     quix_version,
 )
 from bench.memory import RssSampler, cpu_seconds
-from bench.report import ContenderResult, markdown, table, targets
+from bench.report import ContenderResult, delivery_lines, markdown, table, targets
 from bench.training import TRIALS, SweepResult, run_sweep
 from bench.workload import (
     ResultCounter,
@@ -53,7 +53,7 @@ from bench.workload import (
     run_in_thread,
 )
 
-CONTENDERS = ("rayml", "kafka", "rayml-batch1", "quix", "original")
+CONTENDERS = ("rayml", "rayml-eos", "kafka", "rayml-batch1", "quix", "original")
 PARTITIONS = 4
 
 METHOD = """\
@@ -80,6 +80,11 @@ METHOD = """\
   The bursts of the original design and of rayml with batch size 1 are smaller ({slow}
   requests; they answer a few hundred per second), which changes nothing in a rate but keeps
   the run short.
+- **Exactly-once.** "rayml, exactly-once" is rayml with the same settings and
+  `delivery=exactly_once` (results and input offsets in one Kafka transaction per ingest,
+  committed every `transaction_commit_interval_s`), run right after rayml (at-least-once) in the
+  same run; the result counter reads with `isolation.level=read_committed`, so an exactly-once
+  result counts when its transaction commits.
 - **"Kafka alone"** is not a contender: the result counter reads the input topic itself, so it
   shows what the producer, the broker and the counter allow on this machine at that moment -- the
   ceiling over every contender's throughput and the floor under its latency.
@@ -123,6 +128,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="rayml num_workers")
     p.add_argument("--worker-cpus", type=float, default=1.0, help="rayml worker_num_cpus")
     p.add_argument("--poll-max", type=int, default=256, help="rayml poll_max_messages")
+    p.add_argument(
+        "--txn-interval-ms",
+        type=float,
+        default=None,
+        help="rayml-eos transaction_commit_interval_s in ms (default: rayml's default)",
+    )
     p.add_argument("--quix-venv", type=Path, default=REPO / ".rayml" / "bench" / "quix-venv")
     p.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
@@ -389,6 +400,23 @@ def main(argv: list[str] | None = None) -> int:
                         args.requests,
                     )
                 )
+            if "rayml-eos" in args.only:
+                # Right after rayml: the two delivery modes side by side, same machine state.
+                eos = {**_rayml_settings(args, args.batch_size), "delivery": "exactly_once"}
+                if args.txn_interval_ms is not None:
+                    eos["transaction_commit_interval_s"] = args.txn_interval_ms / 1000.0
+                plan.append(
+                    (
+                        RaymlContender(
+                            "rayml-eos",
+                            "rayml, exactly-once",
+                            str(work / "models"),
+                            work / "state",
+                            eos,
+                        ),
+                        args.requests,
+                    )
+                )
             if "kafka" in args.only:
                 # After rayml, so that its latency run uses the same offered load.
                 plan.append((KafkaFloor(), args.requests))
@@ -427,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(results))
     print()
+    for line in delivery_lines(results):
+        print(line)
     for line in targets(results, sweep):
         print(line)
     if sweep is not None:

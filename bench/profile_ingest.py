@@ -12,6 +12,11 @@ busy 2-core machine) is not charged to whatever function it was in. cProfile sti
 cost of small Python calls, so read the profile for proportions, and the plain run for the
 absolute rate and CPU per message. Run it on a quiet machine: ``--requests 50000`` by default.
 
+``--delivery both`` instead runs plain runs alternately with ``delivery=at_least_once`` and
+``exactly_once`` (twice each) and prints the throughput ratio: the ingest's own cost of
+exactly-once, without a load generator in the way. A run ends when every request is answered
+*and* done (acknowledged, or for exactly-once, its transaction committed).
+
 ``--latency-rate R`` instead measures latency at a fixed offered load twice, back to back: with
 the ingest as it is, and with its consumer wrapped so that ``consume`` returns as soon as any
 record is there (:class:`EagerConsumer`, the change this benchmark suggests for rayml).
@@ -59,10 +64,13 @@ STEPS = (
 )
 
 
-def _settings(bootstrap: str, models_root: str, args: argparse.Namespace) -> Any:
+def _settings(
+    bootstrap: str, models_root: str, args: argparse.Namespace, delivery: str | None = None
+) -> Any:
     from rayml.config import TopicSettings, load_settings
 
     tag = uuid.uuid4().hex[:8]
+    delivery = delivery or args.delivery
     topics: dict[str, Any] = {
         name: f"prof-{tag}.{name}"
         for name, default in TopicSettings().model_dump().items()
@@ -81,6 +89,12 @@ def _settings(bootstrap: str, models_root: str, args: argparse.Namespace) -> Any
             "num_workers": args.workers,
             "worker_num_cpus": 1.0,
             "poll_max_messages": args.poll_max,
+            "delivery": delivery,
+            **(
+                {}
+                if args.txn_interval_ms is None
+                else {"transaction_commit_interval_s": args.txn_interval_ms / 1000.0}
+            ),
         },
         models={"root": models_root},
         log_level="WARNING",
@@ -173,7 +187,10 @@ def _run_ingest(settings: Any, n: int, profiler: cProfile.Profile | None) -> tup
     cpu = me.cpu_times()
     started = time.perf_counter()
     thread.start()
-    while ingest.status()["results_ok"] < n and thread.is_alive():
+    while thread.is_alive():
+        status = ingest.status()
+        if status["results_ok"] >= n and status["in_flight"] == 0:
+            break
         time.sleep(0.01)
     elapsed = time.perf_counter() - started
     after = me.cpu_times()
@@ -217,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stats-file", type=Path, default=None, help="also dump pstats here")
     p.add_argument("--latency-rate", type=float, default=None, help="A/B latency mode (req/s)")
     p.add_argument("--latency-seconds", type=float, default=8.0)
+    p.add_argument(
+        "--delivery",
+        choices=("at_least_once", "exactly_once", "both"),
+        default="at_least_once",
+        help="executor.delivery; 'both' compares the two (plain runs only)",
+    )
+    p.add_argument("--txn-interval-ms", type=float, default=None, help="exactly-once commits")
     args = p.parse_args(argv)
 
     with (
@@ -249,6 +273,28 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 return 0
             n = args.requests
+            if args.delivery == "both":
+                best: dict[str, float] = {}
+                for delivery in ("at_least_once", "exactly_once") * 2:
+                    settings = _settings(
+                        broker.bootstrap_servers, str(work / "models"), args, delivery
+                    )
+                    create_topics(settings.kafka, settings.topics)
+                    _backlog(settings, n, model)
+                    elapsed, ingest = _run_ingest(settings, n, None)
+                    best[delivery] = max(best.get(delivery, 0.0), n / elapsed)
+                    print(
+                        f"{delivery}: {n:,} requests from a backlog in {elapsed:.2f} s = "
+                        f"{n / elapsed:,.0f} req/s; {ingest.status()['commits']:,} commits; "
+                        f"{ingest.cpu_us_per_message:.1f} us of CPU per message",
+                        flush=True,
+                    )
+                alo, eos = best["at_least_once"], best["exactly_once"]
+                print(
+                    f"best of 2: exactly_once {eos:,.0f} req/s / at_least_once {alo:,.0f} "
+                    f"req/s = {eos / alo:.2f}x"
+                )
+                return 0
             if not args.no_plain:
                 settings = _settings(broker.bootstrap_servers, str(work / "models"), args)
                 create_topics(settings.kafka, settings.topics)

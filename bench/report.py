@@ -198,6 +198,28 @@ def targets(results: Sequence[ContenderResult], sweep: SweepResult | None) -> li
     return out
 
 
+def delivery_lines(results: Sequence[ContenderResult]) -> list[str]:
+    """The throughput cost of exactly-once: its throughput against at-least-once's, one run."""
+    by_key = {r.key: r for r in results}
+    alo, eos = by_key.get("rayml"), by_key.get("rayml-eos")
+    if alo is None or eos is None or alo.failure or eos.failure:
+        return ["(not run: needs both rayml and rayml-eos)"]
+    ratio = eos.throughput / alo.throughput if alo.throughput > 0 else math.nan
+    p99_alo, p99_eos = alo.latency_ms[2], eos.latency_ms[2]
+    commits = sum(s.get("commits", 0) for s in eos.extra.get("status", []))
+    return [
+        f"- throughput: exactly-once **{_fmt(eos.throughput)}** req/s, at-least-once "
+        f"**{_fmt(alo.throughput)}** req/s -> **{ratio:.2f}x** "
+        f"(exactly-once costs {(1 - ratio) * 100:.0f}% of the throughput)",
+        f"- p50 / p99 latency: exactly-once {_fmt(eos.latency_ms[0], 1)} / {_fmt(p99_eos, 1)} ms "
+        f"at {_fmt(eos.latency_rate)} req/s, at-least-once {_fmt(alo.latency_ms[0], 1)} / "
+        f"{_fmt(p99_alo, 1)} ms at {_fmt(alo.latency_rate)} req/s",
+        f"- duplicates seen by the (read_committed) counter: exactly-once {eos.duplicates}, "
+        f"at-least-once {alo.duplicates}; exactly-once transactions committed: {commits:,}",
+        f"- exactly-once settings: {eos.settings}",
+    ]
+
+
 def sweep_lines(sweep: SweepResult | None) -> str:
     if sweep is None:
         return "(not run)"
@@ -295,6 +317,10 @@ model workers; for the baselines their one process. Per group:
 Details:
 
 {details_lines(results)}
+
+## Delivery: exactly-once against at-least-once
+
+{chr(10).join(delivery_lines(results))}
 
 ## Training sweep
 

@@ -196,6 +196,9 @@ class ResultCounter:
                 "group.id": f"bench-counter-{uuid.uuid4().hex[:8]}",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
+                # librdkafka's default, explicit: a transactional (exactly-once) result counts
+                # once its transaction commits; aborted ones never.
+                "isolation.level": "read_committed",
                 "fetch.wait.max.ms": 5,
             }
         )
