@@ -420,7 +420,13 @@ class Ingest:
             self.tracker.reset(tp)
         self.txn.forget(tps)
         self.batcher.flush()  # dropped: these records are polled again
-        rewind_positions(self.consumer, tps)
+        try:
+            rewind_positions(self.consumer, tps)
+        except Exception:
+            # Positions unknown: nothing more may commit from here; the loop crashes and the
+            # restarted actor resumes from the committed offsets.
+            self.txn.usable = False
+            raise
 
     def _apply_backpressure(self) -> None:
         in_flight = self.tracker.in_flight()

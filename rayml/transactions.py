@@ -108,7 +108,12 @@ class TransactionalOutput:
 
     def start(self) -> None:
         """``init_transactions``: fences older producers with this id, aborting their txn."""
-        self._call(self.producer.init_transactions)
+        try:
+            self._call(self.producer.init_transactions, _CALL_TIMEOUT_S)
+        except _NeedsAbort as exc:
+            raise InfrastructureError(
+                f"init_transactions of {self.transactional_id!r} failed: {exc.cause}"
+            ) from None
         logger.info("ingest=%s transactional.id=%s ready", self._owner, self.transactional_id)
 
     # -- records ------------------------------------------------------------------------------

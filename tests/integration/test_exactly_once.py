@@ -162,11 +162,13 @@ def test_sigkill_mid_burst_then_restart_each_result_once(
         second.stop()
     raw_reader.poll_until_quiet(1.0)
     raw_duplicates = sum(len(rs) - 1 for rs in raw_reader.results.values())
+    raw_total = sum(len(rs) for rs in raw_reader.results.values())
     print(
         f"\nSIGKILL after {seen} committed results; all {n} answered {recovered_s:.1f}s after "
         f"the kill. Duplicates: read_committed 0 expected, "
         f"{sum(len(rs) - 1 for rs in committed_reader.results.values())} seen; "
-        f"read_uncommitted (aborted records included) {raw_duplicates}"
+        f"read_uncommitted (aborted records included) {raw_duplicates} "
+        f"({raw_total} records in the log)"
     )
     _exactly_once(committed_reader.results)
     assert all(rs[0].status == "ok" for rs in results.values())
