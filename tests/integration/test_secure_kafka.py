@@ -393,3 +393,13 @@ def test_a_mistyped_password_variable_is_not_echoed(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ConfigError) as bad:
         load_settings()
     assert "typo-secret-123456" not in str(bad.value)
+
+
+def test_the_ray_runtime_rayml_starts_requires_a_token(ray_runtime: str) -> None:
+    """Ray 2.60 turns token authentication on for a new local runtime (ray.init without an
+    address); nothing in rayml's start path may turn it off (RAY_AUTH_MODE=disabled)."""
+    from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, get_authentication_mode
+
+    assert get_authentication_mode() == AuthenticationMode.TOKEN
+    assert os.environ.get("RAY_AUTH_MODE") == "token"
+    assert AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
