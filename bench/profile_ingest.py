@@ -285,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
                     best[delivery] = max(best.get(delivery, 0.0), n / elapsed)
                     print(
                         f"{delivery}: {n:,} requests from a backlog in {elapsed:.2f} s = "
-                        f"{n / elapsed:,.0f} req/s; {ingest.status()['commits']:,} commits; "
+                        f"{n / elapsed:,.0f} req/s; {ingest.status()['commits']:,} commits "
+                        f"({ingest.status().get('transaction_commit_s', 0.0):.2f} s in "
+                        "transaction commits); "
                         f"{ingest.cpu_us_per_message:.1f} us of CPU per message",
                         flush=True,
                     )

@@ -526,7 +526,7 @@ class Ingest:
 
     def status(self) -> dict[str, Any]:
         c, w, d = self.counters, self.writer, self.dispatcher
-        return {
+        status: dict[str, Any] = {
             "ingest_id": self.ingest_id,
             "pid": os.getpid(),
             "rss_bytes": psutil.Process().memory_info().rss,
@@ -546,8 +546,13 @@ class Ingest:
             "batches": d.batches,
             "redispatched": d.redispatched,
             "commits": c.commits,
+            "delivery": self.settings.executor.delivery,
             "uptime_s": round(time.time() - c.started_at, 3),
         }
+        if self.txn is not None:
+            status["transaction_aborts"] = self.txn.aborts
+            status["transaction_commit_s"] = round(self.txn.commit_s, 3)
+        return status
 
 
 def _pinned_version(request: Request) -> str | None:

@@ -103,6 +103,7 @@ class TransactionalOutput:
         self.usable = True  # False once fatally failed: nothing may be committed any more
         self.commits = 0
         self.aborts = 0
+        self.commit_s = 0.0  # time the loop spent in commits (it polls nothing meanwhile)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -208,6 +209,7 @@ class TransactionalOutput:
             for tp, produced in self._produced.items()
             if produced
         ]
+        started = time.perf_counter()
         try:
             # Delivery reports first: a write that failed aborts the transaction.
             self.producer.flush(_CALL_TIMEOUT_S)
@@ -224,6 +226,8 @@ class TransactionalOutput:
         except _NeedsAbort as need:
             self.abort()
             raise TransactionAbortedError(self.transactional_id, need.cause) from None
+        finally:
+            self.commit_s += time.perf_counter() - started
         done, self._produced, self._open = self._produced, {}, False
         self.commits += 1
         return done
