@@ -179,8 +179,13 @@ class Ingest:
         try:
             while not self._stop.is_set():
                 self._step()
-        except Exception:
+        except Exception as exc:
             logger.exception("ingest=%s loop crashed", self.ingest_id)
+            if self.txn is not None:
+                # Exactly-once: nothing more commits; the restarted actor redoes what was open.
+                cause = self.txn.give_up(exc)
+                if cause is not exc:
+                    raise cause from exc
             raise
         finally:
             self._shutdown()
@@ -506,12 +511,16 @@ class Ingest:
             elif self.txn.usable:  # not after a fatal (fenced) error: nothing may commit
                 self._finish_in_flight(self.settings.executor.drain_timeout_s, self.txn.unreleased)
                 self._commit()
-            self.consumer.close()  # leaves the group: partitions move at once
         finally:
-            self.pool.shutdown()
-            self.versions.close()
-            self._stopped.set()
-            logger.info("ingest=%s stopped", self.ingest_id)
+            try:
+                # Leaves the group, after a crash too: partitions move at once (a consumer left
+                # open would keep them, heartbeating, in a process that lives on).
+                self.consumer.close()
+            finally:
+                self.pool.shutdown()
+                self.versions.close()
+                self._stopped.set()
+                logger.info("ingest=%s stopped", self.ingest_id)
 
     # -- control (from other threads) --------------------------------------------------------
 

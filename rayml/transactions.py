@@ -166,11 +166,13 @@ class TransactionalOutput:
                 self._failed = _as_error(exc.cause)
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
-        if err is None:
-            return
+        if err is None or err.code() in _PURGED:
+            return  # purged by an abort: a consequence, not a cause
         topic = msg.topic() or ""
-        logger.warning("ingest=%s transactional write to %s failed: %s", self._owner, topic, err)
-        if self._failed is None:
+        if self._failed is None:  # one line per transaction, not one per record
+            logger.warning(
+                "ingest=%s transactional write to %s failed: %s", self._owner, topic, err
+            )
             self._failed = err
         self._on_failed_delivery(topic, msg.key(), err)
 
@@ -212,7 +214,10 @@ class TransactionalOutput:
         started = time.perf_counter()
         try:
             # Delivery reports first: a write that failed aborts the transaction.
-            self.producer.flush(_CALL_TIMEOUT_S)
+            try:
+                self.producer.flush(_CALL_TIMEOUT_S)
+            except KafkaException as exc:  # a fatal error is raised from flush and poll
+                self._raise_classified(exc.args[0])
             if self._failed is not None:
                 raise _NeedsAbort(self._failed)
             if offsets:
@@ -246,6 +251,27 @@ class TransactionalOutput:
             raise ProducerFencedError(self.transactional_id, _as_error(exc.cause)) from None
         logger.warning("ingest=%s transaction aborted", self._owner)
 
+    def give_up(self, exc: BaseException) -> BaseException:
+        """After the loop crashed: commit nothing more, and name a fatal Kafka error.
+
+        Returns:
+            A :class:`ProducerFencedError` if ``exc`` is librdkafka's fatal error (confluent-kafka
+            raises it from ``poll`` and ``flush`` too), else ``exc``. The open transaction is
+            aborted where the producer still can, so read_committed readers need not wait for
+            the transaction timeout.
+        """
+        self.usable = False
+        if isinstance(exc, KafkaException) and exc.args and exc.args[0].fatal():
+            return ProducerFencedError(self.transactional_id, exc.args[0])
+        if isinstance(exc, ProducerFencedError) or not self._open:
+            return exc
+        try:
+            self.producer.abort_transaction(5.0)
+        except KafkaException as abort_exc:
+            logger.warning("ingest=%s abort after a crash failed: %s", self._owner, abort_exc)
+        self._open = False
+        return exc
+
     # -- calls and their error classes --------------------------------------------------------
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -276,6 +302,9 @@ class _NeedsAbort(Exception):
     def __init__(self, cause: KafkaError | str) -> None:
         self.cause = cause
         super().__init__(str(cause))
+
+
+_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
 
 
 def _as_error(cause: KafkaError | str) -> KafkaError:

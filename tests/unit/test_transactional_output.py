@@ -250,3 +250,34 @@ def test_failed_deliveries_change_the_redo() -> None:
     assert result.status == "error"
     assert result.error is not None
     assert result.error.type == "result_too_large"
+
+
+def test_after_a_crash_nothing_commits_and_a_fatal_error_is_named() -> None:
+    txn, _producer, _ = output()
+    txn.track(TP, 0)
+    txn.stage(TP, 0, rec("r0"))
+    fatal = KafkaException(KafkaError(KafkaError._FENCED, fatal=True))
+    named = txn.give_up(fatal)
+    assert isinstance(named, ProducerFencedError)
+    assert not txn.usable
+    with pytest.raises(ProducerFencedError):
+        txn.commit(b"meta")
+
+
+def test_after_another_crash_the_open_transaction_is_aborted() -> None:
+    txn, producer, _ = output()
+    txn.track(TP, 0)
+    txn.stage(TP, 0, rec("r0"))
+    crash = RuntimeError("bug")
+    assert txn.give_up(crash) is crash
+    assert producer.calls[-1] == "abort"
+    assert producer.committed == []
+
+
+def test_records_purged_by_an_abort_are_not_a_cause() -> None:
+    txn, producer, failed = output()
+    txn.track(TP, 0)
+    txn.stage(TP, 0, rec("r0"))
+    producer.delivery_error = KafkaError(KafkaError._PURGE_QUEUE)
+    assert txn.commit(b"meta") == {TP: [0]}
+    assert failed == []
