@@ -302,7 +302,12 @@ class ResultWriter:
             return  # nothing to change: redone as they are (at-least-once retries them too)
         if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and key is not None:
             self.too_large.add(key.decode(errors="replace"))
-        elif topic != self.output_topic and not err.retriable():
+        elif (
+            topic != self.output_topic
+            and topic not in self.unwritable_topics
+            and not err.retriable()
+            and not err.fatal()  # the producer's failure (fenced), not the topic's
+        ):
             logger.warning(
                 "ingest=%s cannot write to %s (%s); using %s",
                 self._owner,

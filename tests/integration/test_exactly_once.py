@@ -1,7 +1,7 @@
 """``executor.delivery = "exactly_once"``: each result once for read_committed readers.
 
 Real broker, real Ray. A read_committed reader must see every request's result exactly once in a
-normal burst, across a SIGKILL of the executor mid-burst (its open transaction is aborted by the
+burst (one of whose transactions aborts and is redone), across a SIGKILL of the executor mid-burst (its open transaction is aborted by the
 broker, its uncommitted input re-run by the next executor), and when a zombie ingest is fenced by
 its successor with the same transactional id. Figures are printed for `pytest -s`.
 """
@@ -113,14 +113,18 @@ def test_burst_each_result_once_and_offsets_committed(
     settings = eos_settings
     n = 3_000
     collector = ResultCollector(settings, isolation_level="read_committed")
+    # A reply_to topic that does not exist fails its write, which aborts the transaction: the
+    # ingest rewinds mid-burst, and redoes the records with that result on the result topic.
+    bad_reply = predict_request("e-2", [1.0] * 30, reply_to=f"{settings.topics.output}.nope")
+    send_requests(settings, [bad_reply])
     ids = _burst(settings, n, "breast_cancer.predict")
     # Dead letters and error results go through the same transactions.
     send_requests(settings, [b"not json", {"id": "e-1", "pipeline": "no.such.pipeline"}])
-    results = collector.wait_for([*ids, "e-1"], timeout_s=90)
+    results = collector.wait_for([*ids, "e-1", "e-2"], timeout_s=90)
     collector.poll_until_quiet(1.0)
     _exactly_once(collector.results)
-    assert len(collector.results) == n + 1
-    assert all(results[rid][0].status == "ok" for rid in ids)
+    assert len(collector.results) == n + 2
+    assert all(results[rid][0].status == "ok" for rid in [*ids, "e-2"])
     assert results["e-1"][0].status == "error"
     assert _count(settings, settings.topics.dlq) == 1
     committed, ends = committed_equals_end(
@@ -129,7 +133,12 @@ def test_burst_each_result_once_and_offsets_committed(
     assert committed == ends
     status = executor.status()
     assert all(s["in_flight"] == 0 for s in status)
-    print(f"\nexactly-once burst: {n} ok, {sum(s['commits'] for s in status)} transactions")
+    aborts = sum(s["transaction_aborts"] for s in status)
+    assert aborts >= 1, "the unwritable reply_to must have aborted a transaction"
+    print(
+        f"\nexactly-once burst: {n + 2} answered, {sum(s['commits'] for s in status)} "
+        f"transactions, {aborts} aborted (the unwritable reply_to) and redone"
+    )
     collector.close()
 
 
