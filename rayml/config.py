@@ -150,6 +150,9 @@ class ExecutorSettings(_Section):
     # id). exactly_once: results and input offsets commit in one Kafka transaction per ingest
     # (rayml.transactions); read_committed readers see each result once, even across a crash.
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    # How often the executor checks that its ingest actors are alive; one whose node is gone
+    # is started again on another node.
+    supervise_interval_s: float = Field(2.0, gt=0, le=600)
     # exactly_once: how often the open transaction commits. Results become visible to
     # read_committed readers only then (latency), and each commit costs broker round trips.
     transaction_commit_interval_s: float = Field(0.1, gt=0, le=600)

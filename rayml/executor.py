@@ -17,11 +17,13 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rayml import kafka_clients
 from rayml.config import Settings
@@ -104,6 +106,28 @@ def _absolute_store(settings: Settings) -> Settings:
     )
 
 
+def spread_over_nodes(count: int) -> list[Any]:
+    """Scheduling strategies that put ``count`` actors round-robin on the ML nodes.
+
+    Ray's ``SPREAD`` is best effort and, for actors that need no CPU, often packs them on one
+    node, and so does a *soft* node affinity (measured on Ray 2.60). Ingest actors are pinned
+    instead, one per node with CPUs (the head of a cluster that keeps its CPUs for itself has
+    none) before any node gets a second. A pinned actor cannot restart when its node is gone:
+    :meth:`Executor._supervise` starts it again elsewhere.
+    """
+    nodes = sorted(
+        node["NodeID"]
+        for node in ray.nodes()
+        if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0
+    )
+    if not nodes:  # no ML node yet (an autoscaling cluster starting from zero): Ray decides
+        return ["DEFAULT"] * count
+    return [
+        NodeAffinitySchedulingStrategy(node_id=nodes[n % len(nodes)], soft=False)
+        for n in range(count)
+    ]
+
+
 class Executor:
     """Starts and controls the ingest actors of one executor instance."""
 
@@ -113,6 +137,7 @@ class Executor:
         self.actors: list[Any] = []
         self.job_runners: list[Any] = []
         self._started_ray = False
+        self._stopping = threading.Event()
 
     def start(self, create_missing_topics: bool = True, timeout_s: float = 120.0) -> None:
         """Connect to Ray, publish the registry, start the ingest actors and wait for them."""
@@ -140,17 +165,10 @@ class Executor:
         logger.info(
             "executor=%s publishing %d pipelines: %s", self.instance_id, published, ", ".join(names)
         )
-        actor_cls = ray.remote(IngestActorImpl)
+        self._actor_cls = ray.remote(IngestActorImpl)
         self.actors = [
-            actor_cls.options(
-                num_cpus=0,  # IO-bound: it must never take a CPU a worker or training needs
-                max_concurrency=8,
-                max_restarts=-1,
-                # Named, so `rayml status` finds them on the cluster.
-                name=f"{INGEST_ACTOR_PREFIX}{self.instance_id}-i{n}",
-                namespace=settings.ray.namespace,
-            ).remote(settings, f"{self.instance_id}-i{n}")
-            for n in range(settings.executor.ingest_actors)
+            self._start_ingest(n, placement)
+            for n, placement in enumerate(spread_over_nodes(settings.executor.ingest_actors))
         ]
         ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s)
         logger.info("executor=%s started %d ingest actors", self.instance_id, len(self.actors))
@@ -162,6 +180,58 @@ class Executor:
         self.autoscaler = autoscaler
         if autoscaler is not None:
             autoscaler.start()
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="ingest-supervisor", daemon=True
+        )
+        self._supervisor.start()
+
+    def _start_ingest(self, n: int, placement: Any) -> Any:
+        settings = self.settings
+        return self._actor_cls.options(
+            num_cpus=0,  # IO-bound: it must never take a CPU a worker or training needs
+            max_concurrency=8,
+            # A crashed loop restarts in place (same node, same ingest id); a lost node is the
+            # supervisor's job (_supervise), as the placement pins the node.
+            max_restarts=-1,
+            scheduling_strategy=placement,
+            # Named, so `rayml status` finds them on the cluster.
+            name=f"{INGEST_ACTOR_PREFIX}{self.instance_id}-i{n}",
+            namespace=settings.ray.namespace,
+        ).remote(settings, f"{self.instance_id}-i{n}")
+
+    def _supervise(self) -> None:
+        """Start again, on a live node, each ingest actor whose node is gone.
+
+        Ray restarts a crashed ingest actor itself, but not one pinned to a node that died
+        (``ActorUnschedulableError``) nor one whose restart failed (``ActorDiedError``). The
+        new actor has the same ingest id: it joins the group, and the partitions its
+        predecessor held (uncommitted work included) come back to it or to the others.
+        """
+        while not self._stopping.wait(self.settings.executor.supervise_interval_s):
+            for n, actor in enumerate(list(self.actors)):
+                try:
+                    ray.get(actor.ready.remote(), timeout=10)
+                except (ray.exceptions.ActorUnschedulableError, ray.exceptions.ActorDiedError):
+                    if self._stopping.is_set():
+                        return
+                    self._replace_ingest(n, actor)
+                except (ray.exceptions.RayError, TimeoutError):
+                    continue  # restarting, or busy: look again next round
+
+    def _replace_ingest(self, n: int, dead: Any) -> None:
+        ray.kill(dead, no_restart=True)
+        placement = spread_over_nodes(len(self.actors))[n]
+        for _attempt in range(50):
+            try:
+                self.actors[n] = self._start_ingest(n, placement)
+                break
+            except ValueError:  # the dead actor's name is not released yet
+                time.sleep(0.2)
+        logger.warning(
+            "executor=%s ingest i%d lost with its node; started again on another node",
+            self.instance_id,
+            n,
+        )
 
     def status(self, timeout_s: float = 10.0) -> list[dict[str, Any]]:
         """Each ingest actor's status (in-flight, assignment, pool, counters)."""
@@ -181,6 +251,7 @@ class Executor:
             # First: no resize may reach an ingest that is draining.
             autoscaler.stop()
             self.autoscaler = None
+        self._stopping.set()
         done = True
         # Job runners drain alongside the ingest (within the same bound): unfinished training
         # is given up and its job re-runs after the restart.
