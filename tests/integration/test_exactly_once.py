@@ -1,9 +1,10 @@
 """``executor.delivery = "exactly_once"``: each result once for read_committed readers.
 
 Real broker, real Ray. A read_committed reader must see every request's result exactly once in a
-burst (one of whose transactions aborts and is redone), across a SIGKILL of the executor mid-burst (its open transaction is aborted by the
-broker, its uncommitted input re-run by the next executor), and when a zombie ingest is fenced by
-its successor with the same transactional id. Figures are printed for `pytest -s`.
+burst (one of whose transactions aborts and is redone), across a SIGKILL of the executor
+mid-burst (its open transaction is aborted by the broker, its uncommitted input re-run by the
+next executor), and when a zombie ingest is fenced by its successor with the same transactional
+id. Figures are printed for `pytest -s`.
 """
 
 from __future__ import annotations
