@@ -163,6 +163,9 @@ def _port_owner(port: int) -> str | None:
 def ensure_port_free(port: int) -> None:
     """Raise :class:`PortInUseError` if 127.0.0.1:``port`` cannot be bound."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the broker binds (Java sets SO_REUSEADDR): connections of a broker that just
+        # stopped, lingering in TIME_WAIT, don't hold the port; a live listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:

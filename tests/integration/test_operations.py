@@ -1,0 +1,136 @@
+"""Operations that must not lose or repeat a request: a broker restart and a rolling upgrade.
+
+* Broker restart: the Kafka broker (its own, on a data dir of this test) is stopped mid-burst
+  and started again; producers, the executor and the reader reconnect on their own.
+* Rolling upgrade: two executor instances serve one consumer group; a new instance is started
+  beside each and the old one drained (SIGTERM) in turn, while producers keep sending. KIP-848
+  moves partitions only once their old owner has finished and committed what it had (its
+  revoke callback drains them), so no request is lost *and none is answered twice*.
+
+Each test prints a line ``| scenario | sent | answered | lost | duplicated | longest pause |``;
+the longest pause is the longest time between two consecutive results at the reader.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rayml.config import Settings
+from rayml.localkafka import LocalBroker, free_port
+from rayml.topics import create_topics
+from tests.support.executor_process import ExecutorProcess
+from tests.support.models import store_breast_cancer
+from tests.support.traffic import SteadyProducer, Tally, TimedCollector
+
+pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.cluster, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _serving_settings(settings: Settings) -> Settings:
+    ex = settings.executor.model_copy(
+        update={
+            "num_workers": 2,
+            "worker_num_cpus": 0.25,  # three executors at once fit the session's 2 CPUs
+            "drain_timeout_s": 15.0,
+            "commit_interval_s": 0.25,
+            "pipeline_modules": ["tests.support.executor_pipelines"],
+            "max_batch_size": 100,
+            "max_in_flight": 1_000,
+        }
+    )
+    settings = settings.model_copy(update={"executor": ex})
+    create_topics(settings.kafka, settings.topics)
+    store_breast_cancer(settings.models.root, n_estimators=10)
+    return settings
+
+
+@pytest.fixture
+def own_broker() -> Iterator[LocalBroker]:
+    """A broker of this test alone (the session's broker must not go down)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="rayml-kafka-restart-"))
+    broker = LocalBroker(data_dir, port=free_port(), state_dir=REPO / ".rayml")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_broker_restart_mid_burst_loses_nothing(
+    settings: Settings, own_broker: LocalBroker, ray_runtime: str
+) -> None:
+    kafka = settings.kafka.model_copy(update={"bootstrap_servers": own_broker.bootstrap_servers})
+    settings = _serving_settings(settings.model_copy(update={"kafka": kafka}))
+    collector = TimedCollector(settings).start_background()
+    producer = SteadyProducer(settings, rate=300)
+    executor = ExecutorProcess(settings, ray_runtime).start()
+    try:
+        producer.start()
+        collector.wait_count(600)
+        assert own_broker.stop(), "the broker did not stop"
+        down_at = len(producer.ids)
+        time.sleep(3)
+        started = time.monotonic()
+        own_broker.start()
+        restart_s = time.monotonic() - started
+        up_at = len(producer.ids)
+        collector.wait_count(up_at)
+        ids = producer.stop()
+        collector.wait_all(ids, timeout_s=180)
+        alive = executor.proc is not None and executor.proc.poll() is None
+    finally:
+        producer.halt()
+        executor.stop()
+        collector.stop_background()
+        collector.close()
+    tally = Tally.of("broker restart mid-burst", ids, collector)
+    print(
+        f"\n{tally.line()}\nbroker down for {3 + restart_s:.1f}s; "
+        f"{up_at - down_at} requests sent meanwhile"
+    )
+    assert alive, "the executor must ride out the restart without dying"
+    assert up_at > down_at
+    assert tally.lost == 0
+    assert all(any(r.status == "ok" for r in collector.results[i]) for i in ids)
+
+
+def test_rolling_upgrade_loses_and_repeats_nothing(settings: Settings, ray_runtime: str) -> None:
+    settings = _serving_settings(settings)
+    collector = TimedCollector(settings).start_background()
+    producer = SteadyProducer(settings, rate=300)
+    old = [ExecutorProcess(settings, ray_runtime).start() for _ in range(2)]
+    new: list[ExecutorProcess] = []
+    drains: list[float] = []
+    try:
+        producer.start()
+        collector.wait_count(600)
+        for previous in old:
+            # Start the new version beside the old one, then drain the old one.
+            new.append(ExecutorProcess(settings, ray_runtime).start())
+            time.sleep(2)  # the new member gets its share of the partitions
+            drains.append(previous.terminate(60))
+            sent = len(producer.ids)
+            collector.wait_count(sent // 2)
+        time.sleep(2)
+        ids = producer.stop()
+        collector.wait_all(ids, timeout_s=120)
+        time.sleep(3)  # a late duplicate would arrive now: give it the chance to be counted
+    finally:
+        producer.halt()
+        for proc in [*old, *new]:
+            proc.stop()
+        collector.stop_background()
+        collector.close()
+    tally = Tally.of("rolling upgrade of 2 executors", ids, collector)
+    print(f"\n{tally.line()}\ndrains took {', '.join(f'{d:.1f}s' for d in drains)}")
+    assert all(p.proc is not None and p.proc.returncode == 0 for p in old), "clean drains"
+    assert tally.lost == 0
+    assert tally.duplicated == 0
