@@ -44,7 +44,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from pydantic import ValidationError
 
 from rayml import kafka_clients
@@ -133,8 +133,12 @@ class Client:
         prefix = self.settings.topics.input[: 249 - len(".reply.") - len(self.client_id)]
         self.reply_topic = reply_topic or f"{prefix}.reply.{self.client_id}"
         kafka = self.settings.kafka
-        admin = kafka_clients.admin_client(kafka, **{"client.id": self._kafka_id("admin")})
-        check_reachable(admin, kafka, connect_timeout_s)
+        # librdkafka reports why it cannot connect (authentication, TLS) only to error_cb.
+        connect_errors: list[KafkaError] = []
+        admin = kafka_clients.admin_client(
+            kafka, **{"client.id": self._kafka_id("admin"), "error_cb": connect_errors.append}
+        )
+        check_reachable(admin, kafka, connect_timeout_s, connect_errors)
         self._producer = kafka_clients.producer(kafka, **{"client.id": self._kafka_id("producer")})
         self._pending = PendingReplies()
         self._resources = ClientResources(

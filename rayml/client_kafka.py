@@ -46,8 +46,15 @@ def available(consumer: Any, max_messages: int, timeout_s: float) -> list[Any]:
     return [first, *consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
 
 
-def check_reachable(admin: Any, kafka: KafkaSettings, timeout_s: float) -> None:
+def check_reachable(
+    admin: Any, kafka: KafkaSettings, timeout_s: float, errors: list[KafkaError] | None = None
+) -> None:
     """Ask the cluster for its metadata once; fail fast if no bootstrap server answers.
+
+    Args:
+        errors: What the admin client's ``error_cb`` collected: when the cluster does not
+            answer, an authentication or TLS failure among them is the reason given (librdkafka
+            itself only says "transport failure").
 
     Raises:
         BrokerUnreachableError: Nothing answered within ``timeout_s``.
@@ -57,7 +64,21 @@ def check_reachable(admin: Any, kafka: KafkaSettings, timeout_s: float) -> None:
     except KafkaException as exc:
         err = exc.args[0] if exc.args else exc
         reason = err.str() if isinstance(err, KafkaError) else str(err)
+        if errors is not None:
+            admin.poll(0)  # serve the error callbacks queued meanwhile
+            why = [e for e in errors if e.code() in _SECURITY_ERRORS]
+            if why:
+                reason = why[-1].str()
         raise BrokerUnreachableError(kafka.bootstrap_servers, timeout_s, reason) from exc
+
+
+_SECURITY_ERRORS = (
+    KafkaError._AUTHENTICATION,
+    KafkaError._SSL,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+)
 
 
 def partitions_of(admin_or_client: Any, topic: str, timeout_s: float) -> list[int]:

@@ -267,6 +267,18 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(settings)"
 
 
+_SECRET_WORDS = ("password", "secret", "token", "credential", "jaas")
+
+
+def _may_echo(err: Any) -> bool:
+    """Whether an error may quote the bad input: never a secret's, nor an unknown key's (a
+    mistyped ``RAYML_KAFKA__SASL_PASWORD`` holds a password all the same)."""
+    if err["type"] in ("missing", "extra_forbidden"):
+        return False
+    path = _field_path(err["loc"]).lower()
+    return not any(word in path for word in _SECRET_WORDS)
+
+
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
     """Build the settings from overrides, ``RAYML_*`` variables and an optional TOML file.
 
@@ -291,7 +303,7 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     except ValidationError as exc:
         problems = "; ".join(
             f"{_field_path(err['loc'])}: {err['msg']} (got {err.get('input')!r})"
-            if err["type"] != "missing"
+            if _may_echo(err)
             else f"{_field_path(err['loc'])}: {err['msg']}"
             for err in exc.errors()
         )

@@ -344,6 +344,9 @@ class LocalBroker:
             # Faster start and fewer threads on a small machine.
             "offsets.topic.num.partitions": "1",
             "transaction.state.log.num.partitions": "1",
+            # A transaction left open by a killed producer is aborted once it times out; the
+            # check runs every 10 s by default, holding read_committed readers back that long.
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
             "group.initial.rebalance.delay.ms": "0",
             "num.network.threads": "2",
             "num.io.threads": "2",

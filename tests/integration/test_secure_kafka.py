@@ -124,11 +124,6 @@ def test_wrong_password_is_refused(secure_broker: LocalBroker, listener: SecureL
     assert password(listener) not in str(refused.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_reachable() reports librdkafka's 'Broker transport failure', not the "
-    "authentication error it received through error_cb (rayml/client_kafka.py, reported)",
-)
 def test_python_client_error_names_the_authentication_failure(
     secure_broker: LocalBroker,
 ) -> None:
@@ -383,11 +378,6 @@ def test_cli_with_the_password_in_its_environment_never_prints_it(
     assert password(listener) not in run.stdout + run.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_settings() quotes the input of an unknown key in its ConfigError; a mistyped "
-    "RAYML_KAFKA__SASL_PASWORD prints the password (rayml/config.py, reported)",
-)
 def test_a_mistyped_password_variable_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAYML_KAFKA__SASL_PASWORD", "typo-secret-123456")
     with pytest.raises(ConfigError) as bad:

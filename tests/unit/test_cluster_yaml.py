@@ -61,6 +61,16 @@ def test_cluster_yaml_installs_rayml_and_starts_the_executor() -> None:
     assert "ray:2.60.0-py311" in config["docker"]["image"], "Ray and Python pinned as rayml's"
 
 
+def test_cluster_yaml_keeps_ray_token_authentication_on() -> None:
+    """``ray start`` without a token or RAY_AUTH_MODE=token starts an open cluster."""
+    config = prepare_config(load("cluster.yaml"))
+    assert "~/.ray/auth_token" in config["file_mounts"], "the token reaches every node"
+    starts = [*config["head_start_ray_commands"], *config["worker_start_ray_commands"]]
+    for command in starts:
+        if "ray start" in command or "rayml serve" in command:
+            assert "RAY_AUTH_MODE=token" in command, command
+
+
 def test_cluster_local_yaml_passes_offline_validation() -> None:
     config = prepared_local(load("cluster-local.yaml"))
     validate_config(config)

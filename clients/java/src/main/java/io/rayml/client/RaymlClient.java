@@ -164,6 +164,9 @@ public final class RaymlClient implements AutoCloseable {
     // No group: the reply topic is assigned, never subscribed, and no offsets are committed.
     c.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
     c.put(ConsumerConfig.FETCH_MAX_WAIT_MS_CONFIG, "10");
+    // An executor in exactly-once mode writes results in transactions: read only committed
+    // ones (Java's default, read_uncommitted, would also show results of aborted ones).
+    c.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
     this.consumer = new KafkaConsumer<>(c, new StringDeserializer(), new ByteArrayDeserializer());
     assignReplyTopic(timeoutMs);
     this.replyThread = new Thread(this::readReplies, "rayml-replies-" + clientId);
