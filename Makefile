@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CODE := $(wildcard rayml pipelines tests bench)
 
-.PHONY: help venv kafka-jars java-client lint format types test test-unit test-integration demo bench clean
+.PHONY: help venv kafka-jars java-client lint format types test test-unit test-cluster demo bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -42,6 +42,9 @@ test: venv kafka-jars java-client  ## all tests: unit, then integration on a rea
 
 test-unit: venv  ## unit tests only (no Kafka, no Ray)
 	$(PY) -m pytest tests/unit
+
+test-cluster: venv kafka-jars  ## the cluster scenarios only (multi-node Ray, kills; also in `make test`)
+	$(PY) -m pytest -m cluster tests/integration
 
 demo: venv kafka-jars  ## the main job on a local broker and a local Ray
 	$(PY) -m rayml.demo
