@@ -22,11 +22,11 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from rayml.config import Settings
-from rayml.topics import create_topics
 from tests.support.executor_process import ExecutorProcess
 from tests.support.kafka_io import predict_request, send_requests
-from tests.support.models import breast_cancer_rows, store_breast_cancer
+from tests.support.models import breast_cancer_rows
 from tests.support.ray_cluster import LocalRayCluster
+from tests.support.scenarios import slow_pipeline_settings
 from tests.support.traffic import SteadyProducer, Tally, TimedCollector
 
 pytestmark = [pytest.mark.kafka, pytest.mark.cluster, pytest.mark.slow]
@@ -37,27 +37,17 @@ WORKER = "ModelWorker"
 
 @pytest.fixture
 def cluster_settings(settings: Settings) -> Settings:
-    ex = settings.executor.model_copy(
-        update={
-            "ingest_actors": 3,
-            # 6 workers of 0.25 CPU: each ingest's pool starts beside it, so the pool spans
-            # the nodes; after a node loss the surviving node holds all of them. (Without
-            # that headroom the replacements wait for a node: Ray's autoscaler's job.)
-            "num_workers": 2,
-            "worker_num_cpus": 0.25,
-            "drain_timeout_s": 10.0,
-            "commit_interval_s": 0.25,
-            "pipeline_modules": ["tests.support.executor_pipelines"],
-            # 100 ms per batch of at most 100: a burst of thousands lasts several seconds.
-            "max_batch_size": 100,
-            "max_in_flight": 1_000,
-        }
+    return slow_pipeline_settings(
+        settings,
+        topics={"input_partitions": 6},
+        ingest_actors=3,
+        # 6 workers of 0.25 CPU: each ingest's pool starts beside it, so the pool spans the
+        # nodes; after a node loss the surviving node holds all of them. (Without that
+        # headroom the replacements wait for a node: Ray's autoscaler's job.)
+        num_workers=2,
+        worker_num_cpus=0.25,
+        drain_timeout_s=10.0,
     )
-    topics = settings.topics.model_copy(update={"input_partitions": 6})
-    settings = settings.model_copy(update={"executor": ex, "topics": topics})
-    create_topics(settings.kafka, settings.topics)
-    store_breast_cancer(settings.models.root, n_estimators=10)
-    return settings
 
 
 @pytest.fixture

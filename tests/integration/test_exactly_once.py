@@ -22,7 +22,6 @@ from rayml.executor import Executor
 from rayml.ingest import Ingest
 from rayml.messages import Result
 from rayml.registry import Registry
-from rayml.topics import create_topics
 from rayml.transactions import ProducerFencedError
 from tests.support.executor_process import ExecutorProcess
 from tests.support.kafka_io import (
@@ -31,33 +30,22 @@ from tests.support.kafka_io import (
     predict_request,
     send_requests,
 )
-from tests.support.models import breast_cancer_rows, store_breast_cancer
+from tests.support.models import breast_cancer_rows
+from tests.support.scenarios import slow_pipeline_settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
 
 
 @pytest.fixture
 def eos_settings(settings: Settings) -> Settings:
-    ex = settings.executor.model_copy(
-        update={
-            "delivery": "exactly_once",
-            # A SIGKILLed executor's open transaction blocks read_committed readers until the
-            # broker aborts it: keep that short in tests.
-            "transaction_timeout_s": 5.0,
-            "worker_num_cpus": 0.5,
-            "num_workers": 2,
-            "drain_timeout_s": 10.0,
-            "pipeline_modules": ["tests.support.executor_pipelines"],
-            # As in the at-least-once fault tests: small batches of a 100 ms pipeline, so that a
-            # kill lands mid-burst with transactions committed before it and work after it.
-            "max_batch_size": 100,
-            "max_in_flight": 1_000,
-        }
+    return slow_pipeline_settings(
+        settings,
+        delivery="exactly_once",
+        # A SIGKILLed executor's open transaction blocks read_committed readers until the
+        # broker aborts it: keep that short in tests.
+        transaction_timeout_s=5.0,
+        drain_timeout_s=10.0,
     )
-    settings = settings.model_copy(update={"executor": ex})
-    create_topics(settings.kafka, settings.topics)
-    store_breast_cancer(settings.models.root, n_estimators=10)
-    return settings
 
 
 def _burst(settings: Settings, n: int, pipeline: str, tag: str = "") -> list[str]:

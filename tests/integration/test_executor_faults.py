@@ -17,10 +17,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from rayml.config import Settings
 from rayml.executor import Executor
-from rayml.topics import create_topics
 from tests.support.executor_process import ExecutorProcess
 from tests.support.kafka_io import ResultCollector, predict_request, send_requests
-from tests.support.models import breast_cancer_rows, store_breast_cancer
+from tests.support.models import breast_cancer_rows
+from tests.support.scenarios import slow_pipeline_settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.cluster, pytest.mark.slow]
 
@@ -29,24 +29,7 @@ N = 10_000
 
 @pytest.fixture
 def fault_settings(settings: Settings) -> Settings:
-    ex = settings.executor.model_copy(
-        update={
-            "worker_num_cpus": 0.5,
-            "num_workers": 2,
-            "drain_timeout_s": 15.0,
-            "commit_interval_s": 0.25,
-            "pipeline_modules": ["tests.support.executor_pipelines"],
-            # Small batches of a pipeline that takes 100 ms a batch: a 10,000-request burst
-            # lasts several seconds, so a kill lands mid-burst with commits before it and work
-            # after it; a small in-flight window leaves most of the burst in Kafka.
-            "max_batch_size": 100,
-            "max_in_flight": 1_000,
-        }
-    )
-    settings = settings.model_copy(update={"executor": ex})
-    create_topics(settings.kafka, settings.topics)
-    store_breast_cancer(settings.models.root, n_estimators=10)
-    return settings
+    return slow_pipeline_settings(settings)
 
 
 def _burst(settings: Settings, n: int = N, pipeline: str = "testing.slow") -> list[str]:

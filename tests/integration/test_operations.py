@@ -23,9 +23,8 @@ import pytest
 
 from rayml.config import Settings
 from rayml.localkafka import LocalBroker, free_port
-from rayml.topics import create_topics
 from tests.support.executor_process import ExecutorProcess
-from tests.support.models import store_breast_cancer
+from tests.support.scenarios import slow_pipeline_settings
 from tests.support.traffic import SteadyProducer, Tally, TimedCollector
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.cluster, pytest.mark.slow]
@@ -34,21 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _serving_settings(settings: Settings) -> Settings:
-    ex = settings.executor.model_copy(
-        update={
-            "num_workers": 2,
-            "worker_num_cpus": 0.25,  # three executors at once fit the session's 2 CPUs
-            "drain_timeout_s": 15.0,
-            "commit_interval_s": 0.25,
-            "pipeline_modules": ["tests.support.executor_pipelines"],
-            "max_batch_size": 100,
-            "max_in_flight": 1_000,
-        }
-    )
-    settings = settings.model_copy(update={"executor": ex})
-    create_topics(settings.kafka, settings.topics)
-    store_breast_cancer(settings.models.root, n_estimators=10)
-    return settings
+    # Three executors at once (during an upgrade) fit the session's 2 CPUs.
+    return slow_pipeline_settings(settings, worker_num_cpus=0.25)
 
 
 @pytest.fixture
