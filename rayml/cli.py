@@ -314,7 +314,8 @@ def status(
         typer.echo("executors: none found on Ray")
         return
     typer.echo(
-        f"executors: {ex['ingest_actors']} ingest actors, pool {ex['pool_size']} workers, "
+        f"executors: {ex['ingest_actors']} ingest actors, pool {ex['pool_size']} workers "
+        f"({ex['workers_starting']} not serving yet), "
         f"in flight {ex['in_flight']}, answered {ex['answered']} "
         f"({ex['avg_throughput_per_s']}/s since start), paused {ex['paused']}"
     )

@@ -546,6 +546,7 @@ class Ingest:
             "buffered": len(self.batcher),
             "paused": c.paused,
             "pool_size": self.pool.size,
+            "workers_starting": self.pool.starting,
             "workers_replaced": self.pool.replaced,
             "polled": c.polled,
             "results_ok": w.results_ok,

@@ -167,6 +167,12 @@ class WorkerPool:
         return sum(1 for s in self._slots.values() if not s.draining)
 
     @property
+    def starting(self) -> int:
+        """Workers not serving yet: starting, or waiting for a node with room (after a node
+        loss without spare capacity, until Ray's autoscaler adds one)."""
+        return sum(1 for s in self._slots.values() if s.starting is not None)
+
+    @property
     def draining(self) -> int:
         return sum(1 for s in self._slots.values() if s.draining)
 

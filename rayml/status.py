@@ -123,6 +123,7 @@ def summarize(lags: list[PartitionLag], ingests: list[dict[str, Any]]) -> dict[s
             "ingest_actors": len(ingests),
             "in_flight": sum(s.get("in_flight", 0) for s in ingests),
             "pool_size": sum(s.get("pool_size", 0) for s in ingests),
+            "workers_starting": sum(s.get("workers_starting", 0) for s in ingests),
             "answered": answered,
             "avg_throughput_per_s": round(answered / uptime, 1) if uptime else 0.0,
             "dead_letters": sum(s.get("dead_letters", 0) for s in ingests),

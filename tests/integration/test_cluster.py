@@ -146,6 +146,8 @@ def test_losing_a_node_mid_burst_loses_no_request(
         collector.wait_all(ids, timeout_s=240)
         # The lost ingest actors are back, on the surviving nodes (Ray restarts them).
         back = ray_cluster.wait_for_actors(INGEST, 3)
+        # So are the pools: the lost workers replaced on the surviving node.
+        replaced = ray_cluster.wait_for_actors(WORKER, 6)
         members = _wait_members(settings, 3)
     finally:
         executor.stop()
@@ -161,6 +163,8 @@ def test_losing_a_node_mid_burst_loses_no_request(
     assert lost_workers
     assert victim not in {a.node_id for a in back}
     assert {a.name for a in back} >= set(lost_ingests)
+    assert len(replaced) == 6
+    assert victim not in {w.node_id for w in replaced}
     assert tally.lost == 0
     assert all(any(r.status == "ok" for r in collector.results[i]) for i in ids)
 
