@@ -170,7 +170,13 @@ class WorkerPool:
     def starting(self) -> int:
         """Workers not serving yet: starting, or waiting for a node with room (after a node
         loss without spare capacity, until Ray's autoscaler adds one)."""
-        return sum(1 for s in self._slots.values() if s.starting is not None)
+        # Read-only (status() calls it from another thread): the loop moves answered workers
+        # into service only when it has a batch for them, so ask Ray which pings are back.
+        pings = [s.starting for s in list(self._slots.values()) if s.starting is not None]
+        if not pings:
+            return 0
+        answered, _ = ray.wait(pings, num_returns=len(pings), timeout=0)
+        return len(pings) - len(answered)
 
     @property
     def draining(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -13,6 +14,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from rayml.config import Settings
 from rayml.messages import Result, decode_result
 
+# librdkafka's own log lines (e.g. "Connection refused" while a test restarts the broker) go
+# through logging: pytest shows them with a failing test only.
+CLIENT_LOG = logging.getLogger("tests.librdkafka")
+
 
 def send_requests(
     settings: Settings, requests: Iterable[dict[str, Any] | bytes], topic: str | None = None
@@ -21,6 +26,7 @@ def send_requests(
     producer = Producer(
         {
             "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "logger": CLIENT_LOG,
             "linger.ms": 5,
             "enable.idempotence": True,
         }
@@ -58,6 +64,7 @@ class ResultCollector:
         self.topic = topic or settings.topics.output
         conf: dict[str, Any] = {
             "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "logger": CLIENT_LOG,
             "group.id": f"collector-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -106,6 +113,7 @@ def committed_equals_end(
     probe = Consumer(
         {
             "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "logger": CLIENT_LOG,
             "group.id": group,
             "enable.auto.commit": False,
         }

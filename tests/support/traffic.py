@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from confluent_kafka import Producer
 
 from rayml.config import Settings
-from tests.support.kafka_io import ResultCollector, predict_request
+from tests.support.kafka_io import CLIENT_LOG, ResultCollector, predict_request
 from tests.support.models import breast_cancer_rows
 
 
@@ -42,6 +42,7 @@ class SteadyProducer:
         self._producer = Producer(
             {
                 "bootstrap.servers": settings.kafka.bootstrap_servers,
+                "logger": CLIENT_LOG,
                 "linger.ms": 5,
                 "enable.idempotence": True,
             }
