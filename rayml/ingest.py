@@ -123,11 +123,14 @@ class Ingest:
         )
         self.txn: TransactionalOutput | None = None
         self._commit_interval_s = ex.commit_interval_s
+        # Room for a dead-letter or hand-off copy of any request the ingest accepts, with its
+        # headers (librdkafka's own default, 1,000,000 bytes, is below Kafka's 1 MiB default).
+        copy_room = {"message.max.bytes": max(1_000_000, ex.max_request_bytes + 65_536)}
         if ex.delivery == "exactly_once":
             # Stable per ingest id: a Ray-restarted actor (same id) fences its zombie.
             txn_id = f"{ex.group_id}.{ingest_id}"
             self.producer = kafka_clients.transactional_producer(
-                settings.kafka, txn_id, ex.transaction_timeout_s
+                settings.kafka, txn_id, ex.transaction_timeout_s, **copy_room
             )
             self.txn = TransactionalOutput(
                 self.producer,
@@ -137,7 +140,7 @@ class Ingest:
             )
             self._commit_interval_s = ex.transaction_commit_interval_s
         else:
-            self.producer = kafka_clients.producer(settings.kafka)
+            self.producer = kafka_clients.producer(settings.kafka, **copy_room)
         self.writer = ResultWriter(
             self.producer,
             output_topic=settings.topics.output,
@@ -492,6 +495,16 @@ class Ingest:
         while remaining() > 0 and time.monotonic() < deadline:
             self.dispatcher.collect(block_s=0.01)
             self.producer.poll(0.001)
+            # Exactly-once: keep committing while draining. A drain longer than the
+            # transaction timeout would otherwise have the broker abort the open transaction
+            # and fence this producer (a crash, and all the drained work redone).
+            txn = self.txn
+            if (
+                txn is not None
+                and txn.usable
+                and time.monotonic() - self._last_commit >= self._commit_interval_s
+            ):
+                self._commit()
         self.producer.flush(max(0.0, deadline - time.monotonic()))
         if remaining() > 0:
             logger.warning(

@@ -29,7 +29,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from rayml.dead_letters import DeadLetter, dead_letter_headers
 from rayml.kafka_clients import headers_of
@@ -305,8 +305,7 @@ class ResultWriter:
         elif (
             topic != self.output_topic
             and topic not in self.unwritable_topics
-            and not err.retriable()
-            and not err.fatal()  # the producer's failure (fenced), not the topic's
+            and self._unwritable(topic, err)
         ):
             logger.warning(
                 "ingest=%s cannot write to %s (%s); using %s",
@@ -316,6 +315,24 @@ class ResultWriter:
                 self.output_topic,
             )
             self.unwritable_topics.add(topic)
+
+    def _unwritable(self, topic: str, err: KafkaError) -> bool:
+        """Whether a failed write to ``topic`` failed because of the topic itself.
+
+        The error code alone cannot tell: a topic that does not exist fails as a timeout
+        (``_MSG_TIMED_OUT``, the topic never appears within ``message.timeout.ms``), just as a
+        write during a broker restart does, and delivery reports say ``retriable() == False``
+        for both. So the broker is asked; if it cannot answer, the topic is not blamed (the
+        write is retried or redone where it belongs).
+        """
+        if err.code() in _TOPIC_ERRORS:
+            return True
+        try:
+            meta = self.producer.list_topics(topic, timeout=_METADATA_TIMEOUT_S)
+        except Exception:  # KafkaException: the broker is away
+            return False
+        found = meta.topics.get(topic)
+        return found is None or (found.error is not None and found.error.code() in _TOPIC_ERRORS)
 
     def _staged_result(self, topic: str, value: bytes, answer: _Answer) -> OutRecord:
         if topic in self.unwritable_topics:
@@ -361,17 +378,33 @@ class ResultWriter:
         done: Callable[[], None],
         answer: _Answer | None = None,
     ) -> None:
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
+        def delivered(err: KafkaError | None, _msg: Message | None) -> None:
             if err is None:
                 done()
                 return
-            if answer is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                logger.warning(
-                    "ingest=%s result of %s too large for %s", self._owner, answer.request_id, topic
-                )
-                small = self._too_large_result(answer, len(value), topic)
-                self._produce(topic, small, key, headers, done, answer)
-            elif topic != self.output_topic and answer is not None and not err.retriable():
+            if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                if answer is not None:
+                    logger.warning(
+                        "ingest=%s result of %s too large for %s",
+                        self._owner,
+                        answer.request_id,
+                        topic,
+                    )
+                    small = self._too_large_result(answer, len(value), topic)
+                    self._produce(topic, small, key, headers, done, answer)
+                else:
+                    # A dead letter or hand-off copy of a record the input topic took but this
+                    # one refuses: keep its key and headers, say how large it was, drop the
+                    # bytes (retrying would fail the same way forever).
+                    logger.error(
+                        "ingest=%s copy of %d bytes too large for %s; written without its value",
+                        self._owner,
+                        len(value),
+                        topic,
+                    )
+                    stub = [*(headers or []), ("rayml.value_dropped_bytes", str(len(value)))]
+                    self._produce(topic, b"", key, stub, done)
+            elif topic != self.output_topic and answer is not None and self._unwritable(topic, err):
                 # e.g. a reply_to topic that does not exist: answer on the result topic rather
                 # than never. The result itself still names the request id.
                 logger.warning(
@@ -397,6 +430,25 @@ class ResultWriter:
             except BufferError:
                 # librdkafka's queue is full: serve delivery reports to make room.
                 self.producer.poll(0.05)
+            except KafkaException as exc:
+                # Refused before it was queued: larger than the producer's message.max.bytes.
+                err = exc.args[0] if exc.args else None
+                if not isinstance(err, KafkaError) or err.code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise
+                delivered(err, None)
+                return
+
+
+_METADATA_TIMEOUT_S = 5.0
+
+_TOPIC_ERRORS = frozenset(
+    {
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.TOPIC_EXCEPTION,
+    }
+)
 
 
 class _Answer(NamedTuple):

@@ -159,6 +159,9 @@ class TransactionalOutput:
                 except BufferError:
                     self.producer.poll(0.05)  # librdkafka's queue is full: serve the reports
                 except KafkaException as exc:
+                    # Refused before it was queued (e.g. larger than message.max.bytes): learn
+                    # from it as from a failed delivery, or the redo fails the same way forever.
+                    self._on_failed_delivery(record.topic, record.key, exc.args[0])
                     self._raise_classified(exc.args[0])
         except (_NeedsAbort, ProducerFencedError) as exc:
             logger.warning("ingest=%s transactional write failed: %s", self._owner, exc)
@@ -239,8 +242,9 @@ class TransactionalOutput:
 
     def abort(self) -> None:
         """Abort the open transaction (if any) and forget what it held."""
-        self._produced, self._failed = {}, None
+        self._produced = {}
         if not self._open:
+            self._failed = None
             return
         self._open = False
         self.aborts += 1
@@ -249,6 +253,10 @@ class TransactionalOutput:
         except _NeedsAbort as exc:  # an abort that itself needs an abort: the producer is broken
             self.usable = False
             raise ProducerFencedError(self.transactional_id, _as_error(exc.cause)) from None
+        finally:
+            # After the abort: its flush runs delivery reports of the aborted writes, whose
+            # failures belong to this transaction, not to the next one.
+            self._failed = None
         logger.warning("ingest=%s transaction aborted", self._owner)
 
     def give_up(self, exc: BaseException) -> BaseException:

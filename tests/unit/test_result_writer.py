@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -119,3 +120,101 @@ def test_exhausted_request_is_done_only_when_result_and_dead_letter_are_both_ack
     assert dead_letter_from_headers(dlq["headers"]).source_offset == 9
     producer.ack()
     assert done == [(("in", 2), 9)]
+
+
+class RefusingProducer(FakeProducer):
+    """Refuses values over ``limit`` bytes in produce(), as librdkafka does past
+    ``message.max.bytes``; fails deliveries to ``failing`` topics with ``error``."""
+
+    def __init__(
+        self, limit: int, failing: dict[str, Any] | None = None, existing: set[str] | None = None
+    ) -> None:
+        super().__init__()
+        self.limit = limit
+        self.failing = failing or {}
+        self.existing = existing or {"out", "dlq", "jobs"}
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        """Metadata as librdkafka gives it: a missing topic is absent (or has an error)."""
+        known = {topic: SimpleNamespace(error=None)} if topic in self.existing else {}
+        return SimpleNamespace(topics=known)
+
+    def produce(
+        self, topic: str, *, value: bytes, key: bytes | None, headers: Any, on_delivery: Any = None
+    ) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        if len(value) > self.limit:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        if topic in self.failing:
+            on_delivery(self.failing.pop(topic), _Delivered())
+            return
+        super().produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+
+
+def refusing_writer(
+    producer: RefusingProducer,
+) -> tuple[ResultWriter, list[tuple[tuple[str, int], int]]]:
+    done: list[tuple[tuple[str, int], int]] = []
+    w = ResultWriter(
+        producer,  # type: ignore[arg-type]
+        output_topic="out",
+        dlq_topic="dlq",
+        jobs_topic="jobs",
+        on_done=lambda tp, offset: done.append((tp, offset)),
+        owner="test",
+    )
+    return w, done
+
+
+def test_a_result_refused_as_too_large_is_answered_with_an_error() -> None:
+    producer = RefusingProducer(limit=500)
+    w, done = refusing_writer(producer)
+    request = Request(id="r-1", pipeline="p.predict", params={})
+    w.answer_ok(("in", 0), 7, request, {"x": "y" * 1000}, model=None, timings={}, attempts=1)
+    producer.ack()
+    (sent,) = producer.sent
+    result = decode_result(sent["value"])
+    assert result.error is not None
+    assert result.error.type == "result_too_large"
+    assert done == [(("in", 0), 7)]
+
+
+def test_a_dead_letter_too_large_to_copy_is_written_without_its_value() -> None:
+    producer = RefusingProducer(limit=500)
+    w, done = refusing_writer(producer)
+    request = Request(id="r-1", pipeline="p.predict", params={})
+    letter = DeadLetter(
+        error_type="retries_exhausted",
+        error_message="failed",
+        source_topic="in",
+        source_partition=0,
+        source_offset=7,
+        request_id="r-1",
+    )
+    error = ErrorInfo(type="retries_exhausted", message="failed")
+    w.answer(("in", 0), 7, "r-1", "p", request, error=error, dead_letter=(b"z" * 1000, letter))
+    producer.ack()
+    (copy,) = [s for s in producer.sent if s["topic"] == "dlq"]
+    assert copy["value"] == b""
+    assert ("rayml.value_dropped_bytes", "1000") in copy["headers"]
+    assert done == [(("in", 0), 7)]
+
+
+def test_only_a_topic_error_moves_an_answer_from_reply_to_to_the_result_topic() -> None:
+    from confluent_kafka import KafkaError
+
+    # Both writes time out (what librdkafka reports for a topic that does not exist, too): the
+    # broker's metadata tells the two apart.
+    timeout = KafkaError(KafkaError._MSG_TIMED_OUT)
+    timed_out = RefusingProducer(limit=10_000, failing={"mine": timeout}, existing={"out", "mine"})
+    w, _ = refusing_writer(timed_out)
+    request = Request(id="r-1", pipeline="p.predict", params={}, reply_to="mine")
+    w.answer_ok(("in", 0), 1, request, {"x": 1}, model=None, timings={}, attempts=1)
+    assert [s["topic"] for s in timed_out.sent] == ["mine"]  # retried where it belongs
+
+    gone = RefusingProducer(limit=10_000, failing={"gone": timeout})
+    w, _ = refusing_writer(gone)
+    request = Request(id="r-2", pipeline="p.predict", params={}, reply_to="gone")
+    w.answer_ok(("in", 0), 2, request, {"x": 1}, model=None, timings={}, attempts=1)
+    assert [s["topic"] for s in gone.sent] == ["out"]

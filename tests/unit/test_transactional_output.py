@@ -7,6 +7,7 @@ milliseconds. The real broker path is `tests/integration/test_exactly_once.py`.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -196,8 +197,18 @@ def staged_writer() -> tuple[ResultWriter, list[tuple[tuple[str, int], int, list
     def never(*_: Any) -> None:
         raise AssertionError("staged mode must not produce or report done")
 
+    class MetadataOnly:
+        """Staged mode never produces; it may ask whether a topic exists ("replies" does)."""
+
+        produce = never
+
+        @staticmethod
+        def list_topics(topic: str, timeout: float) -> Any:
+            known = {topic: SimpleNamespace(error=None)} if topic in ("out", "replies") else {}
+            return SimpleNamespace(topics=known)
+
     w = ResultWriter(
-        never,  # type: ignore[arg-type]
+        MetadataOnly(),  # type: ignore[arg-type]
         output_topic="out",
         dlq_topic="dlq",
         jobs_topic="jobs",
@@ -281,3 +292,44 @@ def test_records_purged_by_an_abort_are_not_a_cause() -> None:
     producer.delivery_error = KafkaError(KafkaError._PURGE_QUEUE)
     assert txn.commit(b"meta") == {TP: [0]}
     assert failed == []
+
+
+def test_a_timed_out_delivery_to_reply_to_does_not_move_its_answers() -> None:
+    """Delivery reports say retriable() == False even for a timeout (a broker restart)."""
+    w, staged = staged_writer()
+    request = Request(id="r-1", pipeline="p.predict", params={}, reply_to="replies")
+    w.note_failed_delivery("replies", b"r-1", KafkaError(KafkaError._MSG_TIMED_OUT))
+    w.answer_ok(TP, 0, request, {"x": 1}, model=None, timings={}, attempts=1)
+    (_, _, (record,)) = staged[0]
+    assert record.topic == "replies"
+
+
+def test_a_write_refused_before_queueing_is_learned_for_the_redo() -> None:
+    """librdkafka raises MSG_SIZE_TOO_LARGE from produce() itself (message.max.bytes)."""
+    txn, producer, failed = output()
+    txn.track(TP, 0)
+    producer.fail_next["produce"] = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
+    txn.stage(TP, 0, rec("big"))
+    with pytest.raises(TransactionAbortedError):
+        txn.commit(b"meta")
+    assert failed == [("out", b"big")]
+
+
+def test_a_failure_reported_during_the_abort_does_not_abort_the_next_transaction() -> None:
+    txn, producer, _ = output()
+    txn.track(TP, 0)
+    txn.stage(TP, 0, rec("a"))
+    # The abort flushes: the in-flight write's failure is reported inside abort_transaction.
+    producer.delivery_error = KafkaError(KafkaError._MSG_TIMED_OUT)
+    original_abort = producer.abort_transaction
+
+    def abort_with_flush(timeout: float) -> None:
+        producer.flush(timeout)
+        original_abort(timeout)
+
+    producer.abort_transaction = abort_with_flush  # type: ignore[method-assign]
+    txn.abort()
+    producer.delivery_error = None
+    txn.track(TP, 1)
+    txn.stage(TP, 1, rec("b"))
+    assert txn.commit(b"meta") == {TP: [1]}
