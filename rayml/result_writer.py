@@ -7,9 +7,13 @@ argument: nothing is committed that was not durably answered.
 
 Failed deliveries are not dropped:
 
-* retriable errors (broker away, leader moving) are produced again;
-* a ``reply_to`` topic that cannot be written gets the result on the result topic instead;
-* a result too large for the topic is replaced by an error result that says so.
+* errors of the connection (broker away, leader moving, a timeout) are produced again;
+* a ``reply_to`` topic that cannot be written gets the result on the result topic instead. A
+  topic that does not exist fails as a *timeout*, like a broker restart does, so the broker's
+  metadata decides (:meth:`ResultWriter._unwritable`), never the error code alone;
+* a result too large for the topic (refused by the broker or already by ``produce()``) is
+  replaced by an error result that says so; a dead-letter or hand-off copy too large is written
+  with its key and headers but without its value (``rayml.value_dropped_bytes``).
 
 With ``executor.delivery = "exactly_once"`` the writer is given a ``stage`` function instead of
 producing: each input record's writes (its result, or dead letter, or job hand-off, or result
