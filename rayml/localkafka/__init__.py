@@ -23,10 +23,8 @@ import base64
 import contextlib
 import json
 import logging
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -40,7 +38,9 @@ from typing import Any
 import psutil
 
 from rayml.config import KafkaSettings
-from rayml.errors import BrokerError, PortInUseError, ToolMissingError
+from rayml.errors import BrokerError
+from rayml.localkafka.jars import JVM_OPTS, KAFKA_VERSION, java_executable, resolve_jars
+from rayml.localkafka.ports import ensure_port_free, free_port
 from rayml.localkafka.secure import LISTENER as SECURE_LISTENER
 from rayml.localkafka.secure import SecureListener
 from rayml.localkafka.tls import write_private
@@ -57,120 +57,6 @@ __all__ = [
     "free_port",
     "resolve_jars",
 ]
-
-KAFKA_VERSION = "4.4.0"
-MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
-JVM_OPTS = ("-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true")
-
-_JAVA_HINT = (
-    "Install a Java 17+ runtime (e.g. `apt-get install openjdk-17-jdk-headless`) or set JAVA_HOME."
-)
-_MAVEN_HINT = "Install Apache Maven 3.8+ (e.g. `apt-get install maven`); it fetches the Kafka jars."
-
-
-# --- tools and jars ----------------------------------------------------------------------------
-
-
-def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").exists():
-        return str(Path(java_home) / "bin" / "java")
-    found = shutil.which("java")
-    if not found:
-        raise ToolMissingError("java", _JAVA_HINT)
-    return found
-
-
-def _check_java_version(java: str) -> None:
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
-    text = out.stderr + out.stdout
-    # `openjdk version "17.0.15"` / `"1.8.0_392"`: the first number is the major version from 9 on.
-    for token in text.split('"')[1:2]:
-        major = token.split(".")[0]
-        if major.isdigit() and int(major) < 17:
-            raise ToolMissingError("java 17+", f"Found Java {token}. {_JAVA_HINT}")
-
-
-def resolve_jars(state_dir: Path) -> Path:
-    """Return a folder holding the broker's jars, resolving them with Maven on first use.
-
-    The folder is versioned (``kafka-libs-4.4.0``) and marked complete only after Maven
-    succeeded, so an interrupted download is redone rather than half-used.
-    """
-    # Absolute: Maven resolves a relative output directory against the pom's folder.
-    state_dir = Path(state_dir).resolve()
-    libs = state_dir / f"kafka-libs-{KAFKA_VERSION}"
-    marker = libs / ".complete"
-    if marker.exists():
-        return libs
-    mvn = shutil.which("mvn")
-    if not mvn:
-        raise ToolMissingError("mvn", _MAVEN_HINT)
-    _check_java_version(_java())
-    Path(state_dir).mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".kafka-libs-", dir=state_dir))
-    with resources.as_file(resources.files(__package__) / "pom.xml") as pom:
-        cmd = [
-            mvn,
-            "-B",
-            "-q",
-            "-f",
-            str(pom),
-            f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={staging}",
-            f"-Dkafka.version={KAFKA_VERSION}",
-        ]
-        logger.info("resolving Kafka %s jars with Maven into %s", KAFKA_VERSION, libs)
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise BrokerError(
-            f"Maven could not resolve the Kafka {KAFKA_VERSION} jars "
-            f"(exit {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}"
-        )
-    if not list(staging.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
-        shutil.rmtree(staging, ignore_errors=True)
-        raise BrokerError(f"Maven finished but {staging} holds no kafka_2.13-{KAFKA_VERSION}.jar")
-    shutil.rmtree(libs, ignore_errors=True)
-    staging.rename(libs)
-    marker.touch()
-    return libs
-
-
-# --- ports -------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_owner(port: int) -> str | None:
-    with contextlib.suppress(psutil.Error, OSError):
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
-                if conn.pid:
-                    with contextlib.suppress(psutil.Error):
-                        proc = psutil.Process(conn.pid)
-                        return f"pid {conn.pid}, {proc.name()}"
-                return "another process"
-    return None
-
-
-def ensure_port_free(port: int) -> None:
-    """Raise :class:`PortInUseError` if 127.0.0.1:``port`` cannot be bound."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As the broker binds (Java sets SO_REUSEADDR): connections of a broker that just
-        # stopped, lingering in TIME_WAIT, don't hold the port; a live listener does.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise PortInUseError(port, _port_owner(port)) from exc
-
 
 # --- the broker --------------------------------------------------------------------------------
 
@@ -404,7 +290,7 @@ class LocalBroker:
                 f"(pid {self.pid_file.read_text().strip()}); stop it first"
             )
         ensure_port_free(self.port)
-        java = _java()
+        java = java_executable()
         libs = resolve_jars(self.state_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         controller_port = free_port()
