@@ -153,6 +153,10 @@ class ExecutorSettings(_Section):
     # How often the executor checks that its ingest actors are alive; one whose node is gone
     # is started again on another node.
     supervise_interval_s: float = Field(2.0, gt=0, le=600)
+    # spread: ingest actors pinned one per ML node (a lost node takes only its share);
+    # default: Ray's placement, beside the driver on the head (never scaled down, but one
+    # failure domain). See rayml.executor.ingest_placements.
+    ingest_placement: Literal["spread", "default"] = "spread"
     # exactly_once: how often the open transaction commits. Results become visible to
     # read_committed readers only then (latency), and each commit costs broker round trips.
     transaction_commit_interval_s: float = Field(0.1, gt=0, le=600)

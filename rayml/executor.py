@@ -106,6 +106,21 @@ def _absolute_store(settings: Settings) -> Settings:
     )
 
 
+def ingest_placements(settings: Settings, count: int) -> list[Any]:
+    """Where the ingest actors go (``executor.ingest_placement``).
+
+    ``spread``: one per ML node (:func:`spread_over_nodes`), so that a lost node takes only its
+    share of the consumers. ``default``: Ray's default, in practice beside the driver on the
+    head: one failure domain, but on a node that Ray's autoscaler never removes (an ingest
+    actor needs no CPU, so a node that holds only ingest actors counts as idle and may be
+    scaled down under it; the supervisor then starts it elsewhere, a pause of one session
+    timeout for its partitions).
+    """
+    if settings.executor.ingest_placement == "default":
+        return ["DEFAULT"] * count
+    return spread_over_nodes(count)
+
+
 def spread_over_nodes(count: int) -> list[Any]:
     """Scheduling strategies that put ``count`` actors round-robin on the ML nodes.
 
@@ -168,7 +183,9 @@ class Executor:
         self._actor_cls = ray.remote(IngestActorImpl)
         self.actors = [
             self._start_ingest(n, placement)
-            for n, placement in enumerate(spread_over_nodes(settings.executor.ingest_actors))
+            for n, placement in enumerate(
+                ingest_placements(settings, settings.executor.ingest_actors)
+            )
         ]
         ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s)
         logger.info("executor=%s started %d ingest actors", self.instance_id, len(self.actors))
@@ -220,7 +237,7 @@ class Executor:
 
     def _replace_ingest(self, n: int, dead: Any) -> None:
         ray.kill(dead, no_restart=True)
-        placement = spread_over_nodes(len(self.actors))[n]
+        placement = ingest_placements(self.settings, len(self.actors))[n]
         for _attempt in range(50):
             try:
                 self.actors[n] = self._start_ingest(n, placement)
