@@ -16,5 +16,5 @@ def test_default_placement_leaves_it_to_ray() -> None:
 
 def test_spread_is_the_default_and_other_values_are_refused() -> None:
     assert load_settings().executor.ingest_placement == "spread"
-    with pytest.raises(ConfigError, match="executor.ingest_placement"):
+    with pytest.raises(ConfigError, match=r"executor\.ingest_placement"):
         load_settings(executor={"ingest_placement": "everywhere"})
