@@ -45,36 +45,29 @@ import psutil
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from rayml import kafka_clients
+from rayml.answers import answer_batch, answer_exhausted
 from rayml.batching import Backpressure, Batch, MicroBatcher
 from rayml.config import Settings
-from rayml.dead_letters import DeadLetter
 from rayml.dispatch import TP, Dispatcher, InFlight, Pending, Route
 from rayml.errors import (
     DeadlineExceededError,
-    InvalidModelNameError,
-    InvalidRequestError,
     RecordError,
-    RetriesExhaustedError,
 )
 from rayml.messages import (
-    ErrorInfo,
-    ModelRef,
     Rejected,
     Request,
-    Timings,
     Undecodable,
     decode_request,
     error_info_from,
 )
 from rayml.metrics import IngestMetrics
-from rayml.model_names import validate_version
-from rayml.model_versions import LatestVersions
+from rayml.model_versions import LatestVersions, pinned_version
 from rayml.offsets import OffsetTracker
 from rayml.pool import WorkerPool
 from rayml.registry import Registry
 from rayml.result_writer import ResultWriter
 from rayml.transactions import TransactionAbortedError, TransactionalOutput, rewind_positions
-from rayml.worker import BatchOutcome, ItemError
+from rayml.worker import BatchOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -123,15 +116,8 @@ class Ingest:
         )
         self.txn: TransactionalOutput | None = None
         self._commit_interval_s = ex.commit_interval_s
-        # Room for a dead-letter or hand-off copy of any request the ingest accepts, with its
-        # headers (librdkafka's own default, 1,000,000 bytes, is below Kafka's 1 MiB default).
-        copy_room = {"message.max.bytes": max(1_000_000, ex.max_request_bytes + 65_536)}
-        if ex.delivery == "exactly_once":
-            # Stable per ingest id: a Ray-restarted actor (same id) fences its zombie.
-            txn_id = f"{ex.group_id}.{ingest_id}"
-            self.producer = kafka_clients.transactional_producer(
-                settings.kafka, txn_id, ex.transaction_timeout_s, **copy_room
-            )
+        self.producer, txn_id = kafka_clients.ingest_producer(settings.kafka, ex, ingest_id)
+        if txn_id is not None:
             self.txn = TransactionalOutput(
                 self.producer,
                 txn_id,
@@ -139,8 +125,6 @@ class Ingest:
                 owner=ingest_id,
             )
             self._commit_interval_s = ex.transaction_commit_interval_s
-        else:
-            self.producer = kafka_clients.producer(settings.kafka, **copy_room)
         self.writer = ResultWriter(
             self.producer,
             output_topic=settings.topics.output,
@@ -150,21 +134,7 @@ class Ingest:
             owner=ingest_id,
             stage=None if self.txn is None else self.txn.stage,
         )
-        self.consumer = kafka_clients.consumer(
-            settings.kafka,
-            ex.group_id,
-            **{
-                "client.id": ingest_id,
-                # Fetch enough to fill micro-batches without one round trip per record...
-                "fetch.wait.max.ms": 5,
-                # ...but bound librdkafka's prefetch queue: with partitions paused under
-                # backpressure, this is what bounds the ingest's memory under any backlog.
-                "queued.max.messages.kbytes": 8192,
-                # Once that queue is full librdkafka backs off fetching for 1 s by default,
-                # which stalls the ingest after every resume; retry the fetch sooner.
-                "fetch.queue.backoff.ms": 20,
-            },
-        )
+        self.consumer = kafka_clients.ingest_consumer(settings.kafka, ex.group_id, ingest_id)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -291,7 +261,7 @@ class Ingest:
                 self.writer.hand_off_job(msg, tp, offset, request)
                 return []
             # Params are validated by the worker, per request (rayml.worker.ModelWorker.run_batch).
-            version = _pinned_version(request) or self.versions.get(spec.model)
+            version = pinned_version(request) or self.versions.get(spec.model)
         except RecordError as exc:
             self.writer.answer(
                 tp,
@@ -313,74 +283,11 @@ class Ingest:
     # -- answers -----------------------------------------------------------------------------
 
     def _answer_batch(self, batch: InFlight, outcome: BatchOutcome) -> None:
-        model = (
-            {"name": outcome.model_name, "version": outcome.model_version}
-            if outcome.model_version
-            else None
-        )
-        now_ms = time.time() * 1000.0
-        compute_ms = round(outcome.compute_ms, 3)
-        errors = 0
-        for item, output in zip(batch.items, outcome.outputs, strict=True):
-            timings = {
-                "queued_ms": round(batch.dispatched_ms - item.received_ms, 3),
-                "compute_ms": compute_ms,
-                "total_ms": round(now_ms - item.received_ms, 3),
-            }
-            request = item.request
-            if isinstance(output, ItemError):
-                errors += 1
-                error = ErrorInfo(type=output.type, message=output.message, details=output.details)
-                self.writer.answer(
-                    item.tp,
-                    item.offset,
-                    request.id,
-                    request.pipeline,
-                    request,
-                    error=error,
-                    model=ModelRef(**model) if model else None,
-                    timings=Timings(**timings),
-                    attempts=item.attempts,
-                )
-            else:
-                self.writer.answer_ok(
-                    item.tp,
-                    item.offset,
-                    request,
-                    output,
-                    model=model,
-                    timings=timings,
-                    attempts=item.attempts,
-                )
+        errors, now_ms = answer_batch(self.writer, batch, outcome)
         self.metrics.batch_finished(batch, errors, outcome.compute_ms, now_ms)
 
     def _answer_exhausted(self, items: list[Pending], cause: BaseException) -> None:
-        # An error result *and* a DLQ copy for replay; the record is done once both are written.
-        for item in items:
-            err = RetriesExhaustedError(
-                f"request failed on all {item.attempts} attempts; last error: "
-                f"{type(cause).__name__}",
-                {"attempts": item.attempts, "last_error": str(cause)[:500]},
-            )
-            letter = DeadLetter(
-                error_type=err.type,
-                error_message=str(err),
-                source_topic=item.tp[0],
-                source_partition=item.tp[1],
-                source_offset=item.offset,
-                request_id=item.request.id,
-            )
-            self.writer.answer(
-                item.tp,
-                item.offset,
-                item.request.id,
-                item.request.pipeline,
-                item.request,
-                error=error_info_from(err),
-                received_ms=item.received_ms,
-                attempts=item.attempts,
-                dead_letter=(item.raw, letter),
-            )
+        answer_exhausted(self.writer, items, cause)
 
     def _done(self, tp: TP, offset: int) -> None:
         # KeyError: the partition was revoked meanwhile; its new owner re-runs the record.
@@ -576,16 +483,6 @@ class Ingest:
             status["transaction_aborts"] = self.txn.aborts
             status["transaction_commit_s"] = round(self.txn.commit_s, 3)
         return status
-
-
-def _pinned_version(request: Request) -> str | None:
-    """The request's pinned model version in canonical form ("3" and "000003" are one)."""
-    if request.model_version is None:
-        return None
-    try:
-        return validate_version(request.model_version)
-    except InvalidModelNameError as exc:
-        raise InvalidRequestError(str(exc), {"field": "model_version"}) from exc
 
 
 def _timestamp_ms(msg: Message, default_ms: float) -> float:

@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from rayml.config import KafkaSettings
+from rayml.config import ExecutorSettings, KafkaSettings
 
 _librdkafka_logger = logging.getLogger("rayml.librdkafka")
 logger = logging.getLogger(__name__)
@@ -78,6 +78,23 @@ def transactional_producer(
     return Producer(conf)
 
 
+def ingest_producer(
+    kafka: KafkaSettings, executor: ExecutorSettings, ingest_id: str
+) -> tuple[Producer, str | None]:
+    """The ingest's producer for its delivery mode, and its transactional id (exactly-once).
+
+    The id is stable per ingest id: a Ray-restarted ingest actor (same id) fences its zombie.
+    ``message.max.bytes`` leaves room for a dead-letter or hand-off copy of any request the
+    ingest accepts, with its headers (librdkafka's default, 1,000,000 bytes, is below Kafka's
+    1 MiB default).
+    """
+    room = {"message.max.bytes": max(1_000_000, executor.max_request_bytes + 65_536)}
+    if executor.delivery != "exactly_once":
+        return producer(kafka, **room), None
+    txn_id = f"{executor.group_id}.{ingest_id}"
+    return transactional_producer(kafka, txn_id, executor.transaction_timeout_s, **room), txn_id
+
+
 def consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
     """A consumer-group member with manual commits and the KIP-848 group protocol.
 
@@ -94,6 +111,25 @@ def consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
         **overrides,
     }
     return Consumer(conf)
+
+
+def ingest_consumer(kafka: KafkaSettings, group_id: str, client_id: str) -> Consumer:
+    """The ingest's consumer: :func:`consumer` with fetch settings for micro-batching."""
+    return consumer(
+        kafka,
+        group_id,
+        **{
+            "client.id": client_id,
+            # Fetch enough to fill micro-batches without one round trip per record...
+            "fetch.wait.max.ms": 5,
+            # ...but bound librdkafka's prefetch queue: with partitions paused under
+            # backpressure, this is what bounds the ingest's memory under any backlog.
+            "queued.max.messages.kbytes": 8192,
+            # Once that queue is full librdkafka backs off fetching for 1 s by default,
+            # which stalls the ingest after every resume; retry the fetch sooner.
+            "fetch.queue.backoff.ms": 20,
+        },
+    )
 
 
 def commit_offsets(consumer: Consumer, offsets: dict[TP, int], owner: str) -> dict[TP, int]:

@@ -40,7 +40,8 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from rayml import kafka_clients
 from rayml.config import KafkaSettings, Settings
-from rayml.errors import InvalidModelNameError, ModelStoreError
+from rayml.errors import InvalidModelNameError, InvalidRequestError, ModelStoreError
+from rayml.messages import Request
 from rayml.models import ModelStore, ModelVersion, validate_model_name, validate_version
 from rayml.training_messages import decode_announcement
 
@@ -241,3 +242,17 @@ class LatestVersions:
                 continue
             self.announcements += 1
             self.announce(name, version)
+
+
+def pinned_version(request: Request) -> str | None:
+    """The request's pinned model version in canonical form ("3" and "000003" are one).
+
+    Raises:
+        InvalidRequestError: the version is not a valid one (naming ``model_version``).
+    """
+    if request.model_version is None:
+        return None
+    try:
+        return validate_version(request.model_version)
+    except InvalidModelNameError as exc:
+        raise InvalidRequestError(str(exc), {"field": "model_version"}) from exc
