@@ -241,14 +241,17 @@ class Executor:
         for _attempt in range(50):
             try:
                 self.actors[n] = self._start_ingest(n, placement)
-                break
             except ValueError:  # the dead actor's name is not released yet
                 time.sleep(0.2)
-        logger.warning(
-            "executor=%s ingest i%d lost with its node; started again on another node",
-            self.instance_id,
-            n,
-        )
+                continue
+            logger.warning(
+                "executor=%s ingest i%d lost with its node; started again on another node",
+                self.instance_id,
+                n,
+            )
+            return
+        # Still the dead handle: the next round of _supervise tries again.
+        logger.warning("executor=%s ingest i%d not restarted yet", self.instance_id, n)
 
     def status(self, timeout_s: float = 10.0) -> list[dict[str, Any]]:
         """Each ingest actor's status (in-flight, assignment, pool, counters)."""
