@@ -12,6 +12,12 @@ Completions are told apart the way STYLE.md asks:
 * ``RayTaskError`` — the worker's own code raised outside the pipeline's error handling (which
   bisects record failures itself, see :mod:`rayml.worker`): split and retried the same way.
 * Requests past ``max_attempts`` are handed back as exhausted.
+
+Batches grow with the load: when a worker gets room, the batch at the head of the queue takes
+along the later waiting batches of its route, up to the batch size limit. An idle executor
+sends small batches at once (low latency); a busy one sends full ones, so a pipeline with a
+fixed cost per call keeps up with a burst instead of queueing thousands of tiny calls. A batch
+being retried is never merged: it was split to isolate a failing request.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from rayml.worker import BatchOutcome
 logger = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+# How far down the queue a batch looks for mates: bounds the work of one dispatch.
+_MERGE_WINDOW = 1024
 # (pipeline import path, model name, model version): one micro-batch never mixes these.
 Route = tuple[str, str, str | None]
 
@@ -66,6 +74,8 @@ class Dispatcher:
     Args:
         pool: The ingest's workers.
         max_attempts: Dispatches a request may have before it is exhausted.
+        max_batch_size: Requests one Ray call carries at most (a pipeline's own
+            ``max_batch_size`` is lower where set).
         on_finished: Called with each batch that came back and its outcome.
         on_exhausted: Called with requests that failed ``max_attempts`` times and the last
             cause.
@@ -77,12 +87,14 @@ class Dispatcher:
         pool: WorkerPool,
         *,
         max_attempts: int,
+        max_batch_size: int,
         on_finished: Callable[[InFlight, BatchOutcome], None],
         on_exhausted: Callable[[list[Pending], BaseException], None],
         owner: str,
     ) -> None:
         self.pool = pool
         self.max_attempts = max_attempts
+        self.max_batch_size = max_batch_size
         self._on_finished = on_finished
         self._on_exhausted = on_exhausted
         self._owner = owner
@@ -93,7 +105,7 @@ class Dispatcher:
 
     def enqueue(self, route: Route, items: list[Pending]) -> None:
         """Queue a formed batch (split to the pipeline's own ``max_batch_size``) and pump."""
-        limit = items[0].spec.max_batch_size or len(items)
+        limit = self._limit(items)
         for start in range(0, len(items), limit):
             self.ready.append((route, items[start : start + limit]))
         self.pump()
@@ -101,19 +113,45 @@ class Dispatcher:
     def pump(self) -> None:
         """Send ready batches while workers have room."""
         while self.ready:
-            route, items = self.ready[0]
+            route, items, taken = self._next_batch()
             import_path, model, version = route
             sent = self.pool.try_submit(
                 f"{model}@{version}", import_path, version, [p.request.params for p in items]
             )
             if sent is None:
                 return
-            self.ready.popleft()
+            if len(taken) == 1:
+                self.ready.popleft()
+            else:
+                self.ready = deque(b for i, b in enumerate(self.ready) if i not in taken)
             for item in items:
                 item.attempts += 1
             worker_id, ref = sent
             self.inflight[ref] = InFlight(route, items, worker_id, time.time() * 1000.0)
             self.batches += 1
+
+    def _limit(self, items: list[Pending]) -> int:
+        return min(items[0].spec.max_batch_size or self.max_batch_size, self.max_batch_size)
+
+    def _next_batch(self) -> tuple[Route, list[Pending], set[int]]:
+        """The head batch, with the later fresh batches of its route that fit merged in.
+
+        Returns the route, the requests and the queue positions they came from.
+        """
+        route, items = self.ready[0]
+        if items[0].attempts > 0:
+            return route, items, {0}
+        limit = self._limit(items)
+        merged = items
+        taken = {0}
+        for position in range(1, min(len(self.ready), _MERGE_WINDOW)):
+            if len(merged) >= limit:
+                break
+            other_route, more = self.ready[position]
+            if other_route == route and more[0].attempts == 0 and len(merged) + len(more) <= limit:
+                merged = [*merged, *more]
+                taken.add(position)
+        return route, merged, taken
 
     def collect(self, block_s: float) -> None:
         """Hand back every finished batch, waiting up to ``block_s`` for the first one."""

@@ -110,6 +110,7 @@ class Ingest:
         self.dispatcher = Dispatcher(
             self.pool,
             max_attempts=ex.max_attempts,
+            max_batch_size=ex.max_batch_size,
             on_finished=self._answer_batch,
             on_exhausted=self._answer_exhausted,
             owner=ingest_id,
@@ -376,12 +377,19 @@ class Ingest:
             txn.forget(revoked)
             self._assigned -= revoked
             return
+        started = time.monotonic()
         self._finish_in_flight(
             self.settings.executor.drain_timeout_s,
             lambda: sum(self.tracker.pending(tp) for tp in revoked),
         )
         self._commit(self.tracker.revoke(revoked))
         self._assigned -= revoked
+        logger.info(
+            "ingest=%s let go of %s after %.2fs",
+            self.ingest_id,
+            _names(partitions),
+            time.monotonic() - started,
+        )
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Another member may own these already: committing now could move its offsets.
@@ -422,6 +430,14 @@ class Ingest:
             )
 
     def _shutdown(self) -> None:
+        logger.info(
+            "ingest=%s draining %d records in flight (%d batches running, %d waiting)",
+            self.ingest_id,
+            self.tracker.in_flight(),
+            len(self.dispatcher.inflight),
+            len(self.dispatcher.ready),
+        )
+        started = time.monotonic()
         try:
             if self.txn is None:
                 self._finish_in_flight(
@@ -431,6 +447,11 @@ class Ingest:
             elif self.txn.usable:  # not after a fatal (fenced) error: nothing may commit
                 self._finish_in_flight(self.settings.executor.drain_timeout_s, self.txn.unreleased)
                 self._commit()
+            logger.info(
+                "ingest=%s drained in %.1fs; leaving the group",
+                self.ingest_id,
+                time.monotonic() - started,
+            )
         finally:
             try:
                 # Leaves the group, after a crash too: partitions move at once (a consumer left

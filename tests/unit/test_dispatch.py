@@ -1,0 +1,117 @@
+"""The dispatcher's queue: batches merge while workers are busy, never across routes or retries."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from rayml.dispatch import Dispatcher, Pending, Route
+
+A: Route = ("pipes:a", "model-a", "1")
+B: Route = ("pipes:b", "model-b", "1")
+
+
+class FakePool:
+    """Room for ``room`` calls; records each call's params."""
+
+    def __init__(self, room: int = 0) -> None:
+        self.room = room
+        self.calls: list[tuple[str, list[Any]]] = []
+
+    def try_submit(self, model_key: str, import_path: str, version: str, params: list[Any]):
+        if self.room <= 0:
+            return None
+        self.room -= 1
+        self.calls.append((import_path, params))
+        return "w0", object()
+
+
+def _items(first: int, n: int, pipeline_limit: int | None = None) -> list[Pending]:
+    spec = SimpleNamespace(max_batch_size=pipeline_limit)
+    return [
+        Pending(("in", 0), o, b"", SimpleNamespace(params=o), spec, 0.0)  # type: ignore[arg-type]
+        for o in range(first, first + n)
+    ]
+
+
+def _dispatcher(pool: FakePool, max_batch_size: int = 100) -> Dispatcher:
+    return Dispatcher(
+        pool,  # type: ignore[arg-type]
+        max_attempts=3,
+        max_batch_size=max_batch_size,
+        on_finished=lambda *_: None,
+        on_exhausted=lambda *_: None,
+        owner="test",
+    )
+
+
+def test_an_idle_pool_gets_each_batch_at_once() -> None:
+    pool = FakePool(room=2)
+    d = _dispatcher(pool)
+    d.enqueue(A, _items(0, 3))
+    d.enqueue(A, _items(3, 2))
+    assert pool.calls == [("pipes:a", [0, 1, 2]), ("pipes:a", [3, 4])]
+
+
+def test_batches_waiting_for_a_worker_merge_into_one_call() -> None:
+    pool = FakePool(room=0)
+    d = _dispatcher(pool)
+    for first in range(0, 30, 3):
+        d.enqueue(A, _items(first, 3))
+    assert len(d.ready) == 10
+    pool.room = 1
+    d.pump()
+    assert pool.calls == [("pipes:a", list(range(30)))]
+    assert not d.ready
+    assert d.batches == 1
+
+
+def test_merging_stops_at_the_batch_size_limit() -> None:
+    pool = FakePool(room=0)
+    d = _dispatcher(pool, max_batch_size=10)
+    for first in range(0, 24, 4):
+        d.enqueue(A, _items(first, 4))
+    pool.room = 10
+    d.pump()
+    assert [params for _, params in pool.calls] == [
+        list(range(0, 8)),
+        list(range(8, 16)),
+        list(range(16, 24)),
+    ]
+
+
+def test_a_pipelines_own_limit_wins() -> None:
+    pool = FakePool(room=0)
+    d = _dispatcher(pool, max_batch_size=100)
+    for first in range(0, 9, 3):
+        d.enqueue(A, _items(first, 3, pipeline_limit=5))
+    pool.room = 10
+    d.pump()
+    assert all(len(params) <= 5 for _, params in pool.calls)
+    assert sorted(x for _, params in pool.calls for x in params) == list(range(9))
+
+
+def test_routes_never_mix_and_the_other_route_keeps_its_place() -> None:
+    pool = FakePool(room=0)
+    d = _dispatcher(pool)
+    d.enqueue(A, _items(0, 2))
+    d.enqueue(B, _items(100, 2))
+    d.enqueue(A, _items(2, 2))
+    d.enqueue(B, _items(102, 2))
+    pool.room = 10
+    d.pump()
+    assert pool.calls == [("pipes:a", [0, 1, 2, 3]), ("pipes:b", [100, 101, 102, 103])]
+
+
+def test_a_retried_batch_is_not_merged_again() -> None:
+    pool = FakePool(room=0)
+    d = _dispatcher(pool)
+    retried = _items(0, 2)
+    for item in retried:
+        item.attempts = 1
+    d.ready.append((A, retried))
+    d.enqueue(A, _items(2, 2))
+    d.enqueue(A, _items(4, 2))
+    pool.room = 10
+    d.pump()
+    assert pool.calls == [("pipes:a", [0, 1]), ("pipes:a", [2, 3, 4, 5])]
