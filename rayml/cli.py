@@ -1,4 +1,4 @@
-"""The ``rayml`` command line. Only this module configures logging.
+"""The ``rayml`` command line. Only this module (and the actors rayml starts) configures logging.
 
 Examples::
 
@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
+from rayml import logs
 from rayml.config import Settings, load_settings
 from rayml.errors import RaymlError
 from rayml.training_cli import models, train
@@ -40,6 +41,7 @@ logger = logging.getLogger("rayml.cli")
 
 class _State:
     config: Path | None = None
+    log_level: str | None = None
 
 
 _state = _State()
@@ -56,6 +58,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def _settings(bootstrap_servers: str | None = None, **overrides: Any) -> Settings:
+    if _state.log_level is not None:
+        # --log-level reaches the actors too (they configure logging from the settings).
+        overrides.setdefault("log_level", _state.log_level)
     settings = load_settings(_state.config)
     if bootstrap_servers:
         settings = load_settings(
@@ -71,14 +76,19 @@ def _settings(bootstrap_servers: str | None = None, **overrides: Any) -> Setting
 @app.callback()
 def _main(
     config: ConfigOpt = None,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    log_level: Annotated[
+        str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR [settings' log_level].")
+    ] = None,
 ) -> None:
     _state.config = config
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _state.log_level = None if log_level is None else log_level.upper()
+    level = _state.log_level
+    if level is None:
+        try:
+            level = load_settings(config).log_level
+        except RaymlError:
+            level = "INFO"  # the command itself reports the bad settings
+    logs.configure(level)
 
 
 # --- rayml kafka ... ----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from rayml import kafka_clients
+from rayml import kafka_clients, logs
 from rayml.config import Settings
 from rayml.errors import RaymlError
 from rayml.ingest import Ingest
@@ -48,6 +48,7 @@ class IngestActorImpl:
     """
 
     def __init__(self, settings: Settings, ingest_id: str) -> None:
+        logs.configure(settings.log_level)
         registry = Registry()
         registry.discover(settings.executor.pipeline_modules)
         self.ingest = Ingest(settings, ingest_id, registry)

@@ -68,7 +68,7 @@ from typing import Any
 import ray
 from confluent_kafka import KafkaError, Message, TopicPartition
 
-from rayml import kafka_clients
+from rayml import kafka_clients, logs
 from rayml.config import Settings
 from rayml.errors import ModelStoreError, RecordError
 from rayml.job_plan import TP, Job, Trial, plan_trials
@@ -413,6 +413,7 @@ class JobRunnerActor:
     """
 
     def __init__(self, settings: Settings, runner_id: str) -> None:
+        logs.configure(settings.log_level)
         registry = Registry()
         registry.discover(settings.executor.pipeline_modules)
         self.runner = JobRunner(settings, runner_id, registry)

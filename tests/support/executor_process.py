@@ -88,6 +88,12 @@ class ExecutorProcess:
             if line.strip() == "READY":
                 self._ready.set()
 
+    def notable(self, limit: int = 60) -> str:
+        """Its last warnings, errors and rebalance lines: what a failed assertion should show."""
+        keep = ("WARNING", "ERROR", "drain", "revoking", "let go", "assigned", "lost", "stopped")
+        lines = [line for line in self.log if any(k in line for k in keep)]
+        return "\n".join(lines[-limit:])
+
     @property
     def pid(self) -> int:
         assert self.proc is not None
