@@ -118,6 +118,8 @@ def test_rolling_upgrade_loses_and_repeats_nothing(settings: Settings, ray_runti
     tally = Tally.of("rolling upgrade of 2 executors", ids, collector)
     print(f"\n{tally.line()}\ndrains took {', '.join(f'{d:.1f}s' for d in drains)}")
     assert all(p.proc is not None and p.proc.returncode == 0 for p in old), "clean drains"
+    # The ingest actors' own lines reach the executor's log (Ray forwards their stderr).
+    assert any("drained in" in line for line in old[0].log), old[0].notable()
     logs = "\n".join(f"--- executor {i}\n{p.notable()}" for i, p in enumerate([*old, *new]))
     assert tally.lost == 0, logs
     assert tally.duplicated == 0, logs
