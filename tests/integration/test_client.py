@@ -10,9 +10,7 @@ import asyncio
 import gc
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,42 +20,16 @@ from confluent_kafka.admin import AdminClient
 
 from rayml import AsyncClient, Client
 from rayml.client_errors import BrokerUnreachableError, ClientClosedError, ResultTimeoutError
-from rayml.config import Settings, load_settings
+from rayml.config import Settings
 from rayml.errors import InvalidParamsError, InvalidRequestError, UnknownPipelineError
-from rayml.executor import Executor
 from rayml.localkafka import free_port
 from rayml.topics import create_topics
-from tests.support.models import breast_cancer_rows, store_breast_cancer
+from tests.support.models import breast_cancer_rows
+from tests.support.served import module_settings, serving
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray]
 
 PREDICT = "breast_cancer.predict"
-
-
-def module_settings(bootstrap_servers: str, root: Path) -> Settings:
-    tag = uuid.uuid4().hex[:10]
-    return load_settings(
-        state_dir=root / "state",
-        kafka={"bootstrap_servers": bootstrap_servers},
-        topics={
-            **{
-                role: f"c-{tag}.{role}"
-                for role in ("input", "output", "jobs", "dlq", "models", "registry", "events")
-            },
-            "input_partitions": 2,
-            "output_partitions": 2,
-            "jobs_partitions": 1,
-        },
-        executor={
-            "group_id": f"g-{tag}",
-            "jobs_group_id": f"j-{tag}",
-            "worker_num_cpus": 0.5,
-            "num_workers": 2,
-            "drain_timeout_s": 10.0,
-        },
-        training={"progress_interval_s": 0.2},
-        models={"root": str(root / "models")},
-    )
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +37,14 @@ def served(
     bootstrap_servers: str, ray_runtime: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Settings, Any]]:
     """An executor serving the module's topics, with the example model stored."""
-    settings = module_settings(bootstrap_servers, tmp_path_factory.mktemp("client"))
-    _version, model = store_breast_cancer(settings.models.root)
-    create_topics(settings.kafka, settings.topics)
-    executor = Executor(settings)
-    executor.start()
-    try:
+    settings = module_settings(
+        {"bootstrap_servers": bootstrap_servers},
+        tmp_path_factory.mktemp("client"),
+        "c",
+        training={"progress_interval_s": 0.2},
+    )
+    with serving(settings) as model:
         yield settings, model
-    finally:
-        executor.drain(10)
 
 
 def expected(model: Any, rows: np.ndarray) -> list[tuple[int, float]]:

@@ -30,13 +30,12 @@ from pydantic import SecretStr
 
 from rayml import Client
 from rayml.client_errors import BrokerUnreachableError
-from rayml.config import KafkaSettings, Settings, load_settings
+from rayml.config import Settings, load_settings
 from rayml.errors import ConfigError
-from rayml.executor import Executor
 from rayml.localkafka import LocalBroker, SecureListener
-from rayml.topics import create_topics
 from tests.integration.test_java_client import SUMMARY, java_client_jar
-from tests.support.models import breast_cancer_rows, store_breast_cancer
+from tests.support.models import breast_cancer_rows
+from tests.support.served import module_settings, serving
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
 
@@ -62,32 +61,6 @@ def secure_broker(listener: SecureListener) -> Iterator[LocalBroker]:
 
 def password(listener: SecureListener, user: str = "rayml") -> str:
     return listener.credentials(user)[1].get_secret_value()
-
-
-def module_settings(kafka: KafkaSettings, root: Path) -> Settings:
-    tag = uuid.uuid4().hex[:10]
-    return load_settings(
-        state_dir=root / "state",
-        kafka=kafka.model_dump(),
-        topics={
-            **{
-                role: f"s-{tag}.{role}"
-                for role in ("input", "output", "jobs", "dlq", "models", "registry", "events")
-            },
-            "input_partitions": 2,
-            "output_partitions": 2,
-            "jobs_partitions": 1,
-        },
-        executor={
-            "group_id": f"g-{tag}",
-            "jobs_group_id": f"j-{tag}",
-            "worker_num_cpus": 0.5,
-            "num_workers": 2,
-            "drain_timeout_s": 10.0,
-        },
-        training={"job_runners": 0},
-        models={"root": str(root / "models")},
-    )
 
 
 # --- who gets in -------------------------------------------------------------------------------
@@ -220,15 +193,14 @@ def served(
     tmp_path_factory: pytest.TempPathFactory,
     driver_log: list[str],
 ) -> Iterator[tuple[Settings, object]]:
-    settings = module_settings(secure_broker.kafka_settings(), tmp_path_factory.mktemp("srv"))
-    _version, model = store_breast_cancer(settings.models.root)
-    create_topics(settings.kafka, settings.topics)
-    executor = Executor(settings)
-    executor.start()
-    try:
+    settings = module_settings(
+        secure_broker.kafka_settings().model_dump(),
+        tmp_path_factory.mktemp("srv"),
+        "s",
+        training={"job_runners": 0},
+    )
+    with serving(settings) as model:
         yield settings, model
-    finally:
-        executor.drain(10)
 
 
 def test_executor_answers_python_and_java_clients_over_sasl_ssl(

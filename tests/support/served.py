@@ -1,0 +1,59 @@
+"""An executor serving a test module's own topics, with the example model stored.
+
+Shared by the modules that talk to a running executor through a client (plain and secure
+Kafka): the settings differ only in how to reach the broker and the training section.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rayml.config import Settings, load_settings
+from rayml.executor import Executor
+from rayml.topics import create_topics
+from tests.support.models import store_breast_cancer
+
+ROLES = ("input", "output", "jobs", "dlq", "models", "registry", "events")
+
+
+def module_settings(
+    kafka: dict[str, Any], root: Path, prefix: str, training: dict[str, Any] | None = None
+) -> Settings:
+    """Settings with topics and groups of their own (``{prefix}-{tag}.{role}``) under ``root``."""
+    tag = uuid.uuid4().hex[:10]
+    return load_settings(
+        state_dir=root / "state",
+        kafka=kafka,
+        topics={
+            **{role: f"{prefix}-{tag}.{role}" for role in ROLES},
+            "input_partitions": 2,
+            "output_partitions": 2,
+            "jobs_partitions": 1,
+        },
+        executor={
+            "group_id": f"g-{tag}",
+            "jobs_group_id": f"j-{tag}",
+            "worker_num_cpus": 0.5,
+            "num_workers": 2,
+            "drain_timeout_s": 10.0,
+        },
+        training=training or {},
+        models={"root": str(root / "models")},
+    )
+
+
+@contextmanager
+def serving(settings: Settings) -> Iterator[Any]:
+    """Store the example model, create the topics, run an executor; yields the model."""
+    _version, model = store_breast_cancer(settings.models.root)
+    create_topics(settings.kafka, settings.topics)
+    executor = Executor(settings)
+    executor.start()
+    try:
+        yield model
+    finally:
+        executor.drain(10)
