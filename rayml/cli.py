@@ -329,6 +329,11 @@ def status(
         f"in flight {ex['in_flight']}, answered {ex['answered']} "
         f"({ex['avg_throughput_per_s']}/s since start), paused {ex['paused']}"
     )
+    if ex["out_of_group"]:
+        typer.echo(
+            f"  {ex['out_of_group']} ingest actors left the consumer group: their workers wait "
+            "for a node with room (they rejoin once one serves)"
+        )
     typer.echo(f"models loaded: {', '.join(ex['models_loaded']) or 'none'}")
 
 

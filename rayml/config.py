@@ -157,6 +157,11 @@ class ExecutorSettings(_Section):
     # default: Ray's placement, beside the driver on the head (never scaled down, but one
     # failure domain). See rayml.executor.ingest_placements.
     ingest_placement: Literal["spread", "default"] = "spread"
+    # An ingest whose pool has had no serving worker this long (its workers wait for a node
+    # with room, e.g. after a node loss without spare capacity) leaves the consumer group, so
+    # its partitions go to ingests that can serve them; it rejoins once a worker serves.
+    # 0: never leave. See rayml.membership.
+    leave_group_without_workers_s: float = Field(30.0, ge=0, le=3600)
     # exactly_once: how often the open transaction commits. Results become visible to
     # read_committed readers only then (latency), and each commit costs broker round trips.
     transaction_commit_interval_s: float = Field(0.1, gt=0, le=600)

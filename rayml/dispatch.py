@@ -202,6 +202,22 @@ class Dispatcher:
                 if part:
                     self.ready.appendleft((route, part))
 
+    def drop(self, tps: set[TP]) -> int:
+        """Forget the queued (not running) requests of partitions this ingest let go of.
+
+        Their new owner reads them again from the committed offset; running them here too would
+        only answer them twice. Returns how many were dropped.
+        """
+        dropped = 0
+        kept: deque[tuple[Route, list[Pending]]] = deque()
+        for route, items in self.ready:
+            keep = [item for item in items if item.tp not in tps]
+            dropped += len(items) - len(keep)
+            if keep:
+                kept.append((route, keep))
+        self.ready = kept
+        return dropped
+
     @property
     def queued_requests(self) -> int:
         return sum(len(items) for _, items in self.ready)

@@ -53,6 +53,7 @@ from rayml.errors import (
     DeadlineExceededError,
     RecordError,
 )
+from rayml.membership import ServingWatch
 from rayml.messages import (
     Rejected,
     Request,
@@ -136,6 +137,8 @@ class Ingest:
             stage=None if self.txn is None else self.txn.stage,
         )
         self.consumer = kafka_clients.ingest_consumer(settings.kafka, ex.group_id, ingest_id)
+        self.membership = ServingWatch(ex.leave_group_without_workers_s, time.monotonic())
+        self._next_membership_check = 0.0
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -143,13 +146,7 @@ class Ingest:
         """Consume until :meth:`stop`; then drain within the bound, commit, and leave the group."""
         if self.txn is not None:
             self.txn.start()
-        self.consumer.subscribe(
-            [self.settings.topics.input],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
-        logger.info("ingest=%s subscribed to %s", self.ingest_id, self.settings.topics.input)
+        self._subscribe()
         try:
             while not self._stop.is_set():
                 self._step()
@@ -163,6 +160,15 @@ class Ingest:
             raise
         finally:
             self._shutdown()
+
+    def _subscribe(self) -> None:
+        self.consumer.subscribe(
+            [self.settings.topics.input],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        logger.info("ingest=%s subscribed to %s", self.ingest_id, self.settings.topics.input)
 
     def _step(self) -> None:
         while not self._commands.empty():
@@ -189,8 +195,30 @@ class Ingest:
         now = time.monotonic()
         if now - self._last_commit >= self._commit_interval_s:
             self._commit()
+        if now >= self._next_membership_check:
+            self._next_membership_check = now + 0.5
+            self._follow_pool(now)
         if self.metrics.due(now):
             self.metrics.flush(self)
+
+    def _follow_pool(self, now: float) -> None:
+        """Leave the group while the pool cannot serve; rejoin once it can (rayml.membership)."""
+        change = self.membership.update(self.pool.serving, now)
+        if change == "leave":
+            logger.warning(
+                "ingest=%s has had no serving worker for %.0fs (its %d workers wait for a node "
+                "with room): leaving the consumer group so that its partitions go to ingests "
+                "that can serve them",
+                self.ingest_id,
+                self.membership.unserved_for(now),
+                self.pool.size,
+            )
+            # The revoke callback runs in the next poll: it commits what is done and drops
+            # the queued rest, which the partitions' new owners read again.
+            self.consumer.unsubscribe()
+        elif change == "join":
+            logger.info("ingest=%s has a serving worker again: rejoining", self.ingest_id)
+            self._subscribe()
 
     def _poll(self, limit: int, timeout: float) -> list[Message]:
         """Up to ``limit`` records, returning as soon as the first one is there.
@@ -336,6 +364,7 @@ class Ingest:
             self.tracker.reset(tp)
         self.txn.forget(tps)
         self.batcher.flush()  # dropped: these records are polled again
+        self.dispatcher.drop(tps)
         try:
             rewind_positions(self.consumer, tps)
         except Exception:
@@ -375,6 +404,7 @@ class Ingest:
                 self._commit()
             self.tracker.revoke(revoked)
             txn.forget(revoked)
+            self._drop_queued(revoked)
             self._assigned -= revoked
             return
         started = time.monotonic()
@@ -383,6 +413,7 @@ class Ingest:
             lambda: sum(self.tracker.pending(tp) for tp in revoked),
         )
         self._commit(self.tracker.revoke(revoked))
+        self._drop_queued(revoked)
         self._assigned -= revoked
         logger.info(
             "ingest=%s let go of %s after %.2fs",
@@ -395,6 +426,7 @@ class Ingest:
         # Another member may own these already: committing now could move its offsets.
         lost = {(tp.topic, tp.partition) for tp in partitions}
         self.tracker.revoke(lost)
+        self._drop_queued(lost)
         self._assigned -= lost
         if self.txn is not None:
             # The open transaction may hold results of the lost partitions, which the new owner
@@ -404,10 +436,26 @@ class Ingest:
                 self._rewind(set(self._assigned))
         logger.warning("ingest=%s lost %s", self.ingest_id, _names(partitions))
 
+    def _drop_queued(self, tps: set[TP]) -> None:
+        """Forget the not-yet-running requests of partitions let go of (their owner redoes them)."""
+        for batch in self.batcher.flush():
+            keep = [item for item in batch.items if item.tp not in tps]
+            if keep:
+                self.dispatcher.enqueue(batch.key, keep)
+        dropped = self.dispatcher.drop(tps)
+        if dropped:
+            logger.info(
+                "ingest=%s left %d queued requests to the partitions' next owner",
+                self.ingest_id,
+                dropped,
+            )
+
     def _finish_in_flight(self, timeout_s: float, remaining: Callable[[], int]) -> None:
         self._enqueue(self.batcher.flush())
         deadline = time.monotonic() + timeout_s
         while remaining() > 0 and time.monotonic() < deadline:
+            if not self.dispatcher.inflight and self.pool.serving == 0:
+                break  # nothing runs and no worker could run the rest: waiting is pointless
             self.dispatcher.collect(block_s=0.01)
             self.producer.poll(0.001)
             # Exactly-once: keep committing while draining. A drain longer than the
@@ -488,6 +536,7 @@ class Ingest:
             "paused": c.paused,
             "pool_size": self.pool.size,
             "workers_starting": self.pool.starting,
+            "in_group": self.membership.in_group,
             "workers_replaced": self.pool.replaced,
             "polled": c.polled,
             "results_ok": w.results_ok,

@@ -179,6 +179,12 @@ class WorkerPool:
         return len(pings) - len(answered)
 
     @property
+    def serving(self) -> int:
+        """Workers that take batches (up and not draining). Loop thread only."""
+        self._check_started()
+        return sum(1 for s in self._slots.values() if not s.draining and s.starting is None)
+
+    @property
     def draining(self) -> int:
         return sum(1 for s in self._slots.values() if s.draining)
 

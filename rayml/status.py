@@ -124,6 +124,8 @@ def summarize(lags: list[PartitionLag], ingests: list[dict[str, Any]]) -> dict[s
             "in_flight": sum(s.get("in_flight", 0) for s in ingests),
             "pool_size": sum(s.get("pool_size", 0) for s in ingests),
             "workers_starting": sum(s.get("workers_starting", 0) for s in ingests),
+            # Ingests that left the group because their pool has no serving worker.
+            "out_of_group": sum(1 for s in ingests if not s.get("in_group", True)),
             "answered": answered,
             "avg_throughput_per_s": round(answered / uptime, 1) if uptime else 0.0,
             "dead_letters": sum(s.get("dead_letters", 0) for s in ingests),

@@ -92,6 +92,7 @@ def test_pipelines_and_status(running: Settings, ray_runtime: str) -> None:
     assert summary["executors"]["ingest_actors"] == 1, status.stderr[-3000:]
     assert summary["executors"]["pool_size"] == 1
     assert summary["executors"]["workers_starting"] == 0
+    assert summary["executors"]["out_of_group"] == 0
 
 
 def test_bad_setting_fails_naming_the_field(running: Settings, tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ id. Figures are printed for `pytest -s`.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,9 +18,7 @@ from confluent_kafka import Consumer
 
 from rayml.config import Settings
 from rayml.executor import Executor
-from rayml.ingest import Ingest
 from rayml.messages import Result
-from rayml.registry import Registry
 from rayml.transactions import ProducerFencedError
 from tests.support.executor_process import ExecutorProcess
 from tests.support.kafka_io import (
@@ -31,6 +28,7 @@ from tests.support.kafka_io import (
     send_requests,
 )
 from tests.support.models import breast_cancer_rows
+from tests.support.running_ingest import RunningIngest
 from tests.support.scenarios import slow_pipeline_settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
@@ -174,44 +172,20 @@ def test_sigkill_mid_burst_then_restart_each_result_once(
     raw_reader.close()
 
 
-class _Running:
-    """An :class:`Ingest` in a thread of this process; keeps what its loop raised."""
-
-    def __init__(self, settings: Settings, ingest_id: str) -> None:
-        registry = Registry()
-        registry.discover(settings.executor.pipeline_modules)
-        self.ingest = Ingest(settings, ingest_id, registry)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.ingest.run()
-        except BaseException as exc:  # what the actor would exit on
-            self.error = exc
-
-    def wait_assigned(self, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not self.ingest.status()["assignment"] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert self.ingest.status()["assignment"], "no partitions assigned"
-
-
 def test_a_zombie_ingest_is_fenced_by_its_successor(
     eos_settings: Settings, ray_runtime: str
 ) -> None:
     ex = eos_settings.executor.model_copy(update={"num_workers": 1})
     settings = eos_settings.model_copy(update={"executor": ex})
     collector = ResultCollector(settings, isolation_level="read_committed")
-    zombie = _Running(settings, "ingest-7")
+    zombie = RunningIngest(settings, "ingest-7")
     try:
         zombie.wait_assigned()
         ids = _burst(settings, 1_000, "testing.slow", tag="a")
         collector.wait_for(ids[:10], timeout_s=60)
         # Ray restarted "the same" ingest while the old one still runs (a partitioned node):
         # the successor's init_transactions fences the zombie's producer.
-        successor = _Running(settings, "ingest-7")
+        successor = RunningIngest(settings, "ingest-7")
         try:
             ids += _burst(settings, 1_000, "testing.slow", tag="b")
             zombie.thread.join(60)

@@ -115,3 +115,21 @@ def test_a_retried_batch_is_not_merged_again() -> None:
     pool.room = 10
     d.pump()
     assert pool.calls == [("pipes:a", [0, 1]), ("pipes:a", [2, 3, 4, 5])]
+
+
+def test_drop_forgets_the_queued_requests_of_released_partitions() -> None:
+    pool = FakePool(room=0)
+    d = _dispatcher(pool)
+    mixed = _items(0, 4)
+    mixed[1].tp = mixed[3].tp = ("in", 1)
+    d.enqueue(A, mixed)
+    d.enqueue(B, [_items(10, 1)[0]])
+    gone = _items(20, 2)
+    for item in gone:
+        item.tp = ("in", 1)
+    d.enqueue(A, gone)
+    assert d.drop({("in", 1)}) == 4
+    assert [[p.offset for p in items] for _, items in d.ready] == [[0, 2], [10]]
+    pool.room = 10
+    d.pump()
+    assert sorted(x for _, params in pool.calls for x in params) == [0, 2, 10]
