@@ -28,7 +28,7 @@ def test_an_ingest_without_workers_hands_its_partitions_to_one_with_workers(
     settings: Settings, ray_runtime: str
 ) -> None:
     serving_settings = slow_pipeline_settings(
-        settings, num_workers=1, worker_num_cpus=0.25, leave_group_without_workers_s=8.0
+        settings, num_workers=1, worker_num_cpus=0.25, leave_group_without_workers_s=10.0
     )
     ex = serving_settings.executor.model_copy(update={"worker_num_cpus": 64.0})
     starved_settings = serving_settings.model_copy(update={"executor": ex})
