@@ -75,6 +75,7 @@ class WorkerPool:
             cache_items=ex.worker_model_cache_size,
             cache_bytes=ex.worker_model_cache_bytes,
             threads=ex.worker_threads,
+            log_level=self._settings.log_level,
         )
         self._slots[worker_id] = _Slot(handle, starting=handle.ping.remote())  # type: ignore[attr-defined]
         return worker_id

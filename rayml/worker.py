@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from rayml import logs
 from rayml.errors import ModelNotFoundError, RecordError
 from rayml.metrics import WorkerMetrics
 from rayml.model_cache import ModelCache
@@ -65,6 +66,7 @@ class ModelWorker:
         cache_items: Models kept in memory at most.
         cache_bytes: Memory budget of the cache (estimated from artifact sizes).
         threads: Size of the BLAS/OpenMP thread pools in this process.
+        log_level: rayml's log level in this process (its own, as a Ray actor).
     """
 
     def __init__(
@@ -76,7 +78,10 @@ class ModelWorker:
         cache_items: int = 4,
         cache_bytes: int = 2 * 1024**3,
         threads: int = 1,
+        log_level: str | None = None,
     ) -> None:
+        if log_level is not None:
+            logs.configure(log_level)
         # BLAS/OpenMP pools are sized by the first library load in a process; on a busy node a
         # pool per core makes single-row predictions slower, not faster. Fix the size up front.
         from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
