@@ -22,6 +22,7 @@ being retried is never merged: it was split to isolate a failing request.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -144,12 +145,15 @@ class Dispatcher:
         limit = self._limit(items)
         merged = items
         taken = {0}
-        for position in range(1, min(len(self.ready), _MERGE_WINDOW)):
+        for position, (other_route, more) in enumerate(
+            itertools.islice(self.ready, 1, _MERGE_WINDOW), start=1
+        ):
             if len(merged) >= limit:
                 break
-            other_route, more = self.ready[position]
             if other_route == route and more[0].attempts == 0 and len(merged) + len(more) <= limit:
-                merged = [*merged, *more]
+                if merged is items:
+                    merged = list(items)  # the queued batch itself stays as it is
+                merged.extend(more)
                 taken.add(position)
         return route, merged, taken
 
