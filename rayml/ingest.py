@@ -23,10 +23,11 @@ rewinds the partitions to their committed offsets.
 Over ``max_in_flight`` unfinished records the ingest pauses its partitions and resumes them at
 half that: memory stays bounded under any backlog.
 
-:mod:`rayml.dispatch` does steps 3-4 (ready queue, Ray calls, retries) and
-:mod:`rayml.result_writer` the writes of step 5; this module is the loop that ties them to the
-consumer. :class:`rayml.executor.IngestActorImpl` wraps it as a Ray actor (``num_cpus=0``) whose
-control calls (status, resize, drain) run on other actor threads while the loop works.
+:mod:`rayml.intake` does step 2, :mod:`rayml.dispatch` steps 3-4 (ready queue, Ray calls,
+retries) and :mod:`rayml.result_writer` the writes of step 5; this module is the loop that ties
+them to the consumer. :class:`rayml.executor.IngestActorImpl` wraps it as a Ray actor
+(``num_cpus=0``) whose control calls (status, resize, drain) run on other actor threads while
+the loop works.
 """
 
 from __future__ import annotations
@@ -49,20 +50,11 @@ from rayml.answers import answer_batch, answer_exhausted
 from rayml.batching import Backpressure, Batch, MicroBatcher
 from rayml.config import Settings
 from rayml.dispatch import TP, Dispatcher, InFlight, Pending, Route
-from rayml.errors import (
-    DeadlineExceededError,
-    RecordError,
-)
+from rayml.intake import Intake
+from rayml.kafka_clients import partition_names
 from rayml.membership import ServingWatch
-from rayml.messages import (
-    Rejected,
-    Request,
-    Undecodable,
-    decode_request,
-    error_info_from,
-)
 from rayml.metrics import IngestMetrics
-from rayml.model_versions import LatestVersions, pinned_version
+from rayml.model_versions import LatestVersions
 from rayml.offsets import OffsetTracker
 from rayml.pool import WorkerPool
 from rayml.registry import Registry
@@ -135,6 +127,9 @@ class Ingest:
             on_done=self._done,
             owner=ingest_id,
             stage=None if self.txn is None else self.txn.stage,
+        )
+        self.intake = Intake(
+            self.writer, registry, self.versions, self.batcher, ex.max_request_bytes
         )
         self.consumer = kafka_clients.ingest_consumer(settings.kafka, ex.group_id, ingest_id)
         self.membership = ServingWatch(ex.leave_group_without_workers_s, time.monotonic())
@@ -249,61 +244,8 @@ class Ingest:
             if self.txn is not None:
                 self.txn.track(tp, offset)
             self.counters.polled += 1
-            raw = msg.value() or b""
-            decoded = decode_request(raw, max_bytes=self.settings.executor.max_request_bytes)
-            if isinstance(decoded, Undecodable):
-                self.writer.dead_letter(msg, decoded.error_type, decoded.message)
-            elif isinstance(decoded, Rejected):
-                self.writer.answer(
-                    tp,
-                    offset,
-                    decoded.request_id,
-                    decoded.pipeline or "",
-                    None,
-                    error=decoded.error,
-                    received_ms=_timestamp_ms(msg, wall_ms),
-                )
-            else:
-                full += self._route(msg, tp, offset, raw, decoded, now, wall_ms)
+            full += self.intake.take(msg, tp, offset, now, wall_ms)
         self._enqueue(full)
-
-    def _route(
-        self,
-        msg: Message,
-        tp: TP,
-        offset: int,
-        raw: bytes,
-        request: Request,
-        now: float,
-        wall_ms: float,
-    ) -> list[Batch[Route, Pending]]:
-        received_ms = _timestamp_ms(msg, wall_ms)
-        try:
-            spec = self.registry.get(request.pipeline)
-            if request.deadline is not None and request.deadline.timestamp() * 1000 < wall_ms:
-                raise DeadlineExceededError(
-                    f"the request's deadline {request.deadline.isoformat()} passed before it "
-                    f"could run",
-                    {"deadline": request.deadline.isoformat()},
-                )
-            if spec.kind == "training":
-                self.writer.hand_off_job(msg, tp, offset, request)
-                return []
-            # Params are validated by the worker, per request (rayml.worker.ModelWorker.run_batch).
-            version = pinned_version(request) or self.versions.get(spec.model)
-        except RecordError as exc:
-            self.writer.answer(
-                tp,
-                offset,
-                request.id,
-                request.pipeline,
-                request,
-                error=error_info_from(exc),
-                received_ms=received_ms,
-            )
-            return []
-        pending = Pending(tp, offset, raw, request, spec, received_ms)
-        return self.batcher.add((spec.import_path, spec.model, version), pending, now)
 
     def _enqueue(self, batches: list[Batch[Route, Pending]]) -> None:
         for batch in batches:
@@ -385,7 +327,7 @@ class Ingest:
             logger.info("ingest=%s resumed at %d in flight", self.ingest_id, in_flight)
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        logger.info("ingest=%s assigned %s", self.ingest_id, _names(partitions))
+        logger.info("ingest=%s assigned %s", self.ingest_id, partition_names(partitions))
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
         if self.counters.paused and partitions:
             consumer.pause(partitions)
@@ -393,7 +335,7 @@ class Ingest:
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Finish (bounded) what is in flight for these partitions, commit, then let go."""
         revoked = {(tp.topic, tp.partition) for tp in partitions}
-        logger.info("ingest=%s revoking %s", self.ingest_id, _names(partitions))
+        logger.info("ingest=%s revoking %s", self.ingest_id, partition_names(partitions))
         txn = self.txn
         if txn is not None:
             # Exactly-once: what is released is in the open transaction, with the revoked
@@ -418,7 +360,7 @@ class Ingest:
         logger.info(
             "ingest=%s let go of %s after %.2fs",
             self.ingest_id,
-            _names(partitions),
+            partition_names(partitions),
             time.monotonic() - started,
         )
 
@@ -434,7 +376,7 @@ class Ingest:
             self.txn.forget(lost)
             if self.txn.usable:
                 self._rewind(set(self._assigned))
-        logger.warning("ingest=%s lost %s", self.ingest_id, _names(partitions))
+        logger.warning("ingest=%s lost %s", self.ingest_id, partition_names(partitions))
 
     def _drop_queued(self, tps: set[TP]) -> None:
         """Forget the not-yet-running requests of partitions let go of (their owner redoes them)."""
@@ -553,12 +495,3 @@ class Ingest:
             status["transaction_aborts"] = self.txn.aborts
             status["transaction_commit_s"] = round(self.txn.commit_s, 3)
         return status
-
-
-def _timestamp_ms(msg: Message, default_ms: float) -> float:
-    kind, ts = msg.timestamp()
-    return float(ts) if kind != 0 and ts > 0 else default_ms
-
-
-def _names(partitions: list[TopicPartition]) -> str:
-    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

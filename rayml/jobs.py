@@ -74,6 +74,7 @@ from rayml.errors import ModelStoreError, RecordError
 from rayml.job_plan import TP, Job, Trial, plan_trials
 from rayml.job_publish import Ack, JobPublisher
 from rayml.job_trials import TrialScheduler
+from rayml.kafka_clients import partition_names, timestamp_ms
 from rayml.messages import (
     DeadLetter,
     ErrorInfo,
@@ -213,7 +214,7 @@ class JobRunner:
             return
         request = decoded
         received_ms = (
-            float(request.sent_at_ms) if request.sent_at_ms is not None else _timestamp_ms(msg)
+            float(request.sent_at_ms) if request.sent_at_ms is not None else timestamp_ms(msg)
         )
         try:
             spec, params, is_sweep = plan_trials(
@@ -316,7 +317,7 @@ class JobRunner:
             logger.info("runner=%s resumed", self.runner_id)
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        logger.info("runner=%s assigned %s", self.runner_id, _names(partitions))
+        logger.info("runner=%s assigned %s", self.runner_id, partition_names(partitions))
         self._assigned = self._assigned | {(tp.topic, tp.partition) for tp in partitions}
         if self.counters.paused and partitions:
             consumer.pause(partitions)
@@ -329,7 +330,7 @@ class JobRunner:
         """
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self._assigned = self._assigned - revoked
-        logger.info("runner=%s revoking %s", self.runner_id, _names(partitions))
+        logger.info("runner=%s revoking %s", self.runner_id, partition_names(partitions))
         self.trials.abandon(lambda job: job.tp in revoked)
         self.producer.flush(min(10.0, self._drain_s))
         self._commit(self.tracker.revoke(revoked))
@@ -339,7 +340,7 @@ class JobRunner:
         self._assigned = self._assigned - lost
         self.trials.abandon(lambda job: job.tp in lost)
         self.tracker.revoke(lost)
-        logger.warning("runner=%s lost %s", self.runner_id, _names(partitions))
+        logger.warning("runner=%s lost %s", self.runner_id, partition_names(partitions))
 
     def _shutdown(self) -> None:
         """Finish (bounded) the trials running now, answer what finished, commit, leave."""
@@ -392,15 +393,6 @@ class JobRunner:
             "commits": c.commits,
             "uptime_s": round(time.time() - c.started_at, 3),
         }
-
-
-def _timestamp_ms(msg: Message) -> float:
-    kind, ts = msg.timestamp()
-    return float(ts) if kind != 0 and ts > 0 else time.time() * 1000.0
-
-
-def _names(partitions: list[TopicPartition]) -> str:
-    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
 
 
 # --- the actor --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ librdkafka logging through Python's ``logging``), so a secure cluster is configu
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
@@ -157,6 +158,19 @@ def commit_offsets(consumer: Consumer, offsets: dict[TP, int], owner: str) -> di
         elif key in offsets:
             accepted[key] = tp.offset
     return accepted
+
+
+def timestamp_ms(msg: Message, default_ms: float | None = None) -> float:
+    """The record's timestamp (producer create time) in ms, else ``default_ms`` (else now)."""
+    kind, ts = msg.timestamp()
+    if kind != 0 and ts > 0:
+        return float(ts)
+    return time.time() * 1000.0 if default_ms is None else default_ms
+
+
+def partition_names(partitions: list[TopicPartition]) -> str:
+    """``topic[p], ...`` for log lines (``nothing`` for none)."""
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
 
 
 def headers_of(msg: Message) -> Headers:
