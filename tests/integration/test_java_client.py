@@ -19,9 +19,8 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from rayml.config import Settings
-from rayml.executor import Executor
-from rayml.topics import create_topics
 from tests.support.models import breast_cancer_rows, store_breast_cancer
+from tests.support.served import running_executor
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
 
@@ -62,13 +61,8 @@ def running(settings: Settings, ray_runtime: str) -> Iterator[Settings]:
         update={"worker_num_cpus": 0.5, "num_workers": 2, "drain_timeout_s": 10.0}
     )
     settings = settings.model_copy(update={"executor": ex})
-    create_topics(settings.kafka, settings.topics)
-    executor = Executor(settings)
-    executor.start()
-    try:
+    with running_executor(settings):
         yield settings
-    finally:
-        executor.drain(10)
 
 
 def test_java_client_gets_n_correct_results(running: Settings, tmp_path: Path) -> None:

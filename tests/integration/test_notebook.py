@@ -17,8 +17,7 @@ import pytest
 from nbclient import NotebookClient
 
 from rayml.config import Settings
-from rayml.executor import Executor
-from rayml.topics import create_topics
+from tests.support.served import running_executor
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
 
@@ -35,13 +34,8 @@ def running(settings: Settings, ray_runtime: str) -> Iterator[Settings]:
     )
     training = settings.training.model_copy(update={"progress_interval_s": 0.2})
     settings = settings.model_copy(update={"topics": topics, "executor": ex, "training": training})
-    create_topics(settings.kafka, settings.topics)
-    executor = Executor(settings)
-    executor.start()
-    try:
+    with running_executor(settings):
         yield settings
-    finally:
-        executor.drain(10)
 
 
 def test_quickstart_notebook_runs_and_renders_its_plots(

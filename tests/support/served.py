@@ -47,13 +47,20 @@ def module_settings(
 
 
 @contextmanager
-def serving(settings: Settings) -> Iterator[Any]:
-    """Store the example model, create the topics, run an executor; yields the model."""
-    _version, model = store_breast_cancer(settings.models.root)
+def running_executor(settings: Settings) -> Iterator[Settings]:
+    """Create the topics and run an executor on ``settings`` until the block ends."""
     create_topics(settings.kafka, settings.topics)
     executor = Executor(settings)
     executor.start()
     try:
-        yield model
+        yield settings
     finally:
         executor.drain(10)
+
+
+@contextmanager
+def serving(settings: Settings) -> Iterator[Any]:
+    """Store the example model, then run an executor; yield the model."""
+    _version, model = store_breast_cancer(settings.models.root)
+    with running_executor(settings):
+        yield model
