@@ -162,7 +162,7 @@ class ResultWriter:
                     tenant=tenant,
                 )
             )
-        topic = (request.reply_to if request else None) or self.output_topic
+        topic = self._result_topic(request.reply_to if request else None)
         key = request_id.encode()
         if self._stage is not None:
             answer = _Answer(request_id, pipeline, attempts, tenant)
@@ -231,11 +231,11 @@ class ResultWriter:
         self.results_ok += 1
         answer = _Answer(request.id, request.pipeline, attempts, request.tenant)
         if self._stage is not None:
-            topic = request.reply_to or self.output_topic
+            topic = self._result_topic(request.reply_to)
             self._stage(tp, offset, [self._staged_result(topic, value, answer)])
             return
         self._produce(
-            request.reply_to or self.output_topic,
+            self._result_topic(request.reply_to),
             value,
             request.id.encode(),
             None,
@@ -319,6 +319,12 @@ class ResultWriter:
                 self.output_topic,
             )
             self.unwritable_topics.add(topic)
+
+    def _result_topic(self, reply_to: str | None) -> str:
+        """Where a result goes: its ``reply_to``, unless none or one found unwritable."""
+        if not reply_to or reply_to in self.unwritable_topics:
+            return self.output_topic
+        return reply_to
 
     def _unwritable(self, topic: str, err: KafkaError) -> bool:
         """Whether a failed write to ``topic`` failed because of the topic itself.
@@ -408,9 +414,15 @@ class ResultWriter:
                     )
                     stub = [*(headers or []), ("rayml.value_dropped_bytes", str(len(value)))]
                     self._produce(topic, b"", key, stub, done)
-            elif topic != self.output_topic and answer is not None and self._unwritable(topic, err):
+            elif (
+                topic != self.output_topic
+                and answer is not None
+                and (topic in self.unwritable_topics or self._unwritable(topic, err))
+            ):
                 # e.g. a reply_to topic that does not exist: answer on the result topic rather
-                # than never. The result itself still names the request id.
+                # than never. The result itself still names the request id. Learnt once: later
+                # results for it go to the result topic at once (no metadata call each).
+                self.unwritable_topics.add(topic)
                 logger.warning(
                     "ingest=%s cannot write to %s (%s); using %s",
                     self._owner,

@@ -218,3 +218,7 @@ def test_only_a_topic_error_moves_an_answer_from_reply_to_to_the_result_topic() 
     request = Request(id="r-2", pipeline="p.predict", params={}, reply_to="gone")
     w.answer_ok(("in", 0), 2, request, {"x": 1}, model=None, timings={}, attempts=1)
     assert [s["topic"] for s in gone.sent] == ["out"]
+    # Learnt: the next result for the missing topic goes to the result topic at once.
+    request = Request(id="r-3", pipeline="p.predict", params={}, reply_to="gone")
+    w.answer_ok(("in", 0), 3, request, {"x": 1}, model=None, timings={}, attempts=1)
+    assert [s["topic"] for s in gone.sent] == ["out", "out"]
