@@ -145,9 +145,12 @@ def test_losing_a_node_mid_burst_loses_no_request(
         removed_at = collector.count()
         collector.wait_all(ids, timeout_s=240)
         # The lost ingest actors are back, on the surviving nodes (Ray restarts them).
-        back = ray_cluster.wait_for_actors(INGEST, 3)
+        back = ray_cluster.wait_for_actors(INGEST, 3, off_node=victim)
         # So are the pools: the lost workers replaced on the surviving node.
-        replaced = ray_cluster.wait_for_actors(WORKER, 6)
+        replaced = ray_cluster.wait_for_actors(WORKER, 6, off_node=victim)
+        # Ray reported the victim's actors alive until its health check failed: none now.
+        back = ray_cluster.actors(INGEST)
+        replaced = ray_cluster.actors(WORKER)
         members = _wait_members(settings, 3)
     finally:
         executor.stop()

@@ -112,11 +112,16 @@ class LocalRayCluster:
         return out
 
     def wait_for_actors(
-        self, class_name: str, count: int, timeout_s: float = 60.0
+        self, class_name: str, count: int, timeout_s: float = 60.0, off_node: str | None = None
     ) -> list[ActorPlacement]:
+        """Wait for ``count`` live actors of ``class_name`` (not counting those on ``off_node``).
+
+        ``off_node``: a removed node. Ray reports its actors alive until its health check
+        fails, so a test that looks right after a removal must not count them.
+        """
         deadline = time.monotonic() + timeout_s
         while True:
-            alive = self.actors(class_name)
+            alive = [a for a in self.actors(class_name) if a.node_id != off_node]
             if len(alive) >= count or time.monotonic() > deadline:
                 return alive
             time.sleep(0.2)
