@@ -179,10 +179,14 @@ class Ingest:
             # Never take more than the in-flight window has room for.
             limit = min(self.settings.executor.poll_max_messages, room)
             self._accept(self._poll(limit, timeout))
-        elif not busy:
-            # Not consuming (paused, or the window is full of results awaiting their acks):
-            # wait on the producer, which serves the delivery reports that free the window.
-            self.producer.poll(timeout)
+        else:
+            # Paused (the window is full): the consumer is still polled, without waiting. Its
+            # poll serves rebalance callbacks, a leave's revocation among them, and keeps this
+            # member within max.poll.interval.ms; paused partitions return no records.
+            self._accept(self._poll(1, 0.0))
+            if not busy:
+                # Wait on the producer instead: its delivery reports free the window.
+                self.producer.poll(timeout)
         self._enqueue(self.batcher.due(time.monotonic()))
         self.dispatcher.collect(block_s=0.002 if self.dispatcher.inflight else 0.0)
         self.producer.poll(0)
@@ -395,8 +399,10 @@ class Ingest:
     def _finish_in_flight(self, timeout_s: float, remaining: Callable[[], int]) -> None:
         self._enqueue(self.batcher.flush())
         deadline = time.monotonic() + timeout_s
+        why = f"after {timeout_s:.1f}s"
         while remaining() > 0 and time.monotonic() < deadline:
             if not self.dispatcher.inflight and self.pool.serving == 0:
+                why = "at once: no worker serves"
                 break  # nothing runs and no worker could run the rest: waiting is pointless
             self.dispatcher.collect(block_s=0.01)
             self.producer.poll(0.001)
@@ -413,10 +419,10 @@ class Ingest:
         self.producer.flush(max(0.0, deadline - time.monotonic()))
         if remaining() > 0:
             logger.warning(
-                "ingest=%s gave up on %d unfinished records after %.1fs; they will be redelivered",
+                "ingest=%s gave up on %d unfinished records %s; they will be redelivered",
                 self.ingest_id,
                 remaining(),
-                timeout_s,
+                why,
             )
 
     def _shutdown(self) -> None:

@@ -27,8 +27,14 @@ pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
 def test_an_ingest_without_workers_hands_its_partitions_to_one_with_workers(
     settings: Settings, ray_runtime: str
 ) -> None:
+    # A window smaller than the starved ingest's share of the burst: it fills and pauses, as a
+    # starved ingest always ends up doing, and must still serve its leave's revocation.
     serving_settings = slow_pipeline_settings(
-        settings, num_workers=1, worker_num_cpus=0.25, leave_group_without_workers_s=10.0
+        settings,
+        num_workers=1,
+        worker_num_cpus=0.25,
+        leave_group_without_workers_s=10.0,
+        max_in_flight=400,
     )
     ex = serving_settings.executor.model_copy(update={"worker_num_cpus": 64.0})
     starved_settings = serving_settings.model_copy(update={"executor": ex})
