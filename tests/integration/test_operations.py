@@ -99,9 +99,10 @@ def test_rolling_upgrade_loses_and_repeats_nothing(settings: Settings, ray_runti
         producer.start()
         collector.wait_count(600)
         for previous in old:
-            # Start the new version beside the old one, then drain the old one.
+            # Start the new version beside the old one; once it has its share of the
+            # partitions, drain the old one.
             new.append(ExecutorProcess(settings, ray_runtime).start())
-            time.sleep(2)  # the new member gets its share of the partitions
+            new[-1].wait_for_log(r"ingest=\S+ assigned ")
             drains.append(previous.terminate(60))
             sent = len(producer.ids)
             collector.wait_count(sent // 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,6 +88,16 @@ class ExecutorProcess:
             self.log.append(line.rstrip())
             if line.strip() == "READY":
                 self._ready.set()
+
+    def wait_for_log(self, pattern: str, timeout_s: float = 30.0) -> str:
+        """The first log line matching the regex ``pattern``, waiting up to ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            line = next((line for line in list(self.log) if re.search(pattern, line)), None)
+            if line is not None:
+                return line
+            time.sleep(0.1)
+        raise AssertionError(f"no log line matching {pattern!r} in {timeout_s}s:\n{self.notable()}")
 
     def notable(self, limit: int = 60) -> str:
         """Its last warnings, errors and rebalance lines: what a failed assertion should show."""
