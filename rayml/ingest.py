@@ -190,6 +190,7 @@ class Ingest:
         self._enqueue(self.batcher.due(time.monotonic()))
         self.dispatcher.collect(block_s=0.002 if self.dispatcher.inflight else 0.0)
         self.producer.poll(0)
+        self.writer.settle()
         self._apply_backpressure()
         now = time.monotonic()
         if now - self._last_commit >= self._commit_interval_s:
@@ -406,6 +407,7 @@ class Ingest:
                 break  # nothing runs and no worker could run the rest: waiting is pointless
             self.dispatcher.collect(block_s=0.01)
             self.producer.poll(0.001)
+            self.writer.settle()
             # Exactly-once: keep committing while draining. A drain longer than the
             # transaction timeout would otherwise have the broker abort the open transaction
             # and fence this producer (a crash, and all the drained work redone).
@@ -455,6 +457,7 @@ class Ingest:
                 self.consumer.close()
             finally:
                 self.pool.shutdown()
+                self.writer.close()
                 self.versions.close()
                 self._stopped.set()
                 logger.info("ingest=%s stopped", self.ingest_id)

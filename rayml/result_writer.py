@@ -9,8 +9,11 @@ Failed deliveries are not dropped:
 
 * errors of the connection (broker away, leader moving, a timeout) are produced again;
 * a ``reply_to`` topic that cannot be written gets the result on the result topic instead. A
-  topic that does not exist fails as a *timeout*, like a broker restart does, so the broker's
-  metadata decides (:meth:`ResultWriter._unwritable`), never the error code alone;
+  missing topic fails with ``UNKNOWN_TOPIC_OR_PART`` (after 30 s), which decides at once; a
+  *timeout* may be the topic or a broker outage, so the broker's metadata decides. It is asked
+  off the loop thread (:mod:`rayml.topic_checks`): the timed-out results wait, parked, until
+  the answer is in and :meth:`ResultWriter.settle` (called by the loop) writes them where they
+  can go;
 * a result too large for the topic (refused by the broker or already by ``produce()``) is
   replaced by an error result that says so; a dead-letter or hand-off copy too large is written
   with its key and headers but without its value (``rayml.value_dropped_bytes``).
@@ -38,6 +41,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from rayml.dead_letters import DeadLetter, dead_letter_headers
 from rayml.kafka_clients import headers_of
 from rayml.messages import ErrorInfo, ModelRef, Request, Result, Timings, encode_result
+from rayml.topic_checks import TOPIC_ERRORS, TopicChecks
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +97,14 @@ class ResultWriter:
         self.dead_letters = 0
         self.jobs_handed_off = 0
         self._stage = stage
-        # Exactly-once only: what failed deliveries taught (see note_failed_delivery).
+        # What failed deliveries taught: reply_to topics that cannot be written (both modes),
+        # results too large for their topic (exactly-once; see note_failed_delivery).
         self.unwritable_topics: set[str] = set()
         self.too_large: set[str] = set()
+        # Results whose reply_to write timed out, per topic (at-least-once), while the broker is
+        # asked (off the loop thread) whether the topic is to blame; exactly-once asks too.
+        self._checks = TopicChecks(producer, _METADATA_TIMEOUT_S)
+        self._parked: dict[str, list[_Parked]] = {}
 
     # -- what the ingest calls ----------------------------------------------------------------
 
@@ -300,25 +309,18 @@ class ResultWriter:
         aborts and its records are redone from their input offsets. So that the redo does not
         fail the same way, a result too large for its topic is answered with an error result,
         and an unwritable ``reply_to`` topic is replaced by the result topic (as at-least-once
-        does in its delivery callback).
+        does). A timed-out write's topic is asked about off the loop thread, as at-least-once
+        asks; if the answer comes after the redo, the redo fails once more and aborts again.
         """
         if topic in (self.dlq_topic, self.jobs_topic):
             return  # nothing to change: redone as they are (at-least-once retries them too)
         if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and key is not None:
             self.too_large.add(key.decode(errors="replace"))
-        elif (
-            topic != self.output_topic
-            and topic not in self.unwritable_topics
-            and self._unwritable(topic, err)
-        ):
-            logger.warning(
-                "ingest=%s cannot write to %s (%s); using %s",
-                self._owner,
-                topic,
-                err,
-                self.output_topic,
-            )
-            self.unwritable_topics.add(topic)
+        elif topic != self.output_topic and topic not in self.unwritable_topics:
+            if err.code() in TOPIC_ERRORS:
+                self._learn_unwritable(topic, err)
+            else:
+                self._checks.ask(topic)  # answered in settle()
 
     def _result_topic(self, reply_to: str | None) -> str:
         """Where a result goes: its ``reply_to``, unless none or one found unwritable."""
@@ -326,23 +328,54 @@ class ResultWriter:
             return self.output_topic
         return reply_to
 
-    def _unwritable(self, topic: str, err: KafkaError) -> bool:
-        """Whether a failed write to ``topic`` failed because of the topic itself.
+    # -- failed reply_to writes -----------------------------------------------------------------
 
-        The error code alone cannot tell: a topic that does not exist fails as a timeout
-        (``_MSG_TIMED_OUT``, the topic never appears within ``message.timeout.ms``), just as a
-        write during a broker restart does, and delivery reports say ``retriable() == False``
-        for both. So the broker is asked; if it cannot answer, the topic is not blamed (the
-        write is retried or redone where it belongs).
+    @property
+    def parked(self) -> int:
+        """Results waiting for the broker's word on their ``reply_to`` topic."""
+        return sum(len(waiting) for waiting in self._parked.values())
+
+    def settle(self, wait_s: float = 0.0) -> int:
+        """Write the parked results whose topic question is answered; how many were written.
+
+        An unwritable topic's results go to the result topic (and later results for it go there
+        at once); otherwise they are produced to their topic again. Called by the ingest's loop;
+        waits up to ``wait_s`` for an answer when one is open.
         """
-        if err.code() in _TOPIC_ERRORS:
-            return True
-        try:
-            meta = self.producer.list_topics(topic, timeout=_METADATA_TIMEOUT_S)
-        except Exception:  # KafkaException: the broker is away
-            return False
-        found = meta.topics.get(topic)
-        return found is None or (found.error is not None and found.error.code() in _TOPIC_ERRORS)
+        written = 0
+        for topic, unwritable in self._checks.answered(wait_s):
+            parked = self._parked.pop(topic, [])
+            if unwritable:
+                self._learn_unwritable(topic, parked[0].err if parked else None)
+            elif parked:
+                logger.warning(
+                    "ingest=%s delivery of %d results to %s failed (%s); retrying",
+                    self._owner,
+                    len(parked),
+                    topic,
+                    parked[0].err,
+                )
+            target = self._result_topic(topic)
+            for p in parked:
+                self._produce(target, p.value, p.key, p.headers, p.done, p.answer)
+            written += len(parked)
+        return written
+
+    def _learn_unwritable(self, topic: str, err: KafkaError | None) -> None:
+        if topic in self.unwritable_topics:
+            return
+        self.unwritable_topics.add(topic)
+        logger.warning(
+            "ingest=%s cannot write to %s (%s); using %s",
+            self._owner,
+            topic,
+            err or "the broker does not know it",
+            self.output_topic,
+        )
+
+    def close(self) -> None:
+        """Stop asking the broker about topics (parked results stay unfinished: redelivered)."""
+        self._checks.close()
 
     def _staged_result(self, topic: str, value: bytes, answer: _Answer) -> OutRecord:
         if topic in self.unwritable_topics:
@@ -414,23 +447,18 @@ class ResultWriter:
                     )
                     stub = [*(headers or []), ("rayml.value_dropped_bytes", str(len(value)))]
                     self._produce(topic, b"", key, stub, done)
-            elif (
-                topic != self.output_topic
-                and answer is not None
-                and (topic in self.unwritable_topics or self._unwritable(topic, err))
-            ):
-                # e.g. a reply_to topic that does not exist: answer on the result topic rather
-                # than never. The result itself still names the request id. Learnt once: later
-                # results for it go to the result topic at once (no metadata call each).
-                self.unwritable_topics.add(topic)
-                logger.warning(
-                    "ingest=%s cannot write to %s (%s); using %s",
-                    self._owner,
-                    topic,
-                    err,
-                    self.output_topic,
-                )
-                self._produce(self.output_topic, value, key, headers, done, answer)
+            elif topic != self.output_topic and answer is not None:
+                # A reply_to write failed. If the topic is to blame (e.g. it does not exist),
+                # answer on the result topic rather than never: the result still names the
+                # request id. Learnt once: later results for it go to the result topic at once.
+                if topic in self.unwritable_topics or err.code() in TOPIC_ERRORS:
+                    self._learn_unwritable(topic, err)
+                    self._produce(self.output_topic, value, key, headers, done, answer)
+                else:  # a timeout: the topic may be missing or the broker away; ask (settle)
+                    self._parked.setdefault(topic, []).append(
+                        _Parked(value, key, headers, done, answer, err)
+                    )
+                    self._checks.ask(topic)
             else:
                 logger.warning(
                     "ingest=%s delivery to %s failed (%s); retrying", self._owner, topic, err
@@ -457,14 +485,16 @@ class ResultWriter:
 
 _METADATA_TIMEOUT_S = 5.0
 
-_TOPIC_ERRORS = frozenset(
-    {
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._UNKNOWN_TOPIC,
-        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        KafkaError.TOPIC_EXCEPTION,
-    }
-)
+
+class _Parked(NamedTuple):
+    """A result whose reply_to write failed, waiting for the broker's word on the topic."""
+
+    value: bytes
+    key: bytes | None
+    headers: Headers | None
+    done: Callable[[], None]
+    answer: _Answer
+    err: KafkaError
 
 
 class _Answer(NamedTuple):

@@ -104,12 +104,27 @@ def test_bad_inputs_are_dead_lettered_or_answered(running: Settings) -> None:
     poison = [
         predict_request(f"mate-{i}", [1.0] * 30, pipeline="testing.poison") for i in range(9)
     ] + [predict_request("poisoned", [-1.0] * 30, pipeline="testing.poison")]
+    # A reply_to topic that does not exist: the results come on the result topic instead.
+    stray = [
+        predict_request(f"stray-{i}", row, reply_to=f"{settings.topics.output}.nope")
+        for i in range(20)
+    ]
     collector = ResultCollector(settings)
-    send_requests(settings, [*good, *undecodable, *(a[0] for a in answered.values()), *poison])
+    send_requests(
+        settings, [*good, *undecodable, *(a[0] for a in answered.values()), *poison, *stray]
+    )
 
     results = collector.wait_for(
-        [*(g["id"] for g in good), *answered, *(p["id"] for p in poison)], timeout_s=90
+        [
+            *(g["id"] for g in good),
+            *answered,
+            *(p["id"] for p in poison),
+            *(s["id"] for s in stray),
+        ],
+        timeout_s=120,
     )
+    for s in stray:
+        assert results[s["id"]][0].status == "ok", "an unwritable reply_to is not an error"
     for rid, (_req, error_type, named) in answered.items():
         (result,) = results[rid]
         assert result.status == "error"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pytest
 
 from rayml.dead_letters import DeadLetter, dead_letter_from_headers
 from rayml.messages import ErrorInfo, ModelRef, Request, Result, Timings, decode_result
@@ -204,21 +207,80 @@ def test_a_dead_letter_too_large_to_copy_is_written_without_its_value() -> None:
 def test_only_a_topic_error_moves_an_answer_from_reply_to_to_the_result_topic() -> None:
     from confluent_kafka import KafkaError
 
-    # Both writes time out (what librdkafka reports for a topic that does not exist, too): the
-    # broker's metadata tells the two apart.
+    # Both writes time out, which may be the topic's fault or the broker's: the broker's
+    # metadata tells the two apart.
     timeout = KafkaError(KafkaError._MSG_TIMED_OUT)
     timed_out = RefusingProducer(limit=10_000, failing={"mine": timeout}, existing={"out", "mine"})
     w, _ = refusing_writer(timed_out)
     request = Request(id="r-1", pipeline="p.predict", params={}, reply_to="mine")
     w.answer_ok(("in", 0), 1, request, {"x": 1}, model=None, timings={}, attempts=1)
+    assert timed_out.sent == [], "parked while the broker is asked"
+    assert w.settle(wait_s=5.0) == 1
     assert [s["topic"] for s in timed_out.sent] == ["mine"]  # retried where it belongs
 
     gone = RefusingProducer(limit=10_000, failing={"gone": timeout})
     w, _ = refusing_writer(gone)
     request = Request(id="r-2", pipeline="p.predict", params={}, reply_to="gone")
     w.answer_ok(("in", 0), 2, request, {"x": 1}, model=None, timings={}, attempts=1)
+    assert w.settle(wait_s=5.0) == 1
     assert [s["topic"] for s in gone.sent] == ["out"]
     # Learnt: the next result for the missing topic goes to the result topic at once.
     request = Request(id="r-3", pipeline="p.predict", params={}, reply_to="gone")
     w.answer_ok(("in", 0), 3, request, {"x": 1}, model=None, timings={}, attempts=1)
     assert [s["topic"] for s in gone.sent] == ["out", "out"]
+
+
+class SlowBrokerProducer(FakeProducer):
+    """Every delivery to ``replies`` times out; metadata answers only once ``answer`` is set."""
+
+    def __init__(self, topic_exists: bool) -> None:
+        super().__init__()
+        self.answer = threading.Event()
+        self.questions = 0
+        self.topic_exists = topic_exists
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        self.questions += 1
+        self.answer.wait(timeout)
+        exists = self.topic_exists and topic == "replies"
+        return SimpleNamespace(topics={topic: SimpleNamespace(error=None)} if exists else {})
+
+    def fail_replies(self) -> None:
+        from confluent_kafka import KafkaError
+
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(KafkaError(KafkaError._MSG_TIMED_OUT), _Delivered())
+
+
+@pytest.mark.parametrize("topic_exists", [True, False])
+def test_failed_reply_to_writes_wait_for_one_metadata_answer_without_blocking(
+    topic_exists: bool,
+) -> None:
+    producer = SlowBrokerProducer(topic_exists)
+    done: list[tuple[tuple[str, int], int]] = []
+    w = ResultWriter(
+        producer,  # type: ignore[arg-type]
+        output_topic="out",
+        dlq_topic="dlq",
+        jobs_topic="jobs",
+        on_done=lambda tp, offset: done.append((tp, offset)),
+        owner="test",
+    )
+    for offset in range(50):
+        request = Request(id=f"r-{offset}", pipeline="p", params={}, reply_to="replies")
+        w.answer_ok(("in", 0), offset, request, {"x": 1}, model=None, timings={}, attempts=1)
+    started = time.monotonic()
+    producer.fail_replies()  # a broker outage fails them all in one delivery-report poll
+    assert time.monotonic() - started < 1.0, "the loop thread must not wait for the broker"
+    assert w.parked == 50
+    assert w.settle() == 0, "nothing to write before the broker answers"
+    producer.answer.set()
+    assert w.settle(wait_s=5.0) == 50
+    assert producer.questions == 1, "one question for the topic, not one per failed result"
+    assert w.parked == 0
+    retried = [s["topic"] for s in producer.sent[50:]]
+    assert retried == ["replies" if topic_exists else "out"] * 50
+    producer.ack()
+    assert sorted(offset for _, offset in done) == list(range(50))
+    w.close()

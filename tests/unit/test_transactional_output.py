@@ -333,3 +333,18 @@ def test_a_failure_reported_during_the_abort_does_not_abort_the_next_transaction
     txn.track(TP, 1)
     txn.stage(TP, 1, rec("b"))
     assert txn.commit(b"meta") == {TP: [1]}
+
+
+def test_a_timed_out_write_is_blamed_on_its_topic_only_if_the_broker_lacks_it() -> None:
+    w, staged = staged_writer()
+    timeout = KafkaError(KafkaError._MSG_TIMED_OUT)
+    w.note_failed_delivery("gone", b"r-1", timeout)
+    w.note_failed_delivery("replies", b"r-2", timeout)
+    w.settle(wait_s=5.0)
+    w.settle(wait_s=5.0)  # the second answer, if it came after the first
+    assert w.unwritable_topics == {"gone"}
+    for rid, reply_to in (("r-1", "gone"), ("r-2", "replies")):
+        request = Request(id=rid, pipeline="p.predict", params={}, reply_to=reply_to)
+        w.answer_ok(TP, 0, request, {"x": 1}, model=None, timings={}, attempts=1)
+    assert [recs[0].topic for _, _, recs in staged] == ["out", "replies"]
+    w.close()
