@@ -1,7 +1,8 @@
 """The ingest: Kafka consumer-group member → micro-batches → worker pool → results → commits.
 
-One :class:`Ingest` runs a single loop thread that owns its Kafka consumer and producer (neither
-is used from another thread). Per iteration it:
+One :class:`Ingest` runs a single loop thread that owns its Kafka consumer and producer (only
+:mod:`rayml.topic_checks` asks the producer for topic metadata from a thread of its own;
+librdkafka handles are thread-safe). Per iteration it:
 
 1. polls up to ``poll_max_messages`` records and tracks each offset as unfinished;
 2. decodes and validates them: undecodable ones are dead-lettered, bad ones answered with an
@@ -183,7 +184,7 @@ class Ingest:
             # Paused (the window is full): the consumer is still polled, without waiting. Its
             # poll serves rebalance callbacks, a leave's revocation among them, and keeps this
             # member within max.poll.interval.ms; paused partitions return no records.
-            self._accept(self._poll(1, 0.0))
+            self._accept_while_paused(self._poll(1, 0.0))
             if not busy:
                 # Wait on the producer instead: its delivery reports free the window.
                 self.producer.poll(timeout)
@@ -331,11 +332,26 @@ class Ingest:
             self.counters.paused = False
             logger.info("ingest=%s resumed at %d in flight", self.ingest_id, in_flight)
 
+    def _accept_while_paused(self, messages: list[Message]) -> None:
+        """Take what a poll while paused returned (nothing, unless a partition was not paused)."""
+        records = [m for m in messages if m.error() is None]
+        self._accept(messages)  # taken, not dropped: each is tracked and answered
+        if records:
+            stray = [TopicPartition(m.topic(), m.partition()) for m in records]  # type: ignore[arg-type]
+            logger.warning(
+                "ingest=%s read from %s while paused: pausing it",
+                self.ingest_id,
+                partition_names(stray),
+            )
+            self.consumer.pause(stray)
+
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         logger.info("ingest=%s assigned %s", self.ingest_id, partition_names(partitions))
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
-        if self.counters.paused and partitions:
-            consumer.pause(partitions)
+        if partitions:
+            # Set the pause state either way: librdkafka keeps a partition's pause across its
+            # revocation, so one revoked while paused would come back paused for good.
+            (consumer.pause if self.counters.paused else consumer.resume)(partitions)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Finish (bounded) what is in flight for these partitions, commit, then let go."""
@@ -389,7 +405,8 @@ class Ingest:
             keep = [item for item in batch.items if item.tp not in tps]
             if keep:
                 self.dispatcher.enqueue(batch.key, keep)
-        dropped = self.dispatcher.drop(tps)
+        # Results parked for a timed-out reply_to too: answered again by the new owner anyway.
+        dropped = self.dispatcher.drop(tps) + self.writer.forget(tps)
         if dropped:
             logger.info(
                 "ingest=%s left %d queued requests to the partitions' next owner",
@@ -399,12 +416,13 @@ class Ingest:
 
     def _finish_in_flight(self, timeout_s: float, remaining: Callable[[], int]) -> None:
         self._enqueue(self.batcher.flush())
-        deadline = time.monotonic() + timeout_s
-        why = f"after {timeout_s:.1f}s"
+        started = time.monotonic()
+        deadline = started + timeout_s
+        why = ""
         while remaining() > 0 and time.monotonic() < deadline:
             if not self.dispatcher.inflight and self.pool.serving == 0:
-                why = "at once: no worker serves"
-                break  # nothing runs and no worker could run the rest: waiting is pointless
+                why = " (no worker serves: waiting is pointless)"
+                break  # nothing runs and no worker could run the rest
             self.dispatcher.collect(block_s=0.01)
             self.producer.poll(0.001)
             self.writer.settle()
@@ -421,9 +439,11 @@ class Ingest:
         self.producer.flush(max(0.0, deadline - time.monotonic()))
         if remaining() > 0:
             logger.warning(
-                "ingest=%s gave up on %d unfinished records %s; they will be redelivered",
+                "ingest=%s gave up on %d unfinished records after %.1fs%s; they will be "
+                "redelivered",
                 self.ingest_id,
                 remaining(),
+                time.monotonic() - started,
                 why,
             )
 

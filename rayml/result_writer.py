@@ -174,7 +174,7 @@ class ResultWriter:
         topic = self._result_topic(request.reply_to if request else None)
         key = request_id.encode()
         if self._stage is not None:
-            answer = _Answer(request_id, pipeline, attempts, tenant)
+            answer = _Answer(tp, request_id, pipeline, attempts, tenant)
             staged = [self._staged_result(topic, value, answer)]
             if dead_letter is not None:
                 raw, letter = dead_letter
@@ -188,7 +188,7 @@ class ResultWriter:
             raw, letter = dead_letter
             self.dead_letters += 1
             self._produce(self.dlq_topic, raw, key, list(dead_letter_headers(letter)), done)
-        answer = _Answer(request_id, pipeline, attempts, tenant)
+        answer = _Answer(tp, request_id, pipeline, attempts, tenant)
         self._produce(topic, value, key, None, done, answer)
 
     def answer_ok(
@@ -238,7 +238,7 @@ class ResultWriter:
             )
             return
         self.results_ok += 1
-        answer = _Answer(request.id, request.pipeline, attempts, request.tenant)
+        answer = _Answer(tp, request.id, request.pipeline, attempts, request.tenant)
         if self._stage is not None:
             topic = self._result_topic(request.reply_to)
             self._stage(tp, offset, [self._staged_result(topic, value, answer)])
@@ -343,10 +343,10 @@ class ResultWriter:
         waits up to ``wait_s`` for an answer when one is open.
         """
         written = 0
-        for topic, unwritable in self._checks.answered(wait_s):
+        for topic, why in self._checks.answered(wait_s):
             parked = self._parked.pop(topic, [])
-            if unwritable:
-                self._learn_unwritable(topic, parked[0].err if parked else None)
+            if why is not None:
+                self._learn_unwritable(topic, why)
             elif parked:
                 logger.warning(
                     "ingest=%s delivery of %d results to %s failed (%s); retrying",
@@ -361,7 +361,16 @@ class ResultWriter:
             written += len(parked)
         return written
 
-    def _learn_unwritable(self, topic: str, err: KafkaError | None) -> None:
+    def forget(self, tps: set[TP]) -> int:
+        """Drop the parked results of partitions let go of (their new owner answers them)."""
+        dropped = 0
+        for topic, parked in list(self._parked.items()):
+            keep = [p for p in parked if p.answer.tp not in tps]
+            dropped += len(parked) - len(keep)
+            self._parked[topic] = keep
+        return dropped
+
+    def _learn_unwritable(self, topic: str, why: object) -> None:
         if topic in self.unwritable_topics:
             return
         self.unwritable_topics.add(topic)
@@ -369,7 +378,7 @@ class ResultWriter:
             "ingest=%s cannot write to %s (%s); using %s",
             self._owner,
             topic,
-            err or "the broker does not know it",
+            why,
             self.output_topic,
         )
 
@@ -500,6 +509,7 @@ class _Parked(NamedTuple):
 class _Answer(NamedTuple):
     """What a failed result delivery needs to answer again (the envelope's identity)."""
 
+    tp: TP
     request_id: str
     pipeline: str
     attempts: int

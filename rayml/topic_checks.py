@@ -8,14 +8,17 @@ take it. Delivery reports say ``retriable() == False`` for both; only the broker
 them apart. Asking takes up to ``timeout_s`` when the broker is away, and a long outage times
 out every result waiting in the producer at once: asked in the ingest's loop thread, one
 question per failed result would stop the loop that long each. So :class:`TopicChecks` asks on
-one background thread, at most one question per topic at a time, and the writer parks the
-failed writes until the answer is in (:meth:`rayml.result_writer.ResultWriter.settle`).
+a background thread, at most one question per topic at a time, all the open questions in one
+round (which gives up on the rest when the broker does not answer one: a round takes at most
+``timeout_s`` however many reply topics wait), and the writer parks the failed writes until the
+answer is in (:meth:`rayml.result_writer.ResultWriter.settle`).
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+import threading
+from concurrent.futures import Future, wait
 from typing import Any
 
 from confluent_kafka import KafkaError
@@ -32,27 +35,42 @@ TOPIC_ERRORS = frozenset(
     }
 )
 
+#: (topic, why it cannot be written, or None when the topic is not to blame)
+Verdict = tuple[str, str | None]
 
-def topic_unwritable(client: Any, topic: str, timeout_s: float) -> bool:
-    """Whether the broker's metadata says ``topic`` cannot be written (absent or in error).
+
+def unwritable_topics(client: Any, topics: list[str], timeout_s: float) -> list[Verdict]:
+    """Why each of ``topics`` cannot be written, per the broker's metadata (None: it can).
 
     ``client`` is anything with confluent-kafka's ``list_topics`` (a producer). A broker that
-    does not answer in ``timeout_s`` blames nothing: the write is retried where it belongs.
+    does not answer in ``timeout_s`` blames nothing, for that topic and the ones after it: their
+    writes are retried where they belong.
     """
-    try:
-        meta = client.list_topics(topic, timeout=timeout_s)
-    except Exception:  # KafkaException: the broker is away
-        return False
-    found = meta.topics.get(topic)
-    return found is None or (found.error is not None and found.error.code() in TOPIC_ERRORS)
+    verdicts: list[Verdict] = []
+    for i, topic in enumerate(topics):
+        try:
+            meta = client.list_topics(topic, timeout=timeout_s)
+        except Exception:  # KafkaException: the broker is away; asking the rest would wait too
+            return verdicts + [(t, None) for t in topics[i:]]
+        found = meta.topics.get(topic)
+        if found is None:
+            verdicts.append((topic, "the broker has no such topic"))
+        elif found.error is not None and found.error.code() in TOPIC_ERRORS:
+            verdicts.append((topic, str(found.error)))
+        else:
+            verdicts.append((topic, None))
+    return verdicts
 
 
 class TopicChecks:
-    """Questions to the broker about topics, each answered on a background thread.
+    """Questions to the broker about topics, answered in rounds on a background thread.
+
+    Not thread-safe: :meth:`ask`, :meth:`answered` and :meth:`close` belong to one thread (the
+    ingest's loop); only the metadata calls run on the daemon thread of each round.
 
     Args:
         client: Has ``list_topics`` (the ingest's producer; librdkafka handles are thread-safe).
-        timeout_s: How long one question may wait for the broker.
+        timeout_s: How long one metadata call may wait for the broker.
 
     Example:
         >>> from types import SimpleNamespace
@@ -60,45 +78,67 @@ class TopicChecks:
         >>> checks = TopicChecks(broker, timeout_s=1.0)
         >>> checks.ask("replies"); checks.ask("replies")  # one question per topic at a time
         >>> checks.answered(wait_s=5.0)
-        [('replies', True)]
+        [('replies', 'the broker has no such topic')]
         >>> checks.close()
     """
 
     def __init__(self, client: Any, timeout_s: float) -> None:
         self._client = client
         self._timeout_s = timeout_s
-        self._pool: ThreadPoolExecutor | None = None
-        self._asked: dict[str, Future[bool]] = {}
+        self._waiting: list[str] = []  # asked while a round runs: the next round's
+        self._round: Future[list[Verdict]] | None = None
+        self._in_round: set[str] = set()
+        self._closed = False
 
     def ask(self, topic: str) -> None:
-        """Start asking whether ``topic`` is unwritable, unless that question is open already."""
-        if topic in self._asked:
+        """Ask whether ``topic`` can be written, unless that question is open already."""
+        if self._closed or topic in self._in_round or topic in self._waiting:
             return
-        if self._pool is None:  # most ingests never need one
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rayml-topic-check")
-        self._asked[topic] = self._pool.submit(
-            topic_unwritable, self._client, topic, self._timeout_s
-        )
+        self._waiting.append(topic)
+        self._start_round()
 
     @property
     def open(self) -> int:
         """Questions not answered yet (or answered but not collected)."""
-        return len(self._asked)
+        return len(self._in_round) + len(self._waiting)
 
-    def answered(self, wait_s: float = 0.0) -> list[tuple[str, bool]]:
-        """(topic, unwritable) of the questions answered since the last call.
+    def answered(self, wait_s: float = 0.0) -> list[Verdict]:
+        """The verdicts of the round that ended since the last call (else none).
 
-        Waits up to ``wait_s`` for a first answer when none is in (never when nothing is open).
+        Waits up to ``wait_s`` for the running round to end (never when none runs).
         """
-        if not self._asked:
+        current = self._round
+        if current is None:
             return []
         if wait_s > 0:
-            wait(list(self._asked.values()), timeout=wait_s, return_when=FIRST_COMPLETED)
-        done = [topic for topic, future in self._asked.items() if future.done()]
-        return [(topic, self._asked.pop(topic).result()) for topic in done]
+            wait([current], timeout=wait_s)
+        if not current.done():
+            return []
+        self._round, self._in_round = None, set()
+        verdicts = current.result()
+        self._start_round()
+        return verdicts
+
+    def _start_round(self) -> None:
+        if self._round is not None or not self._waiting or self._closed:
+            return
+        topics, self._waiting = self._waiting, []
+        done: Future[list[Verdict]] = Future()
+        self._round, self._in_round = done, set(topics)
+        # A daemon thread: a metadata call under way never holds up the process's exit.
+        threading.Thread(
+            target=self._run_round, args=(done, topics), name="rayml-topic-check", daemon=True
+        ).start()
+
+    def _run_round(self, done: Future[list[Verdict]], topics: list[str]) -> None:
+        try:
+            verdicts = unwritable_topics(self._client, topics, self._timeout_s)
+        except Exception:  # never leave a round unanswered: its parked writes would wait forever
+            logger.exception("asking the broker about %s failed", ", ".join(topics))
+            verdicts = [(t, None) for t in topics]
+        done.set_result(verdicts)
 
     def close(self) -> None:
-        """Stop asking; a question under way finishes on its own (within ``timeout_s``)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        self._asked.clear()
+        """Ask nothing more; a round under way ends on its own (within ``timeout_s`` a topic)."""
+        self._closed = True
+        self._waiting.clear()

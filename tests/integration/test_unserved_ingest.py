@@ -7,11 +7,19 @@ pending, as they would until an autoscaler adds a node), the other's start. The 
 polls records, then leaves the group after ``leave_group_without_workers_s``; the serving one
 gets its partitions and answers every request once. Without the hand-over the starved
 ingest's partitions would stall for good and ``wait_for`` would time out.
+
+Both ingests are paused by backpressure when a revocation reaches them, as under a real
+backlog: a paused ingest must still serve its revocations, and a partition it let go of while
+paused must not stay paused when it comes back (librdkafka keeps the pause). Each of the two
+made this test time out before it was fixed.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -24,45 +32,80 @@ from tests.support.scenarios import slow_pipeline_settings
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
 
 
+def wait_until(condition: Callable[[], object], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
+def _paused_when_revoked(records: list[logging.LogRecord], ingest_id: str) -> bool:
+    """Whether ``ingest_id`` logged a revocation while paused by backpressure."""
+    paused = False
+    for record in records:
+        line = record.getMessage()
+        if not line.startswith(f"ingest={ingest_id} "):
+            continue
+        if " paused at " in line:
+            paused = True
+        elif " resumed at " in line:
+            paused = False
+        elif " revoking " in line and paused:
+            return True
+    return False
+
+
 def test_an_ingest_without_workers_hands_its_partitions_to_one_with_workers(
-    settings: Settings, ray_runtime: str
+    settings: Settings, ray_runtime: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A window smaller than the starved ingest's share of the burst: it fills and pauses, as a
-    # starved ingest always ends up doing, and must still serve its leave's revocation.
+    # Windows smaller than the burst: both ingests fill theirs and pause. The serving ingest
+    # gives partitions to the starved one while paused, and gets them back once the starved one
+    # leaves (librdkafka keeps a partition's pause across its revocation); the starved one
+    # must serve its own leave's revocation while paused.
+    caplog.set_level(logging.INFO, logger="rayml")
     serving_settings = slow_pipeline_settings(
         settings,
         num_workers=1,
         worker_num_cpus=0.25,
         leave_group_without_workers_s=10.0,
         max_in_flight=400,
+        max_batch_size=50,
     )
     ex = serving_settings.executor.model_copy(update={"worker_num_cpus": 64.0})
     starved_settings = serving_settings.model_copy(update={"executor": ex})
     collector = ResultCollector(serving_settings)
     serving = RunningIngest(serving_settings, "serving-0")
-    starved = RunningIngest(starved_settings, "starved-0")
+    starved: RunningIngest | None = None
     try:
         serving.wait_assigned()
-        starved.wait_assigned()
         row = breast_cancer_rows(1)[0].tolist()
-        ids = [f"{i}-{uuid.uuid4().hex[:8]}" for i in range(2_000)]
+        ids = [f"{i}-{uuid.uuid4().hex[:8]}" for i in range(6_000)]
         send_requests(
             serving_settings, (predict_request(rid, row, pipeline="testing.slow") for rid in ids)
         )
-        results = collector.wait_for(ids, timeout_s=90)
+        wait_until(lambda: serving.ingest.status()["paused"], "the serving ingest pauses")
+        started = time.monotonic()
+        starved = RunningIngest(starved_settings, "starved-0")
+        starved.wait_assigned()
+        results = collector.wait_for(ids, timeout_s=120)
+        took_s = time.monotonic() - started
         collector.poll_until_quiet(1.0)
         starved_status = starved.ingest.status()
         serving_status = serving.ingest.status()
     finally:
-        starved.ingest.stop(20)
+        if starved is not None:
+            starved.ingest.stop(20)
         serving.ingest.stop(20)
         collector.close()
     print(
-        f"\nstarved ingest polled {starved_status['polled']} and left the group; "
-        f"the serving one answered {serving_status['results_ok']} of {len(ids)}"
+        f"\nstarved ingest polled {starved_status['polled']} and left the group; the serving one "
+        f"answered {serving_status['results_ok']} of {len(ids)}, the last {took_s:.1f}s after "
+        "the starved one started"
     )
     assert starved.error is None
     assert serving.error is None
+    assert _paused_when_revoked(caplog.records, "serving-0"), "not the case this test is for"
+    assert _paused_when_revoked(caplog.records, "starved-0"), "not the case this test is for"
     assert starved_status["polled"] > 0, "the starved ingest must have held records"
     assert starved_status["results_ok"] == 0
     assert not starved_status["in_group"]

@@ -284,3 +284,25 @@ def test_failed_reply_to_writes_wait_for_one_metadata_answer_without_blocking(
     producer.ack()
     assert sorted(offset for _, offset in done) == list(range(50))
     w.close()
+
+
+def test_parked_results_of_partitions_let_go_of_are_forgotten() -> None:
+    producer = SlowBrokerProducer(topic_exists=True)
+    w = ResultWriter(
+        producer,  # type: ignore[arg-type]
+        output_topic="out",
+        dlq_topic="dlq",
+        jobs_topic="jobs",
+        on_done=lambda tp, offset: None,
+        owner="test",
+    )
+    for partition in (0, 1):
+        request = Request(id=f"r-{partition}", pipeline="p", params={}, reply_to="replies")
+        w.answer_ok(("in", partition), 5, request, {"x": 1}, model=None, timings={}, attempts=1)
+    producer.fail_replies()
+    assert w.parked == 2
+    assert w.forget({("in", 0)}) == 1, "partition 0 was revoked: its new owner answers r-0"
+    producer.answer.set()
+    assert w.settle(wait_s=5.0) == 1
+    assert [s["key"] for s in producer.sent[2:]] == [b"r-1"]
+    w.close()
