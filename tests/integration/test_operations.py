@@ -102,7 +102,7 @@ def test_rolling_upgrade_loses_and_repeats_nothing(settings: Settings, ray_runti
             # Start the new version beside the old one; once it has its share of the
             # partitions, drain the old one.
             new.append(ExecutorProcess(settings, ray_runtime).start())
-            new[-1].wait_for_log(r"ingest=\S+ assigned ")
+            new[-1].wait_for_log(r"ingest=\S+ assigned (?!nothing)")
             drains.append(previous.terminate(60))
             sent = len(producer.ids)
             collector.wait_count(sent // 2)
