@@ -348,10 +348,7 @@ class Ingest:
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         logger.info("ingest=%s assigned %s", self.ingest_id, partition_names(partitions))
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
-        if partitions:
-            # Set the pause state either way: librdkafka keeps a partition's pause across its
-            # revocation, so one revoked while paused would come back paused for good.
-            (consumer.pause if self.counters.paused else consumer.resume)(partitions)
+        kafka_clients.set_pause_state(consumer, partitions, self.counters.paused)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Finish (bounded) what is in flight for these partitions, commit, then let go."""

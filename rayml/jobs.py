@@ -319,8 +319,7 @@ class JobRunner:
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         logger.info("runner=%s assigned %s", self.runner_id, partition_names(partitions))
         self._assigned = self._assigned | {(tp.topic, tp.partition) for tp in partitions}
-        if self.counters.paused and partitions:
-            consumer.pause(partitions)
+        kafka_clients.set_pause_state(consumer, partitions, self.counters.paused)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Give up the jobs of these partitions (their new owner re-runs them), commit, let go.

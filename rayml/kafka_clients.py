@@ -168,6 +168,17 @@ def timestamp_ms(msg: Message, default_ms: float | None = None) -> float:
     return time.time() * 1000.0 if default_ms is None else default_ms
 
 
+def set_pause_state(consumer: Consumer, partitions: list[TopicPartition], paused: bool) -> None:
+    """Pause or resume newly assigned ``partitions`` to match the member's backpressure state.
+
+    Call it from ``on_assign``. librdkafka keeps a partition's pause across its revocation: a
+    partition let go of while paused comes back paused, and would stay so if only paused
+    members set the state.
+    """
+    if partitions:
+        (consumer.pause if paused else consumer.resume)(partitions)
+
+
 def partition_names(partitions: list[TopicPartition]) -> str:
     """``topic[p], ...`` for log lines (``nothing`` for none)."""
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
