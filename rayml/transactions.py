@@ -219,8 +219,11 @@ class TransactionalOutput:
             # Delivery reports first: a write that failed aborts the transaction.
             try:
                 self.producer.flush(_CALL_TIMEOUT_S)
-            except KafkaException as exc:  # a fatal error is raised from flush and poll
-                self._raise_classified(exc.args[0])
+            except (KafkaException, SystemError) as exc:  # a fatal error, from flush and poll
+                err = kafka_error_in(exc)
+                if err is None:
+                    raise
+                self._raise_classified(err)
             if self._failed is not None:
                 raise _NeedsAbort(self._failed)
             if offsets:
@@ -269,8 +272,9 @@ class TransactionalOutput:
             the transaction timeout.
         """
         self.usable = False
-        if isinstance(exc, KafkaException) and exc.args and exc.args[0].fatal():
-            return ProducerFencedError(self.transactional_id, exc.args[0])
+        err = kafka_error_in(exc)
+        if err is not None and err.fatal():
+            return ProducerFencedError(self.transactional_id, err)
         if isinstance(exc, ProducerFencedError) or not self._open:
             return exc
         try:
@@ -319,11 +323,41 @@ def _as_error(cause: KafkaError | str) -> KafkaError:
     return cause if isinstance(cause, KafkaError) else KafkaError(KafkaError._FAIL, cause)
 
 
+def kafka_error_in(exc: BaseException | None) -> KafkaError | None:
+    """The :class:`KafkaError` that ``exc`` carries, or that it was raised from.
+
+    confluent-kafka raises a fatal error (e.g. fenced) from ``flush()`` and ``poll()``; when a
+    delivery callback runs later in the same call, Python reports a ``SystemError`` ("returned
+    a result with an exception set") whose cause is that ``KafkaException``.
+    """
+    for _ in range(5):  # the chain is short; never loop on a cycle
+        if exc is None:
+            return None
+        if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+            return exc.args[0]
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def rewind_positions(consumer: Any, tps: set[TP], timeout_s: float = _CALL_TIMEOUT_S) -> None:
-    """Seek ``tps`` back to their committed offsets (the beginning where none is committed)."""
+    """Seek ``tps`` back to their committed offsets (the beginning where none is committed).
+
+    Raises:
+        KafkaException: The committed offset of one of them is unknown (a per-partition error:
+            seeking to the beginning instead would redo the whole partition), or a seek failed.
+            A partition whose fetcher has not started yet (``_STATE``) is skipped: it starts at
+            its committed offset anyway.
+    """
     if not tps:
         return
     parts = [TopicPartition(t, p) for t, p in sorted(tps)]
     for tp in consumer.committed(parts, timeout=timeout_s):
+        if tp.error is not None:
+            raise KafkaException(tp.error)
         offset = tp.offset if tp.offset >= 0 else -2  # OFFSET_BEGINNING (auto.offset.reset)
-        consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        try:
+            consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not isinstance(err, KafkaError) or err.code() != KafkaError._STATE:
+                raise
