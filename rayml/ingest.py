@@ -100,6 +100,8 @@ class Ingest:
         # Kept by the rebalance callbacks (loop thread): status() must not call the consumer
         # from another thread, which blocks behind its poll.
         self._assigned: set[TP] = set()
+        # Partitions revoked, lost or rewound since the current poll began (see _poll).
+        self._unsettled: set[TP] = set()
         self.pool = WorkerPool(settings, ingest_id, ex.num_workers)
         self.dispatcher = Dispatcher(
             self.pool,
@@ -132,7 +134,9 @@ class Ingest:
         self.intake = Intake(
             self.writer, registry, self.versions, self.batcher, ex.max_request_bytes
         )
-        self.consumer = kafka_clients.ingest_consumer(settings.kafka, ex.group_id, ingest_id)
+        self.consumer = kafka_clients.ingest_consumer(
+            settings.kafka, ex.group_id, ingest_id, ex.drain_timeout_s
+        )
         self.membership = ServingWatch(ex.leave_group_without_workers_s, time.monotonic())
         self._next_membership_check = 0.0
 
@@ -230,9 +234,16 @@ class Ingest:
         if timeout <= 0:
             return self.consumer.consume(limit, 0)
         first = self.consumer.poll(timeout)
-        if first is None:
-            return []
-        return [first, *self.consumer.consume(limit - 1, 0)] if limit > 1 else [first]
+        if first is None or limit == 1:
+            return [] if first is None else [first]
+        self._unsettled = set()
+        rest = self.consumer.consume(limit - 1, 0)
+        if self._unsettled and (first.topic(), first.partition()) in self._unsettled:
+            # A callback in consume() revoked, lost or rewound the first record's partition:
+            # librdkafka dropped its other fetched records, but not the one already returned.
+            # Its partition is re-read from the committed offset (by us or its new owner).
+            return rest
+        return [first, *rest]
 
     def _accept(self, messages: list[Message]) -> None:
         now = time.monotonic()
@@ -307,6 +318,7 @@ class Ingest:
         """
         assert self.txn is not None
         logger.warning("ingest=%s rewinding %d partitions", self.ingest_id, len(tps))
+        self._unsettled |= tps
         self.txn.abort()
         for tp in tps:
             self.tracker.reset(tp)
@@ -354,27 +366,30 @@ class Ingest:
         """Finish (bounded) what is in flight for these partitions, commit, then let go."""
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         logger.info("ingest=%s revoking %s", self.ingest_id, partition_names(partitions))
+        self._unsettled |= revoked
+        started = time.monotonic()
         txn = self.txn
-        if txn is not None:
-            # Exactly-once: what is released is in the open transaction, with the revoked
-            # partitions' offsets; commit it while they are still ours.
-            if txn.usable:
+        try:
+            if txn is None:
+                self._finish_in_flight(
+                    self.settings.executor.drain_timeout_s,
+                    lambda: sum(self.tracker.pending(tp) for tp in revoked),
+                )
+                self._commit(self.tracker.revoke(revoked))
+            elif txn.usable:
+                # Exactly-once: what is released is in the open transaction, with the revoked
+                # partitions' offsets; commit it while they are still ours.
                 pending = lambda: sum(txn.pending(tp) for tp in revoked)  # noqa: E731
                 self._finish_in_flight(self.settings.executor.drain_timeout_s, pending)
                 self._commit()
+        finally:
+            # Let go even if the drain or the commit raised (confluent-kafka unassigns them
+            # anyway): nothing of theirs may be tracked or committed by this member again.
             self.tracker.revoke(revoked)
-            txn.forget(revoked)
+            if txn is not None:
+                txn.forget(revoked)
             self._drop_queued(revoked)
             self._assigned -= revoked
-            return
-        started = time.monotonic()
-        self._finish_in_flight(
-            self.settings.executor.drain_timeout_s,
-            lambda: sum(self.tracker.pending(tp) for tp in revoked),
-        )
-        self._commit(self.tracker.revoke(revoked))
-        self._drop_queued(revoked)
-        self._assigned -= revoked
         logger.info(
             "ingest=%s let go of %s after %.2fs",
             self.ingest_id,
@@ -385,6 +400,7 @@ class Ingest:
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Another member may own these already: committing now could move its offsets.
         lost = {(tp.topic, tp.partition) for tp in partitions}
+        self._unsettled |= lost
         self.tracker.revoke(lost)
         self._drop_queued(lost)
         self._assigned -= lost

@@ -114,13 +114,22 @@ def consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(conf)
 
 
-def ingest_consumer(kafka: KafkaSettings, group_id: str, client_id: str) -> Consumer:
-    """The ingest's consumer: :func:`consumer` with fetch settings for micro-batching."""
+def ingest_consumer(
+    kafka: KafkaSettings, group_id: str, client_id: str, drain_timeout_s: float = 30.0
+) -> Consumer:
+    """The ingest's consumer: :func:`consumer` with fetch settings for micro-batching.
+
+    A revocation or a shutdown drains for up to ``drain_timeout_s`` without polling; librdkafka
+    also sends ``max.poll.interval.ms`` as the KIP-848 rebalance timeout. So it is kept above
+    the drain (a minute of margin), or a long drain would get the member fenced and its final
+    commit refused.
+    """
     return consumer(
         kafka,
         group_id,
         **{
             "client.id": client_id,
+            "max.poll.interval.ms": max(300_000, int((drain_timeout_s + 60) * 1000)),
             # Fetch enough to fill micro-batches without one round trip per record...
             "fetch.wait.max.ms": 5,
             # ...but bound librdkafka's prefetch queue: with partitions paused under
