@@ -188,7 +188,9 @@ class Ingest:
             # Paused (the window is full): the consumer is still polled, without waiting. Its
             # poll serves rebalance callbacks, a leave's revocation among them, and keeps this
             # member within max.poll.interval.ms; paused partitions return no records.
-            self._accept_while_paused(self._poll(1, 0.0))
+            stray = self._poll(1, 0.0)
+            self._accept(stray)  # nothing, unless a partition's pause did not hold
+            kafka_clients.pause_strays(self.consumer, stray, f"ingest={self.ingest_id}")
             if not busy:
                 # Wait on the producer instead: its delivery reports free the window.
                 self.producer.poll(timeout)
@@ -343,19 +345,6 @@ class Ingest:
             self.consumer.resume(self.consumer.assignment())
             self.counters.paused = False
             logger.info("ingest=%s resumed at %d in flight", self.ingest_id, in_flight)
-
-    def _accept_while_paused(self, messages: list[Message]) -> None:
-        """Take what a poll while paused returned (nothing, unless a partition was not paused)."""
-        records = [m for m in messages if m.error() is None]
-        self._accept(messages)  # taken, not dropped: each is tracked and answered
-        if records:
-            stray = [TopicPartition(m.topic(), m.partition()) for m in records]  # type: ignore[arg-type]
-            logger.warning(
-                "ingest=%s read from %s while paused: pausing it",
-                self.ingest_id,
-                partition_names(stray),
-            )
-            self.consumer.pause(stray)
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         logger.info("ingest=%s assigned %s", self.ingest_id, partition_names(partitions))

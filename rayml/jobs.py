@@ -173,6 +173,8 @@ class JobRunner:
         messages = self.consumer.consume(max(1, room), 0.0 if busy else 0.1)
         for msg in messages:
             self._accept(msg)
+        if self.counters.paused:
+            kafka_clients.pause_strays(self.consumer, messages, f"runner={self.runner_id}")
         if not self._stop.is_set():
             self.trials.launch()
         self.trials.collect(block_s=0.1 if busy else 0.0)

@@ -188,6 +188,19 @@ def set_pause_state(consumer: Consumer, partitions: list[TopicPartition], paused
         (consumer.pause if paused else consumer.resume)(partitions)
 
 
+def pause_strays(consumer: Consumer, messages: list[Message], owner: str) -> None:
+    """Pause the partitions of records a paused member read (their pause did not hold).
+
+    ``pause()`` skips, without an error, a partition librdkafka has no object for yet, e.g.
+    one assigned for the first time while the member was paused. The records are the caller's
+    to keep: dropping them would leave a gap that the commit watermark skips.
+    """
+    stray = [TopicPartition(m.topic(), m.partition()) for m in messages if m.error() is None]  # type: ignore[arg-type]
+    if stray:
+        logger.warning("%s read from %s while paused: pausing it", owner, partition_names(stray))
+        consumer.pause(stray)
+
+
 def partition_names(partitions: list[TopicPartition]) -> str:
     """``topic[p], ...`` for log lines (``nothing`` for none)."""
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

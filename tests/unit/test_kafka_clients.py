@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka import TopicPartition
 
-from rayml.kafka_clients import partition_names, set_pause_state
+from rayml.kafka_clients import partition_names, pause_strays, set_pause_state
 
 
 class PauseFlags:
@@ -36,3 +36,26 @@ def test_a_partition_revoked_while_paused_is_resumed_when_assigned_to_a_running_
 def test_partition_names() -> None:
     assert partition_names([TopicPartition("in", 0), TopicPartition("in", 3)]) == "in[0], in[3]"
     assert partition_names([]) == "nothing"
+
+
+class Polled:
+    def __init__(self, partition: int, error: object = None) -> None:
+        self._partition, self._error = partition, error
+
+    def topic(self) -> str:
+        return "in"
+
+    def partition(self) -> int:
+        return self._partition
+
+    def error(self) -> object:
+        return self._error
+
+
+def test_records_read_while_paused_pause_their_partitions() -> None:
+    consumer = PauseFlags()
+    polled = [Polled(2), Polled(2), Polled(5, error="partition EOF")]
+    pause_strays(consumer, polled, "ingest=i-0")  # type: ignore[arg-type]
+    assert consumer.paused == {("in", 2)}
+    pause_strays(consumer, [], "ingest=i-0")  # type: ignore[arg-type]
+    assert consumer.paused == {("in", 2)}
