@@ -11,20 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from rayml.ingest import Ingest
-
-
-class Record:
-    def __init__(self, partition: int, offset: int) -> None:
-        self._partition, self._offset = partition, offset
-
-    def topic(self) -> str:
-        return "in"
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
+from tests.support.fake_records import Record
 
 
 def polling(first: Record, rest: list[Record], callback_moves: set[tuple[str, int]]) -> Any:

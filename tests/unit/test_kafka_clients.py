@@ -5,6 +5,7 @@ from __future__ import annotations
 from confluent_kafka import TopicPartition
 
 from rayml.kafka_clients import partition_names, pause_strays, set_pause_state
+from tests.support.fake_records import Record
 
 
 class PauseFlags:
@@ -38,23 +39,9 @@ def test_partition_names() -> None:
     assert partition_names([]) == "nothing"
 
 
-class Polled:
-    def __init__(self, partition: int, error: object = None) -> None:
-        self._partition, self._error = partition, error
-
-    def topic(self) -> str:
-        return "in"
-
-    def partition(self) -> int:
-        return self._partition
-
-    def error(self) -> object:
-        return self._error
-
-
 def test_records_read_while_paused_pause_their_partitions() -> None:
     consumer = PauseFlags()
-    polled = [Polled(2), Polled(2), Polled(5, error="partition EOF")]
+    polled = [Record(2), Record(2), Record(5, error="partition EOF")]
     pause_strays(consumer, polled, "ingest=i-0")  # type: ignore[arg-type]
     assert consumer.paused == {("in", 2)}
     pause_strays(consumer, [], "ingest=i-0")  # type: ignore[arg-type]

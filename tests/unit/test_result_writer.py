@@ -42,17 +42,24 @@ class FakeProducer:
             callback(None, _Delivered())
 
 
-def writer() -> tuple[ResultWriter, FakeProducer, list[tuple[tuple[str, int], int]]]:
-    producer = FakeProducer()
+def writer_on(
+    producer: FakeProducer,
+) -> tuple[ResultWriter, list[tuple[tuple[str, int], int]]]:
     done: list[tuple[tuple[str, int], int]] = []
     w = ResultWriter(
-        producer,
+        producer,  # type: ignore[arg-type]
         output_topic="out",
         dlq_topic="dlq",
-        jobs_topic="jobs",  # type: ignore[arg-type]
+        jobs_topic="jobs",
         on_done=lambda tp, offset: done.append((tp, offset)),
         owner="test",
     )
+    return w, done
+
+
+def writer() -> tuple[ResultWriter, FakeProducer, list[tuple[tuple[str, int], int]]]:
+    producer = FakeProducer()
+    w, done = writer_on(producer)
     return w, producer, done
 
 
@@ -155,24 +162,9 @@ class RefusingProducer(FakeProducer):
         super().produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
 
 
-def refusing_writer(
-    producer: RefusingProducer,
-) -> tuple[ResultWriter, list[tuple[tuple[str, int], int]]]:
-    done: list[tuple[tuple[str, int], int]] = []
-    w = ResultWriter(
-        producer,  # type: ignore[arg-type]
-        output_topic="out",
-        dlq_topic="dlq",
-        jobs_topic="jobs",
-        on_done=lambda tp, offset: done.append((tp, offset)),
-        owner="test",
-    )
-    return w, done
-
-
 def test_a_result_refused_as_too_large_is_answered_with_an_error() -> None:
     producer = RefusingProducer(limit=500)
-    w, done = refusing_writer(producer)
+    w, done = writer_on(producer)
     request = Request(id="r-1", pipeline="p.predict", params={})
     w.answer_ok(("in", 0), 7, request, {"x": "y" * 1000}, model=None, timings={}, attempts=1)
     producer.ack()
@@ -185,7 +177,7 @@ def test_a_result_refused_as_too_large_is_answered_with_an_error() -> None:
 
 def test_a_dead_letter_too_large_to_copy_is_written_without_its_value() -> None:
     producer = RefusingProducer(limit=500)
-    w, done = refusing_writer(producer)
+    w, done = writer_on(producer)
     request = Request(id="r-1", pipeline="p.predict", params={})
     letter = DeadLetter(
         error_type="retries_exhausted",
@@ -211,7 +203,7 @@ def test_only_a_topic_error_moves_an_answer_from_reply_to_to_the_result_topic() 
     # metadata tells the two apart.
     timeout = KafkaError(KafkaError._MSG_TIMED_OUT)
     timed_out = RefusingProducer(limit=10_000, failing={"mine": timeout}, existing={"out", "mine"})
-    w, _ = refusing_writer(timed_out)
+    w, _ = writer_on(timed_out)
     request = Request(id="r-1", pipeline="p.predict", params={}, reply_to="mine")
     w.answer_ok(("in", 0), 1, request, {"x": 1}, model=None, timings={}, attempts=1)
     assert timed_out.sent == [], "parked while the broker is asked"
@@ -219,7 +211,7 @@ def test_only_a_topic_error_moves_an_answer_from_reply_to_to_the_result_topic() 
     assert [s["topic"] for s in timed_out.sent] == ["mine"]  # retried where it belongs
 
     gone = RefusingProducer(limit=10_000, failing={"gone": timeout})
-    w, _ = refusing_writer(gone)
+    w, _ = writer_on(gone)
     request = Request(id="r-2", pipeline="p.predict", params={}, reply_to="gone")
     w.answer_ok(("in", 0), 2, request, {"x": 1}, model=None, timings={}, attempts=1)
     assert w.settle(wait_s=5.0) == 1
@@ -258,15 +250,7 @@ def test_failed_reply_to_writes_wait_for_one_metadata_answer_without_blocking(
     topic_exists: bool,
 ) -> None:
     producer = SlowBrokerProducer(topic_exists)
-    done: list[tuple[tuple[str, int], int]] = []
-    w = ResultWriter(
-        producer,  # type: ignore[arg-type]
-        output_topic="out",
-        dlq_topic="dlq",
-        jobs_topic="jobs",
-        on_done=lambda tp, offset: done.append((tp, offset)),
-        owner="test",
-    )
+    w, done = writer_on(producer)
     for offset in range(50):
         request = Request(id=f"r-{offset}", pipeline="p", params={}, reply_to="replies")
         w.answer_ok(("in", 0), offset, request, {"x": 1}, model=None, timings={}, attempts=1)
@@ -288,14 +272,7 @@ def test_failed_reply_to_writes_wait_for_one_metadata_answer_without_blocking(
 
 def test_parked_results_of_partitions_let_go_of_are_forgotten() -> None:
     producer = SlowBrokerProducer(topic_exists=True)
-    w = ResultWriter(
-        producer,  # type: ignore[arg-type]
-        output_topic="out",
-        dlq_topic="dlq",
-        jobs_topic="jobs",
-        on_done=lambda tp, offset: None,
-        owner="test",
-    )
+    w, _ = writer_on(producer)
     for partition in (0, 1):
         request = Request(id=f"r-{partition}", pipeline="p", params={}, reply_to="replies")
         w.answer_ok(("in", partition), 5, request, {"x": 1}, model=None, timings={}, attempts=1)
