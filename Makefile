@@ -47,7 +47,7 @@ test-cluster: venv kafka-jars  ## the cluster scenarios only (multi-node Ray, ki
 	$(PY) -m pytest -m cluster tests/integration
 
 demo: venv kafka-jars  ## the main job on a local broker and a local Ray
-	$(PY) -m rayml.demo
+	$(PY) -m rayml.cli.demo
 
 bench: venv kafka-jars  ## benchmarks, printed side by side with their baselines
 	$(PY) -m bench $(BENCH_ARGS)

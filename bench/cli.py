@@ -98,7 +98,7 @@ METHOD = """\
   {nproc} cores, as in the issues' calibration runs. Other work on the machine competes for them:
   the 1-min load average under "Machine" says how much (above {nproc}, every process got less
   than a core when it wanted one, which lowers throughput and lengthens latency tails).
-- **Where rayml's time goes:** `python -m bench.profile_ingest` runs `rayml.ingest.Ingest`
+- **Where rayml's time goes:** `python -m bench.profile_ingest` runs `rayml.executor.ingest.Ingest`
   in-process on a pre-produced backlog, once plain (rate, CPU per message) and once under
   cProfile (cost per message of each function); `--latency-rate R` compares latency with and
   without a consumer that returns as soon as a record is there.
@@ -296,8 +296,8 @@ class Bench:
 
 def _train_model(models_root: Path, model_file: Path) -> Any:
     from pipelines.breast_cancer import TrainParams, train
-    from rayml.models import ModelStore
-    from rayml.registry import TrainingContext
+    from rayml.models.store import ModelStore
+    from rayml.pipeline.registry import TrainingContext
 
     params = TrainParams()
     trained = train(params, TrainingContext(nthread=1))

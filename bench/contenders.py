@@ -124,7 +124,7 @@ class RaymlContender:
         )
 
     def start(self, endpoint: Endpoint) -> None:
-        from rayml.executor import Executor
+        from rayml.executor.service import Executor
 
         self.executor = Executor(self._settings(endpoint))
         self.executor.start()

@@ -10,7 +10,7 @@ import argparse
 import time
 
 from pipelines.breast_cancer import TrainParams, train
-from rayml.contract import TrainingContext
+from rayml.pipeline.contract import TrainingContext
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Where the ingest spends its time per message: ``python -m bench.profile_ingest``.
 
-:class:`rayml.ingest.Ingest` is a plain class, so it runs here in a thread of this process
+:class:`rayml.executor.ingest.Ingest` is a plain class, so it runs here in a thread of this process
 (its ModelWorker pool still runs as Ray actors on a local Ray) against a pre-produced backlog:
 
 1. a plain run measures the ingest's capacity from a backlog (no profiler);
@@ -135,8 +135,8 @@ class EagerConsumer:
 
 
 def _new_ingest(settings: Any, eager: bool = False) -> Any:
-    from rayml.ingest import Ingest
-    from rayml.registry import Registry
+    from rayml.executor.ingest import Ingest
+    from rayml.pipeline.registry import Registry
 
     registry = Registry()
     registry.discover(settings.executor.pipeline_modules)
@@ -219,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from bench.cli import _train_model
+    from rayml.kafka.topics import create_topics
     from rayml.localkafka import LocalBroker
-    from rayml.topics import create_topics
 
     p = argparse.ArgumentParser(prog="python -m bench.profile_ingest", description=__doc__)
     p.add_argument("--requests", type=int, default=50_000)

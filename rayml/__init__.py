@@ -13,8 +13,8 @@ from rayml.config import Settings, load_settings
 from rayml.errors import RaymlError
 
 if TYPE_CHECKING:
-    from rayml.client import Client
-    from rayml.client_async import AsyncClient
+    from rayml.client.async_client import AsyncClient
+    from rayml.client.client import Client
 
 __all__ = ["AsyncClient", "Client", "RaymlError", "Settings", "load_settings"]
 __version__ = "0.1.0"
@@ -22,11 +22,11 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> object:
     if name == "Client":
-        from rayml.client import Client
+        from rayml.client.client import Client
 
         return Client
     if name == "AsyncClient":
-        from rayml.client_async import AsyncClient
+        from rayml.client.async_client import AsyncClient
 
         return AsyncClient
     raise AttributeError(f"module 'rayml' has no attribute {name!r}")

@@ -148,19 +148,20 @@ class ExecutorSettings(_Section):
     pipeline_modules: list[str] = Field(default_factory=list)
     # at_least_once: a result is written, then its input offset committed (readers dedupe by
     # id). exactly_once: results and input offsets commit in one Kafka transaction per ingest
-    # (rayml.transactions); read_committed readers see each result once, even across a crash.
+    # (rayml.delivery.transactions); read_committed readers see each result once, even across a
+    # crash.
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
     # How often the executor checks that its ingest actors are alive; one whose node is gone
     # is started again on another node.
     supervise_interval_s: float = Field(2.0, gt=0, le=600)
     # spread: ingest actors pinned one per ML node (a lost node takes only its share);
     # default: Ray's placement, beside the driver on the head (never scaled down, but one
-    # failure domain). See rayml.executor.ingest_placements.
+    # failure domain). See rayml.executor.service.ingest_placements.
     ingest_placement: Literal["spread", "default"] = "spread"
     # An ingest whose pool has had no serving worker this long (its workers wait for a node
     # with room, e.g. after a node loss without spare capacity) leaves the consumer group, so
     # its partitions go to ingests that can serve them; it rejoins once a worker serves.
-    # 0: never leave. See rayml.membership.
+    # 0: never leave. See rayml.executor.membership.
     leave_group_without_workers_s: float = Field(30.0, ge=0, le=3600)
     # exactly_once: how often the open transaction commits. Results become visible to
     # read_committed readers only then (latency), and each commit costs broker round trips.
@@ -171,7 +172,8 @@ class ExecutorSettings(_Section):
 
 
 class TrainingSettings(_Section):
-    """How the job runner runs training jobs from the jobs topic (see :mod:`rayml.jobs`)."""
+    """How the job runner runs training jobs from the jobs topic (see
+    :mod:`rayml.training.runner`)."""
 
     # Job runner actors per executor; they share the jobs partitions (0: no training here).
     job_runners: int = Field(1, ge=0, le=1024)
@@ -202,7 +204,7 @@ class ModelStoreSettings(_Section):
 
 
 class AutoscaleSettings(_Section):
-    """The pool autoscaler (:mod:`rayml.autoscale`, :mod:`rayml.autoscaler`).
+    """The pool autoscaler (:mod:`rayml.autoscaling.policy`, :mod:`rayml.autoscaling.controller`).
 
     Worker counts are per ingest actor (each ingest owns its pool). The pool grows to keep up
     with the input and drain any lag within ``target_lag_s``; Ray's cluster autoscaler adds

@@ -45,9 +45,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rayml.dispatch import InFlight
-    from rayml.ingest import Ingest
-    from rayml.jobs import Counters as JobCounters
+    from rayml.executor.dispatch import InFlight
+    from rayml.executor.ingest import Ingest
+    from rayml.training.runner import Counters as JobCounters
 
 LATENCY_BOUNDARIES_MS = [
     1,

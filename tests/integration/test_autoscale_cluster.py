@@ -36,9 +36,9 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 
+from rayml.cli.status import group_lag
 from rayml.config import Settings
-from rayml.status import group_lag
-from rayml.topics import create_topics
+from rayml.kafka.topics import create_topics
 from tests.support.executor_process import ExecutorProcess
 from tests.support.kafka_io import send_requests
 from tests.support.models import store_breast_cancer

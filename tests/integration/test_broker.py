@@ -173,7 +173,7 @@ def test_port_in_use_is_a_clear_error(bootstrap_servers: str, tmp_path: Path) ->
 @pytest.mark.slow
 def test_cli_start_status_stop(tmp_path: Path) -> None:
     port, data_dir = free_port(), tmp_path / "kafka-check"
-    rayml = [sys.executable, "-m", "rayml.cli"]
+    rayml = [sys.executable, "-m", "rayml.cli.main"]
     env_cwd = {"cwd": REPO}
     started = subprocess.run(
         [*rayml, "kafka", "start", "--port", str(port), "--data-dir", str(data_dir)],

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from rayml.config import Settings
-from rayml.executor import Executor
-from rayml.topics import create_topics
+from rayml.executor.service import Executor
+from rayml.kafka.topics import create_topics
 from tests.support.executor_process import REPO, settings_env
 from tests.support.models import breast_cancer_rows, store_breast_cancer
 
@@ -39,7 +39,7 @@ def rayml(settings: Settings, *args: str, timeout: float = 120) -> subprocess.Co
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAYML_")}
     env.update({"PYTHONPATH": str(REPO), **settings_env(settings)})
     return subprocess.run(
-        [sys.executable, "-m", "rayml.cli", *args],
+        [sys.executable, "-m", "rayml.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

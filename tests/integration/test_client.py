@@ -19,11 +19,11 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from rayml import AsyncClient, Client
-from rayml.client_errors import BrokerUnreachableError, ClientClosedError, ResultTimeoutError
+from rayml.client.errors import BrokerUnreachableError, ClientClosedError, ResultTimeoutError
 from rayml.config import Settings
 from rayml.errors import InvalidParamsError, InvalidRequestError, UnknownPipelineError
+from rayml.kafka.topics import create_topics
 from rayml.localkafka import free_port
-from rayml.topics import create_topics
 from tests.support.models import breast_cancer_rows
 from tests.support.served import module_settings, serving
 

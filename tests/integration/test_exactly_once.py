@@ -17,9 +17,9 @@ import pytest
 from confluent_kafka import Consumer
 
 from rayml.config import Settings
-from rayml.executor import Executor
-from rayml.messages import Result
-from rayml.transactions import ProducerFencedError
+from rayml.delivery.transactions import ProducerFencedError
+from rayml.executor.service import Executor
+from rayml.protocol.envelopes import Result
 from tests.support.executor_process import ExecutorProcess
 from tests.support.kafka_io import (
     ResultCollector,

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from rayml.config import Settings
-from rayml.executor import Executor
-from rayml.topics import create_topics
+from rayml.executor.service import Executor
+from rayml.kafka.topics import create_topics
 from tests.support.kafka_io import (
     ResultCollector,
     committed_equals_end,

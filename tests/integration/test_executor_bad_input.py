@@ -11,9 +11,9 @@ import pytest
 from confluent_kafka import Consumer
 
 from rayml.config import Settings
-from rayml.executor import Executor
-from rayml.messages import dead_letter_from_headers
-from rayml.topics import create_topics
+from rayml.executor.service import Executor
+from rayml.kafka.topics import create_topics
+from rayml.protocol.envelopes import dead_letter_from_headers
 from tests.support.kafka_io import ResultCollector, predict_request, send_requests
 from tests.support.models import breast_cancer_rows, store_breast_cancer
 

@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from rayml.config import Settings
-from rayml.executor import Executor
+from rayml.executor.service import Executor
 from tests.support.executor_process import ExecutorProcess
 from tests.support.kafka_io import ResultCollector, predict_request, send_requests
 from tests.support.models import breast_cancer_rows

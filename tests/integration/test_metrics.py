@@ -14,9 +14,9 @@ import pytest
 import ray
 
 from rayml.config import Settings
-from rayml.executor import Executor
+from rayml.executor.service import Executor
+from rayml.kafka.topics import create_topics
 from rayml.metrics import scrape_names
-from rayml.topics import create_topics
 from tests.support.kafka_io import ResultCollector, predict_request, send_requests
 from tests.support.models import breast_cancer_rows, store_breast_cancer
 

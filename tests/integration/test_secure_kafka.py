@@ -29,7 +29,7 @@ import pytest
 from pydantic import SecretStr
 
 from rayml import Client
-from rayml.client_errors import BrokerUnreachableError
+from rayml.client.errors import BrokerUnreachableError
 from rayml.config import Settings, load_settings
 from rayml.errors import ConfigError
 from rayml.localkafka import LocalBroker, SecureListener
@@ -114,7 +114,7 @@ def test_librdkafka_says_why_a_wrong_password_is_refused(
     """What an application polling its own client sees (error_cb, rayml.librdkafka logs)."""
     from confluent_kafka import KafkaError, KafkaException
 
-    from rayml import kafka_clients
+    from rayml.kafka import clients as kafka_clients
 
     errors: list[KafkaError] = []
     kafka = secure_broker.kafka_settings().model_copy(
@@ -314,7 +314,7 @@ def test_settings_never_show_the_password(
 def test_librdkafka_debug_log_redacts_the_password(
     secure_broker: LocalBroker, listener: SecureListener, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from rayml import kafka_clients
+    from rayml.kafka import clients as kafka_clients
 
     caplog.set_level(logging.DEBUG, logger="rayml.librdkafka")
     admin = kafka_clients.admin_client(secure_broker.kafka_settings(), debug="all")
@@ -337,7 +337,7 @@ def test_cli_with_the_password_in_its_environment_never_prints_it(
         env[key] = value.strip("'")
     env["RAYML_TOPICS__INPUT"] = f"cli-{uuid.uuid4().hex[:8]}.input"
     run = subprocess.run(
-        [sys.executable, "-m", "rayml.cli", "--log-level", "DEBUG", "topics", "create"],
+        [sys.executable, "-m", "rayml.cli.main", "--log-level", "DEBUG", "topics", "create"],
         cwd=REPO,
         env=env,
         capture_output=True,

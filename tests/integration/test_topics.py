@@ -6,8 +6,8 @@ import pytest
 from confluent_kafka.admin import ConfigResource
 
 from rayml.config import Settings
-from rayml.kafka_clients import admin_client
-from rayml.topics import create_topics
+from rayml.kafka.clients import admin_client
+from rayml.kafka.topics import create_topics
 
 pytestmark = pytest.mark.kafka
 

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer
 
+from rayml.cli.training import follow_job
 from rayml.config import Settings
-from rayml.executor import Executor
-from rayml.messages import Request, Result
-from rayml.models import ModelStore, ModelVersion
-from rayml.topics import create_topics
-from rayml.training_cli import follow_job
-from rayml.training_messages import JobEvent, decode_announcement, decode_event
+from rayml.executor.service import Executor
+from rayml.kafka.topics import create_topics
+from rayml.models.store import ModelStore, ModelVersion
+from rayml.protocol.envelopes import Request, Result
+from rayml.protocol.training import JobEvent, decode_announcement, decode_event
 from tests.support.executor_process import ExecutorProcess
 from tests.support.kafka_io import (
     ResultCollector,

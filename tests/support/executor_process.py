@@ -39,7 +39,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class ExecutorProcess:
-    """``python -m rayml.cli serve`` joined to the test session's Ray cluster.
+    """``python -m rayml.cli.main serve`` joined to the test session's Ray cluster.
 
     Its ingest actors and workers are owned by this process, so a SIGKILL takes the whole
     executor down (driver and its Ray workers), as a crashed node would.
@@ -61,7 +61,7 @@ class ExecutorProcess:
             [
                 sys.executable,
                 "-m",
-                "rayml.cli",
+                "rayml.cli.main",
                 "--log-level",
                 "INFO",
                 "serve",

@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from rayml.config import Settings
-from rayml.messages import Result, decode_result
+from rayml.protocol.envelopes import Result, decode_result
 
 # librdkafka's own log lines (e.g. "Connection refused" while a test restarts the broker) go
 # through logging: pytest shows them with a failing test only.

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from rayml.models import ModelStore, ModelVersion
-from rayml.registry import TrainingContext
+from rayml.models.store import ModelStore, ModelVersion
+from rayml.pipeline.registry import TrainingContext
 
 
 def store_breast_cancer(store_root: str, n_estimators: int = 20) -> tuple[ModelVersion, Any]:

@@ -1,4 +1,4 @@
-"""An :class:`~rayml.ingest.Ingest` in a thread of the test process, on the session's Ray.
+"""An :class:`~rayml.executor.ingest.Ingest` in a thread of the test process, on the session's Ray.
 
 For tests that need two ingests of one group with different settings, or the ingest's own
 objects (its status, the error its loop raised), which an executor process hides.
@@ -10,8 +10,8 @@ import threading
 import time
 
 from rayml.config import Settings
-from rayml.ingest import Ingest
-from rayml.registry import Registry
+from rayml.executor.ingest import Ingest
+from rayml.pipeline.registry import Registry
 
 
 class RunningIngest:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rayml.config import Settings
-from rayml.topics import create_topics
+from rayml.kafka.topics import create_topics
 from tests.support.models import store_breast_cancer
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from rayml.config import Settings, load_settings
-from rayml.executor import Executor
-from rayml.topics import create_topics
+from rayml.executor.service import Executor
+from rayml.kafka.topics import create_topics
 from tests.support.models import store_breast_cancer
 
 ROLES = ("input", "output", "jobs", "dlq", "models", "registry", "events")

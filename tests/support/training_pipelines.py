@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rayml.models import fingerprint_arrays
-from rayml.registry import TrainedModel, TrainingContext, inference, training
+from rayml.models.store import fingerprint_arrays
+from rayml.pipeline.registry import TrainedModel, TrainingContext, inference, training
 
 
 class FastParams(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from rayml.registry import Registry, inference
+from rayml.pipeline.registry import Registry, inference
 
 REGISTRY = Registry()
 #: Batch sizes of every call to :func:`poison` and :func:`predict`, in call order.

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rayml.autoscale import AutoscalePolicy, LoadSample, PolicyConfig
+from rayml.autoscaling.policy import AutoscalePolicy, LoadSample, PolicyConfig
 from rayml.config import load_settings
 
 
@@ -235,8 +235,8 @@ class FakeExecutor:
 def test_controller_grows_on_a_burst_asks_ahead_then_shrinks_and_clears(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from rayml import autoscaler as controller
-    from rayml.status import PartitionLag
+    from rayml.autoscaling import controller
+    from rayml.cli.status import PartitionLag
 
     clock = [0.0]
     monkeypatch.setattr(controller.time, "monotonic", lambda: clock[0])

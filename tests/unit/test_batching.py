@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import rayml.batching
-from rayml.batching import Backpressure, Batch, MicroBatcher
+import rayml.executor.batching
+from rayml.executor.batching import Backpressure, Batch, MicroBatcher
 
 Route = tuple[str, str | None]
 IRIS: Route = ("iris.predict", None)
@@ -19,7 +19,7 @@ IRIS_V2: Route = ("iris.predict", "2")
 
 
 def test_docstring_examples_run() -> None:
-    assert doctest.testmod(rayml.batching).failed == 0
+    assert doctest.testmod(rayml.executor.batching).failed == 0
 
 
 # --- MicroBatcher examples -----------------------------------------------------------------

@@ -8,24 +8,24 @@ import threading
 
 import pytest
 
-import rayml.client_batch
-import rayml.client_futures
-from rayml.client import resolve_settings
-from rayml.client_errors import (
+import rayml.client.batch
+import rayml.client.futures
+from rayml.client.client import resolve_settings
+from rayml.client.errors import (
     BrokerUnreachableError,
     ClientClosedError,
     DeliveryFailedError,
     ResultTimeoutError,
 )
-from rayml.client_futures import PendingReplies, RequestFuture
+from rayml.client.futures import PendingReplies, RequestFuture
 from rayml.config import load_settings
 from rayml.errors import ConfigError, InfrastructureError, RaymlError
-from rayml.messages import ErrorInfo, Result
+from rayml.protocol.envelopes import ErrorInfo, Result
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(rayml.client_futures).failed == 0
-    assert doctest.testmod(rayml.client_batch).failed == 0
+    assert doctest.testmod(rayml.client.futures).failed == 0
+    assert doctest.testmod(rayml.client.batch).failed == 0
 
 
 def test_each_result_completes_only_its_own_future() -> None:

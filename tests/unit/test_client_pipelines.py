@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-import rayml.client_pipelines
-from rayml.client_pipelines import ParamsChecker, PipelineInfo, to_wire
+import rayml.client.pipelines
+from rayml.client.pipelines import ParamsChecker, PipelineInfo, to_wire
 from rayml.errors import InvalidParamsError
-from rayml.registry import Registry
+from rayml.pipeline.registry import Registry
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def fields_of(exc: pytest.ExceptionInfo[InvalidParamsError]) -> list[str]:
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(rayml.client_pipelines).failed == 0
+    assert doctest.testmod(rayml.client.pipelines).failed == 0
 
 
 def test_valid_params_pass_and_numpy_becomes_plain_json(

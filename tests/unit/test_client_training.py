@@ -5,10 +5,10 @@ from __future__ import annotations
 import doctest
 from typing import Any
 
-import rayml.client_training
-from rayml.client_training import JobProgress
-from rayml.messages import ErrorInfo
-from rayml.training_messages import JobEvent
+import rayml.client.training
+from rayml.client.training import JobProgress
+from rayml.protocol.envelopes import ErrorInfo
+from rayml.protocol.training import JobEvent
 
 
 def event(state: str, **fields: Any) -> JobEvent:
@@ -16,7 +16,7 @@ def event(state: str, **fields: Any) -> JobEvent:
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(rayml.client_training).failed == 0
+    assert doctest.testmod(rayml.client.training).failed == 0
 
 
 def test_single_training_from_queued_to_succeeded() -> None:

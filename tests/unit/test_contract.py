@@ -1,4 +1,4 @@
-"""Unit tests for rayml.contract: calling pipelines and checking what they return."""
+"""Unit tests for rayml.pipeline.contract: calling pipelines and checking what they return."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from pydantic import BaseModel
 
-import rayml.contract
+import rayml.pipeline.contract
 from rayml.errors import PipelineFailedError
-from rayml.registry import (
+from rayml.pipeline.registry import (
     PipelineSpec,
     Registry,
     TrainedModel,
@@ -189,6 +189,6 @@ def _training_spec() -> PipelineSpec:
 
 
 def test_docstring_examples_run() -> None:
-    result = doctest.testmod(rayml.contract, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(rayml.pipeline.contract, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0

@@ -7,20 +7,20 @@ import doctest
 import pytest
 from pydantic import ValidationError
 
-import rayml.dead_letters
-import rayml.messages
-from rayml.dead_letters import DeadLetter, dead_letter_from_headers, dead_letter_headers
+import rayml.protocol.dead_letters
+import rayml.protocol.envelopes
+from rayml.protocol.dead_letters import DeadLetter, dead_letter_from_headers, dead_letter_headers
 
 
 def test_docstring_examples_run() -> None:
-    assert doctest.testmod(rayml.dead_letters).failed == 0
+    assert doctest.testmod(rayml.protocol.dead_letters).failed == 0
 
 
 def test_messages_re_exports_dead_letters() -> None:
-    # The ingest (and older code) imports them from rayml.messages.
-    assert rayml.messages.DeadLetter is DeadLetter
-    assert rayml.messages.dead_letter_headers is dead_letter_headers
-    assert rayml.messages.dead_letter_from_headers is dead_letter_from_headers
+    # The ingest (and older code) imports them from rayml.protocol.envelopes.
+    assert rayml.protocol.envelopes.DeadLetter is DeadLetter
+    assert rayml.protocol.envelopes.dead_letter_headers is dead_letter_headers
+    assert rayml.protocol.envelopes.dead_letter_from_headers is dead_letter_from_headers
 
 
 def test_dead_letter_headers_round_trip_and_names() -> None:

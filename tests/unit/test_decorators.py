@@ -1,4 +1,5 @@
-"""Unit tests for rayml.decorators (and rayml.signatures): registration and its checks."""
+"""Unit tests for rayml.pipeline.decorators (and rayml.pipeline.signatures): registration and its
+checks."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-import rayml.decorators
-import rayml.registry
-import rayml.signatures
+import rayml.pipeline.decorators
+import rayml.pipeline.registry
+import rayml.pipeline.signatures
 from rayml.errors import RegistrationError
-from rayml.registry import (
+from rayml.pipeline.registry import (
     SPEC_ATTR,
     Registry,
     Resources,
@@ -308,7 +309,7 @@ def test_decorators_use_default_registry_without_registry_kwarg(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fresh = Registry()
-    monkeypatch.setattr(rayml.registry, "default_registry", fresh)
+    monkeypatch.setattr(rayml.pipeline.registry, "default_registry", fresh)
 
     @inference("demo.default", model="m", params=Item)
     def predict(model: Any, batch: list[Item]) -> list[float]:
@@ -317,7 +318,7 @@ def test_decorators_use_default_registry_without_registry_kwarg(
     assert fresh.names() == ["demo.default"]
 
 
-@pytest.mark.parametrize("module", [rayml.decorators, rayml.signatures])
+@pytest.mark.parametrize("module", [rayml.pipeline.decorators, rayml.pipeline.signatures])
 def test_docstring_examples_run(module: Any) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0

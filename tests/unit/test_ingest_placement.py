@@ -6,7 +6,7 @@ import pytest
 
 from rayml.config import load_settings
 from rayml.errors import ConfigError
-from rayml.executor import ingest_placements
+from rayml.executor.service import ingest_placements
 
 
 def test_default_placement_leaves_it_to_ray() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from rayml.ingest import Ingest
+from rayml.executor.ingest import Ingest
 from tests.support.fake_records import Record
 
 

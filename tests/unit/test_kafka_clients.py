@@ -1,10 +1,10 @@
-"""Pure helpers of rayml.kafka_clients (no broker)."""
+"""Pure helpers of rayml.kafka.clients (no broker)."""
 
 from __future__ import annotations
 
 from confluent_kafka import TopicPartition
 
-from rayml.kafka_clients import partition_names, pause_strays, set_pause_state
+from rayml.kafka.clients import partition_names, pause_strays, set_pause_state
 from tests.support.fake_records import Record
 
 

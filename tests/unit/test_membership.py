@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rayml.membership import ServingWatch
+from rayml.executor.membership import ServingWatch
 
 
 def test_a_starting_pool_keeps_its_partitions_within_the_grace_period() -> None:

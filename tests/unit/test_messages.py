@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-import rayml.envelope_fields
-import rayml.messages
+import rayml.protocol.envelopes
+import rayml.protocol.fields
 from rayml.errors import InvalidParamsError, RecordError, UnknownPipelineError
-from rayml.messages import (
+from rayml.protocol.envelopes import (
     ErrorInfo,
     ModelRef,
     Rejected,
@@ -43,7 +43,7 @@ def rejected(obj: Any, *, max_bytes: int = MAX) -> Rejected:
     return out
 
 
-@pytest.mark.parametrize("module", [rayml.messages, rayml.envelope_fields])
+@pytest.mark.parametrize("module", [rayml.protocol.envelopes, rayml.protocol.fields])
 def test_docstring_examples_run(module: Any) -> None:
     assert doctest.testmod(module).failed == 0
 

@@ -1,4 +1,4 @@
-"""Unit tests for rayml.model_cache: an LRU bounded by count and by bytes."""
+"""Unit tests for rayml.models.cache: an LRU bounded by count and by bytes."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import rayml.model_cache
-from rayml.model_cache import CacheStats, ModelCache
+import rayml.models.cache
+from rayml.models.cache import CacheStats, ModelCache
 
 
 def test_docstring_examples_run() -> None:
-    result = doctest.testmod(rayml.model_cache)
+    result = doctest.testmod(rayml.models.cache)
     assert result.attempted > 0
     assert result.failed == 0
 

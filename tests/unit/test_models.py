@@ -1,6 +1,6 @@
 """Unit tests for the model store: formats, versions, atomicity, safety.
 
-They go through ``rayml.models`` and also cover the modules it is built from: ``model_names``,
+They go through ``rayml.models.store`` and also cover the modules it is built from: ``model_names``,
 ``model_formats`` and ``model_layout``.
 """
 
@@ -26,18 +26,18 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from xgboost import Booster, XGBClassifier, XGBRegressor
 
-import rayml.model_formats
-import rayml.model_layout
-import rayml.model_names
-import rayml.models
+import rayml.models.formats
+import rayml.models.layout
+import rayml.models.names
+import rayml.models.store
 from rayml.errors import (
     InvalidModelNameError,
     ModelNotFoundError,
     ModelStoreError,
     UnsafeModelFormatError,
 )
-from rayml.model_formats import is_trusted
-from rayml.models import METADATA_FILE, ModelStore, fingerprint_arrays, validate_version
+from rayml.models.formats import is_trusted
+from rayml.models.store import METADATA_FILE, ModelStore, fingerprint_arrays, validate_version
 
 X, Y = load_iris(return_X_y=True)
 
@@ -325,14 +325,14 @@ def test_unserialisable_metadata_writes_nothing(
 def test_crash_while_writing_metadata_exposes_nothing(
     store: ModelStore, logreg: LogisticRegression, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_write = rayml.model_layout._write_file
+    real_write = rayml.models.layout._write_file
 
     def crash_on_metadata(path: str, data: bytes) -> None:
         if path.endswith(METADATA_FILE):
             raise OSError("disk full")
         real_write(path, data)
 
-    monkeypatch.setattr(rayml.model_layout, "_write_file", crash_on_metadata)
+    monkeypatch.setattr(rayml.models.layout, "_write_file", crash_on_metadata)
     with pytest.raises(ModelStoreError, match="disk full"):
         _save(store, "m", logreg)
 
@@ -344,7 +344,7 @@ def test_crash_while_writing_metadata_exposes_nothing(
     # Our own staging directory and reservation were cleaned up.
     assert os.listdir(Path(store._layout.root) / "m") == []
 
-    monkeypatch.setattr(rayml.model_layout, "_write_file", real_write)
+    monkeypatch.setattr(rayml.models.layout, "_write_file", real_write)
     assert _save(store, "m", logreg).version == "000001"
     assert [v.version for v in store.versions("m")] == ["000001"]
 
@@ -434,7 +434,7 @@ def test_fingerprint_arrays() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", [rayml.models, rayml.model_names, rayml.model_formats, rayml.model_layout]
+    "module", [rayml.models.store, rayml.models.names, rayml.models.formats, rayml.models.layout]
 )
 def test_docstring_examples_run(module: Any) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

@@ -14,15 +14,15 @@ from hypothesis.stateful import (
     rule,
 )
 
-import rayml.offsets
-from rayml.offsets import OffsetTracker, PartitionOffsets, TopicPartition
+import rayml.delivery.offsets
+from rayml.delivery.offsets import OffsetTracker, PartitionOffsets, TopicPartition
 
 TP: TopicPartition = ("ml.pipeline.input", 0)
 TP1: TopicPartition = ("ml.pipeline.input", 1)
 
 
 def test_docstring_examples_run() -> None:
-    assert doctest.testmod(rayml.offsets).failed == 0
+    assert doctest.testmod(rayml.delivery.offsets).failed == 0
 
 
 def tracker(*offsets: int, tp: TopicPartition = TP) -> OffsetTracker:

@@ -16,8 +16,8 @@ import pipelines
 import pipelines.breast_cancer as breast_cancer
 import pipelines.iris as iris
 from rayml.errors import InvalidParamsError
-from rayml.models import ModelStore
-from rayml.registry import (
+from rayml.models.store import ModelStore
+from rayml.pipeline.registry import (
     Registry,
     TrainedModel,
     TrainingContext,

@@ -1,4 +1,5 @@
-"""Unit tests for rayml.registry (and rayml.spec): registering, lookup, validation, discovery.
+"""Unit tests for rayml.pipeline.registry (and rayml.pipeline.spec): registering, lookup,
+validation, discovery.
 
 The decorators' own checks are in test_decorators.py, calling pipelines in test_contract.py.
 """
@@ -18,14 +19,14 @@ from typing import Annotated, Any
 import pytest
 from pydantic import BaseModel, Field, FiniteFloat
 
-import rayml.registry
-import rayml.spec
+import rayml.pipeline.registry
+import rayml.pipeline.spec
 from rayml.errors import (
     InvalidParamsError,
     RegistrationError,
     UnknownPipelineError,
 )
-from rayml.registry import (
+from rayml.pipeline.registry import (
     Registry,
     TrainedModel,
     TrainingContext,
@@ -100,7 +101,7 @@ def test_same_function_or_same_import_path_registers_idempotently(reg: Registry)
 
 def test_module_reimport_does_not_raise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fresh = Registry()
-    monkeypatch.setattr(rayml.registry, "default_registry", fresh)
+    monkeypatch.setattr(rayml.pipeline.registry, "default_registry", fresh)
     source = _PIPELINE_SOURCE.format(name="reimported.x").replace(", registry=LOCAL", "")
     _write_module(tmp_path, "reimported_pipes", source)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -263,14 +264,14 @@ def test_discover_entry_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     _write_module(tmp_path, "ep_mod", _PIPELINE_SOURCE.format(name="ep.module"))
     _write_module(tmp_path, "ep_fn", _PIPELINE_SOURCE.format(name="ep.function"))
     monkeypatch.syspath_prepend(str(tmp_path))
-    group = rayml.registry.ENTRY_POINT_GROUP
+    group = rayml.pipeline.registry.ENTRY_POINT_GROUP
     eps = [
         importlib.metadata.EntryPoint(name="mod", value="ep_mod", group=group),
         importlib.metadata.EntryPoint(name="fn", value="ep_fn:predict", group=group),
     ]
 
     def fake_entry_points(*, group: str) -> list[importlib.metadata.EntryPoint]:
-        assert group == rayml.registry.ENTRY_POINT_GROUP
+        assert group == rayml.pipeline.registry.ENTRY_POINT_GROUP
         return eps
 
     monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
@@ -303,7 +304,7 @@ def test_discover_reports_duplicate_names_across_modules(
         Registry().discover(["dup_a", "dup_b"], include_default_package=False, entry_points=False)
 
 
-@pytest.mark.parametrize("module", [rayml.registry, rayml.spec])
+@pytest.mark.parametrize("module", [rayml.pipeline.registry, rayml.pipeline.spec])
 def test_docstring_examples_run(module: Any) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
@@ -318,7 +319,7 @@ _PIPELINE_SOURCE = textwrap.dedent(
 
     from pydantic import BaseModel
 
-    from rayml.registry import Registry, inference
+    from rayml.pipeline.registry import Registry, inference
 
     LOCAL = Registry()
 
@@ -361,7 +362,8 @@ def test_importing_pipelines_stays_light() -> None:
     import subprocess
 
     code = (
-        "import sys, rayml.registry, rayml.models, pipelines.iris, pipelines.breast_cancer\n"
+        "import sys, rayml.pipeline.registry, rayml.models.store\n"
+        "import pipelines.iris, pipelines.breast_cancer\n"
         "heavy = {'xgboost', 'sklearn', 'skops', 'ray', 'confluent_kafka'} & set(sys.modules)\n"
         "print(sorted(heavy))\n"
     )

@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import rayml.reorder
-from rayml.reorder import ReorderBuffer, TopicPartition
+import rayml.delivery.reorder
+from rayml.delivery.reorder import ReorderBuffer, TopicPartition
 
 TP: TopicPartition = ("ml.pipeline.input", 0)
 TP1: TopicPartition = ("ml.pipeline.input", 1)
 
 
 def test_docstring_examples_run() -> None:
-    assert doctest.testmod(rayml.reorder).failed == 0
+    assert doctest.testmod(rayml.delivery.reorder).failed == 0
 
 
 def buffer(*offsets: int, tp: TopicPartition = TP) -> ReorderBuffer[str]:

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rayml.dead_letters import DeadLetter, dead_letter_from_headers
-from rayml.messages import ErrorInfo, ModelRef, Request, Result, Timings, decode_result
-from rayml.result_writer import ResultWriter
+from rayml.delivery.result_writer import ResultWriter
+from rayml.protocol.dead_letters import DeadLetter, dead_letter_from_headers
+from rayml.protocol.envelopes import ErrorInfo, ModelRef, Request, Result, Timings, decode_result
 
 
 class _Delivered:

@@ -1,4 +1,5 @@
-"""Unit tests for rayml.routing: rendezvous hashing over workers, least-loaded among replicas."""
+"""Unit tests for rayml.executor.routing: rendezvous hashing over workers, least-loaded among
+replicas."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import rayml.routing
-from rayml.routing import pick_worker, preferred_workers
+import rayml.executor.routing
+from rayml.executor.routing import pick_worker, preferred_workers
 
 worker_ids = st.lists(
     st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12),
@@ -22,7 +23,7 @@ model_keys = st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=30,
 
 
 def test_docstring_examples_run() -> None:
-    assert doctest.testmod(rayml.routing).failed == 0
+    assert doctest.testmod(rayml.executor.routing).failed == 0
 
 
 def test_no_worker_is_an_error() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rayml.schemas import main, write_schemas
+from rayml.protocol.schemas import main, write_schemas
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 NAMES = ["request.schema.json", "result.schema.json", "dead-letter.schema.json"]
@@ -23,10 +23,10 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("name", NAMES)
 def test_committed_schema_is_up_to_date(generated: Path, name: str) -> None:
     committed = SCHEMAS / name
-    assert committed.is_file(), f"{committed} is missing: run `python -m rayml.schemas`"
+    assert committed.is_file(), f"{committed} is missing: run `python -m rayml.protocol.schemas`"
     assert committed.read_text(encoding="utf-8") == (generated / name).read_text(
         encoding="utf-8"
-    ), f"{committed} is out of date with the envelope models: run `python -m rayml.schemas`"
+    ), f"{committed} is out of date with the envelope models: run `python -m {main.__module__}`"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -8,7 +8,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from rayml.topic_checks import TopicChecks, unwritable_topics
+from rayml.kafka.topic_checks import TopicChecks, unwritable_topics
 
 
 class Metadata:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rayml.config import TopicSettings
-from rayml.topics import topic_specs
+from rayml.kafka.topics import topic_specs
 
 
 def test_every_role_has_a_spec_and_state_topics_are_compacted() -> None:

@@ -10,8 +10,8 @@ import typer
 from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
-from rayml.models import ModelStore
-from rayml.training_cli import models, train
+from rayml.cli.training import models, train
+from rayml.models.store import ModelStore
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from rayml.errors import InvalidParamsError, RecordError
-from rayml.registry import Registry, TrainedModel, TrainingContext, training
-from rayml.sweeps import expand, select_best, validate_trials
+from rayml.pipeline.registry import Registry, TrainedModel, TrainingContext, training
+from rayml.protocol.sweeps import expand, select_best, validate_trials
 
 
 class P(BaseModel):

@@ -9,19 +9,27 @@ from typing import Any
 import pytest
 
 import rayml.errors
-import rayml.job_plan
-import rayml.messages
-import rayml.model_versions
-import rayml.sweeps
-import rayml.training
-import rayml.training_messages
+import rayml.models.versions
+import rayml.protocol.envelopes
+import rayml.protocol.sweeps
+import rayml.protocol.training
+import rayml.training.plan
+import rayml.training.task
 from rayml.config import KafkaSettings
-from rayml.job_plan import Job, Trial, plan_trials, result_payload, sweep_summary
-from rayml.messages import Request
-from rayml.model_versions import LatestVersions, newest_servable
-from rayml.models import ModelStore
-from rayml.registry import Registry, load_spec_by_path
-from rayml.training import (
+from rayml.models.store import ModelStore
+from rayml.models.versions import LatestVersions, newest_servable
+from rayml.pipeline.registry import Registry, load_spec_by_path
+from rayml.protocol.envelopes import Request
+from rayml.protocol.training import (
+    JobEvent,
+    ModelAnnouncement,
+    decode_announcement,
+    decode_event,
+    encode_announcement,
+    encode_event,
+)
+from rayml.training.plan import Job, Trial, plan_trials, result_payload, sweep_summary
+from rayml.training.task import (
     MODEL_ROLE,
     TRIAL_ROLE,
     TrialFailure,
@@ -31,14 +39,6 @@ from rayml.training import (
     promote_best,
     task_options,
     train_trial,
-)
-from rayml.training_messages import (
-    JobEvent,
-    ModelAnnouncement,
-    decode_announcement,
-    decode_event,
-    encode_announcement,
-    encode_event,
 )
 from tests.support.training_pipelines import FastParams
 
@@ -66,7 +66,7 @@ class RecordingReporter:
 @pytest.fixture
 def reporter(monkeypatch: pytest.MonkeyPatch) -> type[RecordingReporter]:
     RecordingReporter.events = []
-    monkeypatch.setattr(rayml.training, "ProgressReporter", RecordingReporter)
+    monkeypatch.setattr(rayml.training.task, "ProgressReporter", RecordingReporter)
     return RecordingReporter
 
 
@@ -223,7 +223,7 @@ def test_task_options_carry_the_pipelines_resources() -> None:
     assert options["num_gpus"] == 0
     assert options["max_retries"] == 0
     assert options["name"] == "train:testing.train_fast:job-1:3"
-    gpu = rayml.training.context_for(num_cpus=4, num_gpus=1)
+    gpu = rayml.training.task.context_for(num_cpus=4, num_gpus=1)
     assert (gpu.nthread, gpu.device) == (4, "cuda")
 
 
@@ -262,7 +262,7 @@ def test_sweep_summary_and_result_payload() -> None:
     job.trials = [
         Trial(0, FastParams(c=0.1), 1, TrialOutcome(0, "000001", {"accuracy": 0.8}, {"c": 0.1})),
         Trial(1, FastParams(c=1.0), 1, TrialOutcome(1, "000002", {"accuracy": 0.9}, {"c": 1.0})),
-        Trial(2, FastParams(fail=True), 1, TrialFailure(2, rayml.messages.ErrorInfo(
+        Trial(2, FastParams(fail=True), 1, TrialFailure(2, rayml.protocol.envelopes.ErrorInfo(
             type="pipeline_failed", message="boom"))),
     ]  # fmt: skip
     best, summary = sweep_summary(job)
@@ -293,7 +293,13 @@ def test_events_and_announcements_round_trip() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    [rayml.sweeps, rayml.training_messages, rayml.training, rayml.job_plan, rayml.model_versions],
+    [
+        rayml.protocol.sweeps,
+        rayml.protocol.training,
+        rayml.training.task,
+        rayml.training.plan,
+        rayml.models.versions,
+    ],
 )
 def test_docstring_examples_run(module: Any) -> None:
     failures, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

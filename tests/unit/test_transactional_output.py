@@ -13,10 +13,14 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from rayml.dead_letters import DeadLetter
-from rayml.messages import ErrorInfo, Request, decode_result
-from rayml.result_writer import OutRecord, ResultWriter
-from rayml.transactions import ProducerFencedError, TransactionAbortedError, TransactionalOutput
+from rayml.delivery.result_writer import OutRecord, ResultWriter
+from rayml.delivery.transactions import (
+    ProducerFencedError,
+    TransactionAbortedError,
+    TransactionalOutput,
+)
+from rayml.protocol.dead_letters import DeadLetter
+from rayml.protocol.envelopes import ErrorInfo, Request, decode_result
 
 TP = ("in", 0)
 TP1 = ("in", 1)
@@ -383,7 +387,7 @@ class SeekingConsumer:
 
 
 def test_rewind_seeks_to_committed_offsets_or_the_beginning() -> None:
-    from rayml.transactions import rewind_positions
+    from rayml.delivery.transactions import rewind_positions
 
     consumer = SeekingConsumer({0: (42, None), 1: (-1001, None), 2: (7, None)}, not_started={2})
     rewind_positions(consumer, {("in", 0), ("in", 1), ("in", 2)})
@@ -392,7 +396,7 @@ def test_rewind_seeks_to_committed_offsets_or_the_beginning() -> None:
 
 
 def test_rewind_refuses_an_unknown_committed_offset() -> None:
-    from rayml.transactions import rewind_positions
+    from rayml.delivery.transactions import rewind_positions
 
     error = KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE)
     consumer = SeekingConsumer({0: (-1001, error)})

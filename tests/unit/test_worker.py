@@ -1,4 +1,4 @@
-"""Unit tests for rayml.worker's ModelWorker, as a plain object: no Ray, no Kafka."""
+"""Unit tests for rayml.executor.worker's ModelWorker, as a plain object: no Ray, no Kafka."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from rayml.models import ModelStore, ModelVersion
-from rayml.worker import BatchOutcome, ItemError, ModelWorker
+from rayml.executor.worker import BatchOutcome, ItemError, ModelWorker
+from rayml.models.store import ModelStore, ModelVersion
 from tests.support import worker_pipelines as wp
 from tests.support.worker_pipelines import Row
 

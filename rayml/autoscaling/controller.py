@@ -1,0 +1,320 @@
+"""The pool autoscaler's controller: measure, ask the policy, resize the ingest pools.
+
+A daemon thread in the executor's driver (started by :meth:`rayml.executor.service.Executor.start`
+when ``autoscale.enabled``) that, every ``autoscale.interval_s``:
+
+1. reads the consumer group's offsets from Kafka (:func:`rayml.cli.status.group_lag`): the lag,
+   and over a short window the **arrival rate** (end offsets moving) and the **throughput**
+   (committed offsets moving). Kafka answers even while every worker is busy or pending, so
+   the controller never waits on a saturated pool to learn that it is saturated;
+2. refreshes the ingest actors' status (pool size, in-flight) without blocking: a status call
+   waits up to 5 s on workers that have no node yet, so its answer is used when it comes;
+3. feeds :class:`rayml.autoscaling.policy.AutoscalePolicy` (per ingest actor: every ingest owns a
+pool
+   and the partitions are spread over them) and applies a changed size with
+   :meth:`Executor.resize`. Workers that do not fit stay pending and Ray's autoscaler starts
+   nodes for them. On a sharp burst (the target is ``burst_factor`` times the pool or more)
+   it also asks Ray's autoscaler for the whole target's CPUs at once
+   (``request_resources``), so the nodes start together instead of one scheduling round at a
+   time; the request is cleared when the pool shrinks and when the controller stops.
+
+Per-model replicas are not scaled separately: the pool grows as a whole and model-affinity
+routing (``model_replicas``, spill-over to any worker with room) spreads a hot model.
+
+Each tick is kept in :attr:`PoolAutoscaler.timeline` (bounded) and logged at INFO when the
+pool (asked for or running), the target or the node count changes, or every 10 s while there is
+lag.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import ray
+
+from rayml.autoscaling.policy import AutoscalePolicy, Decision, LoadSample, PolicyConfig
+from rayml.cli.status import PartitionLag, group_lag
+from rayml.config import Settings
+from rayml.errors import ConfigError, RaymlError
+
+if TYPE_CHECKING:
+    from rayml.executor.service import Executor
+
+logger = logging.getLogger(__name__)
+
+# Rates are measured over this window at least: offsets are committed once per
+# commit_interval_s, so a one-tick window would see the throughput jump between 0 and twice
+# its value.
+_MIN_RATE_WINDOW_S = 4.0
+_QUIET_LOG_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One sample of the timeline (times in seconds since the controller started)."""
+
+    t: float
+    lag: int
+    arrival_rate: float | None
+    throughput: float | None
+    in_flight: int
+    pool: int  # serving workers per ingest (what the pool was asked for)
+    running: int  # workers that answered their last status, all ingests
+    target: int
+    desired: int
+    nodes: int
+    action: str
+    reason: str
+
+
+def policy_config(settings: Settings) -> PolicyConfig:
+    """The policy's configuration from the ``[autoscale]`` settings.
+
+    Raises:
+        ConfigError: if the bounds or targets are inconsistent (``min_workers > max_workers``).
+    """
+    a = settings.autoscale
+    try:
+        return PolicyConfig(
+            min_workers=a.min_workers,
+            max_workers=a.max_workers,
+            target_lag_s=a.target_lag_s,
+            target_in_flight_per_worker=a.target_in_flight_per_worker,
+            upscale_delay_s=a.upscale_delay_s,
+            downscale_delay_s=a.downscale_delay_s,
+            upscale_smoothing=a.upscale_smoothing,
+            downscale_smoothing=a.downscale_smoothing,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"invalid autoscale settings: {exc}") from exc
+
+
+def _alive_nodes() -> int:
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
+def _request_resources(bundles: list[dict[str, float]]) -> None:
+    from ray.autoscaler.sdk import request_resources
+
+    if bundles:
+        request_resources(bundles=bundles)
+    else:
+        request_resources(num_cpus=0)  # clears an earlier request
+
+
+class PoolAutoscaler:
+    """Resizes an executor's pools from Kafka lag and the ingest actors' status.
+
+    Args:
+        settings: The executor's settings (``autoscale``, ``executor.worker_num_cpus``).
+        executor: The started executor whose ingest actors it resizes.
+        read_lag: Reads per-partition lag (Kafka); replaceable in tests.
+        count_nodes: Alive Ray nodes (for the timeline).
+        request: Asks Ray's autoscaler for capacity (``[]`` clears the request).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        executor: Executor,
+        *,
+        read_lag: Callable[[Settings], list[PartitionLag]] = group_lag,
+        count_nodes: Callable[[], int] = _alive_nodes,
+        request: Callable[[list[dict[str, float]]], None] = _request_resources,
+    ) -> None:
+        self.settings = settings
+        self.executor = executor
+        self.policy = AutoscalePolicy(policy_config(settings))
+        self._read_lag = read_lag
+        self._count_nodes = count_nodes
+        self._request = request
+        self._requested = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = time.monotonic()
+        self._offsets: deque[tuple[float, int, int]] = deque()  # (t, sum end, sum committed)
+        self._status_refs: list[Any] | None = None
+        self._statuses: list[dict[str, Any]] = []
+        self._pool = settings.executor.num_workers
+        self._last_logged: tuple[int, int, int, int] | None = None
+        self._last_log_t = 0.0
+        self.timeline: deque[Tick] = deque(maxlen=3600)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="rayml-autoscaler", daemon=True)
+        self._thread.start()
+        a = self.settings.autoscale
+        logger.info(
+            "autoscaler started: workers per ingest %d..%d, target lag %.1fs, delays up %.0fs "
+            "down %.0fs",
+            a.min_workers,
+            a.max_workers,
+            a.target_lag_s,
+            a.upscale_delay_s,
+            a.downscale_delay_s,
+        )
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the thread and withdraw any capacity request (idempotent)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        self._clear_request()
+
+    def _run(self) -> None:
+        interval = self.settings.autoscale.interval_s
+        while not self._stop.wait(interval):
+            try:
+                self.tick()
+            except (RaymlError, ray.exceptions.RayError, TimeoutError) as exc:
+                # The broker or the cluster is away for a moment: skip this sample; the
+                # policy's delays make one missing sample harmless.
+                logger.warning("autoscaler: no sample this time: %s", exc)
+            except Exception:
+                logger.exception("autoscaler: tick failed")
+
+    # -- one step ----------------------------------------------------------------------------
+
+    def tick(self) -> Tick:
+        """Measure, decide and (maybe) resize once."""
+        now = time.monotonic()
+        lags = self._read_lag(self.settings)
+        lag = sum(max(0, p.lag) for p in lags)
+        arrival, throughput = self._rates(
+            now, sum(p.end for p in lags), sum(p.committed or 0 for p in lags)
+        )
+        self._refresh_status()
+        ingests = max(1, len(self.executor.actors))
+        statuses = self._statuses
+        if statuses:
+            self._pool = max(int(s.get("pool_size", self._pool)) for s in statuses)
+        in_flight = sum(int(s.get("in_flight", 0)) for s in statuses)
+        running = sum(len(s.get("workers", [])) for s in statuses)
+        per_worker = None if throughput is None else throughput / (ingests * max(1, self._pool))
+        decision = self.policy.decide(
+            LoadSample(
+                now=now,
+                workers=self._pool,
+                lag=lag // ingests,
+                arrival_rate=None if arrival is None else arrival / ingests,
+                in_flight=in_flight // ingests,
+                throughput_per_worker=per_worker,
+            )
+        )
+        if decision.desired != self._pool:
+            self._apply(decision)
+        tick = Tick(
+            t=round(now - self._started, 3),
+            lag=lag,
+            arrival_rate=None if arrival is None else round(arrival, 1),
+            throughput=None if throughput is None else round(throughput, 1),
+            in_flight=in_flight,
+            pool=self._pool,
+            running=running,
+            target=decision.target,
+            desired=decision.desired,
+            nodes=self._count_nodes(),
+            action=decision.action,
+            reason=decision.reason,
+        )
+        self.timeline.append(tick)
+        self._log(tick, now)
+        return tick
+
+    def _rates(self, now: float, end: int, committed: int) -> tuple[float | None, float | None]:
+        """Arrival rate and throughput (records/s) over the last few seconds of offsets."""
+        window = max(_MIN_RATE_WINDOW_S, 4 * self.settings.executor.commit_interval_s)
+        self._offsets.append((now, end, committed))
+        while len(self._offsets) > 2 and now - self._offsets[1][0] >= window:
+            self._offsets.popleft()
+        t0, end0, committed0 = self._offsets[0]
+        if now - t0 <= 0 or end < end0 or committed < committed0:
+            if end < end0 or committed < committed0:
+                self._offsets.clear()  # offsets reset (topic re-created): start over
+                self._offsets.append((now, end, committed))
+            return None, None
+        return (end - end0) / (now - t0), (committed - committed0) / (now - t0)
+
+    def _refresh_status(self) -> None:
+        if not self.executor.actors:
+            return
+        if self._status_refs is None:
+            self._status_refs = [a.status.remote() for a in self.executor.actors]
+        ready, _ = ray.wait(self._status_refs, num_returns=len(self._status_refs), timeout=0)
+        if len(ready) == len(self._status_refs):
+            try:
+                self._statuses = ray.get(self._status_refs)
+            finally:
+                self._status_refs = None
+
+    def _apply(self, decision: Decision) -> None:
+        previous = self._pool
+        size = decision.desired
+        logger.info(
+            "autoscaler: pool %d -> %d workers per ingest (raw %.2f, capacity %s/s per worker): %s",
+            previous,
+            size,
+            decision.raw,
+            "?" if decision.capacity_per_worker is None else f"{decision.capacity_per_worker:.0f}",
+            decision.reason,
+        )
+        a = self.settings.autoscale
+        cpus = self.settings.executor.worker_num_cpus
+        ingests = max(1, len(self.executor.actors))
+        if size > previous and a.request_resources and cpus > 0:
+            ahead = min(a.max_workers, max(size, round(decision.raw)))
+            if ahead >= a.burst_factor * previous:
+                # A sharp burst: ask for the nodes of the whole target now.
+                self._request([{"CPU": cpus}] * (ahead * ingests))
+                self._requested = True
+                logger.info("autoscaler: requested %d x %s CPU ahead", ahead * ingests, cpus)
+        elif size < previous:
+            self._clear_request()
+        self.executor.resize(size)
+        self._pool = size
+        # Answers to status calls made before this resize carry the old size: drop them.
+        self._statuses = []
+        self._status_refs = None
+
+    def _clear_request(self) -> None:
+        if not self._requested:
+            return
+        try:
+            self._request([])
+            self._requested = False
+        except Exception as exc:  # the cluster is going away: nothing left to release
+            logger.warning("autoscaler: could not clear the resource request: %s", exc)
+
+    def _log(self, tick: Tick, now: float) -> None:
+        state = (tick.pool, tick.running, tick.target, tick.nodes)
+        quiet = now - self._last_log_t < _QUIET_LOG_S
+        if state == self._last_logged and (quiet or tick.lag == 0):
+            return
+        self._last_logged = state
+        self._last_log_t = now
+        logger.info(
+            "autoscale tick: pool=%d running=%d target=%d nodes=%d lag=%d in_flight=%d "
+            "arrival=%s/s throughput=%s/s action=%s (%s)",
+            tick.pool,
+            tick.running,
+            tick.target,
+            tick.nodes,
+            tick.lag,
+            tick.in_flight,
+            tick.arrival_rate,
+            tick.throughput,
+            tick.action,
+            tick.reason,
+        )
+
+    def timeline_dicts(self) -> list[dict[str, Any]]:
+        return [asdict(t) for t in self.timeline]

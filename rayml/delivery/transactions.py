@@ -1,0 +1,363 @@
+"""Exactly-once output: results and input offsets committed in one Kafka transaction.
+
+With ``executor.delivery = "exactly_once"`` each ingest owns one transactional producer
+(``transactional.id = "{group_id}.{ingest_id}"``) and :class:`TransactionalOutput` stands between
+the :class:`~rayml.delivery.result_writer.ResultWriter` and it:
+
+1. each polled record is tracked in a :class:`~rayml.delivery.reorder.ReorderBuffer`;
+2. a finished record's writes (result, dead letter, job hand-off, DLQ copy) are held there until
+   every earlier tracked record of its partition has finished too, then produced into the open
+   transaction (begun on the first write) in offset order. So the transaction's input offsets are
+   exactly "one past the last record produced" per partition: a crash never commits an offset
+   whose result is not in, nor a result whose offset is not;
+3. :meth:`commit` (every ``transaction_commit_interval_s``, on revoke, at shutdown) sends those
+   offsets with the consumer's group metadata and commits. Only then are the records done.
+
+Failures (librdkafka's transactional error classes):
+
+* retriable: the call is repeated (bounded);
+* abortable (``txn_requires_abort``, or a write that failed delivery): the transaction is
+  aborted and :class:`TransactionAbortedError` raised; the ingest rewinds its partitions to the
+  committed offsets and redoes the records. Nothing of the aborted transaction is visible to
+  read_committed readers;
+* fatal (fenced by a newer producer with the same ``transactional.id``, i.e. this ingest is a
+  zombie): :class:`ProducerFencedError`; the loop stops and the actor is restarted.
+
+A producer that dies with a transaction open (SIGKILL) leaves it to the broker, which aborts it
+after ``transaction_timeout_s``. Until then read_committed readers of its output partitions
+wait, and so does the next owner of its input partitions (KIP-447: the offsets it fetches are
+held back while a transactional commit of them is pending).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from rayml.delivery.reorder import ReorderBuffer
+from rayml.delivery.result_writer import OutRecord
+from rayml.errors import InfrastructureError
+
+logger = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+
+_CALL_TIMEOUT_S = 30.0  # one transactional call (init, send offsets, commit, abort)
+
+
+class TransactionAbortedError(InfrastructureError):
+    """Raised when a transaction had to be aborted; its records must be redone from Kafka."""
+
+    def __init__(self, transactional_id: str, cause: KafkaError | str) -> None:
+        self.transactional_id = transactional_id
+        self.cause = cause
+        super().__init__(f"transaction of {transactional_id!r} aborted: {cause}")
+
+
+class ProducerFencedError(InfrastructureError):
+    """Raised when the transactional producer failed fatally, e.g. fenced by a newer instance."""
+
+    def __init__(self, transactional_id: str, cause: KafkaError) -> None:
+        self.transactional_id = transactional_id
+        self.cause = cause
+        super().__init__(
+            f"transactional producer {transactional_id!r} failed fatally ({cause}); "
+            "another instance with the same id took over, or the producer is broken"
+        )
+
+
+class TransactionalOutput:
+    """Holds finished writes in offset order and commits them with their input offsets.
+
+    Used from the ingest's loop thread only (like the producer and the consumer).
+
+    Args:
+        producer: A producer from :func:`rayml.kafka.clients.transactional_producer`.
+        transactional_id: Its ``transactional.id`` (for errors and logs).
+        on_failed_delivery: Called with (topic, key, error) of a write that failed; the
+            transaction is aborted at the next :meth:`commit`.
+        owner: A name for log lines.
+    """
+
+    def __init__(
+        self,
+        producer: Producer,
+        transactional_id: str,
+        *,
+        on_failed_delivery: Callable[[str, bytes | None, KafkaError], None],
+        owner: str,
+    ) -> None:
+        self.producer = producer
+        self.transactional_id = transactional_id
+        self._on_failed_delivery = on_failed_delivery
+        self._owner = owner
+        self.reorder: ReorderBuffer[list[OutRecord]] = ReorderBuffer()
+        self._open = False
+        # Offsets produced in the open transaction, per partition (in order): done on commit.
+        self._produced: dict[TP, list[int]] = {}
+        self._failed: KafkaError | None = None  # a write of the open transaction failed
+        self.usable = True  # False once fatally failed: nothing may be committed any more
+        self.commits = 0
+        self.aborts = 0
+        self.commit_s = 0.0  # time the loop spent in commits (it polls nothing meanwhile)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """``init_transactions``: fences older producers with this id, aborting their txn."""
+        try:
+            self._call(self.producer.init_transactions, _CALL_TIMEOUT_S)
+        except _NeedsAbort as exc:
+            raise InfrastructureError(
+                f"init_transactions of {self.transactional_id!r} failed: {exc.cause}"
+            ) from None
+        logger.info("ingest=%s transactional.id=%s ready", self._owner, self.transactional_id)
+
+    # -- records ------------------------------------------------------------------------------
+
+    def track(self, tp: TP, offset: int) -> None:
+        """Track a polled record (in poll order)."""
+        self.reorder.track(tp, offset)
+
+    def stage(self, tp: TP, offset: int, records: list[OutRecord]) -> None:
+        """Hand in a finished record's writes; produce what may enter the transaction now."""
+        try:
+            released = self.reorder.finish(tp, offset, records)
+        except KeyError:
+            return  # revoked or rewound meanwhile: the record is redone by whoever owns it
+        if not released:
+            return
+        produced = self._produced.setdefault(tp, [])
+        for off, writes in released:
+            produced.append(off)
+            if self._failed is None:  # else the transaction aborts anyway: skip the writes
+                for record in writes:
+                    self._produce(record)
+
+    def _produce(self, record: OutRecord) -> None:
+        # Errors are not raised here (this runs inside the dispatcher's completion callbacks):
+        # a fatal one marks the producer unusable, any other the transaction for abort; the
+        # loop acts on either at its next commit.
+        try:
+            if not self._open:
+                self._call(self.producer.begin_transaction)
+                self._open = True
+            while True:
+                try:
+                    self.producer.produce(
+                        record.topic,
+                        value=record.value,
+                        key=record.key,
+                        headers=record.headers,
+                        on_delivery=self._delivered,
+                    )
+                    return
+                except BufferError:
+                    self.producer.poll(0.05)  # librdkafka's queue is full: serve the reports
+                except KafkaException as exc:
+                    # Refused before it was queued (e.g. larger than message.max.bytes): learn
+                    # from it as from a failed delivery, or the redo fails the same way forever.
+                    self._on_failed_delivery(record.topic, record.key, exc.args[0])
+                    self._raise_classified(exc.args[0])
+        except (_NeedsAbort, ProducerFencedError) as exc:
+            logger.warning("ingest=%s transactional write failed: %s", self._owner, exc)
+            if self._failed is None:
+                self._failed = _as_error(exc.cause)
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None or err.code() in _PURGED:
+            return  # purged by an abort: a consequence, not a cause
+        topic = msg.topic() or ""
+        if self._failed is None:  # one line per transaction, not one per record
+            logger.warning(
+                "ingest=%s transactional write to %s failed: %s", self._owner, topic, err
+            )
+            self._failed = err
+        self._on_failed_delivery(topic, msg.key(), err)
+
+    def pending(self, tp: TP) -> int:
+        """Records of ``tp`` tracked and not yet produced into a transaction."""
+        return self.reorder.pending(tp)
+
+    def unreleased(self) -> int:
+        """Records tracked and not yet produced into a transaction, over all partitions."""
+        return self.reorder.in_flight()
+
+    def forget(self, tps: set[TP]) -> None:
+        """Drop partitions (revoked, lost, rewound) from the reorder buffer."""
+        self.reorder.forget(tps)
+
+    # -- commit and abort ---------------------------------------------------------------------
+
+    @property
+    def dirty(self) -> bool:
+        """Whether records were released since the last commit (or a write failed)."""
+        return bool(self._produced) or self._failed is not None
+
+    def commit(self, group_metadata: Any) -> dict[TP, list[int]]:
+        """Commit the open transaction with its input offsets; return the offsets now done.
+
+        Raises:
+            TransactionAbortedError: it was aborted; rewind to the committed offsets.
+            ProducerFencedError: the producer failed fatally; stop.
+        """
+        if not self.usable:
+            raise ProducerFencedError(self.transactional_id, _as_error(self._failed or "unusable"))
+        if not self.dirty:
+            return {}
+        offsets = [
+            TopicPartition(tp[0], tp[1], produced[-1] + 1)
+            for tp, produced in self._produced.items()
+            if produced
+        ]
+        started = time.perf_counter()
+        try:
+            # Delivery reports first: a write that failed aborts the transaction.
+            try:
+                self.producer.flush(_CALL_TIMEOUT_S)
+            except (KafkaException, SystemError) as exc:  # a fatal error, from flush and poll
+                err = kafka_error_in(exc)
+                if err is None:
+                    raise
+                self._raise_classified(err)
+            if self._failed is not None:
+                raise _NeedsAbort(self._failed)
+            if offsets:
+                self._call(
+                    self.producer.send_offsets_to_transaction,
+                    offsets,
+                    group_metadata,
+                    _CALL_TIMEOUT_S,
+                )
+            self._call(self.producer.commit_transaction, _CALL_TIMEOUT_S)
+        except _NeedsAbort as need:
+            self.abort()
+            raise TransactionAbortedError(self.transactional_id, need.cause) from None
+        finally:
+            self.commit_s += time.perf_counter() - started
+        done, self._produced, self._open = self._produced, {}, False
+        self.commits += 1
+        return done
+
+    def abort(self) -> None:
+        """Abort the open transaction (if any) and forget what it held."""
+        self._produced = {}
+        if not self._open:
+            self._failed = None
+            return
+        self._open = False
+        self.aborts += 1
+        try:
+            self._call(self.producer.abort_transaction, _CALL_TIMEOUT_S)
+        except _NeedsAbort as exc:  # an abort that itself needs an abort: the producer is broken
+            self.usable = False
+            raise ProducerFencedError(self.transactional_id, _as_error(exc.cause)) from None
+        finally:
+            # After the abort: its flush runs delivery reports of the aborted writes, whose
+            # failures belong to this transaction, not to the next one.
+            self._failed = None
+        logger.warning("ingest=%s transaction aborted", self._owner)
+
+    def give_up(self, exc: BaseException) -> BaseException:
+        """After the loop crashed: commit nothing more, and name a fatal Kafka error.
+
+        Returns:
+            A :class:`ProducerFencedError` if ``exc`` is librdkafka's fatal error (confluent-kafka
+            raises it from ``poll`` and ``flush`` too), else ``exc``. The open transaction is
+            aborted where the producer still can, so read_committed readers need not wait for
+            the transaction timeout.
+        """
+        self.usable = False
+        err = kafka_error_in(exc)
+        if err is not None and err.fatal():
+            return ProducerFencedError(self.transactional_id, err)
+        if isinstance(exc, ProducerFencedError) or not self._open:
+            return exc
+        try:
+            self.producer.abort_transaction(5.0)
+        except KafkaException as abort_exc:
+            logger.warning("ingest=%s abort after a crash failed: %s", self._owner, abort_exc)
+        self._open = False
+        return exc
+
+    # -- calls and their error classes --------------------------------------------------------
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call a transactional API, retrying retriable errors for up to ``_CALL_TIMEOUT_S``."""
+        deadline = time.monotonic() + _CALL_TIMEOUT_S
+        while True:
+            try:
+                return fn(*args)
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.retriable() and not err.fatal() and time.monotonic() < deadline:
+                    logger.info("ingest=%s %s: %s; retrying", self._owner, fn.__name__, err)
+                    time.sleep(0.05)
+                    continue
+                self._raise_classified(err)
+
+    def _raise_classified(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.usable = False
+            raise ProducerFencedError(self.transactional_id, err)
+        # Abortable, or retried in vain: abort and redo from the committed offsets.
+        raise _NeedsAbort(err)
+
+
+class _NeedsAbort(Exception):
+    """Internal: the open transaction must be aborted (see :meth:`TransactionalOutput.commit`)."""
+
+    def __init__(self, cause: KafkaError | str) -> None:
+        self.cause = cause
+        super().__init__(str(cause))
+
+
+_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
+
+def _as_error(cause: KafkaError | str) -> KafkaError:
+    return cause if isinstance(cause, KafkaError) else KafkaError(KafkaError._FAIL, cause)
+
+
+def kafka_error_in(exc: BaseException | None) -> KafkaError | None:
+    """The :class:`KafkaError` that ``exc`` carries, or that it was raised from.
+
+    confluent-kafka raises a fatal error (e.g. fenced) from ``flush()`` and ``poll()``; when a
+    delivery callback runs later in the same call, Python reports a ``SystemError`` ("returned
+    a result with an exception set") whose cause is that ``KafkaException``.
+    """
+    for _ in range(5):  # the chain is short; never loop on a cycle
+        if exc is None:
+            return None
+        if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+            return exc.args[0]
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def rewind_positions(consumer: Any, tps: set[TP], timeout_s: float = _CALL_TIMEOUT_S) -> None:
+    """Seek ``tps`` back to their committed offsets (the beginning where none is committed).
+
+    Raises:
+        KafkaException: The committed offset of one of them is unknown (a per-partition error:
+            seeking to the beginning instead would redo the whole partition), or a seek failed.
+            A partition whose fetcher has not started yet (``_STATE``) is skipped: it starts at
+            its committed offset anyway.
+    """
+    if not tps:
+        return
+    parts = [TopicPartition(t, p) for t, p in sorted(tps)]
+    for tp in consumer.committed(parts, timeout=timeout_s):
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+        offset = tp.offset if tp.offset >= 0 else -2  # OFFSET_BEGINNING (auto.offset.reset)
+        try:
+            consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not isinstance(err, KafkaError) or err.code() != KafkaError._STATE:
+                raise

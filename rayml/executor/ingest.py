@@ -1,0 +1,533 @@
+"""The ingest: Kafka consumer-group member → micro-batches → worker pool → results → commits.
+
+One :class:`Ingest` runs a single loop thread that owns its Kafka consumer and producer (only
+:mod:`rayml.kafka.topic_checks` asks the producer for topic metadata from a thread of its own;
+librdkafka handles are thread-safe). Per iteration it:
+
+1. polls up to ``poll_max_messages`` records and tracks each offset as unfinished;
+2. decodes and validates them: undecodable ones are dead-lettered, bad ones answered with an
+   error result, training requests handed off to the jobs topic, inference requests added to
+   a micro-batch keyed by (pipeline, model version);
+3. sends each full or due micro-batch to a worker: **one Ray call per batch**;
+4. collects finished batches and produces one result per request (idempotent producer);
+5. marks an offset done only in the producer's delivery callback, i.e. once the broker has
+   acknowledged the result (or dead letter, or job hand-off), and commits the per-partition
+   watermark (:mod:`rayml.delivery.offsets`) every ``commit_interval_s``, on revoke and at shutdown.
+
+So a crash anywhere re-delivers only unfinished records (at-least-once); results carry the
+request id so readers can deduplicate. With ``executor.delivery = "exactly_once"`` step 5 is
+different: writes go through :mod:`rayml.delivery.transactions`, in offset order, into a Kafka
+transaction that also carries the input offsets; a record is done when its transaction commits
+(every ``transaction_commit_interval_s``, on revoke and at shutdown), and an aborted transaction
+rewinds the partitions to their committed offsets.
+
+Over ``max_in_flight`` unfinished records the ingest pauses its partitions and resumes them at
+half that: memory stays bounded under any backlog.
+
+:mod:`rayml.executor.triage` does step 2, :mod:`rayml.executor.dispatch` steps 3-4 (ready queue,
+Ray calls, retries) and :mod:`rayml.delivery.result_writer` the writes of step 5; this module is
+the loop that ties them to the consumer. :class:`rayml.executor.service.IngestActorImpl` wraps it
+as a Ray actor (``num_cpus=0``) whose control calls (status, resize, drain) run on other actor
+threads while the loop works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+from confluent_kafka import KafkaError, Message, TopicPartition
+
+from rayml.config import Settings
+from rayml.delivery.offsets import OffsetTracker
+from rayml.delivery.result_writer import ResultWriter
+from rayml.delivery.transactions import (
+    TransactionAbortedError,
+    TransactionalOutput,
+    rewind_positions,
+)
+from rayml.executor.answers import answer_batch, answer_exhausted
+from rayml.executor.batching import Backpressure, Batch, MicroBatcher
+from rayml.executor.dispatch import TP, Dispatcher, InFlight, Pending, Route
+from rayml.executor.membership import ServingWatch
+from rayml.executor.pool import WorkerPool
+from rayml.executor.triage import Intake
+from rayml.executor.worker import BatchOutcome
+from rayml.kafka import clients as kafka_clients
+from rayml.kafka.clients import partition_names
+from rayml.metrics import IngestMetrics
+from rayml.models.versions import LatestVersions
+from rayml.pipeline.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Counters:
+    """What the ingest loop itself has done since it started (status and metrics)."""
+
+    polled: int = 0
+    commits: int = 0
+    paused: bool = False
+    started_at: float = field(default_factory=time.time)
+
+
+class Ingest:
+    """The ingest loop. Use :meth:`run` in a thread and :meth:`stop` from another."""
+
+    def __init__(self, settings: Settings, ingest_id: str, registry: Registry) -> None:
+        self.settings = settings
+        self.ingest_id = ingest_id
+        self.registry = registry
+        ex = settings.executor
+        self.tracker = OffsetTracker()
+        self.batcher: MicroBatcher[Route, Pending] = MicroBatcher(
+            ex.max_batch_size, ex.max_batch_wait_ms / 1000.0
+        )
+        self.backpressure = Backpressure(ex.max_in_flight)
+        self.counters = Counters()
+        self.versions = LatestVersions(settings)
+        # Aggregated per batch, sent on a timer: never a metric call per message.
+        self.metrics = IngestMetrics(ingest_id)
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._last_commit = time.monotonic()
+        # Kept by the rebalance callbacks (loop thread): status() must not call the consumer
+        # from another thread, which blocks behind its poll.
+        self._assigned: set[TP] = set()
+        # Partitions revoked, lost or rewound since the current poll began (see _poll).
+        self._unsettled: set[TP] = set()
+        self.pool = WorkerPool(settings, ingest_id, ex.num_workers)
+        self.dispatcher = Dispatcher(
+            self.pool,
+            max_attempts=ex.max_attempts,
+            max_batch_size=ex.max_batch_size,
+            on_finished=self._answer_batch,
+            on_exhausted=self._answer_exhausted,
+            owner=ingest_id,
+        )
+        self.txn: TransactionalOutput | None = None
+        self._commit_interval_s = ex.commit_interval_s
+        self.producer, txn_id = kafka_clients.ingest_producer(settings.kafka, ex, ingest_id)
+        if txn_id is not None:
+            self.txn = TransactionalOutput(
+                self.producer,
+                txn_id,
+                on_failed_delivery=lambda *failed: self.writer.note_failed_delivery(*failed),
+                owner=ingest_id,
+            )
+            self._commit_interval_s = ex.transaction_commit_interval_s
+        self.writer = ResultWriter(
+            self.producer,
+            output_topic=settings.topics.output,
+            dlq_topic=settings.topics.dlq,
+            jobs_topic=settings.topics.jobs,
+            on_done=self._done,
+            owner=ingest_id,
+            stage=None if self.txn is None else self.txn.stage,
+        )
+        self.intake = Intake(
+            self.writer, registry, self.versions, self.batcher, ex.max_request_bytes
+        )
+        self.consumer = kafka_clients.ingest_consumer(
+            settings.kafka, ex.group_id, ingest_id, ex.drain_timeout_s
+        )
+        self.membership = ServingWatch(ex.leave_group_without_workers_s, time.monotonic())
+        self._next_membership_check = 0.0
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Consume until :meth:`stop`; then drain within the bound, commit, and leave the group."""
+        if self.txn is not None:
+            self.txn.start()
+        self._subscribe()
+        try:
+            while not self._stop.is_set():
+                self._step()
+        except Exception as exc:
+            logger.exception("ingest=%s loop crashed", self.ingest_id)
+            if self.txn is not None:
+                # Exactly-once: nothing more commits; the restarted actor redoes what was open.
+                cause = self.txn.give_up(exc)
+                if cause is not exc:
+                    raise cause from exc
+            raise
+        finally:
+            self._shutdown()
+
+    def _subscribe(self) -> None:
+        self.consumer.subscribe(
+            [self.settings.topics.input],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        logger.info("ingest=%s subscribed to %s", self.ingest_id, self.settings.topics.input)
+
+    def _step(self) -> None:
+        while not self._commands.empty():
+            self._commands.get_nowait()()
+        busy = bool(self.dispatcher.inflight)
+        if busy:
+            timeout = 0.0  # completions are waited for below, in ray.wait
+        else:
+            deadline = self.batcher.next_deadline()
+            timeout = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
+        room = self.settings.executor.max_in_flight - self.tracker.in_flight()
+        if not self.counters.paused and room > 0:
+            # Never take more than the in-flight window has room for.
+            limit = min(self.settings.executor.poll_max_messages, room)
+            self._accept(self._poll(limit, timeout))
+        else:
+            # Paused (the window is full): the consumer is still polled, without waiting. Its
+            # poll serves rebalance callbacks, a leave's revocation among them, and keeps this
+            # member within max.poll.interval.ms; paused partitions return no records.
+            stray = self._poll(1, 0.0)
+            self._accept(stray)  # nothing, unless a partition's pause did not hold
+            kafka_clients.pause_strays(self.consumer, stray, f"ingest={self.ingest_id}")
+            if not busy:
+                # Wait on the producer instead: its delivery reports free the window.
+                self.producer.poll(timeout)
+        self._enqueue(self.batcher.due(time.monotonic()))
+        self.dispatcher.collect(block_s=0.002 if self.dispatcher.inflight else 0.0)
+        self.producer.poll(0)
+        self.writer.settle()
+        self._apply_backpressure()
+        now = time.monotonic()
+        if now - self._last_commit >= self._commit_interval_s:
+            self._commit()
+        if now >= self._next_membership_check:
+            self._next_membership_check = now + 0.5
+            self._follow_pool(now)
+        if self.metrics.due(now):
+            self.metrics.flush(self)
+
+    def _follow_pool(self, now: float) -> None:
+        """Leave the group while the pool cannot serve; rejoin once it can
+        (rayml.executor.membership)."""
+        change = self.membership.update(self.pool.serving, now)
+        if change == "leave":
+            logger.warning(
+                "ingest=%s has had no serving worker for %.0fs (its %d workers wait for a node "
+                "with room): leaving the consumer group so that its partitions go to ingests "
+                "that can serve them",
+                self.ingest_id,
+                self.membership.unserved_for(now),
+                self.pool.size,
+            )
+            # The revoke callback runs in the next poll: it commits what is done and drops
+            # the queued rest, which the partitions' new owners read again.
+            self.consumer.unsubscribe()
+        elif change == "join":
+            logger.info("ingest=%s has a serving worker again: rejoining", self.ingest_id)
+            self._subscribe()
+
+    def _poll(self, limit: int, timeout: float) -> list[Message]:
+        """Up to ``limit`` records, returning as soon as the first one is there.
+
+        ``consume(limit, timeout)`` alone waits for ``limit`` records or the whole timeout, so
+        a lone request on an idle executor would sit out the timeout before being batched.
+        """
+        if timeout <= 0:
+            return self.consumer.consume(limit, 0)
+        first = self.consumer.poll(timeout)
+        if first is None or limit == 1:
+            return [] if first is None else [first]
+        self._unsettled = set()
+        rest = self.consumer.consume(limit - 1, 0)
+        if self._unsettled and (first.topic(), first.partition()) in self._unsettled:
+            # A callback in consume() revoked, lost or rewound the first record's partition:
+            # librdkafka dropped its other fetched records, but not the one already returned.
+            # Its partition is re-read from the committed offset (by us or its new owner).
+            return rest
+        return [first, *rest]
+
+    def _accept(self, messages: list[Message]) -> None:
+        now = time.monotonic()
+        wall_ms = time.time() * 1000.0
+        full: list[Batch[Route, Pending]] = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("ingest=%s consumer error: %s", self.ingest_id, err)
+                continue
+            tp: TP = (msg.topic(), msg.partition())  # type: ignore[assignment]
+            offset: int = msg.offset()  # type: ignore[assignment]
+            self.tracker.track(tp, offset)
+            if self.txn is not None:
+                self.txn.track(tp, offset)
+            self.counters.polled += 1
+            full += self.intake.take(msg, tp, offset, now, wall_ms)
+        self._enqueue(full)
+
+    def _enqueue(self, batches: list[Batch[Route, Pending]]) -> None:
+        for batch in batches:
+            self.dispatcher.enqueue(batch.key, batch.items)
+
+    # -- answers -----------------------------------------------------------------------------
+
+    def _answer_batch(self, batch: InFlight, outcome: BatchOutcome) -> None:
+        errors, now_ms = answer_batch(self.writer, batch, outcome)
+        self.metrics.batch_finished(batch, errors, outcome.compute_ms, now_ms)
+
+    def _answer_exhausted(self, items: list[Pending], cause: BaseException) -> None:
+        answer_exhausted(self.writer, items, cause)
+
+    def _done(self, tp: TP, offset: int) -> None:
+        # KeyError: the partition was revoked meanwhile; its new owner re-runs the record.
+        with contextlib.suppress(KeyError):
+            self.tracker.done(tp, offset)
+
+    # -- offsets, backpressure, rebalance ----------------------------------------------------
+
+    def _commit(self, offsets: dict[TP, int] | None = None) -> None:
+        self._last_commit = time.monotonic()
+        if self.txn is not None:
+            self._commit_transaction(self.txn)
+            return
+        offsets = self.tracker.committable() if offsets is None else offsets
+        committed = kafka_clients.commit_offsets(self.consumer, offsets, f"ingest={self.ingest_id}")
+        if committed:
+            self.tracker.mark_committed(committed)
+            self.counters.commits += 1
+
+    def _commit_transaction(self, txn: TransactionalOutput) -> None:
+        """Exactly-once: commit the open transaction; its records (only they) are done."""
+        try:
+            done = txn.commit(self.consumer.consumer_group_metadata())
+        except TransactionAbortedError:
+            self._rewind(set(self._assigned))
+            return
+        if done:
+            for tp, offsets in done.items():
+                for offset in offsets:
+                    self._done(tp, offset)
+            self.tracker.mark_committed(self.tracker.committable())
+            self.counters.commits += 1
+
+    def _rewind(self, tps: set[TP]) -> None:
+        """Exactly-once, after an abort: redo every uncommitted record from the committed offsets.
+
+        Batches still running finish into nothing (their offsets are no longer tracked), or
+        into the same records tracked again after the seek, which is just as good: the reorder
+        buffer takes the first result of a record and ignores a second.
+        """
+        assert self.txn is not None
+        logger.warning("ingest=%s rewinding %d partitions", self.ingest_id, len(tps))
+        self._unsettled |= tps
+        self.txn.abort()
+        for tp in tps:
+            self.tracker.reset(tp)
+        self.txn.forget(tps)
+        self.batcher.flush()  # dropped: these records are polled again
+        self.dispatcher.drop(tps)
+        try:
+            rewind_positions(self.consumer, tps)
+        except Exception:
+            # Positions unknown: nothing more may commit from here; the loop crashes and the
+            # restarted actor resumes from the committed offsets.
+            self.txn.usable = False
+            raise
+
+    def _apply_backpressure(self) -> None:
+        in_flight = self.tracker.in_flight()
+        if not self.counters.paused and self.backpressure.should_pause(in_flight):
+            self.consumer.pause(self.consumer.assignment())
+            self.counters.paused = True
+            logger.info("ingest=%s paused at %d in flight", self.ingest_id, in_flight)
+        elif self.counters.paused and self.backpressure.should_resume(in_flight):
+            self.consumer.resume(self.consumer.assignment())
+            self.counters.paused = False
+            logger.info("ingest=%s resumed at %d in flight", self.ingest_id, in_flight)
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        logger.info("ingest=%s assigned %s", self.ingest_id, partition_names(partitions))
+        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        kafka_clients.set_pause_state(consumer, partitions, self.counters.paused)
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Finish (bounded) what is in flight for these partitions, commit, then let go."""
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        logger.info("ingest=%s revoking %s", self.ingest_id, partition_names(partitions))
+        self._unsettled |= revoked
+        started = time.monotonic()
+        txn = self.txn
+        try:
+            if txn is None:
+                self._finish_in_flight(
+                    self.settings.executor.drain_timeout_s,
+                    lambda: sum(self.tracker.pending(tp) for tp in revoked),
+                )
+                self._commit(self.tracker.revoke(revoked))
+            elif txn.usable:
+                # Exactly-once: what is released is in the open transaction, with the revoked
+                # partitions' offsets; commit it while they are still ours.
+                pending = lambda: sum(txn.pending(tp) for tp in revoked)  # noqa: E731
+                self._finish_in_flight(self.settings.executor.drain_timeout_s, pending)
+                self._commit()
+        finally:
+            # Let go even if the drain or the commit raised (confluent-kafka unassigns them
+            # anyway): nothing of theirs may be tracked or committed by this member again.
+            self.tracker.revoke(revoked)
+            if txn is not None:
+                txn.forget(revoked)
+            self._drop_queued(revoked)
+            self._assigned -= revoked
+        logger.info(
+            "ingest=%s let go of %s after %.2fs",
+            self.ingest_id,
+            partition_names(partitions),
+            time.monotonic() - started,
+        )
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        # Another member may own these already: committing now could move its offsets.
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        self._unsettled |= lost
+        self.tracker.revoke(lost)
+        self._drop_queued(lost)
+        self._assigned -= lost
+        if self.txn is not None:
+            # The open transaction may hold results of the lost partitions, which the new owner
+            # redoes: abort it, and redo the rest of ours too.
+            self.txn.forget(lost)
+            if self.txn.usable:
+                self._rewind(set(self._assigned))
+        logger.warning("ingest=%s lost %s", self.ingest_id, partition_names(partitions))
+
+    def _drop_queued(self, tps: set[TP]) -> None:
+        """Forget the not-yet-running requests of partitions let go of (their owner redoes them)."""
+        for batch in self.batcher.flush():
+            keep = [item for item in batch.items if item.tp not in tps]
+            if keep:
+                self.dispatcher.enqueue(batch.key, keep)
+        # Results parked for a timed-out reply_to too: answered again by the new owner anyway.
+        dropped = self.dispatcher.drop(tps) + self.writer.forget(tps)
+        if dropped:
+            logger.info(
+                "ingest=%s left %d queued requests to the partitions' next owner",
+                self.ingest_id,
+                dropped,
+            )
+
+    def _finish_in_flight(self, timeout_s: float, remaining: Callable[[], int]) -> None:
+        self._enqueue(self.batcher.flush())
+        started = time.monotonic()
+        deadline = started + timeout_s
+        why = ""
+        while remaining() > 0 and time.monotonic() < deadline:
+            if not self.dispatcher.inflight and self.pool.serving == 0:
+                why = " (no worker serves: waiting is pointless)"
+                break  # nothing runs and no worker could run the rest
+            self.dispatcher.collect(block_s=0.01)
+            self.producer.poll(0.001)
+            self.writer.settle()
+            # Exactly-once: keep committing while draining. A drain longer than the
+            # transaction timeout would otherwise have the broker abort the open transaction
+            # and fence this producer (a crash, and all the drained work redone).
+            txn = self.txn
+            if (
+                txn is not None
+                and txn.usable
+                and time.monotonic() - self._last_commit >= self._commit_interval_s
+            ):
+                self._commit()
+        self.producer.flush(max(0.0, deadline - time.monotonic()))
+        if remaining() > 0:
+            logger.warning(
+                "ingest=%s gave up on %d unfinished records after %.1fs%s; they will be "
+                "redelivered",
+                self.ingest_id,
+                remaining(),
+                time.monotonic() - started,
+                why,
+            )
+
+    def _shutdown(self) -> None:
+        logger.info(
+            "ingest=%s draining %d records in flight (%d batches running, %d waiting)",
+            self.ingest_id,
+            self.tracker.in_flight(),
+            len(self.dispatcher.inflight),
+            len(self.dispatcher.ready),
+        )
+        started = time.monotonic()
+        try:
+            if self.txn is None:
+                self._finish_in_flight(
+                    self.settings.executor.drain_timeout_s, self.tracker.in_flight
+                )
+                self._commit()
+            elif self.txn.usable:  # not after a fatal (fenced) error: nothing may commit
+                self._finish_in_flight(self.settings.executor.drain_timeout_s, self.txn.unreleased)
+                self._commit()
+            logger.info(
+                "ingest=%s drained in %.1fs; leaving the group",
+                self.ingest_id,
+                time.monotonic() - started,
+            )
+        finally:
+            try:
+                # Leaves the group, after a crash too: partitions move at once (a consumer left
+                # open would keep them, heartbeating, in a process that lives on).
+                self.consumer.close()
+            finally:
+                self.pool.shutdown()
+                self.writer.close()
+                self.versions.close()
+                self._stopped.set()
+                logger.info("ingest=%s stopped", self.ingest_id)
+
+    # -- control (from other threads) --------------------------------------------------------
+
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """Ask the loop to drain and stop; wait up to ``timeout_s``. True if it stopped."""
+        self._stop.set()
+        return self._stopped.wait(timeout_s)
+
+    def resize(self, workers: int) -> None:
+        """Change the pool size (applied by the loop thread)."""
+        self._commands.put(lambda: self.pool.resize(workers))
+
+    def status(self) -> dict[str, Any]:
+        c, w, d = self.counters, self.writer, self.dispatcher
+        status: dict[str, Any] = {
+            "ingest_id": self.ingest_id,
+            "pid": os.getpid(),
+            "rss_bytes": psutil.Process().memory_info().rss,
+            "assignment": sorted(f"{t}[{p}]" for t, p in list(self._assigned)),
+            "in_flight": self.tracker.in_flight(),
+            "batches_in_flight": len(d.inflight),
+            "batches_ready": len(d.ready),
+            "buffered": len(self.batcher),
+            "paused": c.paused,
+            "pool_size": self.pool.size,
+            "workers_starting": self.pool.starting,
+            "in_group": self.membership.in_group,
+            "workers_replaced": self.pool.replaced,
+            "polled": c.polled,
+            "results_ok": w.results_ok,
+            "results_error": w.results_error,
+            "dead_letters": w.dead_letters,
+            "jobs_handed_off": w.jobs_handed_off,
+            "batches": d.batches,
+            "redispatched": d.redispatched,
+            "commits": c.commits,
+            "delivery": self.settings.executor.delivery,
+            "uptime_s": round(time.time() - c.started_at, 3),
+        }
+        if self.txn is not None:
+            status["transaction_aborts"] = self.txn.aborts
+            status["transaction_commit_s"] = round(self.txn.commit_s, 3)
+        return status

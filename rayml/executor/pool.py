@@ -1,0 +1,213 @@
+"""The ModelWorker pool of one ingest actor: create, route to, replace, resize.
+
+Each ingest actor owns its pool: the workers are its child actors, so they share its fate (a
+killed executor leaves no orphan workers) and only one owner ever replaces a dead worker. The
+pool is used from the ingest's loop thread only.
+
+* Routing: model affinity (:mod:`rayml.executor.routing`) over the workers that are up (their first
+  ping answered) and not draining.
+* A dead worker (``RayActorError``) is removed and a new one started at once; the ingest
+  re-dispatches the dead worker's batches.
+* Shrinking marks workers as draining: they get no new batches and are ended when their last
+  in-flight batch comes back, so resizing never loses work.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from rayml.config import Settings
+from rayml.executor.routing import pick_worker, preferred_workers
+from rayml.executor.worker import ModelWorker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Slot:
+    handle: Any  # ray.actor.ActorHandle of a ModelWorker
+    # The first ping while the worker starts; None once it answered. A worker gets no batch
+    # before that: one waiting for a node (autoscaling) would hold the batch's offsets back
+    # and stall the commit watermark until the node arrives.
+    starting: Any = None
+    in_flight: int = 0
+    draining: bool = False
+
+
+class WorkerPool:
+    """ModelWorker actors of one ingest, with model-affinity routing.
+
+    Args:
+        settings: Executor settings (worker resources, cache size, model store).
+        owner_id: The ingest's id; worker ids are ``<owner_id>-w<n>``.
+        size: Initial number of workers.
+    """
+
+    def __init__(self, settings: Settings, owner_id: str, size: int) -> None:
+        self._settings = settings
+        self._owner_id = owner_id
+        self._slots: dict[str, _Slot] = {}
+        self._seq = 0
+        self.replaced = 0
+        ex = settings.executor
+        self._actor_cls = ray.remote(ModelWorker).options(
+            num_cpus=ex.worker_num_cpus,
+            # The pool replaces dead workers itself; Ray restarting them too would race it.
+            max_restarts=0,
+            max_task_retries=0,
+        )
+        self.resize(size)
+
+    # -- membership ---------------------------------------------------------------------------
+
+    def _spawn(self) -> str:
+        self._seq += 1
+        worker_id = f"{self._owner_id}-w{self._seq}"
+        ex = self._settings.executor
+        handle = self._actor_cls.remote(
+            worker_id,
+            self._settings.models.root,
+            allow_pickle=self._settings.models.allow_pickle,
+            cache_items=ex.worker_model_cache_size,
+            cache_bytes=ex.worker_model_cache_bytes,
+            threads=ex.worker_threads,
+            log_level=self._settings.log_level,
+        )
+        self._slots[worker_id] = _Slot(handle, starting=handle.ping.remote())  # type: ignore[attr-defined]
+        return worker_id
+
+    def _check_started(self) -> None:
+        """Move workers whose first ping came back into service (never blocks)."""
+        starting = {s.starting: w for w, s in self._slots.items() if s.starting is not None}
+        if not starting:
+            return
+        answered, _ = ray.wait(list(starting), num_returns=len(starting), timeout=0)
+        for ref in answered:
+            worker_id = starting[ref]
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError:
+                self.replace(worker_id)  # died while starting (its node went away)
+                continue
+            self._slots[worker_id].starting = None
+
+    def resize(self, size: int) -> None:
+        """Grow or shrink to ``size`` serving workers; shrinking drains before ending."""
+        if size < 1:
+            raise ValueError("a pool needs at least one worker")
+        serving = [w for w, s in self._slots.items() if not s.draining]
+        for _ in range(size - len(serving)):
+            self._spawn()
+        # Drain the newest first: the oldest have the warmest caches.
+        for worker_id in sorted(serving, key=self._seq_of)[size:] if len(serving) > size else []:
+            self._slots[worker_id].draining = True
+            self._end_if_idle(worker_id)
+        logger.info("pool=%s size=%d (draining %d)", self._owner_id, size, self.draining)
+
+    @staticmethod
+    def _seq_of(worker_id: str) -> int:
+        return int(worker_id.rsplit("-w", 1)[1])
+
+    def _end_if_idle(self, worker_id: str) -> None:
+        slot = self._slots.get(worker_id)
+        if slot is not None and slot.draining and slot.in_flight == 0:
+            del self._slots[worker_id]
+            ray.kill(slot.handle, no_restart=True)
+
+    def replace(self, worker_id: str) -> str | None:
+        """Drop a dead worker and start a new one in its place (unless it was draining)."""
+        slot = self._slots.pop(worker_id, None)
+        if slot is None:
+            return None
+        self.replaced += 1
+        ray.kill(slot.handle, no_restart=True)
+        if slot.draining:
+            return None
+        new_id = self._spawn()
+        logger.warning("pool=%s worker=%s died; replaced by %s", self._owner_id, worker_id, new_id)
+        return new_id
+
+    # -- work ---------------------------------------------------------------------------------
+
+    def try_submit(self, model_key: str, *args: Any) -> tuple[str, Any] | None:
+        """Send one batch to a worker for ``model_key`` if one has room; else None.
+
+        The model's preferred workers are tried first; when all of them are full the batch
+        spills to any worker with room (the model then warms there too), so a hot model
+        never waits while other workers idle.
+        """
+        self._check_started()
+        cap = self._settings.executor.max_batches_per_worker
+        serving = [w for w, s in self._slots.items() if not s.draining and s.starting is None]
+        room = [w for w in serving if self._slots[w].in_flight < cap]
+        if not room:
+            return None
+        load = {w: self._slots[w].in_flight for w in room}
+        preferred = preferred_workers(model_key, serving)[: self._settings.executor.model_replicas]
+        candidates = [w for w in preferred if w in load] or room
+        worker_id = pick_worker(model_key, candidates, load, replicas=len(candidates))
+        slot = self._slots[worker_id]
+        slot.in_flight += 1
+        return worker_id, slot.handle.run_batch.remote(*args)
+
+    def finished(self, worker_id: str) -> None:
+        """A batch of ``worker_id`` came back (with a result or an error)."""
+        slot = self._slots.get(worker_id)
+        if slot is not None:
+            slot.in_flight -= 1
+            self._end_if_idle(worker_id)
+
+    # -- status -------------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return sum(1 for s in self._slots.values() if not s.draining)
+
+    @property
+    def starting(self) -> int:
+        """Workers not serving yet: starting, or waiting for a node with room (after a node
+        loss without spare capacity, until Ray's autoscaler adds one)."""
+        # Read-only (status() calls it from another thread): the loop moves answered workers
+        # into service only when it has a batch for them, so ask Ray which pings are back.
+        pings = [s.starting for s in list(self._slots.values()) if s.starting is not None]
+        if not pings:
+            return 0
+        answered, _ = ray.wait(pings, num_returns=len(pings), timeout=0)
+        return len(pings) - len(answered)
+
+    @property
+    def serving(self) -> int:
+        """Workers that take batches (up and not draining). Loop thread only."""
+        self._check_started()
+        return sum(1 for s in self._slots.values() if not s.draining and s.starting is None)
+
+    @property
+    def draining(self) -> int:
+        return sum(1 for s in self._slots.values() if s.draining)
+
+    def worker_ids(self) -> list[str]:
+        return list(self._slots)
+
+    def handle(self, worker_id: str) -> Any:
+        return self._slots[worker_id].handle
+
+    def stats(self, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+        """Each live worker's counters (workers that do not answer in time are left out)."""
+        refs = {w: s.handle.stats.remote() for w, s in list(self._slots.items())}
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+        out = []
+        for ref in ready:
+            try:
+                out.append(ray.get(ref))
+            except ray.exceptions.RayError:
+                continue
+        return out
+
+    def shutdown(self) -> None:
+        for slot in self._slots.values():
+            ray.kill(slot.handle, no_restart=True)
+        self._slots.clear()

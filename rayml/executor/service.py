@@ -1,0 +1,298 @@
+"""The executor: what ``rayml serve`` runs on a Ray cluster.
+
+It connects to Ray (or starts a local one), discovers the pipelines, creates the topics if they
+are missing, publishes the registry, and starts the ingest actors, each with its own ModelWorker
+pool. On SIGTERM/SIGINT it drains them within ``drain_timeout_s`` (stop polling, finish or give
+up on in-flight work, commit, leave the group).
+
+Example:
+    >>> from rayml.config import load_settings
+    >>> executor = Executor(load_settings())        # doctest: +SKIP
+    >>> executor.start(); executor.drain()          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from rayml import logs
+from rayml.cli.status import INGEST_ACTOR_PREFIX
+from rayml.config import Settings
+from rayml.errors import RaymlError
+from rayml.executor.ingest import Ingest
+from rayml.kafka import clients as kafka_clients
+from rayml.kafka.topics import create_topics
+from rayml.pipeline.registry import Registry
+
+if TYPE_CHECKING:
+    from rayml.autoscaling.controller import PoolAutoscaler
+
+logger = logging.getLogger(__name__)
+
+
+class IngestActorImpl:
+    """Ray actor body around :class:`~rayml.executor.ingest.Ingest`: the loop runs in a thread so
+    that
+    control calls (status, resize, drain) are served on other actor threads meanwhile.
+
+    The actor is restartable: if its loop crashes, the process exits and Ray starts it again,
+    which re-joins the consumer group and resumes from the committed offsets.
+    """
+
+    def __init__(self, settings: Settings, ingest_id: str) -> None:
+        logs.configure(settings.log_level)
+        registry = Registry()
+        registry.discover(settings.executor.pipeline_modules)
+        self.ingest = Ingest(settings, ingest_id, registry)
+        self._thread = threading.Thread(target=self._run, name=f"ingest-{ingest_id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.ingest.run()
+        except BaseException:
+            # A dead loop in a live actor would stall its partitions silently: exit instead, so
+            # Ray restarts the actor (max_restarts) and the group reassigns the partitions.
+            logging.getLogger(__name__).exception("ingest loop crashed; restarting the actor")
+            os._exit(1)
+
+    def ready(self) -> str:
+        return self.ingest.ingest_id
+
+    def status(self) -> dict[str, Any]:
+        status = self.ingest.status()
+        status["workers"] = self.ingest.pool.stats()
+        return status
+
+    def resize(self, workers: int) -> None:
+        self.ingest.resize(workers)
+
+    def drain(self, timeout_s: float) -> bool:
+        return self.ingest.stop(timeout_s)
+
+
+def publish_registry(settings: Settings, registry: Registry) -> int:
+    """Write each pipeline's description to the compacted registry topic (key = name)."""
+    producer = kafka_clients.producer(settings.kafka)
+    described = registry.describe()
+    for entry in described:
+        producer.produce(
+            settings.topics.registry,
+            key=entry["name"].encode(),
+            value=json.dumps(entry, sort_keys=True).encode(),
+        )
+    remaining = producer.flush(30)
+    if remaining:
+        raise RaymlError(f"could not publish the registry: {remaining} messages not delivered")
+    return len(described)
+
+
+def _absolute_store(settings: Settings) -> Settings:
+    # Actors may run with another working directory (or on another node): pin a local model
+    # store path to an absolute one. URLs (s3://...) are left as they are.
+    root = settings.models.root
+    if "://" in root:
+        return settings
+    absolute = str(Path(root).resolve())
+    return settings.model_copy(
+        update={"models": settings.models.model_copy(update={"root": absolute})}
+    )
+
+
+def ingest_placements(settings: Settings, count: int) -> list[Any]:
+    """Where the ingest actors go (``executor.ingest_placement``).
+
+    ``spread``: one per ML node (:func:`spread_over_nodes`), so that a lost node takes only its
+    share of the consumers. ``default``: Ray's default, in practice beside the driver on the
+    head: one failure domain, but on a node that Ray's autoscaler never removes (an ingest
+    actor needs no CPU, so a node that holds only ingest actors counts as idle and may be
+    scaled down under it; the supervisor then starts it elsewhere, a pause of one session
+    timeout for its partitions).
+    """
+    if settings.executor.ingest_placement == "default":
+        return ["DEFAULT"] * count
+    return spread_over_nodes(count)
+
+
+def spread_over_nodes(count: int) -> list[Any]:
+    """Scheduling strategies that put ``count`` actors round-robin on the ML nodes.
+
+    Ray's ``SPREAD`` is best effort and, for actors that need no CPU, often packs them on one
+    node, and so does a *soft* node affinity (measured on Ray 2.60). Ingest actors are pinned
+    instead, one per node with CPUs (the head of a cluster that keeps its CPUs for itself has
+    none) before any node gets a second. A pinned actor cannot restart when its node is gone:
+    :meth:`Executor._supervise` starts it again elsewhere.
+    """
+    nodes = sorted(
+        node["NodeID"]
+        for node in ray.nodes()
+        if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0
+    )
+    if not nodes:  # no ML node yet (an autoscaling cluster starting from zero): Ray decides
+        return ["DEFAULT"] * count
+    return [
+        NodeAffinitySchedulingStrategy(node_id=nodes[n % len(nodes)], soft=False)
+        for n in range(count)
+    ]
+
+
+class Executor:
+    """Starts and controls the ingest actors of one executor instance."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = _absolute_store(settings)
+        self.instance_id = f"ex-{uuid.uuid4().hex[:6]}"
+        self.actors: list[Any] = []
+        self.job_runners: list[Any] = []
+        self._started_ray = False
+        self._stopping = threading.Event()
+
+    def start(self, create_missing_topics: bool = True, timeout_s: float = 120.0) -> None:
+        """Connect to Ray, publish the registry, start the ingest actors and wait for them."""
+        settings = self.settings
+        autoscaler: PoolAutoscaler | None = None
+        if settings.autoscale.enabled:
+            from rayml.autoscaling.controller import PoolAutoscaler
+
+            # Built first: bad autoscale settings fail before anything starts.
+            autoscaler = PoolAutoscaler(settings, self)
+        if not ray.is_initialized():
+            options: dict[str, Any] = {
+                "namespace": settings.ray.namespace,
+                "logging_level": logging.WARNING,
+            }
+            if settings.ray.address is None:
+                options["include_dashboard"] = False
+            ray.init(address=settings.ray.address, **options)
+            self._started_ray = True
+        registry = Registry()
+        names = registry.discover(settings.executor.pipeline_modules)
+        if create_missing_topics:
+            create_topics(settings.kafka, settings.topics)
+        published = publish_registry(settings, registry)
+        logger.info(
+            "executor=%s publishing %d pipelines: %s", self.instance_id, published, ", ".join(names)
+        )
+        self._actor_cls = ray.remote(IngestActorImpl)
+        self.actors = [
+            self._start_ingest(n, placement)
+            for n, placement in enumerate(
+                ingest_placements(settings, settings.executor.ingest_actors)
+            )
+        ]
+        ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s)
+        logger.info("executor=%s started %d ingest actors", self.instance_id, len(self.actors))
+        # Training: job runners on the jobs topic (rayml.training.runner), started once ingest is
+        # serving.
+        from rayml.training.runner import start_job_runners
+
+        self.job_runners = start_job_runners(settings, self.instance_id, timeout_s)
+        # The pool autoscaler (rayml.autoscaling.controller): a thread here that resizes the pools.
+        self.autoscaler = autoscaler
+        if autoscaler is not None:
+            autoscaler.start()
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="ingest-supervisor", daemon=True
+        )
+        self._supervisor.start()
+
+    def _start_ingest(self, n: int, placement: Any) -> Any:
+        settings = self.settings
+        return self._actor_cls.options(
+            num_cpus=0,  # IO-bound: it must never take a CPU a worker or training needs
+            max_concurrency=8,
+            # A crashed loop restarts in place (same node, same ingest id); a lost node is the
+            # supervisor's job (_supervise), as the placement pins the node.
+            max_restarts=-1,
+            scheduling_strategy=placement,
+            # Named, so `rayml status` finds them on the cluster.
+            name=f"{INGEST_ACTOR_PREFIX}{self.instance_id}-i{n}",
+            namespace=settings.ray.namespace,
+        ).remote(settings, f"{self.instance_id}-i{n}")
+
+    def _supervise(self) -> None:
+        """Start again, on a live node, each ingest actor whose node is gone.
+
+        Ray restarts a crashed ingest actor itself, but not one pinned to a node that died
+        (``ActorUnschedulableError``) nor one whose restart failed (``ActorDiedError``). The
+        new actor has the same ingest id: it joins the group, and the partitions its
+        predecessor held (uncommitted work included) come back to it or to the others.
+        """
+        while not self._stopping.wait(self.settings.executor.supervise_interval_s):
+            for n, actor in enumerate(list(self.actors)):
+                try:
+                    ray.get(actor.ready.remote(), timeout=10)
+                except (ray.exceptions.ActorUnschedulableError, ray.exceptions.ActorDiedError):
+                    if self._stopping.is_set():
+                        return
+                    self._replace_ingest(n, actor)
+                except (ray.exceptions.RayError, TimeoutError):
+                    continue  # restarting, or busy: look again next round
+
+    def _replace_ingest(self, n: int, dead: Any) -> None:
+        ray.kill(dead, no_restart=True)
+        placement = ingest_placements(self.settings, len(self.actors))[n]
+        for _attempt in range(50):
+            try:
+                self.actors[n] = self._start_ingest(n, placement)
+            except ValueError:  # the dead actor's name is not released yet
+                time.sleep(0.2)
+                continue
+            logger.warning(
+                "executor=%s ingest i%d lost with its node; started again on another node",
+                self.instance_id,
+                n,
+            )
+            return
+        # Still the dead handle: the next round of _supervise tries again.
+        logger.warning("executor=%s ingest i%d not restarted yet", self.instance_id, n)
+
+    def status(self, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """Each ingest actor's status (in-flight, assignment, pool, counters)."""
+        result: list[dict[str, Any]] = ray.get(
+            [a.status.remote() for a in self.actors], timeout=timeout_s
+        )
+        return result
+
+    def resize(self, workers_per_ingest: int) -> None:
+        ray.get([a.resize.remote(workers_per_ingest) for a in self.actors])
+
+    def drain(self, timeout_s: float | None = None) -> bool:
+        """Stop every ingest actor gracefully within ``timeout_s``; True if all finished."""
+        timeout = self.settings.executor.drain_timeout_s if timeout_s is None else timeout_s
+        autoscaler = getattr(self, "autoscaler", None)
+        if autoscaler is not None:
+            # First: no resize may reach an ingest that is draining.
+            autoscaler.stop()
+            self.autoscaler = None
+        self._stopping.set()
+        done = True
+        # Job runners drain alongside the ingest (within the same bound): unfinished training
+        # is given up and its job re-runs after the restart.
+        runners = self.job_runners
+        try:
+            finished = ray.get(
+                [a.drain.remote(timeout) for a in [*self.actors, *runners]], timeout=timeout + 15
+            )
+            done = all(finished)
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            logger.warning("executor=%s drain incomplete: %s", self.instance_id, exc)
+            done = False
+        for actor in [*self.actors, *runners]:
+            ray.kill(actor, no_restart=True)
+        self.actors = []
+        self.job_runners = []
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+        return done

@@ -1,0 +1,221 @@
+"""ModelWorker: a Ray actor that keeps models in memory and runs batched inference.
+
+A worker is given whole micro-batches (one Ray call per batch). It imports pipelines by their
+import path (never a pickled closure), loads models from the store into an LRU cache, and
+answers with one outcome per request. When a pipeline raises for a batch, the worker bisects
+the batch locally so that only the requests that fail get an error and their batch-mates still
+get their outputs, without extra Ray round trips.
+
+The class is plain Python; :mod:`rayml.executor.pool` turns it into an actor. That keeps it testable
+without Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from rayml import logs
+from rayml.errors import ModelNotFoundError, RecordError
+from rayml.metrics import WorkerMetrics
+from rayml.models.cache import ModelCache
+from rayml.models.store import LoadedModel, ModelStore, validate_version
+from rayml.pipeline.registry import (
+    PipelineSpec,
+    load_spec_by_path,
+    run_inference,
+    validate_spec_params,
+)
+
+logger = logging.getLogger(__name__)
+
+# Estimated in-memory size of a model whose artifact size is unknown.
+_DEFAULT_MODEL_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """Why one request of a batch failed (becomes the result's ``error``)."""
+
+    type: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """A worker's answer for one micro-batch: one entry per request, in order.
+
+    Each entry is the pipeline's output for that request, or an :class:`ItemError`.
+    """
+
+    model_name: str
+    model_version: str | None
+    outputs: list[Any]
+    compute_ms: float
+    worker_id: str
+
+
+class ModelWorker:
+    """Holds loaded models and runs batches of one pipeline at a time.
+
+    Args:
+        worker_id: A stable name used in routing, logs and results.
+        store_root: Model store root (local path or fsspec URL).
+        allow_pickle: Passed to the store.
+        cache_items: Models kept in memory at most.
+        cache_bytes: Memory budget of the cache (estimated from artifact sizes).
+        threads: Size of the BLAS/OpenMP thread pools in this process.
+        log_level: rayml's log level in this process (its own, as a Ray actor).
+    """
+
+    def __init__(
+        self,
+        worker_id: str,
+        store_root: str,
+        *,
+        allow_pickle: bool = False,
+        cache_items: int = 4,
+        cache_bytes: int = 2 * 1024**3,
+        threads: int = 1,
+        log_level: str | None = None,
+    ) -> None:
+        if log_level is not None:
+            logs.configure(log_level)
+        # BLAS/OpenMP pools are sized by the first library load in a process; on a busy node a
+        # pool per core makes single-row predictions slower, not faster. Fix the size up front.
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+        self._thread_limits = threadpool_limits(limits=threads)
+        self.worker_id = worker_id
+        self.store = ModelStore(store_root, allow_pickle=allow_pickle)
+        self.cache = ModelCache(cache_items, cache_bytes)
+        self._specs: dict[str, PipelineSpec] = {}
+        self.batches = 0
+        self.requests = 0
+        self.model_loads = 0
+        self.metrics = WorkerMetrics(worker_id)
+
+    def _spec(self, import_path: str) -> PipelineSpec:
+        spec = self._specs.get(import_path)
+        if spec is None:
+            spec = load_spec_by_path(import_path)
+            self._specs[import_path] = spec
+        return spec
+
+    def _model(self, name: str, version: str | None) -> LoadedModel:
+        if version is None:
+            latest = self.store.latest(name)
+            if latest is None:
+                raise ModelNotFoundError(name)
+            version = latest.version
+        # One cache entry per model version however the request spelled it ("3", "000003").
+        version = validate_version(version)
+        key = (name, version)
+        loaded = self.cache.get(key)
+        if loaded is None:
+            started = time.perf_counter()
+            loaded = self.store.load(name, version)
+            self.model_loads += 1
+            self.metrics.model_loaded(name)
+            size = loaded.metadata.get("size_bytes") or _DEFAULT_MODEL_BYTES
+            evicted = self.cache.put(key, loaded, int(size))
+            logger.info(
+                "worker=%s loaded model=%s version=%s in %.0f ms (evicted %s)",
+                self.worker_id,
+                name,
+                version,
+                (time.perf_counter() - started) * 1000,
+                evicted or "nothing",
+            )
+        else:
+            self.metrics.cache_hit(name)
+        assert isinstance(loaded, LoadedModel)  # the cache holds only what we put in it
+        return loaded
+
+    def run_batch(
+        self,
+        import_path: str,
+        model_version: str | None,
+        params: list[dict[str, Any]],
+    ) -> BatchOutcome:
+        """Run one micro-batch; never raises for a record failure.
+
+        Params arrive as plain JSON values and are validated here, one by one: a request whose
+        params do not validate gets an ``invalid_params`` error naming the field, and only the
+        valid ones reach the pipeline. (Validating on the workers rather than in the ingest
+        keeps the ingest, the one serial step, cheap, and ships plain lists through Ray, which
+        pickles far faster than pydantic objects.)
+
+        Args:
+            import_path: The pipeline's ``module:qualname``.
+            model_version: The version to use; ``None`` means the newest in the store.
+            params: Each request's raw ``params``.
+        """
+        started = time.perf_counter()
+        spec = self._spec(import_path)
+        self.batches += 1
+        self.requests += len(params)
+        outputs: list[Any] = [None] * len(params)
+        valid: list[BaseModel] = []
+        positions: list[int] = []
+        for i, raw in enumerate(params):
+            try:
+                valid.append(validate_spec_params(spec, raw))
+                positions.append(i)
+            except RecordError as exc:
+                outputs[i] = ItemError(exc.type, str(exc), exc.details)
+        try:
+            loaded = self._model(spec.model, model_version)
+        except RecordError as exc:
+            error = ItemError(exc.type, str(exc), exc.details)
+            for i in positions:
+                outputs[i] = error
+            return BatchOutcome(
+                spec.model, model_version, outputs, _ms_since(started), self.worker_id
+            )
+        if valid:
+            for i, output in zip(
+                positions, self._run_bisecting(spec, loaded.model, valid), strict=True
+            ):
+                outputs[i] = output
+        return BatchOutcome(spec.model, loaded.version, outputs, _ms_since(started), self.worker_id)
+
+    def _run_bisecting(self, spec: PipelineSpec, model: Any, params: list[BaseModel]) -> list[Any]:
+        try:
+            return run_inference(spec, model, params)
+        except RecordError as exc:
+            if len(params) == 1:
+                return [ItemError(exc.type, str(exc), exc.details)]
+        # Some request(s) made the pipeline raise: split and retry each half, so that only the
+        # requests that really fail get an error. Costs O(k log n) pipeline calls for k bad rows.
+        middle = len(params) // 2
+        return self._run_bisecting(spec, model, params[:middle]) + self._run_bisecting(
+            spec, model, params[middle:]
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for status and metrics."""
+        return {
+            "worker_id": self.worker_id,
+            "pid": os.getpid(),
+            "batches": self.batches,
+            "requests": self.requests,
+            "model_loads": self.model_loads,
+            "models": [f"{key[0]}@{key[1]}" for key in self.cache.cached()],  # type: ignore[index]
+            "cache_hits": self.cache.stats.hits,
+            "cache_misses": self.cache.stats.misses,
+        }
+
+    def ping(self) -> str:
+        """Liveness check (a dead actor raises instead of answering)."""
+        return self.worker_id
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

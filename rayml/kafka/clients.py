@@ -1,0 +1,216 @@
+"""Factories for confluent-kafka clients, all built from :class:`~rayml.config.KafkaSettings`.
+
+One place decides the settings every client shares (bootstrap servers, security, quiet
+librdkafka logging through Python's ``logging``), so a secure cluster is configured once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from rayml.config import ExecutorSettings, KafkaSettings
+
+_librdkafka_logger = logging.getLogger("rayml.librdkafka")
+logger = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+Headers = list[tuple[str, str | bytes | None]]
+
+
+def _base(kafka: KafkaSettings) -> dict[str, Any]:
+    conf: dict[str, Any] = dict(kafka.client_config())
+    conf.setdefault("logger", _librdkafka_logger)
+    return conf
+
+
+def admin_client(kafka: KafkaSettings, **overrides: Any) -> AdminClient:
+    """An AdminClient. Keep a reference until its futures resolve."""
+    return AdminClient({**_base(kafka), **overrides})
+
+
+def producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
+    """An idempotent producer (``acks=all``, no reordering or duplicates on retry).
+
+    Batching settings favour throughput at a few milliseconds of latency: results are produced
+    in bursts, one per finished micro-batch.
+    """
+    conf = {
+        **_base(kafka),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "compression.type": "lz4",
+        **overrides,
+    }
+    return Producer(conf)
+
+
+def transactional_producer(
+    kafka: KafkaSettings, transactional_id: str, timeout_s: float, **overrides: Any
+) -> Producer:
+    """A transactional producer (exactly-once; see :mod:`rayml.delivery.transactions`).
+
+    ``transactional_id`` must be stable for one logical writer: a new producer with the same id
+    fences the old one (its next transactional call fails fatally), which is how a restarted
+    ingest stops a zombie predecessor. ``timeout_s`` is ``transaction.timeout.ms``: the broker
+    aborts a transaction left open longer (its producer died), which unblocks read_committed
+    readers of the partitions it wrote.
+
+    ``retry.backoff.ms`` is short because the broker answers the first write of a transaction
+    that follows a commit with CONCURRENT_TRANSACTIONS until its markers are written (a few
+    ms); at librdkafka's default 100 ms backoff every commit would cost about 100 ms more.
+    """
+    conf = {
+        **_base(kafka),
+        "transactional.id": transactional_id,
+        "transaction.timeout.ms": int(timeout_s * 1000),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "compression.type": "lz4",
+        "retry.backoff.ms": 10,
+        **overrides,
+    }
+    return Producer(conf)
+
+
+def ingest_producer(
+    kafka: KafkaSettings, executor: ExecutorSettings, ingest_id: str
+) -> tuple[Producer, str | None]:
+    """The ingest's producer for its delivery mode, and its transactional id (exactly-once).
+
+    The id is stable per ingest id: a Ray-restarted ingest actor (same id) fences its zombie.
+    ``message.max.bytes`` leaves room for a dead-letter or hand-off copy of any request the
+    ingest accepts, with its headers (librdkafka's default, 1,000,000 bytes, is below Kafka's
+    1 MiB default).
+    """
+    room = {"message.max.bytes": max(1_000_000, executor.max_request_bytes + 65_536)}
+    if executor.delivery != "exactly_once":
+        return producer(kafka, **room), None
+    txn_id = f"{executor.group_id}.{ingest_id}"
+    return transactional_producer(kafka, txn_id, executor.transaction_timeout_s, **room), txn_id
+
+
+def consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
+    """A consumer-group member with manual commits and the KIP-848 group protocol.
+
+    ``enable.auto.commit`` is off: rayml commits only offsets whose results are written.
+    ``enable.auto.offset.store`` is off for the same reason.
+    """
+    conf = {
+        **_base(kafka),
+        "group.id": group_id,
+        "group.protocol": "consumer",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        **overrides,
+    }
+    return Consumer(conf)
+
+
+def ingest_consumer(
+    kafka: KafkaSettings, group_id: str, client_id: str, drain_timeout_s: float = 30.0
+) -> Consumer:
+    """The ingest's consumer: :func:`consumer` with fetch settings for micro-batching.
+
+    A revocation or a shutdown drains for up to ``drain_timeout_s`` without polling; librdkafka
+    also sends ``max.poll.interval.ms`` as the KIP-848 rebalance timeout. So it is kept above
+    the drain (a minute of margin), or a long drain would get the member fenced and its final
+    commit refused.
+    """
+    return consumer(
+        kafka,
+        group_id,
+        **{
+            "client.id": client_id,
+            "max.poll.interval.ms": max(300_000, int((drain_timeout_s + 60) * 1000)),
+            # Fetch enough to fill micro-batches without one round trip per record...
+            "fetch.wait.max.ms": 5,
+            # ...but bound librdkafka's prefetch queue: with partitions paused under
+            # backpressure, this is what bounds the ingest's memory under any backlog.
+            "queued.max.messages.kbytes": 8192,
+            # Once that queue is full librdkafka backs off fetching for 1 s by default,
+            # which stalls the ingest after every resume; retry the fetch sooner.
+            "fetch.queue.backoff.ms": 20,
+        },
+    )
+
+
+def commit_offsets(consumer: Consumer, offsets: dict[TP, int], owner: str) -> dict[TP, int]:
+    """Commit ``offsets`` synchronously; return those the broker accepted.
+
+    Per-partition failures are not raised by confluent-kafka, only reported on each returned
+    partition: they are checked and logged here. A failed commit is not retried: the offsets
+    stay committable and go with the next commit (or are redelivered to the next owner).
+    """
+    if not offsets:
+        return {}
+    parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+    try:
+        answered = consumer.commit(offsets=parts, asynchronous=False) or []
+    except Exception as exc:  # KafkaException: e.g. not the owner any more
+        logger.warning("%s: commit failed: %s", owner, exc)
+        return {}
+    accepted: dict[TP, int] = {}
+    for tp in answered:
+        key = (tp.topic, tp.partition)
+        if tp.error is not None:
+            logger.warning(
+                "%s: commit of %s[%d] failed: %s", owner, tp.topic, tp.partition, tp.error
+            )
+        elif key in offsets:
+            accepted[key] = tp.offset
+    return accepted
+
+
+def timestamp_ms(msg: Message, default_ms: float | None = None) -> float:
+    """The record's timestamp (producer create time) in ms, else ``default_ms`` (else now)."""
+    kind, ts = msg.timestamp()
+    if kind != 0 and ts > 0:
+        return float(ts)
+    return time.time() * 1000.0 if default_ms is None else default_ms
+
+
+def set_pause_state(consumer: Consumer, partitions: list[TopicPartition], paused: bool) -> None:
+    """Pause or resume newly assigned ``partitions`` to match the member's backpressure state.
+
+    Call it from ``on_assign``. librdkafka keeps a partition's pause across its revocation: a
+    partition let go of while paused comes back paused, and would stay so if only paused
+    members set the state.
+    """
+    if partitions:
+        (consumer.pause if paused else consumer.resume)(partitions)
+
+
+def pause_strays(consumer: Consumer, messages: list[Message], owner: str) -> None:
+    """Pause the partitions of records a paused member read (their pause did not hold).
+
+    ``pause()`` skips, without an error, a partition librdkafka has no object for yet, e.g.
+    one assigned for the first time while the member was paused. The records are the caller's
+    to keep: dropping them would leave a gap that the commit watermark skips.
+    """
+    stray = [TopicPartition(m.topic(), m.partition()) for m in messages if m.error() is None]  # type: ignore[arg-type]
+    if stray:
+        logger.warning("%s read from %s while paused: pausing it", owner, partition_names(stray))
+        consumer.pause(stray)
+
+
+def partition_names(partitions: list[TopicPartition]) -> str:
+    """``topic[p], ...`` for log lines (``nothing`` for none)."""
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
+
+
+def headers_of(msg: Message) -> Headers:
+    """A record's headers as a list (confluent-kafka may give a list, a dict or None)."""
+    headers = msg.headers()
+    if headers is None:
+        return []
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return [(k, v) for k, v in headers]

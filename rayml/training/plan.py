@@ -1,0 +1,205 @@
+"""What a training job is and what its result says (no Kafka, no Ray).
+
+The job runner (:mod:`rayml.training.runner`) turns each request from the jobs topic into a
+:class:`Job` with one :class:`Trial` per parameter set (:func:`plan_trials`), tracks the trials'
+outcomes, and answers with :func:`result_payload`. Keeping these checks here keeps them
+unit-testable.
+
+The ``result`` of an ``ok`` training result::
+
+    {"model": "breast_cancer", "version": "000004", "metrics": {"accuracy": 0.97},
+     "params": {"n_estimators": 50, ...}, "train_ms": 812.4, "reused": false}
+
+and for a sweep, where ``version`` is the promoted copy of the best trial::
+
+    {"model": "breast_cancer", "version": "000009", "metrics": {...}, "params": {...},
+     "metric": "accuracy", "mode": "max", "best_trial": 2, "best_version": "000007",
+     "trials": [{"trial": 0, "status": "ok", "version": "000005", "params": {...},
+                 "metrics": {...}},
+                {"trial": 1, "status": "error", "error": {"type": ..., "message": ...}}, ...],
+     "reused": false}
+
+``reused`` is true when the job had finished before a crash and was answered from the store.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from rayml.errors import (
+    DeadlineExceededError,
+    InvalidParamsError,
+    InvalidRequestError,
+    RetriesExhaustedError,
+)
+from rayml.pipeline.registry import PipelineSpec, Registry
+from rayml.protocol.envelopes import Request
+from rayml.protocol.sweeps import expand, select_best, validate_trials
+from rayml.training.task import TrialFailure, TrialOutcome
+
+__all__ = [
+    "Headers",
+    "Job",
+    "Trial",
+    "exhausted",
+    "plan_trials",
+    "result_payload",
+    "sweep_summary",
+]
+
+TP = tuple[str, int]
+Headers = list[tuple[str, str | bytes | None]]
+
+
+@dataclass(eq=False)
+class Trial:
+    """One parameter set of a job, from queued to outcome."""
+
+    index: int
+    params: BaseModel
+    attempts: int = 0
+    outcome: TrialOutcome | TrialFailure | None = None
+
+
+@dataclass(eq=False)
+class Job:
+    """One training request, from poll until its result is acknowledged."""
+
+    tp: TP
+    offset: int
+    raw: bytes
+    headers: Headers
+    request: Request
+    spec: PipelineSpec
+    trials: list[Trial]
+    is_sweep: bool
+    received_ms: float
+    started_ms: float | None = None
+    promote_attempts: int = 0
+    sweep: dict[str, Any] = field(default_factory=dict)  # the sweep's summary, once all are back
+    reused: bool = False
+    abandoned: bool = False
+
+    @property
+    def done(self) -> bool:
+        """Whether every trial has an outcome."""
+        return all(t.outcome is not None for t in self.trials)
+
+    @property
+    def attempts(self) -> int:
+        """The most attempts any trial took (what the result reports)."""
+        return max([1, *(t.attempts for t in self.trials)])
+
+    def succeeded(self) -> dict[int, TrialOutcome]:
+        """The trials that stored a version, by index."""
+        return {t.index: t.outcome for t in self.trials if isinstance(t.outcome, TrialOutcome)}
+
+    def failed(self) -> list[TrialFailure]:
+        """The trials that failed."""
+        return [t.outcome for t in self.trials if isinstance(t.outcome, TrialFailure)]
+
+
+def plan_trials(
+    registry: Registry, request: Request, *, max_trials: int, input_topic: str
+) -> tuple[PipelineSpec, list[BaseModel], bool]:
+    """Check a training request; return its pipeline, each trial's params, and if it is a sweep.
+
+    Raises:
+        UnknownPipelineError: No such pipeline.
+        InvalidRequestError: The pipeline is not a training pipeline.
+        DeadlineExceededError: The request's deadline has passed.
+        InvalidParamsError: Bad params or sweep, or a sweep of a pipeline without a metric; the
+            message names the field (and the trial).
+
+    Example:
+        >>> from rayml.pipeline.registry import Registry
+        >>> reg = Registry(); _ = reg.discover(entry_points=False)
+        >>> req = Request(id="j1", pipeline="iris.train",
+        ...               params={"grid": {"n_estimators": [5, 10]}})
+        >>> spec, trials, sweep = plan_trials(reg, req, max_trials=8, input_topic="in")
+        >>> spec.name, [t.n_estimators for t in trials], sweep
+        ('iris.train', [5, 10], True)
+    """
+    spec = registry.get(request.pipeline)
+    if spec.kind != "training":
+        raise InvalidRequestError(
+            f"pipeline {spec.name!r} is an {spec.kind} pipeline; the jobs topic takes "
+            f"training requests only (send inference to {input_topic})",
+            {"pipeline": spec.name, "kind": spec.kind},
+        )
+    if request.deadline is not None and request.deadline.timestamp() < time.time():
+        raise DeadlineExceededError(
+            f"the request's deadline {request.deadline.isoformat()} passed before it could run",
+            {"deadline": request.deadline.isoformat()},
+        )
+    plan = expand(request.params, fields=set(spec.params.model_fields), max_trials=max_trials)
+    if plan.is_sweep and spec.metric is None:
+        raise InvalidParamsError(
+            f"pipeline {spec.name!r} declares no metric, so a sweep cannot pick a best trial; "
+            f"send one parameter set, or register it with @training(metric=...)",
+            {"pipeline": spec.name},
+        )
+    validated = validate_trials(plan, lambda p: registry.validate_params(spec.name, p), spec.name)
+    return spec, validated, plan.is_sweep
+
+
+def sweep_summary(job: Job) -> tuple[TrialOutcome, dict[str, Any]]:
+    """The best trial of a finished sweep, and the summary stored with its promoted copy.
+
+    Raises:
+        RecordError: No trial succeeded.
+    """
+    spec = job.spec
+    if spec.metric is None:  # refused by plan_trials; kept for the type checker
+        raise InvalidParamsError(f"pipeline {spec.name!r} declares no metric")
+    ok = job.succeeded()
+    best = select_best(((i, o.metrics) for i, o in ok.items()), spec.metric, spec.mode)
+    summary = {
+        "metric": spec.metric,
+        "mode": spec.mode,
+        "best_trial": best,
+        "best_version": ok[best].version,
+        "trials": [t.outcome.summary() for t in job.trials if t.outcome is not None],
+    }
+    return ok[best], summary
+
+
+def result_payload(
+    spec: PipelineSpec, outcome: TrialOutcome, sweep: Any, reused: bool
+) -> dict[str, Any]:
+    """The ``result`` of a training job's ``ok`` result envelope (see the module docstring).
+
+    Example:
+        >>> from rayml.pipeline.registry import load_spec_by_path
+        >>> spec = load_spec_by_path("pipelines.iris:train")
+        >>> out = TrialOutcome(0, "000002", {"accuracy": 0.9}, {"n_estimators": 5})
+        >>> result_payload(spec, out, None, False)["version"]
+        '000002'
+    """
+    payload: dict[str, Any] = {
+        "model": spec.model,
+        "version": outcome.version,
+        "metrics": outcome.metrics,
+        "params": outcome.params,
+        "reused": reused,
+    }
+    if isinstance(sweep, dict):
+        for key in ("metric", "mode", "best_trial", "best_version"):
+            payload[key] = sweep.get(key)
+        payload["trials"] = sweep.get("trials", [])
+    else:
+        payload["train_ms"] = round(outcome.train_ms, 3)
+    return payload
+
+
+def exhausted(attempts: int, cause: Exception) -> RetriesExhaustedError:
+    """The error of a task lost to infrastructure failures on every allowed attempt."""
+    return RetriesExhaustedError(
+        f"the training task was lost on all {attempts} attempts; last error: "
+        f"{type(cause).__name__}",
+        {"attempts": attempts, "last_error": str(cause)[:500]},
+    )

@@ -1,0 +1,454 @@
+"""The job runner: training jobs from the jobs topic → Ray tasks → model store → results.
+
+The ingest hands each training request off to the jobs topic (``settings.topics.jobs``) and
+counts its input offset as done once the broker has it, so hours of training never hold back
+inference commits. A :class:`JobRunner` is a member of consumer group
+``settings.executor.jobs_group_id`` on that topic. One loop thread owns its consumer and
+producer. Per job it:
+
+1. decodes the request and looks up the pipeline (it must be a training pipeline), expands a
+   sweep into trials (:mod:`rayml.protocol.sweeps`) and validates each trial's params: a bad
+   request gets an error result naming the field, as on the ingest;
+2. looks in the model store for versions this job id already stored (:func:`find_job`): a job
+   whose model is stored was finished before a crash and is **not run again**: its result is
+   re-sent; a sweep re-runs only the trials that are not stored;
+3. publishes ``queued`` and launches one Ray task per trial
+(:func:`rayml.training.task.train_trial`)
+   with the pipeline's resources; the task publishes ``running`` and progress events itself;
+4. when every trial is back: a single training's version is announced; a sweep's best trial (by
+   the pipeline's ``metric``/``mode``) is promoted -- stored again as the newest version -- and
+   that copy is announced. Announcements go to the compacted models topic, keyed by model name;
+5. **after the announcement is acknowledged**, produces the result (``ok`` with model, version
+   and metrics -- and every trial for a sweep -- or ``error``) to ``reply_to`` or the output
+   topic, keyed by the request id, and publishes ``succeeded`` or ``failed``;
+6. marks the job's offset done once the broker acknowledges the result, and commits the
+   per-partition watermark (:mod:`rayml.delivery.offsets`) every ``commit_interval_s``, on revoke
+   and at shutdown.
+
+So a crash re-delivers exactly the jobs whose results were not acknowledged: unfinished ones run
+again, finished ones are answered from the store. Announcing before answering means a client that
+has the result and sends an inference request finds every executor already told of the version.
+
+**Bounded concurrency, and why training cannot starve inference.** At most
+``training.max_concurrent_tasks`` trials are launched or queued per runner; when that many are
+outstanding the runner pauses its jobs partitions (it keeps polling, so it stays in the group)
+and resumes them as trials finish. Ray schedules by declared resources: a ModelWorker actor holds
+its ``worker_num_cpus`` for its whole life, while ingest and runner actors hold none, so a
+training task can only take CPUs that no worker holds, and it waits in Ray's queue when there
+are none. Inference keeps the CPUs it has. The bound keeps the number of training tasks waiting
+for CPUs small, so a burst of jobs cannot grab every CPU the moment one frees up (e.g. when the
+pool grows), and ``ctx.nthread`` equal to the task's ``num_cpus`` keeps a running task from using
+more cores than it reserved. The flip side: a node whose CPUs are all held by workers runs no
+training at all -- on a 2-CPU machine give workers fractional CPUs
+(``executor.worker_num_cpus = 0.5`` for two workers) so that a ``num_cpus=1`` task fits.
+
+The runner's parts: :mod:`rayml.training.plan` (checks, the job and its result, pure),
+:mod:`rayml.training.trials` (trials as Ray tasks, retries, promotion),
+:mod:`rayml.training.publish` (announcements, results, events, dead letters),
+:mod:`rayml.training.task` (the task itself).
+
+:class:`JobRunnerActor` wraps the runner as a Ray actor (``num_cpus=0``): the loop runs in a
+thread so that ``status`` and ``drain`` calls are served meanwhile. The training tasks are the
+actor's children: if the runner (or the executor that owns it) dies, Ray ends them too, and their
+jobs, never committed, run again after the restart.
+
+Example:
+    >>> from rayml.config import load_settings
+    >>> runners = start_job_runners(load_settings(), "ex-1")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from confluent_kafka import KafkaError, Message, TopicPartition
+
+from rayml import logs
+from rayml.config import Settings
+from rayml.delivery.offsets import OffsetTracker
+from rayml.errors import ModelStoreError, RecordError
+from rayml.kafka import clients as kafka_clients
+from rayml.kafka.clients import partition_names, timestamp_ms
+from rayml.metrics import JobMetrics
+from rayml.models.store import ModelStore
+from rayml.pipeline.registry import Registry
+from rayml.protocol.envelopes import (
+    DeadLetter,
+    ErrorInfo,
+    Rejected,
+    Result,
+    Undecodable,
+    dead_letter_headers,
+    decode_request,
+    error_info_from,
+)
+from rayml.training.plan import TP, Job, Trial, plan_trials
+from rayml.training.publish import Ack, JobPublisher
+from rayml.training.task import (
+    JobRecord,
+    TrialOutcome,
+    find_job,
+    outcome_of,
+)
+from rayml.training.trials import TrialScheduler
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["JobRunner", "JobRunnerActor", "drain_job_runners", "start_job_runners"]
+
+
+@dataclass
+class Counters:
+    """What the runner has done since it started (status and metrics)."""
+
+    polled: int = 0
+    jobs_succeeded: int = 0
+    jobs_failed: int = 0
+    jobs_reused: int = 0
+    commits: int = 0
+    paused: bool = False
+    started_at: float = field(default_factory=time.time)
+
+
+class JobRunner:
+    """The job loop. Use :meth:`run` in a thread and :meth:`stop` from another."""
+
+    def __init__(self, settings: Settings, runner_id: str, registry: Registry) -> None:
+        self.settings = settings
+        self.runner_id = runner_id
+        self.registry = registry
+        self.tracker = OffsetTracker()
+        self.counters = Counters()
+        self.metrics = JobMetrics(runner_id)
+        self.store = ModelStore(settings.models.root, allow_pickle=settings.models.allow_pickle)
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._drain_s = settings.executor.drain_timeout_s
+        self._last_commit = time.monotonic()
+        self._assigned: frozenset[TP] = frozenset()  # replaced, never mutated: read by status()
+        self.producer = kafka_clients.producer(settings.kafka)
+        self.publish = JobPublisher(settings, self.producer, runner_id)
+        self.trials = TrialScheduler(settings, runner_id, self.publish, self._answer_ok, self._fail)
+        self.consumer = kafka_clients.consumer(
+            settings.kafka,
+            settings.executor.jobs_group_id,
+            **{
+                "client.id": runner_id,
+                # Jobs are few and slow: prefetch little, so pausing holds back almost nothing.
+                "queued.max.messages.kbytes": 1024,
+                "fetch.wait.max.ms": 100,
+            },
+        )
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Consume jobs until :meth:`stop`; then drain within the bound and leave the group."""
+        self.consumer.subscribe(
+            [self.settings.topics.jobs],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        logger.info("runner=%s subscribed to %s", self.runner_id, self.settings.topics.jobs)
+        try:
+            while not self._stop.is_set():
+                self._step()
+        except Exception:
+            logger.exception("runner=%s loop crashed", self.runner_id)
+            raise
+        finally:
+            self._shutdown()
+
+    def _step(self) -> None:
+        busy = self.trials.busy
+        room = self.trials.limit - self.trials.outstanding
+        self._apply_backpressure(room)
+        # Poll even while paused: it serves rebalances and keeps this member in the group
+        # through hours of training (max.poll.interval.ms).
+        messages = self.consumer.consume(max(1, room), 0.0 if busy else 0.1)
+        for msg in messages:
+            self._accept(msg)
+        if self.counters.paused:
+            kafka_clients.pause_strays(self.consumer, messages, f"runner={self.runner_id}")
+        if not self._stop.is_set():
+            self.trials.launch()
+        self.trials.collect(block_s=0.1 if busy else 0.0)
+        self.producer.poll(0)
+        if time.monotonic() - self._last_commit >= self.settings.executor.commit_interval_s:
+            self._commit()
+        self.metrics.flush(self.counters, time.monotonic())
+
+    def _accept(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                logger.warning("runner=%s consumer error: %s", self.runner_id, err)
+            return
+        tp: TP = (msg.topic(), msg.partition())  # type: ignore[assignment]
+        offset: int = msg.offset()  # type: ignore[assignment]
+        self.tracker.track(tp, offset)
+        self.counters.polled += 1
+        raw = msg.value() or b""
+        headers = kafka_clients.headers_of(msg)
+        on_done = self._done(tp, offset)
+        decoded = decode_request(raw, max_bytes=self.settings.executor.max_request_bytes)
+        if isinstance(decoded, Undecodable):
+            # Only a producer other than the ingest could write this: nobody to answer.
+            letter = DeadLetter(
+                error_type=decoded.error_type,
+                error_message=decoded.message,
+                source_topic=tp[0],
+                source_partition=tp[1],
+                source_offset=offset,
+            )
+            headers = headers + list(dead_letter_headers(letter))
+            self.publish.produce(self.settings.topics.dlq, raw, msg.key(), headers, on_ack=on_done)
+            return
+        if isinstance(decoded, Rejected):
+            result = Result.failed(decoded.request_id, decoded.pipeline or "", decoded.error)
+            self.counters.jobs_failed += 1
+            self.publish.result(None, result, on_done)
+            return
+        request = decoded
+        received_ms = (
+            float(request.sent_at_ms) if request.sent_at_ms is not None else timestamp_ms(msg)
+        )
+        try:
+            spec, params, is_sweep = plan_trials(
+                self.registry,
+                request,
+                max_trials=self.settings.training.max_trials,
+                input_topic=self.settings.topics.input,
+            )
+        except RecordError as exc:
+            # A bad request: an error result naming the problem; nothing to replay.
+            self.counters.jobs_failed += 1
+            self.publish.answer_error(request, None, error_info_from(exc), on_done)
+            return
+        trials = [Trial(n, p) for n, p in enumerate(params)]
+        job = Job(tp, offset, raw, headers, request, spec, trials, is_sweep, received_ms)
+        record = self._stored(job)
+        if record.servable is not None:
+            # Finished before a crash that came before its offset was committed: answer it
+            # from the store, without training (and announce it again, in case the crash came
+            # before the announcement).
+            logger.info(
+                "runner=%s job=%s already stored as model=%s version=%s; re-sending its result",
+                self.runner_id,
+                request.id,
+                spec.model,
+                record.servable.version,
+            )
+            self.counters.jobs_reused += 1
+            job.reused = True
+            extra = record.servable.metadata.get("extra")
+            self._answer_ok(
+                job,
+                outcome_of(record.servable, 0, reused=True),
+                extra if isinstance(extra, dict) else {},
+            )
+            return
+        for trial in trials:
+            stored = record.trials.get(trial.index) if is_sweep else None
+            if stored is not None:
+                # A sweep trial stored before the crash: only the others run again.
+                trial.outcome = outcome_of(stored, trial.index, reused=True)
+        self.publish.event(job, "queued")
+        self.trials.add(job)
+
+    def _stored(self, job: Job) -> JobRecord:
+        """What the store holds for this job id already (a crash re-delivered it)."""
+        try:
+            return find_job(self.store, job.spec.model, job.request.id)
+        except (ModelStoreError, OSError) as exc:
+            # Each task checks again before training; this look is only a shortcut.
+            logger.warning(
+                "runner=%s cannot read model=%s: %s", self.runner_id, job.spec.model, exc
+            )
+            return JobRecord()
+
+    def _answer_ok(self, job: Job, outcome: TrialOutcome, extra: dict[str, Any]) -> None:
+        self.counters.jobs_succeeded += 1
+        self.publish.answer_ok(job, outcome, extra, self._done(job.tp, job.offset))
+
+    def _fail(self, job: Job, error: ErrorInfo) -> None:
+        """The job ran and failed: an error result, and its request on the DLQ for replay."""
+        self.counters.jobs_failed += 1
+        self.publish.answer_error(
+            job.request,
+            job,
+            error,
+            self._done(job.tp, job.offset),
+            dead_letter=(job.tp[0], job.tp[1], job.offset, job.raw, job.headers),
+        )
+
+    def _done(self, tp: TP, offset: int) -> Ack:
+        def mark(err: KafkaError | None, _msg: Message) -> None:
+            # KeyError: the partition was revoked meanwhile; its new owner re-runs the job,
+            # finds its model in the store, and answers again.
+            with contextlib.suppress(KeyError):
+                self.tracker.done(tp, offset)
+
+        return mark
+
+    # -- offsets, backpressure, rebalance ----------------------------------------------------
+
+    def _commit(self, offsets: dict[TP, int] | None = None) -> None:
+        self._last_commit = time.monotonic()
+        offsets = self.tracker.committable() if offsets is None else offsets
+        committed = kafka_clients.commit_offsets(self.consumer, offsets, f"runner={self.runner_id}")
+        if committed:
+            self.tracker.mark_committed(committed)
+            self.counters.commits += 1
+
+    def _apply_backpressure(self, room: int) -> None:
+        if room <= 0 and not self.counters.paused:
+            self.consumer.pause(self.consumer.assignment())
+            self.counters.paused = True
+            logger.info(
+                "runner=%s paused: %d trials outstanding", self.runner_id, self.trials.outstanding
+            )
+        elif room > 0 and self.counters.paused:
+            self.consumer.resume(self.consumer.assignment())
+            self.counters.paused = False
+            logger.info("runner=%s resumed", self.runner_id)
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        logger.info("runner=%s assigned %s", self.runner_id, partition_names(partitions))
+        self._assigned = self._assigned | {(tp.topic, tp.partition) for tp in partitions}
+        kafka_clients.set_pause_state(consumer, partitions, self.counters.paused)
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Give up the jobs of these partitions (their new owner re-runs them), commit, let go.
+
+        Training may take hours, far longer than a rebalance may wait; trials that finished are
+        in the store, so the new owner runs only what did not.
+        """
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned = self._assigned - revoked
+        logger.info("runner=%s revoking %s", self.runner_id, partition_names(partitions))
+        self.trials.abandon(lambda job: job.tp in revoked)
+        self.producer.flush(min(10.0, self._drain_s))
+        self._commit(self.tracker.revoke(revoked))
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned = self._assigned - lost
+        self.trials.abandon(lambda job: job.tp in lost)
+        self.tracker.revoke(lost)
+        logger.warning("runner=%s lost %s", self.runner_id, partition_names(partitions))
+
+    def _shutdown(self) -> None:
+        """Finish (bounded) the trials running now, answer what finished, commit, leave."""
+        try:
+            deadline = time.monotonic() + self._drain_s
+            # Trials not started yet are left for the next owner: starting them now could only
+            # be cancelled.
+            waiting = self.trials.waiting_jobs()
+            self.trials.abandon(lambda job: id(job) in waiting)
+            while self.trials.busy and time.monotonic() < deadline:
+                self.trials.collect(block_s=0.1)
+                self.producer.poll(0)
+            self.trials.abandon(lambda job: True)
+            self.producer.flush(max(1.0, deadline - time.monotonic()))
+            self._commit()
+            self.consumer.close()
+        finally:
+            self._stopped.set()
+            logger.info("runner=%s stopped", self.runner_id)
+
+    # -- control (from other threads) --------------------------------------------------------
+
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """Ask the loop to drain (within ``timeout_s``) and stop; True if it stopped in time."""
+        if timeout_s is not None:
+            self._drain_s = timeout_s
+        self._stop.set()
+        return self._stopped.wait(None if timeout_s is None else timeout_s + 5.0)
+
+    def status(self) -> dict[str, Any]:
+        c = self.counters
+        # Not consumer.assignment(): a confluent-kafka consumer is not to be called from two
+        # threads, and this runs on an actor thread while the loop sits in consume().
+        assignment = sorted(f"{t}[{p}]" for t, p in self._assigned)
+        return {
+            "runner_id": self.runner_id,
+            "pid": os.getpid(),
+            "assignment": assignment,
+            "jobs_in_flight": self.tracker.in_flight(),
+            "trials_running": len(self.trials.running),
+            "trials_waiting": len(self.trials.waiting),
+            "promoting": len(self.trials.promoting),
+            "paused": c.paused,
+            "polled": c.polled,
+            "jobs_succeeded": c.jobs_succeeded,
+            "jobs_failed": c.jobs_failed,
+            "jobs_reused": c.jobs_reused,
+            "trials_launched": self.trials.trials_launched,
+            "trials_retried": self.trials.trials_retried,
+            "commits": c.commits,
+            "uptime_s": round(time.time() - c.started_at, 3),
+        }
+
+
+# --- the actor --------------------------------------------------------------------------------
+
+
+class JobRunnerActor:
+    """Ray actor body around :class:`JobRunner`: the loop runs in a thread, control calls on
+    other actor threads. A crashed loop exits the process so Ray restarts the actor, which
+    re-joins the group and re-runs the uncommitted jobs.
+    """
+
+    def __init__(self, settings: Settings, runner_id: str) -> None:
+        logs.configure(settings.log_level)
+        registry = Registry()
+        registry.discover(settings.executor.pipeline_modules)
+        self.runner = JobRunner(settings, runner_id, registry)
+        self._thread = threading.Thread(target=self._run, name=f"jobs-{runner_id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.runner.run()
+        except BaseException:
+            logger.exception("job runner loop crashed; restarting the actor")
+            os._exit(1)
+
+    def ready(self) -> str:
+        return self.runner.runner_id
+
+    def status(self) -> dict[str, Any]:
+        return self.runner.status()
+
+    def drain(self, timeout_s: float) -> bool:
+        return self.runner.stop(timeout_s)
+
+
+def start_job_runners(settings: Settings, instance_id: str, timeout_s: float = 120.0) -> list[Any]:
+    """Start ``settings.training.job_runners`` runner actors and wait until they are up."""
+    actor_cls = ray.remote(JobRunnerActor).options(
+        num_cpus=0,  # IO-bound: the CPUs are for its training tasks and the model workers
+        max_concurrency=4,
+        max_restarts=-1,
+    )
+    actors: list[Any] = [
+        actor_cls.remote(settings, f"{instance_id}-j{n}")
+        for n in range(settings.training.job_runners)
+    ]
+    ray.get([a.ready.remote() for a in actors], timeout=timeout_s)
+    logger.info("executor=%s started %d job runners", instance_id, len(actors))
+    return actors
+
+
+def drain_job_runners(actors: list[Any], timeout_s: float) -> list[Any]:
+    """Ask each runner to drain; returns the refs to wait for (True: drained in time)."""
+    return [a.drain.remote(timeout_s) for a in actors]
