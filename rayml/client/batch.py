@@ -19,15 +19,13 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rayml.client.errors import ResultTimeoutError
 from rayml.client.futures import RequestFuture
 from rayml.client.pipelines import to_wire
+from rayml.client.protocols import BatchSender
 from rayml.protocol.envelopes import Result
-
-if TYPE_CHECKING:
-    from rayml.client.client import Client
 
 __all__ = ["BatchProgress", "progress_bar", "submit_batch"]
 
@@ -103,7 +101,7 @@ class BatchProgress:
 
 
 def submit_batch(
-    client: Client,
+    client: BatchSender,
     pipeline: str,
     params: Iterable[Mapping[str, Any]],
     *,

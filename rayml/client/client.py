@@ -42,7 +42,7 @@ import uuid
 import weakref
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import Any, Literal, overload
 
 from confluent_kafka import KafkaError, KafkaException
 from pydantic import ValidationError
@@ -53,14 +53,12 @@ from rayml.client.futures import PendingReplies, RequestFuture
 from rayml.client.kafka import check_reachable, read_to_end
 from rayml.client.pipelines import ParamsChecker, PipelineInfo, to_wire
 from rayml.client.replies import ClientResources, ReplyReader, release
+from rayml.client.training import TrainingJob, start_training
 from rayml.config import KafkaSettings, Settings, load_settings
 from rayml.errors import ConfigError, InvalidRequestError, UnknownPipelineError
 from rayml.kafka import clients as kafka_clients
 from rayml.protocol.envelopes import Request, Result, encode_request
 from rayml.protocol.training import ModelAnnouncement, decode_announcement
-
-if TYPE_CHECKING:
-    from rayml.client.training import TrainingJob
 
 logger = logging.getLogger(__name__)
 
@@ -403,8 +401,6 @@ class Client:
             >>> result.result["version"], result.result["metrics"]["accuracy"] > 0.9
             ('000001', True)
         """
-        from rayml.client.training import start_training
-
         job = start_training(self, pipeline, params, follow=wait)
         if not wait:
             return job

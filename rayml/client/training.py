@@ -25,21 +25,19 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confluent_kafka import TopicPartition
 
 from rayml.client.batch import progress_bar
 from rayml.client.futures import RequestFuture
 from rayml.client.kafka import end_offsets, partitions_of
+from rayml.client.protocols import JobSender
 from rayml.config import Settings
 from rayml.errors import InvalidRequestError
 from rayml.kafka import clients as kafka_clients
 from rayml.protocol.envelopes import Result
 from rayml.protocol.training import JobEvent, decode_event
-
-if TYPE_CHECKING:
-    from rayml.client.client import Client
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +138,7 @@ class TrainingJob:
     """
 
     def __init__(
-        self, client: Client, future: RequestFuture, follower: EventFollower | None
+        self, client: JobSender, future: RequestFuture, follower: EventFollower | None
     ) -> None:
         self._client = client
         self.future = future
@@ -202,7 +200,7 @@ class TrainingJob:
 
 
 def start_training(
-    client: Client, pipeline: str, params: dict[str, Any], *, follow: bool
+    client: JobSender, pipeline: str, params: dict[str, Any], *, follow: bool
 ) -> TrainingJob:
     """Send a training request; with ``follow``, attach an event follower first.
 
