@@ -41,13 +41,16 @@ import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from rayml.executor.dispatch import InFlight
-    from rayml.executor.ingest import Ingest
-    from rayml.training.runner import Counters as JobCounters
+
+class Received(Protocol):
+    """What a batch's metrics read of each request: when its record was made."""
+
+    @property
+    def received_ms(self) -> float: ...
+
 
 LATENCY_BOUNDARIES_MS = [
     1,
@@ -230,13 +233,16 @@ class IngestMetrics:
         self._lag_tags: set[str] = set()
 
     def batch_finished(
-        self, batch: InFlight, errors: int, compute_ms: float, now_ms: float
+        self,
+        pipeline: str,
+        items: Sequence[Received],
+        errors: int,
+        compute_ms: float,
+        now_ms: float,
     ) -> None:
-        """Fold one finished worker batch in (no Ray metric call)."""
-        items = batch.items
+        """Fold one finished worker batch of ``pipeline`` in (no Ray metric call)."""
         if not items:
             return
-        pipeline = items[0].request.pipeline
         n = len(items)
         self._counts[(pipeline, "ok")] += n - errors
         if errors:
@@ -251,8 +257,26 @@ class IngestMetrics:
     def due(self, now: float) -> bool:
         return now >= self._next
 
-    def flush(self, ingest: Ingest) -> None:
-        """Send the aggregates and the gauges (from the ingest's loop thread)."""
+    def flush(
+        self,
+        written: Mapping[str, int],
+        in_flight: int,
+        pool_size: int,
+        batches_queued: int,
+        paused: bool,
+        lags: Mapping[str, int],
+    ) -> None:
+        """Send the aggregates and the gauges.
+
+        Args:
+            written: running totals of what the ingest wrote, by status (ok, error,
+                dead_letter, job_handoff).
+            in_flight: records polled and not finished.
+            pool_size: serving workers.
+            batches_queued: formed batches waiting for a worker.
+            paused: whether backpressure pauses the partitions.
+            lags: records behind per assigned partition name (``topic[p]``).
+        """
         self._next = time.monotonic() + self.interval_s
         for (pipeline, status), n in self._counts.items():
             if n:
@@ -265,46 +289,16 @@ class IngestMetrics:
             for pipeline, reservoir in sampled.items():
                 for value in reservoir.drain():
                     recorder.observe(value, {"pipeline": pipeline})
-        w = ingest.writer
-        written = {
-            "ok": w.results_ok,
-            "error": w.results_error,
-            "dead_letter": w.dead_letters,
-            "job_handoff": w.jobs_handed_off,
-        }
-        self._written = _inc_by_delta(self.results, written, self._written)
-        self.in_flight.set(ingest.tracker.in_flight())
-        self.pool_size.set(ingest.pool.size)
-        self.batches_queued.set(len(ingest.dispatcher.ready))
-        self.paused.set(1 if ingest.counters.paused else 0)
-        lags = partition_lags(ingest)
+        self._written = _inc_by_delta(self.results, dict(written), self._written)
+        self.in_flight.set(in_flight)
+        self.pool_size.set(pool_size)
+        self.batches_queued.set(batches_queued)
+        self.paused.set(1 if paused else 0)
         for name in self._lag_tags - lags.keys():
             self.partition_lag.set(0, {"partition": name})  # revoked: not ours to report now
         for name, lag in lags.items():
             self.partition_lag.set(lag, {"partition": name})
         self._lag_tags = set(lags)
-
-
-def partition_lags(ingest: Ingest) -> dict[str, int]:
-    """Records behind per assigned partition, from the consumer's cached high watermarks.
-
-    Must run on the ingest's loop thread (it owns the consumer); asks the broker nothing.
-    """
-    from confluent_kafka import TopicPartition
-
-    assigned = sorted(ingest._assigned)
-    if not assigned:
-        return {}
-    out: dict[str, int] = {}
-    positions = ingest.consumer.position([TopicPartition(t, p) for t, p in assigned])
-    for tp in positions:
-        key = (tp.topic, tp.partition)
-        _low, high = ingest.consumer.get_watermark_offsets(tp, cached=True)
-        if high is None or high < 0 or tp.offset < 0:
-            continue  # nothing fetched yet: no figure rather than a wrong one
-        pending = ingest.tracker.pending(key) if key in ingest._assigned else 0
-        out[f"{tp.topic}[{tp.partition}]"] = max(0, high - tp.offset) + pending
-    return out
 
 
 class WorkerMetrics:
@@ -358,16 +352,12 @@ class JobMetrics:
         )
         self._seen: dict[str, int] = {}
 
-    def flush(self, counters: JobCounters, now: float, force: bool = False) -> None:
+    def flush(self, totals: Mapping[str, int], now: float, force: bool = False) -> None:
+        """Add what each running total (succeeded, failed, reused) grew, once per interval."""
         if now < self._next and not force:
             return
         self._next = now + self.interval_s
-        totals = {
-            "succeeded": counters.jobs_succeeded,
-            "failed": counters.jobs_failed,
-            "reused": counters.jobs_reused,
-        }
-        self._seen = _inc_by_delta(self.jobs, totals, self._seen)
+        self._seen = _inc_by_delta(self.jobs, dict(totals), self._seen)
 
 
 def scrape_names(text: str) -> set[str]:

@@ -3,7 +3,7 @@
 A daemon thread in the executor's driver (started by :meth:`rayml.executor.service.Executor.start`
 when ``autoscale.enabled``) that, every ``autoscale.interval_s``:
 
-1. reads the consumer group's offsets from Kafka (:func:`rayml.cli.status.group_lag`): the lag,
+1. reads the consumer group's offsets from Kafka (:func:`rayml.kafka.lag.group_lag`): the lag,
    and over a short window the **arrival rate** (end offsets moving) and the **throughput**
    (committed offsets moving). Kafka answers even while every worker is busy or pending, so
    the controller never waits on a saturated pool to learn that it is saturated;
@@ -34,17 +34,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import ray
 
 from rayml.autoscaling.policy import AutoscalePolicy, Decision, LoadSample, PolicyConfig
-from rayml.cli.status import PartitionLag, group_lag
 from rayml.config import Settings
 from rayml.errors import ConfigError, RaymlError
-
-if TYPE_CHECKING:
-    from rayml.executor.service import Executor
+from rayml.kafka.lag import PartitionLag, group_lag
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +105,16 @@ def _request_resources(bundles: list[dict[str, float]]) -> None:
         request_resources(num_cpus=0)  # clears an earlier request
 
 
+class ScalableExecutor(Protocol):
+    """What the autoscaler uses of an executor (:class:`rayml.executor.service.Executor` is one):
+    its ingest actors, asked for their status, and a resize of every ingest's pool."""
+
+    @property
+    def actors(self) -> list[Any]: ...
+
+    def resize(self, workers: int) -> None: ...
+
+
 class PoolAutoscaler:
     """Resizes an executor's pools from Kafka lag and the ingest actors' status.
 
@@ -122,7 +129,7 @@ class PoolAutoscaler:
     def __init__(
         self,
         settings: Settings,
-        executor: Executor,
+        executor: ScalableExecutor,
         *,
         read_lag: Callable[[Settings], list[PartitionLag]] = group_lag,
         count_nodes: Callable[[], int] = _alive_nodes,

@@ -20,8 +20,16 @@ from typing import Annotated, Any
 import typer
 
 from rayml import logs
+from rayml.cli.options import (
+    BootstrapOpt,
+    ConfigOpt,
+    JsonOpt,
+    command_settings,
+    parse_params,
+    state,
+)
 from rayml.cli.training import models, train
-from rayml.config import Settings, load_settings
+from rayml.config import load_settings
 from rayml.errors import RaymlError
 
 app = typer.Typer(
@@ -39,40 +47,6 @@ app.add_typer(topics_app, name="topics")
 logger = logging.getLogger("rayml.cli.main")
 
 
-class _State:
-    config: Path | None = None
-    log_level: str | None = None
-
-
-_state = _State()
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file.")]
-BootstrapOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--bootstrap-servers",
-        help="Kafka bootstrap servers (overrides RAYML_KAFKA__BOOTSTRAP_SERVERS).",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def _settings(bootstrap_servers: str | None = None, **overrides: Any) -> Settings:
-    if _state.log_level is not None:
-        # --log-level reaches the actors too (they configure logging from the settings).
-        overrides.setdefault("log_level", _state.log_level)
-    settings = load_settings(_state.config)
-    if bootstrap_servers:
-        settings = load_settings(
-            _state.config,
-            kafka={**settings.kafka.model_dump(), "bootstrap_servers": bootstrap_servers},
-            **overrides,
-        )
-    elif overrides:
-        settings = load_settings(_state.config, **overrides)
-    return settings
-
-
 @app.callback()
 def _main(
     config: ConfigOpt = None,
@@ -80,9 +54,9 @@ def _main(
         str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR [settings' log_level].")
     ] = None,
 ) -> None:
-    _state.config = config
-    _state.log_level = None if log_level is None else log_level.upper()
-    level = _state.log_level
+    state.config = config
+    state.log_level = None if log_level is None else log_level.upper()
+    level = state.log_level
     if level is None:
         try:
             level = load_settings(config).log_level
@@ -95,7 +69,7 @@ def _main(
 
 
 def _default_data_dir() -> Path:
-    return load_settings(_state.config).state_dir / "kafka"
+    return load_settings(state.config).state_dir / "kafka"
 
 
 @kafka_app.command("start")
@@ -114,7 +88,7 @@ def kafka_start(
     """Start the local broker in the background and wait until it is ready."""
     from rayml.localkafka import LocalBroker, SecureListener
 
-    settings = load_settings(_state.config)
+    settings = load_settings(state.config)
     folder = (data_dir or _default_data_dir()).resolve()
     security = SecureListener.load_or_generate(folder / "tls") if secure else None
     broker = LocalBroker(folder, port, state_dir=settings.state_dir, security=security)
@@ -184,7 +158,7 @@ def topics_create(bootstrap_servers: BootstrapOpt = None, as_json: JsonOpt = Fal
     """Create rayml's topics (idempotent)."""
     from rayml.kafka.topics import create_topics
 
-    settings = _settings(bootstrap_servers)
+    settings = command_settings(bootstrap_servers)
     outcome = create_topics(settings.kafka, settings.topics)
     if as_json:
         typer.echo(json.dumps(outcome, indent=2))
@@ -213,7 +187,7 @@ def serve(
 
     from rayml.executor.service import Executor
 
-    settings = _settings(bootstrap_servers)
+    settings = command_settings(bootstrap_servers)
     executor_overrides = {
         k: v
         for k, v in {"num_workers": workers, "ingest_actors": ingest_actors}.items()
@@ -265,13 +239,8 @@ def submit(
 
     from rayml.cli.submit import submit_one
 
-    try:
-        parsed = json.loads(params)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"--params is not JSON: {exc}") from exc
-    if not isinstance(parsed, dict):
-        raise typer.BadParameter("--params must be a JSON object")
-    settings = _settings(bootstrap_servers)
+    parsed = parse_params(params)
+    settings = command_settings(bootstrap_servers)
     rid = request_id or uuid.uuid4().hex
     result = submit_one(settings, rid, pipeline, parsed, wait=wait, timeout_s=timeout)
     if result is None:
@@ -299,9 +268,10 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Consumer lag per partition, and in-flight work, pool size, throughput, models loaded."""
-    from rayml.cli.status import executor_status, group_lag, summarize
+    from rayml.cli.status import executor_status, summarize
+    from rayml.kafka.lag import group_lag
 
-    settings = _settings(bootstrap_servers)
+    settings = command_settings(bootstrap_servers)
     lags = group_lag(settings)
     ingests: list[dict[str, Any]] = []
     if not kafka_only:
@@ -342,7 +312,7 @@ def pipelines(bootstrap_servers: BootstrapOpt = None, as_json: JsonOpt = False) 
     """List the pipelines the executors published, with their parameters."""
     from rayml.client.client import Client
 
-    settings = _settings(bootstrap_servers)
+    settings = command_settings(bootstrap_servers)
     with Client(settings=settings) as client:
         found = client.pipelines()
     if as_json:

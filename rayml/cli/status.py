@@ -9,74 +9,12 @@ ingest actors, found by name on the Ray cluster.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
 from typing import Any
 
-from confluent_kafka import TopicPartition
-
-from rayml.config import Settings
-from rayml.errors import KafkaAdminError
-from rayml.kafka import clients as kafka_clients
+from rayml.executor.service import INGEST_ACTOR_PREFIX
+from rayml.kafka.lag import PartitionLag
 
 logger = logging.getLogger(__name__)
-
-# Ingest actors are named "<INGEST_ACTOR_PREFIX><executor instance>-i<n>" in the Ray namespace.
-INGEST_ACTOR_PREFIX = "rayml-ingest:"
-
-
-@dataclass(frozen=True)
-class PartitionLag:
-    """One input partition: the group's committed offset, the end offset, and the lag."""
-
-    topic: str
-    partition: int
-    committed: int | None
-    end: int
-
-    @property
-    def lag(self) -> int:
-        return self.end - (self.committed or 0)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "lag": self.lag}
-
-
-def group_lag(settings: Settings, timeout_s: float = 10.0) -> list[PartitionLag]:
-    """Per-partition lag of the executor's consumer group on the input topic.
-
-    Raises:
-        KafkaAdminError: if the broker cannot be reached or the topic does not exist.
-    """
-    topic = settings.topics.input
-    # A throwaway consumer that never subscribes: it only reads offsets, it joins no group.
-    consumer = kafka_clients.consumer(settings.kafka, settings.executor.group_id)
-    try:
-        meta = consumer.list_topics(topic, timeout=timeout_s)
-        info = meta.topics.get(topic)
-        if info is None or info.error is not None:
-            raise KafkaAdminError(
-                f"input topic {topic!r} is not available on {settings.kafka.bootstrap_servers}"
-                + (f": {info.error}" if info is not None else "")
-            )
-        parts = [TopicPartition(topic, p) for p in sorted(info.partitions)]
-        committed = consumer.committed(parts, timeout=timeout_s)
-        lags = []
-        for tp in committed:
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, tp.partition), timeout=timeout_s
-            )
-            lags.append(
-                PartitionLag(topic, tp.partition, tp.offset if tp.offset >= 0 else None, high)
-            )
-        return lags
-    except KafkaAdminError:
-        raise
-    except Exception as exc:  # KafkaException: broker unreachable, timeouts
-        raise KafkaAdminError(
-            f"cannot read offsets from {settings.kafka.bootstrap_servers}: {exc}"
-        ) from exc
-    finally:
-        consumer.close()
 
 
 def executor_status(

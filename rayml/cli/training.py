@@ -29,6 +29,7 @@ from typing import Annotated, Any
 import typer
 from confluent_kafka import TopicPartition
 
+from rayml.cli.options import BootstrapOpt, JsonOpt, command_settings, parse_params
 from rayml.config import Settings
 from rayml.errors import RaymlError
 from rayml.kafka import clients as kafka_clients
@@ -38,14 +39,6 @@ from rayml.protocol.envelopes import Request, Result, decode_result, encode_requ
 from rayml.protocol.training import JobEvent, decode_event
 
 __all__ = ["follow_job", "models", "train"]
-
-
-def _cli_settings(bootstrap_servers: str | None = None) -> Settings:
-    # Imported here: rayml.cli.main imports this module to register the commands, and its settings
-    # helper honours the global --config option.
-    from rayml.cli.main import _settings
-
-    return _settings(bootstrap_servers)
 
 
 def train(
@@ -61,23 +54,12 @@ def train(
         bool, typer.Option(help="Follow the job (progress on stderr) and print its result.")
     ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 3600.0,
-    bootstrap_servers: Annotated[
-        str | None,
-        typer.Option(
-            "--bootstrap-servers",
-            help="Kafka bootstrap servers (overrides RAYML_KAFKA__BOOTSTRAP_SERVERS).",
-        ),
-    ] = None,
+    bootstrap_servers: BootstrapOpt = None,
     request_id: Annotated[str | None, typer.Option("--id", help="Job id [random].")] = None,
 ) -> None:
     """Start a training job; with --wait, show its progress and print its result."""
-    try:
-        parsed = json.loads(params)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"--params is not JSON: {exc}") from exc
-    if not isinstance(parsed, dict):
-        raise typer.BadParameter("--params must be a JSON object")
-    settings = _cli_settings(bootstrap_servers)
+    parsed = parse_params(params)
+    settings = command_settings(bootstrap_servers)
     job_id = request_id or f"train-{uuid.uuid4().hex}"
     request = Request(
         id=job_id, pipeline=pipeline, params=parsed, sent_at_ms=int(time.time() * 1000)
@@ -181,10 +163,10 @@ _print_event = _Progress()
 
 def models(
     name: Annotated[str | None, typer.Argument(help="A model: list its versions.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List the models in the store, or one model's versions, with metrics; mark the newest."""
-    settings = _cli_settings()
+    settings = command_settings()
     store = ModelStore(settings.models.root, allow_pickle=settings.models.allow_pickle)
     if name is None:
         rows = [_model_row(store, model) for model in store.names()]

@@ -36,10 +36,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 
-__all__ = ["OffsetTracker", "PartitionOffsets", "TopicPartition"]
+from rayml.kafka.partitions import TP
 
-TopicPartition = tuple[str, int]
-"""A ``(topic, partition)`` pair."""
+__all__ = ["OffsetTracker", "PartitionOffsets"]
 
 
 class PartitionOffsets:
@@ -165,10 +164,10 @@ class OffsetTracker:
     __slots__ = ("_in_flight", "_parts")
 
     def __init__(self) -> None:
-        self._parts: dict[TopicPartition, PartitionOffsets] = {}
+        self._parts: dict[TP, PartitionOffsets] = {}
         self._in_flight = 0
 
-    def track(self, tp: TopicPartition, offset: int) -> None:
+    def track(self, tp: TP, offset: int) -> None:
         """Start tracking a polled message.
 
         Raises:
@@ -180,7 +179,7 @@ class OffsetTracker:
         part.track(offset)
         self._in_flight += 1
 
-    def done(self, tp: TopicPartition, offset: int) -> bool:
+    def done(self, tp: TP, offset: int) -> bool:
         """Mark a message finished (idempotent).
 
         Returns:
@@ -198,19 +197,19 @@ class OffsetTracker:
         self._in_flight -= before - part.pending
         return moved
 
-    def committable(self) -> dict[TopicPartition, int]:
+    def committable(self) -> dict[TP, int]:
         """The offsets to commit now: partitions whose watermark moved since their last commit.
 
         O(partitions); an ingest owns tens to hundreds, and calls this once per loop turn.
         """
-        offsets: dict[TopicPartition, int] = {}
+        offsets: dict[TP, int] = {}
         for tp, part in self._parts.items():
             wm = part.watermark
             if wm is not None and part.advanced:
                 offsets[tp] = wm
         return offsets
 
-    def mark_committed(self, offsets: Mapping[TopicPartition, int]) -> None:
+    def mark_committed(self, offsets: Mapping[TP, int]) -> None:
         """Record committed offsets (e.g. from the commit callback); unknown partitions are ignored.
 
         A partition may be revoked between a commit and its callback, hence no error.
@@ -220,7 +219,7 @@ class OffsetTracker:
             if part is not None:
                 part.mark_committed(offset)
 
-    def pending(self, tp: TopicPartition) -> int:
+    def pending(self, tp: TP) -> int:
         """How many messages of ``tp`` are tracked and not done (0 for an unknown partition)."""
         part = self._parts.get(tp)
         return 0 if part is None else part.pending
@@ -229,12 +228,12 @@ class OffsetTracker:
         """How many messages are tracked and not done, over all partitions (O(1))."""
         return self._in_flight
 
-    def watermark(self, tp: TopicPartition) -> int | None:
+    def watermark(self, tp: TP) -> int | None:
         """``tp``'s current watermark, committed or not, or ``None``."""
         part = self._parts.get(tp)
         return None if part is None else part.watermark
 
-    def revoke(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    def revoke(self, tps: Iterable[TP]) -> dict[TP, int]:
         """Forget partitions being revoked, returning their last watermarks to commit.
 
         Call it after draining (or giving up on) their in-flight work: what is still pending is
@@ -243,7 +242,7 @@ class OffsetTracker:
         Returns:
             The watermark of each given partition that moved since its last commit.
         """
-        final: dict[TopicPartition, int] = {}
+        final: dict[TP, int] = {}
         for tp in tps:
             part = self._parts.pop(tp, None)
             if part is None:
@@ -254,7 +253,7 @@ class OffsetTracker:
                 final[tp] = wm
         return final
 
-    def reset(self, tp: TopicPartition) -> None:
+    def reset(self, tp: TP) -> None:
         """Forget ``tp`` entirely, e.g. after a seek; its next :meth:`track` starts afresh."""
         part = self._parts.pop(tp, None)
         if part is not None:

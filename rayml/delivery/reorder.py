@@ -35,12 +35,11 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Generic, TypeVar
 
-__all__ = ["PartitionReorder", "ReorderBuffer", "TopicPartition"]
+from rayml.kafka.partitions import TP
+
+__all__ = ["PartitionReorder", "ReorderBuffer"]
 
 T = TypeVar("T")
-
-TopicPartition = tuple[str, int]
-"""A ``(topic, partition)`` pair."""
 
 _WAITING = object()  # the value of a tracked offset whose item has not arrived yet
 _UNKNOWN = object()  # what the items dict gives for an offset it does not hold
@@ -128,10 +127,10 @@ class ReorderBuffer(Generic[T]):
     __slots__ = ("_in_flight", "_parts")
 
     def __init__(self) -> None:
-        self._parts: dict[TopicPartition, PartitionReorder[T]] = {}
+        self._parts: dict[TP, PartitionReorder[T]] = {}
         self._in_flight = 0
 
-    def track(self, tp: TopicPartition, offset: int) -> None:
+    def track(self, tp: TP, offset: int) -> None:
         """Start tracking a polled record (in poll order).
 
         Raises:
@@ -143,7 +142,7 @@ class ReorderBuffer(Generic[T]):
         part.track(offset)
         self._in_flight += 1
 
-    def finish(self, tp: TopicPartition, offset: int, item: T) -> list[tuple[int, T]]:
+    def finish(self, tp: TP, offset: int, item: T) -> list[tuple[int, T]]:
         """Hand in a finished record's item; return ``tp``'s records released now, in order.
 
         Raises:
@@ -157,12 +156,12 @@ class ReorderBuffer(Generic[T]):
         self._in_flight -= len(released)
         return released
 
-    def next_offset(self, tp: TopicPartition) -> int | None:
+    def next_offset(self, tp: TP) -> int | None:
         """One past ``tp``'s last released offset, or ``None``."""
         part = self._parts.get(tp)
         return None if part is None else part.next_offset
 
-    def pending(self, tp: TopicPartition) -> int:
+    def pending(self, tp: TP) -> int:
         """How many records of ``tp`` are tracked and not released (0 for an unknown one)."""
         part = self._parts.get(tp)
         return 0 if part is None else part.pending
@@ -171,7 +170,7 @@ class ReorderBuffer(Generic[T]):
         """How many records are tracked and not released, over all partitions (O(1))."""
         return self._in_flight
 
-    def forget(self, tps: Iterable[TopicPartition]) -> None:
+    def forget(self, tps: Iterable[TP]) -> None:
         """Drop partitions (revoked, lost, or rewound): their held items are discarded."""
         for tp in tps:
             part = self._parts.pop(tp, None)

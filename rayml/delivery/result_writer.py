@@ -39,13 +39,13 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from rayml.kafka.clients import headers_of
+from rayml.kafka.partitions import TP
 from rayml.kafka.topic_checks import TOPIC_ERRORS, TopicChecks
 from rayml.protocol.dead_letters import DeadLetter, dead_letter_headers
 from rayml.protocol.envelopes import ErrorInfo, ModelRef, Request, Result, Timings, encode_result
 
 logger = logging.getLogger(__name__)
 
-TP = tuple[str, int]
 Headers = list[tuple[str, str | bytes | None]]
 
 

@@ -41,10 +41,10 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 from rayml.delivery.reorder import ReorderBuffer
 from rayml.delivery.result_writer import OutRecord
 from rayml.errors import InfrastructureError
+from rayml.kafka.partitions import TP
 
 logger = logging.getLogger(__name__)
 
-TP = tuple[str, int]
 
 _CALL_TIMEOUT_S = 30.0  # one transactional call (init, send offsets, commit, abort)
 

@@ -11,8 +11,7 @@ import time
 
 from rayml.delivery.result_writer import ResultWriter
 from rayml.errors import RetriesExhaustedError
-from rayml.executor.dispatch import InFlight, Pending
-from rayml.executor.worker import BatchOutcome, ItemError
+from rayml.executor.work import BatchOutcome, InFlight, ItemError, Pending
 from rayml.protocol.dead_letters import DeadLetter
 from rayml.protocol.envelopes import ErrorInfo, ModelRef, Timings, error_info_from
 

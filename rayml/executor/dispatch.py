@@ -27,46 +27,18 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import ray
 
 from rayml.executor.pool import WorkerPool
-from rayml.executor.worker import BatchOutcome
-from rayml.pipeline.spec import PipelineSpec
-from rayml.protocol.envelopes import Request
+from rayml.executor.work import BatchOutcome, InFlight, Pending, Route
+from rayml.kafka.partitions import TP
 
 logger = logging.getLogger(__name__)
 
-TP = tuple[str, int]
 # How far down the queue a batch looks for mates: bounds the work of one dispatch.
 _MERGE_WINDOW = 1024
-# (pipeline import path, model name, model version): one micro-batch never mixes these.
-Route = tuple[str, str, str | None]
-
-
-@dataclass(slots=True)
-class Pending:
-    """One accepted inference request, from poll until its result is acknowledged."""
-
-    tp: TP
-    offset: int
-    raw: bytes
-    request: Request
-    spec: PipelineSpec
-    received_ms: float  # the record's timestamp (producer create time), wall clock ms
-    attempts: int = 0
-
-
-@dataclass(slots=True)
-class InFlight:
-    """A micro-batch sent to a worker and not back yet."""
-
-    route: Route
-    items: list[Pending]
-    worker_id: str
-    dispatched_ms: float
 
 
 class Dispatcher:

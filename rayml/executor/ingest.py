@@ -56,15 +56,17 @@ from rayml.delivery.transactions import (
 )
 from rayml.executor.answers import answer_batch, answer_exhausted
 from rayml.executor.batching import Backpressure, Batch, MicroBatcher
-from rayml.executor.dispatch import TP, Dispatcher, InFlight, Pending, Route
+from rayml.executor.dispatch import Dispatcher
 from rayml.executor.membership import ServingWatch
 from rayml.executor.pool import WorkerPool
 from rayml.executor.triage import Intake
-from rayml.executor.worker import BatchOutcome
+from rayml.executor.version_follower import LatestVersions
+from rayml.executor.work import BatchOutcome, InFlight, Pending, Route
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.clients import partition_names
+from rayml.kafka.lag import partition_lags
+from rayml.kafka.partitions import TP
 from rayml.metrics import IngestMetrics
-from rayml.models.versions import LatestVersions
 from rayml.pipeline.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -210,7 +212,29 @@ class Ingest:
             self._next_membership_check = now + 0.5
             self._follow_pool(now)
         if self.metrics.due(now):
-            self.metrics.flush(self)
+            self._flush_metrics()
+
+    def _flush_metrics(self) -> None:
+        """Hand the metrics their figures (loop thread: the lags read the consumer)."""
+        w = self.writer
+        written = {
+            "ok": w.results_ok,
+            "error": w.results_error,
+            "dead_letter": w.dead_letters,
+            "job_handoff": w.jobs_handed_off,
+        }
+        assigned = self._assigned
+        lags = partition_lags(
+            self.consumer, assigned, lambda tp: self.tracker.pending(tp) if tp in assigned else 0
+        )
+        self.metrics.flush(
+            written,
+            in_flight=self.tracker.in_flight(),
+            pool_size=self.pool.size,
+            batches_queued=len(self.dispatcher.ready),
+            paused=self.counters.paused,
+            lags=lags,
+        )
 
     def _follow_pool(self, now: float) -> None:
         """Leave the group while the pool cannot serve; rejoin once it can
@@ -279,7 +303,9 @@ class Ingest:
 
     def _answer_batch(self, batch: InFlight, outcome: BatchOutcome) -> None:
         errors, now_ms = answer_batch(self.writer, batch, outcome)
-        self.metrics.batch_finished(batch, errors, outcome.compute_ms, now_ms)
+        if batch.items:
+            pipeline = batch.items[0].request.pipeline
+            self.metrics.batch_finished(pipeline, batch.items, errors, outcome.compute_ms, now_ms)
 
     def _answer_exhausted(self, items: list[Pending], cause: BaseException) -> None:
         answer_exhausted(self.writer, items, cause)

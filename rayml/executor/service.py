@@ -26,7 +26,6 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rayml import logs
-from rayml.cli.status import INGEST_ACTOR_PREFIX
 from rayml.config import Settings
 from rayml.errors import RaymlError
 from rayml.executor.ingest import Ingest
@@ -39,11 +38,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Ingest actors are named "<INGEST_ACTOR_PREFIX><executor instance>-i<n>" in the Ray namespace
+# (`rayml status` finds them by it).
+INGEST_ACTOR_PREFIX = "rayml-ingest:"
+
 
 class IngestActorImpl:
     """Ray actor body around :class:`~rayml.executor.ingest.Ingest`: the loop runs in a thread so
-    that
-    control calls (status, resize, drain) are served on other actor threads meanwhile.
+    that control calls (status, resize, drain) are served on other actor threads meanwhile.
 
     The actor is restartable: if its loop crashes, the process exits and Ray starts it again,
     which re-joins the consumer group and resumes from the committed offsets.

@@ -15,9 +15,11 @@ from confluent_kafka import Message
 from rayml.delivery.result_writer import ResultWriter
 from rayml.errors import DeadlineExceededError, RecordError
 from rayml.executor.batching import Batch, MicroBatcher
-from rayml.executor.dispatch import TP, Pending, Route
+from rayml.executor.version_follower import LatestVersions
+from rayml.executor.work import Pending, Route
 from rayml.kafka.clients import timestamp_ms
-from rayml.models.versions import LatestVersions, pinned_version
+from rayml.kafka.partitions import TP
+from rayml.models.versions import pinned_version
 from rayml.pipeline.registry import Registry
 from rayml.protocol.envelopes import Rejected, Request, Undecodable, decode_request, error_info_from
 

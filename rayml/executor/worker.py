@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from rayml import logs
 from rayml.errors import ModelNotFoundError, RecordError
+from rayml.executor.work import BatchOutcome, ItemError
 from rayml.metrics import WorkerMetrics
 from rayml.models.cache import ModelCache
 from rayml.models.store import LoadedModel, ModelStore, validate_version
@@ -36,29 +36,6 @@ logger = logging.getLogger(__name__)
 
 # Estimated in-memory size of a model whose artifact size is unknown.
 _DEFAULT_MODEL_BYTES = 16 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ItemError:
-    """Why one request of a batch failed (becomes the result's ``error``)."""
-
-    type: str
-    message: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class BatchOutcome:
-    """A worker's answer for one micro-batch: one entry per request, in order.
-
-    Each entry is the pipeline's output for that request, or an :class:`ItemError`.
-    """
-
-    model_name: str
-    model_version: str | None
-    outputs: list[Any]
-    compute_ms: float
-    worker_id: str
 
 
 class ModelWorker:

@@ -14,11 +14,11 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from rayml.config import ExecutorSettings, KafkaSettings
+from rayml.kafka.partitions import TP
 
 _librdkafka_logger = logging.getLogger("rayml.librdkafka")
 logger = logging.getLogger(__name__)
 
-TP = tuple[str, int]
 Headers = list[tuple[str, str | bytes | None]]
 
 

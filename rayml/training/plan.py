@@ -36,6 +36,7 @@ from rayml.errors import (
     InvalidRequestError,
     RetriesExhaustedError,
 )
+from rayml.kafka.partitions import TP
 from rayml.pipeline.registry import PipelineSpec, Registry
 from rayml.protocol.envelopes import Request
 from rayml.protocol.sweeps import expand, select_best, validate_trials
@@ -51,7 +52,6 @@ __all__ = [
     "sweep_summary",
 ]
 
-TP = tuple[str, int]
 Headers = list[tuple[str, str | bytes | None]]
 
 

@@ -76,6 +76,7 @@ from rayml.delivery.offsets import OffsetTracker
 from rayml.errors import ModelStoreError, RecordError
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.clients import partition_names, timestamp_ms
+from rayml.kafka.partitions import TP
 from rayml.metrics import JobMetrics
 from rayml.models.store import ModelStore
 from rayml.pipeline.registry import Registry
@@ -89,7 +90,7 @@ from rayml.protocol.envelopes import (
     decode_request,
     error_info_from,
 )
-from rayml.training.plan import TP, Job, Trial, plan_trials
+from rayml.training.plan import Job, Trial, plan_trials
 from rayml.training.publish import Ack, JobPublisher
 from rayml.training.task import (
     JobRecord,
@@ -184,7 +185,9 @@ class JobRunner:
         self.producer.poll(0)
         if time.monotonic() - self._last_commit >= self.settings.executor.commit_interval_s:
             self._commit()
-        self.metrics.flush(self.counters, time.monotonic())
+        c = self.counters
+        totals = {"succeeded": c.jobs_succeeded, "failed": c.jobs_failed, "reused": c.jobs_reused}
+        self.metrics.flush(totals, time.monotonic())
 
     def _accept(self, msg: Message) -> None:
         err = msg.error()

@@ -36,8 +36,8 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 
-from rayml.cli.status import group_lag
 from rayml.config import Settings
+from rayml.kafka.lag import group_lag
 from rayml.kafka.topics import create_topics
 from tests.support.executor_process import ExecutorProcess
 from tests.support.kafka_io import send_requests

@@ -236,7 +236,7 @@ def test_controller_grows_on_a_burst_asks_ahead_then_shrinks_and_clears(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from rayml.autoscaling import controller
-    from rayml.cli.status import PartitionLag
+    from rayml.kafka.lag import PartitionLag
 
     clock = [0.0]
     monkeypatch.setattr(controller.time, "monotonic", lambda: clock[0])

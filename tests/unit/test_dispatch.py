@@ -5,7 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from rayml.executor.dispatch import Dispatcher, Pending, Route
+from rayml.executor.dispatch import Dispatcher
+from rayml.executor.work import Pending, Route
 
 A: Route = ("pipes:a", "model-a", "1")
 B: Route = ("pipes:b", "model-b", "1")

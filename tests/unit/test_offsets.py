@@ -15,7 +15,8 @@ from hypothesis.stateful import (
 )
 
 import rayml.delivery.offsets
-from rayml.delivery.offsets import OffsetTracker, PartitionOffsets, TopicPartition
+from rayml.delivery.offsets import OffsetTracker, PartitionOffsets
+from rayml.kafka.partitions import TP as TopicPartition
 
 TP: TopicPartition = ("ml.pipeline.input", 0)
 TP1: TopicPartition = ("ml.pipeline.input", 1)

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rayml.delivery.reorder
-from rayml.delivery.reorder import ReorderBuffer, TopicPartition
+from rayml.delivery.reorder import ReorderBuffer
+from rayml.kafka.partitions import TP as TopicPartition
 
 TP: TopicPartition = ("ml.pipeline.input", 0)
 TP1: TopicPartition = ("ml.pipeline.input", 1)

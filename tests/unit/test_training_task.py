@@ -9,15 +9,16 @@ from typing import Any
 import pytest
 
 import rayml.errors
-import rayml.models.versions
+import rayml.executor.version_follower
 import rayml.protocol.envelopes
 import rayml.protocol.sweeps
 import rayml.protocol.training
 import rayml.training.plan
 import rayml.training.task
 from rayml.config import KafkaSettings
+from rayml.executor.version_follower import LatestVersions
 from rayml.models.store import ModelStore
-from rayml.models.versions import LatestVersions, newest_servable
+from rayml.models.versions import newest_servable
 from rayml.pipeline.registry import Registry, load_spec_by_path
 from rayml.protocol.envelopes import Request
 from rayml.protocol.training import (
@@ -298,7 +299,7 @@ def test_events_and_announcements_round_trip() -> None:
         rayml.protocol.training,
         rayml.training.task,
         rayml.training.plan,
-        rayml.models.versions,
+        rayml.executor.version_follower,
     ],
 )
 def test_docstring_examples_run(module: Any) -> None:

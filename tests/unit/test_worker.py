@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from rayml.executor.worker import BatchOutcome, ItemError, ModelWorker
+from rayml.executor.work import BatchOutcome, ItemError
+from rayml.executor.worker import ModelWorker
 from rayml.models.store import ModelStore, ModelVersion
 from tests.support import worker_pipelines as wp
 from tests.support.worker_pipelines import Row
