@@ -246,10 +246,12 @@ class SteadyLoad:
 
 
 _TICK = re.compile(
-    r"^(\S+ \S+) INFO rayml\.autoscaler: autoscale tick: pool=(\d+) running=(\d+) "
+    r"^(\S+ \S+) INFO rayml\.autoscaling\.controller: autoscale tick: pool=(\d+) running=(\d+) "
     r"target=(\d+) nodes=(\d+)"
 )
-_RESIZE = re.compile(r"^(\S+ \S+) INFO rayml\.autoscaler: autoscaler: pool (\d+) -> (\d+)")
+_RESIZE = re.compile(
+    r"^(\S+ \S+) INFO rayml\.autoscaling\.controller: autoscaler: pool (\d+) -> (\d+)"
+)
 
 
 def _when(stamp: str) -> float:
