@@ -21,7 +21,7 @@ whose artifact is half written.
   either is overwritten), so keep one writer per model name on such stores.
 
 :class:`rayml.models.store.ModelStore` is the API; this module only moves bytes and directories. It
-trusts its callers to have validated names and versions (:mod:`rayml.models.names`).
+trusts its callers to have validated names and versions (:mod:`rayml.protocol.model_names`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any
 from fsspec.implementations.local import LocalFileSystem
 
 from rayml.errors import ModelStoreError
-from rayml.models.names import VERSION_RE, format_version
+from rayml.protocol.model_names import VERSION_RE, format_version
 
 logger = logging.getLogger(__name__)
 

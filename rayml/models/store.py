@@ -3,7 +3,8 @@
 A version is a directory holding the artifact and a ``metadata.json`` that is written last, so
 readers never see a half-written version; numbers are never reused, even after a delete or a
 crashed writer. How versions are laid out and committed atomically on local disks and object
-stores is :mod:`rayml.models.layout`; names and versions are checked by :mod:`rayml.models.names`.
+stores is :mod:`rayml.models.layout`; names and versions are checked by
+:mod:`rayml.protocol.model_names`.
 
 Formats: XGBoost models as UBJ (``save_model``), scikit-learn estimators through ``skops``
 (loaded only if every type it needs is allowed), and pickle only if the store was opened with
@@ -48,7 +49,7 @@ from rayml.models.formats import (
     serialise,
 )
 from rayml.models.layout import METADATA_FILE, TOMBSTONE_FILE, StoreLayout, dump_metadata
-from rayml.models.names import format_version, validate_model_name, validate_version
+from rayml.protocol.model_names import format_version, validate_model_name, validate_version
 
 logger = logging.getLogger(__name__)
 

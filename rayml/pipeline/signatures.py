@@ -31,8 +31,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from rayml.errors import InvalidModelNameError, RegistrationError
-from rayml.models.names import validate_model_name
 from rayml.pipeline.spec import PipelineKind, import_path_of
+from rayml.protocol.model_names import validate_model_name
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from xgboost import Booster, XGBClassifier, XGBRegressor
 
 import rayml.models.formats
 import rayml.models.layout
-import rayml.models.names
 import rayml.models.store
+import rayml.protocol.model_names
 from rayml.errors import (
     InvalidModelNameError,
     ModelNotFoundError,
@@ -434,7 +434,8 @@ def test_fingerprint_arrays() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", [rayml.models.store, rayml.models.names, rayml.models.formats, rayml.models.layout]
+    "module",
+    [rayml.models.store, rayml.protocol.model_names, rayml.models.formats, rayml.models.layout],
 )
 def test_docstring_examples_run(module: Any) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

@@ -1,4 +1,5 @@
-"""Model names and version numbers: what is safe as a path component, and the canonical form.
+"""Model names and version numbers, as requests, announcements and registrations carry them:
+what is safe as a path component, and the canonical form.
 
 Names and versions become directories of the model store, and they arrive in requests and
 pipeline registrations, so they are checked here, before any path is built from them. This
