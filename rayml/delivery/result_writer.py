@@ -40,6 +40,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from rayml.kafka.clients import headers_of
 from rayml.kafka.partitions import TP
+from rayml.kafka.records import PolledRecord
 from rayml.kafka.topic_checks import TOPIC_ERRORS, TopicChecks
 from rayml.protocol.dead_letters import DeadLetter, dead_letter_headers
 from rayml.protocol.envelopes import ErrorInfo, ModelRef, Request, Result, Timings, encode_result
@@ -252,7 +253,7 @@ class ResultWriter:
             answer,
         )
 
-    def dead_letter(self, msg: Message, error_type: str, message: str) -> None:
+    def dead_letter(self, msg: PolledRecord, error_type: str, message: str) -> None:
         """Dead-letter an unanswerable record with its original bytes, key and headers."""
         tp: TP = (msg.topic(), msg.partition())  # type: ignore[assignment]
         offset: int = msg.offset()  # type: ignore[assignment]
@@ -279,7 +280,7 @@ class ResultWriter:
             self._countdown(tp, offset, 1),
         )
 
-    def hand_off_job(self, msg: Message, tp: TP, offset: int, request: Request) -> None:
+    def hand_off_job(self, msg: PolledRecord, tp: TP, offset: int, request: Request) -> None:
         """Forward a training request to the jobs topic.
 
         Durable hand-off: once the jobs topic has it, this input record is done, so hours of

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 
-from rayml.delivery.result_writer import ResultWriter
+from rayml.delivery.sink import ResultSink
 from rayml.errors import RetriesExhaustedError
 from rayml.executor.work import BatchOutcome, InFlight, ItemError, Pending
 from rayml.protocol.dead_letters import DeadLetter
 from rayml.protocol.envelopes import ErrorInfo, ModelRef, Timings, error_info_from
 
 
-def answer_batch(writer: ResultWriter, batch: InFlight, outcome: BatchOutcome) -> tuple[int, float]:
+def answer_batch(writer: ResultSink, batch: InFlight, outcome: BatchOutcome) -> tuple[int, float]:
     """Answer every request of a finished batch; return (error answers, wall clock in ms)."""
     model = (
         {"name": outcome.model_name, "version": outcome.model_version}
@@ -60,7 +60,7 @@ def answer_batch(writer: ResultWriter, batch: InFlight, outcome: BatchOutcome) -
     return errors, now_ms
 
 
-def answer_exhausted(writer: ResultWriter, items: list[Pending], cause: BaseException) -> None:
+def answer_exhausted(writer: ResultSink, items: list[Pending], cause: BaseException) -> None:
     """An error result *and* a DLQ copy for replay; each record is done once both are written."""
     for item in items:
         err = RetriesExhaustedError(

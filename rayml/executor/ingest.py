@@ -59,7 +59,7 @@ from rayml.executor.batching import Backpressure, Batch, MicroBatcher
 from rayml.executor.dispatch import Dispatcher
 from rayml.executor.membership import ServingWatch
 from rayml.executor.pool import WorkerPool
-from rayml.executor.triage import Intake
+from rayml.executor.triage import Triage
 from rayml.executor.version_follower import LatestVersions
 from rayml.executor.work import BatchOutcome, InFlight, Pending, Route
 from rayml.kafka import clients as kafka_clients
@@ -137,7 +137,7 @@ class Ingest:
             owner=ingest_id,
             stage=None if self.txn is None else self.txn.stage,
         )
-        self.intake = Intake(
+        self.triage = Triage(
             self.writer, registry, self.versions, self.batcher, ex.max_request_bytes
         )
         self.consumer = kafka_clients.ingest_consumer(
@@ -292,7 +292,7 @@ class Ingest:
             if self.txn is not None:
                 self.txn.track(tp, offset)
             self.counters.polled += 1
-            full += self.intake.take(msg, tp, offset, now, wall_ms)
+            full += self.triage.take(msg, tp, offset, now, wall_ms)
         self._enqueue(full)
 
     def _enqueue(self, batches: list[Batch[Route, Pending]]) -> None:

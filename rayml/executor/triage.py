@@ -5,26 +5,33 @@ to the dead-letter topic with their original bytes; invalid ones (and requests p
 deadline, or for an unknown pipeline) are answered with an error naming the problem; training
 requests are handed off to the jobs topic; inference requests join a micro-batch keyed by
 (pipeline, model, version). Every write goes through the :class:`~rayml.delivery.result_writer.
-ResultWriter`, whose delivery reports mark the offset done.
+ResultWriter` (as a :class:`~rayml.delivery.sink.ResultSink`), whose delivery reports mark
+the offset done. Pure: no ``ray``, no ``confluent_kafka``.
 """
 
 from __future__ import annotations
 
-from confluent_kafka import Message
+from typing import Protocol
 
-from rayml.delivery.result_writer import ResultWriter
+from rayml.delivery.sink import ResultSink
 from rayml.errors import DeadlineExceededError, RecordError
 from rayml.executor.batching import Batch, MicroBatcher
-from rayml.executor.version_follower import LatestVersions
 from rayml.executor.work import Pending, Route
-from rayml.kafka.clients import timestamp_ms
 from rayml.kafka.partitions import TP
+from rayml.kafka.records import PolledRecord, timestamp_ms
 from rayml.models.versions import pinned_version
 from rayml.pipeline.registry import Registry
 from rayml.protocol.envelopes import Rejected, Request, Undecodable, decode_request, error_info_from
 
 
-class Intake:
+class NewestVersions(Protocol):
+    """Where triage learns the newest version of a model (the ingest's
+    :class:`~rayml.executor.version_follower.LatestVersions`)."""
+
+    def get(self, model: str) -> str | None: ...
+
+
+class Triage:
     """Decodes, checks and routes polled records (one call per record, no I/O of its own).
 
     Args:
@@ -37,9 +44,9 @@ class Intake:
 
     def __init__(
         self,
-        writer: ResultWriter,
+        writer: ResultSink,
         registry: Registry,
-        versions: LatestVersions,
+        versions: NewestVersions,
         batcher: MicroBatcher[Route, Pending],
         max_request_bytes: int,
     ) -> None:
@@ -50,7 +57,7 @@ class Intake:
         self.max_request_bytes = max_request_bytes
 
     def take(
-        self, msg: Message, tp: TP, offset: int, now: float, wall_ms: float
+        self, msg: PolledRecord, tp: TP, offset: int, now: float, wall_ms: float
     ) -> list[Batch[Route, Pending]]:
         """Handle one record; return the micro-batches it filled (usually none)."""
         raw = msg.value() or b""
@@ -73,7 +80,7 @@ class Intake:
 
     def _route(
         self,
-        msg: Message,
+        msg: PolledRecord,
         tp: TP,
         offset: int,
         raw: bytes,

@@ -7,7 +7,6 @@ librdkafka logging through Python's ``logging``), so a secure cluster is configu
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
@@ -15,6 +14,7 @@ from confluent_kafka.admin import AdminClient
 
 from rayml.config import ExecutorSettings, KafkaSettings
 from rayml.kafka.partitions import TP
+from rayml.kafka.records import PolledRecord
 
 _librdkafka_logger = logging.getLogger("rayml.librdkafka")
 logger = logging.getLogger(__name__)
@@ -169,14 +169,6 @@ def commit_offsets(consumer: Consumer, offsets: dict[TP, int], owner: str) -> di
     return accepted
 
 
-def timestamp_ms(msg: Message, default_ms: float | None = None) -> float:
-    """The record's timestamp (producer create time) in ms, else ``default_ms`` (else now)."""
-    kind, ts = msg.timestamp()
-    if kind != 0 and ts > 0:
-        return float(ts)
-    return time.time() * 1000.0 if default_ms is None else default_ms
-
-
 def set_pause_state(consumer: Consumer, partitions: list[TopicPartition], paused: bool) -> None:
     """Pause or resume newly assigned ``partitions`` to match the member's backpressure state.
 
@@ -206,7 +198,7 @@ def partition_names(partitions: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
 
 
-def headers_of(msg: Message) -> Headers:
+def headers_of(msg: PolledRecord) -> Headers:
     """A record's headers as a list (confluent-kafka may give a list, a dict or None)."""
     headers = msg.headers()
     if headers is None:

@@ -75,8 +75,9 @@ from rayml.config import Settings
 from rayml.delivery.offsets import OffsetTracker
 from rayml.errors import ModelStoreError, RecordError
 from rayml.kafka import clients as kafka_clients
-from rayml.kafka.clients import partition_names, timestamp_ms
+from rayml.kafka.clients import partition_names
 from rayml.kafka.partitions import TP
+from rayml.kafka.records import timestamp_ms
 from rayml.metrics import JobMetrics
 from rayml.models.store import ModelStore
 from rayml.pipeline.registry import Registry
