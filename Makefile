@@ -23,9 +23,10 @@ venv: $(STAMP)  ## create .venv and install rayml with its dev tools
 kafka-jars: venv  ## resolve the Apache Kafka broker jars with Maven (cached in ~/.m2)
 	$(PY) -c 'from rayml.localkafka import resolve_jars; print(resolve_jars(__import__("pathlib").Path(".rayml")))'
 
-lint: venv  ## ruff lint and format check
+lint: venv  ## ruff lint and format check; import layers (import-linter)
 	$(VENV)/bin/ruff check $(CODE)
 	$(VENV)/bin/ruff format --check $(CODE)
+	$(VENV)/bin/lint-imports
 
 format: venv  ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format $(CODE)
