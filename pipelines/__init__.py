@@ -1,6 +1,6 @@
 """rayml's example pipelines, on data sets that ship with scikit-learn (no downloads).
 
-Every module of this package is imported by :meth:`rayml.pipeline.registry.Registry.discover`, so a
+Every module of this package is imported by :meth:`rayml.pipeline.Registry.discover`, so a
 module added here is registered without further configuration. Each module pairs a training
 pipeline (which stores a new model version) with an inference pipeline (which predicts with the
 newest version):
@@ -13,7 +13,7 @@ Customers' own pipelines live in their own packages, exposed through the ``rayml
 entry-point group or named in configuration; they do not need to touch this package.
 
 Example:
-    >>> from rayml.pipeline.registry import Registry
+    >>> from rayml.pipeline import Registry
     >>> sorted(Registry().discover(entry_points=False))[:2]
     ['breast_cancer.predict', 'breast_cancer.train']
 """

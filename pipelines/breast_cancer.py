@@ -12,7 +12,7 @@ executor imports every pipeline module to validate requests and publish the regi
 ingest process should not pay for libraries only the workers use.
 
 Example:
-    >>> from rayml.pipeline.registry import TrainingContext
+    >>> from rayml.pipeline import TrainingContext
     >>> trained = train(TrainParams(n_estimators=5), TrainingContext(nthread=1))
     >>> trained.metrics["accuracy"] > 0.8
     True
@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 from rayml.models.store import fingerprint_arrays
-from rayml.pipeline.registry import TrainedModel, TrainingContext, inference, training
+from rayml.pipeline import TrainedModel, TrainingContext, inference, training
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def train(params: TrainParams, ctx: TrainingContext) -> TrainedModel:
         fingerprint of the training arrays.
 
     Example:
-        >>> from rayml.pipeline.registry import TrainingContext
+        >>> from rayml.pipeline import TrainingContext
         >>> result = train(TrainParams(n_estimators=3), TrainingContext())
         >>> sorted(result.metrics)
         ['accuracy', 'roc_auc']

@@ -9,7 +9,7 @@ scikit-learn is imported inside the functions so that importing this module (whi
 does to validate requests) stays cheap.
 
 Example:
-    >>> from rayml.pipeline.registry import TrainingContext
+    >>> from rayml.pipeline import TrainingContext
     >>> trained = train(TrainParams(n_estimators=5), TrainingContext(nthread=1))
     >>> predict(trained.model, [PredictParams(features=[5.1, 3.5, 1.4, 0.2])])[0]["class_name"]
     'setosa'
@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 from rayml.models.store import fingerprint_arrays
-from rayml.pipeline.registry import TrainedModel, TrainingContext, inference, training
+from rayml.pipeline import TrainedModel, TrainingContext, inference, training
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def train(params: TrainParams, ctx: TrainingContext) -> TrainedModel:
         of the training arrays.
 
     Example:
-        >>> from rayml.pipeline.registry import TrainingContext
+        >>> from rayml.pipeline import TrainingContext
         >>> train(TrainParams(n_estimators=3), TrainingContext()).metrics["accuracy"] > 0.8
         True
     """

@@ -5,11 +5,12 @@ validated params and returns exactly one output per request, in order; a trainin
 its params and a :class:`TrainingContext` and returns a :class:`TrainedModel`.
 :func:`run_inference` and :func:`run_training` are how rayml calls a pipeline: they turn what it
 raised into a record failure and check what it returned, so a buggy pipeline fails its own
-requests and nothing else. Everything here is also importable from :mod:`rayml.pipeline.registry`.
+requests and nothing else. Pipeline authors import all of this from the package,
+:mod:`rayml.pipeline`.
 
 Example:
     >>> from pydantic import BaseModel
-    >>> from rayml.pipeline.registry import Registry, inference
+    >>> from rayml.pipeline import Registry, inference
     >>> class Echo(BaseModel):
     ...     text: str
     >>> reg = Registry()
@@ -155,7 +156,7 @@ def run_inference(spec: PipelineSpec, model: Any, params_list: Sequence[BaseMode
 
     Example:
         >>> from pydantic import BaseModel
-        >>> from rayml.pipeline.registry import Registry, inference
+        >>> from rayml.pipeline import Registry, inference
         >>> class P(BaseModel):
         ...     x: int
         >>> reg = Registry()
@@ -208,7 +209,7 @@ def run_training(spec: PipelineSpec, params: BaseModel, ctx: TrainingContext) ->
 
     Example:
         >>> from pydantic import BaseModel
-        >>> from rayml.pipeline.registry import Registry, training
+        >>> from rayml.pipeline import Registry, training
         >>> class P(BaseModel):
         ...     pass
         >>> reg = Registry()

@@ -10,14 +10,15 @@ Two kinds of pipeline, registered with a decorator each:
 
 The decorators check their options and the function's signature when they are applied
 (:mod:`rayml.pipeline.signatures`), attach a :class:`~rayml.pipeline.spec.PipelineSpec` to the
-function, add it to a :class:`~rayml.pipeline.registry.Registry`, and return the function
-unchanged, so a pipeline stays a plain callable that can be unit-tested without Kafka or Ray. What
-the function receives and returns is :mod:`rayml.pipeline.contract`. Everything here is also
-importable from :mod:`rayml.pipeline.registry`.
+function, add it to a :class:`~rayml.pipeline.catalog.Registry` (by default
+:data:`~rayml.pipeline.catalog.default_registry`), and return the function unchanged, so a pipeline
+stays a plain callable that can be unit-tested without Kafka or Ray. What the function receives
+and returns is :mod:`rayml.pipeline.contract`. Pipeline authors import all of this from the
+package, :mod:`rayml.pipeline`.
 
 Example:
     >>> from pydantic import BaseModel
-    >>> from rayml.pipeline.registry import Registry
+    >>> from rayml.pipeline import Registry
     >>> class Echo(BaseModel):
     ...     text: str
     >>> reg = Registry()
@@ -32,11 +33,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
+import rayml.pipeline.catalog as catalog
 from rayml.errors import RegistrationError
+from rayml.pipeline.catalog import Registry
 from rayml.pipeline.contract import TrainedModel, TrainingContext
 from rayml.pipeline.signatures import (
     batch_annotation_problem,
@@ -49,9 +52,6 @@ from rayml.pipeline.signatures import (
     type_name,
 )
 from rayml.pipeline.spec import SPEC_ATTR, PipelineSpec, Resources, get_spec, import_path_of
-
-if TYPE_CHECKING:
-    from rayml.pipeline.registry import Registry
 
 __all__ = ["TrainedModel", "TrainingContext", "inference", "training"]
 
@@ -100,7 +100,7 @@ def inference(
         batched: Whether ``fn`` takes a whole batch.
         max_batch_size: Largest batch to pass (``None``: the executor's setting).
         doc: Description to publish; defaults to the docstring's first paragraph.
-        registry: Registry to add to (default :data:`rayml.pipeline.registry.default_registry`).
+        registry: Registry to add to (default :data:`rayml.pipeline.catalog.default_registry`).
 
     Returns:
         A decorator that registers the function and returns it unchanged.
@@ -110,7 +110,7 @@ def inference(
 
     Example:
         >>> from pydantic import BaseModel
-        >>> from rayml.pipeline.registry import Registry
+        >>> from rayml.pipeline import Registry
         >>> class Square(BaseModel):
         ...     x: float
         >>> @inference("demo.square", model="none", params=Square, batched=False,
@@ -190,7 +190,7 @@ def training(
         metric: Key of ``TrainedModel.metrics`` a sweep optimises (required only for sweeps).
         mode: ``"max"`` if a larger ``metric`` is better, ``"min"`` otherwise.
         doc: Description to publish; defaults to the docstring's first paragraph.
-        registry: Registry to add to (default :data:`rayml.pipeline.registry.default_registry`).
+        registry: Registry to add to (default :data:`rayml.pipeline.catalog.default_registry`).
 
     Returns:
         A decorator that registers the function and returns it unchanged.
@@ -200,7 +200,7 @@ def training(
 
     Example:
         >>> from pydantic import BaseModel
-        >>> from rayml.pipeline.registry import Registry
+        >>> from rayml.pipeline import Registry
         >>> class Fit(BaseModel):
         ...     c: float = 1.0
         >>> @training("demo.fit", model="demo", params=Fit, metric="score", registry=Registry())
@@ -270,12 +270,9 @@ def _attach(fn: F, spec: PipelineSpec, registry: Registry | None) -> F:
             f"{spec.name!r}. Wrap it in a second function for the second name."
         )
     if registry is None:
-        # Imported here, not at the top: rayml.pipeline.registry re-exports this module's names, so
-        # it imports this module first. Looked up on each call so that replacing
-        # rayml.pipeline.registry.default_registry (as tests do) redirects the decorators.
-        from rayml.pipeline import registry as registry_module
-
-        registry = registry_module.default_registry
+        # Looked up on each call so that replacing rayml.pipeline.catalog.default_registry (as
+        # tests do) redirects the decorators.
+        registry = catalog.default_registry
     registry.register(spec)
     setattr(fn, SPEC_ATTR, spec)
     return fn

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 import rayml.pipeline.contract
 from rayml.errors import PipelineFailedError
-from rayml.pipeline.registry import (
+from rayml.pipeline import (
     PipelineSpec,
     Registry,
     TrainedModel,

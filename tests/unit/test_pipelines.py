@@ -17,7 +17,7 @@ import pipelines.breast_cancer as breast_cancer
 import pipelines.iris as iris
 from rayml.errors import InvalidParamsError
 from rayml.models.store import ModelStore
-from rayml.pipeline.registry import (
+from rayml.pipeline import (
     Registry,
     TrainedModel,
     TrainingContext,
