@@ -41,7 +41,7 @@ from bench.contenders import REPO
 from bench.workload import feature_rows, make_run
 
 STEPS = (
-    "_step",
+    "step",
     "_accept",
     "decode_request",
     "_route",

@@ -37,17 +37,14 @@ import contextlib
 import logging
 import os
 import queue
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
-from confluent_kafka import KafkaError, Message, TopicPartition
 
 from rayml.config import Settings
-from rayml.delivery.offsets import OffsetTracker
+from rayml.delivery.consumer_loop import ConsumerLoop, LoopCounters, Polled
 from rayml.delivery.result_writer import ResultWriter
 from rayml.delivery.transactions import (
     TransactionAbortedError,
@@ -63,7 +60,6 @@ from rayml.executor.triage import Triage
 from rayml.executor.version_follower import LatestVersions
 from rayml.executor.work import BatchOutcome, InFlight, Pending, Route
 from rayml.kafka import clients as kafka_clients
-from rayml.kafka.clients import partition_names
 from rayml.kafka.lag import partition_lags
 from rayml.kafka.partitions import TP
 from rayml.metrics import IngestMetrics
@@ -72,42 +68,26 @@ from rayml.pipeline.registry import Registry
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class Counters:
-    """What the ingest loop itself has done since it started (status and metrics)."""
+class Ingest(ConsumerLoop):
+    """The ingest loop. Use :meth:`run` in a thread and :meth:`stop` from another.
 
-    polled: int = 0
-    commits: int = 0
-    paused: bool = False
-    started_at: float = field(default_factory=time.time)
-
-
-class Ingest:
-    """The ingest loop. Use :meth:`run` in a thread and :meth:`stop` from another."""
+    Its consumer-group skeleton (subscribe, pause state, bounded revoke, commits, paused
+    polling) is :class:`~rayml.delivery.consumer_loop.ConsumerLoop`, shared with the job runner.
+    """
 
     def __init__(self, settings: Settings, ingest_id: str, registry: Registry) -> None:
         self.settings = settings
         self.ingest_id = ingest_id
         self.registry = registry
         ex = settings.executor
-        self.tracker = OffsetTracker()
         self.batcher: MicroBatcher[Route, Pending] = MicroBatcher(
             ex.max_batch_size, ex.max_batch_wait_ms / 1000.0
         )
         self.backpressure = Backpressure(ex.max_in_flight)
-        self.counters = Counters()
         self.versions = LatestVersions(settings)
         # Aggregated per batch, sent on a timer: never a metric call per message.
         self.metrics = IngestMetrics(ingest_id)
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._stop = threading.Event()
-        self._stopped = threading.Event()
-        self._last_commit = time.monotonic()
-        # Kept by the rebalance callbacks (loop thread): status() must not call the consumer
-        # from another thread, which blocks behind its poll.
-        self._assigned: set[TP] = set()
-        # Partitions revoked, lost or rewound since the current poll began (see _poll).
-        self._unsettled: set[TP] = set()
         self.pool = WorkerPool(settings, ingest_id, ex.num_workers)
         self.dispatcher = Dispatcher(
             self.pool,
@@ -140,8 +120,13 @@ class Ingest:
         self.triage = Triage(
             self.writer, registry, self.versions, self.batcher, ex.max_request_bytes
         )
-        self.consumer = kafka_clients.ingest_consumer(
-            settings.kafka, ex.group_id, ingest_id, ex.drain_timeout_s
+        super().__init__(
+            kafka_clients.ingest_consumer(
+                settings.kafka, ex.group_id, ingest_id, ex.drain_timeout_s
+            ),
+            settings.topics.input,
+            f"ingest={ingest_id}",
+            LoopCounters(),
         )
         self.membership = ServingWatch(ex.leave_group_without_workers_s, time.monotonic())
         self._next_membership_check = 0.0
@@ -152,31 +137,15 @@ class Ingest:
         """Consume until :meth:`stop`; then drain within the bound, commit, and leave the group."""
         if self.txn is not None:
             self.txn.start()
-        self._subscribe()
-        try:
-            while not self._stop.is_set():
-                self._step()
-        except Exception as exc:
-            logger.exception("ingest=%s loop crashed", self.ingest_id)
-            if self.txn is not None:
-                # Exactly-once: nothing more commits; the restarted actor redoes what was open.
-                cause = self.txn.give_up(exc)
-                if cause is not exc:
-                    raise cause from exc
-            raise
-        finally:
-            self._shutdown()
+        super().run()
 
-    def _subscribe(self) -> None:
-        self.consumer.subscribe(
-            [self.settings.topics.input],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
-        logger.info("ingest=%s subscribed to %s", self.ingest_id, self.settings.topics.input)
+    def crashed(self, exc: Exception) -> BaseException:
+        if self.txn is not None:
+            # Exactly-once: nothing more commits; the restarted actor redoes what was open.
+            return self.txn.give_up(exc)
+        return exc
 
-    def _step(self) -> None:
+    def step(self) -> None:
         while not self._commands.empty():
             self._commands.get_nowait()()
         busy = bool(self.dispatcher.inflight)
@@ -189,14 +158,12 @@ class Ingest:
         if not self.counters.paused and room > 0:
             # Never take more than the in-flight window has room for.
             limit = min(self.settings.executor.poll_max_messages, room)
-            self._accept(self._poll(limit, timeout))
+            self._accept(self.poll(limit, timeout))
         else:
             # Paused (the window is full): the consumer is still polled, without waiting. Its
             # poll serves rebalance callbacks, a leave's revocation among them, and keeps this
             # member within max.poll.interval.ms; paused partitions return no records.
-            stray = self._poll(1, 0.0)
-            self._accept(stray)  # nothing, unless a partition's pause did not hold
-            kafka_clients.pause_strays(self.consumer, stray, f"ingest={self.ingest_id}")
+            self._accept(self.poll(1, 0.0))  # nothing, unless a partition's pause did not hold
             if not busy:
                 # Wait on the producer instead: its delivery reports free the window.
                 self.producer.poll(timeout)
@@ -206,8 +173,8 @@ class Ingest:
         self.writer.settle()
         self._apply_backpressure()
         now = time.monotonic()
-        if now - self._last_commit >= self._commit_interval_s:
-            self._commit()
+        if self.commit_due(self._commit_interval_s):
+            self.commit()
         if now >= self._next_membership_check:
             self._next_membership_check = now + 0.5
             self._follow_pool(now)
@@ -254,44 +221,16 @@ class Ingest:
             self.consumer.unsubscribe()
         elif change == "join":
             logger.info("ingest=%s has a serving worker again: rejoining", self.ingest_id)
-            self._subscribe()
+            self.subscribe()
 
-    def _poll(self, limit: int, timeout: float) -> list[Message]:
-        """Up to ``limit`` records, returning as soon as the first one is there.
-
-        ``consume(limit, timeout)`` alone waits for ``limit`` records or the whole timeout, so
-        a lone request on an idle executor would sit out the timeout before being batched.
-        """
-        if timeout <= 0:
-            return self.consumer.consume(limit, 0)
-        first = self.consumer.poll(timeout)
-        if first is None or limit == 1:
-            return [] if first is None else [first]
-        self._unsettled = set()
-        rest = self.consumer.consume(limit - 1, 0)
-        if self._unsettled and (first.topic(), first.partition()) in self._unsettled:
-            # A callback in consume() revoked, lost or rewound the first record's partition:
-            # librdkafka dropped its other fetched records, but not the one already returned.
-            # Its partition is re-read from the committed offset (by us or its new owner).
-            return rest
-        return [first, *rest]
-
-    def _accept(self, messages: list[Message]) -> None:
+    def _accept(self, polled: list[Polled]) -> None:
         now = time.monotonic()
         wall_ms = time.time() * 1000.0
         full: list[Batch[Route, Pending]] = []
-        for msg in messages:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    logger.warning("ingest=%s consumer error: %s", self.ingest_id, err)
-                continue
-            tp: TP = (msg.topic(), msg.partition())  # type: ignore[assignment]
-            offset: int = msg.offset()  # type: ignore[assignment]
-            self.tracker.track(tp, offset)
-            if self.txn is not None:
-                self.txn.track(tp, offset)
-            self.counters.polled += 1
+        txn = self.txn
+        for msg, tp, offset in polled:
+            if txn is not None:
+                txn.track(tp, offset)
             full += self.triage.take(msg, tp, offset, now, wall_ms)
         self._enqueue(full)
 
@@ -317,16 +256,13 @@ class Ingest:
 
     # -- offsets, backpressure, rebalance ----------------------------------------------------
 
-    def _commit(self, offsets: dict[TP, int] | None = None) -> None:
-        self._last_commit = time.monotonic()
-        if self.txn is not None:
-            self._commit_transaction(self.txn)
+    def commit(self, offsets: dict[TP, int] | None = None) -> None:
+        """At-least-once: the watermark; exactly-once: the open transaction."""
+        if self.txn is None:
+            super().commit(offsets)
             return
-        offsets = self.tracker.committable() if offsets is None else offsets
-        committed = kafka_clients.commit_offsets(self.consumer, offsets, f"ingest={self.ingest_id}")
-        if committed:
-            self.tracker.mark_committed(committed)
-            self.counters.commits += 1
+        self._last_commit = time.monotonic()
+        self._commit_transaction(self.txn)
 
     def _commit_transaction(self, txn: TransactionalOutput) -> None:
         """Exactly-once: commit the open transaction; its records (only they) are done."""
@@ -369,68 +305,38 @@ class Ingest:
     def _apply_backpressure(self) -> None:
         in_flight = self.tracker.in_flight()
         if not self.counters.paused and self.backpressure.should_pause(in_flight):
-            self.consumer.pause(self.consumer.assignment())
-            self.counters.paused = True
-            logger.info("ingest=%s paused at %d in flight", self.ingest_id, in_flight)
+            self.pause(f"at {in_flight} in flight")
         elif self.counters.paused and self.backpressure.should_resume(in_flight):
-            self.consumer.resume(self.consumer.assignment())
-            self.counters.paused = False
-            logger.info("ingest=%s resumed at %d in flight", self.ingest_id, in_flight)
+            self.resume(f"at {in_flight} in flight")
 
-    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        logger.info("ingest=%s assigned %s", self.ingest_id, partition_names(partitions))
-        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
-        kafka_clients.set_pause_state(consumer, partitions, self.counters.paused)
+    # rebalance: the callbacks are ConsumerLoop's; these are the ingest's parts.
 
-    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        """Finish (bounded) what is in flight for these partitions, commit, then let go."""
-        revoked = {(tp.topic, tp.partition) for tp in partitions}
-        logger.info("ingest=%s revoking %s", self.ingest_id, partition_names(partitions))
-        self._unsettled |= revoked
-        started = time.monotonic()
+    def settle_revoked(self, revoked: set[TP]) -> None:
+        """Finish (bounded) what is in flight for these partitions, and commit it."""
         txn = self.txn
-        try:
-            if txn is None:
-                self._finish_in_flight(
-                    self.settings.executor.drain_timeout_s,
-                    lambda: sum(self.tracker.pending(tp) for tp in revoked),
-                )
-                self._commit(self.tracker.revoke(revoked))
-            elif txn.usable:
-                # Exactly-once: what is released is in the open transaction, with the revoked
-                # partitions' offsets; commit it while they are still ours.
-                pending = lambda: sum(txn.pending(tp) for tp in revoked)  # noqa: E731
-                self._finish_in_flight(self.settings.executor.drain_timeout_s, pending)
-                self._commit()
-        finally:
-            # Let go even if the drain or the commit raised (confluent-kafka unassigns them
-            # anyway): nothing of theirs may be tracked or committed by this member again.
-            self.tracker.revoke(revoked)
-            if txn is not None:
-                txn.forget(revoked)
-            self._drop_queued(revoked)
-            self._assigned -= revoked
-        logger.info(
-            "ingest=%s let go of %s after %.2fs",
-            self.ingest_id,
-            partition_names(partitions),
-            time.monotonic() - started,
-        )
+        if txn is None:
+            self._finish_in_flight(
+                self.settings.executor.drain_timeout_s,
+                lambda: sum(self.tracker.pending(tp) for tp in revoked),
+            )
+            self.commit(self.tracker.revoke(revoked))
+        elif txn.usable:
+            # Exactly-once: what is released is in the open transaction, with the revoked
+            # partitions' offsets; commit it while they are still ours.
+            pending = lambda: sum(txn.pending(tp) for tp in revoked)  # noqa: E731
+            self._finish_in_flight(self.settings.executor.drain_timeout_s, pending)
+            self.commit()
 
-    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        # Another member may own these already: committing now could move its offsets.
-        lost = {(tp.topic, tp.partition) for tp in partitions}
-        self._unsettled |= lost
-        self.tracker.revoke(lost)
-        self._drop_queued(lost)
-        self._assigned -= lost
+    def let_go(self, tps: set[TP]) -> None:
         if self.txn is not None:
-            # The open transaction may hold results of the lost partitions, which the new owner
-            # redoes: abort it, and redo the rest of ours too.
-            self.txn.forget(lost)
-            if self.txn.usable:
-                self._rewind(set(self._assigned))
-        logger.warning("ingest=%s lost %s", self.ingest_id, partition_names(partitions))
+            self.txn.forget(tps)
+        self._drop_queued(tps)
+
+    def after_lost(self, lost: set[TP]) -> None:
+        if self.txn is not None and self.txn.usable:
+            # The open transaction may have held results of the lost partitions, which the new
+            # owner redoes: it is aborted, and the rest of ours redone too.
+            self._rewind(set(self._assigned))
 
     def _drop_queued(self, tps: set[TP]) -> None:
         """Forget the not-yet-running requests of partitions let go of (their owner redoes them)."""
@@ -468,7 +374,7 @@ class Ingest:
                 and txn.usable
                 and time.monotonic() - self._last_commit >= self._commit_interval_s
             ):
-                self._commit()
+                self.commit()
         self.producer.flush(max(0.0, deadline - time.monotonic()))
         if remaining() > 0:
             logger.warning(
@@ -480,7 +386,7 @@ class Ingest:
                 why,
             )
 
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
         logger.info(
             "ingest=%s draining %d records in flight (%d batches running, %d waiting)",
             self.ingest_id,
@@ -494,10 +400,10 @@ class Ingest:
                 self._finish_in_flight(
                     self.settings.executor.drain_timeout_s, self.tracker.in_flight
                 )
-                self._commit()
+                self.commit()
             elif self.txn.usable:  # not after a fatal (fenced) error: nothing may commit
                 self._finish_in_flight(self.settings.executor.drain_timeout_s, self.txn.unreleased)
-                self._commit()
+                self.commit()
             logger.info(
                 "ingest=%s drained in %.1fs; leaving the group",
                 self.ingest_id,
@@ -532,7 +438,7 @@ class Ingest:
             "ingest_id": self.ingest_id,
             "pid": os.getpid(),
             "rss_bytes": psutil.Process().memory_info().rss,
-            "assignment": sorted(f"{t}[{p}]" for t, p in list(self._assigned)),
+            "assignment": self.assignment_names(),
             "in_flight": self.tracker.in_flight(),
             "batches_in_flight": len(d.inflight),
             "batches_ready": len(d.ready),

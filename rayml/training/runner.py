@@ -64,18 +64,17 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import ray
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, Message
 
 from rayml import logs
 from rayml.config import Settings
-from rayml.delivery.offsets import OffsetTracker
+from rayml.delivery.consumer_loop import ConsumerLoop, LoopCounters
 from rayml.errors import ModelStoreError, RecordError
 from rayml.kafka import clients as kafka_clients
-from rayml.kafka.clients import partition_names
 from rayml.kafka.partitions import TP
 from rayml.kafka.records import timestamp_ms
 from rayml.metrics import JobMetrics
@@ -107,38 +106,34 @@ __all__ = ["JobRunner", "JobRunnerActor", "drain_job_runners", "start_job_runner
 
 
 @dataclass
-class Counters:
+class Counters(LoopCounters):
     """What the runner has done since it started (status and metrics)."""
 
-    polled: int = 0
     jobs_succeeded: int = 0
     jobs_failed: int = 0
     jobs_reused: int = 0
-    commits: int = 0
-    paused: bool = False
-    started_at: float = field(default_factory=time.time)
 
 
-class JobRunner:
-    """The job loop. Use :meth:`run` in a thread and :meth:`stop` from another."""
+class JobRunner(ConsumerLoop):
+    """The job loop. Use :meth:`run` in a thread and :meth:`stop` from another.
+
+    Its consumer-group skeleton (subscribe, pause state, revoke, commits, paused polling) is
+    :class:`~rayml.delivery.consumer_loop.ConsumerLoop`, shared with the ingest.
+    """
+
+    counters: Counters
 
     def __init__(self, settings: Settings, runner_id: str, registry: Registry) -> None:
         self.settings = settings
         self.runner_id = runner_id
         self.registry = registry
-        self.tracker = OffsetTracker()
-        self.counters = Counters()
         self.metrics = JobMetrics(runner_id)
         self.store = ModelStore(settings.models.root, allow_pickle=settings.models.allow_pickle)
-        self._stop = threading.Event()
-        self._stopped = threading.Event()
         self._drain_s = settings.executor.drain_timeout_s
-        self._last_commit = time.monotonic()
-        self._assigned: frozenset[TP] = frozenset()  # replaced, never mutated: read by status()
         self.producer = kafka_clients.producer(settings.kafka)
         self.publish = JobPublisher(settings, self.producer, runner_id)
         self.trials = TrialScheduler(settings, runner_id, self.publish, self._answer_ok, self._fail)
-        self.consumer = kafka_clients.consumer(
+        consumer = kafka_clients.consumer(
             settings.kafka,
             settings.executor.jobs_group_id,
             **{
@@ -148,58 +143,29 @@ class JobRunner:
                 "fetch.wait.max.ms": 100,
             },
         )
+        super().__init__(consumer, settings.topics.jobs, f"runner={runner_id}", Counters())
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Consume jobs until :meth:`stop`; then drain within the bound and leave the group."""
-        self.consumer.subscribe(
-            [self.settings.topics.jobs],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
-        logger.info("runner=%s subscribed to %s", self.runner_id, self.settings.topics.jobs)
-        try:
-            while not self._stop.is_set():
-                self._step()
-        except Exception:
-            logger.exception("runner=%s loop crashed", self.runner_id)
-            raise
-        finally:
-            self._shutdown()
-
-    def _step(self) -> None:
+    def step(self) -> None:
         busy = self.trials.busy
         room = self.trials.limit - self.trials.outstanding
         self._apply_backpressure(room)
         # Poll even while paused: it serves rebalances and keeps this member in the group
         # through hours of training (max.poll.interval.ms).
-        messages = self.consumer.consume(max(1, room), 0.0 if busy else 0.1)
-        for msg in messages:
-            self._accept(msg)
-        if self.counters.paused:
-            kafka_clients.pause_strays(self.consumer, messages, f"runner={self.runner_id}")
+        for msg, tp, offset in self.poll(max(1, room), 0.0 if busy else 0.1):
+            self._accept(msg, tp, offset)
         if not self._stop.is_set():
             self.trials.launch()
         self.trials.collect(block_s=0.1 if busy else 0.0)
         self.producer.poll(0)
-        if time.monotonic() - self._last_commit >= self.settings.executor.commit_interval_s:
-            self._commit()
+        if self.commit_due(self.settings.executor.commit_interval_s):
+            self.commit()
         c = self.counters
         totals = {"succeeded": c.jobs_succeeded, "failed": c.jobs_failed, "reused": c.jobs_reused}
         self.metrics.flush(totals, time.monotonic())
 
-    def _accept(self, msg: Message) -> None:
-        err = msg.error()
-        if err is not None:
-            if err.code() != KafkaError._PARTITION_EOF:
-                logger.warning("runner=%s consumer error: %s", self.runner_id, err)
-            return
-        tp: TP = (msg.topic(), msg.partition())  # type: ignore[assignment]
-        offset: int = msg.offset()  # type: ignore[assignment]
-        self.tracker.track(tp, offset)
-        self.counters.polled += 1
+    def _accept(self, msg: Message, tp: TP, offset: int) -> None:
         raw = msg.value() or b""
         headers = kafka_clients.headers_of(msg)
         on_done = self._done(tp, offset)
@@ -305,52 +271,28 @@ class JobRunner:
 
     # -- offsets, backpressure, rebalance ----------------------------------------------------
 
-    def _commit(self, offsets: dict[TP, int] | None = None) -> None:
-        self._last_commit = time.monotonic()
-        offsets = self.tracker.committable() if offsets is None else offsets
-        committed = kafka_clients.commit_offsets(self.consumer, offsets, f"runner={self.runner_id}")
-        if committed:
-            self.tracker.mark_committed(committed)
-            self.counters.commits += 1
-
     def _apply_backpressure(self, room: int) -> None:
-        if room <= 0 and not self.counters.paused:
-            self.consumer.pause(self.consumer.assignment())
-            self.counters.paused = True
-            logger.info(
-                "runner=%s paused: %d trials outstanding", self.runner_id, self.trials.outstanding
-            )
-        elif room > 0 and self.counters.paused:
-            self.consumer.resume(self.consumer.assignment())
-            self.counters.paused = False
-            logger.info("runner=%s resumed", self.runner_id)
+        if room <= 0:
+            self.pause(f"with {self.trials.outstanding} trials outstanding")
+        else:
+            self.resume("(trials have room)")
 
-    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        logger.info("runner=%s assigned %s", self.runner_id, partition_names(partitions))
-        self._assigned = self._assigned | {(tp.topic, tp.partition) for tp in partitions}
-        kafka_clients.set_pause_state(consumer, partitions, self.counters.paused)
+    # rebalance: the callbacks are ConsumerLoop's; these are the runner's parts.
 
-    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        """Give up the jobs of these partitions (their new owner re-runs them), commit, let go.
+    def settle_revoked(self, revoked: set[TP]) -> None:
+        """Give up the jobs of these partitions (their new owner re-runs them), commit.
 
         Training may take hours, far longer than a rebalance may wait; trials that finished are
         in the store, so the new owner runs only what did not.
         """
-        revoked = {(tp.topic, tp.partition) for tp in partitions}
-        self._assigned = self._assigned - revoked
-        logger.info("runner=%s revoking %s", self.runner_id, partition_names(partitions))
         self.trials.abandon(lambda job: job.tp in revoked)
         self.producer.flush(min(10.0, self._drain_s))
-        self._commit(self.tracker.revoke(revoked))
+        self.commit(self.tracker.revoke(revoked))
 
-    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        lost = {(tp.topic, tp.partition) for tp in partitions}
-        self._assigned = self._assigned - lost
-        self.trials.abandon(lambda job: job.tp in lost)
-        self.tracker.revoke(lost)
-        logger.warning("runner=%s lost %s", self.runner_id, partition_names(partitions))
+    def let_go(self, tps: set[TP]) -> None:
+        self.trials.abandon(lambda job: job.tp in tps)
 
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
         """Finish (bounded) the trials running now, answer what finished, commit, leave."""
         try:
             deadline = time.monotonic() + self._drain_s
@@ -363,11 +305,14 @@ class JobRunner:
                 self.producer.poll(0)
             self.trials.abandon(lambda job: True)
             self.producer.flush(max(1.0, deadline - time.monotonic()))
-            self._commit()
-            self.consumer.close()
+            self.commit()
         finally:
-            self._stopped.set()
-            logger.info("runner=%s stopped", self.runner_id)
+            try:
+                # Leaves the group, after a failed commit too (as the ingest does).
+                self.consumer.close()
+            finally:
+                self._stopped.set()
+                logger.info("runner=%s stopped", self.runner_id)
 
     # -- control (from other threads) --------------------------------------------------------
 
@@ -382,7 +327,7 @@ class JobRunner:
         c = self.counters
         # Not consumer.assignment(): a confluent-kafka consumer is not to be called from two
         # threads, and this runs on an actor thread while the loop sits in consume().
-        assignment = sorted(f"{t}[{p}]" for t, p in self._assigned)
+        assignment = self.assignment_names()
         return {
             "runner_id": self.runner_id,
             "pid": os.getpid(),

@@ -1,4 +1,5 @@
-"""Ingest._poll against a scripted consumer: a record returned before a rebalance callback.
+"""ConsumerLoop, the consumer-group skeleton of the ingest and the job runner, on scripted
+consumers: rebalance handling, paused polling, and a record returned before a rebalance callback.
 
 ``_poll`` returns the first record of a poll at once and takes the rest with ``consume()``.
 A rebalance callback may run inside that ``consume()``: librdkafka then drops the fetched
@@ -10,12 +11,15 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from rayml.executor.ingest import Ingest
+import pytest
+
+from rayml.delivery.consumer_loop import ConsumerLoop, LoopCounters
 from tests.support.fake_records import Record
 
 
 def polling(first: Record, rest: list[Record], callback_moves: set[tuple[str, int]]) -> Any:
-    """A stand-in for the ingest: its consumer runs a callback that moves ``callback_moves``."""
+    """A stand-in for a consumer-group member: its consumer runs a callback that moves
+    ``callback_moves``."""
     ingest = SimpleNamespace(_unsettled=set())
 
     def consume(limit: int, timeout: float) -> list[Record]:
@@ -28,18 +32,140 @@ def polling(first: Record, rest: list[Record], callback_moves: set[tuple[str, in
 
 def test_the_first_record_of_a_partition_moved_during_the_poll_is_not_taken() -> None:
     ingest = polling(Record(1, 10), [Record(0, 5)], callback_moves={("in", 1)})
-    got = Ingest._poll(ingest, limit=10, timeout=0.1)  # type: ignore[arg-type]
+    got = ConsumerLoop._poll(ingest, limit=10, timeout=0.1)  # type: ignore[arg-type]
     assert [(r.partition(), r.offset()) for r in got] == [(0, 5)]
 
 
 def test_records_of_other_partitions_are_all_taken() -> None:
     ingest = polling(Record(1, 10), [Record(1, 11), Record(0, 5)], callback_moves={("in", 2)})
-    got = Ingest._poll(ingest, limit=10, timeout=0.1)  # type: ignore[arg-type]
+    got = ConsumerLoop._poll(ingest, limit=10, timeout=0.1)  # type: ignore[arg-type]
     assert [(r.partition(), r.offset()) for r in got] == [(1, 10), (1, 11), (0, 5)]
 
 
 def test_a_move_before_this_poll_does_not_drop_its_first_record() -> None:
     ingest = polling(Record(1, 10), [], callback_moves=set())
     ingest._unsettled = {("in", 1)}  # revoked and assigned again before this poll began
-    got = Ingest._poll(ingest, limit=10, timeout=0.1)  # type: ignore[arg-type]
+    got = ConsumerLoop._poll(ingest, limit=10, timeout=0.1)  # type: ignore[arg-type]
     assert [(r.partition(), r.offset()) for r in got] == [(1, 10)]
+
+
+# --- the skeleton's rebalance handling, against a recording consumer --------------------------
+
+
+class RecordingConsumer:
+    """Records pause/resume/commit calls; ``consume`` hands out scripted records."""
+
+    def __init__(self, records: list[Record] | None = None) -> None:
+        self.records = records or []
+        self.paused: list[tuple[str, int]] = []
+        self.resumed: list[tuple[str, int]] = []
+        self.committed: list[tuple[str, int, int]] = []
+
+    def consume(self, limit: int, timeout: float) -> list[Record]:
+        out, self.records = self.records[:limit], self.records[limit:]
+        return out
+
+    def pause(self, partitions: list[Any]) -> None:
+        self.paused += [(tp.topic, tp.partition) for tp in partitions]
+
+    def resume(self, partitions: list[Any]) -> None:
+        self.resumed += [(tp.topic, tp.partition) for tp in partitions]
+
+    def assignment(self) -> list[Any]:
+        return []
+
+    def commit(self, offsets: list[Any], asynchronous: bool) -> list[Any]:
+        self.committed += [(tp.topic, tp.partition, tp.offset) for tp in offsets]
+        return [
+            SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=tp.offset, error=None)
+            for tp in offsets
+        ]
+
+
+class Member(ConsumerLoop):
+    """A member whose drain can be made to fail, recording what it let go of."""
+
+    def __init__(self, consumer: RecordingConsumer, fail_settle: bool = False) -> None:
+        super().__init__(consumer, "in", "member=m", LoopCounters())  # type: ignore[arg-type]
+        self.fail_settle = fail_settle
+        self.let_go_of: list[set[tuple[str, int]]] = []
+
+    def settle_revoked(self, revoked: set[tuple[str, int]]) -> None:
+        if self.fail_settle:
+            raise RuntimeError("drain failed")
+        super().settle_revoked(revoked)
+
+    def let_go(self, tps: set[tuple[str, int]]) -> None:
+        self.let_go_of.append(set(tps))
+
+
+def tps(*partitions: int) -> list[Any]:
+    return [SimpleNamespace(topic="in", partition=p) for p in partitions]
+
+
+def test_poll_tracks_records_and_drops_error_events() -> None:
+    eof = SimpleNamespace(code=lambda: -191)  # KafkaError._PARTITION_EOF
+    consumer = RecordingConsumer([Record(0, 5), Record(0, 6, error=eof), Record(1, 7)])
+    member = Member(consumer)
+    got = member.poll(10, 0.0)
+    assert [(tp, offset) for _msg, tp, offset in got] == [(("in", 0), 5), (("in", 1), 7)]
+    assert member.tracker.in_flight() == 2
+    assert member.counters.polled == 2
+
+
+def test_a_record_read_while_paused_is_kept_and_pauses_its_partition() -> None:
+    consumer = RecordingConsumer([Record(2, 9)])
+    member = Member(consumer)
+    member.counters.paused = True
+    got = member.poll(1, 0.0)
+    assert [(tp, offset) for _msg, tp, offset in got] == [(("in", 2), 9)]
+    assert consumer.paused == [("in", 2)]
+
+
+def test_assignment_gets_the_members_pause_state_either_way() -> None:
+    consumer = RecordingConsumer()
+    member = Member(consumer)
+    member._on_assign(consumer, tps(0))
+    assert consumer.resumed == [("in", 0)]  # a partition let go of while paused comes back
+    member.counters.paused = True
+    member._on_assign(consumer, tps(1))
+    assert consumer.paused == [("in", 1)]
+    assert member.assignment_names() == ["in[0]", "in[1]"]
+
+
+def test_revoke_commits_the_revoked_watermark_then_lets_go() -> None:
+    consumer = RecordingConsumer([Record(0, 0), Record(0, 1), Record(1, 0)])
+    member = Member(consumer)
+    member._on_assign(consumer, tps(0, 1))
+    member.poll(10, 0.0)
+    member.tracker.done(("in", 0), 0)  # offset 1 of partition 0 is still unfinished
+    member._on_revoke(consumer, tps(0))
+    assert consumer.committed == [("in", 0, 1)]
+    assert member.let_go_of == [{("in", 0)}]
+    assert member.assignment_names() == ["in[1]"]
+    assert member.tracker.in_flight() == 1  # only partition 1's record is still tracked
+
+
+def test_revoke_lets_go_even_when_the_drain_raises() -> None:
+    consumer = RecordingConsumer([Record(0, 0)])
+    member = Member(consumer, fail_settle=True)
+    member._on_assign(consumer, tps(0))
+    member.poll(10, 0.0)
+    with pytest.raises(RuntimeError, match="drain failed"):
+        member._on_revoke(consumer, tps(0))
+    assert consumer.committed == []
+    assert member.let_go_of == [{("in", 0)}]
+    assert member.assignment_names() == []
+    assert member.tracker.in_flight() == 0
+
+
+def test_lost_partitions_are_let_go_of_without_a_commit() -> None:
+    consumer = RecordingConsumer([Record(0, 0)])
+    member = Member(consumer)
+    member._on_assign(consumer, tps(0))
+    member.poll(10, 0.0)
+    member.tracker.done(("in", 0), 0)
+    member._on_lost(consumer, tps(0))
+    assert consumer.committed == []
+    assert member.let_go_of == [{("in", 0)}]
+    assert member.assignment_names() == []
