@@ -297,7 +297,7 @@ class Bench:
 def _train_model(models_root: Path, model_file: Path) -> Any:
     from pipelines.breast_cancer import TrainParams, train
     from rayml.models.store import ModelStore
-    from rayml.pipeline.registry import TrainingContext
+    from rayml.pipeline import TrainingContext
 
     params = TrainParams()
     trained = train(params, TrainingContext(nthread=1))

@@ -136,7 +136,7 @@ class EagerConsumer:
 
 def _new_ingest(settings: Any, eager: bool = False) -> Any:
     from rayml.executor.ingest import Ingest
-    from rayml.pipeline.registry import Registry
+    from rayml.pipeline import Registry
 
     registry = Registry()
     registry.discover(settings.executor.pipeline_modules)

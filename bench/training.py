@@ -1,6 +1,6 @@
 """Training-sweep speed-up: trials of ``breast_cancer.train`` as parallel Ray tasks vs in turn.
 
-Each trial is ``rayml.pipeline.registry.run_training(spec, params, TrainingContext(nthread=1))`` --
+Each trial is ``rayml.pipeline.run_training(spec, params, TrainingContext(nthread=1))`` --
 what a training task runs -- with its own hyperparameters. The parallel run sends every trial as a
 ``num_cpus=1`` Ray task; the sequential run calls them one after another in this process. Both
 return only the metrics (storing the models is the same work in both and not timed).
@@ -41,7 +41,7 @@ class SweepResult:
 
 
 def _trial(params: dict[str, Any]) -> dict[str, float]:
-    from rayml.pipeline.registry import TrainingContext, load_spec_by_path, run_training
+    from rayml.pipeline import TrainingContext, load_spec_by_path, run_training
 
     spec = load_spec_by_path("pipelines.breast_cancer:train")
     trained = run_training(spec, spec.params(**params), TrainingContext(nthread=1))

@@ -6,7 +6,7 @@ the rayml errors it imported) is re-exported, and importing it issues a
 :class:`DeprecationWarning`. Nothing inside rayml imports this module.
 
 Rebinding a name here changes nothing elsewhere: to redirect the decorators' default registry,
-replace ``rayml.pipeline.catalog.default_registry``.
+replace ``rayml.pipeline.registry.default_registry``.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ from rayml.kafka import clients as kafka_clients
 from rayml.kafka.lag import partition_lags
 from rayml.kafka.partitions import TP
 from rayml.metrics import IngestMetrics
-from rayml.pipeline.registry import Registry
+from rayml.pipeline import Registry
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from rayml.errors import RaymlError
 from rayml.executor.ingest import Ingest
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.topics import create_topics
-from rayml.pipeline.registry import Registry
+from rayml.pipeline import Registry
 
 if TYPE_CHECKING:
     from rayml.autoscaling.controller import PoolAutoscaler

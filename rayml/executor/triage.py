@@ -20,7 +20,7 @@ from rayml.executor.work import Pending, Route
 from rayml.kafka.partitions import TP
 from rayml.kafka.records import PolledRecord, timestamp_ms
 from rayml.models.versions import pinned_version
-from rayml.pipeline.registry import Registry
+from rayml.pipeline import Registry
 from rayml.protocol.envelopes import Rejected, Request, Undecodable, decode_request, error_info_from
 
 

@@ -25,7 +25,7 @@ from rayml.executor.work import BatchOutcome, ItemError
 from rayml.metrics import WorkerMetrics
 from rayml.models.cache import ModelCache
 from rayml.models.store import LoadedModel, ModelStore, validate_version
-from rayml.pipeline.registry import (
+from rayml.pipeline import (
     PipelineSpec,
     load_spec_by_path,
     run_inference,

@@ -14,15 +14,15 @@ The names below are the public API; import them from here. They are defined in s
 * :mod:`rayml.pipeline.spec` -- :class:`PipelineSpec`, :class:`Resources`, :func:`get_spec`;
 * :mod:`rayml.pipeline.contract` -- :class:`TrainingContext`, :class:`TrainedModel`,
   :func:`run_inference`, :func:`run_training`;
-* :mod:`rayml.pipeline.catalog` -- :class:`Registry`, :data:`default_registry`,
+* :mod:`rayml.pipeline.registry` -- :class:`Registry`, :data:`default_registry`,
   :func:`load_spec_by_path`, :func:`validate_spec_params`;
 * :mod:`rayml.pipeline.signatures` -- the checks the decorators run when applied;
 * :mod:`rayml.pipeline.decorators` -- :func:`inference`, :func:`training`.
 
 Those modules import one another, never this package. The decorators add to
-``rayml.pipeline.catalog.default_registry`` as it is when they are applied: replace it there (as
-tests do), not here. The former import paths ``rayml.pipeline.registry`` and (deprecated)
-``rayml.registry`` export the same objects as this package.
+``rayml.pipeline.registry.default_registry`` as it is when they are applied: replace it there (as
+tests do), not here. The former import path ``rayml.registry`` (deprecated: it warns) exports the
+same objects as this package.
 
 Example:
     >>> from pydantic import BaseModel
@@ -40,7 +40,9 @@ Example:
 
 from __future__ import annotations
 
-from rayml.pipeline.catalog import (
+from rayml.pipeline.contract import TrainedModel, TrainingContext, run_inference, run_training
+from rayml.pipeline.decorators import inference, training
+from rayml.pipeline.registry import (
     DEFAULT_PACKAGE,
     ENTRY_POINT_GROUP,
     Registry,
@@ -48,8 +50,6 @@ from rayml.pipeline.catalog import (
     load_spec_by_path,
     validate_spec_params,
 )
-from rayml.pipeline.contract import TrainedModel, TrainingContext, run_inference, run_training
-from rayml.pipeline.decorators import inference, training
 from rayml.pipeline.spec import SPEC_ATTR, PipelineKind, PipelineSpec, Resources, get_spec
 
 __all__ = [

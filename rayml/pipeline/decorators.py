@@ -10,8 +10,8 @@ Two kinds of pipeline, registered with a decorator each:
 
 The decorators check their options and the function's signature when they are applied
 (:mod:`rayml.pipeline.signatures`), attach a :class:`~rayml.pipeline.spec.PipelineSpec` to the
-function, add it to a :class:`~rayml.pipeline.catalog.Registry` (by default
-:data:`~rayml.pipeline.catalog.default_registry`), and return the function unchanged, so a pipeline
+function, add it to a :class:`~rayml.pipeline.registry.Registry` (by default
+:data:`~rayml.pipeline.registry.default_registry`), and return the function unchanged, so a pipeline
 stays a plain callable that can be unit-tested without Kafka or Ray. What the function receives
 and returns is :mod:`rayml.pipeline.contract`. Pipeline authors import all of this from the
 package, :mod:`rayml.pipeline`.
@@ -37,10 +37,10 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
-import rayml.pipeline.catalog as catalog
+import rayml.pipeline.registry as registry_module
 from rayml.errors import RegistrationError
-from rayml.pipeline.catalog import Registry
 from rayml.pipeline.contract import TrainedModel, TrainingContext
+from rayml.pipeline.registry import Registry
 from rayml.pipeline.signatures import (
     batch_annotation_problem,
     check_common,
@@ -100,7 +100,7 @@ def inference(
         batched: Whether ``fn`` takes a whole batch.
         max_batch_size: Largest batch to pass (``None``: the executor's setting).
         doc: Description to publish; defaults to the docstring's first paragraph.
-        registry: Registry to add to (default :data:`rayml.pipeline.catalog.default_registry`).
+        registry: Registry to add to (default :data:`rayml.pipeline.registry.default_registry`).
 
     Returns:
         A decorator that registers the function and returns it unchanged.
@@ -190,7 +190,7 @@ def training(
         metric: Key of ``TrainedModel.metrics`` a sweep optimises (required only for sweeps).
         mode: ``"max"`` if a larger ``metric`` is better, ``"min"`` otherwise.
         doc: Description to publish; defaults to the docstring's first paragraph.
-        registry: Registry to add to (default :data:`rayml.pipeline.catalog.default_registry`).
+        registry: Registry to add to (default :data:`rayml.pipeline.registry.default_registry`).
 
     Returns:
         A decorator that registers the function and returns it unchanged.
@@ -270,9 +270,9 @@ def _attach(fn: F, spec: PipelineSpec, registry: Registry | None) -> F:
             f"{spec.name!r}. Wrap it in a second function for the second name."
         )
     if registry is None:
-        # Looked up on each call so that replacing rayml.pipeline.catalog.default_registry (as
+        # Looked up on each call so that replacing rayml.pipeline.registry.default_registry (as
         # tests do) redirects the decorators.
-        registry = catalog.default_registry
+        registry = registry_module.default_registry
     registry.register(spec)
     setattr(fn, SPEC_ATTR, spec)
     return fn

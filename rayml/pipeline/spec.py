@@ -1,7 +1,7 @@
 """What a registered pipeline is: its :class:`PipelineSpec` and the resources it needs.
 
 A spec is plain data. The decorators (:mod:`rayml.pipeline.decorators`) build one and attach it to
-the user's function under :data:`SPEC_ATTR`; :mod:`rayml.pipeline.catalog` keeps specs by name;
+the user's function under :data:`SPEC_ATTR`; :mod:`rayml.pipeline.registry` keeps specs by name;
 workers find a spec again by importing the function by its ``import_path``. Nothing here imports the
 registry or the decorators, so every other pipeline module can depend on this one.
 

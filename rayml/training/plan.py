@@ -37,7 +37,7 @@ from rayml.errors import (
     RetriesExhaustedError,
 )
 from rayml.kafka.partitions import TP
-from rayml.pipeline.registry import PipelineSpec, Registry
+from rayml.pipeline import PipelineSpec, Registry
 from rayml.protocol.envelopes import Request
 from rayml.protocol.sweeps import expand, select_best, validate_trials
 from rayml.training.task import TrialFailure, TrialOutcome
@@ -116,7 +116,7 @@ def plan_trials(
             message names the field (and the trial).
 
     Example:
-        >>> from rayml.pipeline.registry import Registry
+        >>> from rayml.pipeline import Registry
         >>> reg = Registry(); _ = reg.discover(entry_points=False)
         >>> req = Request(id="j1", pipeline="iris.train",
         ...               params={"grid": {"n_estimators": [5, 10]}})
@@ -174,7 +174,7 @@ def result_payload(
     """The ``result`` of a training job's ``ok`` result envelope (see the module docstring).
 
     Example:
-        >>> from rayml.pipeline.registry import load_spec_by_path
+        >>> from rayml.pipeline import load_spec_by_path
         >>> spec = load_spec_by_path("pipelines.iris:train")
         >>> out = TrialOutcome(0, "000002", {"accuracy": 0.9}, {"n_estimators": 5})
         >>> result_payload(spec, out, None, False)["version"]

@@ -79,7 +79,7 @@ from rayml.kafka.partitions import TP
 from rayml.kafka.records import timestamp_ms
 from rayml.metrics import JobMetrics
 from rayml.models.store import ModelStore
-from rayml.pipeline.registry import Registry
+from rayml.pipeline import Registry
 from rayml.protocol.envelopes import (
     DeadLetter,
     ErrorInfo,

@@ -8,7 +8,7 @@ it on any node of the cluster that has them. Inside the task:
 1. the pipeline is imported by its ``module:qualname`` path (never a pickled closure);
 2. if the store already holds this trial's version (same job id, trial and role: the task was
    retried after it had saved), that version is returned and nothing is trained again;
-3. ``run_training`` runs with a :class:`~rayml.pipeline.registry.TrainingContext` whose ``nthread``
+3. ``run_training`` runs with a :class:`~rayml.pipeline.TrainingContext` whose ``nthread``
 is the
    task's CPU count (and the BLAS/OpenMP pools are limited to it), whose ``device`` is
    ``"cuda"`` when the task reserved a GPU, and whose ``report_progress`` publishes job events;
@@ -51,7 +51,7 @@ from rayml.config import KafkaSettings
 from rayml.errors import ModelStoreError, PipelineFailedError, RecordError
 from rayml.models.store import ModelStore, ModelVersion
 from rayml.models.versions import TRIAL_ROLE
-from rayml.pipeline.registry import PipelineSpec, TrainingContext, load_spec_by_path, run_training
+from rayml.pipeline import PipelineSpec, TrainingContext, load_spec_by_path, run_training
 from rayml.protocol.envelopes import ErrorInfo, error_info_from
 from rayml.protocol.training import JobEvent, JobState, encode_event
 
@@ -171,7 +171,7 @@ def task_options(spec: PipelineSpec, job_id: str, trial: int) -> dict[str, Any]:
     """Ray options for a trial's task: the pipeline's resources, no Ray-level retries.
 
     Example:
-        >>> from rayml.pipeline.registry import load_spec_by_path
+        >>> from rayml.pipeline import load_spec_by_path
         >>> opts = task_options(load_spec_by_path("pipelines.iris:train"), "job-1", 0)
         >>> opts["num_cpus"], opts["num_gpus"], opts["max_retries"], opts["name"]
         (1, 0, 0, 'train:iris.train:job-1:0')

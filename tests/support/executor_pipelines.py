@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from rayml.pipeline.registry import inference
+from rayml.pipeline import inference
 
 
 class Row(BaseModel):

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from rayml.models.store import ModelStore, ModelVersion
-from rayml.pipeline.registry import TrainingContext
+from rayml.pipeline import TrainingContext
 
 
 def store_breast_cancer(store_root: str, n_estimators: int = 20) -> tuple[ModelVersion, Any]:

@@ -11,7 +11,7 @@ import time
 
 from rayml.config import Settings
 from rayml.executor.ingest import Ingest
-from rayml.pipeline.registry import Registry
+from rayml.pipeline import Registry
 
 
 class RunningIngest:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rayml.models.store import fingerprint_arrays
-from rayml.pipeline.registry import TrainedModel, TrainingContext, inference, training
+from rayml.pipeline import TrainedModel, TrainingContext, inference, training
 
 
 class FastParams(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from rayml.pipeline.registry import Registry, inference
+from rayml.pipeline import Registry, inference
 
 REGISTRY = Registry()
 #: Batch sizes of every call to :func:`poison` and :func:`predict`, in call order.

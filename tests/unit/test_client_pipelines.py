@@ -11,7 +11,7 @@ import pytest
 import rayml.client.pipelines
 from rayml.client.pipelines import ParamsChecker, PipelineInfo, to_wire
 from rayml.errors import InvalidParamsError
-from rayml.pipeline.registry import Registry
+from rayml.pipeline import Registry
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-import rayml.pipeline.catalog
 import rayml.pipeline.decorators
+import rayml.pipeline.registry
 import rayml.pipeline.signatures
 from rayml.errors import RegistrationError
 from rayml.pipeline import (
@@ -309,7 +309,7 @@ def test_decorators_use_default_registry_without_registry_kwarg(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fresh = Registry()
-    monkeypatch.setattr(rayml.pipeline.catalog, "default_registry", fresh)
+    monkeypatch.setattr(rayml.pipeline.registry, "default_registry", fresh)
 
     @inference("demo.default", model="m", params=Item)
     def predict(model: Any, batch: list[Item]) -> list[float]:

@@ -1,4 +1,4 @@
-"""Unit tests for rayml.pipeline.catalog (and rayml.pipeline.spec): registering, lookup,
+"""Unit tests for rayml.pipeline.registry (and rayml.pipeline.spec): registering, lookup,
 validation, discovery.
 
 The decorators' own checks are in test_decorators.py, calling pipelines in test_contract.py.
@@ -20,7 +20,6 @@ import pytest
 from pydantic import BaseModel, Field, FiniteFloat
 
 import rayml.pipeline
-import rayml.pipeline.catalog
 import rayml.pipeline.registry
 import rayml.pipeline.spec
 from rayml.errors import (
@@ -103,7 +102,7 @@ def test_same_function_or_same_import_path_registers_idempotently(reg: Registry)
 
 def test_module_reimport_does_not_raise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fresh = Registry()
-    monkeypatch.setattr(rayml.pipeline.catalog, "default_registry", fresh)
+    monkeypatch.setattr(rayml.pipeline.registry, "default_registry", fresh)
     source = _PIPELINE_SOURCE.format(name="reimported.x").replace(", registry=LOCAL", "")
     _write_module(tmp_path, "reimported_pipes", source)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -266,14 +265,14 @@ def test_discover_entry_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     _write_module(tmp_path, "ep_mod", _PIPELINE_SOURCE.format(name="ep.module"))
     _write_module(tmp_path, "ep_fn", _PIPELINE_SOURCE.format(name="ep.function"))
     monkeypatch.syspath_prepend(str(tmp_path))
-    group = rayml.pipeline.catalog.ENTRY_POINT_GROUP
+    group = rayml.pipeline.registry.ENTRY_POINT_GROUP
     eps = [
         importlib.metadata.EntryPoint(name="mod", value="ep_mod", group=group),
         importlib.metadata.EntryPoint(name="fn", value="ep_fn:predict", group=group),
     ]
 
     def fake_entry_points(*, group: str) -> list[importlib.metadata.EntryPoint]:
-        assert group == rayml.pipeline.catalog.ENTRY_POINT_GROUP
+        assert group == rayml.pipeline.registry.ENTRY_POINT_GROUP
         return eps
 
     monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
@@ -306,9 +305,7 @@ def test_discover_reports_duplicate_names_across_modules(
         Registry().discover(["dup_a", "dup_b"], include_default_package=False, entry_points=False)
 
 
-@pytest.mark.parametrize(
-    "module", [rayml.pipeline, rayml.pipeline.catalog, rayml.pipeline.registry, rayml.pipeline.spec]
-)
+@pytest.mark.parametrize("module", [rayml.pipeline, rayml.pipeline.registry, rayml.pipeline.spec])
 def test_docstring_examples_run(module: Any) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0

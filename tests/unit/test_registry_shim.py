@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 import rayml.errors
 import rayml.pipeline
-import rayml.pipeline.catalog
+import rayml.pipeline.registry
 from rayml.pipeline import Registry
 
 #: What ``rayml.registry`` exported before the pipeline modules moved into rayml/pipeline/.
@@ -93,7 +93,7 @@ def test_import_warns_and_reexports_the_same_objects(shim: types.ModuleType) -> 
 def test_decorator_through_the_shim_registers_into_the_default_registry(
     shim: types.ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    default = rayml.pipeline.catalog.default_registry
+    default = rayml.pipeline.registry.default_registry
     assert shim.default_registry is default
     assert rayml.pipeline.default_registry is default
     # Register into the real default registry, and leave it as the other tests expect it.
@@ -111,7 +111,7 @@ def test_decorator_through_the_shim_follows_a_replaced_default_registry(
     shim: types.ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fresh = Registry()
-    monkeypatch.setattr(rayml.pipeline.catalog, "default_registry", fresh)
+    monkeypatch.setattr(rayml.pipeline.registry, "default_registry", fresh)
 
     @shim.inference("shim.predict", model="m", params=Item)
     def predict(model: Any, batch: list[Item]) -> list[float]:

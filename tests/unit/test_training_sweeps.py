@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from rayml.errors import InvalidParamsError, RecordError
-from rayml.pipeline.registry import Registry, TrainedModel, TrainingContext, training
+from rayml.pipeline import Registry, TrainedModel, TrainingContext, training
 from rayml.protocol.sweeps import expand, select_best, validate_trials
 
 

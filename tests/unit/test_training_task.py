@@ -19,7 +19,7 @@ from rayml.config import KafkaSettings
 from rayml.executor.version_follower import LatestVersions
 from rayml.models.store import ModelStore
 from rayml.models.versions import newest_servable
-from rayml.pipeline.registry import Registry, load_spec_by_path
+from rayml.pipeline import Registry, load_spec_by_path
 from rayml.protocol.envelopes import Request
 from rayml.protocol.training import (
     JobEvent,
