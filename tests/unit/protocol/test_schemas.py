@@ -9,7 +9,7 @@ import pytest
 
 from rayml.protocol.schemas import main, write_schemas
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 NAMES = ["request.schema.json", "result.schema.json", "dead-letter.schema.json"]
 
 
