@@ -38,16 +38,14 @@ from typing import Any, NamedTuple
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from rayml.kafka.clients import headers_of
+from rayml.delivery.screening import dead_letter_record
 from rayml.kafka.partitions import TP
-from rayml.kafka.records import PolledRecord
+from rayml.kafka.records import Headers, PolledRecord, headers_of
 from rayml.kafka.topic_checks import TOPIC_ERRORS, TopicChecks
 from rayml.protocol.dead_letters import DeadLetter, dead_letter_headers
 from rayml.protocol.envelopes import ErrorInfo, ModelRef, Request, Result, Timings, encode_result
 
 logger = logging.getLogger(__name__)
-
-Headers = list[tuple[str, str | bytes | None]]
 
 
 class OutRecord(NamedTuple):
@@ -255,18 +253,8 @@ class ResultWriter:
 
     def dead_letter(self, msg: PolledRecord, error_type: str, message: str) -> None:
         """Dead-letter an unanswerable record with its original bytes, key and headers."""
-        tp: TP = (msg.topic(), msg.partition())  # type: ignore[assignment]
-        offset: int = msg.offset()  # type: ignore[assignment]
-        letter = DeadLetter(
-            error_type=error_type,
-            error_message=message,
-            source_topic=tp[0],
-            source_partition=tp[1],
-            source_offset=offset,
-            request_id=None,
-        )
+        tp, offset, headers = dead_letter_record(msg, error_type, message)
         self.dead_letters += 1
-        headers = headers_of(msg) + list(dead_letter_headers(letter))
         if self._stage is not None:
             self._stage(
                 tp, offset, [OutRecord(self.dlq_topic, msg.value() or b"", msg.key(), headers)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from rayml.delivery.screening import screen
 from rayml.delivery.sink import ResultSink
 from rayml.errors import DeadlineExceededError, RecordError
 from rayml.executor.batching import Batch, MicroBatcher
@@ -21,7 +22,7 @@ from rayml.kafka.partitions import TP
 from rayml.kafka.records import PolledRecord, timestamp_ms
 from rayml.models.versions import pinned_version
 from rayml.pipeline import Registry
-from rayml.protocol.envelopes import Rejected, Request, Undecodable, decode_request, error_info_from
+from rayml.protocol.envelopes import Rejected, Request, error_info_from
 
 
 class NewestVersions(Protocol):
@@ -61,22 +62,26 @@ class Triage:
     ) -> list[Batch[Route, Pending]]:
         """Handle one record; return the micro-batches it filled (usually none)."""
         raw = msg.value() or b""
-        decoded = decode_request(raw, max_bytes=self.max_request_bytes)
-        if isinstance(decoded, Undecodable):
-            self.writer.dead_letter(msg, decoded.error_type, decoded.message)
+        request = screen(msg, tp, offset, raw, self.max_request_bytes, self)
+        if request is None:
             return []
-        if isinstance(decoded, Rejected):
-            self.writer.answer(
-                tp,
-                offset,
-                decoded.request_id,
-                decoded.pipeline or "",
-                None,
-                error=decoded.error,
-                received_ms=timestamp_ms(msg, wall_ms),
-            )
-            return []
-        return self._route(msg, tp, offset, raw, decoded, now, wall_ms)
+        return self._route(msg, tp, offset, raw, request, now, wall_ms)
+
+    # What screen() cannot turn into a request (a RejectSink).
+
+    def dead_letter(self, msg: PolledRecord, error_type: str, message: str) -> None:
+        self.writer.dead_letter(msg, error_type, message)
+
+    def reject(self, msg: PolledRecord, tp: TP, offset: int, rejected: Rejected) -> None:
+        self.writer.answer(
+            tp,
+            offset,
+            rejected.request_id,
+            rejected.pipeline or "",
+            None,
+            error=rejected.error,
+            received_ms=timestamp_ms(msg),
+        )
 
     def _route(
         self,

@@ -14,12 +14,9 @@ from confluent_kafka.admin import AdminClient
 
 from rayml.config import ExecutorSettings, KafkaSettings
 from rayml.kafka.partitions import TP
-from rayml.kafka.records import PolledRecord
 
 _librdkafka_logger = logging.getLogger("rayml.librdkafka")
 logger = logging.getLogger(__name__)
-
-Headers = list[tuple[str, str | bytes | None]]
 
 
 def _base(kafka: KafkaSettings) -> dict[str, Any]:
@@ -196,13 +193,3 @@ def pause_strays(consumer: Consumer, messages: list[Message], owner: str) -> Non
 def partition_names(partitions: list[TopicPartition]) -> str:
     """``topic[p], ...`` for log lines (``nothing`` for none)."""
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
-
-
-def headers_of(msg: PolledRecord) -> Headers:
-    """A record's headers as a list (confluent-kafka may give a list, a dict or None)."""
-    headers = msg.headers()
-    if headers is None:
-        return []
-    if isinstance(headers, dict):
-        return list(headers.items())
-    return [(k, v) for k, v in headers]

@@ -9,6 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
+# Record headers as rayml writes them: (name, value) pairs.
+Headers = list[tuple[str, str | bytes | None]]
+
 
 class PolledRecord(Protocol):
     """What rayml reads of a consumed record (the methods of confluent-kafka's ``Message``)."""
@@ -34,3 +37,13 @@ def timestamp_ms(msg: PolledRecord, default_ms: float | None = None) -> float:
     if kind != 0 and ts > 0:
         return float(ts)
     return time.time() * 1000.0 if default_ms is None else default_ms
+
+
+def headers_of(msg: PolledRecord) -> Headers:
+    """A record's headers as a list (confluent-kafka may give a list, a dict or None)."""
+    headers = msg.headers()
+    if headers is None:
+        return []
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return [(k, v) for k, v in headers]

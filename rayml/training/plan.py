@@ -37,13 +37,13 @@ from rayml.errors import (
     RetriesExhaustedError,
 )
 from rayml.kafka.partitions import TP
+from rayml.kafka.records import Headers
 from rayml.pipeline import PipelineSpec, Registry
 from rayml.protocol.envelopes import Request
 from rayml.protocol.sweeps import expand, select_best, validate_trials
 from rayml.training.task import TrialFailure, TrialOutcome
 
 __all__ = [
-    "Headers",
     "Job",
     "Trial",
     "exhausted",
@@ -51,8 +51,6 @@ __all__ = [
     "result_payload",
     "sweep_summary",
 ]
-
-Headers = list[tuple[str, str | bytes | None]]
 
 
 @dataclass(eq=False)

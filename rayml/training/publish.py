@@ -23,6 +23,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 
 from rayml.config import Settings
+from rayml.kafka.records import Headers
 from rayml.protocol.envelopes import (
     DeadLetter,
     ErrorInfo,
@@ -41,7 +42,7 @@ from rayml.protocol.training import (
     encode_event,
     now_ms,
 )
-from rayml.training.plan import Headers, Job, result_payload
+from rayml.training.plan import Job, result_payload
 from rayml.training.task import TrialOutcome
 
 logger = logging.getLogger(__name__)

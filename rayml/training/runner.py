@@ -73,21 +73,18 @@ from confluent_kafka import KafkaError, Message
 from rayml import logs
 from rayml.config import Settings
 from rayml.delivery.consumer_loop import ConsumerLoop, LoopCounters
+from rayml.delivery.screening import dead_letter_record, screen
 from rayml.errors import ModelStoreError, RecordError
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.partitions import TP
-from rayml.kafka.records import timestamp_ms
+from rayml.kafka.records import PolledRecord, headers_of, timestamp_ms
 from rayml.metrics import JobMetrics
 from rayml.models.store import ModelStore
 from rayml.pipeline import Registry
 from rayml.protocol.envelopes import (
-    DeadLetter,
     ErrorInfo,
     Rejected,
     Result,
-    Undecodable,
-    dead_letter_headers,
-    decode_request,
     error_info_from,
 )
 from rayml.training.plan import Job, Trial, plan_trials
@@ -167,27 +164,11 @@ class JobRunner(ConsumerLoop):
 
     def _accept(self, msg: Message, tp: TP, offset: int) -> None:
         raw = msg.value() or b""
-        headers = kafka_clients.headers_of(msg)
+        request = screen(msg, tp, offset, raw, self.settings.executor.max_request_bytes, self)
+        if request is None:
+            return
+        headers = headers_of(msg)
         on_done = self._done(tp, offset)
-        decoded = decode_request(raw, max_bytes=self.settings.executor.max_request_bytes)
-        if isinstance(decoded, Undecodable):
-            # Only a producer other than the ingest could write this: nobody to answer.
-            letter = DeadLetter(
-                error_type=decoded.error_type,
-                error_message=decoded.message,
-                source_topic=tp[0],
-                source_partition=tp[1],
-                source_offset=offset,
-            )
-            headers = headers + list(dead_letter_headers(letter))
-            self.publish.produce(self.settings.topics.dlq, raw, msg.key(), headers, on_ack=on_done)
-            return
-        if isinstance(decoded, Rejected):
-            result = Result.failed(decoded.request_id, decoded.pipeline or "", decoded.error)
-            self.counters.jobs_failed += 1
-            self.publish.result(None, result, on_done)
-            return
-        request = decoded
         received_ms = (
             float(request.sent_at_ms) if request.sent_at_ms is not None else timestamp_ms(msg)
         )
@@ -233,6 +214,24 @@ class JobRunner(ConsumerLoop):
                 trial.outcome = outcome_of(stored, trial.index, reused=True)
         self.publish.event(job, "queued")
         self.trials.add(job)
+
+    # What screen() cannot turn into a request (a RejectSink). Only a producer other than the
+    # ingest (which hands off decoded requests only) could write such a record to the jobs topic.
+
+    def dead_letter(self, msg: PolledRecord, error_type: str, message: str) -> None:
+        tp, offset, headers = dead_letter_record(msg, error_type, message)
+        self.publish.produce(
+            self.settings.topics.dlq,
+            msg.value() or b"",
+            msg.key(),
+            headers,
+            on_ack=self._done(tp, offset),
+        )
+
+    def reject(self, msg: PolledRecord, tp: TP, offset: int, rejected: Rejected) -> None:
+        result = Result.failed(rejected.request_id, rejected.pipeline or "", rejected.error)
+        self.counters.jobs_failed += 1
+        self.publish.result(None, result, self._done(tp, offset))
 
     def _stored(self, job: Job) -> JobRecord:
         """What the store holds for this job id already (a crash re-delivered it)."""

@@ -20,6 +20,7 @@ PURE = [
     "rayml.delivery.offsets",
     "rayml.delivery.reorder",
     "rayml.delivery.sink",
+    "rayml.delivery.screening",
     "rayml.kafka.partitions",
     "rayml.kafka.records",
     "rayml.models.versions",
