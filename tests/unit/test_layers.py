@@ -79,3 +79,12 @@ def test_the_list_matches_the_import_linter_contract() -> None:
     ]
     assert len(pure) == 1
     assert sorted(pure[0]["source_modules"]) == sorted(PURE)
+
+
+def test_every_public_name_of_rayml_resolves() -> None:
+    import rayml
+
+    missing = [name for name in rayml.__all__ if getattr(rayml, name, None) is None]
+    assert missing == []
+    assert rayml.pipeline.inference is not None
+    assert issubclass(rayml.ResultTimeoutError, rayml.RaymlError)
