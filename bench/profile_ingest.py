@@ -59,7 +59,8 @@ STEPS = (
     "wait",
     "get",
     "submit",
-    "_commit",
+    "commit",
+    "_commit_transaction",
     "_apply_backpressure",
 )
 
