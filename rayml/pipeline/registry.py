@@ -10,19 +10,7 @@ This module holds the :class:`Registry` and :data:`default_registry`, the regist
 (:mod:`rayml.pipeline.decorators`) add to unless given ``registry=``. Within the subpackage it
 depends only on :mod:`rayml.pipeline.spec`: the decorators import it, never the other way round.
 Pipeline authors import all of this from the package, :mod:`rayml.pipeline`.
-
-Example:
-    >>> from pydantic import BaseModel
-    >>> from rayml.pipeline import Registry, inference, run_inference
-    >>> class Echo(BaseModel):
-    ...     text: str
-    >>> reg = Registry()
-    >>> @inference("demo.echo", model="echo", params=Echo, registry=reg)
-    ... def echo(model: object, batch: list[Echo]) -> list[str]:
-    ...     return [p.text.upper() for p in batch]
-    >>> batch = [reg.validate_params("demo.echo", {"text": "hi"})]
-    >>> run_inference(reg.get("demo.echo"), None, batch)
-    ['HI']
+The package docstring has a runnable example.
 """
 
 from __future__ import annotations
