@@ -129,7 +129,12 @@ class ExecutorSettings(_Section):
     poll_max_messages: int = Field(2048, ge=1, le=100_000)
     max_in_flight: int = Field(20_000, ge=1, le=10_000_000)
     commit_interval_s: float = Field(1.0, gt=0, le=600)
+    # Failures charged to a request alone before it gives up (a batch that fails its worker is
+    # split without charge: rayml.executor.isolation).
     max_attempts: int = Field(3, ge=1, le=100)
+    # Time bound of one batch on a worker (model load included): past it the worker is ended
+    # and replaced, and the batch is handled as after a worker death.
+    batch_timeout_s: float = Field(120.0, gt=0, le=86_400)
     max_request_bytes: int = Field(1_048_576, ge=256)
     drain_timeout_s: float = Field(30.0, ge=0, le=3600)
     # CPUs reserved per ModelWorker actor; fractional values pack several on one core.

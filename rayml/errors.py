@@ -62,6 +62,20 @@ class InfrastructureError(RaymlError):
     """Raised when the platform failed (actor died, broker unreachable); retry the work."""
 
 
+class BatchTimeoutError(InfrastructureError):
+    """Raised (as the cause of a retry) when a batch ran past its time bound; its worker was
+    ended and replaced."""
+
+    def __init__(self, worker_id: str, timeout_s: float, requests: int) -> None:
+        self.worker_id = worker_id
+        self.timeout_s = timeout_s
+        self.requests = requests
+        super().__init__(
+            f"a batch of {requests} requests ran past its {timeout_s:g}s time bound on "
+            f"worker {worker_id}; the worker was ended and replaced"
+        )
+
+
 class RecordError(RaymlError):
     """Raised when one request cannot succeed; it gets an error result, others go on.
 

@@ -63,9 +63,15 @@ def answer_batch(writer: ResultSink, batch: InFlight, outcome: BatchOutcome) -> 
 def answer_exhausted(writer: ResultSink, items: list[Pending], cause: BaseException) -> None:
     """An error result *and* a DLQ copy for replay; each record is done once both are written."""
     for item in items:
+        # ``failures``: the times it failed on its own (a batch it shared was split, uncharged).
         err = RetriesExhaustedError(
-            f"request failed on all {item.attempts} attempts; last error: {type(cause).__name__}",
-            {"attempts": item.attempts, "last_error": str(cause)[:500]},
+            f"request failed on its own {item.failures} times ({item.attempts} dispatches); "
+            f"last error: {type(cause).__name__}",
+            {
+                "attempts": item.attempts,
+                "failures": item.failures,
+                "last_error": str(cause)[:500],
+            },
         )
         letter = DeadLetter(
             error_type=err.type,

@@ -6,12 +6,17 @@ flight by the ingest, so backpressure pauses the partitions and the backlog stay
 
 Completions are told apart the way STYLE.md asks:
 
-* ``RayActorError`` — *infrastructure*: the worker died. The pool replaces it and the batch is
-  re-dispatched, split in halves, at the front of the queue: a request that kills its worker
-  (a segfault in a pipeline) is isolated in O(log n) attempts and cannot take its mates along.
-* ``RayTaskError`` — the worker's own code raised outside the pipeline's error handling (which
-  bisects record failures itself, see :mod:`rayml.executor.worker`): split and retried the same way.
-* Requests past ``max_attempts`` are handed back as exhausted.
+* ``RayActorError`` (and Ray's ``OutOfMemoryError``) — *infrastructure*: the worker died. The
+  pool replaces it. The batch it was running is split in halves and resent at the front of the
+  queue, uncharged; the batches queued behind it on that worker are resent whole, uncharged
+  (:mod:`rayml.executor.isolation`). A request that kills its worker (a segfault in a pipeline)
+  is isolated in O(log n) calls and is the only one charged: its batch-mates are answered.
+* A batch past its time bound (``batch_timeout_s``): the dispatcher ends the worker and replaces
+  it, and the batch is handled as after a death. A hung worker never holds a batch for ever.
+* Any other ``RayError`` (``RayTaskError``: the worker's own code raised outside the pipeline's
+  error handling, which bisects record failures itself, see :mod:`rayml.executor.worker`) —
+  split and retried the same way; it never crashes the ingest loop.
+* Requests charged ``max_attempts`` times are handed back as exhausted.
 
 Batches grow with the load: when a worker gets room, the batch at the head of the queue takes
 along the later waiting batches of its route, up to the batch size limit. An idle executor
@@ -22,6 +27,7 @@ being retried is never merged: it was split to isolate a failing request.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -31,6 +37,8 @@ from typing import Any
 
 import ray
 
+from rayml.errors import BatchTimeoutError
+from rayml.executor.isolation import after_failure
 from rayml.executor.pool import WorkerPool
 from rayml.executor.work import BatchOutcome, InFlight, Pending, Route
 from rayml.kafka.partitions import TP
@@ -46,9 +54,10 @@ class Dispatcher:
 
     Args:
         pool: The ingest's workers.
-        max_attempts: Dispatches a request may have before it is exhausted.
+        max_attempts: Failures charged to a request alone before it is exhausted.
         max_batch_size: Requests one Ray call carries at most (a pipeline's own
             ``max_batch_size`` is lower where set).
+        batch_timeout_s: How long one batch may run on a worker before the worker is ended.
         on_finished: Called with each batch that came back and its outcome.
         on_exhausted: Called with requests that failed ``max_attempts`` times and the last
             cause.
@@ -61,6 +70,7 @@ class Dispatcher:
         *,
         max_attempts: int,
         max_batch_size: int,
+        batch_timeout_s: float = 120.0,
         on_finished: Callable[[InFlight, BatchOutcome], None],
         on_exhausted: Callable[[list[Pending], BaseException], None],
         owner: str,
@@ -68,10 +78,15 @@ class Dispatcher:
         self.pool = pool
         self.max_attempts = max_attempts
         self.max_batch_size = max_batch_size
+        self.batch_timeout_s = batch_timeout_s
+        self.timeouts = 0
         self._on_finished = on_finished
         self._on_exhausted = on_exhausted
         self._owner = owner
         self.inflight: dict[Any, InFlight] = {}  # ObjectRef -> batch
+        # Each worker's batches in the order it runs them (the head is running).
+        self._by_worker: dict[str, deque[Any]] = {}
+        self._seq = itertools.count()
         self.ready: deque[tuple[Route, list[Pending]]] = deque()
         self.batches = 0
         self.redispatched = 0
@@ -88,8 +103,13 @@ class Dispatcher:
         while self.ready:
             route, items, taken = self._next_batch()
             import_path, model, version = route
+            exclusive = items[0].isolate
             sent = self.pool.try_submit(
-                f"{model}@{version}", import_path, version, [p.request.params for p in items]
+                f"{model}@{version}",
+                import_path,
+                version,
+                [p.request.params for p in items],
+                exclusive=exclusive,
             )
             if sent is None:
                 return
@@ -100,7 +120,13 @@ class Dispatcher:
             for item in items:
                 item.attempts += 1
             worker_id, ref = sent
-            self.inflight[ref] = InFlight(route, items, worker_id, time.time() * 1000.0)
+            batch = InFlight(route, items, worker_id, time.time() * 1000.0, next(self._seq))
+            batch.exclusive = exclusive
+            self.inflight[ref] = batch
+            queue = self._by_worker.setdefault(worker_id, deque())
+            queue.append(ref)
+            if len(queue) == 1:
+                batch.started = time.monotonic()
             self.batches += 1
 
     def _limit(self, items: list[Pending]) -> int:
@@ -134,26 +160,26 @@ class Dispatcher:
         if not self.inflight:
             self.pump()  # nothing to collect, but workers may have come up for queued batches
             return
+        self._end_overdue()
         refs = list(self.inflight)
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         if not ready and block_s > 0:
             ready, _ = ray.wait(refs, num_returns=1, timeout=block_s)
-        for ref in ready:
+        # In dispatch order: of a dead worker's batches, the one it was running comes first.
+        for ref in sorted(ready, key=lambda r: self.inflight[r].seq):
             batch = self.inflight.pop(ref)
+            self._left_worker(batch.worker_id, ref)
             self.pool.finished(batch.worker_id)
             try:
                 outcome: BatchOutcome = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:
-                logger.warning(
-                    "ingest=%s worker=%s died with %d requests in flight: %s",
-                    self._owner,
-                    batch.worker_id,
-                    len(batch.items),
-                    type(exc).__name__,
-                )
+            except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as exc:
+                if batch.failure is None and not batch.bystander and not batch.ambiguous:
+                    self._worker_died(batch, exc)
                 self.pool.replace(batch.worker_id)
-                self._retry(batch.route, batch.items, exc)
-            except ray.exceptions.RayTaskError as exc:
+                culprit = batch.failure is not None or not (batch.bystander or batch.ambiguous)
+                self._retry(batch, batch.failure or exc, culprit=culprit)
+            except ray.exceptions.RayError as exc:
+                # The worker's code raised outside the pipeline's own error handling.
                 logger.warning(
                     "ingest=%s batch of %d failed on worker=%s: %s",
                     self._owner,
@@ -161,22 +187,84 @@ class Dispatcher:
                     batch.worker_id,
                     exc,
                 )
-                self._retry(batch.route, batch.items, exc)
+                self._retry(batch, exc, culprit=True)
             else:
                 self._on_finished(batch, outcome)
         self.pump()
 
-    def _retry(self, route: Route, items: list[Pending], cause: BaseException) -> None:
-        retry = [item for item in items if item.attempts < self.max_attempts]
-        exhausted = [item for item in items if item.attempts >= self.max_attempts]
+    def _left_worker(self, worker_id: str, ref: Any) -> None:
+        """``ref`` is back: the next batch queued at its worker starts running now."""
+        queue = self._by_worker.get(worker_id)
+        if queue is None:
+            return
+        with contextlib.suppress(ValueError):
+            queue.remove(ref)
+        if not queue:
+            del self._by_worker[worker_id]
+            return
+        head = self.inflight.get(queue[0])
+        if head is not None and head.started is None:
+            head.started = time.monotonic()
+
+    def _worker_died(self, batch: InFlight, exc: BaseException) -> None:
+        """First news of a worker's death, through ``batch`` (already out of the queue)."""
+        others = [self.inflight[r] for r in self._by_worker.get(batch.worker_id, ())]
+        logger.warning(
+            "ingest=%s worker=%s died with %d requests in flight: %s",
+            self._owner,
+            batch.worker_id,
+            len(batch.items) + sum(len(o.items) for o in others),
+            type(exc).__name__,
+        )
+        if others and not batch.exclusive:
+            # Which batch ran is unknown (the reply of one that finished may have died with the
+            # process): none is charged, each is resent whole to a worker of its own.
+            batch.ambiguous = True
+            for other in others:
+                other.ambiguous = True
+
+    def _mark_bystanders(self, worker_id: str) -> None:
+        """The worker hung: its batches still out were queued behind the one it ran."""
+        for ref in self._by_worker.get(worker_id, ()):
+            batch = self.inflight.get(ref)
+            if batch is not None:
+                batch.bystander = True
+
+    def _end_overdue(self) -> None:
+        """End each worker whose running batch is past the time bound (one check per worker)."""
+        now = time.monotonic()
+        for worker_id, queue in list(self._by_worker.items()):
+            running = self.inflight.get(queue[0])
+            if running is None or running.started is None or running.failure is not None:
+                continue
+            if now - running.started < self.batch_timeout_s:
+                continue
+            running.failure = BatchTimeoutError(worker_id, self.batch_timeout_s, len(running.items))
+            self.timeouts += 1
+            logger.warning(
+                "ingest=%s worker=%s: %s",
+                self._owner,
+                worker_id,
+                running.failure,
+            )
+            self._mark_bystanders(worker_id)
+            running.bystander = False
+            # Its batches then come back as RayActorError and are resent from collect().
+            self.pool.replace(worker_id)
+
+    def _retry(self, batch: InFlight, cause: BaseException, *, culprit: bool) -> None:
+        parts, exhausted = after_failure(
+            batch.items, culprit=culprit, max_attempts=self.max_attempts
+        )
         if exhausted:
             self._on_exhausted(exhausted, cause)
-        if retry:
-            self.redispatched += len(retry)
-            middle = max(1, len(retry) // 2)
-            for part in (retry[middle:], retry[:middle]):
-                if part:
-                    self.ready.appendleft((route, part))
+        isolate = culprit or batch.ambiguous
+        for part in reversed(parts):
+            if isolate:
+                for item in part:
+                    item.isolate = True
+            self.redispatched += len(part)
+            self.ready.appendleft((batch.route, part))
 
     def drop(self, tps: set[TP]) -> int:
         """Forget the queued (not running) requests of partitions this ingest let go of.

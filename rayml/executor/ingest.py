@@ -92,6 +92,7 @@ class Ingest(ConsumerLoop):
         self.dispatcher = Dispatcher(
             self.pool,
             max_attempts=ex.max_attempts,
+            batch_timeout_s=ex.batch_timeout_s,
             max_batch_size=ex.max_batch_size,
             on_finished=self._answer_batch,
             on_exhausted=self._answer_exhausted,

@@ -36,6 +36,8 @@ class _Slot:
     starting: Any = None
     in_flight: int = 0
     draining: bool = False
+    # Running an isolated batch: nothing else is sent until it is back.
+    exclusive: bool = False
 
 
 class WorkerPool:
@@ -133,16 +135,23 @@ class WorkerPool:
 
     # -- work ---------------------------------------------------------------------------------
 
-    def try_submit(self, model_key: str, *args: Any) -> tuple[str, Any] | None:
+    def try_submit(
+        self, model_key: str, *args: Any, exclusive: bool = False
+    ) -> tuple[str, Any] | None:
         """Send one batch to a worker for ``model_key`` if one has room; else None.
 
         The model's preferred workers are tried first; when all of them are full the batch
         spills to any worker with room (the model then warms there too), so a hot model
-        never waits while other workers idle.
+        never waits while other workers idle. An ``exclusive`` batch goes only to a worker with
+        nothing in flight, and that worker gets nothing else until it is back.
         """
         self._check_started()
-        cap = self._settings.executor.max_batches_per_worker
-        serving = [w for w, s in self._slots.items() if not s.draining and s.starting is None]
+        cap = 1 if exclusive else self._settings.executor.max_batches_per_worker
+        serving = [
+            w
+            for w, s in self._slots.items()
+            if not s.draining and s.starting is None and not s.exclusive
+        ]
         room = [w for w in serving if self._slots[w].in_flight < cap]
         if not room:
             return None
@@ -152,6 +161,7 @@ class WorkerPool:
         worker_id = pick_worker(model_key, candidates, load, replicas=len(candidates))
         slot = self._slots[worker_id]
         slot.in_flight += 1
+        slot.exclusive = exclusive
         return worker_id, slot.handle.run_batch.remote(*args)
 
     def finished(self, worker_id: str) -> None:
@@ -159,6 +169,8 @@ class WorkerPool:
         slot = self._slots.get(worker_id)
         if slot is not None:
             slot.in_flight -= 1
+            if slot.in_flight == 0:
+                slot.exclusive = False
             self._end_if_idle(worker_id)
 
     # -- status -------------------------------------------------------------------------------

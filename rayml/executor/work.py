@@ -30,7 +30,10 @@ class Pending:
     request: Request
     spec: PipelineSpec
     received_ms: float  # the record's timestamp (producer create time), wall clock ms
-    attempts: int = 0
+    attempts: int = 0  # dispatches so far
+    failures: int = 0  # failures charged to this request alone (rayml.executor.isolation)
+    # Sent only to a worker with nothing else in flight, so that its next failure is its own.
+    isolate: bool = False
 
 
 @dataclass(slots=True)
@@ -41,6 +44,19 @@ class InFlight:
     items: list[Pending]
     worker_id: str
     dispatched_ms: float
+    seq: int = 0  # dispatch order (a worker runs its batches in this order)
+    # When it began to run: at dispatch on an idle worker, else when the batch before it on
+    # its worker came back (monotonic seconds; None while queued at the worker).
+    started: float | None = None
+    # Sent to a worker with nothing else in flight (its items were isolated).
+    exclusive: bool = False
+    # Queued behind the batch that hung its worker: resent whole and uncharged.
+    bystander: bool = False
+    # On a worker that died with other batches in flight, so which one killed it is unknown:
+    # resent whole, uncharged, isolated (its next failure, if any, is its own).
+    ambiguous: bool = False
+    # Why its worker was ended by the dispatcher (a batch past its time bound), if it was.
+    failure: BaseException | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ They use the example ``breast_cancer`` model so that the store fixture serves th
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -37,3 +38,19 @@ def slow(model: Any, batch: list[Row]) -> list[dict[str, Any]]:
 def pid(model: Any, batch: list[Row]) -> list[int]:
     """Answers with the worker process id (to find and kill a worker)."""
     return [os.getpid()] * len(batch)
+
+
+@inference("testing.killer", model="breast_cancer", params=Row)
+def killer(model: Any, batch: list[Row]) -> list[dict[str, Any]]:
+    """Ends its worker process (a segfault's stand-in) if any row starts with a negative number."""
+    if any(row.features[0] < 0 for row in batch):
+        os._exit(1)
+    return [{"n": len(row.features)} for row in batch]
+
+
+@inference("testing.hang", model="breast_cancer", params=Row)
+def hang(model: Any, batch: list[Row]) -> list[dict[str, Any]]:
+    """Never returns if any row starts with a negative number (a deadlock's stand-in)."""
+    if any(row.features[0] < 0 for row in batch):
+        threading.Event().wait()
+    return [{"n": len(row.features)} for row in batch]

@@ -30,6 +30,7 @@ PURE = [
     "rayml.executor.work",
     "rayml.executor.triage",
     "rayml.executor.answers",
+    "rayml.executor.isolation",
 ]
 
 

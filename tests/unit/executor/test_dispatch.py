@@ -19,7 +19,9 @@ class FakePool:
         self.room = room
         self.calls: list[tuple[str, list[Any]]] = []
 
-    def try_submit(self, model_key: str, import_path: str, version: str, params: list[Any]):
+    def try_submit(
+        self, model_key: str, import_path: str, version: str, params: list[Any], **_: Any
+    ):
         if self.room <= 0:
             return None
         self.room -= 1
