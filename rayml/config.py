@@ -137,8 +137,11 @@ class ExecutorSettings(_Section):
     batch_timeout_s: float = Field(120.0, gt=0, le=86_400)
     max_request_bytes: int = Field(1_048_576, ge=256)
     drain_timeout_s: float = Field(30.0, ge=0, le=3600)
-    # CPUs reserved per ModelWorker actor; fractional values pack several on one core.
-    worker_num_cpus: float = Field(1.0, ge=0, le=1024)
+    # CPUs reserved per ModelWorker actor; fractional values pack several on one core. None
+    # (the default): sized from the cluster when the executor starts, up to 1 per worker, so
+    # that `training.reserve_cpus` stay free for training tasks (rayml.executor.service
+    # .size_worker_cpus): on a 2-CPU machine two workers get 0.5 each and `rayml train` runs.
+    worker_num_cpus: float | None = Field(None, ge=0, le=1024)
     # Threads a worker's BLAS/OpenMP pools may use (single-row predicts are fastest with 1).
     worker_threads: int = Field(1, ge=1, le=1024)
     # Batches queued at one worker at most: one running, one waiting hides the Ray round trip;
@@ -192,6 +195,9 @@ class TrainingSettings(_Section):
     max_attempts: int = Field(3, ge=1, le=100)
     # Least time between two progress events of one trial (the first and the last always go).
     progress_interval_s: float = Field(1.0, ge=0, le=3600)
+    # CPUs that sizing the workers from the cluster (executor.worker_num_cpus unset) leaves
+    # free for training tasks: a pipeline's default task asks for 1.
+    reserve_cpus: float = Field(1.0, ge=0, le=1024)
 
 
 class RaySettings(_Section):

@@ -276,6 +276,7 @@ class PoolAutoscaler:
         )
         a = self.settings.autoscale
         cpus = self.settings.executor.worker_num_cpus
+        cpus = 1.0 if cpus is None else cpus
         ingests = max(1, len(self.executor.actors))
         if size > previous and a.request_resources and cpus > 0:
             ahead = min(a.max_workers, max(size, round(decision.raw)))

@@ -57,7 +57,7 @@ class WorkerPool:
         self.replaced = 0
         ex = settings.executor
         self._actor_cls = ray.remote(ModelWorker).options(
-            num_cpus=ex.worker_num_cpus,
+            num_cpus=1.0 if ex.worker_num_cpus is None else ex.worker_num_cpus,
             # The pool replaces dead workers itself; Ray restarting them too would race it.
             max_restarts=0,
             max_task_retries=0,

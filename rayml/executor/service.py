@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -111,6 +112,52 @@ def _absolute_store(settings: Settings) -> Settings:
     )
 
 
+def size_worker_cpus(cluster_cpus: float, workers: int, reserve_cpus: float) -> float:
+    """CPUs per model worker when the settings leave it open: up to 1, leaving ``reserve_cpus``
+    of the cluster to training tasks; 1 when the cluster has no CPUs yet (autoscaling from
+    zero: each worker then asks for a node's CPU). At least 0.05, in steps of 0.05.
+
+    >>> size_worker_cpus(2, 2, 1.0)   # a 2-core laptop: a training task fits beside the pool
+    0.5
+    >>> size_worker_cpus(16, 2, 1.0), size_worker_cpus(0, 4, 1.0)
+    (1.0, 1.0)
+    >>> size_worker_cpus(1, 2, 1.0)   # no room for training at all: the smallest share
+    0.05
+    """
+    if cluster_cpus <= 0 or workers <= 0:
+        return 1.0
+    share = (cluster_cpus - reserve_cpus) / workers
+    if share >= 1.0:
+        return 1.0
+    return max(0.05, math.floor(share * 20) / 20)
+
+
+def with_sized_workers(settings: Settings, cluster_cpus: float) -> Settings:
+    """``settings`` with ``executor.worker_num_cpus`` set (sized from the cluster if unset)."""
+    ex = settings.executor
+    if ex.worker_num_cpus is not None:
+        return settings
+    workers = ex.num_workers * ex.ingest_actors
+    cpus = size_worker_cpus(cluster_cpus, workers, settings.training.reserve_cpus)
+    logger.info(
+        "worker_num_cpus=%s for %d workers on %s cluster CPUs (%s kept for training; set "
+        "executor.worker_num_cpus to choose)",
+        cpus,
+        workers,
+        cluster_cpus,
+        settings.training.reserve_cpus,
+    )
+    if cluster_cpus > 0 and cluster_cpus - cpus * workers < settings.training.reserve_cpus:
+        logger.warning(
+            "the %s cluster CPUs leave no %s CPU(s) for training beside %d workers: training "
+            "tasks wait until the cluster grows",
+            cluster_cpus,
+            settings.training.reserve_cpus,
+            workers,
+        )
+    return settings.model_copy(update={"executor": ex.model_copy(update={"worker_num_cpus": cpus})})
+
+
 def ingest_placements(settings: Settings, count: int) -> list[Any]:
     """Where the ingest actors go (``executor.ingest_placement``).
 
@@ -177,6 +224,11 @@ class Executor:
                 options["include_dashboard"] = False
             ray.init(address=settings.ray.address, **options)
             self._started_ray = True
+        settings = self.settings = with_sized_workers(
+            settings, float(ray.cluster_resources().get("CPU", 0))
+        )
+        if autoscaler is not None:
+            autoscaler.settings = settings
         registry = Registry()
         names = registry.discover(settings.executor.pipeline_modules)
         if create_missing_topics:

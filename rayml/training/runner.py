@@ -39,8 +39,9 @@ are none. Inference keeps the CPUs it has. The bound keeps the number of trainin
 for CPUs small, so a burst of jobs cannot grab every CPU the moment one frees up (e.g. when the
 pool grows), and ``ctx.nthread`` equal to the task's ``num_cpus`` keeps a running task from using
 more cores than it reserved. The flip side: a node whose CPUs are all held by workers runs no
-training at all -- on a 2-CPU machine give workers fractional CPUs
-(``executor.worker_num_cpus = 0.5`` for two workers) so that a ``num_cpus=1`` task fits.
+training at all -- which is why the executor, when ``executor.worker_num_cpus`` is unset, sizes
+the workers so that ``training.reserve_cpus`` stay free (on a 2-CPU machine: 0.5 for each of two
+workers, and a ``num_cpus=1`` task fits).
 
 The runner's parts: :mod:`rayml.training.plan` (checks, the job and its result, pure),
 :mod:`rayml.training.trials` (trials as Ray tasks, retries, promotion),

@@ -372,3 +372,32 @@ def test_sweep_stores_every_trial_promotes_the_best_and_bad_jobs_are_answered(
     assert "running" in {e.state for e in seen}
     results.close()
     dlq.close()
+
+
+def test_default_settings_train_beside_the_pool_on_a_two_cpu_machine(
+    settings: Settings, ray_runtime: str
+) -> None:
+    """A newcomer's `rayml serve` then `rayml train` on a 2-core laptop, no settings: the
+    session's Ray has 2 CPUs, the pool its default 2 workers, and the job must still train
+    (with a worker holding 1 CPU each, the training task would wait for ever)."""
+    import ray
+
+    assert ray.cluster_resources().get("CPU") == 2
+    assert settings.executor.worker_num_cpus is None  # the default: sized at start
+    create_topics(settings.kafka, settings.topics)
+    executor = Executor(settings)
+    executor.start()
+    collector = ResultCollector(settings)
+    try:
+        assert executor.settings.executor.worker_num_cpus == 0.5
+        job_id = f"job-{uuid.uuid4().hex[:8]}"
+        send_requests(
+            settings, [training_request(job_id, "breast_cancer.train", {"n_estimators": 5})]
+        )
+        result = one(collector.wait_for([job_id], timeout_s=120), job_id)
+    finally:
+        executor.drain(10)
+        collector.close()
+    assert result.status == "ok", result.error
+    assert result.model is not None
+    assert result.model.name == "breast_cancer"
