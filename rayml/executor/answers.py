@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from rayml.delivery.sink import ResultSink
-from rayml.errors import RetriesExhaustedError
+from rayml.errors import DeadlineExceededError, RetriesExhaustedError
 from rayml.executor.work import BatchOutcome, InFlight, ItemError, Pending
 from rayml.protocol.dead_letters import DeadLetter
 from rayml.protocol.envelopes import ErrorInfo, ModelRef, Timings, error_info_from
@@ -58,6 +58,25 @@ def answer_batch(writer: ResultSink, batch: InFlight, outcome: BatchOutcome) -> 
                 attempts=item.attempts,
             )
     return errors, now_ms
+
+
+def answer_expired(writer: ResultSink, items: list[Pending]) -> None:
+    """``deadline_exceeded`` for requests whose deadline passed while they waited to run."""
+    for item in items:
+        err = DeadlineExceededError(
+            "the request's deadline passed before it could run",
+            {"deadline_ms": item.deadline_ms},
+        )
+        writer.answer(
+            item.tp,
+            item.offset,
+            item.request.id,
+            item.request.pipeline,
+            item.request,
+            error=error_info_from(err),
+            received_ms=item.received_ms,
+            attempts=max(1, item.attempts),
+        )
 
 
 def answer_exhausted(writer: ResultSink, items: list[Pending], cause: BaseException) -> None:

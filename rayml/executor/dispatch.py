@@ -49,6 +49,10 @@ logger = logging.getLogger(__name__)
 _MERGE_WINDOW = 1024
 
 
+def _any_deadline(items: list[Pending]) -> bool:
+    return any(p.deadline_ms is not None for p in items)
+
+
 class Dispatcher:
     """Sends micro-batches to the pool and hands finished ones back.
 
@@ -61,6 +65,8 @@ class Dispatcher:
         on_finished: Called with each batch that came back and its outcome.
         on_exhausted: Called with requests that failed ``max_attempts`` times and the last
             cause.
+        on_expired: Called with requests whose deadline passed while they waited (they are
+            not run); without it they are run anyway.
         owner: A name for log lines.
     """
 
@@ -74,6 +80,7 @@ class Dispatcher:
         on_finished: Callable[[InFlight, BatchOutcome], None],
         on_exhausted: Callable[[list[Pending], BaseException], None],
         owner: str,
+        on_expired: Callable[[list[Pending]], None] | None = None,
     ) -> None:
         self.pool = pool
         self.max_attempts = max_attempts
@@ -82,6 +89,7 @@ class Dispatcher:
         self.timeouts = 0
         self._on_finished = on_finished
         self._on_exhausted = on_exhausted
+        self._on_expired = on_expired
         self._owner = owner
         self.inflight: dict[Any, InFlight] = {}  # ObjectRef -> batch
         # Each worker's batches in the order it runs them (the head is running).
@@ -102,6 +110,18 @@ class Dispatcher:
         """Send ready batches while workers have room."""
         while self.ready:
             route, items, taken = self._next_batch()
+            deadlines = [p.deadline_ms for p in items] if _any_deadline(items) else None
+            if deadlines is not None and self._on_expired is not None:
+                now_ms = time.time() * 1000.0
+                expired = [p for p in items if p.deadline_ms is not None and p.deadline_ms < now_ms]
+                if expired:
+                    # Answered without running; the rest goes back to the head of the queue.
+                    self._take(taken)
+                    self._on_expired(expired)
+                    live = [p for p in items if p.deadline_ms is None or p.deadline_ms >= now_ms]
+                    if live:
+                        self.ready.appendleft((route, live))
+                    continue
             import_path, model, version = route
             exclusive = items[0].isolate
             sent = self.pool.try_submit(
@@ -109,14 +129,12 @@ class Dispatcher:
                 import_path,
                 version,
                 [p.request.params for p in items],
+                deadlines,
                 exclusive=exclusive,
             )
             if sent is None:
                 return
-            if len(taken) == 1:
-                self.ready.popleft()
-            else:
-                self.ready = deque(b for i, b in enumerate(self.ready) if i not in taken)
+            self._take(taken)
             for item in items:
                 item.attempts += 1
             worker_id, ref = sent
@@ -128,6 +146,13 @@ class Dispatcher:
             if len(queue) == 1:
                 batch.started = time.monotonic()
             self.batches += 1
+
+    def _take(self, taken: set[int]) -> None:
+        """Remove the queue positions a batch was formed from."""
+        if len(taken) == 1:
+            self.ready.popleft()
+        else:
+            self.ready = deque(b for i, b in enumerate(self.ready) if i not in taken)
 
     def _limit(self, items: list[Pending]) -> int:
         return min(items[0].spec.max_batch_size or self.max_batch_size, self.max_batch_size)

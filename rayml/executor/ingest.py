@@ -51,7 +51,7 @@ from rayml.delivery.transactions import (
     TransactionalOutput,
     rewind_positions,
 )
-from rayml.executor.answers import answer_batch, answer_exhausted
+from rayml.executor.answers import answer_batch, answer_exhausted, answer_expired
 from rayml.executor.batching import Backpressure, Batch, MicroBatcher
 from rayml.executor.dispatch import Dispatcher
 from rayml.executor.membership import ServingWatch
@@ -93,6 +93,7 @@ class Ingest(ConsumerLoop):
             self.pool,
             max_attempts=ex.max_attempts,
             batch_timeout_s=ex.batch_timeout_s,
+            on_expired=lambda items: answer_expired(self.writer, items),
             max_batch_size=ex.max_batch_size,
             on_finished=self._answer_batch,
             on_exhausted=self._answer_exhausted,

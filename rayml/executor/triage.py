@@ -120,4 +120,6 @@ class Triage:
             )
             return []
         pending = Pending(tp, offset, raw, request, spec, received_ms)
+        if request.deadline is not None:
+            pending.deadline_ms = request.deadline.timestamp() * 1000.0
         return self.batcher.add((spec.import_path, spec.model, version), pending, now)

@@ -34,6 +34,8 @@ class Pending:
     failures: int = 0  # failures charged to this request alone (rayml.executor.isolation)
     # Sent only to a worker with nothing else in flight, so that its next failure is its own.
     isolate: bool = False
+    # The request's deadline (wall clock ms), checked again at dispatch and by the worker.
+    deadline_ms: float | None = None
 
 
 @dataclass(slots=True)

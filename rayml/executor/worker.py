@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from rayml import logs
-from rayml.errors import ModelNotFoundError, RecordError
+from rayml.errors import DeadlineExceededError, ModelNotFoundError, RecordError
 from rayml.executor.work import BatchOutcome, ItemError
 from rayml.metrics import WorkerMetrics
 from rayml.models.cache import ModelCache
@@ -120,6 +120,7 @@ class ModelWorker:
         import_path: str,
         model_version: str | None,
         params: list[dict[str, Any]],
+        deadlines_ms: list[float | None] | None = None,
     ) -> BatchOutcome:
         """Run one micro-batch; never raises for a record failure.
 
@@ -133,6 +134,9 @@ class ModelWorker:
             import_path: The pipeline's ``module:qualname``.
             model_version: The version to use; ``None`` means the newest in the store.
             params: Each request's raw ``params``.
+            deadlines_ms: Each request's deadline (wall clock ms), if any has one: a request
+                whose deadline has passed once the model is loaded is answered
+                ``deadline_exceeded`` without running.
         """
         started = time.perf_counter()
         spec = self._spec(import_path)
@@ -156,12 +160,37 @@ class ModelWorker:
             return BatchOutcome(
                 spec.model, model_version, outputs, _ms_since(started), self.worker_id
             )
+        if deadlines_ms is not None:
+            valid, positions = self._drop_expired(valid, positions, deadlines_ms, outputs)
         if valid:
             for i, output in zip(
                 positions, self._run_bisecting(spec, loaded.model, valid), strict=True
             ):
                 outputs[i] = output
         return BatchOutcome(spec.model, loaded.version, outputs, _ms_since(started), self.worker_id)
+
+    @staticmethod
+    def _drop_expired(
+        valid: list[BaseModel],
+        positions: list[int],
+        deadlines_ms: list[float | None],
+        outputs: list[Any],
+    ) -> tuple[list[BaseModel], list[int]]:
+        now_ms = time.time() * 1000.0
+        keep_valid: list[BaseModel] = []
+        keep_positions: list[int] = []
+        for params, i in zip(valid, positions, strict=True):
+            deadline = deadlines_ms[i]
+            if deadline is not None and deadline < now_ms:
+                outputs[i] = ItemError(
+                    DeadlineExceededError.type,
+                    "the request's deadline passed before it could run",
+                    {"deadline_ms": deadline},
+                )
+            else:
+                keep_valid.append(params)
+                keep_positions.append(i)
+        return keep_valid, keep_positions
 
     def _run_bisecting(self, spec: PipelineSpec, model: Any, params: list[BaseModel]) -> list[Any]:
         try:

@@ -121,3 +121,45 @@ def test_a_batch_that_hangs_is_ended_and_its_mates_answered(
         settings, max_batch_size=BATCH, max_in_flight=5_000, max_attempts=2, batch_timeout_s=2.0
     )
     _poison_run(settings, "testing.hang", timeout_s=300)
+
+
+def test_requests_whose_deadline_passes_while_queued_are_answered_without_running(
+    settings: Settings, ray_runtime: str
+) -> None:
+    """A backlog behind a slow pipeline (0.1 s a batch of 10, one worker): requests whose
+    deadline passes while they wait are answered ``deadline_exceeded`` at dispatch; the others
+    run; every request gets exactly one answer."""
+    from datetime import UTC, datetime, timedelta
+
+    settings = slow_pipeline_settings(
+        settings, max_batch_size=10, num_workers=1, max_in_flight=2_000
+    )
+    executor = Executor(settings)
+    executor.start()
+    collector = ResultCollector(settings)
+    try:
+        rows = breast_cancer_rows(600)
+        deadline = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
+        ids = [f"d-{i}-{uuid.uuid4().hex[:6]}" for i in range(600)]
+        send_requests(
+            settings,
+            (
+                predict_request(rid, row.tolist(), pipeline="testing.slow", deadline=deadline)
+                if i >= 300
+                else predict_request(rid, row.tolist(), pipeline="testing.slow")
+                for i, (rid, row) in enumerate(zip(ids, rows, strict=True))
+            ),
+        )
+        results = collector.wait_for(ids, timeout_s=120)
+    finally:
+        executor.drain(15)
+        collector.close()
+    assert all(len(rs) == 1 for rs in results.values())
+    without = [results[i][0] for i in ids[:300]]
+    with_deadline = [results[i][0] for i in ids[300:]]
+    assert all(r.status == "ok" for r in without)
+    expired = [r for r in with_deadline if r.status == "error"]
+    print(f"\ndeadlines: {len(expired)} of 300 answered deadline_exceeded without running")
+    # 600 requests at ~100 per second: those still queued 3 s in cannot have run.
+    assert len(expired) >= 100
+    assert {r.error.type for r in expired if r.error} == {"deadline_exceeded"}

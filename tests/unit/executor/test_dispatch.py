@@ -20,7 +20,13 @@ class FakePool:
         self.calls: list[tuple[str, list[Any]]] = []
 
     def try_submit(
-        self, model_key: str, import_path: str, version: str, params: list[Any], **_: Any
+        self,
+        model_key: str,
+        import_path: str,
+        version: str,
+        params: list[Any],
+        deadlines: list[float | None] | None = None,
+        **_: Any,
     ):
         if self.room <= 0:
             return None
@@ -136,3 +142,27 @@ def test_drop_forgets_the_queued_requests_of_released_partitions() -> None:
     pool.room = 10
     d.pump()
     assert sorted(x for _, params in pool.calls for x in params) == [0, 2, 10]
+
+
+def test_requests_past_their_deadline_are_answered_without_running() -> None:
+    import time
+
+    pool = FakePool(room=1)
+    expired: list[int] = []
+    d = Dispatcher(
+        pool,  # type: ignore[arg-type]
+        max_attempts=3,
+        max_batch_size=100,
+        on_finished=lambda *_: None,
+        on_exhausted=lambda *_: None,
+        owner="test",
+        on_expired=lambda items: expired.extend(p.offset for p in items),
+    )
+    items = _items(0, 4)
+    now_ms = time.time() * 1000.0
+    items[1].deadline_ms = now_ms - 1_000  # passed while it waited
+    items[2].deadline_ms = now_ms + 60_000
+    d.enqueue(A, items)
+    assert expired == [1]
+    assert pool.calls == [("pipes:a", [0, 2, 3])]
+    assert not d.ready

@@ -174,3 +174,18 @@ def test_an_empty_batch_calls_nothing(worker: ModelWorker, tiny: ModelVersion) -
     outcome = worker.run_batch(wp.POISON, None, [])
     assert outcome.outputs == []
     assert wp.CALLS == []
+
+
+def test_a_request_past_its_deadline_is_answered_without_running(
+    worker: ModelWorker, tiny: ModelVersion
+) -> None:
+    import time
+
+    now_ms = time.time() * 1000.0
+    outcome = worker.run_batch(
+        wp.PREDICT, None, rows(0.0, 1.0, 0.9), [None, now_ms - 1.0, now_ms + 60_000]
+    )
+    assert isinstance(outcome.outputs[1], ItemError)
+    assert outcome.outputs[1].type == "deadline_exceeded"
+    assert not isinstance(outcome.outputs[0], ItemError)
+    assert not isinstance(outcome.outputs[2], ItemError)
