@@ -100,6 +100,9 @@ class ResultWriter:
         # results too large for their topic (exactly-once; see note_failed_delivery).
         self.unwritable_topics: set[str] = set()
         self.too_large: set[str] = set()
+        # Exactly-once: request ids whose reply topic refused even the small error result; the
+        # redo writes it to the result topic.
+        self.refused_small: set[str] = set()
         # Results whose reply_to write timed out, per topic (at-least-once), while the broker is
         # asked (off the loop thread) whether the topic is to blame; exactly-once asks too.
         self._checks = TopicChecks(producer, _METADATA_TIMEOUT_S)
@@ -304,7 +307,10 @@ class ResultWriter:
         if topic in (self.dlq_topic, self.jobs_topic):
             return  # nothing to change: redone as they are (at-least-once retries them too)
         if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and key is not None:
-            self.too_large.add(key.decode(errors="replace"))
+            rid = key.decode(errors="replace")
+            # First refusal: the redo sends the small error result instead; second (the topic
+            # refuses even that): the redo sends it to the result topic. No abort loop.
+            (self.refused_small if rid in self.too_large else self.too_large).add(rid)
         elif topic != self.output_topic and topic not in self.unwritable_topics:
             if err.code() in TOPIC_ERRORS:
                 self._learn_unwritable(topic, err)
@@ -376,10 +382,10 @@ class ResultWriter:
         self._checks.close()
 
     def _staged_result(self, topic: str, value: bytes, answer: _Answer) -> OutRecord:
-        if topic in self.unwritable_topics:
-            topic = self.output_topic
         if answer.request_id in self.too_large:
             value = self._too_large_result(answer, len(value), topic)
+        if topic in self.unwritable_topics or answer.request_id in self.refused_small:
+            topic = self.output_topic
         return OutRecord(topic, value, answer.request_id.encode(), None)
 
     @staticmethod
@@ -418,13 +424,19 @@ class ResultWriter:
         headers: Headers | None,
         done: Callable[[], None],
         answer: _Answer | None = None,
+        shrunk: bool = False,
     ) -> None:
+        """Produce one record; ``done`` runs once the broker has it (or it is given up).
+
+        ``shrunk``: ``value`` is already the small error result of a refused one.
+        """
+
         def delivered(err: KafkaError | None, _msg: Message | None) -> None:
             if err is None:
                 done()
                 return
             if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                if answer is not None:
+                if answer is not None and not shrunk:
                     logger.warning(
                         "ingest=%s result of %s too large for %s",
                         self._owner,
@@ -432,7 +444,30 @@ class ResultWriter:
                         topic,
                     )
                     small = self._too_large_result(answer, len(value), topic)
-                    self._produce(topic, small, key, headers, done, answer)
+                    self._produce(topic, small, key, headers, done, answer, shrunk=True)
+                elif answer is not None and topic != self.output_topic:
+                    # The reply topic refuses even the small error result (a tiny
+                    # max.message.bytes): one bounded try, then the result topic, with the reason.
+                    logger.warning(
+                        "ingest=%s %s refuses even the error result of %s; it goes to %s",
+                        self._owner,
+                        topic,
+                        answer.request_id,
+                        self.output_topic,
+                    )
+                    self._produce(self.output_topic, value, key, headers, done, answer, True)
+                elif answer is not None:
+                    # The result topic itself refuses a few hundred bytes: misconfigured. Give
+                    # up on this answer (its offset is done) rather than loop.
+                    logger.error(
+                        "ingest=%s the result topic %s refuses even the %d-byte error result of "
+                        "%s: it is not answered",
+                        self._owner,
+                        topic,
+                        len(value),
+                        answer.request_id,
+                    )
+                    done()
                 else:
                     # A dead letter or hand-off copy of a record the input topic took but this
                     # one refuses: keep its key and headers, say how large it was, drop the

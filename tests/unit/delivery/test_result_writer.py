@@ -283,3 +283,64 @@ def test_parked_results_of_partitions_let_go_of_are_forgotten() -> None:
     assert w.settle(wait_s=5.0) == 1
     assert [s["key"] for s in producer.sent[2:]] == [b"r-1"]
     w.close()
+
+
+class TopicLimitProducer(FakeProducer):
+    """A broker whose topics refuse records over their ``max.message.bytes`` at delivery."""
+
+    def __init__(self, limits: dict[str, int]) -> None:
+        super().__init__()
+        self.limits = limits
+
+    def produce(
+        self, topic: str, *, value: bytes, key: bytes | None, headers: Any, on_delivery: Any = None
+    ) -> None:
+        from confluent_kafka import KafkaError
+
+        self.sent.append({"topic": topic, "value": value, "key": key, "headers": headers})
+        if len(value) > self.limits.get(topic, 1 << 30):
+            on_delivery(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), _Delivered())
+        elif on_delivery is not None:
+            self._callbacks.append(on_delivery)
+
+
+def test_a_reply_topic_that_refuses_every_record_gets_one_try_then_the_result_topic() -> None:
+    producer = TopicLimitProducer({"replies": 10})
+    w, done = writer_on(producer)
+    request = Request(id="r-1", pipeline="p.predict", params={}, reply_to="replies")
+    w.answer_ok(("in", 0), 7, request, {"x": "y" * 1000}, model=None, timings={}, attempts=1)
+    producer.ack()
+    # The result, then its small error result, on the reply topic; then the error result on
+    # the result topic. Nothing more: no loop.
+    assert [s["topic"] for s in producer.sent] == ["replies", "replies", "out"]
+    result = decode_result(producer.sent[-1]["value"])
+    assert result.error is not None
+    assert result.error.type == "result_too_large"
+    assert "replies" in result.error.message
+    assert done == [(("in", 0), 7)]
+
+
+def test_a_result_topic_that_refuses_even_the_error_result_ends_without_a_loop() -> None:
+    producer = TopicLimitProducer({"out": 10})
+    w, done = writer_on(producer)
+    request = Request(id="r-1", pipeline="p.predict", params={})
+    w.answer_ok(("in", 0), 7, request, {"x": "y" * 1000}, model=None, timings={}, attempts=1)
+    producer.ack()
+    assert [s["topic"] for s in producer.sent] == ["out", "out"]
+    assert done == [(("in", 0), 7)]
+
+
+def test_exactly_once_redo_of_a_twice_refused_result_goes_to_the_result_topic() -> None:
+    from confluent_kafka import KafkaError
+
+    w, _producer, _done = writer()
+    err = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
+    w.note_failed_delivery("replies", b"r-1", err)  # the result: too large
+    answer = SimpleNamespace(request_id="r-1", pipeline="p", attempts=1, tenant=None)
+    first = w._staged_result("replies", b"x" * 1000, answer)  # type: ignore[arg-type]
+    assert first.topic == "replies"
+    assert decode_result(first.value).error.type == "result_too_large"  # type: ignore[union-attr]
+    w.note_failed_delivery("replies", b"r-1", err)  # even the error result: too large
+    second = w._staged_result("replies", b"x" * 1000, answer)  # type: ignore[arg-type]
+    assert second.topic == "out"
+    assert decode_result(second.value).error.type == "result_too_large"  # type: ignore[union-attr]
