@@ -39,6 +39,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from rayml.delivery.screening import dead_letter_record
+from rayml.errors import RequestTooLargeError
 from rayml.kafka.partitions import TP
 from rayml.kafka.records import Headers, PolledRecord, headers_of
 from rayml.kafka.topic_checks import TOPIC_ERRORS, TopicChecks
@@ -103,6 +104,8 @@ class ResultWriter:
         # Exactly-once: request ids whose reply topic refused even the small error result; the
         # redo writes it to the result topic.
         self.refused_small: set[str] = set()
+        # Exactly-once: request ids whose hand-off the jobs topic refused as too large.
+        self.handoffs_refused: set[str] = set()
         # Results whose reply_to write timed out, per topic (at-least-once), while the broker is
         # asked (off the loop thread) whether the topic is to blame; exactly-once asks too.
         self._checks = TopicChecks(producer, _METADATA_TIMEOUT_S)
@@ -277,19 +280,41 @@ class ResultWriter:
         Durable hand-off: once the jobs topic has it, this input record is done, so hours of
         training never hold back inference commits on the same partition.
         """
-        self.jobs_handed_off += 1
-        if self._stage is not None:
-            job = OutRecord(
-                self.jobs_topic, msg.value() or b"", request.id.encode(), headers_of(msg)
+        value = msg.value() or b""
+
+        def refused() -> None:
+            # The jobs topic refuses the request (its max.message.bytes is below the input
+            # topic's): answer it with an error rather than hand off an empty record.
+            self.answer(
+                tp,
+                offset,
+                request.id,
+                request.pipeline,
+                request,
+                error=ErrorInfo(
+                    type=RequestTooLargeError.type,
+                    message=f"the training request is {len(value)} bytes, more than the jobs "
+                    f"topic {self.jobs_topic!r} accepts",
+                    details={"size": len(value), "topic": self.jobs_topic},
+                ),
             )
+
+        if self._stage is not None:
+            if request.id in self.handoffs_refused:
+                refused()  # the redo of a refused hand-off (exactly-once)
+                return
+            self.jobs_handed_off += 1
+            job = OutRecord(self.jobs_topic, value, request.id.encode(), headers_of(msg))
             self._stage(tp, offset, [job])
             return
+        self.jobs_handed_off += 1
         self._produce(
             self.jobs_topic,
-            msg.value() or b"",
+            value,
             request.id.encode(),
             headers_of(msg),
             self._countdown(tp, offset, 1),
+            on_refused=refused,
         )
 
     # -- exactly-once: staged writes ----------------------------------------------------------
@@ -304,6 +329,9 @@ class ResultWriter:
         does). A timed-out write's topic is asked about off the loop thread, as at-least-once
         asks; if the answer comes after the redo, the redo fails once more and aborts again.
         """
+        if topic == self.jobs_topic and err.code() == KafkaError.MSG_SIZE_TOO_LARGE and key:
+            self.handoffs_refused.add(key.decode(errors="replace"))  # redone as an error answer
+            return
         if topic in (self.dlq_topic, self.jobs_topic):
             return  # nothing to change: redone as they are (at-least-once retries them too)
         if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and key is not None:
@@ -425,10 +453,13 @@ class ResultWriter:
         done: Callable[[], None],
         answer: _Answer | None = None,
         shrunk: bool = False,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         """Produce one record; ``done`` runs once the broker has it (or it is given up).
 
         ``shrunk``: ``value`` is already the small error result of a refused one.
+        ``on_refused``: what to do instead when a record that is not a result is too large for
+        its topic (by default it is written without its value).
         """
 
         def delivered(err: KafkaError | None, _msg: Message | None) -> None:
@@ -468,6 +499,8 @@ class ResultWriter:
                         answer.request_id,
                     )
                     done()
+                elif on_refused is not None:
+                    on_refused()
                 else:
                     # A dead letter or hand-off copy of a record the input topic took but this
                     # one refuses: keep its key and headers, say how large it was, drop the

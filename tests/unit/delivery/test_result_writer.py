@@ -344,3 +344,51 @@ def test_exactly_once_redo_of_a_twice_refused_result_goes_to_the_result_topic() 
     second = w._staged_result("replies", b"x" * 1000, answer)  # type: ignore[arg-type]
     assert second.topic == "out"
     assert decode_result(second.value).error.type == "result_too_large"  # type: ignore[union-attr]
+
+
+class _Record:
+    """A polled record as the hand-off reads it."""
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> None:
+        return None
+
+
+def test_a_hand_off_too_large_for_the_jobs_topic_is_answered_never_emptied() -> None:
+    producer = TopicLimitProducer({"jobs": 100})
+    w, done = writer_on(producer)
+    request = Request(id="job-1", pipeline="p.train", params={"blob": "z" * 500})
+    w.hand_off_job(_Record(request.model_dump_json().encode()), ("in", 0), 3, request)  # type: ignore[arg-type]
+    producer.ack()
+    assert [s["topic"] for s in producer.sent] == ["jobs", "out"]
+    result = decode_result(producer.sent[-1]["value"])
+    assert result.id == "job-1"
+    assert result.error is not None
+    assert result.error.type == "request_too_large"
+    assert done == [(("in", 0), 3)]
+
+
+def test_exactly_once_redoes_a_refused_hand_off_as_an_error_answer() -> None:
+    from confluent_kafka import KafkaError
+
+    staged: list[Any] = []
+    w = ResultWriter(
+        FakeProducer(),  # type: ignore[arg-type]
+        output_topic="out",
+        dlq_topic="dlq",
+        jobs_topic="jobs",
+        on_done=lambda tp, offset: None,
+        owner="test",
+        stage=lambda tp, offset, records: staged.append(records),
+    )
+    request = Request(id="job-1", pipeline="p.train", params={})
+    w.note_failed_delivery("jobs", b"job-1", KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    w.hand_off_job(_Record(b"{}"), ("in", 0), 3, request)  # type: ignore[arg-type]
+    [[record]] = staged
+    assert record.topic == "out"
+    assert decode_result(record.value).error.type == "request_too_large"  # type: ignore[union-attr]
