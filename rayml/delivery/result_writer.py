@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from rayml.delivery.recent import RecentSet
 from rayml.delivery.screening import dead_letter_record
 from rayml.errors import RequestTooLargeError
 from rayml.kafka.partitions import TP
@@ -99,13 +100,15 @@ class ResultWriter:
         self._stage = stage
         # What failed deliveries taught: reply_to topics that cannot be written (both modes),
         # results too large for their topic (exactly-once; see note_failed_delivery).
-        self.unwritable_topics: set[str] = set()
-        self.too_large: set[str] = set()
+        # Bounded and forgetful (hostile requests can name a fresh bogus topic each time; a
+        # topic created later becomes writable again).
+        self.unwritable_topics = RecentSet(_MAX_REMEMBERED, _REMEMBER_S)
+        self.too_large = RecentSet(_MAX_REMEMBERED, _REMEMBER_S)
         # Exactly-once: request ids whose reply topic refused even the small error result; the
         # redo writes it to the result topic.
-        self.refused_small: set[str] = set()
+        self.refused_small = RecentSet(_MAX_REMEMBERED, _REMEMBER_S)
         # Exactly-once: request ids whose hand-off the jobs topic refused as too large.
-        self.handoffs_refused: set[str] = set()
+        self.handoffs_refused = RecentSet(_MAX_REMEMBERED, _REMEMBER_S)
         # Results whose reply_to write timed out, per topic (at-least-once), while the broker is
         # asked (off the loop thread) whether the topic is to blame; exactly-once asks too.
         self._checks = TopicChecks(producer, _METADATA_TIMEOUT_S)
@@ -550,6 +553,10 @@ class ResultWriter:
 
 
 _METADATA_TIMEOUT_S = 5.0
+# What failed writes teach (unwritable topics, too-large results) is kept this long, at most
+# this many of each.
+_REMEMBER_S = 600.0
+_MAX_REMEMBERED = 10_000
 
 
 class _Parked(NamedTuple):

@@ -21,6 +21,7 @@ PURE = [
     "rayml.delivery.reorder",
     "rayml.delivery.sink",
     "rayml.delivery.screening",
+    "rayml.delivery.recent",
     "rayml.kafka.partitions",
     "rayml.kafka.records",
     "rayml.models.versions",
