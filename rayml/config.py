@@ -133,8 +133,9 @@ class ExecutorSettings(_Section):
     # split without charge: rayml.executor.isolation).
     max_attempts: int = Field(3, ge=1, le=100)
     # Time bound of one batch on a worker (model load included): past it the worker is ended
-    # and replaced, and the batch is handled as after a worker death.
-    batch_timeout_s: float = Field(120.0, gt=0, le=86_400)
+    # and replaced, and the batch is handled as after a worker death. A pipeline may declare
+    # its own (`@inference(..., batch_timeout_s=...)`); None: no bound.
+    batch_timeout_s: float | None = Field(300.0, gt=0, le=86_400)
     max_request_bytes: int = Field(1_048_576, ge=256)
     drain_timeout_s: float = Field(30.0, ge=0, le=3600)
     # CPUs reserved per ModelWorker actor; fractional values pack several on one core. None

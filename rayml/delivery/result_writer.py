@@ -107,6 +107,7 @@ class ResultWriter:
         # Exactly-once: request ids whose reply topic refused even the small error result; the
         # redo writes it to the result topic.
         self.refused_small = RecentSet(_MAX_REMEMBERED, _REMEMBER_S)
+        self.unanswerable = RecentSet(_MAX_REMEMBERED, _REMEMBER_S)
         # Exactly-once: request ids whose hand-off the jobs topic refused as too large.
         self.handoffs_refused = RecentSet(_MAX_REMEMBERED, _REMEMBER_S)
         # Results whose reply_to write timed out, per topic (at-least-once), while the broker is
@@ -183,7 +184,7 @@ class ResultWriter:
         key = request_id.encode()
         if self._stage is not None:
             answer = _Answer(tp, request_id, pipeline, attempts, tenant)
-            staged = [self._staged_result(topic, value, answer)]
+            staged = self._staged_results(topic, value, answer)
             if dead_letter is not None:
                 raw, letter = dead_letter
                 self.dead_letters += 1
@@ -249,7 +250,7 @@ class ResultWriter:
         answer = _Answer(tp, request.id, request.pipeline, attempts, request.tenant)
         if self._stage is not None:
             topic = self._result_topic(request.reply_to)
-            self._stage(tp, offset, [self._staged_result(topic, value, answer)])
+            self._stage(tp, offset, self._staged_results(topic, value, answer))
             return
         self._produce(
             self._result_topic(request.reply_to),
@@ -340,8 +341,14 @@ class ResultWriter:
         if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and key is not None:
             rid = key.decode(errors="replace")
             # First refusal: the redo sends the small error result instead; second (the topic
-            # refuses even that): the redo sends it to the result topic. No abort loop.
-            (self.refused_small if rid in self.too_large else self.too_large).add(rid)
+            # refuses even that): the redo sends it to the result topic; third (the result
+            # topic refuses it too): the redo writes nothing for it. No abort loop.
+            if rid in self.refused_small:
+                self.unanswerable.add(rid)
+            elif rid in self.too_large:
+                self.refused_small.add(rid)
+            else:
+                self.too_large.add(rid)
         elif topic != self.output_topic and topic not in self.unwritable_topics:
             if err.code() in TOPIC_ERRORS:
                 self._learn_unwritable(topic, err)
@@ -350,7 +357,10 @@ class ResultWriter:
 
     def _result_topic(self, reply_to: str | None) -> str:
         """Where a result goes: its ``reply_to``, unless none or one found unwritable."""
-        if not reply_to or reply_to in self.unwritable_topics:
+        if not reply_to:
+            return self.output_topic
+        if reply_to in self.unwritable_topics:
+            self.unwritable_topics.add(reply_to)  # still named by requests: keep knowing it
             return self.output_topic
         return reply_to
 
@@ -412,12 +422,22 @@ class ResultWriter:
         """Stop asking the broker about topics (parked results stay unfinished: redelivered)."""
         self._checks.close()
 
-    def _staged_result(self, topic: str, value: bytes, answer: _Answer) -> OutRecord:
+    def _staged_results(self, topic: str, value: bytes, answer: _Answer) -> list[OutRecord]:
+        """Exactly-once: the result record(s) to stage, after what failed writes taught."""
+        if answer.request_id in self.unanswerable:
+            logger.error(
+                "ingest=%s the result topic %s refuses even the error result of %s: it is not "
+                "answered",
+                self._owner,
+                self.output_topic,
+                answer.request_id,
+            )
+            return []
         if answer.request_id in self.too_large:
             value = self._too_large_result(answer, len(value), topic)
         if topic in self.unwritable_topics or answer.request_id in self.refused_small:
             topic = self.output_topic
-        return OutRecord(topic, value, answer.request_id.encode(), None)
+        return [OutRecord(topic, value, answer.request_id.encode(), None)]
 
     @staticmethod
     def _too_large_result(answer: _Answer, size: int, topic: str) -> bytes:

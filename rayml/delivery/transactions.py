@@ -135,17 +135,33 @@ class TransactionalOutput:
         for off, writes in released:
             produced.append(off)
             if self._failed is None:  # else the transaction aborts anyway: skip the writes
+                if not writes:
+                    self._open_for_offsets()
                 for record in writes:
                     self._produce(record)
+
+    def _open_for_offsets(self) -> None:
+        """An offset released without writes (an unanswerable record) needs an open
+        transaction too, to be committed with it; errors as in :meth:`_produce`."""
+        try:
+            self._begin()
+        except (_NeedsAbort, ProducerFencedError) as exc:
+            logger.warning("ingest=%s could not open a transaction: %s", self._owner, exc)
+            if self._failed is None:
+                self._failed = _as_error(exc.cause)
+
+    def _begin(self) -> None:
+        """Open the transaction if none is open (raises as ``_call`` does)."""
+        if not self._open:
+            self._call(self.producer.begin_transaction)
+            self._open = True
 
     def _produce(self, record: OutRecord) -> None:
         # Errors are not raised here (this runs inside the dispatcher's completion callbacks):
         # a fatal one marks the producer unusable, any other the transaction for abort; the
         # loop acts on either at its next commit.
         try:
-            if not self._open:
-                self._call(self.producer.begin_transaction)
-                self._open = True
+            self._begin()
             while True:
                 try:
                     self.producer.produce(

@@ -61,7 +61,8 @@ class Dispatcher:
         max_attempts: Failures charged to a request alone before it is exhausted.
         max_batch_size: Requests one Ray call carries at most (a pipeline's own
             ``max_batch_size`` is lower where set).
-        batch_timeout_s: How long one batch may run on a worker before the worker is ended.
+        batch_timeout_s: How long one batch may run on a worker before the worker is ended
+            (a pipeline's own ``batch_timeout_s`` wins; ``None``: no bound).
         on_finished: Called with each batch that came back and its outcome.
         on_exhausted: Called with requests that failed ``max_attempts`` times and the last
             cause.
@@ -76,7 +77,7 @@ class Dispatcher:
         *,
         max_attempts: int,
         max_batch_size: int,
-        batch_timeout_s: float = 120.0,
+        batch_timeout_s: float | None = 300.0,
         on_finished: Callable[[InFlight, BatchOutcome], None],
         on_exhausted: Callable[[list[Pending], BaseException], None],
         owner: str,
@@ -185,11 +186,12 @@ class Dispatcher:
         if not self.inflight:
             self.pump()  # nothing to collect, but workers may have come up for queued batches
             return
-        self._end_overdue()
         refs = list(self.inflight)
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         if not ready and block_s > 0:
             ready, _ = ray.wait(refs, num_returns=1, timeout=block_s)
+        # After the wait: a batch that finished just in time is not judged overdue.
+        self._end_overdue(set(ready))
         # In dispatch order: of a dead worker's batches, the one it was running comes first.
         for ref in sorted(ready, key=lambda r: self.inflight[r].seq):
             batch = self.inflight.pop(ref)
@@ -204,7 +206,9 @@ class Dispatcher:
                 culprit = batch.failure is not None or not (batch.bystander or batch.ambiguous)
                 self._retry(batch, batch.failure or exc, culprit=culprit)
             except ray.exceptions.RayError as exc:
-                # The worker's code raised outside the pipeline's own error handling.
+                # The worker's code raised outside the pipeline's own error handling (a model
+                # store outage, a broken import): every request of the batch is charged, so a
+                # failure that is not one request's ends in max_attempts rounds.
                 logger.warning(
                     "ingest=%s batch of %d failed on worker=%s: %s",
                     self._owner,
@@ -212,7 +216,7 @@ class Dispatcher:
                     batch.worker_id,
                     exc,
                 )
-                self._retry(batch, exc, culprit=True)
+                self._retry(batch, exc, culprit=True, charge_all=True)
             else:
                 self._on_finished(batch, outcome)
         self.pump()
@@ -255,16 +259,20 @@ class Dispatcher:
             if batch is not None:
                 batch.bystander = True
 
-    def _end_overdue(self) -> None:
-        """End each worker whose running batch is past the time bound (one check per worker)."""
+    def _end_overdue(self, back: set[Any]) -> None:
+        """End each worker whose running batch is past its time bound (one check per worker);
+        ``back``: the refs that came back in this round (not overdue, whatever their age)."""
         now = time.monotonic()
         for worker_id, queue in list(self._by_worker.items()):
+            if queue[0] in back:
+                continue
             running = self.inflight.get(queue[0])
             if running is None or running.started is None or running.failure is not None:
                 continue
-            if now - running.started < self.batch_timeout_s:
+            bound = running.items[0].spec.batch_timeout_s or self.batch_timeout_s
+            if bound is None or now - running.started < bound:
                 continue
-            running.failure = BatchTimeoutError(worker_id, self.batch_timeout_s, len(running.items))
+            running.failure = BatchTimeoutError(worker_id, bound, len(running.items))
             self.timeouts += 1
             logger.warning(
                 "ingest=%s worker=%s: %s",
@@ -277,9 +285,11 @@ class Dispatcher:
             # Its batches then come back as RayActorError and are resent from collect().
             self.pool.replace(worker_id)
 
-    def _retry(self, batch: InFlight, cause: BaseException, *, culprit: bool) -> None:
+    def _retry(
+        self, batch: InFlight, cause: BaseException, *, culprit: bool, charge_all: bool = False
+    ) -> None:
         parts, exhausted = after_failure(
-            batch.items, culprit=culprit, max_attempts=self.max_attempts
+            batch.items, culprit=culprit, max_attempts=self.max_attempts, charge_all=charge_all
         )
         if exhausted:
             self._on_exhausted(exhausted, cause)

@@ -29,7 +29,7 @@ __all__ = ["after_failure"]
 
 
 def after_failure(
-    items: list[Pending], *, culprit: bool, max_attempts: int
+    items: list[Pending], *, culprit: bool, max_attempts: int, charge_all: bool = False
 ) -> tuple[list[list[Pending]], list[Pending]]:
     """The parts to resend (in the order they should run) and the requests that give up.
 
@@ -38,6 +38,10 @@ def after_failure(
         culprit: The batch is known to have caused the failure (see the module docstring);
             otherwise it is resent whole and uncharged.
         max_attempts: Charged failures a request may have before it gives up.
+        charge_all: Charge every request of a culprit batch (a failure of the worker's code
+            outside the pipeline, which is likely not one request's): it is split and retried,
+            and gives up after ``max_attempts`` rounds instead of being split to single
+            requests first.
 
     >>> from types import SimpleNamespace
     >>> batch = [SimpleNamespace(failures=0) for _ in range(4)]
@@ -52,6 +56,15 @@ def after_failure(
         return [], []
     if not culprit:
         return [items], []
+    if charge_all:
+        for item in items:
+            item.failures += 1
+        gave_up = [i for i in items if i.failures >= max_attempts]
+        left = [i for i in items if i.failures < max_attempts]
+        if len(left) > 1:
+            middle = len(left) // 2
+            return [left[:middle], left[middle:]], gave_up
+        return ([left] if left else []), gave_up
     if len(items) > 1:
         middle = len(items) // 2
         return [items[:middle], items[middle:]], []

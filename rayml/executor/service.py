@@ -137,6 +137,12 @@ def with_sized_workers(settings: Settings, cluster_cpus: float) -> Settings:
     ex = settings.executor
     if ex.worker_num_cpus is not None:
         return settings
+    if settings.autoscale.enabled:
+        # The pool grows and the cluster with it: a share of today's CPUs would be wrong
+        # tomorrow (and would ask Ray's autoscaler for too little). One CPU per worker.
+        return settings.model_copy(
+            update={"executor": ex.model_copy(update={"worker_num_cpus": 1.0})}
+        )
     workers = ex.num_workers * ex.ingest_actors
     cpus = size_worker_cpus(cluster_cpus, workers, settings.training.reserve_cpus)
     logger.info(

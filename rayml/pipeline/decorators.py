@@ -84,6 +84,7 @@ def inference(
     params: type[BaseModel],
     batched: bool = True,
     max_batch_size: int | None = None,
+    batch_timeout_s: float | None = None,
     doc: str | None = None,
     registry: Registry | None = None,
 ) -> Callable[[F], F]:
@@ -99,6 +100,9 @@ def inference(
         params: pydantic model class validating each request's ``params``.
         batched: Whether ``fn`` takes a whole batch.
         max_batch_size: Largest batch to pass (``None``: the executor's setting).
+        batch_timeout_s: How long one batch may run on a worker, model load included, before
+            the worker is ended and replaced (``None``: ``executor.batch_timeout_s``). Give a
+            slow pipeline, or one with a large model, room for its largest batch.
         doc: Description to publish; defaults to the docstring's first paragraph.
         registry: Registry to add to (default :data:`rayml.pipeline.registry.default_registry`).
 
@@ -131,6 +135,15 @@ def inference(
         raise RegistrationError(
             f"pipeline {name!r}: max_batch_size must be an int >= 1 or None, got {max_batch_size!r}"
         )
+    if batch_timeout_s is not None and (
+        isinstance(batch_timeout_s, bool)
+        or not isinstance(batch_timeout_s, int | float)
+        or not batch_timeout_s > 0
+    ):
+        raise RegistrationError(
+            f"pipeline {name!r}: batch_timeout_s must be a number of seconds > 0 or None, "
+            f"got {batch_timeout_s!r}"
+        )
 
     def decorate(fn: F) -> F:
         sig = checked_signature(name, fn, "inference")
@@ -158,6 +171,7 @@ def inference(
             import_path=import_path_of(fn),
             batched=batched,
             max_batch_size=max_batch_size,
+            batch_timeout_s=None if batch_timeout_s is None else float(batch_timeout_s),
             doc=doc if doc is not None else first_paragraph(fn),
         )
         return _attach(fn, spec, registry)

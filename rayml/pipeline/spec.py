@@ -121,6 +121,8 @@ class PipelineSpec:
     resources: Resources = field(default_factory=Resources)
     batched: bool = True
     max_batch_size: int | None = None
+    # Time bound of one batch of this pipeline on a worker (None: the executor's setting).
+    batch_timeout_s: float | None = None
     metric: str | None = None
     mode: Literal["max", "min"] = "max"
     doc: str = ""

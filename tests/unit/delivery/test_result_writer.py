@@ -337,13 +337,15 @@ def test_exactly_once_redo_of_a_twice_refused_result_goes_to_the_result_topic() 
     err = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
     w.note_failed_delivery("replies", b"r-1", err)  # the result: too large
     answer = SimpleNamespace(request_id="r-1", pipeline="p", attempts=1, tenant=None)
-    first = w._staged_result("replies", b"x" * 1000, answer)  # type: ignore[arg-type]
+    [first] = w._staged_results("replies", b"x" * 1000, answer)  # type: ignore[arg-type]
     assert first.topic == "replies"
     assert decode_result(first.value).error.type == "result_too_large"  # type: ignore[union-attr]
     w.note_failed_delivery("replies", b"r-1", err)  # even the error result: too large
-    second = w._staged_result("replies", b"x" * 1000, answer)  # type: ignore[arg-type]
+    [second] = w._staged_results("replies", b"x" * 1000, answer)  # type: ignore[arg-type]
     assert second.topic == "out"
     assert decode_result(second.value).error.type == "result_too_large"  # type: ignore[union-attr]
+    w.note_failed_delivery("out", b"r-1", err)  # the result topic refuses it too
+    assert w._staged_results("replies", b"x" * 1000, answer) == []  # type: ignore[arg-type]
 
 
 class _Record:

@@ -423,3 +423,15 @@ def test_a_fatal_error_reported_as_a_system_error_by_flush_is_still_fatal() -> N
         txn.commit(b"meta")
     assert not txn.usable
     assert isinstance(txn.give_up(SystemError("x")), SystemError), "not a Kafka error: kept"
+
+
+def test_a_record_released_without_writes_still_commits_its_offset_in_a_transaction() -> None:
+    # An unanswerable record (the result topic refuses even its error result) is staged with
+    # no writes: its offset must still be committed, inside a transaction that was begun.
+    txn, producer, _ = output()
+    txn.track(TP, 5)
+    txn.stage(TP, 5, [])
+    assert producer.sent == []
+    assert producer.calls.count("begin") == 1
+    assert txn.commit(b"meta") == {TP: [5]}
+    assert producer.committed == [[("in", 0, 6)]]

@@ -323,3 +323,24 @@ def test_docstring_examples_run(module: Any) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_batch_timeout_s_is_a_positive_number_of_seconds_or_none() -> None:
+    from pydantic import BaseModel
+
+    from rayml.errors import RegistrationError
+    from rayml.pipeline import Registry, inference
+
+    class P(BaseModel):
+        x: float
+
+    reg = Registry()
+
+    @inference("demo.bounded", model="m", params=P, batch_timeout_s=30, registry=reg)
+    def bounded(model: object, batch: list[P]) -> list[float]:
+        return [p.x for p in batch]
+
+    assert reg.get("demo.bounded").batch_timeout_s == 30.0
+    for bad in (0, -1, True, "30"):
+        with pytest.raises(RegistrationError, match="batch_timeout_s must be"):
+            inference("demo.bad", model="m", params=P, batch_timeout_s=bad, registry=reg)  # type: ignore[arg-type]
