@@ -33,11 +33,12 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from rayml.delivery.out_records import Answer, OutRecord, Parked, Stage, too_large_result
 from rayml.delivery.recent import RecentSet
 from rayml.delivery.screening import dead_letter_record
 from rayml.errors import RequestTooLargeError
@@ -48,18 +49,6 @@ from rayml.protocol.dead_letters import DeadLetter, dead_letter_headers
 from rayml.protocol.envelopes import ErrorInfo, ModelRef, Request, Result, Timings, encode_result
 
 logger = logging.getLogger(__name__)
-
-
-class OutRecord(NamedTuple):
-    """One write owed for an input record (exactly-once: held until it may be produced)."""
-
-    topic: str
-    value: bytes
-    key: bytes | None
-    headers: Headers | None
-
-
-Stage = Callable[[TP, int, list[OutRecord]], None]
 
 
 class ResultWriter:
@@ -113,7 +102,7 @@ class ResultWriter:
         # Results whose reply_to write timed out, per topic (at-least-once), while the broker is
         # asked (off the loop thread) whether the topic is to blame; exactly-once asks too.
         self._checks = TopicChecks(producer, _METADATA_TIMEOUT_S)
-        self._parked: dict[str, list[_Parked]] = {}
+        self._parked: dict[str, list[Parked]] = {}
 
     # -- what the ingest calls ----------------------------------------------------------------
 
@@ -183,7 +172,7 @@ class ResultWriter:
         topic = self._result_topic(request.reply_to if request else None)
         key = request_id.encode()
         if self._stage is not None:
-            answer = _Answer(tp, request_id, pipeline, attempts, tenant)
+            answer = Answer(tp, request_id, pipeline, attempts, tenant)
             staged = self._staged_results(topic, value, answer)
             if dead_letter is not None:
                 raw, letter = dead_letter
@@ -197,7 +186,7 @@ class ResultWriter:
             raw, letter = dead_letter
             self.dead_letters += 1
             self._produce(self.dlq_topic, raw, key, list(dead_letter_headers(letter)), done)
-        answer = _Answer(tp, request_id, pipeline, attempts, tenant)
+        answer = Answer(tp, request_id, pipeline, attempts, tenant)
         self._produce(topic, value, key, None, done, answer)
 
     def answer_ok(
@@ -247,7 +236,7 @@ class ResultWriter:
             )
             return
         self.results_ok += 1
-        answer = _Answer(tp, request.id, request.pipeline, attempts, request.tenant)
+        answer = Answer(tp, request.id, request.pipeline, attempts, request.tenant)
         if self._stage is not None:
             topic = self._result_topic(request.reply_to)
             self._stage(tp, offset, self._staged_results(topic, value, answer))
@@ -422,7 +411,7 @@ class ResultWriter:
         """Stop asking the broker about topics (parked results stay unfinished: redelivered)."""
         self._checks.close()
 
-    def _staged_results(self, topic: str, value: bytes, answer: _Answer) -> list[OutRecord]:
+    def _staged_results(self, topic: str, value: bytes, answer: Answer) -> list[OutRecord]:
         """Exactly-once: the result record(s) to stage, after what failed writes taught."""
         if answer.request_id in self.unanswerable:
             logger.error(
@@ -434,24 +423,10 @@ class ResultWriter:
             )
             return []
         if answer.request_id in self.too_large:
-            value = self._too_large_result(answer, len(value), topic)
+            value = too_large_result(answer, len(value), topic)
         if topic in self.unwritable_topics or answer.request_id in self.refused_small:
             topic = self.output_topic
         return [OutRecord(topic, value, answer.request_id.encode(), None)]
-
-    @staticmethod
-    def _too_large_result(answer: _Answer, size: int, topic: str) -> bytes:
-        small = Result.failed(
-            answer.request_id,
-            answer.pipeline,
-            ErrorInfo(
-                type="result_too_large",
-                message=f"the result is {size} bytes, more than {topic!r} accepts",
-            ),
-            attempts=answer.attempts,
-            tenant=answer.tenant,
-        )
-        return encode_result(small)
 
     # -- producing ----------------------------------------------------------------------------
 
@@ -474,7 +449,7 @@ class ResultWriter:
         key: bytes | None,
         headers: Headers | None,
         done: Callable[[], None],
-        answer: _Answer | None = None,
+        answer: Answer | None = None,
         shrunk: bool = False,
         on_refused: Callable[[], None] | None = None,
     ) -> None:
@@ -497,7 +472,7 @@ class ResultWriter:
                         answer.request_id,
                         topic,
                     )
-                    small = self._too_large_result(answer, len(value), topic)
+                    small = too_large_result(answer, len(value), topic)
                     self._produce(topic, small, key, headers, done, answer, shrunk=True)
                 elif answer is not None and topic != self.output_topic:
                     # The reply topic refuses even the small error result (a tiny
@@ -545,7 +520,7 @@ class ResultWriter:
                     self._produce(self.output_topic, value, key, headers, done, answer)
                 else:  # a timeout: the topic may be missing or the broker away; ask (settle)
                     self._parked.setdefault(topic, []).append(
-                        _Parked(value, key, headers, done, answer, err)
+                        Parked(value, key, headers, done, answer, err)
                     )
                     self._checks.ask(topic)
             else:
@@ -577,24 +552,3 @@ _METADATA_TIMEOUT_S = 5.0
 # this many of each.
 _REMEMBER_S = 600.0
 _MAX_REMEMBERED = 10_000
-
-
-class _Parked(NamedTuple):
-    """A result whose reply_to write failed, waiting for the broker's word on the topic."""
-
-    value: bytes
-    key: bytes | None
-    headers: Headers | None
-    done: Callable[[], None]
-    answer: _Answer
-    err: KafkaError
-
-
-class _Answer(NamedTuple):
-    """What a failed result delivery needs to answer again (the envelope's identity)."""
-
-    tp: TP
-    request_id: str
-    pipeline: str
-    attempts: int
-    tenant: str | None

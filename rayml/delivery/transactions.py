@@ -38,8 +38,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from rayml.delivery.out_records import OutRecord
 from rayml.delivery.reorder import ReorderBuffer
-from rayml.delivery.result_writer import OutRecord
 from rayml.errors import InfrastructureError
 from rayml.kafka.partitions import TP
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from rayml.delivery.result_writer import OutRecord, ResultWriter
+from rayml.delivery.out_records import OutRecord
+from rayml.delivery.result_writer import ResultWriter
 from rayml.delivery.transactions import (
     ProducerFencedError,
     TransactionAbortedError,
