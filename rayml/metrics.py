@@ -352,10 +352,11 @@ class JobMetrics:
         )
         self._seen: dict[str, int] = {}
 
-    def flush(self, totals: Mapping[str, int], now: float, force: bool = False) -> None:
-        """Add what each running total (succeeded, failed, reused) grew, once per interval."""
-        if now < self._next and not force:
-            return
+    def due(self, now: float) -> bool:
+        return now >= self._next
+
+    def flush(self, totals: Mapping[str, int], now: float) -> None:
+        """Add what each running total (succeeded, failed, reused) grew since the last flush."""
         self._next = now + self.interval_s
         self._seen = _inc_by_delta(self.jobs, dict(totals), self._seen)
 

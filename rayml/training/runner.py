@@ -159,9 +159,15 @@ class JobRunner(ConsumerLoop):
         self.producer.poll(0)
         if self.commit_due(self.settings.executor.commit_interval_s):
             self.commit()
-        c = self.counters
-        totals = {"succeeded": c.jobs_succeeded, "failed": c.jobs_failed, "reused": c.jobs_reused}
-        self.metrics.flush(totals, time.monotonic())
+        now = time.monotonic()
+        if self.metrics.due(now):
+            c = self.counters
+            totals = {
+                "succeeded": c.jobs_succeeded,
+                "failed": c.jobs_failed,
+                "reused": c.jobs_reused,
+            }
+            self.metrics.flush(totals, now)
 
     def _accept(self, msg: Message, tp: TP, offset: int) -> None:
         raw = msg.value() or b""
