@@ -68,7 +68,26 @@ def _committed_to_end(settings: Settings, timeout_s: float = 30.0) -> bool:
         probe.close()
 
 
-def _poison_run(settings: Settings, pipeline: str, timeout_s: float) -> None:
+def _table_row(
+    kind: str, sent: int, ok: int, innocent: int, poison: str, took: float, end: bool
+) -> None:
+    """One row of the poison table in docs/architecture.md ("Poison, hangs and bounds")."""
+    print(
+        f"\nPOISON-TABLE | {kind} | {sent} | {ok}/{innocent} | {poison} | {took:.1f} s | "
+        f"{'yes' if end else 'no'} |"
+    )
+
+
+def _poison_run(
+    settings: Settings,
+    pipeline: str,
+    timeout_s: float,
+    *,
+    kind: str,
+    error_type: str,
+    worker_dies: bool,
+    exception: str | None = None,
+) -> None:
     executor = Executor(settings)
     executor.start()
     collector = ResultCollector(settings)
@@ -89,19 +108,24 @@ def _poison_run(settings: Settings, pipeline: str, timeout_s: float) -> None:
     replaced = sum(s["workers_replaced"] for s in status)
     max_attempts = settings.executor.max_attempts
     [poison] = results[poison_id]
-    print(
-        f"\n{pipeline}: {INNOCENT} innocent + 1 poison answered in {took:.1f}s; "
-        f"poison -> {poison.error.type if poison.error else poison.status}; "
-        f"workers replaced {replaced}; committed to the end: {committed}"
-    )
-    assert all(len(rs) == 1 and rs[0].status == "ok" for rs in innocent)
+    ok = sum(len(rs) == 1 and rs[0].status == "ok" for rs in innocent)
+    answer = poison.error.type if poison.error else poison.status
+    _table_row(kind, INNOCENT + 1, ok, INNOCENT, answer, took, committed)
+    print(f"{pipeline}: workers replaced {replaced}")
+    assert ok == INNOCENT
     assert poison.status == "error"
     assert poison.error is not None
-    assert poison.error.type == "retries_exhausted"
-    assert poison.error.details["failures"] == max_attempts
+    assert poison.error.type == error_type
+    if exception is not None:
+        assert poison.error.details["exception"] == exception
     assert all(len(rs) == 1 and rs[0].status == "ok" for rs in later.values())
-    # One replacement per call that held the poison: log2(batch) halvings, then its retries.
-    assert 1 <= replaced <= 1 + math.ceil(math.log2(BATCH)) + max_attempts
+    if worker_dies:
+        assert poison.error.details["failures"] == max_attempts
+        # One replacement per call that held the poison: log2(batch) halvings, then retries.
+        assert 1 <= replaced <= 1 + math.ceil(math.log2(BATCH)) + max_attempts
+    else:
+        # The worker bisects a raising batch itself: no worker is lost.
+        assert replaced == 0
     assert committed
 
 
@@ -111,7 +135,14 @@ def test_a_request_that_kills_its_worker_spares_its_batch_mates(
     settings = slow_pipeline_settings(
         settings, max_batch_size=BATCH, max_in_flight=5_000, max_attempts=2
     )
-    _poison_run(settings, "testing.killer", timeout_s=240)
+    _poison_run(
+        settings,
+        "testing.killer",
+        timeout_s=240,
+        kind="kill (the pipeline ends its process)",
+        error_type="retries_exhausted",
+        worker_dies=True,
+    )
 
 
 def test_a_batch_that_hangs_is_ended_and_its_mates_answered(
@@ -120,7 +151,48 @@ def test_a_batch_that_hangs_is_ended_and_its_mates_answered(
     settings = slow_pipeline_settings(
         settings, max_batch_size=BATCH, max_in_flight=5_000, max_attempts=2, batch_timeout_s=2.0
     )
-    _poison_run(settings, "testing.hang", timeout_s=300)
+    _poison_run(
+        settings,
+        "testing.hang",
+        timeout_s=300,
+        kind="hang (batch_timeout_s=2)",
+        error_type="retries_exhausted",
+        worker_dies=True,
+    )
+
+
+def test_a_request_whose_pipeline_raises_is_answered_alone(
+    settings: Settings, ray_runtime: str
+) -> None:
+    settings = slow_pipeline_settings(settings, max_batch_size=BATCH, max_in_flight=5_000)
+    _poison_run(
+        settings,
+        "testing.poison",
+        timeout_s=240,
+        kind="raise (ValueError)",
+        error_type="pipeline_failed",
+        worker_dies=False,
+        exception="ValueError",
+    )
+
+
+def test_a_request_whose_pipeline_runs_out_of_memory_is_answered_alone(
+    settings: Settings, ray_runtime: str
+) -> None:
+    """A runaway allocation (16 GiB under an address-space limit) is refused with MemoryError:
+    the pipeline's failure, answered for the poison alone. (A worker the OS or Ray's memory
+    monitor kills instead is a worker death: the "kill" row, and dispatch's unit tests for
+    ``OutOfMemoryError``.)"""
+    settings = slow_pipeline_settings(settings, max_batch_size=BATCH, max_in_flight=5_000)
+    _poison_run(
+        settings,
+        "testing.hog",
+        timeout_s=240,
+        kind="memory (a 16 GiB allocation refused)",
+        error_type="pipeline_failed",
+        worker_dies=False,
+        exception="MemoryError",
+    )
 
 
 def test_requests_whose_deadline_passes_while_queued_are_answered_without_running(
@@ -163,3 +235,80 @@ def test_requests_whose_deadline_passes_while_queued_are_answered_without_runnin
     # 600 requests at ~100 per second: those still queued 3 s in cannot have run.
     assert len(expired) >= 100
     assert {r.error.type for r in expired if r.error} == {"deadline_exceeded"}
+
+
+def _refusing_topic(settings: Settings) -> str:
+    """A topic whose ``max.message.bytes`` (100) refuses every result, even an error's."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    name = f"{settings.topics.output}.tiny"
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    [future] = admin.create_topics(
+        [NewTopic(name, 1, 1, config={"max.message.bytes": "100"})]
+    ).values()
+    future.result(30)
+    return name
+
+
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
+@pytest.mark.parametrize("poison", ["refusing reply topic", "bogus reply_to x100"])
+def test_reply_topics_that_cannot_be_written_end_on_the_result_topic(
+    settings: Settings, ray_runtime: str, delivery: str, poison: str
+) -> None:
+    """``reply_to`` names a topic that refuses every record, or one of 100 topics that do not
+    exist: each such request is answered once on the result topic (a refused result as
+    ``result_too_large``, an unwritable topic's result as it is), every other request is
+    answered ``ok`` once, nothing loops, and every partition is committed to its end."""
+    settings = slow_pipeline_settings(settings, max_batch_size=BATCH, max_in_flight=5_000)
+    settings = settings.model_copy(
+        update={"executor": settings.executor.model_copy(update={"delivery": delivery})}
+    )
+    if poison == "refusing reply topic":
+        tiny = _refusing_topic(settings)
+        targets = [tiny] * 20
+    else:
+        targets = [f"{settings.topics.output}.nope-{i}" for i in range(100)]
+    executor = Executor(settings)
+    executor.start()
+    collector = ResultCollector(settings, isolation_level="read_committed")
+    started = time.monotonic()
+    try:
+        rows = breast_cancer_rows(INNOCENT)
+        ids = [f"r-{i}-{uuid.uuid4().hex[:6]}" for i in range(INNOCENT)]
+        requests = [
+            predict_request(rid, row.tolist(), pipeline="testing.slow")
+            for rid, row in zip(ids, rows, strict=True)
+        ]
+        bad_ids = [f"bad-{i}-{uuid.uuid4().hex[:6]}" for i in range(len(targets))]
+        step = INNOCENT // len(targets)
+        for i, (rid, topic) in enumerate(zip(bad_ids, targets, strict=True)):
+            bad = predict_request(rid, [1.0] * 30, pipeline="testing.slow", reply_to=topic)
+            requests.insert(i * (step + 1), bad)
+        send_requests(settings, requests)
+        results = collector.wait_for([*ids, *bad_ids], timeout_s=240)
+        took = time.monotonic() - started
+        collector.poll_until_quiet(1.0)
+        committed = _committed_to_end(settings)
+        status = executor.status()
+    finally:
+        executor.drain(15)
+        collector.close()
+    ok = sum(len(results[i]) == 1 and results[i][0].status == "ok" for i in ids)
+    answers = {
+        (r[0].error.type if r[0].error else r[0].status) for r in (results[i] for i in bad_ids)
+    }
+    _table_row(
+        f"{poison} ({delivery})",
+        len(requests),
+        ok,
+        INNOCENT,
+        "/".join(sorted(answers)),
+        took,
+        committed,
+    )
+    if delivery == "exactly_once":
+        print(f"aborted transactions: {sum(s['transaction_aborts'] for s in status)}")
+    assert ok == INNOCENT
+    assert all(len(results[i]) == 1 for i in bad_ids)
+    assert answers == ({"result_too_large"} if poison == "refusing reply topic" else {"ok"})
+    assert committed

@@ -6,6 +6,7 @@ They use the example ``breast_cancer`` model so that the store fixture serves th
 from __future__ import annotations
 
 import os
+import resource
 import threading
 import time
 from typing import Any
@@ -54,3 +55,24 @@ def hang(model: Any, batch: list[Row]) -> list[dict[str, Any]]:
     if any(row.features[0] < 0 for row in batch):
         threading.Event().wait()
     return [{"n": len(row.features)} for row in batch]
+
+
+def _address_space_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@inference("testing.hog", model="breast_cancer", params=Row)
+def hog(model: Any, batch: list[Row]) -> list[dict[str, Any]]:
+    """Asks for 16 GiB at once if any row starts with a negative number, under an address-space
+    limit of what the process holds plus 512 MiB (a runaway allocation's stand-in): the
+    allocation is refused with ``MemoryError`` and the machine's memory is never at risk."""
+    if any(row.features[0] < 0 for row in batch):
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (_address_space_bytes() + 512 * 1024**2, hard))
+        try:
+            bytearray(16 * 1024**3)
+        finally:
+            resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    return [{"n": len(row.features)} for row in batch]
+
