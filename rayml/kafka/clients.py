@@ -34,10 +34,14 @@ def producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
     """An idempotent producer (``acks=all``, no reordering or duplicates on retry).
 
     Batching settings favour throughput at a few milliseconds of latency: results are produced
-    in bursts, one per finished micro-batch.
+    in bursts, one per finished micro-batch. ``allow.auto.create.topics`` is off (librdkafka's
+    producer default is on): rayml writes only to topics that exist, so a request's
+    ``reply_to`` can never have the broker create a topic, whatever its
+    ``auto.create.topics.enable``.
     """
     conf = {
         **_base(kafka),
+        "allow.auto.create.topics": False,
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 2,
@@ -64,6 +68,7 @@ def transactional_producer(
     """
     conf = {
         **_base(kafka),
+        "allow.auto.create.topics": False,  # as producer() says
         "transactional.id": transactional_id,
         "transaction.timeout.ms": int(timeout_s * 1000),
         "enable.idempotence": True,

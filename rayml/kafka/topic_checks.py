@@ -62,6 +62,41 @@ def unwritable_topics(client: Any, topics: list[str], timeout_s: float) -> list[
     return verdicts
 
 
+#: Above this many names in one question, one listing of every topic is cheaper.
+PER_TOPIC_LIMIT = 4
+
+
+def topic_verdicts(client: Any, topics: list[str], timeout_s: float) -> dict[str, str | None]:
+    """Why each of ``topics`` cannot be written (None: the broker has it), asked in one go.
+
+    Up to :data:`PER_TOPIC_LIMIT` names are asked one metadata request each; more, with one
+    listing of every topic (a flood of fresh names costs one request). Topics the broker did not
+    answer about (it is away) are left out of the answer: nothing is decided for them.
+    """
+    if len(topics) <= PER_TOPIC_LIMIT:
+        verdicts: dict[str, str | None] = {}
+        for topic in topics:
+            try:
+                meta = client.list_topics(topic, timeout=timeout_s)
+            except Exception:  # KafkaException: the broker is away; asking the rest would wait
+                return verdicts
+            verdicts[topic] = _verdict(meta.topics.get(topic))
+        return verdicts
+    try:
+        meta = client.list_topics(timeout=timeout_s)
+    except Exception:  # KafkaException: the broker is away; nothing is decided
+        return {}
+    return {topic: _verdict(meta.topics.get(topic)) for topic in topics}
+
+
+def _verdict(found: Any) -> str | None:
+    if found is None:
+        return "the broker has no such topic"
+    if found.error is not None and found.error.code() in TOPIC_ERRORS:
+        return str(found.error)
+    return None
+
+
 class TopicChecks:
     """Questions to the broker about topics, answered in rounds on a background thread.
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from rayml.kafka.topic_checks import TopicChecks, unwritable_topics
+from rayml.kafka.topic_checks import TopicChecks, topic_verdicts, unwritable_topics
 
 
 class Metadata:
@@ -77,3 +77,39 @@ def test_a_round_that_raises_is_still_answered() -> None:
     checks = TopicChecks(Broken(), timeout_s=1.0)
     checks.ask("x")
     assert checks.answered(wait_s=5.0) == [("x", None)]
+
+
+class Listing(Metadata):
+    """``list_topics`` with or without a topic: the listing of all topics counts as one ask."""
+
+    def list_topics(self, topic: str | None = None, timeout: float = 1.0) -> Any:
+        if topic is not None:
+            return super().list_topics(topic, timeout)
+        self.asked.append("*")
+        if self.away:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+        return SimpleNamespace(topics={t: SimpleNamespace(error=None) for t in self.known})
+
+
+def test_topic_verdicts_ask_a_few_names_one_by_one() -> None:
+    broker = Listing(known={"a"})
+    assert topic_verdicts(broker, ["a", "b"], timeout_s=1.0) == {
+        "a": None,
+        "b": "the broker has no such topic",
+    }
+    assert broker.asked == ["a", "b"]
+
+
+def test_topic_verdicts_list_every_topic_once_for_a_flood_of_names() -> None:
+    broker = Listing(known={"a"})
+    names = ["a", *(f"bogus-{i}" for i in range(100))]
+    verdicts = topic_verdicts(broker, names, timeout_s=1.0)
+    assert broker.asked == ["*"]
+    assert verdicts["a"] is None
+    assert sum(v is not None for v in verdicts.values()) == 100
+
+
+def test_topic_verdicts_decide_nothing_when_the_broker_is_away() -> None:
+    assert topic_verdicts(Listing(known={"a"}, away=True), ["a"], timeout_s=1.0) == {}
+    names = [f"t-{i}" for i in range(10)]
+    assert topic_verdicts(Listing(known=set(), away=True), names, timeout_s=1.0) == {}
