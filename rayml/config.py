@@ -128,6 +128,12 @@ class ExecutorSettings(_Section):
     max_batch_wait_ms: float = Field(5.0, ge=0, le=60_000)
     poll_max_messages: int = Field(2048, ge=1, le=100_000)
     max_in_flight: int = Field(20_000, ge=1, le=10_000_000)
+    # Bytes of record values the ingest holds at once (from poll until the offset is done),
+    # beside the record count above: over either it pauses its partitions and resumes once both
+    # are down to half. Each poll takes what fits at the average record size seen, so records of
+    # similar sizes stay within it; a record larger than the whole budget still runs, alone.
+    # The ingest actor reserves Ray memory from it (rayml.executor.service.ingest_memory_bytes).
+    max_in_flight_bytes: int = Field(256 * 1024**2, ge=1024, le=1 << 40)
     commit_interval_s: float = Field(1.0, gt=0, le=600)
     # Failures charged to a request alone before it gives up (a batch that fails its worker is
     # split without charge: rayml.executor.isolation).
@@ -137,6 +143,14 @@ class ExecutorSettings(_Section):
     # its own (`@inference(..., batch_timeout_s=...)`); None: no bound.
     batch_timeout_s: float | None = Field(300.0, gt=0, le=86_400)
     max_request_bytes: int = Field(1_048_576, ge=256)
+    # A destination topic whose writes fail (deleted, its ACL removed, a broker away beyond
+    # librdkafka's own retries) is *failing*: its writes wait, uncommitted, while one of them
+    # probes it after write_retry_initial_s, doubling up to write_retry_max_s, with jitter
+    # (rayml.delivery.retries). It is logged when it starts failing, then at most once per
+    # write_failure_log_interval_s, and when it works again; `rayml status` lists it.
+    write_retry_initial_s: float = Field(0.1, gt=0, le=60)
+    write_retry_max_s: float = Field(30.0, gt=0, le=3600)
+    write_failure_log_interval_s: float = Field(30.0, gt=0, le=3600)
     drain_timeout_s: float = Field(30.0, ge=0, le=3600)
     # CPUs reserved per ModelWorker actor; fractional values pack several on one core. None
     # (the default): sized from the cluster when the executor starts, up to 1 per worker, so
@@ -199,6 +213,15 @@ class TrainingSettings(_Section):
     # CPUs that sizing the workers from the cluster (executor.worker_num_cpus unset) leaves
     # free for training tasks: a pipeline's default task asks for 1.
     reserve_cpus: float = Field(1.0, ge=0, le=1024)
+    # Time bound of one trial, counted from when its task starts running (not from launch: a
+    # task waiting for CPUs is not charged). Past it the task is cancelled (its worker process
+    # ended) and the trial fails with `trial_timeout`, a record failure, not retried. A
+    # pipeline may declare its own (`@training(..., timeout_s=...)`); None: no bound.
+    trial_timeout_s: float | None = Field(3600.0, gt=0, le=30 * 86_400)
+    # A trial's task that has not started this long after its launch (Ray is holding it until
+    # a node has its resources) gets a `queued` event saying what it waits for, repeated at
+    # this interval while it waits; the cluster's resources are read at most once per interval.
+    waiting_notice_s: float = Field(5.0, gt=0, le=3600)
 
 
 class RaySettings(_Section):

@@ -16,6 +16,11 @@ Ray exports them from each node's metrics agent (``ray[default]``) with a ``ray_
                                                polled (cached high watermark - position) plus
                                                polled and unfinished
 ``ray_rayml_in_flight``                        records polled and not finished
+``ray_rayml_in_flight_bytes``                  what their values weigh (the byte budget's use)
+``ray_rayml_failed_deliveries_total{topic,     writes the broker (or librdkafka) refused, by
+error}``                                       topic and error name (e.g. ``_UNKNOWN_PARTITION``,
+                                               ``TOPIC_AUTHORIZATION_FAILED``); at most 100
+                                               topics by name, the rest as ``_other``
 ``ray_rayml_pool_size``                        serving workers of the ingest
 ``ray_rayml_batches_queued``                   formed batches waiting for a worker
 ``ray_rayml_paused``                           1 while backpressure pauses the partitions
@@ -215,6 +220,18 @@ class IngestMetrics:
         self.in_flight = _gauge(
             "rayml_in_flight", "Records polled and not finished.", ("ingest",), tag
         )
+        self.in_flight_bytes = _gauge(
+            "rayml_in_flight_bytes",
+            "Bytes of the record values polled and not finished.",
+            ("ingest",),
+            tag,
+        )
+        self.failed_deliveries = _counter(
+            "rayml_failed_deliveries",
+            "Writes that failed (retried with backoff), by destination topic and error.",
+            ("ingest", "topic", "error"),
+            tag,
+        )
         self.pool_size = _gauge(
             "rayml_pool_size", "Serving workers of the ingest.", ("ingest",), tag
         )
@@ -230,6 +247,7 @@ class IngestMetrics:
         self._compute: dict[str, _Reservoir] = defaultdict(lambda: _Reservoir(SAMPLES_PER_FLUSH))
         self._sizes: dict[str, _Reservoir] = defaultdict(lambda: _Reservoir(SAMPLES_PER_FLUSH))
         self._written: dict[str, int] = {}
+        self._failed: dict[tuple[str, str], int] = {}
         self._lag_tags: set[str] = set()
 
     def batch_finished(
@@ -265,6 +283,8 @@ class IngestMetrics:
         batches_queued: int,
         paused: bool,
         lags: Mapping[str, int],
+        in_flight_bytes: int = 0,
+        failed_deliveries: Mapping[tuple[str, str], int] | None = None,
     ) -> None:
         """Send the aggregates and the gauges.
 
@@ -276,6 +296,8 @@ class IngestMetrics:
             batches_queued: formed batches waiting for a worker.
             paused: whether backpressure pauses the partitions.
             lags: records behind per assigned partition name (``topic[p]``).
+            in_flight_bytes: what the values of the records in flight weigh.
+            failed_deliveries: running totals of failed writes by (topic, error name).
         """
         self._next = time.monotonic() + self.interval_s
         for (pipeline, status), n in self._counts.items():
@@ -291,6 +313,12 @@ class IngestMetrics:
                     recorder.observe(value, {"pipeline": pipeline})
         self._written = _inc_by_delta(self.results, dict(written), self._written)
         self.in_flight.set(in_flight)
+        self.in_flight_bytes.set(in_flight_bytes)
+        for (topic, error), total in (failed_deliveries or {}).items():
+            delta = total - self._failed.get((topic, error), 0)
+            if delta > 0:
+                self.failed_deliveries.inc(delta, {"topic": topic, "error": error})
+                self._failed[(topic, error)] = total
         self.pool_size.set(pool_size)
         self.batches_queued.set(batches_queued)
         self.paused.set(1 if paused else 0)

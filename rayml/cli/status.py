@@ -3,16 +3,20 @@
 Lag comes from the broker alone (committed offsets of the executor's group against the end
 offsets of the input topic), so it is true even when no executor runs — which is exactly when
 it matters. In-flight work, pool sizes, throughput and loaded models come from the executors'
-ingest actors, found by name on the Ray cluster.
+ingest actors, and training (jobs and trials in flight, trials waiting for resources and what
+they wait for, trials past their time bound) from the job runner actors, both found by name on
+the Ray cluster.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from rayml.executor.service import INGEST_ACTOR_PREFIX
 from rayml.kafka.lag import PartitionLag
+from rayml.training.runner import RUNNER_ACTOR_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +27,17 @@ def executor_status(
     """Status of every ingest actor on the Ray cluster at ``ray_address``.
 
     Connects as a short-lived driver; returns [] when no executor runs there.
+    """
+    return cluster_status(ray_address, namespace, timeout_s)[0]
+
+
+def cluster_status(
+    ray_address: str | None, namespace: str, timeout_s: float = 10.0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Status of every ingest actor and every job runner on the Ray cluster at ``ray_address``.
+
+    Connects as a short-lived driver (unless this process is connected already); returns
+    ``([], [])`` when no executor runs there.
     """
     import ray
 
@@ -35,23 +50,30 @@ def executor_status(
             log_to_driver=False,
         )
     try:
-        names = [
+        names = sorted(
             a["name"]
             for a in ray.util.list_named_actors(all_namespaces=True)
-            if a["name"].startswith(INGEST_ACTOR_PREFIX) and a["namespace"] == namespace
-        ]
-        handles = [ray.get_actor(name, namespace=namespace) for name in sorted(names)]
+            if a["namespace"] == namespace
+        )
+        ingests = [n for n in names if n.startswith(INGEST_ACTOR_PREFIX)]
+        runners = [n for n in names if n.startswith(RUNNER_ACTOR_PREFIX)]
+        handles = [ray.get_actor(name, namespace=namespace) for name in ingests + runners]
         statuses: list[dict[str, Any]] = ray.get(
             [h.status.remote() for h in handles], timeout=timeout_s
         )
-        return statuses
+        return statuses[: len(ingests)], statuses[len(ingests) :]
     finally:
         if started_here:
             ray.shutdown()
 
 
-def summarize(lags: list[PartitionLag], ingests: list[dict[str, Any]]) -> dict[str, Any]:
-    """One JSON-ready summary: lag per partition and in total, and executor figures."""
+def summarize(
+    lags: list[PartitionLag],
+    ingests: list[dict[str, Any]],
+    runners: list[dict[str, Any]] | None = None,
+    now_ms: float | None = None,
+) -> dict[str, Any]:
+    """One JSON-ready summary: lag per partition and in total, executor and training figures."""
     answered = sum(s.get("results_ok", 0) + s.get("results_error", 0) for s in ingests)
     uptime = max((s.get("uptime_s", 0.0) for s in ingests), default=0.0)
     models = sorted({m for s in ingests for w in s.get("workers", []) for m in w.get("models", [])})
@@ -69,6 +91,121 @@ def summarize(lags: list[PartitionLag], ingests: list[dict[str, Any]]) -> dict[s
             "dead_letters": sum(s.get("dead_letters", 0) for s in ingests),
             "paused": any(s.get("paused", False) for s in ingests),
             "models_loaded": models,
+            **delivery_summary(ingests),
         },
         "ingests": ingests,
+        "training": training_summary(runners or [], now_ms),
     }
+
+
+def training_summary(runners: list[dict[str, Any]], now_ms: float | None = None) -> dict[str, Any]:
+    """The job runners' figures, and every trial waiting for resources with its reason.
+
+    Example:
+        >>> waiting = {"job_id": "j1", "pipeline": "iris.train", "trial": 0, "attempt": 1,
+        ...            "since_ms": 1_000, "reason": "waiting for resources: ..."}
+        >>> summary = training_summary([{"runner_id": "ex-1-j0", "jobs_in_flight": 1,
+        ...     "trials_running": 1, "waiting_for_resources": [waiting]}], now_ms=13_000)
+        >>> summary["waiting_for_resources"][0]["waiting_s"], summary["trials_running"]
+        (12.0, 1)
+    """
+    now = time.time() * 1000 if now_ms is None else now_ms
+    waiting = [
+        {
+            **entry,
+            "runner_id": r.get("runner_id"),
+            "waiting_s": round(max(0.0, now - entry.get("since_ms", now)) / 1000, 1),
+        }
+        for r in runners
+        for entry in r.get("waiting_for_resources", [])
+    ]
+    return {
+        "job_runners": len(runners),
+        "jobs_in_flight": sum(r.get("jobs_in_flight", 0) for r in runners),
+        "trials_running": sum(r.get("trials_running", 0) for r in runners),
+        "trials_queued": sum(r.get("trials_waiting", 0) for r in runners),
+        "trials_timed_out": sum(r.get("trials_timed_out", 0) for r in runners),
+        "jobs_succeeded": sum(r.get("jobs_succeeded", 0) for r in runners),
+        "jobs_failed": sum(r.get("jobs_failed", 0) for r in runners),
+        "paused": any(r.get("paused", False) for r in runners),
+        "waiting_for_resources": waiting,
+    }
+
+
+def training_lines(training: dict[str, Any]) -> list[str]:
+    """The training part of ``rayml status`` as text lines (none without job runners).
+
+    Example:
+        >>> lines = training_lines(training_summary([{"trials_running": 1,
+        ...     "waiting_for_resources": [{"job_id": "j1", "pipeline": "iris.train", "trial": 0,
+        ...     "since_ms": 0, "reason": "waiting for resources: needs {'CPU': 1.0}"}]}],
+        ...     now_ms=5_000))
+        >>> for line in lines:
+        ...     print(line)
+        training: 1 job runners, 0 jobs in flight, 1 trials launched (1 waiting for resources), 0 queued, 0 past their time bound
+          job j1 trial 0 (iris.train), 5s: waiting for resources: needs {'CPU': 1.0}
+    """  # noqa: E501
+    if not training["job_runners"]:
+        return []
+    waiting = training["waiting_for_resources"]
+    lines = [
+        f"training: {training['job_runners']} job runners, {training['jobs_in_flight']} jobs in "
+        f"flight, {training['trials_running']} trials launched ({len(waiting)} waiting for "
+        f"resources), {training['trials_queued']} queued, {training['trials_timed_out']} past "
+        "their time bound"
+    ]
+    lines += [
+        f"  job {w.get('job_id')} trial {w.get('trial')} ({w.get('pipeline')}), "
+        f"{w['waiting_s']:.0f}s: {w.get('reason')}"
+        for w in waiting
+    ]
+    return lines
+
+
+def delivery_summary(ingests: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ingests' byte budget in use, and the topics their writes fail on now.
+
+    Example:
+        >>> failing = {"topic": "out", "error": "_UNKNOWN_PARTITION", "since": "...",
+        ...            "failures": 3, "waiting": 40}
+        >>> summary = delivery_summary([{"ingest_id": "ex-1-i0", "in_flight_bytes": 10,
+        ...     "max_in_flight_bytes": 64, "failing_topics": [failing]}])
+        >>> summary["in_flight_bytes"], summary["failing_topics"][0]["ingest_id"]
+        (10, 'ex-1-i0')
+    """
+    return {
+        "in_flight_bytes": sum(s.get("in_flight_bytes", 0) for s in ingests),
+        "max_in_flight_bytes": sum(s.get("max_in_flight_bytes", 0) for s in ingests),
+        "failed_deliveries": sum(s.get("failed_deliveries", 0) for s in ingests),
+        "failing_topics": [
+            {"ingest_id": s.get("ingest_id"), **failing}
+            for s in ingests
+            for failing in s.get("failing_topics", [])
+        ],
+    }
+
+
+def delivery_lines(executors: dict[str, Any]) -> list[str]:
+    """The bytes in flight and the failing topics of ``rayml status``, as text lines.
+
+    Example:
+        >>> lines = delivery_lines({"in_flight_bytes": 3 * 2**20, "max_in_flight_bytes": 2**28,
+        ...     "failing_topics": [{"ingest_id": "ex-1-i0", "topic": "ml.pipeline.output",
+        ...     "error": "_UNKNOWN_PARTITION: Local: Unknown partition",
+        ...     "since": "2025-11-26T10:00:00+00:00", "failures": 3, "waiting": 40}]})
+        >>> for line in lines:
+        ...     print(line)
+        in flight 3.0 MiB of 256 MiB
+        writes failing to ml.pipeline.output since 2025-11-26T10:00:00+00:00 (ingest ex-1-i0): _UNKNOWN_PARTITION: Local: Unknown partition; 3 failed deliveries, 40 writes wait (retried with backoff, not committed)
+    """  # noqa: E501
+    lines = [
+        f"in flight {executors['in_flight_bytes'] / 2**20:.1f} MiB of "
+        f"{executors['max_in_flight_bytes'] / 2**20:.0f} MiB"
+    ]
+    lines += [
+        f"writes failing to {f.get('topic')} since {f.get('since')} (ingest "
+        f"{f.get('ingest_id')}): {f.get('error')}; {f.get('failures')} failed deliveries, "
+        f"{f.get('waiting')} writes wait (retried with backoff, not committed)"
+        for f in executors["failing_topics"]
+    ]
+    return lines

@@ -68,11 +68,17 @@ class JobProgress:
             self.trials = event.trials
         if event.progress is not None:
             self._fractions[event.trial if event.trial is not None else 0] = event.progress
-        if event.message:
-            self.message = event.message
+        state = self.state
         if event.trial is None or event.state in {"queued", "running"}:
             # A failed event *with* a trial is one trial's failure; the job goes on.
-            self.state = event.state
+            state = event.state
+        if event.message:
+            self.message = event.message
+        elif state != self.state:
+            # A new state without a word (a trial that waited for resources starts running):
+            # the last message no longer holds.
+            self.message = ""
+        self.state = state
         if event.state == "succeeded" and event.trial is None:
             self.version = event.version
             self.metrics = dict(event.metrics or {})
@@ -86,12 +92,15 @@ class JobProgress:
             return 1.0
         return min(1.0, sum(self._fractions.values()) / max(1, self.trials))
 
+    @property
+    def headline(self) -> str:
+        """The state and the number of trials: ``running (4 trials)``."""
+        return self.state + (f" ({self.trials} trials)" if self.trials > 1 else "")
+
     def describe(self) -> str:
-        """A short status line: ``running (4 trials) round 40/100``."""
-        text = self.state + (f" ({self.trials} trials)" if self.trials > 1 else "")
-        if self.message:
-            text += f" {self.message}"
-        return text
+        """A short status line: ``running (4 trials) round 40/100``, or ``queued waiting for
+        resources: needs {'CPU': 1.0}; ...`` while the cluster has no room for a trial."""
+        return f"{self.headline} {self.message}" if self.message else self.headline
 
 
 class EventFollower:
@@ -170,7 +179,7 @@ class TrainingJob:
             if progress
             else None
         )
-        shown, described = 0, ""
+        shown, described, said = 0, "", ""
         try:
             while not self.future.done():
                 if deadline is not None and time.monotonic() > deadline:
@@ -182,10 +191,15 @@ class TrainingJob:
                     if now > shown:
                         bar.update(now - shown)
                         shown = now
-                    description = f"{self.pipeline}: {self.progress.describe()}"[:70]
+                    description = f"{self.pipeline}: {self.progress.headline}"[:70]
                     if description != described:
                         bar.set_description(description)
                         described = description
+                    # The message (a pipeline's "round 40/100", or what a trial waits for)
+                    # after the bar, where the terminal's width is all that cuts it.
+                    if self.progress.message != said:
+                        said = self.progress.message
+                        bar.set_postfix_str(said)
             result = self.future.result(0)
             if bar is not None and result.status == "ok" and shown < 100:
                 bar.update(100 - shown)

@@ -11,6 +11,10 @@ above the last watermark are polled and run again, none is skipped.
 Offsets of one partition need not be contiguous (compaction, transaction markers); only tracked
 offsets hold the watermark back.
 
+A tracked offset may also carry a weight in bytes (:meth:`OffsetTracker.weigh`: the ingest
+weighs each record by its value's length), held until the offset is done or its partition is
+forgotten: :meth:`OffsetTracker.in_flight_bytes` is what the ingest's byte budget reads.
+
 This module is pure bookkeeping (no Kafka client), so its guarantees are property-tested.
 
 Example:
@@ -29,6 +33,9 @@ Example:
     >>> t.mark_committed({tp: 12})
     >>> t.committable(), t.in_flight()
     ({}, 1)
+    >>> t.weigh(tp, 14, 1_000)  # offset 14's record holds 1,000 bytes until it is done
+    >>> t.in_flight_bytes(), t.done(tp, 14), t.in_flight_bytes()
+    (1000, True, 0)
 """
 
 from __future__ import annotations
@@ -53,7 +60,17 @@ class PartitionOffsets:
     any other offset that was never tracked raises :class:`KeyError`.
     """
 
-    __slots__ = ("_committed", "_first", "_last", "_pending", "_queue", "_state", "_watermark")
+    __slots__ = (
+        "_committed",
+        "_first",
+        "_last",
+        "_pending",
+        "_pending_bytes",
+        "_queue",
+        "_sizes",
+        "_state",
+        "_watermark",
+    )
 
     def __init__(self) -> None:
         self._queue: deque[int] = deque()  # tracked offsets not yet passed by the watermark
@@ -63,6 +80,8 @@ class PartitionOffsets:
         self._last: int | None = None  # highest offset tracked
         self._watermark: int | None = None  # next offset to commit; None until a head is done
         self._committed: int | None = None  # highest offset reported committed
+        self._sizes: dict[int, int] = {}  # unfinished offsets that carry a weight -> bytes
+        self._pending_bytes = 0  # the sum of _sizes
 
     @property
     def watermark(self) -> int | None:
@@ -78,6 +97,11 @@ class PartitionOffsets:
     def pending(self) -> int:
         """How many tracked messages are not done yet."""
         return self._pending
+
+    @property
+    def pending_bytes(self) -> int:
+        """The bytes that tracked, not yet done messages weigh (see :meth:`weigh`)."""
+        return self._pending_bytes
 
     @property
     def last_tracked(self) -> int | None:
@@ -112,8 +136,20 @@ class PartitionOffsets:
         self._state[offset] = False
         self._pending += 1
 
+    def weigh(self, offset: int, size: int) -> None:
+        """Add ``size`` bytes to the weight of ``offset``, tracked and not done yet.
+
+        Raises:
+            KeyError: ``offset`` is not tracked, or done already.
+        """
+        if self._state.get(offset) is not False:
+            raise KeyError(offset)
+        if size > 0:
+            self._sizes[offset] = self._sizes.get(offset, 0) + size
+            self._pending_bytes += size
+
     def done(self, offset: int) -> bool:
-        """Mark ``offset`` done (idempotent).
+        """Mark ``offset`` done (idempotent); its weight is released.
 
         Returns:
             Whether the watermark moved.
@@ -132,6 +168,8 @@ class PartitionOffsets:
             return False
         state[offset] = True
         self._pending -= 1
+        if self._sizes:  # nothing to look up for a member that weighs nothing (the job runner)
+            self._pending_bytes -= self._sizes.pop(offset, 0)
         queue = self._queue
         if offset != queue[0]:
             return False  # finished out of order: an earlier message still holds the line
@@ -161,11 +199,12 @@ class OffsetTracker:
     and periodically commits :meth:`committable` and reports back with :meth:`mark_committed`.
     """
 
-    __slots__ = ("_in_flight", "_parts")
+    __slots__ = ("_in_flight", "_in_flight_bytes", "_parts")
 
     def __init__(self) -> None:
         self._parts: dict[TP, PartitionOffsets] = {}
         self._in_flight = 0
+        self._in_flight_bytes = 0
 
     def track(self, tp: TP, offset: int) -> None:
         """Start tracking a polled message.
@@ -178,6 +217,19 @@ class OffsetTracker:
             part = self._parts[tp] = PartitionOffsets()
         part.track(offset)
         self._in_flight += 1
+
+    def weigh(self, tp: TP, offset: int, size: int) -> None:
+        """Count ``size`` bytes as held by a tracked message until it is done (or forgotten).
+
+        Raises:
+            KeyError: ``offset`` is not tracked for ``tp``, or done already.
+        """
+        part = self._parts.get(tp)
+        if part is None:
+            raise KeyError(tp)
+        before = part.pending_bytes
+        part.weigh(offset, size)
+        self._in_flight_bytes += part.pending_bytes - before
 
     def done(self, tp: TP, offset: int) -> bool:
         """Mark a message finished (idempotent).
@@ -192,9 +244,10 @@ class OffsetTracker:
         part = self._parts.get(tp)
         if part is None:
             raise KeyError(tp)
-        before = part.pending
+        before, before_bytes = part.pending, part.pending_bytes
         moved = part.done(offset)
         self._in_flight -= before - part.pending
+        self._in_flight_bytes -= before_bytes - part.pending_bytes
         return moved
 
     def committable(self) -> dict[TP, int]:
@@ -228,6 +281,10 @@ class OffsetTracker:
         """How many messages are tracked and not done, over all partitions (O(1))."""
         return self._in_flight
 
+    def in_flight_bytes(self) -> int:
+        """What the tracked, not yet done messages weigh, over all partitions (O(1))."""
+        return self._in_flight_bytes
+
     def watermark(self, tp: TP) -> int | None:
         """``tp``'s current watermark, committed or not, or ``None``."""
         part = self._parts.get(tp)
@@ -248,6 +305,7 @@ class OffsetTracker:
             if part is None:
                 continue
             self._in_flight -= part.pending
+            self._in_flight_bytes -= part.pending_bytes
             wm = part.watermark
             if wm is not None and part.advanced:
                 final[tp] = wm
@@ -258,3 +316,4 @@ class OffsetTracker:
         part = self._parts.pop(tp, None)
         if part is not None:
             self._in_flight -= part.pending
+            self._in_flight_bytes -= part.pending_bytes

@@ -7,7 +7,15 @@ argument: nothing is committed that was not durably answered.
 
 Failed deliveries are not dropped:
 
-* errors of the connection (broker away, leader moving, a timeout) are produced again;
+* a write to a topic that fails (the topic deleted, the ACL removed, a broker away past
+  librdkafka's own retries) makes the topic *failing* (:mod:`rayml.delivery.retries`): its
+  writes wait, uncommitted, and one of them probes the topic with exponential backoff
+  (``executor.write_retry_initial_s`` doubling up to ``write_retry_max_s``, with jitter) until
+  a write succeeds; it is logged once per ``write_failure_log_interval_s``, counted per topic
+  and error (:attr:`ResultWriter.failed_deliveries`, the ``rayml_failed_deliveries`` metric)
+  and shown by ``rayml status`` (:attr:`ResultWriter.failing_topics`). A topic that librdkafka
+  already knows to be missing refuses the write in ``produce()`` itself (``_UNKNOWN_TOPIC``):
+  handled the same way;
 * a ``reply_to`` topic that cannot be written gets the result on the result topic instead. A
   missing topic fails with ``UNKNOWN_TOPIC_OR_PART`` (after 30 s), which decides at once; a
   *timeout* may be the topic or a broker outage, so the broker's metadata decides. It is asked
@@ -31,24 +39,40 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from rayml.delivery.out_records import Answer, OutRecord, Parked, Stage, too_large_result
 from rayml.delivery.recent import RecentSet
+from rayml.delivery.reply_topics import ReplyTopics
+from rayml.delivery.retries import FailingTopics
 from rayml.delivery.screening import dead_letter_record
 from rayml.errors import RequestTooLargeError
 from rayml.kafka.partitions import TP
 from rayml.kafka.records import Headers, PolledRecord, headers_of
-from rayml.kafka.topic_checks import TOPIC_ERRORS, TopicChecks
+from rayml.kafka.topic_checks import TOPIC_ERRORS, TopicChecks, topic_verdicts
 from rayml.protocol.dead_letters import DeadLetter, dead_letter_headers
 from rayml.protocol.envelopes import ErrorInfo, ModelRef, Request, Result, Timings, encode_result
 
 logger = logging.getLogger(__name__)
+
+
+class _Write(NamedTuple):
+    """One write as produced, kept to produce it again (see :meth:`ResultWriter._produce`)."""
+
+    tp: TP  # the input record it answers or copies
+    topic: str
+    value: bytes
+    key: bytes | None
+    headers: Headers | None
+    done: Callable[[], None]
+    answer: Answer | None
+    shrunk: bool
+    on_refused: Callable[[], None] | None
 
 
 class ResultWriter:
@@ -63,6 +87,12 @@ class ResultWriter:
         owner: A name for log lines.
         stage: Exactly-once: called with (partition, offset, writes) instead of producing;
             ``on_done`` is then not called (a record is done when its transaction commits).
+        retry_initial_s: A failing topic's first retry after this long...
+        retry_max_s: ...doubling up to this (:mod:`rayml.delivery.retries`).
+        failure_log_interval_s: Least time between two log lines about one failing topic.
+        clock: Monotonic seconds (tests inject one).
+        reply_topics: Which ``reply_to`` topics exist (default: asked of ``producer``'s
+            broker; :mod:`rayml.delivery.reply_topics`).
     """
 
     def __init__(
@@ -75,6 +105,11 @@ class ResultWriter:
         on_done: Callable[[TP, int], None],
         owner: str,
         stage: Stage | None = None,
+        retry_initial_s: float = 0.1,
+        retry_max_s: float = 30.0,
+        failure_log_interval_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        reply_topics: ReplyTopics | None = None,
     ) -> None:
         self.producer = producer
         self.output_topic = output_topic
@@ -102,7 +137,23 @@ class ResultWriter:
         # Results whose reply_to write timed out, per topic (at-least-once), while the broker is
         # asked (off the loop thread) whether the topic is to blame; exactly-once asks too.
         self._checks = TopicChecks(producer, _METADATA_TIMEOUT_S)
+        # Asked before a result is written to a reply_to: a missing topic's results go to the
+        # result topic at once (no 30 s wait in librdkafka, no aborted transaction).
+        self.reply_topics = reply_topics or ReplyTopics(
+            partial(topic_verdicts, producer, timeout_s=_METADATA_TIMEOUT_S)
+        )
         self._parked: dict[str, list[Parked]] = {}
+        # Topics whose writes fail: their writes wait, one probes with backoff (settle()).
+        self._failing: FailingTopics[_Write] = FailingTopics(
+            f"ingest={owner}", retry_initial_s, retry_max_s, failure_log_interval_s, clock=clock
+        )
+        # Failed deliveries by (topic, error name), for the metrics; at most _MAX_TOPIC_LABELS
+        # topics (a request may name any reply_to), the rest counted under "_other".
+        self.failed_deliveries: dict[tuple[str, str], int] = {}
+        self.failed_total = 0
+        self.results_rerouted = 0  # results whose reply_to did not exist: on the result topic
+        self._clock = clock
+        self._missing_logged = -_MISSING_LOG_INTERVAL_S
 
     # -- what the ingest calls ----------------------------------------------------------------
 
@@ -185,9 +236,9 @@ class ResultWriter:
         if dead_letter is not None:
             raw, letter = dead_letter
             self.dead_letters += 1
-            self._produce(self.dlq_topic, raw, key, list(dead_letter_headers(letter)), done)
+            self._produce(tp, self.dlq_topic, raw, key, list(dead_letter_headers(letter)), done)
         answer = Answer(tp, request_id, pipeline, attempts, tenant)
-        self._produce(topic, value, key, None, done, answer)
+        self._produce(tp, topic, value, key, None, done, answer)
 
     def answer_ok(
         self,
@@ -242,6 +293,7 @@ class ResultWriter:
             self._stage(tp, offset, self._staged_results(topic, value, answer))
             return
         self._produce(
+            tp,
             self._result_topic(request.reply_to),
             value,
             request.id.encode(),
@@ -260,6 +312,7 @@ class ResultWriter:
             )
             return
         self._produce(
+            tp,
             self.dlq_topic,
             msg.value() or b"",
             msg.key(),
@@ -302,6 +355,7 @@ class ResultWriter:
             return
         self.jobs_handed_off += 1
         self._produce(
+            tp,
             self.jobs_topic,
             value,
             request.id.encode(),
@@ -344,14 +398,41 @@ class ResultWriter:
             else:
                 self._checks.ask(topic)  # answered in settle()
 
+    def check_reply_topics(self, topics: Iterable[str]) -> None:
+        """Ask the broker about the ``reply_to`` topics of a batch's answers in one round."""
+        if self.reply_topics.check(topics):
+            self._log_missing()
+
     def _result_topic(self, reply_to: str | None) -> str:
-        """Where a result goes: its ``reply_to``, unless none or one found unwritable."""
+        """Where a result goes: its ``reply_to``, unless none, one the broker does not have, or
+        one found unwritable."""
         if not reply_to:
             return self.output_topic
         if reply_to in self.unwritable_topics:
             self.unwritable_topics.add(reply_to)  # still named by requests: keep knowing it
             return self.output_topic
+        if not self.reply_topics.known(reply_to):
+            self.check_reply_topics([reply_to])
+        if self.reply_topics.missing(reply_to) is not None:
+            self.results_rerouted += 1
+            return self.output_topic
         return reply_to
+
+    def _log_missing(self) -> None:
+        """One line per interval about reply_to topics that do not exist (a flood of bogus
+        names is one line, not one per request)."""
+        now = self._clock()
+        missing = self.reply_topics.missing_count
+        if missing and now - self._missing_logged >= _MISSING_LOG_INTERVAL_S:
+            self._missing_logged = now
+            logger.warning(
+                "ingest=%s %d reply_to topics named by requests do not exist or cannot be "
+                "written (e.g. %s); their results go to %s",
+                self._owner,
+                missing,
+                self.reply_topics.last_missing,
+                self.output_topic,
+            )
 
     # -- failed reply_to writes -----------------------------------------------------------------
 
@@ -360,40 +441,56 @@ class ResultWriter:
         """Results waiting for the broker's word on their ``reply_to`` topic."""
         return sum(len(waiting) for waiting in self._parked.values())
 
+    @property
+    def failing_topics(self) -> tuple[dict[str, Any], ...]:
+        """The topics whose writes fail now: topic, error, since, failures, waiting (any
+        thread may read it)."""
+        return self._failing.status
+
+    @property
+    def retries_waiting(self) -> int:
+        """Writes waiting for their failing topic (loop thread)."""
+        return self._failing.waiting
+
     def settle(self, wait_s: float = 0.0) -> int:
-        """Write the parked results whose topic question is answered; how many were written.
+        """Hand on the parked results whose topic question is answered, and send the probes of
+        failing topics that are due; how many parked results were handed on.
 
         An unwritable topic's results go to the result topic (and later results for it go there
-        at once); otherwise they are produced to their topic again. Called by the ingest's loop;
-        waits up to ``wait_s`` for an answer when one is open.
+        at once); otherwise the topic is failing (the broker, not the topic, is to blame) and
+        they wait for it with backoff. Called by the ingest's loop every turn; waits up to
+        ``wait_s`` for an answer when one is open.
         """
-        written = 0
+        handed_on = 0
         for topic, why in self._checks.answered(wait_s):
             parked = self._parked.pop(topic, [])
             if why is not None:
                 self._learn_unwritable(topic, why)
-            elif parked:
-                logger.warning(
-                    "ingest=%s delivery of %d results to %s failed (%s); retrying",
-                    self._owner,
-                    len(parked),
-                    topic,
-                    parked[0].err,
-                )
-            target = self._result_topic(topic)
             for p in parked:
-                self._produce(target, p.value, p.key, p.headers, p.done, p.answer)
-            written += len(parked)
-        return written
+                if why is None:
+                    write = _Write(
+                        p.answer.tp, topic, p.value, p.key, p.headers, p.done, p.answer, False, None
+                    )
+                    self._failing.failed(topic, _why(p.err), write)
+                else:
+                    self._produce(
+                        p.answer.tp, self.output_topic, p.value, p.key, p.headers, p.done, p.answer
+                    )
+            handed_on += len(parked)
+        if self._failing:
+            for _topic, probe in self._failing.due():
+                self._send(probe)
+        return handed_on
 
     def forget(self, tps: set[TP]) -> int:
-        """Drop the parked results of partitions let go of (their new owner answers them)."""
+        """Drop the parked results and the writes waiting for a failing topic of partitions let
+        go of (their new owner answers them)."""
         dropped = 0
         for topic, parked in list(self._parked.items()):
             keep = [p for p in parked if p.answer.tp not in tps]
             dropped += len(parked) - len(keep)
             self._parked[topic] = keep
-        return dropped
+        return dropped + self._failing.forget(lambda w: w.tp in tps)
 
     def _learn_unwritable(self, topic: str, why: object) -> None:
         if topic in self.unwritable_topics:
@@ -444,6 +541,7 @@ class ResultWriter:
 
     def _produce(
         self,
+        tp: TP,
         topic: str,
         value: bytes,
         key: bytes | None,
@@ -453,19 +551,31 @@ class ResultWriter:
         shrunk: bool = False,
         on_refused: Callable[[], None] | None = None,
     ) -> None:
-        """Produce one record; ``done`` runs once the broker has it (or it is given up).
+        """Produce one record for input record ``tp``; ``done`` runs once the broker has it (or
+        it is given up). A write for a failing topic waits for it instead.
 
         ``shrunk``: ``value`` is already the small error result of a refused one.
         ``on_refused``: what to do instead when a record that is not a result is too large for
         its topic (by default it is written without its value).
         """
+        write = _Write(tp, topic, value, key, headers, done, answer, shrunk, on_refused)
+        if self._failing and self._failing.hold(topic, write):
+            return  # it would fail the same way: it waits for the topic's probe (settle)
+        self._send(write)
+
+    def _send(self, w: _Write) -> None:
+        topic, value, key, headers, done, answer = w[1:7]
 
         def delivered(err: KafkaError | None, _msg: Message | None) -> None:
             if err is None:
+                if self._failing:
+                    for waited in self._failing.delivered(topic):
+                        self._send(waited)  # the topic works again
                 done()
                 return
+            self._count_failure(topic, err)
             if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                if answer is not None and not shrunk:
+                if answer is not None and not w.shrunk:
                     logger.warning(
                         "ingest=%s result of %s too large for %s",
                         self._owner,
@@ -473,7 +583,7 @@ class ResultWriter:
                         topic,
                     )
                     small = too_large_result(answer, len(value), topic)
-                    self._produce(topic, small, key, headers, done, answer, shrunk=True)
+                    self._produce(w.tp, topic, small, key, headers, done, answer, shrunk=True)
                 elif answer is not None and topic != self.output_topic:
                     # The reply topic refuses even the small error result (a tiny
                     # max.message.bytes): one bounded try, then the result topic, with the reason.
@@ -484,7 +594,7 @@ class ResultWriter:
                         answer.request_id,
                         self.output_topic,
                     )
-                    self._produce(self.output_topic, value, key, headers, done, answer, True)
+                    self._produce(w.tp, self.output_topic, value, key, headers, done, answer, True)
                 elif answer is not None:
                     # The result topic itself refuses a few hundred bytes: misconfigured. Give
                     # up on this answer (its offset is done) rather than loop.
@@ -497,8 +607,8 @@ class ResultWriter:
                         answer.request_id,
                     )
                     done()
-                elif on_refused is not None:
-                    on_refused()
+                elif w.on_refused is not None:
+                    w.on_refused()
                 else:
                     # A dead letter or hand-off copy of a record the input topic took but this
                     # one refuses: keep its key and headers, say how large it was, drop the
@@ -510,24 +620,23 @@ class ResultWriter:
                         topic,
                     )
                     stub = [*(headers or []), ("rayml.value_dropped_bytes", str(len(value)))]
-                    self._produce(topic, b"", key, stub, done)
+                    self._produce(w.tp, topic, b"", key, stub, done)
             elif topic != self.output_topic and answer is not None:
                 # A reply_to write failed. If the topic is to blame (e.g. it does not exist),
                 # answer on the result topic rather than never: the result still names the
                 # request id. Learnt once: later results for it go to the result topic at once.
                 if topic in self.unwritable_topics or err.code() in TOPIC_ERRORS:
                     self._learn_unwritable(topic, err)
-                    self._produce(self.output_topic, value, key, headers, done, answer)
+                    self._produce(w.tp, self.output_topic, value, key, headers, done, answer)
                 else:  # a timeout: the topic may be missing or the broker away; ask (settle)
                     self._parked.setdefault(topic, []).append(
                         Parked(value, key, headers, done, answer, err)
                     )
                     self._checks.ask(topic)
             else:
-                logger.warning(
-                    "ingest=%s delivery to %s failed (%s); retrying", self._owner, topic, err
-                )
-                self._produce(topic, value, key, headers, done, answer)
+                # The result, dead-letter or jobs topic fails: the write waits, and the topic
+                # is tried again with backoff (settle); its offset stays uncommitted.
+                self._failing.failed(topic, _why(err), w)
 
         while True:
             try:
@@ -539,16 +648,33 @@ class ResultWriter:
                 # librdkafka's queue is full: serve delivery reports to make room.
                 self.producer.poll(0.05)
             except KafkaException as exc:
-                # Refused before it was queued: larger than the producer's message.max.bytes.
+                # Refused before it was queued: larger than the producer's message.max.bytes,
+                # or for a topic librdkafka knows to be missing (_UNKNOWN_TOPIC). Handled as
+                # a failed delivery; a fatal error (the producer is unusable) is raised.
                 err = exc.args[0] if exc.args else None
-                if not isinstance(err, KafkaError) or err.code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                if not isinstance(err, KafkaError) or err.fatal():
                     raise
                 delivered(err, None)
                 return
 
+    def _count_failure(self, topic: str, err: KafkaError) -> None:
+        key = (topic, err.name())
+        if key not in self.failed_deliveries and len(self.failed_deliveries) >= _MAX_LABELS:
+            key = ("_other", err.name())
+        self.failed_deliveries[key] = self.failed_deliveries.get(key, 0) + 1
+        self.failed_total += 1
+
+
+def _why(err: KafkaError) -> str:
+    """A failed write's error for logs and status: its name and librdkafka's words."""
+    return f"{err.name()}: {err.str()}"
+
 
 _METADATA_TIMEOUT_S = 5.0
+_MISSING_LOG_INTERVAL_S = 30.0
 # What failed writes teach (unwritable topics, too-large results) is kept this long, at most
 # this many of each.
 _REMEMBER_S = 600.0
 _MAX_REMEMBERED = 10_000
+# Distinct (topic, error) pairs counted by name in failed_deliveries before "_other".
+_MAX_LABELS = 100

@@ -9,6 +9,7 @@ the writes with a plain fake.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from rayml.kafka.partitions import TP
@@ -19,6 +20,9 @@ from rayml.protocol.envelopes import ErrorInfo, ModelRef, Request, Timings
 
 class ResultSink(Protocol):
     """The writes of one input record: each marks its offset done once the broker has it."""
+
+    def check_reply_topics(self, topics: Iterable[str]) -> None:
+        """Learn, in one round, which of the ``reply_to`` topics about to be answered exist."""
 
     def answer(
         self,

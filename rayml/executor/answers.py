@@ -26,6 +26,9 @@ def answer_batch(writer: ResultSink, batch: InFlight, outcome: BatchOutcome) -> 
     now_ms = time.time() * 1000.0
     compute_ms = round(outcome.compute_ms, 3)
     errors = 0
+    replies = {item.request.reply_to for item in batch.items if item.request.reply_to}
+    if replies:
+        writer.check_reply_topics(replies)
     for item, output in zip(batch.items, outcome.outputs, strict=True):
         timings = {
             "queued_ms": round(batch.dispatched_ms - item.received_ms, 3),

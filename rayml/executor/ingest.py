@@ -21,8 +21,10 @@ transaction that also carries the input offsets; a record is done when its trans
 (every ``transaction_commit_interval_s``, on revoke and at shutdown), and an aborted transaction
 rewinds the partitions to their committed offsets.
 
-Over ``max_in_flight`` unfinished records the ingest pauses its partitions and resumes them at
-half that: memory stays bounded under any backlog.
+Over ``max_in_flight`` unfinished records, or ``max_in_flight_bytes`` of their values, the ingest
+pauses its partitions and resumes them once both are down to half (:mod:`rayml.executor.window`,
+which also sizes each poll to the byte room): memory stays bounded under any backlog, of small
+records or large ones.
 
 :mod:`rayml.executor.triage` does step 2, :mod:`rayml.executor.dispatch` steps 3-4 (ready queue,
 Ray calls, retries) and :mod:`rayml.delivery.result_writer` the writes of step 5; this module is
@@ -52,12 +54,13 @@ from rayml.delivery.transactions import (
     rewind_positions,
 )
 from rayml.executor.answers import answer_batch, answer_exhausted, answer_expired
-from rayml.executor.batching import Backpressure, Batch, MicroBatcher
+from rayml.executor.batching import Batch, MicroBatcher
 from rayml.executor.dispatch import Dispatcher
 from rayml.executor.membership import ServingWatch
 from rayml.executor.pool import WorkerPool
 from rayml.executor.triage import Triage
 from rayml.executor.version_follower import LatestVersions
+from rayml.executor.window import InFlightWindow
 from rayml.executor.work import BatchOutcome, InFlight, Pending, Route
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.lag import partition_lags
@@ -83,7 +86,12 @@ class Ingest(ConsumerLoop):
         self.batcher: MicroBatcher[Route, Pending] = MicroBatcher(
             ex.max_batch_size, ex.max_batch_wait_ms / 1000.0
         )
-        self.backpressure = Backpressure(ex.max_in_flight)
+        # Two budgets, records and bytes; until records are seen, each is guessed as large as
+        # a request may be (so the first poll cannot overshoot the byte budget).
+        self.window = InFlightWindow(
+            ex.max_in_flight, ex.max_in_flight_bytes, first_guess_bytes=ex.max_request_bytes
+        )
+        self.peak_in_flight_bytes = 0
         self.versions = LatestVersions(settings)
         # Aggregated per batch, sent on a timer: never a metric call per message.
         self.metrics = IngestMetrics(ingest_id)
@@ -118,6 +126,9 @@ class Ingest(ConsumerLoop):
             on_done=self._done,
             owner=ingest_id,
             stage=None if self.txn is None else self.txn.stage,
+            retry_initial_s=ex.write_retry_initial_s,
+            retry_max_s=ex.write_retry_max_s,
+            failure_log_interval_s=ex.write_failure_log_interval_s,
         )
         self.triage = Triage(
             self.writer, registry, self.versions, self.batcher, ex.max_request_bytes
@@ -156,10 +167,15 @@ class Ingest(ConsumerLoop):
         else:
             deadline = self.batcher.next_deadline()
             timeout = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
-        room = self.settings.executor.max_in_flight - self.tracker.in_flight()
-        if not self.counters.paused and room > 0:
-            # Never take more than the in-flight window has room for.
-            limit = min(self.settings.executor.poll_max_messages, room)
+        self._apply_backpressure()
+        if not self.counters.paused:
+            # Never take more than the in-flight window has room for, in records and in bytes
+            # (at the size it expects of a record); not paused, so room for one at least.
+            limit = self.window.poll_limit(
+                self.tracker.in_flight(),
+                self.tracker.in_flight_bytes(),
+                self.settings.executor.poll_max_messages,
+            )
             self._accept(self.poll(limit, timeout))
         else:
             # Paused (the window is full): the consumer is still polled, without waiting. Its
@@ -173,7 +189,6 @@ class Ingest(ConsumerLoop):
         self.dispatcher.collect(block_s=0.002 if self.dispatcher.inflight else 0.0)
         self.producer.poll(0)
         self.writer.settle()
-        self._apply_backpressure()
         now = time.monotonic()
         if self.commit_due(self._commit_interval_s):
             self.commit()
@@ -199,6 +214,8 @@ class Ingest(ConsumerLoop):
         self.metrics.flush(
             written,
             in_flight=self.tracker.in_flight(),
+            in_flight_bytes=self.tracker.in_flight_bytes(),
+            failed_deliveries=w.failed_deliveries,
             pool_size=self.pool.size,
             batches_queued=len(self.dispatcher.ready),
             paused=self.counters.paused,
@@ -230,10 +247,20 @@ class Ingest(ConsumerLoop):
         wall_ms = time.time() * 1000.0
         full: list[Batch[Route, Pending]] = []
         txn = self.txn
+        tracker = self.tracker
+        nbytes = 0
         for msg, tp, offset in polled:
             if txn is not None:
                 txn.track(tp, offset)
+            # Held from here until the offset is done (its writes acknowledged, or its
+            # transaction committed) or its partition let go of: the byte budget.
+            size = len(msg.value() or b"")
+            tracker.weigh(tp, offset, size)
+            nbytes += size
             full += self.triage.take(msg, tp, offset, now, wall_ms)
+        if polled:
+            self.window.observe(len(polled), nbytes)
+            self.peak_in_flight_bytes = max(self.peak_in_flight_bytes, tracker.in_flight_bytes())
         self._enqueue(full)
 
     def _enqueue(self, batches: list[Batch[Route, Pending]]) -> None:
@@ -305,11 +332,11 @@ class Ingest(ConsumerLoop):
             raise
 
     def _apply_backpressure(self) -> None:
-        in_flight = self.tracker.in_flight()
-        if not self.counters.paused and self.backpressure.should_pause(in_flight):
-            self.pause(f"at {in_flight} in flight")
-        elif self.counters.paused and self.backpressure.should_resume(in_flight):
-            self.resume(f"at {in_flight} in flight")
+        in_flight, held = self.tracker.in_flight(), self.tracker.in_flight_bytes()
+        if not self.counters.paused and self.window.full(in_flight, held):
+            self.pause(f"at {in_flight} records, {held} bytes in flight")
+        elif self.counters.paused and self.window.should_resume(in_flight, held):
+            self.resume(f"at {in_flight} records, {held} bytes in flight")
 
     # rebalance: the callbacks are ConsumerLoop's; these are the ingest's parts.
 
@@ -442,6 +469,9 @@ class Ingest(ConsumerLoop):
             "rss_bytes": psutil.Process().memory_info().rss,
             "assignment": self.assignment_names(),
             "in_flight": self.tracker.in_flight(),
+            "in_flight_bytes": self.tracker.in_flight_bytes(),
+            "peak_in_flight_bytes": self.peak_in_flight_bytes,
+            "max_in_flight_bytes": self.window.max_bytes,
             "batches_in_flight": len(d.inflight),
             "batches_ready": len(d.ready),
             "buffered": len(self.batcher),
@@ -455,6 +485,9 @@ class Ingest(ConsumerLoop):
             "results_error": w.results_error,
             "dead_letters": w.dead_letters,
             "jobs_handed_off": w.jobs_handed_off,
+            "failed_deliveries": w.failed_total,
+            # Topics whose writes fail now (retried with backoff, offsets uncommitted).
+            "failing_topics": list(w.failing_topics),
             "batches": d.batches,
             "redispatched": d.redispatched,
             "commits": c.commits,

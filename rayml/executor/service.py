@@ -43,6 +43,17 @@ logger = logging.getLogger(__name__)
 # (`rayml status` finds them by it).
 INGEST_ACTOR_PREFIX = "rayml-ingest:"
 
+# The Ray memory an ingest actor reserves (ingest_memory_bytes): a fixed part for what it holds
+# besides its in-flight records (the Python runtime and Ray's core worker, librdkafka's queues:
+# the consumer's prefetch is bounded at 8 MiB; its workers' handles, metrics), plus 4 bytes per
+# held byte: the record's value, the request decoded from it and a batch's serialized Ray call
+# arguments are held at once (measured: RSS grew 3-4x the held bytes with 1 MiB requests).
+INGEST_BASE_MEMORY = 256 * 1024**2
+INGEST_MEMORY_PER_HELD_BYTE = 4
+# At most this share of the smallest node's memory, split among the ingests it may hold: the
+# rest is the workers' and training's (which reserve none themselves).
+INGEST_NODE_MEMORY_SHARE = 0.5
+
 
 class IngestActorImpl:
     """Ray actor body around :class:`~rayml.executor.ingest.Ingest`: the loop runs in a thread so
@@ -164,6 +175,61 @@ def with_sized_workers(settings: Settings, cluster_cpus: float) -> Settings:
     return settings.model_copy(update={"executor": ex.model_copy(update={"worker_num_cpus": cpus})})
 
 
+def ingest_memory_bytes(
+    max_in_flight_bytes: int, node_memory: list[float], ingests_per_node: int
+) -> tuple[int, int]:
+    """The Ray memory to reserve per ingest actor, and what its byte budget would want.
+
+    ``node_memory``: the ``memory`` resource of each node an ingest may go to (none known:
+    nothing caps it, e.g. a cluster autoscaling from zero). The reservation is capped to
+    :data:`INGEST_NODE_MEMORY_SHARE` of the smallest such node, split among the
+    ``ingests_per_node`` it may hold, so that the actor can always be placed.
+
+    >>> mib = 1024**2
+    >>> [n // mib for n in ingest_memory_bytes(256 * mib, [16 * 1024 * mib], 1)]
+    [1280, 1280]
+    >>> [n // mib for n in ingest_memory_bytes(256 * mib, [1024 * mib], 2)]  # capped
+    [256, 1280]
+    """
+    wanted = INGEST_BASE_MEMORY + INGEST_MEMORY_PER_HELD_BYTE * max_in_flight_bytes
+    if not node_memory:
+        return wanted, wanted
+    cap = int(min(node_memory) * INGEST_NODE_MEMORY_SHARE / max(1, ingests_per_node))
+    return min(wanted, cap), wanted
+
+
+def ingest_memory(settings: Settings) -> int:
+    """:func:`ingest_memory_bytes` for this cluster's nodes (logged when capped)."""
+    ex = settings.executor
+    nodes = [
+        node["Resources"]
+        for node in ray.nodes()
+        if node.get("Alive") and node.get("Resources", {}).get("memory", 0) > 0
+    ]
+    if ex.ingest_placement == "spread":
+        # The ML nodes (spread_over_nodes), one ingest per node before any gets a second.
+        ml_nodes = [r for r in nodes if r.get("CPU", 0) > 0]
+        per_node = math.ceil(ex.ingest_actors / max(1, len(ml_nodes)))
+        nodes = ml_nodes or nodes
+    else:
+        per_node = ex.ingest_actors  # Ray's placement: all of them may land on one node
+    reserved, wanted = ingest_memory_bytes(
+        ex.max_in_flight_bytes, [float(r["memory"]) for r in nodes], per_node
+    )
+    if reserved < wanted:
+        logger.warning(
+            "each ingest actor reserves %d MiB of Ray memory, not the %d MiB its "
+            "executor.max_in_flight_bytes of %d MiB asks for: the smallest node has %d MiB for "
+            "up to %d ingests; lower max_in_flight_bytes or give the nodes more memory",
+            reserved // 2**20,
+            wanted // 2**20,
+            ex.max_in_flight_bytes // 2**20,
+            int(min(float(r["memory"]) for r in nodes)) // 2**20,
+            per_node,
+        )
+    return reserved
+
+
 def ingest_placements(settings: Settings, count: int) -> list[Any]:
     """Where the ingest actors go (``executor.ingest_placement``).
 
@@ -244,6 +310,7 @@ class Executor:
             "executor=%s publishing %d pipelines: %s", self.instance_id, published, ", ".join(names)
         )
         self._actor_cls = ray.remote(IngestActorImpl)
+        self._ingest_memory = ingest_memory(settings)
         self.actors = [
             self._start_ingest(n, placement)
             for n, placement in enumerate(
@@ -270,6 +337,9 @@ class Executor:
         settings = self.settings
         return self._actor_cls.options(
             num_cpus=0,  # IO-bound: it must never take a CPU a worker or training needs
+            # What its in-flight byte budget may hold (ingest_memory): Ray places it only where
+            # that much memory is free, and counts it against the node.
+            memory=self._ingest_memory,
             max_concurrency=8,
             # A crashed loop restarts in place (same node, same ingest id); a lost node is the
             # supervisor's job (_supervise), as the placement pins the node.

@@ -135,15 +135,7 @@ def inference(
         raise RegistrationError(
             f"pipeline {name!r}: max_batch_size must be an int >= 1 or None, got {max_batch_size!r}"
         )
-    if batch_timeout_s is not None and (
-        isinstance(batch_timeout_s, bool)
-        or not isinstance(batch_timeout_s, int | float)
-        or not batch_timeout_s > 0
-    ):
-        raise RegistrationError(
-            f"pipeline {name!r}: batch_timeout_s must be a number of seconds > 0 or None, "
-            f"got {batch_timeout_s!r}"
-        )
+    _check_timeout(name, "batch_timeout_s", batch_timeout_s)
 
     def decorate(fn: F) -> F:
         sig = checked_signature(name, fn, "inference")
@@ -189,6 +181,7 @@ def training(
     memory: int | None = None,
     metric: str | None = None,
     mode: Literal["max", "min"] = "max",
+    timeout_s: float | None = None,
     doc: str | None = None,
     registry: Registry | None = None,
 ) -> Callable[[F], F]:
@@ -203,6 +196,10 @@ def training(
         memory: Memory (bytes) the Ray task reserves, or ``None``.
         metric: Key of ``TrainedModel.metrics`` a sweep optimises (required only for sweeps).
         mode: ``"max"`` if a larger ``metric`` is better, ``"min"`` otherwise.
+        timeout_s: How long one trial may run, counted from when its task starts (time spent
+            waiting for resources does not count); past it the task is cancelled and the trial
+            fails with ``trial_timeout`` (``None``: ``training.trial_timeout_s``, 1 hour by
+            default). Give a long training room for its largest run.
         doc: Description to publish; defaults to the docstring's first paragraph.
         registry: Registry to add to (default :data:`rayml.pipeline.registry.default_registry`).
 
@@ -228,6 +225,7 @@ def training(
         raise RegistrationError(f"pipeline {name!r}: metric must be a non-empty string or None")
     if mode not in ("max", "min"):
         raise RegistrationError(f"pipeline {name!r}: mode must be 'max' or 'min', got {mode!r}")
+    _check_timeout(name, "timeout_s", timeout_s)
     try:
         resources = Resources(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory)
     except RegistrationError as exc:
@@ -265,6 +263,7 @@ def training(
             batched=False,
             metric=metric,
             mode=mode,
+            trial_timeout_s=None if timeout_s is None else float(timeout_s),
             doc=doc if doc is not None else first_paragraph(fn),
         )
         return _attach(fn, spec, registry)
@@ -273,6 +272,16 @@ def training(
 
 
 # --- registering ---------------------------------------------------------------------------
+
+
+def _check_timeout(name: str, option: str, value: object) -> None:
+    """A time bound option is a number of seconds > 0, or None."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
+    ):
+        raise RegistrationError(
+            f"pipeline {name!r}: {option} must be a number of seconds > 0 or None, got {value!r}"
+        )
 
 
 def _attach(fn: F, spec: PipelineSpec, registry: Registry | None) -> F:

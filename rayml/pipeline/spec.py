@@ -92,6 +92,10 @@ class PipelineSpec:
         resources: What a task running it needs.
         batched: Whether ``fn`` takes a whole batch.
         max_batch_size: Largest batch the pipeline accepts (``None``: executor's choice).
+        batch_timeout_s: Inference: time bound of one batch on a worker (``None``: the
+            executor's setting).
+        trial_timeout_s: Training: time bound of one trial from when its task starts running
+            (``None``: ``training.trial_timeout_s``).
         metric: Metric a sweep optimises (training only; may be ``None``).
         mode: ``"max"`` or ``"min"``: the direction in which ``metric`` improves.
         doc: Short description published with the registry.
@@ -123,6 +127,8 @@ class PipelineSpec:
     max_batch_size: int | None = None
     # Time bound of one batch of this pipeline on a worker (None: the executor's setting).
     batch_timeout_s: float | None = None
+    # Time bound of one trial of this training pipeline (None: the training setting).
+    trial_timeout_s: float | None = None
     metric: str | None = None
     mode: Literal["max", "min"] = "max"
     doc: str = ""

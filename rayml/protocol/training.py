@@ -9,12 +9,15 @@ of one job are on one partition, in order. A client showing a progress bar reads
 
 ``state`` is ``queued`` (the runner accepted the job), ``running`` (a trial's task started;
 repeated with ``progress`` in [0, 1] where the pipeline reports it), ``succeeded`` (with
-``version`` and ``metrics``) or ``failed`` (with ``error``); ``queued`` comes again when a trial
-lost to an infrastructure failure waits for another attempt. For a sweep, ``trial`` says which
-trial an event is about and ``trials`` how many there are (a ``failed`` event *with* ``trial``
-is one trial's failure; the others go on); the job's progress is the mean of its trials' latest
-fractions. Events without ``trial`` are about the whole job. Events are advisory (at most
-once): the result on the output topic is the answer.
+``version`` and ``metrics``) or ``failed`` (with ``error``, e.g. ``trial_timeout`` for a trial
+past its time bound); ``queued`` comes again when a trial lost to an infrastructure failure
+waits for another attempt, and, with ``trial`` and a ``message`` such as ``waiting for
+resources: needs {'CPU': 1.0}; the cluster has {'CPU': 0.0} free of {'CPU': 2.0}``, while a
+launched trial's task waits for Ray to find it room (repeated at an interval while it waits).
+For a sweep, ``trial`` says which trial an event is about and ``trials`` how many there are (a
+``failed`` event *with* ``trial`` is one trial's failure; the others go on); the job's progress
+is the mean of its trials' latest fractions. Events without ``trial`` are about the whole job.
+Events are advisory (at most once): the result on the output topic is the answer.
 
 **Model announcements** go to the compacted ``settings.topics.models`` keyed by model name, so
 the newest announcement of every model survives compaction and an executor that starts later
@@ -73,7 +76,10 @@ class JobEvent(BaseModel):
     progress: float | None = Field(
         default=None, ge=0, le=1, description="Fraction done of this trial, when reported."
     )
-    message: str | None = Field(default=None, description="What the pipeline says it does.")
+    message: str | None = Field(
+        default=None,
+        description="What the pipeline says it does, or what a waiting trial waits for.",
+    )
     trial: int | None = Field(default=None, ge=0, description="Trial the event is about.")
     trials: int | None = Field(default=None, ge=1, description="Trials of the job.")
     attempt: int = Field(default=1, ge=1, description="Attempt of this trial.")

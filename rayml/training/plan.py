@@ -30,10 +30,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from rayml.config import TrainingSettings
 from rayml.errors import (
     DeadlineExceededError,
     InvalidParamsError,
     InvalidRequestError,
+    RecordError,
     RetriesExhaustedError,
 )
 from rayml.kafka.partitions import TP
@@ -46,11 +48,49 @@ from rayml.training.task import TrialFailure, TrialOutcome
 __all__ = [
     "Job",
     "Trial",
+    "TrialTimeoutError",
     "exhausted",
     "plan_trials",
     "result_payload",
     "sweep_summary",
+    "trial_bound",
 ]
+
+
+class TrialTimeoutError(RecordError):
+    """Raised (as a trial's error) when a trial ran past its time bound; its task was cancelled.
+
+    A record failure: the pipeline hung or is too slow for its bound, so it is not run again
+    (the failed job's request goes to the DLQ for a replay, e.g. with a larger bound).
+    """
+
+    type = "trial_timeout"
+
+    def __init__(self, pipeline: str, trial: int, attempt: int, timeout_s: float) -> None:
+        self.pipeline = pipeline
+        self.trial = trial
+        self.timeout_s = timeout_s
+        super().__init__(
+            f"trial {trial} of {pipeline!r} ran past its {timeout_s:g}s time bound; its task "
+            f"was cancelled (raise the bound with @training(timeout_s=...) or "
+            f"training.trial_timeout_s)",
+            {"pipeline": pipeline, "trial": trial, "attempt": attempt, "timeout_s": timeout_s},
+        )
+
+
+def trial_bound(spec: PipelineSpec, training: TrainingSettings) -> float | None:
+    """How long one trial of ``spec`` may run: the pipeline's own bound, else the setting.
+
+    Example:
+        >>> from rayml.pipeline import load_spec_by_path
+        >>> spec = load_spec_by_path("pipelines.iris:train")
+        >>> trial_bound(spec, TrainingSettings()), trial_bound(spec, TrainingSettings(
+        ...     trial_timeout_s=None))
+        (3600.0, None)
+    """
+    if spec.trial_timeout_s is not None:
+        return spec.trial_timeout_s
+    return training.trial_timeout_s
 
 
 @dataclass(eq=False)

@@ -1,16 +1,26 @@
 """What the job runner writes to Kafka: announcements, results, job events, dead letters.
 
-All of it goes through one idempotent producer owned by the runner's loop thread, and every
-delivery callback runs on that thread (in ``producer.poll``). The order that matters:
+At-least-once (the default), all of it goes through one idempotent producer owned by the
+runner's loop thread, and every delivery callback runs on that thread (in ``producer.poll``).
+The order that matters:
 
 1. the **announcement** of a new version (compacted models topic, key = model name);
 2. once the broker has acknowledged it, the **result** (``reply_to`` or the output topic, key =
    request id) -- so whoever reads the result can count on every executor having been told;
-3. once the result is acknowledged, the caller's ``on_done`` marks the job's offset done.
+3. once the result is acknowledged, ``on_done(partition, offset)`` marks the job's offset done.
 
-Job **events** are fire-and-forget (advisory, at most once). A failed job also gets a copy of
-its original request on the DLQ, with headers naming the error and where it came from, so it
-can be replayed.
+Exactly-once (``executor.delivery = "exactly_once"``), a job's writes -- announcement and
+result, or result and DLQ copy, or a dead letter -- are handed as one list to ``stage``
+(:meth:`rayml.delivery.transactions.TransactionalOutput.stage`), which puts them into the
+runner's open transaction in jobs-offset order, beside the jobs offsets they answer; the
+announcement still comes first within it. A write that fails there aborts the transaction
+and the jobs are redone; :meth:`JobPublisher.note_failed_delivery` remembers a ``reply_to``
+that cannot be written, so the redo answers on the output topic.
+
+Job **events** are fire-and-forget (advisory, at most once), outside any transaction: with
+exactly-once they go through a plain producer of their own, so ``succeeded`` may be read before
+the result it announces is committed. A failed job also gets a copy of its original request on
+the DLQ, with headers naming the error and where it came from, so it can be replayed.
 """
 
 from __future__ import annotations
@@ -23,7 +33,11 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 
 from rayml.config import Settings
+from rayml.delivery.out_records import OutRecord, Stage
+from rayml.delivery.recent import RecentSet
+from rayml.kafka.partitions import TP
 from rayml.kafka.records import Headers
+from rayml.kafka.topic_checks import TOPIC_ERRORS
 from rayml.protocol.envelopes import (
     DeadLetter,
     ErrorInfo,
@@ -58,25 +72,44 @@ class JobPublisher:
 
     Args:
         settings: Topics to write to.
-        producer: The runner's idempotent producer.
+        producer: The runner's idempotent producer, or its transactional one (with ``stage``).
         runner_id: For logs.
+        on_done: At-least-once: called with a job's (partition, offset) once its answer is
+            acknowledged.
+        stage: Exactly-once: takes a job's writes instead of producing them.
+        events: The producer for job events (default ``producer``; a plain one with
+            exactly-once, since a transactional producer writes only inside transactions).
     """
 
-    def __init__(self, settings: Settings, producer: Any, runner_id: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        producer: Any,
+        runner_id: str,
+        *,
+        on_done: Callable[[TP, int], None],
+        stage: Stage | None = None,
+        events: Any | None = None,
+    ) -> None:
         self.topics = settings.topics
         self.producer = producer
+        self.events = events if events is not None else producer
         self.runner_id = runner_id
+        self._on_done = on_done
+        self._stage = stage
+        # Exactly-once: reply_to topics a transactional write failed on (bounded, expiring).
+        self.unwritable = RecentSet(max_items=10_000, ttl_s=600.0)
 
-    def answer_ok(
-        self, job: Job, outcome: TrialOutcome, extra: dict[str, Any], on_done: Ack
-    ) -> None:
-        """Announce ``outcome``'s version, then (once acknowledged) produce the ok result.
+    def answer_ok(self, job: Job, outcome: TrialOutcome, extra: dict[str, Any]) -> None:
+        """Announce ``outcome``'s version, then produce the ok result.
+
+        At-least-once the result waits for the announcement's acknowledgement; exactly-once
+        both go into the transaction together, the announcement first.
 
         Args:
             job: The job answered.
             outcome: The servable version it produced (a sweep's promoted copy).
             extra: The version's ``extra`` metadata; ``promoted_from`` and ``sweep`` are used.
-            on_done: Called when the result is acknowledged.
         """
         spec = job.spec
         announcement = ModelAnnouncement(
@@ -89,8 +122,15 @@ class JobPublisher:
             promoted_from=extra.get("promoted_from"),
         )
         output = result_payload(spec, outcome, extra.get("sweep"), job.reused or outcome.reused)
+        announced = OutRecord(
+            self.topics.models, encode_announcement(announcement), spec.model.encode(), None
+        )
+        if self._stage is not None:
+            result = self._result_ok(job, outcome, output)
+            self._stage(job.tp, job.offset, [announced, self._result_record(job.request, result)])
+            return
 
-        def announced(err: KafkaError | None, _msg: Message) -> None:
+        def then_answer(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
                 # Executors still find the version in the store within their refresh period.
                 logger.warning(
@@ -100,20 +140,15 @@ class JobPublisher:
                     outcome.version,
                     err,
                 )
-            self._result_ok(job, outcome, output, on_done)
+            result = self._result_ok(job, outcome, output)
+            self.result(job.request, result, job.tp, job.offset)
 
         self.produce(
-            self.topics.models,
-            encode_announcement(announcement),
-            spec.model.encode(),
-            None,
-            on_ack=announced,
-            retry=False,
+            announced.topic, announced.value, announced.key, None, on_ack=then_answer, retry=False
         )
 
-    def _result_ok(
-        self, job: Job, outcome: TrialOutcome, output: dict[str, Any], on_done: Ack
-    ) -> None:
+    def _result_ok(self, job: Job, outcome: TrialOutcome, output: dict[str, Any]) -> Result:
+        """The ok result of ``job`` (and its ``succeeded`` event)."""
         now = float(now_ms())
         started = job.started_ms if job.started_ms is not None else now
         result = Result.ok(
@@ -130,19 +165,21 @@ class JobPublisher:
             tenant=job.request.tenant,
         )
         self.event(job, "succeeded", version=outcome.version, metrics=outcome.metrics, progress=1.0)
-        self.result(job.request, result, on_done)
+        return result
 
     def answer_error(
         self,
         request: Request,
         job: Job | None,
         error: ErrorInfo,
-        on_done: Ack,
+        tp: TP,
+        offset: int,
         *,
-        dead_letter: tuple[str, int, int, bytes, Headers] | None = None,
+        dead_letter: tuple[bytes, Headers] | None = None,
     ) -> None:
-        """Produce an error result; with ``dead_letter`` (topic, partition, offset, raw bytes,
-        headers of the job), also a copy of the job on the DLQ for replay."""
+        """Produce an error result for the jobs record at ``tp``/``offset``; with
+        ``dead_letter`` (raw bytes and headers of the job), also a copy of the job on the DLQ for
+        replay."""
         result = Result.failed(
             request.id,
             request.pipeline,
@@ -154,37 +191,86 @@ class JobPublisher:
             self.event(job, "failed", error=error)
         else:
             self.event_for(request.id, request.pipeline, "", "failed", error=error)
-        self.result(request, result, on_done)
+        letter: OutRecord | None = None
         if dead_letter is not None:
-            topic, partition, offset, raw, headers = dead_letter
-            letter = DeadLetter(
+            raw, headers = dead_letter
+            meta = DeadLetter(
                 error_type=error.type,
                 error_message=error.message,
-                source_topic=topic,
-                source_partition=partition,
+                source_topic=tp[0],
+                source_partition=tp[1],
                 source_offset=offset,
                 request_id=request.id,
             )
-            self.produce(
+            letter = OutRecord(
                 self.topics.dlq,
                 raw,
                 request.id.encode(),
-                headers + list(dead_letter_headers(letter)),
-                on_ack=None,
+                headers + list(dead_letter_headers(meta)),
             )
+        if self._stage is not None:
+            writes = [self._result_record(request, result)]
+            self._stage(tp, offset, writes if letter is None else [*writes, letter])
+            return
+        self.result(request, result, tp, offset)
+        if letter is not None:
+            self.produce(letter.topic, letter.value, letter.key, letter.headers, on_ack=None)
 
-    def result(self, request: Request | None, result: Result, on_done: Ack) -> None:
-        """Produce ``result`` to the request's ``reply_to`` (else the output topic)."""
+    def result(self, request: Request | None, result: Result, tp: TP, offset: int) -> None:
+        """Answer the jobs record at ``tp``/``offset`` with ``result``, on the request's
+        ``reply_to`` (else the output topic)."""
+        record = self._result_record(request, result)
+        if self._stage is not None:
+            self._stage(tp, offset, [record])
+            return
+        output = self.topics.output
+        self.produce(
+            record.topic,
+            record.value,
+            record.key,
+            None,
+            on_ack=self._ack(tp, offset),
+            fallback_topic=output if record.topic != output else None,
+        )
+
+    def dead_letter(
+        self, tp: TP, offset: int, value: bytes, key: bytes | None, headers: Headers
+    ) -> None:
+        """Write a jobs record that cannot be read as a request to the DLQ (its only answer)."""
+        if self._stage is not None:
+            self._stage(tp, offset, [OutRecord(self.topics.dlq, value, key, headers)])
+            return
+        self.produce(self.topics.dlq, value, key, headers, on_ack=self._ack(tp, offset))
+
+    def _result_record(self, request: Request | None, result: Result) -> OutRecord:
         output = self.topics.output
         topic = (request.reply_to if request else None) or output
-        self.produce(
-            topic,
-            encode_result(result),
-            result.id.encode(),
-            None,
-            on_ack=on_done,
-            fallback_topic=output if topic != output else None,
-        )
+        if topic in self.unwritable:
+            topic = output
+        return OutRecord(topic, encode_result(result), result.id.encode(), None)
+
+    def note_failed_delivery(self, topic: str, key: bytes | None, err: KafkaError) -> None:
+        """Exactly-once: learn from a write that failed in an (aborted) transaction, so that
+        the redo answers a ``reply_to`` that cannot be written on the output topic instead.
+
+        Only an error that blames the topic counts; anything else (a broker away) is redone as
+        it was.
+        """
+        if topic != self.topics.output and err.code() in TOPIC_ERRORS:
+            logger.warning(
+                "runner=%s cannot write to %s (%s); answering on %s instead",
+                self.runner_id,
+                topic,
+                err,
+                self.topics.output,
+            )
+            self.unwritable.add(topic)
+
+    def _ack(self, tp: TP, offset: int) -> Ack:
+        def acked(_err: KafkaError | None, _msg: Message) -> None:
+            self._on_done(tp, offset)
+
+        return acked
 
     def event(self, job: Job, state: JobState, **fields: Any) -> None:
         """Publish a job event about ``job`` (fire-and-forget)."""
@@ -197,9 +283,7 @@ class JobPublisher:
         """Publish a job event (fire-and-forget: never tracked, never retried)."""
         event = JobEvent(job_id=job_id, pipeline=pipeline, model=model, state=state, **fields)
         with contextlib.suppress(BufferError):
-            self.producer.produce(
-                self.topics.events, key=job_id.encode(), value=encode_event(event)
-            )
+            self.events.produce(self.topics.events, key=job_id.encode(), value=encode_event(event))
 
     def produce(
         self,

@@ -12,9 +12,10 @@ producer. Per job it:
 2. looks in the model store for versions this job id already stored (:func:`find_job`): a job
    whose model is stored was finished before a crash and is **not run again**: its result is
    re-sent; a sweep re-runs only the trials that are not stored;
-3. publishes ``queued`` and launches one Ray task per trial
-(:func:`rayml.training.task.train_trial`)
-   with the pipeline's resources; the task publishes ``running`` and progress events itself;
+3. publishes ``queued`` and launches one Ray task per trial (:func:`rayml.training.task.run_trial`)
+   with the pipeline's resources; the task publishes ``running`` and progress events itself. A
+   trial has a time bound from when its task starts (``trial_timeout``); a task that Ray cannot
+   start yet is reported as waiting for resources (:mod:`rayml.training.trials`);
 4. when every trial is back: a single training's version is announced; a sweep's best trial (by
    the pipeline's ``metric``/``mode``) is promoted -- stored again as the newest version -- and
    that copy is announced. Announcements go to the compacted models topic, keyed by model name;
@@ -26,8 +27,19 @@ producer. Per job it:
    and at shutdown.
 
 So a crash re-delivers exactly the jobs whose results were not acknowledged: unfinished ones run
-again, finished ones are answered from the store. Announcing before answering means a client that
-has the result and sends an inference request finds every executor already told of the version.
+again, finished ones are answered from the store.
+
+With ``executor.delivery = "exactly_once"`` steps 5 and 6 are one: a job's writes (announcement
+and result, or error result and DLQ copy) are staged in a
+:class:`~rayml.delivery.transactions.TransactionalOutput` (``transactional.id =
+"{jobs_group_id}.{runner_id}"``), which releases them into the open transaction in jobs-offset
+order per partition and commits them with the jobs offsets every
+``transaction_commit_interval_s``; events go through a plain producer, outside transactions. A
+read_committed reader sees each job's result once, across a crash of the runner; the price is
+that a long job holds back the answers behind it on its partition.
+
+Announcing before answering means a client that has the result and sends an inference request
+finds every executor already told of the version.
 
 **Bounded concurrency, and why training cannot starve inference.** At most
 ``training.max_concurrent_tasks`` trials are launched or queued per runner; when that many are
@@ -41,7 +53,9 @@ pool grows), and ``ctx.nthread`` equal to the task's ``num_cpus`` keeps a runnin
 more cores than it reserved. The flip side: a node whose CPUs are all held by workers runs no
 training at all -- which is why the executor, when ``executor.worker_num_cpus`` is unset, sizes
 the workers so that ``training.reserve_cpus`` stay free (on a 2-CPU machine: 0.5 for each of two
-workers, and a ``num_cpus=1`` task fits).
+workers, and a ``num_cpus=1`` task fits). A trial that waits anyway is not silent: after
+``training.waiting_notice_s`` its job gets a ``queued`` event saying what it needs and what the
+cluster has free, and ``rayml status`` lists it with that reason.
 
 The runner's parts: :mod:`rayml.training.plan` (checks, the job and its result, pure),
 :mod:`rayml.training.trials` (trials as Ray tasks, retries, promotion),
@@ -69,12 +83,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import Message
 
 from rayml import logs
 from rayml.config import Settings
 from rayml.delivery.consumer_loop import ConsumerLoop, LoopCounters
 from rayml.delivery.screening import dead_letter_record, screen
+from rayml.delivery.transactions import (
+    TransactionAbortedError,
+    TransactionalOutput,
+    rewind_positions,
+)
 from rayml.errors import ModelStoreError, RecordError
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.partitions import TP
@@ -89,7 +108,7 @@ from rayml.protocol.envelopes import (
     error_info_from,
 )
 from rayml.training.plan import Job, Trial, plan_trials
-from rayml.training.publish import Ack, JobPublisher
+from rayml.training.publish import JobPublisher
 from rayml.training.task import (
     JobRecord,
     TrialOutcome,
@@ -100,7 +119,17 @@ from rayml.training.trials import TrialScheduler
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["JobRunner", "JobRunnerActor", "drain_job_runners", "start_job_runners"]
+__all__ = [
+    "RUNNER_ACTOR_PREFIX",
+    "JobRunner",
+    "JobRunnerActor",
+    "drain_job_runners",
+    "start_job_runners",
+]
+
+# Runner actors are named "<RUNNER_ACTOR_PREFIX><runner id>" in the Ray namespace (`rayml status`
+# finds them by it).
+RUNNER_ACTOR_PREFIX = "rayml-jobs:"
 
 
 @dataclass
@@ -127,9 +156,38 @@ class JobRunner(ConsumerLoop):
         self.registry = registry
         self.metrics = JobMetrics(runner_id)
         self.store = ModelStore(settings.models.root, allow_pickle=settings.models.allow_pickle)
-        self._drain_s = settings.executor.drain_timeout_s
-        self.producer = kafka_clients.producer(settings.kafka)
-        self.publish = JobPublisher(settings, self.producer, runner_id)
+        ex = settings.executor
+        self._drain_s = ex.drain_timeout_s
+        self._commit_interval_s = ex.commit_interval_s
+        self.txn: TransactionalOutput | None = None
+        if ex.delivery == "exactly_once":
+            # Stable per runner id: a Ray-restarted runner actor (same id) fences its zombie
+            # and aborts the transaction it left open.
+            txn_id = f"{ex.jobs_group_id}.{runner_id}"
+            room = {"message.max.bytes": max(1_000_000, ex.max_request_bytes + 65_536)}
+            self.producer = kafka_clients.transactional_producer(
+                settings.kafka, txn_id, ex.transaction_timeout_s, **room
+            )
+            # Events are advisory and a transactional producer writes only in a transaction.
+            self.events = kafka_clients.producer(settings.kafka, **{"enable.idempotence": False})
+            self.txn = TransactionalOutput(
+                self.producer,
+                txn_id,
+                on_failed_delivery=lambda *failed: self.publish.note_failed_delivery(*failed),
+                owner=runner_id,
+            )
+            self._commit_interval_s = ex.transaction_commit_interval_s
+        else:
+            self.producer = kafka_clients.producer(settings.kafka)
+            self.events = self.producer
+        self.publish = JobPublisher(
+            settings,
+            self.producer,
+            runner_id,
+            on_done=self._done,
+            stage=None if self.txn is None else self.txn.stage,
+            events=self.events,
+        )
         self.trials = TrialScheduler(settings, runner_id, self.publish, self._answer_ok, self._fail)
         consumer = kafka_clients.consumer(
             settings.kafka,
@@ -145,6 +203,18 @@ class JobRunner(ConsumerLoop):
 
     # -- the loop ----------------------------------------------------------------------------
 
+    def run(self) -> None:
+        """Consume until :meth:`stop`; then drain within the bound, commit, and leave."""
+        if self.txn is not None:
+            self.txn.start()
+        super().run()
+
+    def crashed(self, exc: Exception) -> BaseException:
+        if self.txn is not None:
+            # Exactly-once: nothing more commits; the restarted actor redoes what was open.
+            return self.txn.give_up(exc)
+        return exc
+
     def step(self) -> None:
         busy = self.trials.busy
         room = self.trials.limit - self.trials.outstanding
@@ -152,12 +222,14 @@ class JobRunner(ConsumerLoop):
         # Poll even while paused: it serves rebalances and keeps this member in the group
         # through hours of training (max.poll.interval.ms).
         for msg, tp, offset in self.poll(max(1, room), 0.0 if busy else 0.1):
+            if self.txn is not None:
+                self.txn.track(tp, offset)
             self._accept(msg, tp, offset)
         if not self._stop.is_set():
             self.trials.launch()
         self.trials.collect(block_s=0.1 if busy else 0.0)
-        self.producer.poll(0)
-        if self.commit_due(self.settings.executor.commit_interval_s):
+        self._poll_producers()
+        if self.commit_due(self._commit_interval_s):
             self.commit()
         now = time.monotonic()
         if self.metrics.due(now):
@@ -175,7 +247,6 @@ class JobRunner(ConsumerLoop):
         if request is None:
             return
         headers = headers_of(msg)
-        on_done = self._done(tp, offset)
         received_ms = (
             float(request.sent_at_ms) if request.sent_at_ms is not None else timestamp_ms(msg)
         )
@@ -189,7 +260,7 @@ class JobRunner(ConsumerLoop):
         except RecordError as exc:
             # A bad request: an error result naming the problem; nothing to replay.
             self.counters.jobs_failed += 1
-            self.publish.answer_error(request, None, error_info_from(exc), on_done)
+            self.publish.answer_error(request, None, error_info_from(exc), tp, offset)
             return
         trials = [Trial(n, p) for n, p in enumerate(params)]
         job = Job(tp, offset, raw, headers, request, spec, trials, is_sweep, received_ms)
@@ -227,18 +298,12 @@ class JobRunner(ConsumerLoop):
 
     def dead_letter(self, msg: PolledRecord, error_type: str, message: str) -> None:
         tp, offset, headers = dead_letter_record(msg, error_type, message)
-        self.publish.produce(
-            self.settings.topics.dlq,
-            msg.value() or b"",
-            msg.key(),
-            headers,
-            on_ack=self._done(tp, offset),
-        )
+        self.publish.dead_letter(tp, offset, msg.value() or b"", msg.key(), headers)
 
     def reject(self, msg: PolledRecord, tp: TP, offset: int, rejected: Rejected) -> None:
         result = Result.failed(rejected.request_id, rejected.pipeline or "", rejected.error)
         self.counters.jobs_failed += 1
-        self.publish.result(None, result, self._done(tp, offset))
+        self.publish.result(None, result, tp, offset)
 
     def _stored(self, job: Job) -> JobRecord:
         """What the store holds for this job id already (a crash re-delivered it)."""
@@ -253,27 +318,71 @@ class JobRunner(ConsumerLoop):
 
     def _answer_ok(self, job: Job, outcome: TrialOutcome, extra: dict[str, Any]) -> None:
         self.counters.jobs_succeeded += 1
-        self.publish.answer_ok(job, outcome, extra, self._done(job.tp, job.offset))
+        self.publish.answer_ok(job, outcome, extra)
 
     def _fail(self, job: Job, error: ErrorInfo) -> None:
         """The job ran and failed: an error result, and its request on the DLQ for replay."""
         self.counters.jobs_failed += 1
         self.publish.answer_error(
-            job.request,
-            job,
-            error,
-            self._done(job.tp, job.offset),
-            dead_letter=(job.tp[0], job.tp[1], job.offset, job.raw, job.headers),
+            job.request, job, error, job.tp, job.offset, dead_letter=(job.raw, job.headers)
         )
 
-    def _done(self, tp: TP, offset: int) -> Ack:
-        def mark(err: KafkaError | None, _msg: Message) -> None:
-            # KeyError: the partition was revoked meanwhile; its new owner re-runs the job,
-            # finds its model in the store, and answers again.
-            with contextlib.suppress(KeyError):
-                self.tracker.done(tp, offset)
+    def _done(self, tp: TP, offset: int) -> None:
+        # KeyError: the partition was revoked meanwhile; its new owner re-runs the job, finds
+        # its model in the store, and answers again.
+        with contextlib.suppress(KeyError):
+            self.tracker.done(tp, offset)
 
-        return mark
+    def _poll_producers(self) -> None:
+        self.producer.poll(0)
+        if self.events is not self.producer:
+            self.events.poll(0)
+
+    # -- exactly-once: the transaction -------------------------------------------------------
+
+    def commit(self, offsets: dict[TP, int] | None = None) -> None:
+        """At-least-once: the watermark; exactly-once: the open transaction."""
+        if self.txn is None:
+            super().commit(offsets)
+            return
+        self._last_commit = time.monotonic()
+        if not self.txn.usable:
+            return
+        try:
+            done = self.txn.commit(self.consumer.consumer_group_metadata())
+        except TransactionAbortedError:
+            self._rewind(set(self._assigned))
+            return
+        if done:
+            for tp, offsets_done in done.items():
+                for offset in offsets_done:
+                    self._done(tp, offset)
+            self.tracker.mark_committed(self.tracker.committable())
+            self.counters.commits += 1
+
+    def _rewind(self, tps: set[TP]) -> None:
+        """Exactly-once, after an abort: give up these partitions' jobs and read them again
+        from the committed offsets.
+
+        The jobs that had finished are found in the store and answered again at once; the
+        trials still running are cancelled and start over (an abort is rare: a broker that
+        refused a write, or a lost partition).
+        """
+        assert self.txn is not None
+        logger.warning("runner=%s rewinding %d partitions", self.runner_id, len(tps))
+        self._unsettled |= tps
+        self.txn.abort()
+        self.trials.abandon(lambda job: job.tp in tps)
+        for tp in tps:
+            self.tracker.reset(tp)
+        self.txn.forget(tps)
+        try:
+            rewind_positions(self.consumer, tps)
+        except Exception:
+            # Positions unknown: nothing more may commit from here; the loop crashes and the
+            # restarted actor resumes from the committed offsets.
+            self.txn.usable = False
+            raise
 
     # -- offsets, backpressure, rebalance ----------------------------------------------------
 
@@ -289,14 +398,27 @@ class JobRunner(ConsumerLoop):
         """Give up the jobs of these partitions (their new owner re-runs them), commit.
 
         Training may take hours, far longer than a rebalance may wait; trials that finished are
-        in the store, so the new owner runs only what did not.
+        in the store, so the new owner runs only what did not. Exactly-once, the open
+        transaction (answers released so far, with their offsets) commits while the partitions
+        are still ours; answers held behind an unfinished job are redone by the new owner.
         """
         self.trials.abandon(lambda job: job.tp in revoked)
-        self.producer.flush(min(10.0, self._drain_s))
-        self.commit(self.tracker.revoke(revoked))
+        if self.txn is None:
+            self.producer.flush(min(10.0, self._drain_s))
+            self.commit(self.tracker.revoke(revoked))
+        elif self.txn.usable:
+            self.commit()
 
     def let_go(self, tps: set[TP]) -> None:
         self.trials.abandon(lambda job: job.tp in tps)
+        if self.txn is not None:
+            self.txn.forget(tps)
+
+    def after_lost(self, lost: set[TP]) -> None:
+        if self.txn is not None and self.txn.usable:
+            # The open transaction may hold answers of the lost partitions, which their new
+            # owner redoes: it is aborted, and the rest of ours redone too.
+            self._rewind(set(self._assigned))
 
     def shutdown(self) -> None:
         """Finish (bounded) the trials running now, answer what finished, commit, leave."""
@@ -306,12 +428,22 @@ class JobRunner(ConsumerLoop):
             # be cancelled.
             waiting = self.trials.waiting_jobs()
             self.trials.abandon(lambda job: id(job) in waiting)
+            txn = self.txn
             while self.trials.busy and time.monotonic() < deadline:
                 self.trials.collect(block_s=0.1)
-                self.producer.poll(0)
+                self._poll_producers()
+                # Exactly-once: keep committing while draining, or a drain longer than the
+                # transaction timeout would have the broker abort (and fence) this producer.
+                if txn is not None and txn.usable and self.commit_due(self._commit_interval_s):
+                    self.commit()
             self.trials.abandon(lambda job: True)
-            self.producer.flush(max(1.0, deadline - time.monotonic()))
-            self.commit()
+            if txn is None:
+                self.producer.flush(max(1.0, deadline - time.monotonic()))
+                self.commit()
+            elif txn.usable:  # not after a fatal (fenced) error: nothing may commit
+                self.commit()
+            if self.events is not self.producer:
+                self.events.flush(max(1.0, deadline - time.monotonic()))
         finally:
             try:
                 # Leaves the group, after a failed commit too (as the ingest does).
@@ -334,13 +466,16 @@ class JobRunner(ConsumerLoop):
         # Not consumer.assignment(): a confluent-kafka consumer is not to be called from two
         # threads, and this runs on an actor thread while the loop sits in consume().
         assignment = self.assignment_names()
-        return {
+        status: dict[str, Any] = {
             "runner_id": self.runner_id,
             "pid": os.getpid(),
             "assignment": assignment,
             "jobs_in_flight": self.tracker.in_flight(),
+            # Launched (started, or waiting for Ray to start them) and not launched yet.
             "trials_running": len(self.trials.running),
             "trials_waiting": len(self.trials.waiting),
+            # Launched trials that Ray has not started yet, with what they wait for.
+            "waiting_for_resources": list(self.trials.waiting_report),
             "promoting": len(self.trials.promoting),
             "paused": c.paused,
             "polled": c.polled,
@@ -349,9 +484,16 @@ class JobRunner(ConsumerLoop):
             "jobs_reused": c.jobs_reused,
             "trials_launched": self.trials.trials_launched,
             "trials_retried": self.trials.trials_retried,
+            "trials_timed_out": self.trials.trials_timed_out,
             "commits": c.commits,
+            "delivery": self.settings.executor.delivery,
             "uptime_s": round(time.time() - c.started_at, 3),
         }
+        if self.txn is not None:
+            # Answers held until every earlier job of their partition is answered.
+            status["answers_held"] = self.txn.unreleased()
+            status["transaction_aborts"] = self.txn.aborts
+        return status
 
 
 # --- the actor --------------------------------------------------------------------------------
@@ -390,15 +532,19 @@ class JobRunnerActor:
 
 def start_job_runners(settings: Settings, instance_id: str, timeout_s: float = 120.0) -> list[Any]:
     """Start ``settings.training.job_runners`` runner actors and wait until they are up."""
-    actor_cls = ray.remote(JobRunnerActor).options(
-        num_cpus=0,  # IO-bound: the CPUs are for its training tasks and the model workers
-        max_concurrency=4,
-        max_restarts=-1,
-    )
-    actors: list[Any] = [
-        actor_cls.remote(settings, f"{instance_id}-j{n}")
-        for n in range(settings.training.job_runners)
-    ]
+    actor_cls = ray.remote(JobRunnerActor)
+    actors: list[Any] = []
+    for n in range(settings.training.job_runners):
+        runner_id = f"{instance_id}-j{n}"
+        actor = actor_cls.options(
+            num_cpus=0,  # IO-bound: the CPUs are for its training tasks and the model workers
+            max_concurrency=4,
+            max_restarts=-1,
+            # Named, so `rayml status` finds them on the cluster.
+            name=f"{RUNNER_ACTOR_PREFIX}{runner_id}",
+            namespace=settings.ray.namespace,
+        ).remote(settings, runner_id)
+        actors.append(actor)
     ray.get([a.ready.remote() for a in actors], timeout=timeout_s)
     logger.info("executor=%s started %d job runners", instance_id, len(actors))
     return actors

@@ -1,9 +1,12 @@
 """Training as Ray tasks: run one trial of a job, store its model, report progress.
 
-The job runner (:mod:`rayml.training.runner`) launches :func:`train_trial` once per trial, as a Ray
+The job runner (:mod:`rayml.training.runner`) launches :func:`run_trial` once per trial, as a Ray
 task with the resources the pipeline declares (``num_cpus``, ``num_gpus``, ``memory``), so Ray
-places
-it on any node of the cluster that has them. Inside the task:
+places it on any node of the cluster that has them. The task is a *streaming generator*: the
+first thing it yields is :class:`TrialStarted`, so the runner learns in the same ``ray.wait``
+that serves every task when the task actually started running (its time bound counts from
+there, and until then it is waiting for resources), then the trial's outcome from
+:func:`train_trial`. Inside it:
 
 1. the pipeline is imported by its ``module:qualname`` path (never a pickled closure);
 2. if the store already holds this trial's version (same job id, trial and role: the task was
@@ -40,8 +43,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,11 +68,13 @@ __all__ = [
     "ProgressReporter",
     "TrialFailure",
     "TrialOutcome",
+    "TrialStarted",
     "TrialTask",
     "context_for",
     "find_job",
     "outcome_of",
     "promote_best",
+    "run_trial",
     "task_options",
     "train_trial",
 ]
@@ -97,6 +103,13 @@ class TrialTask:
     kafka: KafkaSettings
     events_topic: str
     progress_interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrialStarted:
+    """What a trial's task yields first: it is running (on this process)."""
+
+    pid: int
 
 
 @dataclass(frozen=True)
@@ -245,6 +258,17 @@ class ProgressReporter:
 
 
 # --- the task ----------------------------------------------------------------------------------
+
+
+def run_trial(task: TrialTask) -> Iterator[TrialStarted | TrialOutcome | TrialFailure]:
+    """The training Ray task: yields :class:`TrialStarted` at once, then the trial's outcome.
+
+    A streaming generator, so that the runner sees the start without a call of its own (it
+    waits on the task's generator with every other task). Losing the worker before or after
+    the start comes out of the generator as Ray's error, an infrastructure failure.
+    """
+    yield TrialStarted(pid=os.getpid())
+    yield train_trial(task)
 
 
 def train_trial(task: TrialTask) -> TrialOutcome | TrialFailure:

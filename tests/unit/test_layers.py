@@ -22,6 +22,8 @@ PURE = [
     "rayml.delivery.sink",
     "rayml.delivery.screening",
     "rayml.delivery.recent",
+    "rayml.delivery.reply_topics",
+    "rayml.delivery.retries",
     "rayml.kafka.partitions",
     "rayml.kafka.records",
     "rayml.models.versions",
@@ -32,6 +34,8 @@ PURE = [
     "rayml.executor.triage",
     "rayml.executor.answers",
     "rayml.executor.isolation",
+    "rayml.executor.window",
+    "rayml.training.watch",
 ]
 
 

@@ -54,3 +54,18 @@ def test_one_failed_trial_does_not_fail_the_job_but_a_job_failure_does() -> None
     assert progress.error == "pipeline_failed: boom"
     progress.update(event("failed", trials=2, error=error))
     assert progress.state == "failed"
+
+
+def test_what_a_waiting_trial_waits_for_is_shown_until_it_starts() -> None:
+    progress = JobProgress()
+    progress.update(event("queued", trials=1))
+    waiting = "waiting for resources: needs {'CPU': 1.0}; the cluster has {'CPU': 0.0} free"
+    progress.update(event("queued", trial=0, trials=1, message=waiting))
+    assert progress.headline == "queued"
+    assert progress.describe() == f"queued {waiting}"
+    # The trial starts: the reason no longer holds.
+    progress.update(event("running", trial=0, trials=1, progress=0.0))
+    assert progress.describe() == "running"
+    progress.update(event("running", trial=0, trials=1, progress=0.5, message="round 5/10"))
+    progress.update(event("running", trial=0, trials=1, progress=0.6))
+    assert progress.describe() == "running round 5/10"  # same state: the message stays

@@ -196,6 +196,46 @@ def test_partition_offsets_alone() -> None:
     assert (p.committed, p.advanced) == (4, False)
 
 
+def test_weights_are_held_until_done_and_released_once() -> None:
+    t = tracker(0, 1, 2)
+    t.weigh(TP, 0, 100)
+    t.weigh(TP, 1, 1_000)
+    t.weigh(TP, 1, 24)  # weighed in parts: they add up
+    t.weigh(TP, 2, 0)
+    assert t.in_flight_bytes() == 1_124
+    t.done(TP, 1)  # out of order: its bytes are released although the watermark waits
+    assert t.in_flight_bytes() == 100
+    t.done(TP, 1)
+    assert t.in_flight_bytes() == 100, "a repeated done releases nothing twice"
+    t.done(TP, 0)
+    assert t.in_flight_bytes() == 0
+
+
+def test_weighing_an_offset_not_tracked_or_done_raises() -> None:
+    t = tracker(0, 1)
+    t.done(TP, 0)
+    with pytest.raises(KeyError):
+        t.weigh(TP, 0, 10)  # done already: nothing holds it
+    with pytest.raises(KeyError):
+        t.weigh(TP, 5, 10)
+    with pytest.raises(KeyError):
+        t.weigh(TP1, 1, 10)
+    assert t.in_flight_bytes() == 0
+
+
+def test_revoke_and_reset_release_the_partitions_weights() -> None:
+    t = tracker(0, 1)
+    t.track(TP1, 7)
+    t.weigh(TP, 0, 10)
+    t.weigh(TP, 1, 20)
+    t.weigh(TP1, 7, 300)
+    t.done(TP, 0)
+    t.revoke([TP])
+    assert t.in_flight_bytes() == 300
+    t.reset(TP1)
+    assert t.in_flight_bytes() == 0
+
+
 def test_many_messages_stay_linear() -> None:
     # 200k tracked, completed in reverse: the worst case for the done set, one big pop at the end.
     n = 200_000
@@ -266,16 +306,23 @@ class TrackerMachine(RuleBasedStateMachine):
         self.unfinished: dict[TopicPartition, set[int]] = {tp: set() for tp in PARTITIONS}
         self.committed: dict[TopicPartition, int] = {}
         self.next_offset: dict[TopicPartition, int] = dict.fromkeys(PARTITIONS, 0)
+        self.weights: dict[tuple[TopicPartition, int], int] = {}
 
     def _forget(self, tp: TopicPartition) -> None:
         self.tracked[tp] = []
         self.unfinished[tp] = set()
         self.committed.pop(tp, None)
 
-    @rule(tp=st.sampled_from(PARTITIONS), gap=st.integers(min_value=0, max_value=3))
-    def track(self, tp: TopicPartition, gap: int) -> None:
+    @rule(
+        tp=st.sampled_from(PARTITIONS),
+        gap=st.integers(min_value=0, max_value=3),
+        size=st.integers(min_value=0, max_value=5_000),
+    )
+    def track(self, tp: TopicPartition, gap: int, size: int) -> None:
         offset = self.next_offset[tp] + gap
         self.t.track(tp, offset)
+        self.t.weigh(tp, offset, size)
+        self.weights[(tp, offset)] = size
         self.tracked[tp].append(offset)
         self.unfinished[tp].add(offset)
         self.next_offset[tp] = offset + 1
@@ -340,6 +387,11 @@ class TrackerMachine(RuleBasedStateMachine):
         for tp in PARTITIONS:
             assert self.t.pending(tp) == len(self.unfinished[tp])
         assert self.t.in_flight() == sum(len(u) for u in self.unfinished.values())
+
+    @invariant()
+    def held_bytes_are_the_unfinished_weights(self) -> None:
+        held = sum(self.weights[(tp, o)] for tp in PARTITIONS for o in self.unfinished[tp])
+        assert self.t.in_flight_bytes() == held
 
     @invariant()
     def committable_is_exactly_what_moved(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from rayml.delivery.reply_topics import ReplyTopics
 from rayml.delivery.result_writer import ResultWriter
 from rayml.protocol.dead_letters import DeadLetter, dead_letter_from_headers
 from rayml.protocol.envelopes import ErrorInfo, ModelRef, Request, Result, Timings, decode_result
@@ -42,10 +43,23 @@ class FakeProducer:
             callback(None, _Delivered())
 
 
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def writer_on(
-    producer: FakeProducer,
+    producer: FakeProducer, **options: Any
 ) -> tuple[ResultWriter, list[tuple[tuple[str, int], int]]]:
     done: list[tuple[tuple[str, int], int]] = []
+    # Unless a test says otherwise, every reply_to existed when the writer asked (the tests
+    # here are of what happens to writes that fail after that).
+    options.setdefault("reply_topics", ReplyTopics(lambda names: dict.fromkeys(names)))
     w = ResultWriter(
         producer,  # type: ignore[arg-type]
         output_topic="out",
@@ -53,6 +67,7 @@ def writer_on(
         jobs_topic="jobs",
         on_done=lambda tp, offset: done.append((tp, offset)),
         owner="test",
+        **options,
     )
     return w, done
 
@@ -203,12 +218,18 @@ def test_only_a_topic_error_moves_an_answer_from_reply_to_to_the_result_topic() 
     # metadata tells the two apart.
     timeout = KafkaError(KafkaError._MSG_TIMED_OUT)
     timed_out = RefusingProducer(limit=10_000, failing={"mine": timeout}, existing={"out", "mine"})
-    w, _ = writer_on(timed_out)
+    clock = Clock()
+    w, _ = writer_on(timed_out, clock=clock)
     request = Request(id="r-1", pipeline="p.predict", params={}, reply_to="mine")
     w.answer_ok(("in", 0), 1, request, {"x": 1}, model=None, timings={}, attempts=1)
     assert timed_out.sent == [], "parked while the broker is asked"
     assert w.settle(wait_s=5.0) == 1
-    assert [s["topic"] for s in timed_out.sent] == ["mine"]  # retried where it belongs
+    # The topic is not to blame (the broker was): retried where it belongs, after a backoff.
+    assert timed_out.sent == []
+    assert [t["topic"] for t in w.failing_topics] == ["mine"]
+    clock.now += 0.1
+    w.settle()
+    assert [s["topic"] for s in timed_out.sent] == ["mine"]
 
     gone = RefusingProducer(limit=10_000, failing={"gone": timeout})
     w, _ = writer_on(gone)
@@ -250,7 +271,8 @@ def test_failed_reply_to_writes_wait_for_one_metadata_answer_without_blocking(
     topic_exists: bool,
 ) -> None:
     producer = SlowBrokerProducer(topic_exists)
-    w, done = writer_on(producer)
+    clock = Clock()
+    w, done = writer_on(producer, clock=clock)
     for offset in range(50):
         request = Request(id=f"r-{offset}", pipeline="p", params={}, reply_to="replies")
         w.answer_ok(("in", 0), offset, request, {"x": 1}, model=None, timings={}, attempts=1)
@@ -263,16 +285,26 @@ def test_failed_reply_to_writes_wait_for_one_metadata_answer_without_blocking(
     assert w.settle(wait_s=5.0) == 50
     assert producer.questions == 1, "one question for the topic, not one per failed result"
     assert w.parked == 0
+    if topic_exists:
+        # The broker, not the topic, failed them: one result probes the topic after a backoff;
+        # once it is delivered, the others follow.
+        assert producer.sent[50:] == []
+        clock.now += 0.1
+        w.settle()
+        assert [s["key"] for s in producer.sent[50:]] == [b"r-0"]
+        producer.ack()
     retried = [s["topic"] for s in producer.sent[50:]]
     assert retried == ["replies" if topic_exists else "out"] * 50
     producer.ack()
     assert sorted(offset for _, offset in done) == list(range(50))
+    assert w.failing_topics == ()
     w.close()
 
 
 def test_parked_results_of_partitions_let_go_of_are_forgotten() -> None:
     producer = SlowBrokerProducer(topic_exists=True)
-    w, _ = writer_on(producer)
+    clock = Clock()
+    w, _ = writer_on(producer, clock=clock)
     for partition in (0, 1):
         request = Request(id=f"r-{partition}", pipeline="p", params={}, reply_to="replies")
         w.answer_ok(("in", partition), 5, request, {"x": 1}, model=None, timings={}, attempts=1)
@@ -281,6 +313,8 @@ def test_parked_results_of_partitions_let_go_of_are_forgotten() -> None:
     assert w.forget({("in", 0)}) == 1, "partition 0 was revoked: its new owner answers r-0"
     producer.answer.set()
     assert w.settle(wait_s=5.0) == 1
+    clock.now += 0.1
+    w.settle()
     assert [s["key"] for s in producer.sent[2:]] == [b"r-1"]
     w.close()
 
@@ -394,3 +428,180 @@ def test_exactly_once_redoes_a_refused_hand_off_as_an_error_answer() -> None:
     [[record]] = staged
     assert record.topic == "out"
     assert decode_result(record.value).error.type == "request_too_large"  # type: ignore[union-attr]
+
+
+# --- persistent write failures ---------------------------------------------------------------
+
+
+class OutageProducer(FakeProducer):
+    """A broker on which the topics in ``down`` refuse every write with ``error`` (e.g. an ACL
+    removed: TOPIC_AUTHORIZATION_FAILED, reported at once); ``raising`` topics are refused in
+    produce() itself, as librdkafka refuses a topic it knows to be missing."""
+
+    def __init__(self, error: int) -> None:
+        super().__init__()
+        self.down: set[str] = set()
+        self.raising: set[str] = set()
+        self.error = error
+        self.attempts = 0
+
+    def produce(
+        self, topic: str, *, value: bytes, key: bytes | None, headers: Any, on_delivery: Any = None
+    ) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        self.attempts += 1
+        if topic in self.raising:
+            raise KafkaException(KafkaError(KafkaError._UNKNOWN_TOPIC))
+        if topic in self.down:
+            self._callbacks.append(
+                lambda _err, msg: on_delivery(KafkaError(self.error), msg)  # fails on ack()
+            )
+            return
+        super().produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+
+
+def _answer_all(w: ResultWriter, n: int, start: int = 0) -> None:
+    for offset in range(start, start + n):
+        request = Request(id=f"r-{offset}", pipeline="p", params={})
+        w.answer_ok(("in", 0), offset, request, {"x": 1}, model=None, timings={}, attempts=1)
+
+
+def test_a_failing_result_topic_is_probed_with_backoff_and_nothing_is_done_or_lost() -> None:
+    from confluent_kafka import KafkaError
+
+    producer = OutageProducer(KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    clock = Clock()
+    w, done = writer_on(producer, clock=clock, retry_initial_s=0.1, retry_max_s=1.0)
+    producer.down.add("out")
+    _answer_all(w, 20)
+    producer.ack()  # all 20 fail at once
+    assert done == []
+    assert w.failed_deliveries == {("out", "TOPIC_AUTHORIZATION_FAILED"): 20}
+    [failing] = w.failing_topics
+    assert failing["topic"] == "out"
+    assert failing["error"].startswith("TOPIC_AUTHORIZATION_FAILED")
+    assert (failing["failures"], failing["waiting"]) == (20, 20)
+    # New results for the failing topic wait without a try of their own.
+    _answer_all(w, 5, start=20)
+    assert producer.attempts == 20
+    # 10 s of outage: one probe per backoff step (0.1, 0.2, 0.4, 0.8, then 1 s, each with a
+    # jitter that may halve it), never one try per waiting result: 12 probes with the longest
+    # delays (0.1 + 0.2 + 0.4 + 0.8 + 8 x 1 s <= 10 s), 23 with the shortest.
+    for _ in range(1000):
+        clock.now += 0.01
+        w.settle()
+        producer.ack()
+    probes = producer.attempts - 20
+    assert 12 <= probes <= 23
+    assert done == []
+    assert w.retries_waiting == 25
+    # The topic works again: the next probe succeeds and everything waiting follows, once.
+    producer.down.clear()
+    clock.now += 1.0
+    w.settle()
+    producer.ack()
+    producer.ack()
+    assert sorted(offset for _, offset in done) == list(range(25))
+    assert [s["key"] for s in producer.sent].count(b"r-0") == 1
+    assert w.failing_topics == ()
+    assert w.retries_waiting == 0
+
+
+def test_a_topic_librdkafka_knows_missing_is_retried_not_raised() -> None:
+    from confluent_kafka import KafkaError
+
+    producer = OutageProducer(KafkaError.UNKNOWN_TOPIC_OR_PART)
+    clock = Clock()
+    w, done = writer_on(producer, clock=clock)
+    producer.raising.add("dlq")
+    letter = SimpleNamespace(
+        topic=lambda: "in", partition=lambda: 0, offset=lambda: 4, key=lambda: None
+    )
+    letter.value = lambda: b"not json"
+    letter.headers = lambda: None
+    w.dead_letter(letter, "undecodable", "not JSON")  # type: ignore[arg-type]
+    assert [t["topic"] for t in w.failing_topics] == ["dlq"]
+    assert w.failed_deliveries == {("dlq", "_UNKNOWN_TOPIC"): 1}
+    producer.raising.clear()
+    clock.now += 0.1
+    w.settle()
+    producer.ack()
+    assert done == [(("in", 0), 4)]
+    assert w.failing_topics == ()
+
+
+def test_waiting_writes_of_partitions_let_go_of_are_forgotten() -> None:
+    from confluent_kafka import KafkaError
+
+    producer = OutageProducer(KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    w, _done = writer_on(producer, clock=Clock())
+    producer.down.add("out")
+    for partition in (0, 1):
+        request = Request(id=f"r-{partition}", pipeline="p", params={})
+        w.answer_ok(("in", partition), 3, request, {"x": 1}, model=None, timings={}, attempts=1)
+    producer.ack()
+    assert w.retries_waiting == 2
+    assert w.forget({("in", 0)}) == 1
+    assert w.retries_waiting == 1
+
+
+def test_failed_delivery_labels_are_bounded() -> None:
+    from confluent_kafka import KafkaError
+
+    producer = OutageProducer(KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    w, _ = writer_on(producer, clock=Clock())
+    for n in range(150):
+        w._count_failure(f"reply-{n}", KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+    assert len(w.failed_deliveries) == 101
+    assert w.failed_deliveries[("_other", "TOPIC_AUTHORIZATION_FAILED")] == 50
+    assert w.failed_total == 150
+
+
+def test_a_reply_to_the_broker_does_not_have_is_answered_on_the_result_topic_at_once() -> None:
+    """Asked first: no write to a missing topic (librdkafka would wait 30 s, exactly-once
+    would abort), and a batch's names cost one round, however many requests name them."""
+    asked: list[list[str]] = []
+
+    def ask(names: list[str]) -> dict[str, str | None]:
+        asked.append(names)
+        return {n: None if n == "replies" else "the broker has no such topic" for n in names}
+
+    producer = FakeProducer()
+    w, done = writer_on(producer, reply_topics=ReplyTopics(ask))
+    names = ["replies", *(f"bogus-{i}" for i in range(100))]
+    w.check_reply_topics(names)
+    for i, name in enumerate(names):
+        request = Request(id=f"r-{i}", pipeline="p.predict", params={}, reply_to=name)
+        w.answer_ok(("in", 0), i, request, {"x": 1}, model=None, timings={}, attempts=1)
+    assert len(asked) == 1
+    assert [m["topic"] for m in producer.sent] == ["replies", *(["out"] * 100)]
+    assert w.results_rerouted == 100
+    producer.ack()
+    assert len(done) == 101
+
+
+def test_a_reply_to_not_asked_about_yet_is_asked_before_its_result_is_written() -> None:
+    producer = FakeProducer()
+    w, _ = writer_on(producer, reply_topics=ReplyTopics(lambda names: dict.fromkeys(names, "no")))
+    request = Request(id="r-1", pipeline="p.predict", params={}, reply_to="nope")
+    w.answer(("in", 0), 1, "r-1", "p.predict", request, error=ErrorInfo(type="x", message="y"))
+    assert [m["topic"] for m in producer.sent] == ["out"]
+
+
+def test_exactly_once_stages_a_missing_reply_topics_result_on_the_result_topic() -> None:
+    staged: list[Any] = []
+    w = ResultWriter(
+        FakeProducer(),  # type: ignore[arg-type]
+        output_topic="out",
+        dlq_topic="dlq",
+        jobs_topic="jobs",
+        on_done=lambda tp, offset: None,
+        owner="test",
+        stage=lambda tp, offset, records: staged.append(records),
+        reply_topics=ReplyTopics(lambda names: dict.fromkeys(names, "no such topic")),
+    )
+    request = Request(id="r-1", pipeline="p.predict", params={}, reply_to="bogus")
+    w.answer_ok(("in", 0), 1, request, {"x": 1}, model=None, timings={}, attempts=1)
+    [[record]] = staged
+    assert record.topic == "out"

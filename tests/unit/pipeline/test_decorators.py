@@ -344,3 +344,25 @@ def test_batch_timeout_s_is_a_positive_number_of_seconds_or_none() -> None:
     for bad in (0, -1, True, "30"):
         with pytest.raises(RegistrationError, match="batch_timeout_s must be"):
             inference("demo.bad", model="m", params=P, batch_timeout_s=bad, registry=reg)  # type: ignore[arg-type]
+
+
+class FitParams(BaseModel):
+    x: float = 1.0
+
+
+def test_training_timeout_s_is_a_positive_number_of_seconds_or_none() -> None:
+    reg = Registry()
+
+    @training("demo.bounded_fit", model="m", params=FitParams, timeout_s=90, registry=reg)
+    def bounded(params: FitParams, ctx: TrainingContext) -> TrainedModel:
+        return TrainedModel(model=None, metrics={})
+
+    @training("demo.plain_fit", model="m", params=FitParams, registry=reg)
+    def plain(params: FitParams, ctx: TrainingContext) -> TrainedModel:
+        return TrainedModel(model=None, metrics={})
+
+    assert reg.get("demo.bounded_fit").trial_timeout_s == 90.0
+    assert reg.get("demo.plain_fit").trial_timeout_s is None  # the setting applies
+    for bad in (0, -1, True, "30"):
+        with pytest.raises(RegistrationError, match="timeout_s must be"):
+            training("demo.bad", model="m", params=FitParams, timeout_s=bad, registry=reg)  # type: ignore[arg-type]

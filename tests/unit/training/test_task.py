@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import rayml.protocol.sweeps
 import rayml.protocol.training
 import rayml.training.plan
 import rayml.training.task
-from rayml.config import KafkaSettings
+import rayml.training.watch
+from rayml.config import KafkaSettings, TrainingSettings
 from rayml.executor.version_follower import LatestVersions
 from rayml.models.store import ModelStore
 from rayml.models.versions import newest_servable
@@ -29,18 +31,29 @@ from rayml.protocol.training import (
     encode_announcement,
     encode_event,
 )
-from rayml.training.plan import Job, Trial, plan_trials, result_payload, sweep_summary
+from rayml.training.plan import (
+    Job,
+    Trial,
+    TrialTimeoutError,
+    plan_trials,
+    result_payload,
+    sweep_summary,
+    trial_bound,
+)
 from rayml.training.task import (
     MODEL_ROLE,
     TRIAL_ROLE,
     TrialFailure,
     TrialOutcome,
+    TrialStarted,
     TrialTask,
     find_job,
     promote_best,
+    run_trial,
     task_options,
     train_trial,
 )
+from tests.support.training_fault_pipelines import HANG_BOUNDED_TIMEOUT_S
 from tests.support.training_pipelines import FastParams
 
 FAST = "tests.support.training_pipelines:train_fast"
@@ -115,6 +128,49 @@ def test_trial_stores_a_version_with_its_job_metadata(
     assert states[0] == "running"
     assert reporter.events[0][1]["progress"] == 0.0
     assert ("running", 0.5) in [(s, e.get("progress")) for s, e in reporter.events]
+
+
+def test_the_task_says_it_started_before_it_trains_then_returns_the_outcome(
+    tmp_path: Path, reporter: type[RecordingReporter]
+) -> None:
+    stream = run_trial(task(tmp_path))
+    started = next(stream)
+    assert isinstance(started, TrialStarted)
+    assert started.pid == os.getpid()
+    # Nothing ran yet: the runner's clock starts before the pipeline does.
+    assert reporter.events == []
+    assert ModelStore(str(tmp_path)).versions("testing_fast") == []
+    outcome = next(stream)
+    assert isinstance(outcome, TrialOutcome)
+    assert outcome.version == "000001"
+    assert next(stream, None) is None
+
+
+def test_a_trial_bound_is_the_pipelines_own_else_the_setting() -> None:
+    reg = Registry()
+    reg.discover(["tests.support.training_fault_pipelines"], entry_points=False)
+    own = reg.get("testing.train_hang_bounded")
+    plain = reg.get("testing.train_hang")
+    assert own.trial_timeout_s == HANG_BOUNDED_TIMEOUT_S
+    assert trial_bound(own, TrainingSettings(trial_timeout_s=60)) == HANG_BOUNDED_TIMEOUT_S
+    assert trial_bound(own, TrainingSettings(trial_timeout_s=None)) == HANG_BOUNDED_TIMEOUT_S
+    assert trial_bound(plain, TrainingSettings(trial_timeout_s=60)) == 60
+    assert trial_bound(plain, TrainingSettings(trial_timeout_s=None)) is None
+    assert TrainingSettings().trial_timeout_s == 3600
+
+
+def test_a_trial_timeout_is_a_record_failure_naming_its_bound() -> None:
+    error = TrialTimeoutError("testing.train_hang", trial=2, attempt=1, timeout_s=2.5)
+    assert isinstance(error, rayml.errors.RecordError)
+    info = rayml.protocol.envelopes.error_info_from(error)
+    assert info.type == "trial_timeout"
+    assert "2.5s time bound" in info.message
+    assert info.details == {
+        "pipeline": "testing.train_hang",
+        "trial": 2,
+        "attempt": 1,
+        "timeout_s": 2.5,
+    }
 
 
 def test_a_stored_trial_is_not_trained_again(
@@ -299,6 +355,7 @@ def test_events_and_announcements_round_trip() -> None:
         rayml.protocol.training,
         rayml.training.task,
         rayml.training.plan,
+        rayml.training.watch,
         rayml.executor.version_follower,
     ],
 )

@@ -1,0 +1,260 @@
+"""Writes to a topic that keeps failing: exponential backoff per topic, one probe at a time. Pure.
+
+librdkafka retries a write on its own (a broker away, a leader moving) until
+``message.timeout.ms``; a failed delivery report is what is left after that, or an error no
+retry cures soon: the topic was deleted, the ACL that let rayml write it was removed. Producing
+such a write again at once fails again at once, for every write waiting, in a loop. So a topic
+whose write failed is *failing* until a write to it succeeds:
+
+* its failed writes, and every new write for it, wait in its queue (their input offsets stay
+  unfinished, so uncommitted; the ingest's in-flight window pauses the partitions once full);
+* one write at a time, the oldest, is sent again as a probe, after a delay that starts at
+  ``initial_s`` and doubles up to ``max_s`` with each failed probe, with *equal jitter* (half
+  the delay, plus a random share of the other half: AWS's "Exponential Backoff And Jitter"),
+  so that the ingests of a cluster do not probe in step;
+* the first successful delivery to the topic (the probe's, or an older write's) ends it: the
+  waiting writes are handed back, in order, to be produced;
+* it is logged when it starts failing, at most once per ``log_interval_s`` while it fails
+  (with the failures counted since the last line), and when it works again: never per write.
+
+The caller (:class:`~rayml.delivery.result_writer.ResultWriter`) owns the writes (``T``): this
+module only keeps them, so it is tested with a fake clock.
+
+Example:
+    >>> clock = [0.0]
+    >>> topics = FailingTopics[str]("ingest=i0", 0.1, 30.0, 60.0, clock=lambda: clock[0],
+    ...                             rng=lambda: 1.0)
+    >>> topics.failed("out", "TOPIC_AUTHORIZATION_FAILED", "w1")
+    >>> topics.hold("out", "w2"), topics.due()      # w2 waits too; no probe before 0.1 s
+    (True, [])
+    >>> clock[0] = 0.1
+    >>> topics.due()                                 # the oldest write probes the topic
+    [('out', 'w1')]
+    >>> topics.failed("out", "TOPIC_AUTHORIZATION_FAILED", "w1")  # the probe failed: 0.2 s
+    >>> clock[0] = 0.25; topics.due()
+    []
+    >>> clock[0] = 0.31; topics.due()
+    [('out', 'w1')]
+    >>> topics.delivered("out")                       # it worked: everything waiting goes
+    ['w2']
+    >>> "out" in topics
+    False
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+__all__ = ["FailingTopics", "backoff_delay"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def backoff_delay(
+    attempt: int, initial_s: float, max_s: float, rng: Callable[[], float] = random.random
+) -> float:
+    """The delay before try ``attempt`` + 1: ``initial_s`` doubled per attempt, capped at
+    ``max_s``, with equal jitter (between half of that and all of it).
+
+    >>> [backoff_delay(n, 0.1, 30.0, rng=lambda: 1.0) for n in (0, 1, 2, 9, 50)]
+    [0.1, 0.2, 0.4, 30.0, 30.0]
+    >>> backoff_delay(3, 0.1, 30.0, rng=lambda: 0.0)
+    0.4
+    """
+    ceiling = min(max_s, initial_s * 2.0 ** min(attempt, 64))
+    return ceiling / 2 + rng() * ceiling / 2
+
+
+@dataclass(eq=False)
+class _Failing(Generic[T]):
+    """One failing topic."""
+
+    error: str  # the latest failure
+    since: float  # clock time of the first failure
+    since_wall: float  # the same, wall clock (for status)
+    next_try: float  # when the next probe may go
+    next_log: float  # when the next "still failing" line may be written
+    attempt: int = 0  # failed probes
+    failures: int = 0  # failed deliveries since it began failing
+    logged: int = 0  # `failures` at the last log line
+    probe: T | None = None  # the write sent to probe the topic, while it is out
+    waiting: deque[T] = field(default_factory=deque)
+
+
+class FailingTopics(Generic[T]):
+    """The topics whose writes fail, each with its waiting writes and its backoff.
+
+    Not thread-safe: one thread (the ingest's loop) calls everything but :attr:`status`,
+    which is replaced, never mutated, so any thread may read it.
+
+    Args:
+        owner: How log lines name the writer (``ingest=...``).
+        initial_s: The first probe's delay after a failure.
+        max_s: The longest delay between two probes.
+        log_interval_s: Least time between two "still failing" lines of one topic.
+        clock: Monotonic seconds (injected by tests).
+        wall: Wall-clock seconds, for the status's ``since``.
+        rng: Uniform in [0, 1), for the jitter.
+    """
+
+    def __init__(
+        self,
+        owner: str,
+        initial_s: float,
+        max_s: float,
+        log_interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.owner = owner
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.log_interval_s = log_interval_s
+        self._clock = clock
+        self._wall = wall
+        self._rng = rng
+        self._topics: dict[str, _Failing[T]] = {}
+        #: The failing topics as plain dicts (topic, error, since, failures, waiting).
+        self.status: tuple[dict[str, Any], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self._topics)
+
+    def __contains__(self, topic: object) -> bool:
+        return topic in self._topics
+
+    @property
+    def waiting(self) -> int:
+        """Writes held for failing topics, their probes included."""
+        return sum(len(f.waiting) + (f.probe is not None) for f in self._topics.values())
+
+    def failed(self, topic: str, error: str, write: T) -> None:
+        """A write to ``topic`` failed with ``error``: it waits for the topic to work again."""
+        now = self._clock()
+        failing = self._topics.get(topic)
+        if failing is None:
+            failing = self._topics[topic] = _Failing(
+                error,
+                now,
+                self._wall(),
+                now + self._delay(0),
+                now + self.log_interval_s,
+            )
+            logger.warning(
+                "%s delivery to %s failed (%s): its writes wait and the topic is tried again "
+                "with backoff (%.1fs doubling up to %.0fs); nothing is committed past them",
+                self.owner,
+                topic,
+                error,
+                self.initial_s,
+                self.max_s,
+            )
+        failing.error = error
+        failing.failures += 1
+        if write is failing.probe:
+            # The probe failed: the topic still refuses; wait longer before the next one.
+            failing.probe = None
+            failing.attempt += 1
+            failing.next_try = now + self._delay(failing.attempt)
+            failing.waiting.appendleft(write)  # still the oldest
+        else:
+            failing.waiting.append(write)  # sent before the topic failed, failed since
+        self._publish()
+
+    def hold(self, topic: str, write: T) -> bool:
+        """Keep a new ``write`` if its topic is failing (it would fail the same way)."""
+        failing = self._topics.get(topic)
+        if failing is None:
+            return False
+        failing.waiting.append(write)
+        return True
+
+    def due(self) -> list[tuple[str, T]]:
+        """The probes to send now, one per failing topic whose delay has passed (and the
+        "still failing" lines that are due are written)."""
+        now = self._clock()
+        probes: list[tuple[str, T]] = []
+        changed = False
+        for topic, failing in list(self._topics.items()):
+            if failing.probe is None and now >= failing.next_try:
+                changed = True
+                if not failing.waiting:
+                    # Nothing left to write there (forgotten with a revoked partition): no
+                    # reason to call it failing. A new write finds out afresh.
+                    del self._topics[topic]
+                    continue
+                failing.probe = failing.waiting.popleft()
+                probes.append((topic, failing.probe))
+            if now >= failing.next_log:
+                self._log_still_failing(topic, failing, now)
+        if changed:
+            self._publish()
+        return probes
+
+    def delivered(self, topic: str) -> list[T]:
+        """A write to ``topic`` succeeded: it works again; the writes that waited, in order."""
+        failing = self._topics.pop(topic, None)
+        if failing is None:
+            return []
+        logger.warning(
+            "%s delivery to %s works again after %.1fs (%d failed deliveries); writing the %d "
+            "that waited",
+            self.owner,
+            topic,
+            self._clock() - failing.since,
+            failing.failures,
+            len(failing.waiting),
+        )
+        self._publish()
+        return list(failing.waiting)
+
+    def forget(self, drop: Callable[[T], bool]) -> int:
+        """Drop the waiting writes ``drop`` selects (their partitions were let go of)."""
+        dropped = 0
+        for failing in self._topics.values():
+            keep = deque(w for w in failing.waiting if not drop(w))
+            dropped += len(failing.waiting) - len(keep)
+            failing.waiting = keep
+        if dropped:
+            self._publish()
+        return dropped
+
+    def _delay(self, attempt: int) -> float:
+        return backoff_delay(attempt, self.initial_s, self.max_s, self._rng)
+
+    def _log_still_failing(self, topic: str, failing: _Failing[T], now: float) -> None:
+        logger.warning(
+            "%s delivery to %s still failing after %.0fs (%s): %d failed deliveries since the "
+            "last report, %d writes wait, next try in %.1fs",
+            self.owner,
+            topic,
+            now - failing.since,
+            failing.error,
+            failing.failures - failing.logged,
+            len(failing.waiting) + (failing.probe is not None),
+            max(0.0, failing.next_try - now),
+        )
+        failing.logged = failing.failures
+        failing.next_log = now + self.log_interval_s
+
+    def _publish(self) -> None:
+        self.status = tuple(
+            {
+                "topic": topic,
+                "error": f.error,
+                "since": datetime.fromtimestamp(f.since_wall, UTC).isoformat(timespec="seconds"),
+                "failures": f.failures,
+                "waiting": len(f.waiting) + (f.probe is not None),
+            }
+            for topic, f in self._topics.items()
+        )
