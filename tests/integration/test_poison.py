@@ -10,6 +10,7 @@ executor keeps serving and commits every partition to its end.
 from __future__ import annotations
 
 import math
+import secrets
 import time
 import uuid
 
@@ -312,3 +313,99 @@ def test_reply_topics_that_cannot_be_written_end_on_the_result_topic(
     assert all(len(results[i]) == 1 for i in bad_ids)
     assert answers == ({"result_too_large"} if poison == "refusing reply topic" else {"ok"})
     assert committed
+
+
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
+def test_a_training_request_too_large_for_the_jobs_topic_is_answered_not_lost(
+    settings: Settings, ray_runtime: str, delivery: str
+) -> None:
+    """The jobs topic takes at most 2,000 bytes a record; a training request of 20 KB (within
+    ``max_request_bytes``) cannot be handed off: it is answered ``request_too_large`` once, no
+    empty record reaches the jobs topic, the inference requests around it are answered ``ok``,
+    and the input is committed to its end."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    [future] = admin.create_topics(
+        [
+            NewTopic(
+                settings.topics.jobs,
+                settings.topics.jobs_partitions,
+                1,
+                config={"max.message.bytes": "2000"},
+            )
+        ]
+    ).values()
+    future.result(30)
+    settings = slow_pipeline_settings(settings, max_batch_size=BATCH, max_in_flight=5_000)
+    settings = settings.model_copy(
+        update={"executor": settings.executor.model_copy(update={"delivery": delivery})}
+    )
+    executor = Executor(settings)
+    executor.start()
+    collector = ResultCollector(settings, isolation_level="read_committed")
+    started = time.monotonic()
+    try:
+        rows = breast_cancer_rows(INNOCENT)
+        ids = [f"h-{i}-{uuid.uuid4().hex[:6]}" for i in range(INNOCENT)]
+        requests: list[dict] = [
+            predict_request(rid, row.tolist(), pipeline="testing.slow")
+            for rid, row in zip(ids, rows, strict=True)
+        ]
+        big_id = f"big-{uuid.uuid4().hex[:6]}"
+        # Valid (the ingest checks a training request's params before handing it off), 20 KB
+        # that do not compress (the broker's limit applies to compressed batches).
+        big = {
+            "id": big_id,
+            "pipeline": "breast_cancer.train",
+            "params": {"n_estimators": 5},
+            "tenant": secrets.token_hex(10_000),
+        }
+        requests.insert(INNOCENT // 2, big)
+        send_requests(settings, requests)
+        results = collector.wait_for([*ids, big_id], timeout_s=240)
+        took = time.monotonic() - started
+        collector.poll_until_quiet(1.0)
+        committed = _committed_to_end(settings)
+        jobs = _count_records(settings, settings.topics.jobs)
+    finally:
+        executor.drain(15)
+        collector.close()
+    ok = sum(len(results[i]) == 1 and results[i][0].status == "ok" for i in ids)
+    [answer] = results[big_id]
+    kind = answer.error.type if answer.error else answer.status
+    _table_row(
+        f"oversized training hand-off ({delivery})",
+        len(requests),
+        ok,
+        INNOCENT,
+        kind,
+        took,
+        committed,
+    )
+    assert ok == INNOCENT
+    assert kind == "request_too_large"
+    assert jobs == 0, "nothing (no empty record) reached the jobs topic"
+    assert committed
+
+
+def _count_records(settings: Settings, topic: str) -> int:
+    """Records a read_committed reader finds on ``topic`` (end offsets minus start offsets)."""
+    probe = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": f"count-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        meta = probe.list_topics(topic, timeout=10).topics[topic]
+        total = 0
+        probe.assign([TopicPartition(topic, p) for p in meta.partitions])
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            total += sum(1 for m in probe.consume(500, timeout=0.5) if m.error() is None)
+        return total
+    finally:
+        probe.close()
