@@ -64,6 +64,8 @@ class ReplyTopics:
         self._missing: dict[str, str] = {}
         self._missing_set = RecentSet(max_topics, missing_s, clock)
         self.rounds = 0
+        self.missing_count = 0  # topics found missing, in all (for status and logs)
+        self.last_missing = ""
 
     def known(self, topic: str) -> bool:
         """Whether the broker has answered about ``topic`` recently."""
@@ -86,6 +88,8 @@ class ReplyTopics:
             else:
                 self._missing_set.add(topic)
                 self._missing[topic] = why
+                self.missing_count += 1
+                self.last_missing = topic
         if len(self._missing) > 2 * self._missing_set.max_items:
             self._missing = {t: w for t, w in self._missing.items() if t in self._missing_set}
         return len(unknown)
