@@ -5,6 +5,7 @@
 * :mod:`~rayml.cli.options` -- the options every command shares and the parsing of ``--params``;
 * :mod:`~rayml.cli.submit`, :mod:`~rayml.cli.training` (``train``, ``models``),
   :mod:`~rayml.cli.status`;
+* :mod:`~rayml.cli.local_ray` -- the local Ray of ``rayml serve``, in a session of its own;
 * :mod:`~rayml.cli.demo` -- ``make demo``: a local broker, a local Ray, a trained model, a
   burst of requests.
 

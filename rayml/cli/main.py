@@ -175,17 +175,28 @@ def serve(
     bootstrap_servers: BootstrapOpt = None,
     ray_address: Annotated[
         str | None,
-        typer.Option("--ray-address", help="Join this Ray cluster (default: a local Ray)."),
+        typer.Option(
+            "--ray-address",
+            help="Join this Ray cluster ('auto': the one on this machine) [RAYML_RAY__ADDRESS, "
+            "else RAY_ADDRESS, else a local Ray of its own, in a session apart].",
+        ),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="ModelWorkers per ingest actor.")] = None,
     ingest_actors: Annotated[int | None, typer.Option(help="Ingest actors (consumers).")] = None,
     create_topics: Annotated[bool, typer.Option(help="Create missing topics at start.")] = True,
 ) -> None:
-    """Run the executor in the foreground; SIGTERM/SIGINT drain it gracefully."""
+    """Run the executor in the foreground; SIGTERM/SIGINT drain it gracefully.
+
+    Exit code 0 after a clean drain, 1 if the drain ran out of time or lost an actor (the
+    unfinished work is redelivered). Without a Ray address it starts a local Ray of its own in
+    a session apart (rayml.cli.local_ray), so a signal to its process group reaches this
+    process only, and it ends that Ray after the drain (docs/service.md).
+    """
+    import os
     import signal
     import threading
 
-    from rayml.executor.service import Executor
+    from rayml.cli.local_ray import LocalRay
 
     settings = command_settings(bootstrap_servers)
     executor_overrides = {
@@ -193,36 +204,92 @@ def serve(
         for k, v in {"num_workers": workers, "ingest_actors": ingest_actors}.items()
         if v is not None
     }
-    settings = settings.model_copy(
-        update={
-            "executor": settings.executor.model_copy(update=executor_overrides),
-            "ray": settings.ray.model_copy(update={"address": ray_address or settings.ray.address}),
-        }
-    )
+    address = ray_address or settings.ray.address
     stop = threading.Event()
     received: list[int] = []
+    bound = settings.executor.drain_timeout_s
 
     def on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            # Another signal (a second Ctrl-C, an impatient `kill`): the drain is not cut
+            # short -- that would leave answered requests uncommitted. SIGKILL stops at once.
+            logger.warning(
+                "signal %s again: already draining (bound %.0fs); the drain goes on. SIGKILL "
+                "stops at once, and what is unfinished or uncommitted is then answered again "
+                "after a restart",
+                signum,
+                bound,
+            )
+            return
         received.append(signum)
         stop.set()
 
-    executor = Executor(settings)
-    executor.start(create_missing_topics=create_topics)
-    # After start: ray.init installs its own SIGTERM handler, which would kill us undrained.
+    # From here on a signal is remembered: one during the start drains right after it.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    typer.echo(
-        f"rayml executor {executor.instance_id} serving {settings.topics.input} -> "
-        f"{settings.topics.output} on {settings.kafka.bootstrap_servers}",
-        err=True,
+    local_ray: LocalRay | None = None
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        # What ray.init() does for a new local runtime: token auth on unless RAY_AUTH_MODE
+        # says otherwise. Set before Ray is imported here (Ray reads it once, at import) and
+        # before the helper starts, so that the runtime and this driver agree.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        local_ray = LocalRay.start()
+        address = local_ray.address
+        logger.info(
+            "local Ray started apart: session %d, address %s",
+            local_ray.session_id,
+            local_ray.address,
+        )
+
+    import ray
+
+    from rayml.executor.service import Executor
+
+    settings = settings.model_copy(
+        update={
+            "executor": settings.executor.model_copy(update=executor_overrides),
+            "ray": settings.ray.model_copy(update={"address": address}),
+        }
     )
-    # Readiness line for scripts and tests that start `rayml serve` in the background.
-    typer.echo("READY", err=True)
-    while not stop.wait(1.0):
-        pass
-    logger.info("signal %s: draining (bound %.0fs)", received[0], settings.executor.drain_timeout_s)
-    clean = executor.drain()
-    logger.info("drained %s", "cleanly" if clean else "with unfinished work (will be redelivered)")
+    clean = True
+    try:
+        # Connect here rather than in Executor.start (which then finds Ray initialised): ray.init
+        # installs its own SIGTERM handler (sys.exit), and ours goes back at once, before any
+        # actor exists, so a signal during the start is a drain, not an exit without one.
+        ray.init(address=address, namespace=settings.ray.namespace, logging_level=logging.WARNING)
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        executor = Executor(settings)
+        if not stop.is_set():
+            executor.start(create_missing_topics=create_topics)
+            typer.echo(
+                f"rayml executor {executor.instance_id} serving {settings.topics.input} -> "
+                f"{settings.topics.output} on {settings.kafka.bootstrap_servers}",
+                err=True,
+            )
+            # Readiness line for scripts and tests that start `rayml serve` in the background.
+            typer.echo("READY", err=True)
+        while not stop.wait(1.0):
+            pass
+        logger.info("signal %s: draining (bound %.0fs)", received[0], bound)
+        clean = executor.drain()
+        logger.info(
+            "drained %s", "cleanly" if clean else "with unfinished work (will be redelivered)"
+        )
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()  # this driver only: its actors are gone after the drain
+        if local_ray is not None:
+            killed = local_ray.stop()
+            logger.info(
+                "local Ray stopped (session %d)%s",
+                local_ray.session_id,
+                f"; killed {len(killed)} processes left after the grace: {killed}"
+                if killed
+                else "",
+            )
+    if not clean:
+        raise typer.Exit(1)
 
 
 @app.command("submit")
@@ -268,18 +335,21 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Consumer lag per partition, and in-flight work, pool size, throughput, models loaded."""
-    from rayml.cli.status import executor_status, summarize
+    from rayml.cli.status import cluster_status, delivery_lines, summarize, training_lines
     from rayml.kafka.lag import group_lag
 
     settings = command_settings(bootstrap_servers)
     lags = group_lag(settings)
     ingests: list[dict[str, Any]] = []
+    runners: list[dict[str, Any]] = []
     if not kafka_only:
         try:
-            ingests = executor_status(ray_address or settings.ray.address, settings.ray.namespace)
+            ingests, runners = cluster_status(
+                ray_address or settings.ray.address, settings.ray.namespace
+            )
         except Exception as exc:  # no cluster reachable: lag alone is still worth showing
             logger.warning("no executor status from Ray: %s", exc)
-    summary = summarize(lags, ingests)
+    summary = summarize(lags, ingests, runners)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return
@@ -304,7 +374,11 @@ def status(
             f"  {ex['out_of_group']} ingest actors left the consumer group: their workers wait "
             "for a node with room (they rejoin once one serves)"
         )
+    for line in delivery_lines(ex):
+        typer.echo(f"  {line}")
     typer.echo(f"models loaded: {', '.join(ex['models_loaded']) or 'none'}")
+    for line in training_lines(summary["training"]):
+        typer.echo(line)
 
 
 @app.command("pipelines")
