@@ -23,7 +23,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -115,6 +123,31 @@ class TopicSettings(_Section):
     output_partitions: int = Field(8, ge=1, le=10_000)
     jobs_partitions: int = Field(4, ge=1, le=10_000)
     replication_factor: int = Field(1, ge=1, le=32)
+
+
+class TenantSettings(_Section):
+    """One tenant: a team's topics, which Kafka's ACLs guard (docs/security.md).
+
+    The executor knows a request's tenant from the topic it came from, never from the message.
+    With no tenants configured, one default tenant keeps the single-topic behaviour (its topics
+    are ``topics.input``, ``topics.jobs`` and ``topics.output``, any ``reply_to`` that is not
+    one of rayml's own topics).
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    # The Kafka principal of the team's services ("User:team-a"): `rayml tenants apply` grants
+    # it Write on its request topics and Read on its result topic and reply prefix.
+    principal: str | None = Field(None, pattern=r"^[A-Za-z]+:.+$")
+    # Inference requests.
+    input_topic: TopicName
+    # Training requests; None: the tenant may not train.
+    training_topic: TopicName | None = None
+    # Results of requests without a reply_to, and errors about refused reply_to names.
+    result_topic: TopicName
+    # A request's reply_to must start with this (e.g. "team-a.replies.").
+    reply_prefix: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+    # Pipelines (fnmatch patterns, e.g. "iris.*") the tenant may call.
+    pipelines: list[str] = Field(default_factory=lambda: ["*"])
 
 
 class ExecutorSettings(_Section):
@@ -288,7 +321,30 @@ class Settings(BaseSettings):
     ray: RaySettings = Field(default_factory=RaySettings)
     models: ModelStoreSettings = Field(default_factory=ModelStoreSettings)
     autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
+    # Empty: one default tenant over topics.input / topics.jobs / topics.output.
+    tenants: list[TenantSettings] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _tenants_apart(self) -> Settings:
+        """Tenants have distinct names and request topics, apart from rayml's own topics."""
+        names = [t.name for t in self.tenants]
+        if len(set(names)) != len(names):
+            raise ValueError("tenants: two tenants have the same name")
+        t = self.topics
+        shared = {t.output, t.dlq, t.models, t.registry, t.events}
+        seen: set[str] = set()
+        for tenant in self.tenants:
+            for topic in (tenant.input_topic, tenant.training_topic):
+                if topic is None:
+                    continue
+                if topic in seen or topic in shared:
+                    raise ValueError(
+                        f"tenants: {tenant.name}'s request topic {topic!r} is another "
+                        "tenant's or one of rayml's own"
+                    )
+                seen.add(topic)
+        return self
 
     # Set by load_settings(); not a setting itself.
     _config_file: Path | None = None

@@ -36,6 +36,7 @@ PURE = [
     "rayml.executor.isolation",
     "rayml.executor.window",
     "rayml.training.watch",
+    "rayml.tenancy.rules",
 ]
 
 
