@@ -15,7 +15,14 @@ whose write failed is *failing* until a write to it succeeds:
 * the first successful delivery to the topic (the probe's, or an older write's) ends it: the
   waiting writes are handed back, in order, to be produced;
 * it is logged when it starts failing, at most once per ``log_interval_s`` while it fails
-  (with the failures counted since the last line), and when it works again: never per write.
+  (with the failures counted since the last line), and when it works again: never per write;
+* a probe whose delivery report never comes back here (the writer sent it elsewhere: parked
+  while the broker is asked about a reply topic, shrunk to an error result, moved to the result
+  topic) is let go after ``probe_lost_s``, and the next oldest write probes: a topic is never
+  left without a probe while writes wait for it;
+* :attr:`FailingTopics.status` is rebuilt at most once per second, and names at most
+  :data:`STATUS_TOPICS` topics (those with the most writes waiting): a flood of failing topics
+  costs the loop no more than a few.
 
 The caller (:class:`~rayml.delivery.result_writer.ResultWriter`) owns the writes (``T``): this
 module only keeps them, so it is tested with a fake clock.
@@ -52,7 +59,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-__all__ = ["FailingTopics", "backoff_delay"]
+__all__ = ["STATUS_TOPICS", "FailingTopics", "backoff_delay"]
+
+#: At most this many failing topics are named in :attr:`FailingTopics.status`.
+STATUS_TOPICS = 50
+_PUBLISH_EVERY_S = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +98,7 @@ class _Failing(Generic[T]):
     failures: int = 0  # failed deliveries since it began failing
     logged: int = 0  # `failures` at the last log line
     probe: T | None = None  # the write sent to probe the topic, while it is out
+    probe_sent: float = 0.0  # when the probe went
     waiting: deque[T] = field(default_factory=deque)
 
 
@@ -101,6 +113,8 @@ class FailingTopics(Generic[T]):
         initial_s: The first probe's delay after a failure.
         max_s: The longest delay between two probes.
         log_interval_s: Least time between two "still failing" lines of one topic.
+        probe_lost_s: How long a probe may be out before the next write probes instead
+            (default: twice ``max_s``, at least a minute).
         clock: Monotonic seconds (injected by tests).
         wall: Wall-clock seconds, for the status's ``since``.
         rng: Uniform in [0, 1), for the jitter.
@@ -113,6 +127,7 @@ class FailingTopics(Generic[T]):
         max_s: float,
         log_interval_s: float,
         clock: Callable[[], float] = time.monotonic,
+        probe_lost_s: float | None = None,
         wall: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -123,9 +138,13 @@ class FailingTopics(Generic[T]):
         self._clock = clock
         self._wall = wall
         self._rng = rng
+        self.probe_lost_s = probe_lost_s if probe_lost_s is not None else max(60.0, 2 * max_s)
         self._topics: dict[str, _Failing[T]] = {}
-        #: The failing topics as plain dicts (topic, error, since, failures, waiting).
+        #: The failing topics as plain dicts (topic, error, since, failures, waiting), the
+        #: :data:`STATUS_TOPICS` with the most writes waiting; rebuilt at most once a second.
         self.status: tuple[dict[str, Any], ...] = ()
+        self._dirty = False
+        self._published = float("-inf")
 
     def __bool__(self) -> bool:
         return bool(self._topics)
@@ -169,7 +188,7 @@ class FailingTopics(Generic[T]):
             failing.waiting.appendleft(write)  # still the oldest
         else:
             failing.waiting.append(write)  # sent before the topic failed, failed since
-        self._publish()
+        self._changed()
 
     def hold(self, topic: str, write: T) -> bool:
         """Keep a new ``write`` if its topic is failing (it would fail the same way)."""
@@ -186,6 +205,9 @@ class FailingTopics(Generic[T]):
         probes: list[tuple[str, T]] = []
         changed = False
         for topic, failing in list(self._topics.items()):
+            if failing.probe is not None and now - failing.probe_sent > self.probe_lost_s:
+                failing.probe = None  # its report went elsewhere (see the module docstring)
+                failing.next_try = min(failing.next_try, now)
             if failing.probe is None and now >= failing.next_try:
                 changed = True
                 if not failing.waiting:
@@ -194,10 +216,13 @@ class FailingTopics(Generic[T]):
                     del self._topics[topic]
                     continue
                 failing.probe = failing.waiting.popleft()
+                failing.probe_sent = now
                 probes.append((topic, failing.probe))
             if now >= failing.next_log:
                 self._log_still_failing(topic, failing, now)
         if changed:
+            self._dirty = True
+        if self._dirty and now - self._published >= _PUBLISH_EVERY_S:
             self._publish()
         return probes
 
@@ -215,7 +240,7 @@ class FailingTopics(Generic[T]):
             failing.failures,
             len(failing.waiting),
         )
-        self._publish()
+        self._changed()
         return list(failing.waiting)
 
     def forget(self, drop: Callable[[T], bool]) -> int:
@@ -226,7 +251,7 @@ class FailingTopics(Generic[T]):
             dropped += len(failing.waiting) - len(keep)
             failing.waiting = keep
         if dropped:
-            self._publish()
+            self._changed()
         return dropped
 
     def _delay(self, attempt: int) -> float:
@@ -247,7 +272,20 @@ class FailingTopics(Generic[T]):
         failing.logged = failing.failures
         failing.next_log = now + self.log_interval_s
 
+    def _changed(self) -> None:
+        """Rebuild the status now while few topics fail or a second has passed since the last
+        time; else at the next :meth:`due` a second on."""
+        self._dirty = True
+        few = len(self._topics) <= STATUS_TOPICS
+        if few or self._clock() - self._published >= _PUBLISH_EVERY_S:
+            self._publish()
+
     def _publish(self) -> None:
+        self._dirty = False
+        self._published = self._clock()
+        shown = sorted(self._topics.items(), key=lambda item: -(len(item[1].waiting) + 1))[
+            :STATUS_TOPICS
+        ]
         self.status = tuple(
             {
                 "topic": topic,
@@ -256,5 +294,5 @@ class FailingTopics(Generic[T]):
                 "failures": f.failures,
                 "waiting": len(f.waiting) + (f.probe is not None),
             }
-            for topic, f in self._topics.items()
+            for topic, f in shown
         )

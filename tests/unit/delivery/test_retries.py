@@ -47,8 +47,8 @@ def test_one_probe_at_a_time_the_oldest_first_and_it_keeps_its_place() -> None:
     assert not t.hold("other", "x"), "a topic that did not fail is written at once"
     clock.now += 0.1
     assert t.due() == [("out", "w1")]
-    clock.now += 100
-    assert t.due() == [], "no second probe while one is out"
+    clock.now += 50
+    assert t.due() == [], "no second probe while one is out (within probe_lost_s, 60 s)"
     t.failed("out", "TOPIC_AUTHORIZATION_FAILED", "w1")  # the probe failed
     assert t.waiting == 4
     clock.now += 0.2
@@ -124,3 +124,32 @@ def test_forgotten_writes_leave_and_a_topic_with_nothing_to_write_stops_failing(
     assert t.due() == []
     assert "out" not in t
     assert t.status == ()
+
+
+def test_a_probe_whose_report_never_comes_back_is_let_go_and_the_next_write_probes() -> None:
+    """The writer may take a probe's failed write elsewhere (parked, shrunk, moved to the
+    result topic): the topic must not be left without a probe while writes wait for it."""
+    clock = Clock()
+    t = topics(clock)
+    t.failed("out", "e", "w1")
+    t.hold("out", "w2")
+    clock.now += 0.1
+    assert t.due() == [("out", "w1")]
+    clock.now += t.probe_lost_s + 0.01
+    assert t.due() == [("out", "w2")]
+    assert t.waiting == 1, "w1 is the writer's now; only the new probe is held"
+
+
+def test_the_status_of_a_flood_of_failing_topics_is_bounded_and_rebuilt_at_most_once_a_second() -> (
+    None
+):
+    from rayml.delivery.retries import STATUS_TOPICS
+
+    clock = Clock()
+    t = topics(clock)
+    for i in range(1_000):
+        t.failed(f"reply-{i}", "e", f"w{i}")
+    assert len(t.status) <= STATUS_TOPICS
+    clock.now += 1.0
+    t.due()
+    assert len(t.status) == STATUS_TOPICS
