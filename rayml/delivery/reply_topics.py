@@ -7,7 +7,10 @@ partition, so each fresh bogus name would stall the whole ingest for seconds -- 
 minutes. So the writer asks first: :class:`ReplyTopics` keeps which names the broker has
 (remembered ``remember_s``) and which it has not (``missing_s``: a topic created later is
 written again soon), asks about the others in one round per batch of answers, and a result
-whose ``reply_to`` is missing goes to the result topic at once, in both delivery modes.
+whose ``reply_to`` is missing goes to the result topic at once, in both delivery modes. A name the
+broker did not answer about (it is away) is not asked about again for ``undecided_s``: one
+question per name per few seconds at most, so a broker outage costs the loop one metadata
+timeout per round, not one per result.
 
 One round costs one metadata request per unknown name, or one listing of every topic when more
 than a few are unknown at once (:func:`rayml.kafka.topic_checks.topic_verdicts`: a flood of
@@ -42,6 +45,8 @@ class ReplyTopics:
         max_topics: Bound of each set.
         remember_s: How long a topic found to exist is trusted without asking again.
         missing_s: How long a topic found missing (or not writable) is not asked about again.
+        undecided_s: How long a topic the broker did not answer about is not asked about again
+            (its results are written to it meanwhile; the writer's failure paths apply).
 
     >>> rt = ReplyTopics(lambda names: {n: None if n == "ok" else "no such topic" for n in names})
     >>> rt.check(["ok", "nope", "ok"]), rt.check(["ok", "nope"])  # asked once each
@@ -57,19 +62,21 @@ class ReplyTopics:
         max_topics: int = 10_000,
         remember_s: float = 600.0,
         missing_s: float = 30.0,
+        undecided_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ask = ask
         self._exists = RecentSet(max_topics, remember_s, clock)
         self._missing: dict[str, str] = {}
         self._missing_set = RecentSet(max_topics, missing_s, clock)
+        self._undecided = RecentSet(max_topics, undecided_s, clock)
         self.rounds = 0
         self.missing_count = 0  # topics found missing, in all (for status and logs)
         self.last_missing = ""
 
     def known(self, topic: str) -> bool:
-        """Whether the broker has answered about ``topic`` recently."""
-        return topic in self._exists or topic in self._missing_set
+        """Whether ``topic`` was asked about recently (answered, or left undecided)."""
+        return topic in self._exists or topic in self._missing_set or topic in self._undecided
 
     def check(self, topics: Iterable[str]) -> int:
         """Ask about the names not known yet, in one round; returns how many were asked."""
@@ -81,7 +88,10 @@ class ReplyTopics:
             verdicts = self._ask(unknown)
         except Exception:  # never let a question stop the answers: the write is tried instead
             logger.exception("asking the broker about reply topics %s failed", unknown[:5])
-            return len(unknown)
+            verdicts = {}
+        for topic in unknown:
+            if topic not in verdicts:
+                self._undecided.add(topic)
         for topic, why in verdicts.items():
             if why is None:
                 self._exists.add(topic)

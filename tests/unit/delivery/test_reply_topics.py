@@ -49,14 +49,20 @@ def test_a_missing_topic_is_asked_again_after_missing_s_so_a_created_one_is_writ
     assert rt.missing("later") is None
 
 
-def test_a_broker_that_does_not_answer_decides_nothing() -> None:
+def test_a_broker_that_does_not_answer_decides_nothing_and_is_not_asked_again_at_once() -> None:
+    """Broker away: the write is tried; the name is asked about again only after undecided_s,
+    so an outage costs one metadata timeout per round, not one per result."""
+    clock = Clock()
     broker = Broker(set(), away=True)
-    rt = ReplyTopics(broker.ask)
+    rt = ReplyTopics(broker.ask, undecided_s=5.0, clock=clock)
     rt.check(["t"])
     assert rt.missing("t") is None
-    assert not rt.known("t")
-    rt.check(["t"])
-    assert len(broker.rounds) == 2, "asked again: nothing was learned"
+    assert rt.check(["t"]) == 0
+    assert len(broker.rounds) == 1
+    clock.now += 5.1
+    broker.away = False
+    assert rt.check(["t"]) == 1
+    assert rt.missing("t") == "the broker has no such topic"
 
 
 def test_a_question_that_raises_decides_nothing() -> None:
