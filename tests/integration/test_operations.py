@@ -24,8 +24,10 @@ import pytest
 from rayml.config import Settings
 from rayml.localkafka import LocalBroker, free_port
 from tests.support.executor_process import ExecutorProcess
+from tests.support.kafka_io import committed_equals_end
 from tests.support.scenarios import slow_pipeline_settings
 from tests.support.traffic import SteadyProducer, Tally, TimedCollector
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.cluster, pytest.mark.slow]
 
@@ -63,7 +65,11 @@ def test_broker_restart_mid_burst_loses_nothing(
         collector.wait_count(600)
         assert own_broker.stop(), "the broker did not stop"
         down_at = len(producer.ids)
-        time.sleep(3)
+        down_since = time.monotonic()
+        wait_until(
+            lambda: len(producer.ids) >= down_at + 600,
+            "600 requests are sent to a broker that is down",
+        )
         started = time.monotonic()
         own_broker.start()
         restart_s = time.monotonic() - started
@@ -79,7 +85,7 @@ def test_broker_restart_mid_burst_loses_nothing(
         collector.close()
     tally = Tally.of("broker restart mid-burst", ids, collector)
     print(
-        f"\n{tally.line()}\nbroker down for {3 + restart_s:.1f}s; "
+        f"\n{tally.line()}\nbroker down for {started - down_since + restart_s:.1f}s; "
         f"{up_at - down_at} requests sent meanwhile"
     )
     assert alive, "the executor must ride out the restart without dying"
@@ -106,10 +112,22 @@ def test_rolling_upgrade_loses_and_repeats_nothing(settings: Settings, ray_runti
             drains.append(previous.terminate(60))
             sent = len(producer.ids)
             collector.wait_count(sent // 2)
-        time.sleep(2)
+        # Steady load on the new executors alone for a while (2 s at the producer's rate).
+        after = len(producer.ids)
+        wait_until(lambda: len(producer.ids) >= after + 600, "600 more requests are sent")
         ids = producer.stop()
         collector.wait_all(ids, timeout_s=120)
-        time.sleep(3)  # a late duplicate would arrive now: give it the chance to be counted
+        # Duplicates over the whole run: once the group has committed every request, none can
+        # be answered again; then the result topic is read to its end.
+        committed, ends = committed_equals_end(
+            settings,
+            settings.topics.input,
+            settings.executor.group_id,
+            settings.topics.input_partitions,
+            timeout_s=60,
+        )
+        collector.stop_background()
+        collector.poll_until_quiet(2.0)
     finally:
         producer.halt()
         for proc in [*old, *new]:
@@ -122,5 +140,7 @@ def test_rolling_upgrade_loses_and_repeats_nothing(settings: Settings, ray_runti
     # The ingest actors' own lines reach the executor's log (Ray forwards their stderr).
     assert any("drained in" in line for line in old[0].log), old[0].notable()
     logs = "\n".join(f"--- executor {i}\n{p.notable()}" for i, p in enumerate([*old, *new]))
+    assert committed == ends, "every request committed by the end"
     assert tally.lost == 0, logs
     assert tally.duplicated == 0, logs
+    assert sum(len(rs) for rs in collector.results.values()) == len(ids), "no other results"

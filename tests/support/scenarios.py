@@ -1,7 +1,9 @@
-"""Settings shared by the fault, exactly-once, cluster and operations scenarios."""
+"""Settings shared by the fault, exactly-once, cluster and operations scenarios, and how many
+duplicates at-least-once allows when their ingest actors die."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rayml.config import Settings
@@ -37,3 +39,20 @@ def slow_pipeline_settings(
     create_topics(settings.kafka, settings.topics)
     store_breast_cancer(settings.models.root, n_estimators=10)
     return settings
+
+
+SLOW_BATCH_S = 0.1  # testing.slow's time per batch when SLOW_PIPELINE_S is not set
+
+
+def redo_bound(settings: Settings, ingests: int = 1) -> int:
+    """The most results at-least-once may write twice when ``ingests`` ingest actors die at once
+    on the ``testing.slow`` pipeline (SIGKILL, a lost node).
+
+    Per ingest: its in-flight window (results written whose offsets an earlier record, still
+    running, held back) and one commit interval's worth of results written since its last
+    commit, at its pool's peak rate (each worker runs one batch of ``max_batch_size`` per
+    ``SLOW_BATCH_S``).
+    """
+    ex = settings.executor
+    peak_rate = ex.num_workers * ex.max_batch_size / SLOW_BATCH_S
+    return ingests * (ex.max_in_flight + math.ceil(peak_rate * ex.commit_interval_s))
