@@ -75,4 +75,3 @@ def hog(model: Any, batch: list[Row]) -> list[dict[str, Any]]:
         finally:
             resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     return [{"n": len(row.features)} for row in batch]
-
