@@ -21,7 +21,8 @@ Failures (librdkafka's transactional error classes):
   committed offsets and redoes the records. Nothing of the aborted transaction is visible to
   read_committed readers;
 * fatal (fenced by a newer producer with the same ``transactional.id``, i.e. this ingest is a
-  zombie): :class:`ProducerFencedError`; the loop stops and the actor is restarted.
+  zombie), or an error of none of these classes (confluent-kafka says: treat it as fatal):
+  :class:`ProducerFencedError`; the loop stops and the actor is restarted.
 
 A producer that dies with a transaction open (SIGKILL) leaves it to the broker, which aborts it
 after ``transaction_timeout_s``. Until then read_committed readers of its output partitions
@@ -314,6 +315,11 @@ class TransactionalOutput:
                     logger.info("ingest=%s %s: %s; retrying", self._owner, fn.__name__, err)
                     time.sleep(0.05)
                     continue
+                if not (err.fatal() or err.txn_requires_abort() or err.retriable()):
+                    # None of librdkafka's transactional classes: confluent-kafka's guidance is
+                    # to treat it as fatal (a restart, not a rewind that would fail alike).
+                    self.usable = False
+                    raise ProducerFencedError(self.transactional_id, err)
                 self._raise_classified(err)
 
     def _raise_classified(self, err: KafkaError) -> None:
