@@ -203,13 +203,17 @@ def staged_writer() -> tuple[ResultWriter, list[tuple[tuple[str, int], int, list
         raise AssertionError("staged mode must not produce or report done")
 
     class MetadataOnly:
-        """Staged mode never produces; it may ask whether a topic exists ("replies" does)."""
+        """Staged mode never produces; it may ask whether a topic exists ("replies" and "team.replies" do)."""
 
         produce = never
 
         @staticmethod
         def list_topics(topic: str, timeout: float) -> Any:
-            known = {topic: SimpleNamespace(error=None)} if topic in ("out", "replies") else {}
+            known = (
+                {topic: SimpleNamespace(error=None)}
+                if topic in ("out", "replies", "team.replies")
+                else {}
+            )
             return SimpleNamespace(topics=known)
 
     w = ResultWriter(
