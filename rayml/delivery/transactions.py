@@ -319,7 +319,7 @@ class TransactionalOutput:
                     # None of librdkafka's transactional classes: confluent-kafka's guidance is
                     # to treat it as fatal (a restart, not a rewind that would fail alike).
                     self.usable = False
-                    raise ProducerFencedError(self.transactional_id, err)
+                    raise ProducerFencedError(self.transactional_id, err) from exc
                 self._raise_classified(err)
 
     def _raise_classified(self, err: KafkaError) -> None:

@@ -203,7 +203,7 @@ def staged_writer() -> tuple[ResultWriter, list[tuple[tuple[str, int], int, list
         raise AssertionError("staged mode must not produce or report done")
 
     class MetadataOnly:
-        """Staged mode never produces; it may ask whether a topic exists ("replies" and "team.replies" do)."""
+        """Staged mode never produces; it may ask whether a topic exists (two do)."""
 
         produce = never
 
