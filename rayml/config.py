@@ -122,7 +122,20 @@ class TopicSettings(_Section):
     input_partitions: int = Field(8, ge=1, le=10_000)
     output_partitions: int = Field(8, ge=1, le=10_000)
     jobs_partitions: int = Field(4, ge=1, le=10_000)
-    replication_factor: int = Field(1, ge=1, le=32)
+    # Copies of each topic rayml creates; None: the broker's default.replication.factor.
+    replication_factor: int | None = Field(None, ge=1, le=32)
+    # None: min(2, replicas), so that acks=all means two copies wherever there are two.
+    min_insync_replicas: int | None = Field(None, ge=1, le=32)
+
+    @model_validator(mode="after")
+    def _insync_fits(self) -> TopicSettings:
+        r, m = self.replication_factor, self.min_insync_replicas
+        if r is not None and m is not None and m > r:
+            raise ValueError(
+                f"min_insync_replicas ({m}) above replication_factor ({r}): no acks=all write "
+                "could ever succeed"
+            )
+        return self
 
 
 class TenantSettings(_Section):
@@ -265,10 +278,49 @@ class RaySettings(_Section):
 
 
 class ModelStoreSettings(_Section):
-    """Where models live: a local directory by default, any fsspec URL on a cluster."""
+    """Where models live: a local directory by default, any fsspec URL on a cluster; which
+    versions a request may pin; how many versions ``rayml models gc`` keeps."""
 
     root: str = ".rayml/models"
     allow_pickle: bool = False
+    # `rayml models gc` keeps the newest keep_versions versions of each model, plus every
+    # promoted one and the one served; it deletes the rest.
+    keep_versions: int = Field(20, ge=1, le=1_000_000)
+    # A request may pin (`model_version`) only a promoted version, or one saved outside
+    # training jobs; true: any stored version (sweep trials, versions the gate held back).
+    allow_unpromoted_pins: bool = False
+    # A worker remembers a pinned version that does not exist, or may not be pinned, this long
+    # (at most one store read per version and interval, however many batches pin it). Also how
+    # long a version promoted right after a worker refused it may still be refused there.
+    version_check_ttl_s: float = Field(2.0, gt=0, le=3600)
+
+
+PromotePolicy = Literal["metric", "manual"]
+
+
+class PromotionSettings(_Section):
+    """Which newly trained versions are served (see docs/training.md, "The promotion gate").
+
+    ``metric``: a new version is served when its held-out metric (the pipeline's
+    ``@training(metric=..., mode=...)``) is no worse than the served version's, within
+    ``tolerance``; the first version of a model is always served. ``manual``: new versions are
+    stored and served only after ``rayml models promote NAME VERSION``.
+    """
+
+    promote: PromotePolicy = "metric"
+    # How much worse (in the metric's own units) a new version may be and still be served.
+    tolerance: float = Field(0.0, ge=0)
+    # Per model overrides of `promote`, e.g. {"breast_cancer": "manual"}.
+    models: dict[str, PromotePolicy] = Field(default_factory=dict)
+
+    def policy(self, model: str) -> PromotePolicy:
+        """The policy for ``model``: its override, else ``promote``.
+
+        Example:
+            >>> PromotionSettings(models={"iris": "manual"}).policy("iris")
+            'manual'
+        """
+        return self.models.get(model, self.promote)
 
 
 class AutoscaleSettings(_Section):
@@ -320,6 +372,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
     models: ModelStoreSettings = Field(default_factory=ModelStoreSettings)
+    promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
     # Empty: one default tenant over topics.input / topics.jobs / topics.output.
     tenants: list[TenantSettings] = Field(default_factory=list)

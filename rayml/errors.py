@@ -96,11 +96,10 @@ class UnknownPipelineError(RecordError):
 
     def __init__(self, pipeline: str, known: list[str] | None = None) -> None:
         self.pipeline = pipeline
-        known = sorted(known or [])
-        super().__init__(
-            f"no pipeline named {pipeline!r} is registered",
-            {"pipeline": pipeline, "known": known},
-        )
+        # Kept for whoever raised it (a client lists what it read from the registry topic),
+        # never in the message or details: a result must not tell a caller what else is served.
+        self.known = sorted(known or [])
+        super().__init__(f"no pipeline named {pipeline!r} is registered", {"pipeline": pipeline})
 
 
 class InvalidParamsError(RecordError):
@@ -131,6 +130,102 @@ class RetriesExhaustedError(RecordError):
     """Raised when a request failed on every allowed attempt."""
 
     type = "retries_exhausted"
+
+
+# --- refusals: what a tenant may not do (docs/security.md) ----------------------------------
+
+
+class RefusedError(RecordError):
+    """Raised when a request is not allowed for the tenant of the topic it came from.
+
+    ``details["rule"]`` names the rule that refused it; the message says what to do instead.
+    """
+
+    type = "refused"
+    rule = ""
+
+    def __init__(self, tenant: str, message: str, details: dict[str, Any] | None = None) -> None:
+        self.tenant = tenant
+        super().__init__(message, {"tenant": tenant, "rule": self.rule, **(details or {})})
+
+
+class ReplyToRefusedError(RefusedError):
+    """Raised when a request's ``reply_to`` is one of rayml's own topics or outside its
+    tenant's reply prefix; its error result goes to the tenant's result topic instead."""
+
+    type = "reply_to_refused"
+    rule = "reply_to"
+
+    def __init__(self, tenant: str, reply_to: str, why: str) -> None:
+        self.reply_to = reply_to
+        super().__init__(tenant, why, {"reply_to": reply_to})
+
+
+class TenantMismatchError(RefusedError):
+    """Raised when a request's ``tenant`` field names another tenant than its topic's."""
+
+    type = "tenant_mismatch"
+    rule = "tenant"
+
+    def __init__(self, tenant: str, claimed: str, topic: str) -> None:
+        self.claimed = claimed
+        super().__init__(
+            tenant,
+            f"the request says tenant {claimed!r} but came from {topic!r}, a topic of tenant "
+            f"{tenant!r}; a request's tenant is its topic's (leave the field out or set it to "
+            f"{tenant!r})",
+            {"claimed": claimed, "topic": topic},
+        )
+
+
+class PipelineRefusedError(RefusedError):
+    """Raised when a tenant calls a pipeline outside its ``pipelines`` patterns."""
+
+    type = "pipeline_refused"
+    rule = "pipelines"
+
+    def __init__(self, tenant: str, pipeline: str) -> None:
+        self.pipeline = pipeline
+        super().__init__(
+            tenant,
+            f"tenant {tenant!r} may not call pipeline {pipeline!r} (the tenant's pipelines "
+            f"setting does not allow it)",
+            {"pipeline": pipeline},
+        )
+
+
+class WrongTopicError(RefusedError):
+    """Raised when a request came to a topic for the other kind of work: training on an
+    inference topic, or inference on a training topic; the message names the topic to use."""
+
+    type = "wrong_topic"
+    rule = "topic"
+
+    def __init__(self, tenant: str, pipeline: str, kind: str, topic: str, use: str) -> None:
+        self.topic = topic
+        self.use = use
+        super().__init__(
+            tenant,
+            f"pipeline {pipeline!r} is a {kind} pipeline: send its requests to {use!r}, not "
+            f"{topic!r}",
+            {"pipeline": pipeline, "kind": kind, "topic": topic, "use": use},
+        )
+
+
+class TrainingRefusedError(RefusedError):
+    """Raised when a tenant without a training topic sends a training request."""
+
+    type = "training_refused"
+    rule = "training"
+
+    def __init__(self, tenant: str, pipeline: str) -> None:
+        self.pipeline = pipeline
+        super().__init__(
+            tenant,
+            f"tenant {tenant!r} may not train (it has no training topic); pipeline "
+            f"{pipeline!r} was not run",
+            {"pipeline": pipeline},
+        )
 
 
 # --- registry and models ---------------------------------------------------------------------

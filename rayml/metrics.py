@@ -7,7 +7,7 @@ Ray exports them from each node's metrics agent (``ray[default]``) with a ``ray_
 ``ray_rayml_requests_total{pipeline,status}``  inference requests answered by a worker batch
                                                (``status``: ok | error)
 ``ray_rayml_results_total{status}``            everything the ingest wrote: ok | error results
-                                               (rejections included), dead_letter, job_handoff
+                                               (rejections included), dead_letter
 ``ray_rayml_e2e_latency_ms{pipeline}``         record timestamp → result, *sampled* (≤ 8 per
                                                batch, ≤ 256 per pipeline and flush)
 ``ray_rayml_compute_latency_ms{pipeline}``     one worker batch's compute time
@@ -186,7 +186,7 @@ class IngestMetrics:
         )
         self.results = _counter(
             "rayml_results",
-            "Everything the ingest wrote, by status (ok, error, dead_letter, job_handoff).",
+            "Everything the ingest wrote, by status (ok, error, dead_letter).",
             ("ingest", "status"),
             tag,
         )
@@ -290,7 +290,7 @@ class IngestMetrics:
 
         Args:
             written: running totals of what the ingest wrote, by status (ok, error,
-                dead_letter, job_handoff).
+                dead_letter).
             in_flight: records polled and not finished.
             pool_size: serving workers.
             batches_queued: formed batches waiting for a worker.

@@ -28,6 +28,7 @@ from rayml.cli.options import (
     parse_params,
     state,
 )
+from rayml.cli.tenants import tenants_app
 from rayml.cli.training import models, train
 from rayml.config import load_settings
 from rayml.errors import RaymlError
@@ -43,6 +44,7 @@ kafka_app = typer.Typer(
 topics_app = typer.Typer(help="rayml's Kafka topics.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
+app.add_typer(tenants_app, name="tenants")
 
 logger = logging.getLogger("rayml.cli.main")
 
@@ -197,8 +199,11 @@ def serve(
     import threading
 
     from rayml.cli.local_ray import LocalRay
+    from rayml.tenancy.acls import check_executor_access
 
     settings = command_settings(bootstrap_servers)
+    # Before Ray starts: a refused password or a missing ACL fails here, named, in a second.
+    check_executor_access(settings, create_missing=create_topics)
     executor_overrides = {
         k: v
         for k, v in {"num_workers": workers, "ingest_actors": ingest_actors}.items()
@@ -419,7 +424,7 @@ def pipelines(bootstrap_servers: BootstrapOpt = None, as_json: JsonOpt = False) 
 
 # rayml train / rayml models live with the training code.
 app.command("train")(train)
-app.command("models")(models)
+app.add_typer(models, name="models")
 
 
 def main() -> None:

@@ -30,6 +30,13 @@ deleted topic; rayml's brokers should run with ``auto.create.topics.enable=false
 Params are checked against the pipeline's published JSON Schema before sending
 (:mod:`rayml.client.pipelines`); training jobs are followed through their status events
 (:mod:`rayml.client.training`); :class:`rayml.client.async_client.AsyncClient` is the asyncio form.
+
+**Topics.** Inference requests go to ``settings.topics.input``, training requests to the
+training topic (``training_topic``, default ``settings.topics.jobs``): training is a right of
+its own, on a topic Kafka's ACLs guard apart from inference (docs/security.md). A tenant's
+clients use its topics (e.g. ``RAYML_TOPICS__INPUT=team-a.requests``,
+``training_topic="team-a.training"``) and a ``reply_topic`` under its reply prefix; the
+executor refuses a ``reply_to`` outside it, answering on the tenant's result topic.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ from rayml.client.training import TrainingJob, start_training
 from rayml.config import KafkaSettings, Settings, load_settings
 from rayml.errors import ConfigError, InvalidRequestError, UnknownPipelineError
 from rayml.kafka import clients as kafka_clients
+from rayml.models.promotion import ServingRecord
 from rayml.protocol.envelopes import Request, Result, encode_request
 from rayml.protocol.training import ModelAnnouncement, decode_announcement
 
@@ -97,10 +105,13 @@ class Client:
         settings: Full settings (topics, security); default: :func:`rayml.load_settings`.
         reply_topic: A reply topic shared with other instances (see the module docstring);
             default: a topic of this client's own, deleted on :meth:`close`.
-        tenant: Tenant written into every request.
+        tenant: Tenant written into every request (optional: the executor takes a request's
+            tenant from its topic, and refuses one that names another).
         validate: Check params against the published schemas before sending.
         connect_timeout_s: How long to wait for the broker at start and for admin calls.
         client_id: Names the client's reply topic and Kafka client ids; random by default.
+        training_topic: Where :meth:`train` sends training requests; default
+            ``settings.topics.jobs``.
 
     Raises:
         BrokerUnreachableError: No bootstrap server answered within ``connect_timeout_s``.
@@ -122,8 +133,10 @@ class Client:
         validate: bool = True,
         connect_timeout_s: float = 10.0,
         client_id: str | None = None,
+        training_topic: str | None = None,
     ) -> None:
         self.settings = resolve_settings(bootstrap_servers, settings)
+        self.training_topic = training_topic or self.settings.topics.jobs
         self.client_id = client_id or uuid.uuid4().hex[:12]
         self.tenant = tenant
         self.validate = validate
@@ -180,6 +193,7 @@ class Client:
         deadline: datetime | None = None,
         tenant: str | None = None,
         validate: bool | None = None,
+        topic: str | None = None,
     ) -> RequestFuture:
         """Send one request with every envelope option; :meth:`submit` is the short form.
 
@@ -191,6 +205,8 @@ class Client:
             deadline: After it, the executor answers ``deadline_exceeded`` instead of running.
             tenant: Overrides the client's tenant.
             validate: Overrides the client's ``validate``.
+            topic: Where to send it (default ``settings.topics.input``; :meth:`train` sends to
+                the training topic).
 
         Raises:
             InvalidParamsError, UnknownPipelineError: See :meth:`submit`.
@@ -201,7 +217,9 @@ class Client:
         wire = (
             self.check_params(pipeline, params or {}) if check else to_wire(pipeline, params or {})
         )
-        return self.send_checked(pipeline, wire, request_id, model_version, deadline, tenant)
+        return self.send_checked(
+            pipeline, wire, request_id, model_version, deadline, tenant, topic=topic
+        )
 
     def submit_many(
         self,
@@ -256,8 +274,12 @@ class Client:
         model_version: str | None,
         deadline: datetime | None,
         tenant: str | None,
+        *,
+        topic: str | None = None,
     ) -> RequestFuture:
-        """Send params already made wire-ready by :meth:`check_params` (or ``to_wire``)."""
+        """Send params already made wire-ready by :meth:`check_params` (or ``to_wire``), to
+        ``topic`` (default ``settings.topics.input``)."""
+        topic = topic or self.settings.topics.input
         replies = self._reply_reader()
         try:
             request = Request(
@@ -281,7 +303,7 @@ class Client:
         while True:
             try:
                 self._producer.produce(
-                    self.settings.topics.input,
+                    topic,
                     key=request.id.encode(),
                     value=value,
                     on_delivery=replies.delivered,
@@ -292,7 +314,7 @@ class Client:
                 self._producer.poll(0.05)
             except KafkaException as exc:
                 self._pending.discard(request.id)
-                raise DeliveryFailedError(request.id, self.settings.topics.input, str(exc)) from exc
+                raise DeliveryFailedError(request.id, topic, str(exc)) from exc
 
     # -- pipelines and models -----------------------------------------------------------------
 
@@ -332,11 +354,12 @@ class Client:
         return self._checker(name).info
 
     def models(self) -> list[ModelAnnouncement]:
-        """The newest announced version of every model, with its metrics, sorted by name.
+        """The served version of every model, with its metrics, sorted by name.
 
-        Reads the compacted models topic (``ml.models``): every version a training job stores
-        is announced there. A version copied into the store by hand is served but not listed
-        here; ``rayml models`` lists the store itself.
+        Reads the compacted models topic (``ml.models``), where each model's serving record
+        names the version served (a trained version the promotion gate held back is not
+        there). A model copied into the store by hand is served but not listed here;
+        ``rayml models`` lists the store itself.
         """
         self._check_open()
         records = read_to_end(self.settings.kafka, self.settings.topics.models, self.timeout_s)
@@ -381,7 +404,8 @@ class Client:
     ) -> Result | TrainingJob:
         """Start a training job; by default follow it with a progress bar and return its result.
 
-        A sweep is one call: ``client.train("iris.train", grid={"max_depth": [2, 4]})``.
+        A sweep is one call: ``client.train("iris.train", grid={"max_depth": [2, 4]})``. The
+        request goes to the training topic (:attr:`training_topic`), which the job runner reads.
 
         Args:
             pipeline: A training pipeline.
@@ -518,3 +542,43 @@ class Client:
                     timeout_s=self.timeout_s,
                 )
             return res.replies
+
+    # -- which version is served ----------------------------------------------------------------
+
+    def promote(
+        self, model: str, version: str | int, *, reason: str | None = None
+    ) -> ServingRecord:
+        """Serve ``version`` of ``model`` from now on (``rayml models promote``).
+
+        Marks the version promoted in the model store (``settings.models.root``: this needs
+        write access to it), then writes the model's serving record to the models topic: this
+        needs Write on that topic, which is how Kafka's ACLs decide who may promote. Every
+        executor serves it within about a second. See :mod:`rayml.client.promotion`.
+
+        Returns:
+            The :class:`~rayml.models.promotion.ServingRecord` written.
+
+        Raises:
+            VersionNotFoundError: No such version in the store.
+            RaymlError: The models topic could not be read or written.
+        """
+        from rayml.client.promotion import promote
+
+        self._check_open()
+        return promote(self.settings, model, version, reason=reason, timeout_s=self.timeout_s)
+
+    def rollback(self, model: str) -> ServingRecord:
+        """Serve the version of ``model`` served before the current one (``rayml models
+        rollback``); needs Write on the models topic.
+
+        Returns:
+            The :class:`~rayml.models.promotion.ServingRecord` written.
+
+        Raises:
+            NothingToRollBackError: No earlier served version is left.
+            RaymlError: The models topic could not be read or written.
+        """
+        from rayml.client.promotion import rollback
+
+        self._check_open()
+        return rollback(self.settings, model, timeout_s=self.timeout_s)

@@ -15,10 +15,11 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-from rayml.client.errors import BrokerUnreachableError
+from rayml.client.errors import BrokerUnreachableError, DeliveryFailedError
 from rayml.config import KafkaSettings
 from rayml.errors import KafkaAdminError, RaymlError
 from rayml.kafka import clients as kafka_clients
+from rayml.kafka.auth_errors import AuthenticationFailedError, ErrorLog, connect, refusal
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ __all__ = [
     "check_reachable",
     "create_reply_topic",
     "delete_topic",
+    "delivery_failure",
     "end_offsets",
     "partitions_of",
     "read_to_end",
@@ -47,45 +49,71 @@ def available(consumer: Any, max_messages: int, timeout_s: float) -> list[Any]:
 
 
 def check_reachable(
-    admin: Any, kafka: KafkaSettings, timeout_s: float, errors: list[KafkaError] | None = None
+    admin: Any,
+    kafka: KafkaSettings,
+    timeout_s: float,
+    errors: ErrorLog | list[KafkaError] | None = None,
 ) -> None:
-    """Ask the cluster for its metadata once; fail fast if no bootstrap server answers.
+    """Ask the cluster for its metadata; fail fast if no bootstrap server answers or the broker
+    refuses the client's credentials.
 
     Args:
-        errors: What the admin client's ``error_cb`` collected: when the cluster does not
-            answer, an authentication or TLS failure among them is the reason given (librdkafka
-            itself only says "transport failure").
+        errors: What the admin client's ``error_cb`` collects (an ``ErrorLog``, or the list
+            it appends to): librdkafka reports a refused handshake only there (the metadata
+            call itself only says "transport failure"), so with it a wrong password fails as
+            soon as the broker says so, not after ``timeout_s``.
 
     Raises:
-        BrokerUnreachableError: Nothing answered within ``timeout_s``.
+        BrokerUnreachableError: Nothing answered within ``timeout_s``, or the broker refused the
+            credentials (its reason names the authentication failure and the principal; its
+            ``__cause__`` is the :class:`~rayml.kafka.auth_errors.AuthenticationFailedError`).
     """
     try:
-        admin.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        err = exc.args[0] if exc.args else exc
-        reason = err.str() if isinstance(err, KafkaError) else str(err)
-        if errors is not None:
-            admin.poll(0)  # serve the error callbacks queued meanwhile
-            why = [e for e in errors if e.code() in _SECURITY_ERRORS]
-            if why:
-                reason = why[-1].str()
+        log = errors if isinstance(errors, ErrorLog) else ErrorLog(errors)
+        connect(admin, kafka, log, timeout_s)
+    except AuthenticationFailedError as exc:
+        raise BrokerUnreachableError(kafka.bootstrap_servers, timeout_s, str(exc)) from exc
+    except KafkaAdminError as exc:
+        cause = exc.__cause__
+        err = cause.args[0] if isinstance(cause, KafkaException) and cause.args else cause
+        reason = err.str() if isinstance(err, KafkaError) else str(err or exc)
         raise BrokerUnreachableError(kafka.bootstrap_servers, timeout_s, reason) from exc
 
 
-_SECURITY_ERRORS = (
-    KafkaError._AUTHENTICATION,
-    KafkaError._SSL,
-    KafkaError.SASL_AUTHENTICATION_FAILED,
-    KafkaError.TOPIC_AUTHORIZATION_FAILED,
-    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-)
+def delivery_failure(
+    request_id: str, topic: str, err: KafkaError, kafka: KafkaSettings
+) -> DeliveryFailedError:
+    """The error of a request the broker did not take; a refusal names the principal.
+
+    An ACL's refusal (``TOPIC_AUTHORIZATION_FAILED``) becomes a reason that says which principal
+    may not write which topic, with the :class:`~rayml.kafka.auth_errors.KafkaAccessError` as
+    the error's ``__cause__``.
+    """
+    refused = refusal(err, kafka, "Write", f"topic {topic!r}")
+    failure = DeliveryFailedError(request_id, topic, str(refused) if refused else err.str())
+    failure.__cause__ = refused
+    return failure
 
 
-def partitions_of(admin_or_client: Any, topic: str, timeout_s: float) -> list[int]:
-    """The partition ids of ``topic``, or ``[]`` if it does not exist (yet)."""
+def partitions_of(
+    admin_or_client: Any, topic: str, timeout_s: float, kafka: KafkaSettings | None = None
+) -> list[int]:
+    """The partition ids of ``topic``, or ``[]`` if it does not exist (yet).
+
+    Raises:
+        AuthorizationFailedError: No ACL lets this client's principal (named from ``kafka``)
+            describe the topic: Kafka does not say whether it exists, and reading it as empty
+            would hide the refusal.
+    """
     meta = admin_or_client.list_topics(topic, timeout=timeout_s)
     topic_meta = meta.topics.get(topic)
-    if topic_meta is None or topic_meta.error is not None:
+    if topic_meta is None:
+        return []
+    if topic_meta.error is not None:
+        if kafka is not None:
+            refused = refusal(topic_meta.error, kafka, "Describe", f"topic {topic!r}")
+            if refused is not None:
+                raise refused
         return []
     return sorted(topic_meta.partitions)
 
@@ -95,22 +123,26 @@ def create_reply_topic(
     topic: str,
     *,
     retention_ms: int,
-    replication_factor: int,
+    replication_factor: int | None,
     timeout_s: float,
+    kafka: KafkaSettings | None = None,
 ) -> bool:
     """Create a one-partition reply topic with short retention; True if it was created.
 
     One partition is enough: one consumer reads it, and the executor keys results by request id
     only to let readers deduplicate, not for ordering. Short retention because a result nobody
-    read within the hour is a result nobody waits for.
+    read within the hour is a result nobody waits for. ``replication_factor`` ``None``: the
+    broker's default.
 
     Raises:
+        AuthorizationFailedError: No ACL lets the principal (named from ``kafka``) create the
+            topic; a tenant's clients create theirs under its reply prefix.
         KafkaAdminError: The broker refused (other than "it already exists") or did not answer.
     """
     new = NewTopic(
         topic,
         num_partitions=1,
-        replication_factor=replication_factor,
+        replication_factor=replication_factor or -1,
         config={"retention.ms": str(retention_ms), "cleanup.policy": "delete"},
     )
     future = admin.create_topics([new], request_timeout=timeout_s)[topic]
@@ -119,6 +151,13 @@ def create_reply_topic(
     except KafkaException as exc:
         if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
             return False
+        hint = (
+            "a tenant's clients name their reply topic under its reply prefix "
+            "(Client(reply_topic=...))"
+        )
+        refused = refusal(exc, kafka, "Create", f"reply topic {topic!r}", hint) if kafka else None
+        if refused is not None:
+            raise refused from exc
         raise KafkaAdminError(f"cannot create reply topic {topic!r}: {exc}") from exc
     # The controller has the topic; wait until metadata shows it, so the consumer can be
     # assigned before any request goes out.
@@ -159,7 +198,7 @@ def read_to_end(kafka: KafkaSettings, topic: str, timeout_s: float) -> dict[byte
         kafka, f"rayml-client-read-{uuid.uuid4().hex[:12]}", **{"enable.partition.eof": False}
     )
     try:
-        partitions = partitions_of(consumer, topic, timeout_s)
+        partitions = partitions_of(consumer, topic, timeout_s, kafka)
         if not partitions:
             return {}
         ends = dict(

@@ -46,7 +46,8 @@ class BatchSender(Protocol):
 
 
 class JobSender(Protocol):
-    """What :mod:`rayml.client.training` uses: settings, pipeline lookup, one request."""
+    """What :mod:`rayml.client.training` uses: settings, the training topic, pipeline lookup,
+    one request."""
 
     @property
     def settings(self) -> Settings:
@@ -62,12 +63,18 @@ class JobSender(Protocol):
         """One pipeline's published description."""
         ...
 
+    @property
+    def training_topic(self) -> str:
+        """Where training requests go."""
+        ...
+
     def request(
         self,
         pipeline: str,
         params: Mapping[str, Any] | None = None,
         *,
         request_id: str | None = None,
+        topic: str | None = None,
     ) -> RequestFuture:
-        """Send one request under ``request_id``; return its future."""
+        """Send one request under ``request_id`` to ``topic``; return its future."""
         ...

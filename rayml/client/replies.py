@@ -16,12 +16,12 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
-from rayml.client.errors import DeliveryFailedError
 from rayml.client.futures import PendingReplies
 from rayml.client.kafka import (
     available,
     create_reply_topic,
     delete_topic,
+    delivery_failure,
     end_offsets,
     partitions_of,
 )
@@ -73,12 +73,14 @@ class ReplyReader:
         self.topic = topic
         self._pending = pending
         self._producer = producer
+        self._kafka = settings.kafka
         create_reply_topic(
             admin,
             topic,
             retention_ms=REPLY_RETENTION_MS,
             replication_factor=settings.topics.replication_factor,
             timeout_s=timeout_s,
+            kafka=settings.kafka,
         )
         self._consumer = kafka_clients.consumer(
             settings.kafka,
@@ -86,7 +88,7 @@ class ReplyReader:
             # Replies are small and latency matters more than fetch efficiency.
             **{"client.id": f"rayml-client-{client_id}-replies", "fetch.wait.max.ms": 10},
         )
-        partitions = partitions_of(self._consumer, topic, timeout_s)
+        partitions = partitions_of(self._consumer, topic, timeout_s, settings.kafka)
         if own_topic:
             starts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
         else:
@@ -105,7 +107,7 @@ class ReplyReader:
             return
         request_id = (msg.key() or b"").decode(errors="replace")
         topic = msg.topic() or "?"
-        self._pending.fail(request_id, DeliveryFailedError(request_id, topic, err.str()))
+        self._pending.fail(request_id, delivery_failure(request_id, topic, err, self._kafka))
 
     def _run(self) -> None:
         while not self._stop.is_set():

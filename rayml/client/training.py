@@ -1,7 +1,9 @@
 """Training from the client: start a job, follow its status events, get its result.
 
-A training request is an ordinary request: its result comes back on the client's reply topic
-like any other (:mod:`rayml.client.client`). While it runs, the job runner publishes status events
+A training request goes to the training topic (``Client(training_topic=...)``, default
+``settings.topics.jobs``), which the job runner reads: training is a right of its own, apart
+from inference. Its result comes back on the client's reply topic like any other
+(:mod:`rayml.client.client`). While it runs, the job runner publishes status events
 (:class:`~rayml.protocol.training.JobEvent`) to the events topic, keyed by the job id (= the
 request id). :class:`TrainingJob` reads them to drive a progress bar.
 
@@ -216,7 +218,8 @@ class TrainingJob:
 def start_training(
     client: JobSender, pipeline: str, params: dict[str, Any], *, follow: bool
 ) -> TrainingJob:
-    """Send a training request; with ``follow``, attach an event follower first.
+    """Send a training request to the client's training topic; with ``follow``, attach an
+    event follower first.
 
     Raises:
         InvalidRequestError: ``pipeline`` is published as an inference pipeline.
@@ -231,7 +234,7 @@ def start_training(
     job_id = f"train-{uuid.uuid4().hex}"
     follower = EventFollower(client.settings, job_id) if follow else None
     try:
-        future = client.request(pipeline, params, request_id=job_id)
+        future = client.request(pipeline, params, request_id=job_id, topic=client.training_topic)
     except BaseException:
         if follower is not None:
             follower.close()

@@ -8,8 +8,8 @@
 * :mod:`~rayml.delivery.reorder` -- exactly-once: results released in offset order; pure;
 * :mod:`~rayml.delivery.sink` -- the ``ResultSink`` Protocol the executor's pure steps write
   through;
-* :mod:`~rayml.delivery.result_writer` -- ``ResultWriter``: results, dead letters, job
-  hand-offs, failed deliveries (at-least-once);
+* :mod:`~rayml.delivery.result_writer` -- ``ResultWriter``: results (on the tenant's result
+  topic or an authorised ``reply_to``), dead letters, failed deliveries (at-least-once);
 * :mod:`~rayml.delivery.transactions` -- ``TransactionalOutput``: results and input offsets in
   one Kafka transaction (exactly-once).
 

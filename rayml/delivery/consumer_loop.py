@@ -2,7 +2,8 @@
 
 One skeleton, so that a fix to rebalance handling is made once:
 
-* **subscribe** to one topic with the three rebalance callbacks;
+* **subscribe** to its topics (every tenant's request topics of its kind) with the three
+  rebalance callbacks;
 * **poll** that returns the first record at once (a lone request on an idle member does not sit
   out the poll timeout), drops the consumer's error events, and tracks every record's offset as
   unfinished in an :class:`~rayml.delivery.offsets.OffsetTracker`;
@@ -58,18 +59,20 @@ class LoopCounters:
 
 
 class ConsumerLoop:
-    """A consumer-group member on one topic. Use :meth:`run` in a thread, stop from another.
+    """A consumer-group member on its topics. Use :meth:`run` in a thread, stop from another.
 
     Args:
         consumer: Its own consumer (``enable.auto.commit`` off); only the loop thread calls it.
-        topic: The topic it subscribes to.
+        topics: The topics it subscribes to.
         owner: How log lines name the member (``ingest=...``, ``runner=...``).
         counters: Its counters (a subclass may extend :class:`LoopCounters`).
     """
 
-    def __init__(self, consumer: Consumer, topic: str, owner: str, counters: LoopCounters) -> None:
+    def __init__(
+        self, consumer: Consumer, topics: list[str], owner: str, counters: LoopCounters
+    ) -> None:
         self.consumer = consumer
-        self.topic = topic
+        self.topics = list(topics)
         self.owner = owner
         self.counters = counters
         self.tracker = OffsetTracker()
@@ -130,12 +133,12 @@ class ConsumerLoop:
 
     def subscribe(self) -> None:
         self.consumer.subscribe(
-            [self.topic],
+            self.topics,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        logger.info("%s subscribed to %s", self.owner, self.topic)
+        logger.info("%s subscribed to %s", self.owner, ", ".join(self.topics))
 
     def poll(self, limit: int, timeout: float) -> list[Polled]:
         """Up to ``limit`` records, each tracked as unfinished; ``timeout`` waits for the first.

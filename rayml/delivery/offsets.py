@@ -2,7 +2,7 @@
 
 Kafka commits one position per partition: "everything before this offset is handled". Requests
 of one partition are polled in offset order but finish in any order (batches run in parallel on
-different workers, a training hand-off is acknowledged before an inference result), so committing
+different workers, an error answer is acknowledged before an earlier result), so committing
 the offset of the message that just finished could skip one still in flight -- and a crash would
 then lose it. The watermark is instead one past the highest offset below which *every* tracked
 message is done. Committing only watermarks gives at-least-once delivery: after a crash, messages

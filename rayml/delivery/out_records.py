@@ -38,6 +38,7 @@ class Answer(NamedTuple):
     pipeline: str
     attempts: int
     tenant: str | None
+    result_topic: str  # the tenant's: where it goes when its reply_to cannot be written
 
 
 class Parked(NamedTuple):

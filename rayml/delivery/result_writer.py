@@ -1,9 +1,15 @@
-"""Writing what the ingest owes Kafka: results, dead letters, job hand-offs.
+"""Writing what the ingest owes Kafka: results and dead letters.
 
 Every write that finishes an input record carries that record's (partition, offset), and the
 record is reported done only from the producer's delivery callback, i.e. once the broker has
 acknowledged the write (``acks=all``, idempotent producer). That is the whole at-least-once
 argument: nothing is committed that was not durably answered.
+
+Where a result goes is the tenant's business (:mod:`rayml.tenancy`): the writer knows, for each
+request topic, its tenant (echoed in every result) and that tenant's result topic, where a
+request's results go when it names no ``reply_to`` or one that cannot be written. Triage has
+authorised the ``reply_to`` already; a refused one is answered without its request, so on the
+result topic.
 
 Failed deliveries are not dropped:
 
@@ -16,30 +22,33 @@ Failed deliveries are not dropped:
   and shown by ``rayml status`` (:attr:`ResultWriter.failing_topics`). A topic that librdkafka
   already knows to be missing refuses the write in ``produce()`` itself (``_UNKNOWN_TOPIC``):
   handled the same way;
-* a ``reply_to`` topic that cannot be written gets the result on the result topic instead. A
+* a ``reply_to`` topic that cannot be written gets the result on its tenant's result topic. A
   missing topic fails with ``UNKNOWN_TOPIC_OR_PART`` (after 30 s), which decides at once; a
   *timeout* may be the topic or a broker outage, so the broker's metadata decides. It is asked
   off the loop thread (:mod:`rayml.kafka.topic_checks`): the timed-out results wait, parked, until
   the answer is in and :meth:`ResultWriter.settle` (called by the loop) writes them where they
   can go;
 * a result too large for the topic (refused by the broker or already by ``produce()``) is
-  replaced by an error result that says so; a dead-letter or hand-off copy too large is written
-  with its key and headers but without its value (``rayml.value_dropped_bytes``).
+  replaced by an error result that says so; a dead-letter copy too large is written with its
+  key and headers but without its value (``rayml.value_dropped_bytes``).
+
+An error result is written as :func:`~rayml.protocol.envelopes.public_error` has it (no
+traceback, path, pid, address or Ray id); what that cut is logged with the request id.
 
 With ``executor.delivery = "exactly_once"`` the writer is given a ``stage`` function instead of
-producing: each input record's writes (its result, or dead letter, or job hand-off, or result
-*and* DLQ copy) go to :class:`rayml.delivery.transactions.TransactionalOutput` as one list, which
+producing: each input record's writes (its result, or dead letter, or result *and* DLQ copy) go
+to :class:`rayml.delivery.transactions.TransactionalOutput` as one list, which
 holds them until they may enter the open transaction in offset order. A failed delivery there aborts
 the transaction and the records are redone; :meth:`ResultWriter.note_failed_delivery` remembers
-why, so the redo writes the result where it can go (the result topic instead of an unwritable
-``reply_to``, an error result instead of one too large).
+why, so the redo writes the result where it can go (the tenant's result topic instead of an
+unwritable ``reply_to``, an error result instead of one too large).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -51,12 +60,20 @@ from rayml.delivery.recent import RecentSet
 from rayml.delivery.reply_topics import ReplyTopics
 from rayml.delivery.retries import FailingTopics
 from rayml.delivery.screening import dead_letter_record
-from rayml.errors import RequestTooLargeError
+from rayml.delivery.sink import TopicTenant
 from rayml.kafka.partitions import TP
-from rayml.kafka.records import Headers, PolledRecord, headers_of
+from rayml.kafka.records import Headers, PolledRecord
 from rayml.kafka.topic_checks import TOPIC_ERRORS, TopicChecks, topic_verdicts
 from rayml.protocol.dead_letters import DeadLetter, dead_letter_headers
-from rayml.protocol.envelopes import ErrorInfo, ModelRef, Request, Result, Timings, encode_result
+from rayml.protocol.envelopes import (
+    ErrorInfo,
+    ModelRef,
+    Request,
+    Result,
+    Timings,
+    encode_result,
+    public_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +89,6 @@ class _Write(NamedTuple):
     done: Callable[[], None]
     answer: Answer | None
     shrunk: bool
-    on_refused: Callable[[], None] | None
 
 
 class ResultWriter:
@@ -80,9 +96,9 @@ class ResultWriter:
 
     Args:
         producer: An idempotent producer (see :func:`rayml.kafka.clients.producer`).
-        output_topic: Where results go when a request names no ``reply_to``.
+        tenants: For each request topic, its tenant and the tenant's result topic (where
+            results go when a request names no ``reply_to``).
         dlq_topic: Dead letters.
-        jobs_topic: Training hand-offs.
         on_done: Called with (partition, offset) when a record's write is acknowledged.
         owner: A name for log lines.
         stage: Exactly-once: called with (partition, offset, writes) instead of producing;
@@ -99,9 +115,8 @@ class ResultWriter:
         self,
         producer: Producer,
         *,
-        output_topic: str,
+        tenants: Mapping[str, TopicTenant],
         dlq_topic: str,
-        jobs_topic: str,
         on_done: Callable[[TP, int], None],
         owner: str,
         stage: Stage | None = None,
@@ -112,15 +127,14 @@ class ResultWriter:
         reply_topics: ReplyTopics | None = None,
     ) -> None:
         self.producer = producer
-        self.output_topic = output_topic
+        self.tenants = dict(tenants)
+        self.result_topics = frozenset(t.result_topic for t in self.tenants.values())
         self.dlq_topic = dlq_topic
-        self.jobs_topic = jobs_topic
         self._on_done = on_done
         self._owner = owner
         self.results_ok = 0
         self.results_error = 0
         self.dead_letters = 0
-        self.jobs_handed_off = 0
         self._stage = stage
         # What failed deliveries taught: reply_to topics that cannot be written (both modes),
         # results too large for their topic (exactly-once; see note_failed_delivery).
@@ -132,8 +146,6 @@ class ResultWriter:
         # redo writes it to the result topic.
         self.refused_small = RecentSet(_MAX_REMEMBERED, _REMEMBER_S)
         self.unanswerable = RecentSet(_MAX_REMEMBERED, _REMEMBER_S)
-        # Exactly-once: request ids whose hand-off the jobs topic refused as too large.
-        self.handoffs_refused = RecentSet(_MAX_REMEMBERED, _REMEMBER_S)
         # Results whose reply_to write timed out, per topic (at-least-once), while the broker is
         # asked (off the loop thread) whether the topic is to blame; exactly-once asks too.
         self._checks = TopicChecks(producer, _METADATA_TIMEOUT_S)
@@ -152,6 +164,7 @@ class ResultWriter:
         self.failed_deliveries: dict[tuple[str, str], int] = {}
         self.failed_total = 0
         self.results_rerouted = 0  # results whose reply_to did not exist: on the result topic
+        self.errors_scrubbed = 0  # error results public_error cut something from
         self._clock = clock
         self._missing_logged = -_MISSING_LOG_INTERVAL_S
 
@@ -175,12 +188,15 @@ class ResultWriter:
     ) -> None:
         """Write the one result of a request; the record is done once it is acknowledged.
 
+        It goes to ``request.reply_to`` (authorised by triage) or, without ``request`` or a
+        usable ``reply_to``, to the tenant's result topic; the tenant is ``tp``'s topic's.
         With ``dead_letter`` (original bytes and why), a DLQ copy is written too, and the
         record is done only when *both* are acknowledged.
         """
         if timings is None and received_ms is not None:
             timings = Timings(total_ms=round(time.time() * 1000.0 - received_ms, 3))
-        tenant = request.tenant if request else None
+        home = self.tenants[tp[0]]
+        tenant = home.tenant
         if error is None:
             result = Result.ok(
                 request_id,
@@ -193,6 +209,7 @@ class ResultWriter:
             )
             self.results_ok += 1
         else:
+            error = self._public(request_id, error)
             result = Result.failed(
                 request_id,
                 pipeline,
@@ -220,10 +237,10 @@ class ResultWriter:
                     tenant=tenant,
                 )
             )
-        topic = self._result_topic(request.reply_to if request else None)
+        topic = self._result_topic(request.reply_to if request else None, home.result_topic)
         key = request_id.encode()
+        answer = Answer(tp, request_id, pipeline, attempts, tenant, home.result_topic)
         if self._stage is not None:
-            answer = Answer(tp, request_id, pipeline, attempts, tenant)
             staged = self._staged_results(topic, value, answer)
             if dead_letter is not None:
                 raw, letter = dead_letter
@@ -237,8 +254,23 @@ class ResultWriter:
             raw, letter = dead_letter
             self.dead_letters += 1
             self._produce(tp, self.dlq_topic, raw, key, list(dead_letter_headers(letter)), done)
-        answer = Answer(tp, request_id, pipeline, attempts, tenant)
         self._produce(tp, topic, value, key, None, done, answer)
+
+    def _public(self, request_id: str, error: ErrorInfo) -> ErrorInfo:
+        """``error`` as the caller may see it; what was cut goes to the log, by request id."""
+        public = public_error(error)
+        if public is not error:
+            self.errors_scrubbed += 1
+            logger.warning(
+                "ingest=%s request=%s error %s (as written, without internals: %r): %s %s",
+                self._owner,
+                request_id,
+                error.type,
+                public.message,
+                error.message,
+                error.details,
+            )
+        return public
 
     def answer_ok(
         self,
@@ -258,6 +290,7 @@ class ResultWriter:
         envelope (a unit test holds the two paths equal). An output orjson cannot encode goes
         through :meth:`answer`, which turns it into an ``invalid_output`` error.
         """
+        home = self.tenants[tp[0]]
         doc: dict[str, Any] = {
             "v": 1,
             "id": request.id,
@@ -269,8 +302,7 @@ class ResultWriter:
             doc["model"] = model
         doc["timings"] = timings
         doc["attempts"] = attempts
-        if request.tenant is not None:
-            doc["tenant"] = request.tenant
+        doc["tenant"] = home.tenant
         try:
             value = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
         except TypeError:
@@ -287,14 +319,14 @@ class ResultWriter:
             )
             return
         self.results_ok += 1
-        answer = Answer(tp, request.id, request.pipeline, attempts, request.tenant)
+        answer = Answer(tp, request.id, request.pipeline, attempts, home.tenant, home.result_topic)
+        topic = self._result_topic(request.reply_to, home.result_topic)
         if self._stage is not None:
-            topic = self._result_topic(request.reply_to)
             self._stage(tp, offset, self._staged_results(topic, value, answer))
             return
         self._produce(
             tp,
-            self._result_topic(request.reply_to),
+            topic,
             value,
             request.id.encode(),
             None,
@@ -320,50 +352,6 @@ class ResultWriter:
             self._countdown(tp, offset, 1),
         )
 
-    def hand_off_job(self, msg: PolledRecord, tp: TP, offset: int, request: Request) -> None:
-        """Forward a training request to the jobs topic.
-
-        Durable hand-off: once the jobs topic has it, this input record is done, so hours of
-        training never hold back inference commits on the same partition.
-        """
-        value = msg.value() or b""
-
-        def refused() -> None:
-            # The jobs topic refuses the request (its max.message.bytes is below the input
-            # topic's): answer it with an error rather than hand off an empty record.
-            self.answer(
-                tp,
-                offset,
-                request.id,
-                request.pipeline,
-                request,
-                error=ErrorInfo(
-                    type=RequestTooLargeError.type,
-                    message=f"the training request is {len(value)} bytes, more than the jobs "
-                    f"topic {self.jobs_topic!r} accepts",
-                    details={"size": len(value), "topic": self.jobs_topic},
-                ),
-            )
-
-        if self._stage is not None:
-            if request.id in self.handoffs_refused:
-                refused()  # the redo of a refused hand-off (exactly-once)
-                return
-            self.jobs_handed_off += 1
-            job = OutRecord(self.jobs_topic, value, request.id.encode(), headers_of(msg))
-            self._stage(tp, offset, [job])
-            return
-        self.jobs_handed_off += 1
-        self._produce(
-            tp,
-            self.jobs_topic,
-            value,
-            request.id.encode(),
-            headers_of(msg),
-            self._countdown(tp, offset, 1),
-            on_refused=refused,
-        )
-
     # -- exactly-once: staged writes ----------------------------------------------------------
 
     def note_failed_delivery(self, topic: str, key: bytes | None, err: KafkaError) -> None:
@@ -376,23 +364,20 @@ class ResultWriter:
         does). A timed-out write's topic is asked about off the loop thread, as at-least-once
         asks; if the answer comes after the redo, the redo fails once more and aborts again.
         """
-        if topic == self.jobs_topic and err.code() == KafkaError.MSG_SIZE_TOO_LARGE and key:
-            self.handoffs_refused.add(key.decode(errors="replace"))  # redone as an error answer
-            return
-        if topic in (self.dlq_topic, self.jobs_topic):
-            return  # nothing to change: redone as they are (at-least-once retries them too)
+        if topic == self.dlq_topic:
+            return  # nothing to change: redone as it is (at-least-once retries it too)
         if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and key is not None:
             rid = key.decode(errors="replace")
             # First refusal: the redo sends the small error result instead; second (the topic
-            # refuses even that): the redo sends it to the result topic; third (the result
-            # topic refuses it too): the redo writes nothing for it. No abort loop.
+            # refuses even that): the redo sends it to the tenant's result topic; third (the
+            # result topic refuses it too): the redo writes nothing for it. No abort loop.
             if rid in self.refused_small:
                 self.unanswerable.add(rid)
             elif rid in self.too_large:
                 self.refused_small.add(rid)
             else:
                 self.too_large.add(rid)
-        elif topic != self.output_topic and topic not in self.unwritable_topics:
+        elif topic not in self.result_topics and topic not in self.unwritable_topics:
             if err.code() in TOPIC_ERRORS:
                 self._learn_unwritable(topic, err)
             else:
@@ -403,19 +388,19 @@ class ResultWriter:
         if self.reply_topics.check(topics):
             self._log_missing()
 
-    def _result_topic(self, reply_to: str | None) -> str:
+    def _result_topic(self, reply_to: str | None, result_topic: str) -> str:
         """Where a result goes: its ``reply_to``, unless none, one the broker does not have, or
-        one found unwritable."""
-        if not reply_to:
-            return self.output_topic
+        one found unwritable; then its tenant's ``result_topic``."""
+        if not reply_to or reply_to == result_topic:
+            return result_topic
         if reply_to in self.unwritable_topics:
             self.unwritable_topics.add(reply_to)  # still named by requests: keep knowing it
-            return self.output_topic
+            return result_topic
         if not self.reply_topics.known(reply_to):
             self.check_reply_topics([reply_to])
         if self.reply_topics.missing(reply_to) is not None:
             self.results_rerouted += 1
-            return self.output_topic
+            return result_topic
         return reply_to
 
     def _log_missing(self) -> None:
@@ -427,11 +412,10 @@ class ResultWriter:
             self._missing_logged = now
             logger.warning(
                 "ingest=%s %d reply_to topics named by requests do not exist or cannot be "
-                "written (e.g. %s); their results go to %s",
+                "written (e.g. %s); their results go to their tenant's result topic",
                 self._owner,
                 missing,
                 self.reply_topics.last_missing,
-                self.output_topic,
             )
 
     # -- failed reply_to writes -----------------------------------------------------------------
@@ -456,10 +440,10 @@ class ResultWriter:
         """Hand on the parked results whose topic question is answered, and send the probes of
         failing topics that are due; how many parked results were handed on.
 
-        An unwritable topic's results go to the result topic (and later results for it go there
-        at once); otherwise the topic is failing (the broker, not the topic, is to blame) and
-        they wait for it with backoff. Called by the ingest's loop every turn; waits up to
-        ``wait_s`` for an answer when one is open.
+        An unwritable topic's results go to their tenant's result topic (and later results for
+        it go there at once); otherwise the topic is failing (the broker, not the topic, is to
+        blame) and they wait for it with backoff. Called by the ingest's loop every turn; waits
+        up to ``wait_s`` for an answer when one is open.
         """
         handed_on = 0
         for topic, why in self._checks.answered(wait_s):
@@ -469,13 +453,12 @@ class ResultWriter:
             for p in parked:
                 if why is None:
                     write = _Write(
-                        p.answer.tp, topic, p.value, p.key, p.headers, p.done, p.answer, False, None
+                        p.answer.tp, topic, p.value, p.key, p.headers, p.done, p.answer, False
                     )
                     self._failing.failed(topic, _why(p.err), write)
                 else:
-                    self._produce(
-                        p.answer.tp, self.output_topic, p.value, p.key, p.headers, p.done, p.answer
-                    )
+                    home = p.answer.result_topic
+                    self._produce(p.answer.tp, home, p.value, p.key, p.headers, p.done, p.answer)
             handed_on += len(parked)
         if self._failing:
             for _topic, probe in self._failing.due():
@@ -497,11 +480,10 @@ class ResultWriter:
             return
         self.unwritable_topics.add(topic)
         logger.warning(
-            "ingest=%s cannot write to %s (%s); using %s",
+            "ingest=%s cannot write to %s (%s); its results go to their tenant's result topic",
             self._owner,
             topic,
             why,
-            self.output_topic,
         )
 
     def close(self) -> None:
@@ -515,14 +497,14 @@ class ResultWriter:
                 "ingest=%s the result topic %s refuses even the error result of %s: it is not "
                 "answered",
                 self._owner,
-                self.output_topic,
+                answer.result_topic,
                 answer.request_id,
             )
             return []
         if answer.request_id in self.too_large:
             value = too_large_result(answer, len(value), topic)
         if topic in self.unwritable_topics or answer.request_id in self.refused_small:
-            topic = self.output_topic
+            topic = answer.result_topic
         return [OutRecord(topic, value, answer.request_id.encode(), None)]
 
     # -- producing ----------------------------------------------------------------------------
@@ -549,16 +531,13 @@ class ResultWriter:
         done: Callable[[], None],
         answer: Answer | None = None,
         shrunk: bool = False,
-        on_refused: Callable[[], None] | None = None,
     ) -> None:
         """Produce one record for input record ``tp``; ``done`` runs once the broker has it (or
         it is given up). A write for a failing topic waits for it instead.
 
         ``shrunk``: ``value`` is already the small error result of a refused one.
-        ``on_refused``: what to do instead when a record that is not a result is too large for
-        its topic (by default it is written without its value).
         """
-        write = _Write(tp, topic, value, key, headers, done, answer, shrunk, on_refused)
+        write = _Write(tp, topic, value, key, headers, done, answer, shrunk)
         if self._failing and self._failing.hold(topic, write):
             return  # it would fail the same way: it waits for the topic's probe (settle)
         self._send(write)
@@ -584,7 +563,7 @@ class ResultWriter:
                     )
                     small = too_large_result(answer, len(value), topic)
                     self._produce(w.tp, topic, small, key, headers, done, answer, shrunk=True)
-                elif answer is not None and topic != self.output_topic:
+                elif answer is not None and topic != answer.result_topic:
                     # The reply topic refuses even the small error result (a tiny
                     # max.message.bytes): one bounded try, then the result topic, with the reason.
                     logger.warning(
@@ -592,9 +571,10 @@ class ResultWriter:
                         self._owner,
                         topic,
                         answer.request_id,
-                        self.output_topic,
+                        answer.result_topic,
                     )
-                    self._produce(w.tp, self.output_topic, value, key, headers, done, answer, True)
+                    home = answer.result_topic
+                    self._produce(w.tp, home, value, key, headers, done, answer, True)
                 elif answer is not None:
                     # The result topic itself refuses a few hundred bytes: misconfigured. Give
                     # up on this answer (its offset is done) rather than loop.
@@ -607,12 +587,10 @@ class ResultWriter:
                         answer.request_id,
                     )
                     done()
-                elif w.on_refused is not None:
-                    w.on_refused()
                 else:
-                    # A dead letter or hand-off copy of a record the input topic took but this
-                    # one refuses: keep its key and headers, say how large it was, drop the
-                    # bytes (retrying would fail the same way forever).
+                    # A dead-letter copy of a record the input topic took but this one
+                    # refuses: keep its key and headers, say how large it was, drop the bytes
+                    # (retrying would fail the same way forever).
                     logger.error(
                         "ingest=%s copy of %d bytes too large for %s; written without its value",
                         self._owner,
@@ -621,20 +599,21 @@ class ResultWriter:
                     )
                     stub = [*(headers or []), ("rayml.value_dropped_bytes", str(len(value)))]
                     self._produce(w.tp, topic, b"", key, stub, done)
-            elif topic != self.output_topic and answer is not None:
+            elif answer is not None and topic != answer.result_topic:
                 # A reply_to write failed. If the topic is to blame (e.g. it does not exist),
                 # answer on the result topic rather than never: the result still names the
                 # request id. Learnt once: later results for it go to the result topic at once.
                 if topic in self.unwritable_topics or err.code() in TOPIC_ERRORS:
                     self._learn_unwritable(topic, err)
-                    self._produce(w.tp, self.output_topic, value, key, headers, done, answer)
+                    home = answer.result_topic
+                    self._produce(w.tp, home, value, key, headers, done, answer)
                 else:  # a timeout: the topic may be missing or the broker away; ask (settle)
                     self._parked.setdefault(topic, []).append(
                         Parked(value, key, headers, done, answer, err)
                     )
                     self._checks.ask(topic)
             else:
-                # The result, dead-letter or jobs topic fails: the write waits, and the topic
+                # The result or dead-letter topic fails: the write waits, and the topic
                 # is tried again with backoff (settle); its offset stays uncommitted.
                 self._failing.failed(topic, _why(err), w)
 

@@ -10,12 +10,20 @@ the writes with a plain fake.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from rayml.kafka.partitions import TP
 from rayml.kafka.records import PolledRecord
 from rayml.protocol.dead_letters import DeadLetter
 from rayml.protocol.envelopes import ErrorInfo, ModelRef, Request, Timings
+
+
+class TopicTenant(NamedTuple):
+    """Whose requests a request topic carries (echoed in their results), and where their
+    results go without a usable ``reply_to`` (:mod:`rayml.tenancy`)."""
+
+    tenant: str
+    result_topic: str
 
 
 class ResultSink(Protocol):
@@ -40,7 +48,11 @@ class ResultSink(Protocol):
         received_ms: float | None = None,
         dead_letter: tuple[bytes, DeadLetter] | None = None,
     ) -> None:
-        """The one result of a request (and a dead-letter copy with ``dead_letter``)."""
+        """The one result of a request (and a dead-letter copy with ``dead_letter``).
+
+        It goes to ``request``'s ``reply_to``, or without ``request`` (or a ``reply_to``) to
+        the result topic of the tenant of ``tp``'s topic.
+        """
 
     def answer_ok(
         self,
@@ -57,6 +69,3 @@ class ResultSink(Protocol):
 
     def dead_letter(self, msg: PolledRecord, error_type: str, message: str) -> None:
         """The original record on the dead-letter topic (it has no usable id)."""
-
-    def hand_off_job(self, msg: PolledRecord, tp: TP, offset: int, request: Request) -> None:
-        """A training request, handed off durably to the jobs topic."""

@@ -5,7 +5,7 @@ With ``executor.delivery = "exactly_once"`` each ingest owns one transactional p
 the :class:`~rayml.delivery.result_writer.ResultWriter` and it:
 
 1. each polled record is tracked in a :class:`~rayml.delivery.reorder.ReorderBuffer`;
-2. a finished record's writes (result, dead letter, job hand-off, DLQ copy) are held there until
+2. a finished record's writes (result, dead letter, DLQ copy) are held there until
    every earlier tracked record of its partition has finished too, then produced into the open
    transaction (begun on the first write) in offset order. So the transaction's input offsets are
    exactly "one past the last record produced" per partition: a crash never commits an offset

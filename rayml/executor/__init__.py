@@ -8,7 +8,7 @@ decides each record's first step, :mod:`~rayml.executor.batching` forms micro-ba
 :mod:`~rayml.executor.worker` actors, and :mod:`~rayml.executor.answers` turns a finished
 batch into results. :mod:`~rayml.executor.work` holds the dataclasses passed between the steps,
 :mod:`~rayml.executor.membership` when an unserved ingest leaves its group, and
-:mod:`~rayml.executor.version_follower` the newest version of each model (``ml.models``).
+:mod:`~rayml.executor.version_follower` the served version of each model (``ml.models``).
 
 May import: ``autoscaling``, ``training``, ``delivery`` and the layers below; never ``client``
 or ``cli``. ``triage``, ``answers``, ``batching``, ``routing``, ``membership`` and ``work`` are

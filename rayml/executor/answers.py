@@ -3,17 +3,28 @@
 The ingest's dispatcher calls these when a batch comes back from a worker (:func:`answer_batch`)
 or when its requests have used up their attempts (:func:`answer_exhausted`). Pure bookkeeping of
 envelopes and timings: the writes themselves are :mod:`rayml.delivery.result_writer`'s.
+
+Error hygiene: a request that exhausted its attempts is told *what* failed in words meant for
+it ("the worker running it died"), never Ray's error text (node addresses, pids, actor ids,
+tracebacks); that text is logged here with the request ids, and kept in the DLQ copy's headers
+for the operator who replays it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 from rayml.delivery.sink import ResultSink
-from rayml.errors import DeadlineExceededError, RetriesExhaustedError
+from rayml.errors import BatchTimeoutError, DeadlineExceededError, RetriesExhaustedError
 from rayml.executor.work import BatchOutcome, InFlight, ItemError, Pending
 from rayml.protocol.dead_letters import DeadLetter
 from rayml.protocol.envelopes import ErrorInfo, ModelRef, Timings, error_info_from
+
+logger = logging.getLogger(__name__)
+
+# Ray's errors of a worker that died (by class name: this module does not import Ray).
+_WORKER_DIED = frozenset({"RayActorError", "OutOfMemoryError", "WorkerCrashedError"})
 
 
 def answer_batch(writer: ResultSink, batch: InFlight, outcome: BatchOutcome) -> tuple[int, float]:
@@ -82,22 +93,48 @@ def answer_expired(writer: ResultSink, items: list[Pending]) -> None:
         )
 
 
+def failure_for_caller(cause: BaseException) -> tuple[str, str]:
+    """What a request's last failure was, as its caller may be told: a stable code and words.
+
+    Example:
+        >>> failure_for_caller(BatchTimeoutError("w-1", 2.0, 8))
+        ('batch_timeout', 'its batch ran past its time bound')
+    """
+    if isinstance(cause, BatchTimeoutError):
+        return "batch_timeout", "its batch ran past its time bound"
+    if _WORKER_DIED & {c.__name__ for c in type(cause).__mro__}:
+        return "worker_died", "the worker running it died"
+    return "worker_error", "the worker failed outside the pipeline"
+
+
 def answer_exhausted(writer: ResultSink, items: list[Pending], cause: BaseException) -> None:
-    """An error result *and* a DLQ copy for replay; each record is done once both are written."""
+    """An error result *and* a DLQ copy for replay; each record is done once both are written.
+
+    The result says what failed in the caller's terms (:func:`failure_for_caller`); Ray's own
+    error (addresses, pids, actor ids, traceback) is logged with the request ids and kept in
+    the DLQ copy's ``rayml.error.message``.
+    """
+    if not items:
+        return
+    code, words = failure_for_caller(cause)
+    logger.warning(
+        "requests %s%s gave up after their attempts (%s): %s: %s",
+        ", ".join(item.request.id for item in items[:10]),
+        f" and {len(items) - 10} more" if len(items) > 10 else "",
+        code,
+        type(cause).__name__,
+        cause,
+    )
     for item in items:
         # ``failures``: the times it failed on its own (a batch it shared was split, uncharged).
         err = RetriesExhaustedError(
             f"request failed on its own {item.failures} times ({item.attempts} dispatches); "
-            f"last error: {type(cause).__name__}",
-            {
-                "attempts": item.attempts,
-                "failures": item.failures,
-                "last_error": str(cause)[:500],
-            },
+            f"last: {words}",
+            {"attempts": item.attempts, "failures": item.failures, "last_error": code},
         )
         letter = DeadLetter(
             error_type=err.type,
-            error_message=str(err),
+            error_message=f"{err}; {type(cause).__name__}: {cause}"[:1000],
             source_topic=item.tp[0],
             source_partition=item.tp[1],
             source_offset=item.offset,

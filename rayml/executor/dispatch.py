@@ -209,10 +209,13 @@ class Dispatcher:
                 # The worker's code raised outside the pipeline's own error handling (a model
                 # store outage, a broken import): every request of the batch is charged, so a
                 # failure that is not one request's ends in max_attempts rounds.
+                # The whole error (traceback, node, pid) is for this log, by request id; the
+                # requests' results say only what failed (rayml.executor.answers).
                 logger.warning(
-                    "ingest=%s batch of %d failed on worker=%s: %s",
+                    "ingest=%s batch of %d (requests %s...) failed on worker=%s: %s",
                     self._owner,
                     len(batch.items),
+                    ", ".join(item.request.id for item in batch.items[:3]),
                     batch.worker_id,
                     exc,
                 )
@@ -239,11 +242,12 @@ class Dispatcher:
         """First news of a worker's death, through ``batch`` (already out of the queue)."""
         others = [self.inflight[r] for r in self._by_worker.get(batch.worker_id, ())]
         logger.warning(
-            "ingest=%s worker=%s died with %d requests in flight: %s",
+            "ingest=%s worker=%s died with %d requests in flight (requests %s...): %s",
             self._owner,
             batch.worker_id,
             len(batch.items) + sum(len(o.items) for o in others),
-            type(exc).__name__,
+            ", ".join(item.request.id for item in batch.items[:3]),
+            exc,
         )
         if others and not batch.exclusive:
             # Which batch ran is unknown (the reply of one that finished may have died with the

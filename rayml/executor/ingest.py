@@ -4,14 +4,18 @@ One :class:`Ingest` runs a single loop thread that owns its Kafka consumer and p
 :mod:`rayml.kafka.topic_checks` asks the producer for topic metadata from a thread of its own;
 librdkafka handles are thread-safe). Per iteration it:
 
-1. polls up to ``poll_max_messages`` records and tracks each offset as unfinished;
-2. decodes and validates them: undecodable ones are dead-lettered, bad ones answered with an
-   error result, training requests handed off to the jobs topic, inference requests added to
-   a micro-batch keyed by (pipeline, model version);
+1. polls up to ``poll_max_messages`` records from every tenant's inference topic
+   (:mod:`rayml.tenancy`; without tenants, ``topics.input``) and tracks each offset as
+   unfinished;
+2. decodes and checks them against the tenant of their topic: undecodable ones are
+   dead-lettered, bad or refused ones answered with an error result (a refused ``reply_to`` on
+   the tenant's result topic), training requests refused (they belong on the tenant's training
+   topic, which the job runner reads), inference requests added to a micro-batch keyed by
+   (pipeline, model version);
 3. sends each full or due micro-batch to a worker: **one Ray call per batch**;
 4. collects finished batches and produces one result per request (idempotent producer);
 5. marks an offset done only in the producer's delivery callback, i.e. once the broker has
-   acknowledged the result (or dead letter, or job hand-off), and commits the per-partition
+   acknowledged the result (or dead letter), and commits the per-partition
    watermark (:mod:`rayml.delivery.offsets`) every ``commit_interval_s``, on revoke and at shutdown.
 
 So a crash anywhere re-delivers only unfinished records (at-least-once); results carry the
@@ -48,6 +52,7 @@ import psutil
 from rayml.config import Settings
 from rayml.delivery.consumer_loop import ConsumerLoop, LoopCounters, Polled
 from rayml.delivery.result_writer import ResultWriter
+from rayml.delivery.sink import TopicTenant
 from rayml.delivery.transactions import (
     TransactionAbortedError,
     TransactionalOutput,
@@ -67,6 +72,7 @@ from rayml.kafka.lag import partition_lags
 from rayml.kafka.partitions import TP
 from rayml.metrics import IngestMetrics
 from rayml.pipeline import Registry
+from rayml.tenancy.rules import Tenancy
 
 logger = logging.getLogger(__name__)
 
@@ -118,11 +124,14 @@ class Ingest(ConsumerLoop):
                 owner=ingest_id,
             )
             self._commit_interval_s = ex.transaction_commit_interval_s
+        self.tenancy = Tenancy(settings)
         self.writer = ResultWriter(
             self.producer,
-            output_topic=settings.topics.output,
+            tenants={
+                tenant.input_topic: TopicTenant(tenant.name, tenant.result_topic)
+                for tenant in self.tenancy.tenants
+            },
             dlq_topic=settings.topics.dlq,
-            jobs_topic=settings.topics.jobs,
             on_done=self._done,
             owner=ingest_id,
             stage=None if self.txn is None else self.txn.stage,
@@ -131,13 +140,13 @@ class Ingest(ConsumerLoop):
             failure_log_interval_s=ex.write_failure_log_interval_s,
         )
         self.triage = Triage(
-            self.writer, registry, self.versions, self.batcher, ex.max_request_bytes
+            self.writer, registry, self.versions, self.batcher, ex.max_request_bytes, self.tenancy
         )
         super().__init__(
             kafka_clients.ingest_consumer(
                 settings.kafka, ex.group_id, ingest_id, ex.drain_timeout_s
             ),
-            settings.topics.input,
+            self.tenancy.input_topics,
             f"ingest={ingest_id}",
             LoopCounters(),
         )
@@ -205,7 +214,6 @@ class Ingest(ConsumerLoop):
             "ok": w.results_ok,
             "error": w.results_error,
             "dead_letter": w.dead_letters,
-            "job_handoff": w.jobs_handed_off,
         }
         assigned = self._assigned
         lags = partition_lags(
@@ -484,7 +492,8 @@ class Ingest(ConsumerLoop):
             "results_ok": w.results_ok,
             "results_error": w.results_error,
             "dead_letters": w.dead_letters,
-            "jobs_handed_off": w.jobs_handed_off,
+            "refused": self.triage.refused,
+            "errors_scrubbed": w.errors_scrubbed,
             "failed_deliveries": w.failed_total,
             # Topics whose writes fail now (retried with backoff, offsets uncommitted).
             "failing_topics": list(w.failing_topics),

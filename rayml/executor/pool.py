@@ -78,6 +78,8 @@ class WorkerPool:
             cache_bytes=ex.worker_model_cache_bytes,
             threads=ex.worker_threads,
             log_level=self._settings.log_level,
+            allow_unpromoted_pins=self._settings.models.allow_unpromoted_pins,
+            version_check_ttl_s=self._settings.models.version_check_ttl_s,
         )
         self._slots[worker_id] = _Slot(handle, starting=handle.ping.remote())  # type: ignore[attr-defined]
         return worker_id

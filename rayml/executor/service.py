@@ -33,6 +33,7 @@ from rayml.executor.ingest import Ingest
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.topics import create_topics
 from rayml.pipeline import Registry
+from rayml.tenancy.rules import Tenancy
 
 if TYPE_CHECKING:
     from rayml.autoscaling.controller import PoolAutoscaler
@@ -319,8 +320,17 @@ class Executor:
         ]
         ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s)
         logger.info("executor=%s started %d ingest actors", self.instance_id, len(self.actors))
-        # Training: job runners on the jobs topic (rayml.training.runner), started once ingest is
-        # serving.
+        logger.info(
+            "executor=%s tenants: %s",
+            self.instance_id,
+            "; ".join(
+                f"{t.name} (inference {t.input_topic}, training {t.training_topic or '-'}, "
+                f"results {t.result_topic})"
+                for t in Tenancy(settings).tenants
+            ),
+        )
+        # Training: job runners on the tenants' training topics (rayml.training.runner), started
+        # once ingest is serving.
         from rayml.training.runner import start_job_runners
 
         self.job_runners = start_job_runners(settings, self.instance_id, timeout_s)

@@ -1,21 +1,33 @@
-"""One polled record's first step: a dead letter, an error answer, a job hand-off or a batch.
+"""One polled record's first step: a dead letter, an error answer or a place in a batch.
 
 The ingest loop tracks each polled offset, then hands the record here. Undecodable records go
-to the dead-letter topic with their original bytes; invalid ones (and requests past their
-deadline, or for an unknown pipeline) are answered with an error naming the problem; training
-requests are handed off to the jobs topic; inference requests join a micro-batch keyed by
-(pipeline, model, version). Every write goes through the :class:`~rayml.delivery.result_writer.
-ResultWriter` (as a :class:`~rayml.delivery.sink.ResultSink`), whose delivery reports mark
-the offset done. Pure: no ``ray``, no ``confluent_kafka``.
+to the dead-letter topic with their original bytes; the others are checked, once, against the
+tenant of the topic they came from (:mod:`rayml.tenancy`), never against a field of the message:
+
+1. a ``reply_to`` the tenant may not name (rayml's own topics, outside its reply prefix) is
+   answered ``reply_to_refused`` on the tenant's result topic, and nothing is written to it;
+2. a ``tenant`` field that is not the topic's tenant (``tenant_mismatch``), a pipeline outside
+   the tenant's patterns (``pipeline_refused``, asked before the registry, so a refusal says
+   nothing of what is served), an unknown pipeline, a training pipeline (training requests
+   travel on the tenant's training topic, which the job runner reads: ``wrong_topic`` naming
+   it, or ``training_refused`` for a tenant without one), a past deadline: an error result;
+3. inference requests join a micro-batch keyed by (pipeline, model, version).
+
+Every write goes through the :class:`~rayml.delivery.result_writer.ResultWriter` (as a
+:class:`~rayml.delivery.sink.ResultSink`), whose delivery reports mark the offset done; it
+answers on the tenant's result topic unless an authorised ``reply_to`` is given. Each check is
+a dict or set lookup: no I/O, no Ray call. Pure: no ``ray``, no ``confluent_kafka``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
+from rayml.config import TenantSettings
 from rayml.delivery.screening import screen
 from rayml.delivery.sink import ResultSink
-from rayml.errors import DeadlineExceededError, RecordError
+from rayml.errors import DeadlineExceededError, RecordError, ReplyToRefusedError
 from rayml.executor.batching import Batch, MicroBatcher
 from rayml.executor.work import Pending, Route
 from rayml.kafka.partitions import TP
@@ -23,6 +35,9 @@ from rayml.kafka.records import PolledRecord, timestamp_ms
 from rayml.models.versions import pinned_version
 from rayml.pipeline import Registry
 from rayml.protocol.envelopes import Rejected, Request, error_info_from
+from rayml.tenancy.rules import Tenancy
+
+logger = logging.getLogger(__name__)
 
 
 class NewestVersions(Protocol):
@@ -36,11 +51,12 @@ class Triage:
     """Decodes, checks and routes polled records (one call per record, no I/O of its own).
 
     Args:
-        writer: Where dead letters, error answers and job hand-offs are written.
+        writer: Where dead letters and error answers are written.
         registry: The pipelines this executor serves.
         versions: The newest version of each model (for requests that pin none).
         batcher: The ingest's micro-batcher; full batches are returned to the caller.
         max_request_bytes: Larger records are dead-lettered undecoded.
+        tenancy: The tenants, by request topic, and their rules.
     """
 
     def __init__(
@@ -50,12 +66,15 @@ class Triage:
         versions: NewestVersions,
         batcher: MicroBatcher[Route, Pending],
         max_request_bytes: int,
+        tenancy: Tenancy,
     ) -> None:
         self.writer = writer
         self.registry = registry
         self.versions = versions
         self.batcher = batcher
         self.max_request_bytes = max_request_bytes
+        self.tenancy = tenancy
+        self.refused = 0  # requests answered with a refusal (RefusedError), for status
 
     def take(
         self, msg: PolledRecord, tp: TP, offset: int, now: float, wall_ms: float
@@ -67,7 +86,8 @@ class Triage:
             return []
         return self._route(msg, tp, offset, raw, request, now, wall_ms)
 
-    # What screen() cannot turn into a request (a RejectSink).
+    # What screen() cannot turn into a request (a RejectSink). Its answer goes to the tenant's
+    # result topic: a bad envelope's reply_to is not trusted.
 
     def dead_letter(self, msg: PolledRecord, error_type: str, message: str) -> None:
         self.writer.dead_letter(msg, error_type, message)
@@ -94,27 +114,38 @@ class Triage:
         wall_ms: float,
     ) -> list[Batch[Route, Pending]]:
         received_ms = timestamp_ms(msg, wall_ms)
+        tenant, refused = self.tenancy.check(
+            tp[0], request.reply_to, request.tenant, request.pipeline
+        )
+        # Without its reply_to (None): the answer goes to the tenant's result topic.
+        answer_to: Request | None = request
         try:
+            if refused is not None:
+                if isinstance(refused, ReplyToRefusedError):
+                    answer_to = None
+                raise refused
             spec = self.registry.get(request.pipeline)
+            if spec.kind != "inference":
+                wrong = self.tenancy.refuse_kind(tenant, tp[0], spec.name, spec.kind)
+                if wrong is not None:
+                    raise wrong
             if request.deadline is not None and request.deadline.timestamp() * 1000 < wall_ms:
                 raise DeadlineExceededError(
                     f"the request's deadline {request.deadline.isoformat()} passed before it "
                     f"could run",
                     {"deadline": request.deadline.isoformat()},
                 )
-            if spec.kind == "training":
-                self.writer.hand_off_job(msg, tp, offset, request)
-                return []
             # Params are validated by the worker, per request
             # (rayml.executor.worker.ModelWorker.run_batch).
             version = pinned_version(request) or self.versions.get(spec.model)
         except RecordError as exc:
+            self._refused(tenant, tp, offset, request, exc)
             self.writer.answer(
                 tp,
                 offset,
                 request.id,
                 request.pipeline,
-                request,
+                answer_to,
                 error=error_info_from(exc),
                 received_ms=received_ms,
             )
@@ -123,3 +154,22 @@ class Triage:
         if request.deadline is not None:
             pending.deadline_ms = request.deadline.timestamp() * 1000.0
         return self.batcher.add((spec.import_path, spec.model, version), pending, now)
+
+    def _refused(
+        self, tenant: TenantSettings, tp: TP, offset: int, request: Request, exc: RecordError
+    ) -> None:
+        """Count a refusal and say it in the log (DEBUG: a flood of hostile requests must not
+        become a flood of log lines; the results name each one)."""
+        if exc.details.get("rule"):
+            self.refused += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "request=%s tenant=%s partition=%s[%d] offset=%d answered %s: %s",
+                request.id,
+                tenant.name,
+                tp[0],
+                tp[1],
+                offset,
+                exc.type,
+                exc,
+            )

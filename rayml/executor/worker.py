@@ -6,6 +6,15 @@ answers with one outcome per request. When a pipeline raises for a batch, the wo
 the batch locally so that only the requests that fail get an error and their batch-mates still
 get their outputs, without extra Ray round trips.
 
+Before it runs a batch on a given version, the worker checks that the version may run
+(:func:`rayml.models.versions.pin_verdict`): it exists (else ``version_not_found``) and, if a
+training job stored it, it was promoted (else ``version_not_allowed``, unless
+``models.allow_unpromoted_pins``). The ingest cannot tell the worker whether a request pinned
+the version or was given the served one, and the served one is always promoted, so the rule is
+the same for both. Verdicts are cached per (model, version) (:class:`~rayml.models.versions.
+VerdictCache`): a refusal for ``models.version_check_ttl_s``, so a flood of requests pinning a
+version that does not exist costs one store read per interval, not one per batch.
+
 The class is plain Python; :mod:`rayml.executor.pool` turns it into an actor. That keeps it testable
 without Ray.
 """
@@ -25,6 +34,13 @@ from rayml.executor.work import BatchOutcome, ItemError
 from rayml.metrics import WorkerMetrics
 from rayml.models.cache import ModelCache
 from rayml.models.store import LoadedModel, ModelStore, validate_version
+from rayml.models.versions import (
+    VerdictCache,
+    VersionNotAllowedError,
+    VersionNotFoundError,
+    newest_servable,
+    pin_verdict,
+)
 from rayml.pipeline import (
     PipelineSpec,
     load_spec_by_path,
@@ -49,6 +65,8 @@ class ModelWorker:
         cache_bytes: Memory budget of the cache (estimated from artifact sizes).
         threads: Size of the BLAS/OpenMP thread pools in this process.
         log_level: rayml's log level in this process (its own, as a Ray actor).
+        allow_unpromoted_pins: Run any stored version asked for, promoted or not.
+        version_check_ttl_s: How long a refused version stays refused without a store read.
     """
 
     def __init__(
@@ -61,6 +79,8 @@ class ModelWorker:
         cache_bytes: int = 2 * 1024**3,
         threads: int = 1,
         log_level: str | None = None,
+        allow_unpromoted_pins: bool = False,
+        version_check_ttl_s: float = 2.0,
     ) -> None:
         if log_level is not None:
             logs.configure(log_level)
@@ -72,6 +92,10 @@ class ModelWorker:
         self.worker_id = worker_id
         self.store = ModelStore(store_root, allow_pickle=allow_pickle)
         self.cache = ModelCache(cache_items, cache_bytes)
+        self.allow_unpromoted_pins = allow_unpromoted_pins
+        self.verdicts = VerdictCache(version_check_ttl_s)
+        self.version_checks = 0  # store reads to check a version (not one per batch)
+        self.versions_refused = 0  # batches refused: version_not_found / version_not_allowed
         self._specs: dict[str, PipelineSpec] = {}
         self.batches = 0
         self.requests = 0
@@ -85,19 +109,48 @@ class ModelWorker:
             self._specs[import_path] = spec
         return spec
 
-    def _model(self, name: str, version: str | None) -> LoadedModel:
+    def _version(self, name: str, version: str | None) -> str:
+        """The version a batch runs: the one it was given if it may run, else (``None``) the
+        newest the store alone serves.
+
+        Raises:
+            ModelNotFoundError: ``None`` given and no version may be served.
+            VersionNotFoundError: No such version.
+            VersionNotAllowedError: A version a training job stored, never promoted.
+        """
         if version is None:
-            latest = self.store.latest(name)
-            if latest is None:
+            found = newest_servable(self.store, name)
+            if found is None:
                 raise ModelNotFoundError(name)
-            version = latest.version
+            return found.version
         # One cache entry per model version however the request spelled it ("3", "000003").
         version = validate_version(version)
+        key = (name, version)
+        now = time.monotonic()
+        verdict = self.verdicts.get(key, now)
+        if verdict is None:
+            self.version_checks += 1
+            verdict = pin_verdict(
+                self.store, name, version, allow_unpromoted=self.allow_unpromoted_pins
+            )
+            self.verdicts.put(key, verdict, now)
+        if verdict == "not_found":
+            raise VersionNotFoundError(name, version)
+        if verdict == "not_allowed":
+            raise VersionNotAllowedError(name, version)
+        return version
+
+    def _model(self, name: str, version: str) -> LoadedModel:
         key = (name, version)
         loaded = self.cache.get(key)
         if loaded is None:
             started = time.perf_counter()
-            loaded = self.store.load(name, version)
+            try:
+                loaded = self.store.load(name, version)
+            except ModelNotFoundError:
+                # Deleted since its verdict was cached: a refusal from now on.
+                self.verdicts.put(key, "not_found", time.monotonic())
+                raise VersionNotFoundError(name, version) from None
             self.model_loads += 1
             self.metrics.model_loaded(name)
             size = loaded.metadata.get("size_bytes") or _DEFAULT_MODEL_BYTES
@@ -132,7 +185,8 @@ class ModelWorker:
 
         Args:
             import_path: The pipeline's ``module:qualname``.
-            model_version: The version to use; ``None`` means the newest in the store.
+            model_version: The version to use (checked, see the module docstring); ``None``
+                means the newest the store alone serves.
             params: Each request's raw ``params``.
             deadlines_ms: Each request's deadline (wall clock ms), if any has one: a request
                 whose deadline has passed once the model is loaded is answered
@@ -152,8 +206,10 @@ class ModelWorker:
             except RecordError as exc:
                 outputs[i] = ItemError(exc.type, str(exc), exc.details)
         try:
-            loaded = self._model(spec.model, model_version)
+            loaded = self._model(spec.model, self._version(spec.model, model_version))
         except RecordError as exc:
+            if isinstance(exc, VersionNotFoundError | VersionNotAllowedError):
+                self.versions_refused += 1
             error = ItemError(exc.type, str(exc), exc.details)
             for i in positions:
                 outputs[i] = error
@@ -216,6 +272,8 @@ class ModelWorker:
             "models": [f"{key[0]}@{key[1]}" for key in self.cache.cached()],  # type: ignore[index]
             "cache_hits": self.cache.stats.hits,
             "cache_misses": self.cache.stats.misses,
+            "version_checks": self.version_checks,
+            "versions_refused": self.versions_refused,
         }
 
     def ping(self) -> str:

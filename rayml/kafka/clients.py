@@ -1,27 +1,61 @@
 """Factories for confluent-kafka clients, all built from :class:`~rayml.config.KafkaSettings`.
 
 One place decides the settings every client shares (bootstrap servers, security, quiet
-librdkafka logging through Python's ``logging``), so a secure cluster is configured once.
+librdkafka logging through Python's ``logging``, a refused handshake logged with the principal
+it refused), so a secure cluster is configured once.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from rayml.config import ExecutorSettings, KafkaSettings
+from rayml.kafka.auth_errors import kind_of, principal_of
 from rayml.kafka.partitions import TP
 
 _librdkafka_logger = logging.getLogger("rayml.librdkafka")
 logger = logging.getLogger(__name__)
 
 
+class RefusalLogger:
+    """Every client's default ``error_cb``: a refused handshake (wrong password, unknown user,
+    refused certificate) is logged as an error naming the principal, at most once per
+    ``interval_s`` (librdkafka retries the connection every few seconds).
+
+    librdkafka's own log line says "SASL authentication error" but not which user; an operator
+    reading an executor's log needs both. A caller's own ``error_cb`` replaces this one.
+    """
+
+    def __init__(self, kafka: KafkaSettings, interval_s: float = 30.0) -> None:
+        self.principal = principal_of(kafka)
+        self.servers = kafka.bootstrap_servers
+        self.interval_s = interval_s
+        self._last: float | None = None
+
+    def __call__(self, err: KafkaError) -> None:
+        if kind_of(err) != "authentication":
+            return
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self.interval_s:
+            return
+        self._last = now
+        logger.error(
+            "Kafka at %s refused %s: authentication failed: %s",
+            self.servers,
+            self.principal,
+            err.str(),
+        )
+
+
 def _base(kafka: KafkaSettings) -> dict[str, Any]:
     conf: dict[str, Any] = dict(kafka.client_config())
     conf.setdefault("logger", _librdkafka_logger)
+    conf.setdefault("error_cb", RefusalLogger(kafka))
     return conf
 
 

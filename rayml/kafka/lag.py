@@ -1,7 +1,7 @@
 """How far behind a consumer group is, read from Kafka alone.
 
 :func:`group_lag` asks the broker (committed offsets of the executor's group against the input
-topic's end offsets), so it is true even when no executor runs: ``rayml status`` and the pool
+topics' end offsets), so it is true even when no executor runs: ``rayml status`` and the pool
 autoscaler read it. :func:`partition_lags` is the ingest's own view of its assigned partitions,
 from its consumer's cached high watermarks, without a broker round trip.
 """
@@ -38,31 +38,34 @@ class PartitionLag:
 
 
 def group_lag(settings: Settings, timeout_s: float = 10.0) -> list[PartitionLag]:
-    """Per-partition lag of the executor's consumer group on the input topic.
+    """Per-partition lag of the executor's consumer group on its input topics (every tenant's
+    inference topic; without tenants, ``topics.input``).
 
     Raises:
-        KafkaAdminError: if the broker cannot be reached or the topic does not exist.
+        KafkaAdminError: if the broker cannot be reached or an input topic does not exist.
     """
-    topic = settings.topics.input
+    topics = [t.input_topic for t in settings.tenants] or [settings.topics.input]
     # A throwaway consumer that never subscribes: it only reads offsets, it joins no group.
     consumer = kafka_clients.consumer(settings.kafka, settings.executor.group_id)
     try:
-        meta = consumer.list_topics(topic, timeout=timeout_s)
-        info = meta.topics.get(topic)
-        if info is None or info.error is not None:
-            raise KafkaAdminError(
-                f"input topic {topic!r} is not available on {settings.kafka.bootstrap_servers}"
-                + (f": {info.error}" if info is not None else "")
-            )
-        parts = [TopicPartition(topic, p) for p in sorted(info.partitions)]
+        parts = []
+        for topic in topics:
+            meta = consumer.list_topics(topic, timeout=timeout_s)
+            info = meta.topics.get(topic)
+            if info is None or info.error is not None:
+                raise KafkaAdminError(
+                    f"input topic {topic!r} is not available on {settings.kafka.bootstrap_servers}"
+                    + (f": {info.error}" if info is not None else "")
+                )
+            parts += [TopicPartition(topic, p) for p in sorted(info.partitions)]
         committed = consumer.committed(parts, timeout=timeout_s)
         lags = []
         for tp in committed:
             _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, tp.partition), timeout=timeout_s
+                TopicPartition(tp.topic, tp.partition), timeout=timeout_s
             )
             lags.append(
-                PartitionLag(topic, tp.partition, tp.offset if tp.offset >= 0 else None, high)
+                PartitionLag(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else None, high)
             )
         return lags
     except KafkaAdminError:

@@ -14,7 +14,8 @@ Modules:
   :data:`KAFKA_VERSION`, the JVM options).
 - :mod:`rayml.localkafka.ports`: free ports on 127.0.0.1 and who holds a taken one.
 - :mod:`rayml.localkafka.secure`: :class:`SecureListener`, a ``SASL_SSL`` client listener with
-  SCRAM users; see ``docs/security.md``.
+  SCRAM users, optionally with Kafka's ACLs in force (``authorizer=True``); see
+  ``docs/security.md``.
 - :mod:`rayml.localkafka.tls`: a throwaway CA and the broker's server certificate.
 
 This module only re-exports; the modules above import from each other, never from here.

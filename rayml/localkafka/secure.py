@@ -6,6 +6,13 @@ written into the KRaft metadata when the data directory is formatted (KIP-900,
 ``StorageTool format --add-scram``), for both SCRAM-SHA-256 and SCRAM-SHA-512; the broker's own
 inter-broker connections authenticate as the first user, over the same listener.
 
+With ``authorizer=True`` the broker also checks Kafka ACLs: Kafka's KRaft
+``StandardAuthorizer`` (ACLs live in the cluster metadata), ``allow.everyone.if.no.acl.found``
+off, so a principal may do only what an ACL grants it. The super users, who bypass ACLs, are the
+broker itself (the first SCRAM user on the client listener, its certificate's principal on the
+mutual-TLS controller listener) and the users named in ``super_users``: an admin who creates
+topics and ACLs (``rayml tenants apply``); see ``docs/security.md``, "Tenants and ACLs".
+
 Passwords are :class:`~pydantic.SecretStr` here and reach only files readable by their owner:
 the broker's ``server.properties`` (its JAAS line), a Java argument file deleted once the
 format step is done (so they never show in a process list), and, for ``rayml kafka start
@@ -32,7 +39,12 @@ from pydantic import SecretStr
 
 from rayml.config import KafkaSettings
 from rayml.errors import BrokerError
-from rayml.localkafka.tls import BrokerTlsFiles, write_broker_tls, write_private
+from rayml.localkafka.tls import (
+    BrokerTlsFiles,
+    certificate_principal,
+    write_broker_tls,
+    write_private,
+)
 
 __all__ = ["ScramMechanism", "SecureListener"]
 
@@ -41,6 +53,9 @@ MECHANISMS: tuple[ScramMechanism, ...] = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 
 # The listener's name in the broker's properties (also its security protocol).
 LISTENER = "SASL_SSL"
+
+# KRaft's authorizer: ACLs stored in the cluster metadata (KIP-801).
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
 # Names and passwords go unquoted into `--add-scram 'SCRAM-SHA-512=[name=...,password=...]'`
 # (whose parser splits on ',' '=' and ']') and quoted into a JAAS line: keep to characters
@@ -69,11 +84,16 @@ class SecureListener:
             own inter-broker identity and the default for :meth:`kafka_settings`.
         mechanism: The SCRAM mechanism the broker uses between brokers and clients get from
             :meth:`kafka_settings`; clients may use either (both are enabled).
+        authorizer: Check Kafka ACLs (``StandardAuthorizer``, nothing allowed without an ACL).
+        super_users: Names of SCRAM users (besides the first) who bypass ACLs, with
+            ``authorizer``: an admin who creates topics and ACLs.
     """
 
     tls: BrokerTlsFiles
     users: tuple[tuple[str, SecretStr], ...]
     mechanism: ScramMechanism = "SCRAM-SHA-512"
+    authorizer: bool = False
+    super_users: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.users:
@@ -86,6 +106,11 @@ class SecureListener:
                 raise ValueError(f"password of SCRAM user {name!r}: use 12-256 of [A-Za-z0-9._~-]")
         if self.mechanism not in MECHANISMS:
             raise ValueError(f"mechanism {self.mechanism!r}: one of {', '.join(MECHANISMS)}")
+        unknown = set(self.super_users) - {name for name, _ in self.users}
+        if unknown:
+            raise ValueError(f"super users {sorted(unknown)} are not SCRAM users of the listener")
+        if self.super_users and not self.authorizer:
+            raise ValueError("super users mean something only with authorizer=True")
 
     @classmethod
     def generate(
@@ -93,10 +118,19 @@ class SecureListener:
         directory: Path | str,
         users: tuple[str, ...] = ("rayml",),
         mechanism: ScramMechanism = "SCRAM-SHA-512",
+        *,
+        authorizer: bool = False,
+        super_users: tuple[str, ...] = (),
     ) -> SecureListener:
         """A new CA, server certificate (127.0.0.1, localhost) and random passwords."""
         tls = write_broker_tls(directory)
-        return cls(tls, tuple((u, SecretStr(secrets.token_urlsafe(24))) for u in users), mechanism)
+        return cls(
+            tls,
+            tuple((u, SecretStr(secrets.token_urlsafe(24))) for u in users),
+            mechanism,
+            authorizer=authorizer,
+            super_users=super_users,
+        )
 
     @classmethod
     def load_or_generate(cls, directory: Path | str) -> SecureListener:
@@ -160,7 +194,27 @@ class SecureListener:
         }
         for mech in MECHANISMS:
             props[f"{prefix}.{mech.lower()}.sasl.jaas.config"] = _jaas(name, password)
+        if self.authorizer:
+            props.update(self.authorizer_properties())
         return props
+
+    def authorizer_properties(self) -> dict[str, str]:
+        """The ACL check (KIP-801): who bypasses it, and no access without an ACL.
+
+        The broker's own requests must pass it too: its inter-broker connections on the client
+        listener authenticate as the first SCRAM user, and its connections to its own
+        controller (registration, heartbeats, forwarded admin requests) as its certificate.
+        """
+        supers = [
+            f"User:{self.users[0][0]}",
+            certificate_principal(self.tls.keystore),
+            *(f"User:{name}" for name in self.super_users),
+        ]
+        return {
+            "authorizer.class.name": AUTHORIZER,
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": ";".join(dict.fromkeys(supers)),
+        }
 
     # --- the clients' side ------------------------------------------------------------------
 

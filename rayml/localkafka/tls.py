@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["BrokerTlsFiles", "write_broker_tls", "write_private"]
+__all__ = ["BrokerTlsFiles", "certificate_principal", "write_broker_tls", "write_private"]
 
 DEFAULT_HOSTS = ("127.0.0.1", "localhost")
 
@@ -192,3 +192,10 @@ def write_broker_tls(
         _key_pem(server_key) + server_cert.public_bytes(serialization.Encoding.PEM) + ca_pem,
     )
     return files
+
+
+def certificate_principal(pem: Path) -> str:
+    """The Kafka principal of the first certificate in ``pem``, as Kafka's default principal
+    builder names a TLS client: ``User:`` and the subject's distinguished name (RFC 2253)."""
+    cert = x509.load_pem_x509_certificates(pem.read_bytes())[0]
+    return f"User:{cert.subject.rfc4514_string()}"

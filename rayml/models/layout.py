@@ -4,6 +4,7 @@ Layout::
 
     <root>/<name>/<version>/model.ubj | model.skops | model.pkl
     <root>/<name>/<version>/metadata.json
+    <root>/<name>/<version>/promoted.json     (once the version is promoted: see below)
 
 Versions are zero-padded integers (``"000001"``), so lexical order is age order; the newest
 version is the highest *complete* one. A version is complete when its ``metadata.json`` exists:
@@ -19,6 +20,10 @@ whose artifact is half written.
   model name may pick the same number; the later metadata wins and the earlier writer notices
   it on read-back and moves on to the next number. A narrow race remains (both read back before
   either is overwritten), so keep one writer per model name on such stores.
+
+``promoted.json`` marks a version that was promoted (:mod:`rayml.models.promotion`): written
+once, after the version is complete, and never removed but with the version. Its existence is
+what counts; its content (when, why) is informative.
 
 :class:`rayml.models.store.ModelStore` is the API; this module only moves bytes and directories. It
 trusts its callers to have validated names and versions (:mod:`rayml.protocol.model_names`).
@@ -43,9 +48,11 @@ from rayml.protocol.model_names import VERSION_RE, format_version
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METADATA_FILE", "TOMBSTONE_FILE", "StoreLayout", "dump_metadata"]
+__all__ = ["METADATA_FILE", "PROMOTED_FILE", "TOMBSTONE_FILE", "StoreLayout", "dump_metadata"]
 
 METADATA_FILE = "metadata.json"
+#: Marks a promoted version (see the module docstring).
+PROMOTED_FILE = "promoted.json"
 #: Left in a deleted version's directory so that its number is never reused.
 TOMBSTONE_FILE = "deleted.json"
 _STAGING_PREFIX = ".staging-"
@@ -120,6 +127,38 @@ class StoreLayout:
             logger.warning("model=%s version=%s has unreadable metadata; skipped", name, version)
             return None
         return metadata if isinstance(metadata, dict) else None
+
+    def read_marker(self, name: str, version: str) -> dict[str, Any] | None:
+        """A version's promotion marker, or ``None`` if it has none (an unreadable one reads
+        as ``{}``: it exists, so the version was promoted)."""
+        path = f"{self.join(name, version)}/{PROMOTED_FILE}"
+        try:
+            raw = self.fs.cat_file(path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        try:
+            marker = json.loads(raw)
+        except ValueError:
+            return {}
+        return marker if isinstance(marker, dict) else {}
+
+    def marked(self, name: str) -> set[str]:
+        """The versions of ``name`` that carry a promotion marker (one listing)."""
+        pattern = f"{self.join(name)}/*/{PROMOTED_FILE}"
+        try:
+            paths = self.fs.glob(pattern)
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
+        found = set()
+        for path in paths:
+            version = str(path).rstrip("/").rsplit("/", 2)[-2]
+            if VERSION_RE.match(version):
+                found.add(version)
+        return found
+
+    def write_marker(self, name: str, version: str, marker: dict[str, Any]) -> None:
+        """Mark a version promoted (overwrites an earlier marker)."""
+        self.fs.pipe_file(f"{self.join(name, version)}/{PROMOTED_FILE}", dump_metadata(marker))
 
     def next_number(self, name: str) -> int:
         """The lowest version number above every directory of ``name``."""

@@ -27,7 +27,7 @@ import datetime as dt
 import hashlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +48,13 @@ from rayml.models.formats import (
     library_versions,
     serialise,
 )
-from rayml.models.layout import METADATA_FILE, TOMBSTONE_FILE, StoreLayout, dump_metadata
+from rayml.models.layout import (
+    METADATA_FILE,
+    PROMOTED_FILE,
+    TOMBSTONE_FILE,
+    StoreLayout,
+    dump_metadata,
+)
 from rayml.protocol.model_names import format_version, validate_model_name, validate_version
 
 logger = logging.getLogger(__name__)
@@ -56,6 +62,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_TRUSTED_PACKAGES",
     "METADATA_FILE",
+    "PROMOTED_FILE",
     "TOMBSTONE_FILE",
     "LoadedModel",
     "ModelStore",
@@ -290,7 +297,79 @@ class ModelStore:
             raise ModelNotFoundError(name, version)
         logger.info("deleted model=%s version=%s", name, version)
 
+    def mark_promoted(self, name: str, version: str | int, marker: dict[str, Any]) -> None:
+        """Mark a version as promoted (see :mod:`rayml.models.promotion`); idempotent.
+
+        Args:
+            marker: JSON-serialisable facts about the promotion (when, why, by what).
+
+        Raises:
+            ModelNotFoundError: No such (complete) version.
+            ModelStoreError: Writing the marker failed.
+
+        Example:
+            >>> import tempfile
+            >>> ModelStore(tempfile.mkdtemp()).mark_promoted("iris", 1, {})
+            Traceback (most recent call last):
+            ...
+            rayml.errors.ModelNotFoundError: model 'iris' version '000001' is not in the model store
+        """
+        validate_model_name(name)
+        version = validate_version(version)
+        if self._layout.read_metadata(name, version) is None:
+            raise ModelNotFoundError(name, version)
+        try:
+            self._layout.write_marker(name, version, marker)
+        except Exception as exc:
+            raise ModelStoreError(
+                f"marking model {name!r} version {version} promoted failed: {exc}"
+            ) from exc
+        logger.info("promoted model=%s version=%s", name, version)
+
     # -- reading ----------------------------------------------------------------------------
+
+    def describe(self, name: str, version: str | int) -> ModelVersion | None:
+        """One version with its metadata (one small read), or ``None`` if it is not complete.
+
+        Example:
+            >>> import tempfile
+            >>> ModelStore(tempfile.mkdtemp()).describe("iris", "3") is None
+            True
+        """
+        validate_model_name(name)
+        version = validate_version(version)
+        metadata = self._layout.read_metadata(name, version)
+        if metadata is None:
+            return None
+        return ModelVersion(
+            name, version, self._layout.uri(self._layout.join(name, version)), metadata
+        )
+
+    def promotion(self, name: str, version: str | int) -> dict[str, Any] | None:
+        """The promotion marker of a version, or ``None`` if it was never promoted."""
+        validate_model_name(name)
+        return self._layout.read_marker(name, validate_version(version))
+
+    def promoted_versions(self, name: str) -> set[str]:
+        """The versions of ``name`` that were promoted (one listing of the store).
+
+        Example:
+            >>> import tempfile
+            >>> ModelStore(tempfile.mkdtemp()).promoted_versions("iris")
+            set()
+        """
+        validate_model_name(name)
+        return self._layout.marked(name)
+
+    def newest_first(self, name: str) -> Iterator[ModelVersion]:
+        """The complete versions of ``name``, newest first, reading metadata as it goes."""
+        validate_model_name(name)
+        for version in reversed(self._layout.version_dirs(name)):
+            metadata = self._layout.read_metadata(name, version)
+            if metadata is not None:
+                yield ModelVersion(
+                    name, version, self._layout.uri(self._layout.join(name, version)), metadata
+                )
 
     def names(self) -> list[str]:
         """Return the names that have at least one complete version, sorted.

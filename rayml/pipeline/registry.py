@@ -118,7 +118,9 @@ class Registry:
         """Return the spec registered as ``name``.
 
         Raises:
-            UnknownPipelineError: No such pipeline; its ``details`` list the known names.
+            UnknownPipelineError: No such pipeline. It names only ``name``, never the others:
+                its message reaches whoever sent the request (the executor logs what it serves
+                when it starts, and publishes it on the registry topic).
 
         Example:
             >>> Registry().get("nope")
@@ -129,7 +131,7 @@ class Registry:
         try:
             return self._specs[name]
         except (KeyError, TypeError):
-            raise UnknownPipelineError(str(name), self.names()) from None
+            raise UnknownPipelineError(str(name)) from None
 
     def names(self) -> list[str]:
         """Return the registered names, sorted."""

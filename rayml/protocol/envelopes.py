@@ -18,6 +18,7 @@ different answer from the ingest:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Self
 
@@ -52,6 +53,7 @@ __all__ = [
     "encode_request",
     "encode_result",
     "error_info_from",
+    "public_error",
 ]
 
 ENVELOPE_VERSION: Final = 1
@@ -114,7 +116,13 @@ class Request(BaseModel):
     model_version: str | None = Field(
         default=None, description="Pin this model version (default: the newest)."
     )
-    tenant: str | None = Field(default=None, description="Tenant the request belongs to.")
+    tenant: str | None = Field(
+        default=None,
+        description=(
+            "Optional. The executor takes a request's tenant from the topic it came from; a "
+            "tenant named here that is not that topic's tenant is refused (tenant_mismatch)."
+        ),
+    )
     sent_at_ms: int | None = Field(
         default=None,
         ge=0,
@@ -215,7 +223,9 @@ class Result(BaseModel):
     model: ModelRef | None = Field(default=None, description="Model used, if any.")
     timings: Timings = Field(default_factory=Timings)
     attempts: int = Field(default=1, ge=1, description="How many times the request was run.")
-    tenant: str | None = Field(default=None, description="The request's tenant, echoed.")
+    tenant: str | None = Field(
+        default=None, description="The request's tenant: the tenant of the topic it came from."
+    )
 
     @model_validator(mode="after")
     def _status_matches_error(self) -> Self:
@@ -295,6 +305,66 @@ def error_info_from(exc: RecordError) -> ErrorInfo:
         'invalid_params'
     """
     return ErrorInfo(type=exc.type, message=str(exc), details=dict(exc.details))
+
+
+# What an error result must not carry (docs/security.md, "error hygiene"): a traceback, the
+# frames' file paths, Ray's "(pid=..., ip=...)" and "pid: ... ip: ..." lines, addresses, long
+# hex ids (Ray's actor, task and node ids), absolute paths. The executor's logs keep them.
+_TRACEBACK = re.compile(r"\s*Traceback \(most recent call last\):.*", re.DOTALL)
+_FRAMES = re.compile(r"\s*File \"[^\"]*\", line \d+.*", re.DOTALL)
+_RAY_WHERE = re.compile(r"\s*\(pid=\d+, ip=[^)]*\)")
+_PID = re.compile(r"\bpid\s*[=:]\s*\d+", re.IGNORECASE)
+_ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+_HEX_ID = re.compile(r"\b[0-9a-fA-F]{24,}\b")
+_PATH = re.compile(r"(?<![\w.:/~-])/(?:[\w.@+-]+/)+[\w.@+-]*")
+_LEAKS = (
+    (_TRACEBACK, ""),
+    (_FRAMES, ""),
+    (_RAY_WHERE, ""),
+    (_PID, "pid=<hidden>"),
+    (_ADDRESS, "<address>"),
+    (_HEX_ID, "<id>"),
+    (_PATH, "<path>"),
+)
+
+
+def _scrub(text: str) -> str:
+    for pattern, replacement in _LEAKS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_value(v) for v in value]
+    return value
+
+
+def public_error(error: ErrorInfo) -> ErrorInfo:
+    """``error`` as a caller may see it: without tracebacks, file paths, process ids,
+    addresses or Ray's ids, in its message and details (``error`` itself when it has none).
+
+    rayml builds its error messages for the caller; this is the net under the messages it
+    passes on (a pipeline's exception, a library's). What it cuts stays in the executor's log.
+
+    Example:
+        >>> e = ErrorInfo(type="pipeline_failed", message="raised OSError: /srv/x/y.csv; "
+        ...     "ray::run() (pid=41, ip=10.0.0.7)")
+        >>> public_error(e).message
+        'raised OSError: <path>; ray::run()'
+        >>> ok = ErrorInfo(type="invalid_params", message="features: Field required")
+        >>> public_error(ok) is ok
+        True
+    """
+    message = _scrub(error.message)
+    details = _scrub_value(error.details) if error.details else error.details
+    if message == error.message and details == error.details:
+        return error
+    return ErrorInfo(type=error.type, message=message, details=details)
 
 
 # --- decoding and encoding -----------------------------------------------------------------

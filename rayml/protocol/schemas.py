@@ -26,8 +26,9 @@ _SCHEMAS: Final[dict[str, tuple[type[BaseModel], str, str]]] = {
     "request.schema.json": (
         Request,
         "rayml request envelope",
-        "A request to run one registered pipeline. JSON, UTF-8, produced to the input topic "
-        "with the request id as the Kafka key. Unknown fields are rejected.",
+        "A request to run one registered pipeline. JSON, UTF-8, produced to a request topic "
+        "(inference or training) with the request id as the Kafka key. Unknown fields are "
+        "rejected.",
     ),
     "result.schema.json": (
         Result,

@@ -7,4 +7,6 @@ came from -- a topic only that tenant's principal may write -- never from a fiel
 * :mod:`rayml.tenancy.rules` (pure): the tenants of the settings (one default tenant when none
   are configured), which topic belongs to which, rayml's own topics, and the checks a request
   must pass (its ``reply_to``, its pipeline, training).
+* :mod:`rayml.tenancy.acls`: the Kafka ACLs of each tenant's principal and the executor's
+  (``rayml tenants apply``), and the executor's start check of its own rights.
 """

@@ -4,7 +4,14 @@
   ``topics.jobs`` for training, ``topics.output``; any ``reply_to`` that is not rayml's own).
 * :func:`own_topics`: rayml's own topics (input, output, jobs, dead letters, models, registry,
   events, and every tenant's request topics): never a ``reply_to``.
-* :class:`Tenancy`: the tenant of a topic, and the refusals (``None`` when allowed).
+* :class:`Tenancy`: the tenant of a topic, and the refusals (``None`` when allowed): as reasons
+  (``*_refusal``, a sentence) and as the errors a refused request is answered with (``check``,
+  one call per request; ``refuse*``: :class:`~rayml.errors.RefusedError`, whose
+  ``details["rule"]`` names the rule).
+
+The checks run once per request where it is taken in (the ingest's triage, the job runner), each
+a dict or set lookup: the tenant by topic, the ``reply_to`` against rayml's own topics and the
+prefix, the pipeline against the tenant's patterns (remembered per tenant and name).
 
 Example:
     >>> from rayml.config import load_settings
@@ -22,10 +29,22 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 
 from rayml.config import Settings, TenantSettings
+from rayml.errors import (
+    PipelineRefusedError,
+    RefusedError,
+    ReplyToRefusedError,
+    TenantMismatchError,
+    TrainingRefusedError,
+    WrongTopicError,
+)
 
 __all__ = ["DEFAULT_TENANT", "Tenancy", "own_topics", "tenants_of"]
 
 DEFAULT_TENANT = "default"
+
+# Pipeline checks remembered (per tenant and pipeline name) at most; then forgotten at once
+# (hostile requests may name a fresh pipeline each time).
+_MAX_REMEMBERED = 4096
 
 
 def tenants_of(settings: Settings) -> list[TenantSettings]:
@@ -65,6 +84,8 @@ class Tenancy:
         self._default = not settings.tenants
         self._by_input = {t.input_topic: t for t in self.tenants}
         self._by_training = {t.training_topic: t for t in self.tenants if t.training_topic}
+        self._by_result = {t.result_topic: t for t in self.tenants}
+        self._allowed: dict[tuple[str, str], bool] = {}
 
     @property
     def input_topics(self) -> list[str]:
@@ -75,6 +96,11 @@ class Tenancy:
     def training_topics(self) -> list[str]:
         """Every training request topic (what the job runner subscribes to)."""
         return list(self._by_training)
+
+    @property
+    def result_topics(self) -> list[str]:
+        """Every tenant's result topic."""
+        return list(self._by_result)
 
     def of_topic(self, topic: str) -> TenantSettings:
         """The tenant whose request topic ``topic`` is. Raises KeyError for any other topic."""
@@ -87,12 +113,109 @@ class Tenancy:
         """Why ``tenant`` may not have results written to ``reply_to`` (None: it may)."""
         if reply_to in self.own:
             return f"reply_to {reply_to!r} is one of rayml's own topics"
+        other = self._by_result.get(reply_to)
+        if other is not None and other is not tenant:
+            return f"reply_to {reply_to!r} is tenant {other.name!r}'s result topic"
         if self._default or reply_to.startswith(tenant.reply_prefix):
             return None
+        if reply_to == tenant.result_topic:
+            return None  # where its results go anyway
         return f"reply_to {reply_to!r} is not under tenant {tenant.name!r}'s reply prefix"
 
     def pipeline_refusal(self, tenant: TenantSettings, pipeline: str) -> str | None:
         """Why ``tenant`` may not call ``pipeline`` (None: it may)."""
-        if any(fnmatchcase(pipeline, pattern) for pattern in tenant.pipelines):
+        if self._may_call(tenant, pipeline):
             return None
         return f"tenant {tenant.name!r} may not call pipeline {pipeline!r}"
+
+    def _may_call(self, tenant: TenantSettings, pipeline: str) -> bool:
+        key = (tenant.name, pipeline)
+        allowed = self._allowed.get(key)
+        if allowed is None:
+            allowed = any(fnmatchcase(pipeline, pattern) for pattern in tenant.pipelines)
+            if len(self._allowed) >= _MAX_REMEMBERED:
+                self._allowed.clear()
+            self._allowed[key] = allowed
+        return allowed
+
+    # -- the errors a refused request is answered with -------------------------------------
+
+    def check(
+        self, topic: str, reply_to: str | None, claimed: str | None, pipeline: str
+    ) -> tuple[TenantSettings, RefusedError | None]:
+        """The tenant of a request on ``topic``, and the error it is refused with (None: none).
+
+        One call per request where it is taken in, in this order: its ``reply_to``
+        (:meth:`refuse_reply_to`; a :class:`~rayml.errors.ReplyToRefusedError` is answered on
+        the tenant's result topic), its ``tenant`` field, its pipeline (:meth:`refuse`). The
+        allowed path is a few dict and set lookups; the kind of work is checked once the
+        pipeline is known (:meth:`refuse_kind`). Raises KeyError for a topic of no tenant.
+        """
+        tenant = self._by_input.get(topic) or self._by_training[topic]
+        if reply_to is not None and (
+            reply_to in self.own
+            or reply_to in self._by_result
+            or not (self._default or reply_to.startswith(tenant.reply_prefix))
+        ):
+            refused_reply = self.refuse_reply_to(tenant, reply_to)
+            if refused_reply is not None:
+                return tenant, refused_reply
+        if claimed is not None and claimed != tenant.name:
+            return tenant, TenantMismatchError(tenant.name, claimed, topic)
+        allowed = self._allowed.get((tenant.name, pipeline))
+        if allowed is None:
+            allowed = self._may_call(tenant, pipeline)
+        if not allowed:
+            return tenant, PipelineRefusedError(tenant.name, pipeline)
+        return tenant, None
+
+    def refuse_reply_to(
+        self, tenant: TenantSettings, reply_to: str | None
+    ) -> ReplyToRefusedError | None:
+        """The error of a ``reply_to`` that ``tenant`` may not name (None: none, or allowed).
+
+        A refused request is answered on the tenant's result topic, never on ``reply_to``.
+        """
+        if not reply_to:
+            return None
+        why = self.reply_to_refusal(tenant, reply_to)
+        if why is None:
+            return None
+        return ReplyToRefusedError(
+            tenant.name, reply_to, f"{why}; the result is on {tenant.result_topic!r}"
+        )
+
+    def refuse(
+        self, tenant: TenantSettings, topic: str, claimed: str | None, pipeline: str
+    ) -> RefusedError | None:
+        """The error of a request on ``topic`` that claims tenant ``claimed`` and calls
+        ``pipeline``, if ``tenant`` may not send it (None: it may).
+
+        Checked: the ``tenant`` field (absent, or the topic's tenant), then the pipeline
+        against the tenant's patterns -- before the registry is asked, so that a refused
+        tenant learns nothing of which pipelines exist.
+        """
+        if claimed is not None and claimed != tenant.name:
+            return TenantMismatchError(tenant.name, claimed, topic)
+        if not self._may_call(tenant, pipeline):
+            return PipelineRefusedError(tenant.name, pipeline)
+        return None
+
+    def refuse_kind(
+        self, tenant: TenantSettings, topic: str, pipeline: str, kind: str
+    ) -> RefusedError | None:
+        """The error of a ``kind`` pipeline's request on ``topic`` if it belongs on the other
+        request topic (None: it belongs here).
+
+        Training requests go to the tenant's training topic (none: it may not train);
+        inference requests to its input topic.
+        """
+        if kind == "training":
+            if topic == tenant.training_topic:
+                return None
+            if tenant.training_topic is None:
+                return TrainingRefusedError(tenant.name, pipeline)
+            return WrongTopicError(tenant.name, pipeline, kind, topic, tenant.training_topic)
+        if topic == tenant.input_topic:
+            return None
+        return WrongTopicError(tenant.name, pipeline, kind, topic, tenant.input_topic)

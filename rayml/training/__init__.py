@@ -1,10 +1,13 @@
-"""Training: jobs from the jobs topic, run as Ray tasks, stored and announced.
+"""Training: jobs from the jobs topic, run as Ray tasks, stored, and served if promoted.
 
 * :mod:`~rayml.training.runner` -- ``JobRunner`` (a ``ConsumerLoop`` on ``ml.pipeline.jobs``)
   and its actor;
 * :mod:`~rayml.training.plan` -- a request becomes a job of trials (sweeps included);
-* :mod:`~rayml.training.trials` -- trials as Ray tasks, retries, promotion of a sweep's best;
-* :mod:`~rayml.training.publish` -- results, events, dead letters and announcements;
+* :mod:`~rayml.training.trials` -- trials as Ray tasks, retries, the copy of a sweep's best;
+* :mod:`~rayml.training.publish` -- results, events, dead letters and serving records;
+* :mod:`~rayml.training.gate` -- the promotion gate: is a new version served?
+* :mod:`~rayml.training.serving` -- what each model serves, followed from the models topic
+  (the gate's and the ingest's);
 * :mod:`~rayml.training.task` -- the Ray task that trains one trial and stores its model.
 
 May import: ``delivery`` and the layers below; never ``executor``, ``autoscaling``, ``client``

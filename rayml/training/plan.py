@@ -24,7 +24,9 @@ and for a sweep, where ``version`` is the promoted copy of the best trial::
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +46,8 @@ from rayml.pipeline import PipelineSpec, Registry
 from rayml.protocol.envelopes import Request
 from rayml.protocol.sweeps import expand, select_best, validate_trials
 from rayml.training.task import TrialFailure, TrialOutcome
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Job",
@@ -142,12 +146,26 @@ class Job:
 
 
 def plan_trials(
-    registry: Registry, request: Request, *, max_trials: int, input_topic: str
+    registry: Registry,
+    request: Request,
+    *,
+    max_trials: int,
+    refuse: Callable[[PipelineSpec], RecordError | None] | None = None,
 ) -> tuple[PipelineSpec, list[BaseModel], bool]:
     """Check a training request; return its pipeline, each trial's params, and if it is a sweep.
 
+    Args:
+        registry: The pipelines.
+        request: The request.
+        max_trials: Most trials a sweep may expand to.
+        refuse: The tenant's rules for the pipeline found (e.g. an inference pipeline on a
+            training topic: ``wrong_topic`` naming the tenant's input topic); its error is
+            raised. Without it, a pipeline that is not a training pipeline is refused as
+            ``invalid_request``.
+
     Raises:
         UnknownPipelineError: No such pipeline.
+        RecordError: What ``refuse`` returned.
         InvalidRequestError: The pipeline is not a training pipeline.
         DeadlineExceededError: The request's deadline has passed.
         InvalidParamsError: Bad params or sweep, or a sweep of a pipeline without a metric; the
@@ -158,15 +176,18 @@ def plan_trials(
         >>> reg = Registry(); _ = reg.discover(entry_points=False)
         >>> req = Request(id="j1", pipeline="iris.train",
         ...               params={"grid": {"n_estimators": [5, 10]}})
-        >>> spec, trials, sweep = plan_trials(reg, req, max_trials=8, input_topic="in")
+        >>> spec, trials, sweep = plan_trials(reg, req, max_trials=8)
         >>> spec.name, [t.n_estimators for t in trials], sweep
         ('iris.train', [5, 10], True)
     """
     spec = registry.get(request.pipeline)
+    refused = refuse(spec) if refuse is not None else None
+    if refused is not None:
+        raise refused
     if spec.kind != "training":
         raise InvalidRequestError(
-            f"pipeline {spec.name!r} is an {spec.kind} pipeline; the jobs topic takes "
-            f"training requests only (send inference to {input_topic})",
+            f"pipeline {spec.name!r} is an {spec.kind} pipeline; a training topic takes "
+            f"training requests only",
             {"pipeline": spec.name, "kind": spec.kind},
         )
     if request.deadline is not None and request.deadline.timestamp() < time.time():
@@ -235,9 +256,14 @@ def result_payload(
 
 
 def exhausted(attempts: int, cause: Exception) -> RetriesExhaustedError:
-    """The error of a task lost to infrastructure failures on every allowed attempt."""
+    """The error of a task lost to infrastructure failures on every allowed attempt.
+
+    It tells the caller what was lost, not Ray's error (node addresses, pids, ids): that is
+    logged here.
+    """
+    logger.warning("training task lost (attempt %d): %s: %s", attempts, type(cause).__name__, cause)
     return RetriesExhaustedError(
-        f"the training task was lost on all {attempts} attempts; last error: "
-        f"{type(cause).__name__}",
-        {"attempts": attempts, "last_error": str(cause)[:500]},
+        f"the training task was lost on all {attempts} attempts (its worker process or node "
+        f"went away)",
+        {"attempts": attempts, "last_error": "task_lost"},
     )

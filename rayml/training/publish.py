@@ -1,19 +1,23 @@
-"""What the job runner writes to Kafka: announcements, results, job events, dead letters.
+"""What the job runner writes to Kafka: serving records, results, job events, dead letters.
+
+A job's new version first goes through the promotion gate (:mod:`rayml.training.gate`): the
+result says whether it is served and why (``promoted``, ``promotion``), and only a version let
+through gets a serving record.
 
 At-least-once (the default), all of it goes through one idempotent producer owned by the
 runner's loop thread, and every delivery callback runs on that thread (in ``producer.poll``).
 The order that matters:
 
-1. the **announcement** of a new version (compacted models topic, key = model name);
+1. the **serving record** of a promoted version (compacted models topic, key = model name);
 2. once the broker has acknowledged it, the **result** (``reply_to`` or the output topic, key =
    request id) -- so whoever reads the result can count on every executor having been told;
 3. once the result is acknowledged, ``on_done(partition, offset)`` marks the job's offset done.
 
-Exactly-once (``executor.delivery = "exactly_once"``), a job's writes -- announcement and
+Exactly-once (``executor.delivery = "exactly_once"``), a job's writes -- serving record and
 result, or result and DLQ copy, or a dead letter -- are handed as one list to ``stage``
 (:meth:`rayml.delivery.transactions.TransactionalOutput.stage`), which puts them into the
 runner's open transaction in jobs-offset order, beside the jobs offsets they answer; the
-announcement still comes first within it. A write that fails there aborts the transaction
+serving record still comes first within it. A write that fails there aborts the transaction
 and the jobs are redone; :meth:`JobPublisher.note_failed_delivery` remembers a ``reply_to``
 that cannot be written, so the redo answers on the output topic.
 
@@ -38,6 +42,7 @@ from rayml.delivery.recent import RecentSet
 from rayml.kafka.partitions import TP
 from rayml.kafka.records import Headers
 from rayml.kafka.topic_checks import TOPIC_ERRORS
+from rayml.models.promotion import encode_serving
 from rayml.protocol.envelopes import (
     DeadLetter,
     ErrorInfo,
@@ -48,15 +53,10 @@ from rayml.protocol.envelopes import (
     dead_letter_headers,
     encode_result,
 )
-from rayml.protocol.training import (
-    JobEvent,
-    JobState,
-    ModelAnnouncement,
-    encode_announcement,
-    encode_event,
-    now_ms,
-)
+from rayml.protocol.training import JobEvent, JobState, encode_event, now_ms
+from rayml.training.gate import PromotionGate, Verdict
 from rayml.training.plan import Job, result_payload
+from rayml.training.serving import ServingState
 from rayml.training.task import TrialOutcome
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ class JobPublisher:
         stage: Exactly-once: takes a job's writes instead of producing them.
         events: The producer for job events (default ``producer``; a plain one with
             exactly-once, since a transactional producer writes only inside transactions).
+        gate: The promotion gate (default: one over a :class:`ServingState` that follows the
+            models topic from now on).
     """
 
     def __init__(
@@ -90,8 +92,13 @@ class JobPublisher:
         on_done: Callable[[TP, int], None],
         stage: Stage | None = None,
         events: Any | None = None,
+        gate: PromotionGate | None = None,
     ) -> None:
         self.topics = settings.topics
+        # Started here, not at the first answer: it has read the topic by the time a job ends.
+        self.gate = gate or PromotionGate(
+            settings, ServingState(settings.kafka, settings.topics.models)
+        )
         self.producer = producer
         self.events = events if events is not None else producer
         self.runner_id = runner_id
@@ -101,51 +108,62 @@ class JobPublisher:
         self.unwritable = RecentSet(max_items=10_000, ttl_s=600.0)
 
     def answer_ok(self, job: Job, outcome: TrialOutcome, extra: dict[str, Any]) -> None:
-        """Announce ``outcome``'s version, then produce the ok result.
+        """Judge ``outcome``'s version; write its serving record if it is promoted, then the
+        ok result (saying whether it was, and why).
 
-        At-least-once the result waits for the announcement's acknowledgement; exactly-once
-        both go into the transaction together, the announcement first.
+        At-least-once the result waits for the serving record's acknowledgement; exactly-once
+        both go into the transaction together, the record first.
 
         Args:
             job: The job answered.
-            outcome: The servable version it produced (a sweep's promoted copy).
+            outcome: The version it produced (a sweep's copy of its best trial).
             extra: The version's ``extra`` metadata; ``promoted_from`` and ``sweep`` are used.
         """
         spec = job.spec
-        announcement = ModelAnnouncement(
-            name=spec.model,
-            version=outcome.version,
-            metrics=outcome.metrics,
-            created_at=outcome.created_at,
-            pipeline=spec.name,
-            job_id=job.request.id,
-            promoted_from=extra.get("promoted_from"),
+        verdict = self.gate.judge(spec, outcome, job.request.id, extra.get("promoted_from"))
+        logger.info(
+            "runner=%s job=%s model=%s version=%s promoted=%s: %s",
+            self.runner_id,
+            job.request.id,
+            spec.model,
+            outcome.version,
+            verdict.promoted,
+            verdict.reason,
         )
         output = result_payload(spec, outcome, extra.get("sweep"), job.reused or outcome.reused)
-        announced = OutRecord(
-            self.topics.models, encode_announcement(announcement), spec.model.encode(), None
+        output["promoted"] = verdict.promoted
+        output["promotion"] = verdict.reason
+        if verdict.record is None:
+            result = self._result_ok(job, outcome, output)
+            if self._stage is not None:
+                self._stage(job.tp, job.offset, [self._result_record(job.request, result)])
+            else:
+                self.result(job.request, result, job.tp, job.offset)
+            return
+        served = OutRecord(
+            self.topics.models, encode_serving(verdict.record), spec.model.encode(), None
         )
         if self._stage is not None:
             result = self._result_ok(job, outcome, output)
-            self._stage(job.tp, job.offset, [announced, self._result_record(job.request, result)])
+            self._stage(job.tp, job.offset, [served, self._result_record(job.request, result)])
             return
 
         def then_answer(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
-                # Executors still find the version in the store within their refresh period.
+                # Marked promoted in the store, but no executor was told: say so.
                 logger.warning(
-                    "runner=%s announcing model=%s version=%s failed: %s",
+                    "runner=%s writing the serving record of model=%s version=%s failed: %s",
                     self.runner_id,
                     spec.model,
                     outcome.version,
                     err,
                 )
+                output["promoted"] = False
+                output["promotion"] = _unannounced(verdict, self.topics.models, err)
             result = self._result_ok(job, outcome, output)
             self.result(job.request, result, job.tp, job.offset)
 
-        self.produce(
-            announced.topic, announced.value, announced.key, None, on_ack=then_answer, retry=False
-        )
+        self.produce(served.topic, served.value, served.key, None, on_ack=then_answer, retry=False)
 
     def _result_ok(self, job: Job, outcome: TrialOutcome, output: dict[str, Any]) -> Result:
         """The ok result of ``job`` (and its ``succeeded`` event)."""
@@ -326,3 +344,10 @@ class JobPublisher:
             except BufferError:
                 # librdkafka's queue is full: serve delivery reports to make room.
                 self.producer.poll(0.05)
+
+
+def _unannounced(verdict: Verdict, topic: str, err: KafkaError) -> str:
+    return (
+        f"{verdict.reason}; but writing its serving record to {topic} failed ({err.str()}): "
+        f"not served (`rayml models promote` serves it)"
+    )

@@ -1,14 +1,19 @@
-"""The job runner: training jobs from the jobs topic → Ray tasks → model store → results.
+"""The job runner: training jobs from the training topics → Ray tasks → model store → results.
 
-The ingest hands each training request off to the jobs topic (``settings.topics.jobs``) and
-counts its input offset as done once the broker has it, so hours of training never hold back
-inference commits. A :class:`JobRunner` is a member of consumer group
-``settings.executor.jobs_group_id`` on that topic. One loop thread owns its consumer and
-producer. Per job it:
+Training is a right of its own: clients send training requests to their tenant's training
+topic (:mod:`rayml.tenancy`; without tenants, ``settings.topics.jobs``), which Kafka's ACLs
+guard apart from inference, and the job runner consumes those topics directly (the ingest
+refuses a training request on an inference topic, naming the topic to use). Hours of training
+never hold back inference commits: the two never share a partition. A :class:`JobRunner` is a
+member of consumer group ``settings.executor.jobs_group_id`` on every training topic. One loop
+thread owns its consumer and producer. Per job it:
 
-1. decodes the request and looks up the pipeline (it must be a training pipeline), expands a
-   sweep into trials (:mod:`rayml.protocol.sweeps`) and validates each trial's params: a bad
-   request gets an error result naming the field, as on the ingest;
+1. decodes the request and checks it against the tenant of its topic, as the ingest does: a
+   ``reply_to`` the tenant may not name (answered ``reply_to_refused`` on the tenant's result
+   topic), a ``tenant`` field that is not the topic's, a pipeline outside the tenant's
+   patterns, an inference pipeline (``wrong_topic``, naming the tenant's input topic); then it
+   looks up the pipeline, expands a sweep into trials (:mod:`rayml.protocol.sweeps`) and
+   validates each trial's params: a bad request gets an error result naming the field;
 2. looks in the model store for versions this job id already stored (:func:`find_job`): a job
    whose model is stored was finished before a crash and is **not run again**: its result is
    re-sent; a sweep re-runs only the trials that are not stored;
@@ -20,8 +25,10 @@ producer. Per job it:
    the pipeline's ``metric``/``mode``) is promoted -- stored again as the newest version -- and
    that copy is announced. Announcements go to the compacted models topic, keyed by model name;
 5. **after the announcement is acknowledged**, produces the result (``ok`` with model, version
-   and metrics -- and every trial for a sweep -- or ``error``) to ``reply_to`` or the output
-   topic, keyed by the request id, and publishes ``succeeded`` or ``failed``;
+   and metrics -- and every trial for a sweep -- or ``error``) to the authorised ``reply_to``
+   or the tenant's result topic, keyed by the request id, echoing the tenant, and publishes
+   ``succeeded`` or ``failed``. An error result says what failed in the caller's terms
+   (:func:`~rayml.protocol.envelopes.public_error`); the whole error is logged with the job id;
 6. marks the job's offset done once the broker acknowledges the result, and commits the
    per-partition watermark (:mod:`rayml.delivery.offsets`) every ``commit_interval_s``, on revoke
    and at shutdown.
@@ -94,7 +101,7 @@ from rayml.delivery.transactions import (
     TransactionalOutput,
     rewind_positions,
 )
-from rayml.errors import ModelStoreError, RecordError
+from rayml.errors import ModelStoreError, RecordError, ReplyToRefusedError
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.partitions import TP
 from rayml.kafka.records import PolledRecord, headers_of, timestamp_ms
@@ -104,9 +111,12 @@ from rayml.pipeline import Registry
 from rayml.protocol.envelopes import (
     ErrorInfo,
     Rejected,
+    Request,
     Result,
     error_info_from,
+    public_error,
 )
+from rayml.tenancy.rules import Tenancy
 from rayml.training.plan import Job, Trial, plan_trials
 from rayml.training.publish import JobPublisher
 from rayml.training.task import (
@@ -173,21 +183,29 @@ class JobRunner(ConsumerLoop):
             self.txn = TransactionalOutput(
                 self.producer,
                 txn_id,
-                on_failed_delivery=lambda *failed: self.publish.note_failed_delivery(*failed),
+                on_failed_delivery=self._note_failed_delivery,
                 owner=runner_id,
             )
             self._commit_interval_s = ex.transaction_commit_interval_s
         else:
             self.producer = kafka_clients.producer(settings.kafka)
             self.events = self.producer
-        self.publish = JobPublisher(
-            settings,
-            self.producer,
-            runner_id,
-            on_done=self._done,
-            stage=None if self.txn is None else self.txn.stage,
-            events=self.events,
-        )
+        self.tenancy = Tenancy(settings)
+        # One publisher per tenant, whose "output" is the tenant's result topic: a job's result
+        # goes to its authorised reply_to, or there (also when the reply_to cannot be written).
+        self.publishers = {
+            tenant.name: JobPublisher(
+                _answering_on(settings, tenant.result_topic),
+                self.producer,
+                runner_id,
+                on_done=self._done,
+                stage=None if self.txn is None else self.txn.stage,
+                events=self.events,
+            )
+            for tenant in self.tenancy.tenants
+        }
+        # Events, dead letters: the same for every tenant.
+        self.publish = next(iter(self.publishers.values()))
         self.trials = TrialScheduler(settings, runner_id, self.publish, self._answer_ok, self._fail)
         consumer = kafka_clients.consumer(
             settings.kafka,
@@ -199,7 +217,7 @@ class JobRunner(ConsumerLoop):
                 "fetch.wait.max.ms": 100,
             },
         )
-        super().__init__(consumer, settings.topics.jobs, f"runner={runner_id}", Counters())
+        super().__init__(consumer, self.tenancy.training_topics, f"runner={runner_id}", Counters())
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -250,17 +268,28 @@ class JobRunner(ConsumerLoop):
         received_ms = (
             float(request.sent_at_ms) if request.sent_at_ms is not None else timestamp_ms(msg)
         )
+        tenant, refused = self.tenancy.check(
+            tp[0], request.reply_to, request.tenant, request.pipeline
+        )
+        # From here on the request names its topic's tenant (echoed in its results), and only
+        # a reply_to it may name: a refused one is answered on the tenant's result topic.
+        refused_reply = isinstance(refused, ReplyToRefusedError)
+        request = request.model_copy(
+            update={"tenant": tenant.name, "reply_to": None if refused_reply else request.reply_to}
+        )
         try:
+            if refused is not None:
+                raise refused
             spec, params, is_sweep = plan_trials(
                 self.registry,
                 request,
                 max_trials=self.settings.training.max_trials,
-                input_topic=self.settings.topics.input,
+                refuse=lambda s: self.tenancy.refuse_kind(tenant, tp[0], s.name, s.kind),
             )
         except RecordError as exc:
-            # A bad request: an error result naming the problem; nothing to replay.
+            # A bad or refused request: an error result naming the problem; nothing to replay.
             self.counters.jobs_failed += 1
-            self.publish.answer_error(request, None, error_info_from(exc), tp, offset)
+            self._publisher(request).answer_error(request, None, error_info_from(exc), tp, offset)
             return
         trials = [Trial(n, p) for n, p in enumerate(params)]
         job = Job(tp, offset, raw, headers, request, spec, trials, is_sweep, received_ms)
@@ -293,17 +322,29 @@ class JobRunner(ConsumerLoop):
         self.publish.event(job, "queued")
         self.trials.add(job)
 
-    # What screen() cannot turn into a request (a RejectSink). Only a producer other than the
-    # ingest (which hands off decoded requests only) could write such a record to the jobs topic.
+    # What screen() cannot turn into a request (a RejectSink): answered on the tenant's result
+    # topic (a bad envelope's reply_to is not trusted), or dead-lettered.
 
     def dead_letter(self, msg: PolledRecord, error_type: str, message: str) -> None:
         tp, offset, headers = dead_letter_record(msg, error_type, message)
         self.publish.dead_letter(tp, offset, msg.value() or b"", msg.key(), headers)
 
     def reject(self, msg: PolledRecord, tp: TP, offset: int, rejected: Rejected) -> None:
-        result = Result.failed(rejected.request_id, rejected.pipeline or "", rejected.error)
+        tenant = self.tenancy.of_topic(tp[0]).name
+        result = Result.failed(
+            rejected.request_id, rejected.pipeline or "", rejected.error, tenant=tenant
+        )
         self.counters.jobs_failed += 1
-        self.publish.result(None, result, tp, offset)
+        self.publishers[tenant].result(None, result, tp, offset)
+
+    def _publisher(self, request: Request) -> JobPublisher:
+        """The publisher of the request's tenant (set from its topic in :meth:`_accept`)."""
+        return self.publishers[request.tenant or ""]
+
+    def _note_failed_delivery(self, *failed: Any) -> None:
+        """Exactly-once: every tenant's publisher learns which reply_to cannot be written."""
+        for publisher in self.publishers.values():
+            publisher.note_failed_delivery(*failed)
 
     def _stored(self, job: Job) -> JobRecord:
         """What the store holds for this job id already (a crash re-delivered it)."""
@@ -318,13 +359,27 @@ class JobRunner(ConsumerLoop):
 
     def _answer_ok(self, job: Job, outcome: TrialOutcome, extra: dict[str, Any]) -> None:
         self.counters.jobs_succeeded += 1
-        self.publish.answer_ok(job, outcome, extra)
+        self._publisher(job.request).answer_ok(job, outcome, extra)
 
     def _fail(self, job: Job, error: ErrorInfo) -> None:
-        """The job ran and failed: an error result, and its request on the DLQ for replay."""
+        """The job ran and failed: an error result, and its request on the DLQ for replay.
+
+        The result carries the error as the caller may see it; the whole of it (a Ray error's
+        node and pid, a traceback, paths) is logged here with the job id.
+        """
         self.counters.jobs_failed += 1
-        self.publish.answer_error(
-            job.request, job, error, job.tp, job.offset, dead_letter=(job.raw, job.headers)
+        public = public_error(error)
+        if public is not error:
+            logger.warning(
+                "runner=%s job=%s failed: %s %s %s",
+                self.runner_id,
+                job.request.id,
+                error.type,
+                error.message,
+                error.details,
+            )
+        self._publisher(job.request).answer_error(
+            job.request, job, public, job.tp, job.offset, dead_letter=(job.raw, job.headers)
         )
 
     def _done(self, tp: TP, offset: int) -> None:
@@ -530,8 +585,20 @@ class JobRunnerActor:
         return self.runner.stop(timeout_s)
 
 
+def _answering_on(settings: Settings, result_topic: str) -> Settings:
+    """``settings`` with ``result_topic`` as the output topic (a tenant's publisher)."""
+    if result_topic == settings.topics.output:
+        return settings
+    topics = settings.topics.model_copy(update={"output": result_topic})
+    return settings.model_copy(update={"topics": topics})
+
+
 def start_job_runners(settings: Settings, instance_id: str, timeout_s: float = 120.0) -> list[Any]:
-    """Start ``settings.training.job_runners`` runner actors and wait until they are up."""
+    """Start ``settings.training.job_runners`` runner actors and wait until they are up (none
+    when no tenant may train)."""
+    if not Tenancy(settings).training_topics:
+        logger.info("executor=%s starts no job runner: no tenant has a training topic", instance_id)
+        return []
     actor_cls = ray.remote(JobRunnerActor)
     actors: list[Any] = []
     for n in range(settings.training.job_runners):

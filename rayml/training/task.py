@@ -79,7 +79,8 @@ __all__ = [
     "train_trial",
 ]
 
-#: ``extra["role"]`` of a servable version: a plain training's model, or a sweep's promoted copy.
+#: ``extra["role"]`` of a job's own version: a plain training's model, or a sweep's copy of its
+#: best trial. Served once the promotion gate (:mod:`rayml.training.gate`) lets it through.
 MODEL_ROLE = "model"
 
 
@@ -358,13 +359,13 @@ def promote_best(
     best: TrialOutcome,
     sweep: dict[str, Any],
 ) -> TrialOutcome:
-    """Store the best trial's model again as the newest, servable version of ``model``.
+    """Store the best trial's model again as a new version of ``model``: the sweep's result.
 
-    A sweep stores every trial (``role: "trial"``, not served); promotion copies the best one
-    to a new version number (``role: "model"``, ``promoted_from``), so "the newest version" --
-    what the store, the ingest and ``rayml models`` call newest -- is the best trial, and the
-    copy's metadata holds the whole sweep (``extra.sweep``) to answer a re-delivered job
-    without training. Idempotent per job: an existing promoted copy is returned.
+    A sweep stores every trial (``role: "trial"``, never served by the gate); this copies the
+    best one to a new version number (``role: "model"``, ``promoted_from``), which the
+    promotion gate then judges like a plain training's version; the copy's metadata holds the
+    whole sweep (``extra.sweep``) to answer a re-delivered job without training. Idempotent per
+    job: an existing copy is returned.
     """
     store = ModelStore(store_root, allow_pickle=allow_pickle)
     existing = find_job(store, model, job_id).servable

@@ -2,7 +2,9 @@
 
 A :class:`TrialScheduler` holds the trials of the runner's jobs: those *waiting* for a slot,
 those *running* as Ray tasks (:func:`rayml.training.task.run_trial`, at most ``limit`` at once),
-and the sweeps whose best trial is being *promoted* (:func:`rayml.training.task.promote_best`).
+and the sweeps whose best trial is being *copied* to the sweep's own version
+(:func:`rayml.training.task.promote_best`; the promotion gate judges that copy when the job is
+answered, :mod:`rayml.training.gate`).
 One ``ray.wait`` per loop turn serves them all: a trial's task is a streaming generator that
 first yields :class:`~rayml.training.task.TrialStarted`, then its outcome.
 
@@ -19,7 +21,7 @@ first yields :class:`~rayml.training.task.TrialStarted`, then its outcome.
   has free (read at most once per interval), repeated at that interval while it waits, and
   :attr:`TrialScheduler.waiting_report` lists it for ``rayml status``.
 * When every trial of a job is back, a single training is handed to ``on_success`` with its
-  version; a sweep's best trial is promoted first and the copy handed over; a job with no
+  version; a sweep's best trial is copied first and the copy handed over; a job with no
   successful trial goes to ``on_failure``.
 * :meth:`TrialScheduler.abandon` gives jobs up (rebalance, shutdown): their tasks are cancelled
   with ``force=True`` -- their models were stored atomically or not at all, so the next owner

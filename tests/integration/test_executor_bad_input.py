@@ -96,7 +96,7 @@ def test_bad_inputs_are_dead_lettered_or_answered(running: Settings) -> None:
         ),
         "missingversion": (
             predict_request("missingversion", row, model_version="999"),
-            "model_not_found",
+            "version_not_found",
             "000999",
         ),
         "extra": (predict_request("extra", row, colour="blue"), "invalid_request", "colour"),

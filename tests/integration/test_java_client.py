@@ -127,3 +127,60 @@ def test_java_client_gets_n_correct_results(running: Settings, tmp_path: Path) -
         if ".reply." in t and t.startswith(settings.topics.input)
     ]
     assert leftovers == [], "the Java client deletes its own reply topic on close"
+
+
+def _java(jar: Path, settings: Settings, *args: str) -> tuple[list[dict], tuple[int, ...], int]:
+    """Run the Java client; its printed results, summary numbers and exit status."""
+    run = subprocess.run(
+        [
+            "java",
+            "-jar",
+            str(jar),
+            "--bootstrap-servers",
+            settings.kafka.bootstrap_servers,
+            "--input-topic",
+            settings.topics.input,
+            "--print-results",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = run.stdout.strip().splitlines()
+    summary = SUMMARY.match(lines[-1]) if lines else None
+    assert summary, f"no summary line in:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
+    results = [json.loads(line)["result"] for line in lines[:-1]]
+    return results, tuple(map(int, summary.groups())), run.returncode
+
+
+def test_java_client_trains_on_the_training_topic_and_is_refused_on_the_input_topic(
+    running: Settings,
+) -> None:
+    jar = java_client_jar()
+    settings = running
+    train = ["--pipeline", "breast_cancer.train", "--params", '{"n_estimators": 3}']
+
+    results, counts, status = _java(
+        jar,
+        settings,
+        *train,
+        "--train",
+        "--training-topic",
+        settings.topics.jobs,
+        "--timeout-s",
+        "240",
+    )
+    assert counts == (1, 1, 0, 0), results
+    assert status == 0
+    [trained] = results
+    assert trained["model"]["name"] == "breast_cancer"
+    assert trained["result"]["version"] == trained["model"]["version"]
+
+    results, counts, status = _java(jar, settings, *train, "--timeout-s", "60")
+    assert counts == (1, 0, 1, 0), results
+    assert status == 1
+    [refused] = results
+    assert refused["error"]["type"] == "wrong_topic"
+    assert refused["error"]["details"]["use"] == settings.topics.jobs

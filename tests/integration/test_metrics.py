@@ -88,7 +88,7 @@ def test_metrics_are_exported_to_prometheus(settings: Settings, ray_runtime: str
             "pipeline": "breast_cancer.train",
             "params": {"n_estimators": "many"},
         }
-        send_requests(settings, [bad_job])
+        send_requests(settings, [bad_job], settings.topics.jobs)
         collector.wait_for([*ids, bad_job["id"]], timeout_s=120)
 
         mine = {"ingest": f"{executor.instance_id}-i0"}

@@ -91,6 +91,12 @@ def training_request(request_id: str, pipeline: str, params: dict[str, Any]) -> 
     return {"id": request_id, "pipeline": pipeline, "params": params}
 
 
+def send_jobs(settings: Settings, jobs: list[dict[str, Any]]) -> int:
+    """Produce training requests to the training topic (the default tenant's: topics.jobs),
+    which the job runner reads; the input topic refuses them."""
+    return send_requests(settings, jobs, settings.topics.jobs)
+
+
 def versions_of_job(settings: Settings, model: str, job_id: str) -> list[ModelVersion]:
     return [
         v
@@ -129,9 +135,7 @@ def test_training_request_stores_a_version_that_inference_uses_at_once(
     assert one(results.wait_for(["before"], 60), "before").model.version == v1.version  # type: ignore[union-attr]
 
     started = time.monotonic()
-    send_requests(
-        settings, [training_request("train-1", "breast_cancer.train", {"n_estimators": 10})]
-    )
+    send_jobs(settings, [training_request("train-1", "breast_cancer.train", {"n_estimators": 10})])
     trained = one(results.wait_for(["train-1"], 60), "train-1")
     train_s = time.monotonic() - started
     assert trained.status == "ok", trained.error
@@ -200,7 +204,7 @@ def ray_get_status(executor: Executor) -> list[dict[str, Any]]:
     return list(ray.get([a.status.remote() for a in executor.job_runners], timeout=10))
 
 
-def test_inference_on_the_same_partition_completes_and_commits_while_training_runs(
+def test_inference_completes_and_commits_while_training_runs(
     running: tuple[Executor, Settings],
 ) -> None:
     _executor, settings = running
@@ -209,7 +213,7 @@ def test_inference_on_the_same_partition_completes_and_commits_while_training_ru
     results = ResultCollector(settings)
     events = TopicReader(settings, settings.topics.events)
 
-    send_requests(settings, [training_request("slow-1", "testing.train_slow", {"sleep_s": 12})])
+    send_jobs(settings, [training_request("slow-1", "testing.train_slow", {"sleep_s": 12})])
     events.wait_for_event("slow-1", "running", 30)
     ids = [f"p{i}" for i in range(len(rows))]
     send_requests(
@@ -217,12 +221,12 @@ def test_inference_on_the_same_partition_completes_and_commits_while_training_ru
     )
     got = results.wait_for(ids, 30)
     assert all(one(got, i).status == "ok" for i in ids)
-    # The input partition holds the job's hand-off *before* the 200 requests; all of it is
+    # Training travels on its own topic: the input partition holds the 200 requests only, all
     # committed while the training still runs.
     committed, ends = committed_equals_end(
         settings, settings.topics.input, settings.executor.group_id, 1, timeout_s=5
     )
-    assert committed == ends == {0: 201}
+    assert committed == ends == {0: 200}
     assert "slow-1" not in results.results, "training finished too early to prove anything"
     progress = [e.progress for e in events.events("slow-1") if e.state == "running"]
     assert progress[0] == 0.0
@@ -247,7 +251,7 @@ def test_sigkill_during_training_reruns_the_job_and_never_reruns_a_finished_one(
     events = TopicReader(settings, settings.topics.events)
     # One jobs partition: "fast" sits behind "slow", so when the executor dies "fast" is
     # finished (stored and answered) but its offset is not committed -- it comes back.
-    send_requests(
+    send_jobs(
         settings,
         [
             training_request("slow", "testing.train_slow", {"sleep_s": 6, "steps": 6}),
@@ -305,7 +309,7 @@ def test_sweep_stores_every_trial_promotes_the_best_and_bad_jobs_are_answered(
     results = ResultCollector(settings)
     dlq = TopicReader(settings, settings.topics.dlq)
     grid = [0.001, 0.01, 1.0]
-    send_requests(
+    send_jobs(
         settings,
         [
             training_request("sweep-1", "testing.train_fast", {"grid": {"c": grid}}),
@@ -391,9 +395,7 @@ def test_default_settings_train_beside_the_pool_on_a_two_cpu_machine(
     try:
         assert executor.settings.executor.worker_num_cpus == 0.5
         job_id = f"job-{uuid.uuid4().hex[:8]}"
-        send_requests(
-            settings, [training_request(job_id, "breast_cancer.train", {"n_estimators": 5})]
-        )
+        send_jobs(settings, [training_request(job_id, "breast_cancer.train", {"n_estimators": 5})])
         result = one(collector.wait_for([job_id], timeout_s=120), job_id)
     finally:
         executor.drain(10)

@@ -32,11 +32,12 @@ from rayml.protocol.training import JobEvent
 from tests.integration.test_training import (
     TopicReader,
     one,
+    send_jobs,
     training_request,
     training_settings,
     versions_of_job,
 )
-from tests.support.kafka_io import ResultCollector, send_requests
+from tests.support.kafka_io import ResultCollector
 from tests.support.training_fault_pipelines import HANG_BOUNDED_TIMEOUT_S
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray]
@@ -93,7 +94,7 @@ def test_hung_trials_time_out_free_their_slots_and_the_jobs_behind_them_train(
     results = ResultCollector(settings)
     events = TopicReader(settings, settings.topics.events)
     # One jobs partition, two slots: the two hung trials take both, "after" and the sweep wait.
-    send_requests(
+    send_jobs(
         settings,
         [
             training_request("hang-a", "testing.train_hang", {}),
@@ -248,7 +249,7 @@ def test_exactly_once_a_runner_killed_with_stored_unanswered_models_answers_each
     gate = tmp_path / "gate"
     held = [f"held-{n}" for n in range(3)]
     try:
-        send_requests(
+        send_jobs(
             settings,
             [
                 training_request("first", "testing.train_fast", {"c": 1.0}),

@@ -37,6 +37,7 @@ PURE = [
     "rayml.executor.window",
     "rayml.training.watch",
     "rayml.tenancy.rules",
+    "rayml.models.promotion",
 ]
 
 

@@ -12,8 +12,13 @@ import pytest
 
 from rayml.delivery.reply_topics import ReplyTopics
 from rayml.delivery.result_writer import ResultWriter
+from rayml.delivery.sink import TopicTenant
 from rayml.protocol.dead_letters import DeadLetter, dead_letter_from_headers
 from rayml.protocol.envelopes import ErrorInfo, ModelRef, Request, Result, Timings, decode_result
+
+# Requests from "in" are tenant team-a's; its result topic is "out". Those from "b.in" are
+# team-b's, answered on "b.out".
+TENANTS = {"in": TopicTenant("team-a", "out"), "b.in": TopicTenant("team-b", "b.out")}
 
 
 class _Delivered:
@@ -62,9 +67,8 @@ def writer_on(
     options.setdefault("reply_topics", ReplyTopics(lambda names: dict.fromkeys(names)))
     w = ResultWriter(
         producer,  # type: ignore[arg-type]
-        output_topic="out",
+        tenants=TENANTS,
         dlq_topic="dlq",
-        jobs_topic="jobs",
         on_done=lambda tp, offset: done.append((tp, offset)),
         owner="test",
         **options,
@@ -370,7 +374,9 @@ def test_exactly_once_redo_of_a_twice_refused_result_goes_to_the_result_topic() 
     w, _producer, _done = writer()
     err = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
     w.note_failed_delivery("replies", b"r-1", err)  # the result: too large
-    answer = SimpleNamespace(request_id="r-1", pipeline="p", attempts=1, tenant=None)
+    answer = SimpleNamespace(
+        request_id="r-1", pipeline="p", attempts=1, tenant="team-a", result_topic="out"
+    )
     [first] = w._staged_results("replies", b"x" * 1000, answer)  # type: ignore[arg-type]
     assert first.topic == "replies"
     assert decode_result(first.value).error.type == "result_too_large"  # type: ignore[union-attr]
@@ -380,54 +386,6 @@ def test_exactly_once_redo_of_a_twice_refused_result_goes_to_the_result_topic() 
     assert decode_result(second.value).error.type == "result_too_large"  # type: ignore[union-attr]
     w.note_failed_delivery("out", b"r-1", err)  # the result topic refuses it too
     assert w._staged_results("replies", b"x" * 1000, answer) == []  # type: ignore[arg-type]
-
-
-class _Record:
-    """A polled record as the hand-off reads it."""
-
-    def __init__(self, value: bytes) -> None:
-        self._value = value
-
-    def value(self) -> bytes:
-        return self._value
-
-    def headers(self) -> None:
-        return None
-
-
-def test_a_hand_off_too_large_for_the_jobs_topic_is_answered_never_emptied() -> None:
-    producer = TopicLimitProducer({"jobs": 100})
-    w, done = writer_on(producer)
-    request = Request(id="job-1", pipeline="p.train", params={"blob": "z" * 500})
-    w.hand_off_job(_Record(request.model_dump_json().encode()), ("in", 0), 3, request)  # type: ignore[arg-type]
-    producer.ack()
-    assert [s["topic"] for s in producer.sent] == ["jobs", "out"]
-    result = decode_result(producer.sent[-1]["value"])
-    assert result.id == "job-1"
-    assert result.error is not None
-    assert result.error.type == "request_too_large"
-    assert done == [(("in", 0), 3)]
-
-
-def test_exactly_once_redoes_a_refused_hand_off_as_an_error_answer() -> None:
-    from confluent_kafka import KafkaError
-
-    staged: list[Any] = []
-    w = ResultWriter(
-        FakeProducer(),  # type: ignore[arg-type]
-        output_topic="out",
-        dlq_topic="dlq",
-        jobs_topic="jobs",
-        on_done=lambda tp, offset: None,
-        owner="test",
-        stage=lambda tp, offset, records: staged.append(records),
-    )
-    request = Request(id="job-1", pipeline="p.train", params={})
-    w.note_failed_delivery("jobs", b"job-1", KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
-    w.hand_off_job(_Record(b"{}"), ("in", 0), 3, request)  # type: ignore[arg-type]
-    [[record]] = staged
-    assert record.topic == "out"
-    assert decode_result(record.value).error.type == "request_too_large"  # type: ignore[union-attr]
 
 
 # --- persistent write failures ---------------------------------------------------------------
@@ -593,9 +551,8 @@ def test_exactly_once_stages_a_missing_reply_topics_result_on_the_result_topic()
     staged: list[Any] = []
     w = ResultWriter(
         FakeProducer(),  # type: ignore[arg-type]
-        output_topic="out",
+        tenants=TENANTS,
         dlq_topic="dlq",
-        jobs_topic="jobs",
         on_done=lambda tp, offset: None,
         owner="test",
         stage=lambda tp, offset, records: staged.append(records),
@@ -605,3 +562,53 @@ def test_exactly_once_stages_a_missing_reply_topics_result_on_the_result_topic()
     w.answer_ok(("in", 0), 1, request, {"x": 1}, model=None, timings={}, attempts=1)
     [[record]] = staged
     assert record.topic == "out"
+
+
+# --- tenants: the result topic and the tenant come from the request's topic -------------------
+
+
+def test_each_tenant_is_answered_on_its_own_result_topic_and_named_by_its_topic() -> None:
+    w, producer, _ = writer()
+    plain = Request(id="r-b", pipeline="p", params={})
+    w.answer_ok(("b.in", 0), 1, plain, {"x": 1}, model=None, timings={}, attempts=1)
+    w.answer(("b.in", 0), 2, "r-e", "p", None, error=ErrorInfo(type="x", message="y"))
+    w.answer_ok(("in", 0), 3, plain, {"x": 1}, model=None, timings={}, attempts=1)
+    sent = [(m["topic"], decode_result(m["value"]).tenant) for m in producer.sent]
+    assert sent == [("b.out", "team-b"), ("b.out", "team-b"), ("out", "team-a")]
+
+
+def test_an_unwritable_reply_to_falls_back_to_its_own_tenants_result_topic() -> None:
+    from confluent_kafka import KafkaError
+
+    producer = OutageProducer(KafkaError.UNKNOWN_TOPIC_OR_PART)
+    producer.down.add("b.replies.gone")
+    w, done = writer_on(producer)
+    request = Request(id="r-1", pipeline="p", params={}, reply_to="b.replies.gone")
+    w.answer_ok(("b.in", 0), 4, request, {"x": 1}, model=None, timings={}, attempts=1)
+    producer.ack()
+    producer.ack()
+    assert [m["topic"] for m in producer.sent] == ["b.out"]  # the failed write is not kept
+    assert done == [(("b.in", 0), 4)]
+
+
+def test_an_error_result_carries_no_address_pid_path_or_traceback_and_the_log_has_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    w, producer, _ = writer()
+    ray_error = (
+        "ray::ModelWorker.run_batch() (pid=4242, ip=10.1.2.3, actor_id=4f6c1f0b2e7d9a8c)\n"
+        '  File "/srv/rayml/executor/worker.py", line 12, in run_batch\n'
+        "OSError: /srv/models/iris/000003/model.json"
+    )
+    error = ErrorInfo(type="pipeline_failed", message=ray_error, details={"where": "10.1.2.3"})
+    with caplog.at_level("WARNING"):
+        w.answer(("in", 0), 1, "r-1", "p", None, error=error)
+    result = decode_result(producer.sent[0]["value"])
+    assert result.error is not None
+    text = result.error.model_dump_json()
+    for leak in ("10.1.2.3", "4242", "/srv/", "File ", "4f6c1f0b2e7d9a8c"):
+        assert leak not in text, leak
+    assert result.error.message == "ray::ModelWorker.run_batch()"
+    assert w.errors_scrubbed == 1
+    assert "r-1" in caplog.text
+    assert "10.1.2.3" in caplog.text, "the operator's log keeps it"

@@ -3,22 +3,35 @@
 A fake transactional producer records the calls a :class:`TransactionalOutput` makes, so the
 order of writes, the offsets sent with each transaction and the error classes are checked in
 milliseconds. The real broker path is `tests/integration/test_exactly_once.py`.
+
+The error paths follow the module's docstring and confluent-kafka's: a *retriable* error is
+retried (for at most ``_CALL_TIMEOUT_S``, counted on a fake clock, so no test sleeps), then the
+transaction is aborted; an *abortable* one (``txn_requires_abort``) aborts and the records are
+redone (:class:`TransactionAbortedError`, which the ingest handles by rewinding); a *fatal* one
+(fenced: librdkafka reports ``PRODUCER_FENCED`` and ``INVALID_PRODUCER_EPOCH`` as a fatal
+``_FENCED``) raises :class:`ProducerFencedError`, which the ingest does not catch: its loop
+crashes and Ray restarts the actor. An abort that fails for good is fatal too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from rayml.config import ExecutorSettings
+from rayml.delivery import transactions
 from rayml.delivery.out_records import OutRecord
 from rayml.delivery.result_writer import ResultWriter
+from rayml.delivery.sink import TopicTenant
 from rayml.delivery.transactions import (
     ProducerFencedError,
     TransactionAbortedError,
     TransactionalOutput,
+    kafka_error_in,
 )
 from rayml.protocol.dead_letters import DeadLetter
 from rayml.protocol.envelopes import ErrorInfo, Request, decode_result
@@ -38,21 +51,45 @@ class _Msg:
         return self._key
 
 
-class FakeTxnProducer:
-    """Records transactional calls; ``fail_next`` makes the next call of a name raise."""
+class FakeClock:
+    """``time`` for the transactions module: sleeping and failed calls advance it, nothing waits."""
 
     def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeTxnProducer:
+    """Records transactional calls; ``fail_next`` makes the next call of a name raise;
+    ``fail_when`` makes every call of a name ask a function for its error (None: succeed).
+
+    A failing call takes ``call_s`` on ``clock`` (a round trip that came back with an error).
+    """
+
+    def __init__(self, clock: FakeClock | None = None) -> None:
         self.calls: list[Any] = []
         self.sent: list[tuple[str, bytes, bytes | None]] = []
         self.committed: list[list[tuple[str, int, int]]] = []
         self.delivery_error: KafkaError | None = None
         self.fail_next: dict[str, KafkaError] = {}
+        self.fail_when: dict[str, Callable[[], KafkaError | None]] = {}
+        self.clock = clock
+        self.call_s = 1.0
         self._reports: list[Any] = []
 
     def _maybe_fail(self, name: str) -> None:
         self.calls.append(name)
         err = self.fail_next.pop(name, None)
+        if err is None and name in self.fail_when:
+            err = self.fail_when[name]()
         if err is not None:
+            if self.clock is not None:
+                self.clock.sleep(self.call_s)
             raise KafkaException(err)
 
     def init_transactions(self, *_: Any) -> None:
@@ -89,8 +126,10 @@ class FakeTxnProducer:
         self._maybe_fail("abort")
 
 
-def output() -> tuple[TransactionalOutput, FakeTxnProducer, list[tuple[str, bytes | None]]]:
-    producer = FakeTxnProducer()
+def output(
+    clock: FakeClock | None = None,
+) -> tuple[TransactionalOutput, FakeTxnProducer, list[tuple[str, bytes | None]]]:
+    producer = FakeTxnProducer(clock)
     failed: list[tuple[str, bytes | None]] = []
     txn = TransactionalOutput(
         producer,  # type: ignore[arg-type]
@@ -218,9 +257,8 @@ def staged_writer() -> tuple[ResultWriter, list[tuple[tuple[str, int], int, list
 
     w = ResultWriter(
         MetadataOnly(),  # type: ignore[arg-type]
-        output_topic="out",
+        tenants={"in": TopicTenant("default", "out")},
         dlq_topic="dlq",
-        jobs_topic="jobs",
         on_done=never,
         owner="test",
         stage=lambda tp, offset, records: staged.append((tp, offset, records)),
@@ -440,3 +478,366 @@ def test_a_record_released_without_writes_still_commits_its_offset_in_a_transact
     assert producer.calls.count("begin") == 1
     assert txn.commit(b"meta") == {TP: [5]}
     assert producer.committed == [[("in", 0, 6)]]
+
+
+# --- error paths, call by call (a fake clock: no test waits) --------------------------------
+
+RETRIABLE = KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE, retriable=True)
+ABORTABLE = KafkaError(KafkaError._STATE, txn_requires_abort=True)
+# librdkafka reports PRODUCER_FENCED and INVALID_PRODUCER_EPOCH as a fatal _FENCED.
+FENCED = KafkaError(KafkaError._FENCED, fatal=True)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(
+        transactions,
+        "time",
+        SimpleNamespace(monotonic=fake.monotonic, perf_counter=fake.monotonic, sleep=fake.sleep),
+    )
+    return fake
+
+
+def always(err: KafkaError) -> Callable[[], KafkaError]:
+    return lambda: err
+
+
+def one_record(txn: TransactionalOutput, offset: int = 0, tp: tuple[str, int] = TP) -> None:
+    txn.track(tp, offset)
+    txn.stage(tp, offset, rec(f"r{offset}"))
+
+
+def redo(txn: TransactionalOutput, offset: int) -> None:
+    """What the ingest does after a TransactionAbortedError: forget, re-read, stage again."""
+    txn.forget({TP})
+    one_record(txn, offset)
+
+
+def test_the_retry_bound_is_the_documented_30_seconds() -> None:
+    assert transactions._CALL_TIMEOUT_S == 30.0  # docs/architecture.md: "(30 s bound)"
+
+
+def test_a_retriable_begin_is_retried_and_the_transaction_goes_on(clock: FakeClock) -> None:
+    txn, producer, _ = output(clock)
+    producer.fail_next["begin"] = RETRIABLE
+    one_record(txn)
+    assert producer.calls[1:] == ["begin", "begin", "produce"]
+    assert txn.commit(b"meta") == {TP: [0]}
+    assert producer.committed == [[("in", 0, 1)]]
+    assert "abort" not in producer.calls
+
+
+def test_a_begin_retried_in_vain_gives_up_at_the_bound_and_redoes_without_an_abort(
+    clock: FakeClock,
+) -> None:
+    txn, producer, _ = output(clock)
+    producer.fail_when["begin"] = always(RETRIABLE)
+    started = clock.now
+    one_record(txn)  # in a completion callback: nothing raised here
+    waited = clock.now - started
+    bound = transactions._CALL_TIMEOUT_S
+    assert bound <= waited <= bound + producer.call_s, "retried until the bound, not beyond"
+    assert producer.calls.count("begin") > 1
+    assert producer.sent == []
+    with pytest.raises(TransactionAbortedError):
+        txn.commit(b"meta")
+    # Nothing was begun: librdkafka refuses abort_transaction() outside a transaction.
+    assert "abort" not in producer.calls
+    assert txn.usable
+    assert not txn.dirty
+    del producer.fail_when["begin"]
+    redo(txn, 0)
+    assert txn.commit(b"meta") == {TP: [0]}
+    assert producer.committed == [[("in", 0, 1)]]
+
+
+def test_a_fatal_begin_fences_the_producer_and_nothing_is_produced_or_committed() -> None:
+    txn, producer, _ = output()
+    producer.fail_next["begin"] = FENCED
+    one_record(txn)
+    assert producer.calls.count("begin") == 1, "a fatal error is not retried"
+    assert producer.sent == []
+    assert not txn.usable
+    with pytest.raises(ProducerFencedError) as raised:
+        txn.commit(b"meta")
+    assert raised.value.cause.code() == KafkaError._FENCED
+    assert "abort" not in producer.calls
+    assert producer.committed == []
+
+
+def test_a_fatal_error_flagged_retriable_too_is_not_retried() -> None:
+    txn, producer, _ = output()
+    producer.fail_next["commit"] = KafkaError(KafkaError._FENCED, fatal=True, retriable=True)
+    one_record(txn)
+    with pytest.raises(ProducerFencedError):
+        txn.commit(b"meta")
+    assert producer.calls.count("commit") == 1
+    assert "abort" not in producer.calls
+
+
+def test_send_offsets_that_require_an_abort_abort_and_the_redo_commits() -> None:
+    txn, producer, failed = output()
+    one_record(txn)
+    producer.fail_next["send_offsets"] = ABORTABLE
+    with pytest.raises(TransactionAbortedError) as raised:
+        txn.commit(b"meta")
+    assert raised.value.cause is not None
+    assert producer.calls[-2:] == ["send_offsets", "abort"]
+    assert "commit" not in producer.calls
+    assert producer.committed == []
+    assert failed == [], "not a failed write: the redo is unchanged"
+    assert txn.usable
+    redo(txn, 0)
+    assert txn.commit(b"meta") == {TP: [0]}
+    assert producer.committed == [[("in", 0, 1)]]
+
+
+def test_fatal_send_offsets_fence_the_producer_without_an_abort() -> None:
+    txn, producer, _ = output()
+    one_record(txn)
+    producer.fail_next["send_offsets"] = FENCED
+    with pytest.raises(ProducerFencedError):
+        txn.commit(b"meta")
+    assert "abort" not in producer.calls
+    assert "commit" not in producer.calls
+    assert not txn.usable
+    txn.track(TP, 1)
+    txn.stage(TP, 1, rec("r1"))
+    with pytest.raises(ProducerFencedError):
+        txn.commit(b"meta")
+    assert producer.committed == []
+
+
+def test_a_retriable_commit_is_retried_until_it_succeeds(clock: FakeClock) -> None:
+    txn, producer, _ = output(clock)
+    one_record(txn)
+    failures = iter([RETRIABLE, RETRIABLE, RETRIABLE])
+    producer.fail_when["commit"] = lambda: next(failures, None)
+    assert txn.commit(b"meta") == {TP: [0]}
+    assert producer.calls.count("commit") == 4
+    assert producer.calls.count("send_offsets") == 1, "only the failed call is repeated"
+    assert producer.committed == [[("in", 0, 1)]]
+    assert "abort" not in producer.calls
+    assert txn.commits == 1
+
+
+def test_a_commit_retried_in_vain_stops_at_the_bound_and_aborts(clock: FakeClock) -> None:
+    txn, producer, _ = output(clock)
+    one_record(txn)
+    producer.fail_when["commit"] = always(RETRIABLE)
+    started = clock.now
+    with pytest.raises(TransactionAbortedError):
+        txn.commit(b"meta")
+    bound = transactions._CALL_TIMEOUT_S
+    # The commit's retries end at the bound; the abort that follows succeeds at once.
+    assert bound <= clock.now - started <= bound + producer.call_s
+    assert producer.calls[-1] == "abort"
+    assert producer.committed == []
+    assert txn.usable
+    assert txn.commit_s == pytest.approx(clock.now - started), "the loop's time in commits"
+
+
+def test_a_commit_that_times_out_aborts_and_the_records_are_redone(clock: FakeClock) -> None:
+    # librdkafka fails a commit_transaction() that ran out of time as abortable
+    # (rd_kafka_txn_curr_api_abort_timeout_cb: _TIMED_OUT with txn_requires_abort).
+    txn, producer, _ = output(clock)
+    one_record(txn)
+    producer.fail_next["commit"] = KafkaError(KafkaError._TIMED_OUT, txn_requires_abort=True)
+    with pytest.raises(TransactionAbortedError):
+        txn.commit(b"meta")
+    assert producer.calls.count("commit") == 1, "abortable: not retried"
+    assert producer.calls[-1] == "abort"
+    redo(txn, 0)
+    assert txn.commit(b"meta") == {TP: [0]}
+
+
+def test_a_commit_still_failing_past_the_transaction_timeout_is_fenced(clock: FakeClock) -> None:
+    # Past transaction.timeout.ms the broker aborts the transaction itself and bumps the
+    # producer's epoch: the next EndTxn is answered PRODUCER_FENCED / INVALID_PRODUCER_EPOCH,
+    # which librdkafka raises as a fatal _FENCED. Nothing may commit any more; the loop crashes
+    # and the restarted actor (init_transactions) redoes what was open.
+    timeout_s = ExecutorSettings().transaction_timeout_s
+    txn, producer, _ = output(clock)
+    one_record(txn)
+    started = clock.now
+    producer.fail_when["commit"] = lambda: RETRIABLE if clock.now - started < timeout_s else FENCED
+    with pytest.raises(ProducerFencedError) as raised:
+        txn.commit(b"meta")
+    assert not isinstance(raised.value, TransactionAbortedError), "the ingest must not rewind"
+    assert producer.calls.count("commit") > 1, "retried while the transaction could live"
+    assert timeout_s <= clock.now - started < transactions._CALL_TIMEOUT_S
+    assert "abort" not in producer.calls, "a fenced producer cannot abort"
+    assert not txn.usable
+    assert producer.committed == []
+    named = txn.give_up(raised.value)
+    assert isinstance(named, ProducerFencedError)
+    assert "abort" not in producer.calls
+
+
+def abortable_commit(txn: TransactionalOutput, producer: FakeTxnProducer) -> None:
+    one_record(txn)
+    producer.fail_next["commit"] = ABORTABLE
+
+
+def test_a_retriable_abort_is_retried(clock: FakeClock) -> None:
+    txn, producer, _ = output(clock)
+    abortable_commit(txn, producer)
+    producer.fail_next["abort"] = RETRIABLE
+    with pytest.raises(TransactionAbortedError):
+        txn.commit(b"meta")
+    assert producer.calls.count("abort") == 2
+    assert txn.usable
+    redo(txn, 0)
+    assert txn.commit(b"meta") == {TP: [0]}
+
+
+def test_an_abort_retried_in_vain_is_fatal_at_the_bound(clock: FakeClock) -> None:
+    txn, producer, _ = output(clock)
+    abortable_commit(txn, producer)
+    producer.fail_when["abort"] = always(RETRIABLE)
+    started = clock.now
+    with pytest.raises(ProducerFencedError) as raised:
+        txn.commit(b"meta")
+    # Not TransactionAbortedError: the ingest does not rewind, its loop crashes (the actor
+    # exits and Ray restarts it, whose init_transactions aborts what this one left open).
+    assert not isinstance(raised.value, TransactionAbortedError)
+    bound = transactions._CALL_TIMEOUT_S
+    assert bound <= clock.now - started <= bound + 2 * producer.call_s
+    assert producer.calls.count("abort") > 1
+    assert not txn.usable
+    aborts = producer.calls.count("abort")
+    assert txn.give_up(raised.value) is raised.value
+    assert producer.calls.count("abort") == aborts, "giving up tries no further abort"
+    with pytest.raises(ProducerFencedError):
+        txn.commit(b"meta")
+    assert producer.committed == []
+
+
+def test_a_fatal_abort_gives_up_at_once(clock: FakeClock) -> None:
+    txn, producer, _ = output(clock)
+    abortable_commit(txn, producer)
+    producer.fail_next["abort"] = FENCED
+    with pytest.raises(ProducerFencedError):
+        txn.commit(b"meta")
+    assert producer.calls.count("abort") == 1
+    assert not txn.usable
+    with pytest.raises(ProducerFencedError):
+        txn.commit(b"meta")
+
+
+@pytest.mark.parametrize("call", ["begin", "produce", "send_offsets", "commit"])
+def test_fenced_in_any_transactional_call_stops_everything(call: str) -> None:
+    txn, producer, _ = output()
+    producer.fail_next[call] = FENCED
+    one_record(txn)
+    with pytest.raises(ProducerFencedError) as raised:
+        txn.commit(b"meta")
+    assert raised.value.transactional_id == "g.ingest-0"
+    assert raised.value.cause.code() == KafkaError._FENCED
+    assert not txn.usable
+    assert "abort" not in producer.calls
+    assert producer.committed == []
+    assert isinstance(txn.give_up(raised.value), ProducerFencedError)
+    assert "abort" not in producer.calls
+
+
+def test_fenced_raised_by_the_commit_flush_is_fatal() -> None:
+    """confluent-kafka raises a fatal error from flush() too (not only from the txn calls)."""
+    txn, producer, _ = output()
+    one_record(txn)
+
+    def flush(_timeout: float) -> int:
+        raise KafkaException(FENCED)
+
+    producer.flush = flush  # type: ignore[method-assign]
+    with pytest.raises(ProducerFencedError):
+        txn.commit(b"meta")
+    assert not txn.usable
+    assert "abort" not in producer.calls
+
+
+def test_an_abortable_error_in_produce_aborts_at_the_next_commit() -> None:
+    txn, producer, failed = output()
+    producer.fail_next["produce"] = ABORTABLE
+    one_record(txn)  # in a completion callback: nothing raised here
+    assert txn.usable
+    assert txn.dirty
+    with pytest.raises(TransactionAbortedError):
+        txn.commit(b"meta")
+    assert producer.calls[-1] == "abort"
+    assert failed == [("out", b"r0")], "the writer is told, as of a failed delivery"
+    assert producer.committed == []
+
+
+def test_an_abortable_error_wrapped_in_a_system_error_by_flush_aborts() -> None:
+    txn, producer, _ = output()
+    one_record(txn)
+
+    def flush(_timeout: float) -> int:
+        try:
+            raise KafkaException(ABORTABLE)
+        except KafkaException as abortable:
+            raise SystemError("_delivered returned a result with an exception set") from abortable
+
+    producer.flush = flush  # type: ignore[method-assign]
+    with pytest.raises(TransactionAbortedError):
+        txn.commit(b"meta")
+    assert producer.calls[-1] == "abort"
+    assert txn.usable
+
+
+def test_a_system_error_without_a_kafka_cause_crashes_and_the_crash_aborts() -> None:
+    txn, producer, _ = output()
+    one_record(txn)
+
+    def flush(_timeout: float) -> int:
+        raise SystemError("a bug, not Kafka")
+
+    producer.flush = flush  # type: ignore[method-assign]
+    with pytest.raises(SystemError) as raised:
+        txn.commit(b"meta")
+    assert "abort" not in producer.calls
+    # The loop crashes on it; giving up aborts the open transaction so that read_committed
+    # readers need not wait for the broker's transaction timeout.
+    assert txn.give_up(raised.value) is raised.value
+    assert producer.calls[-1] == "abort"
+    assert not txn.usable
+    assert producer.committed == []
+
+
+def test_a_fatal_error_in_the_implicit_context_of_a_crash_is_named() -> None:
+    """The loop's poll() can raise SystemError while handling a fatal KafkaException
+    (``__context__``, not ``__cause__``): giving up still names it fenced, and aborts nothing."""
+    txn, producer, _ = output()
+    one_record(txn)
+    try:
+        try:
+            raise KafkaException(FENCED)
+        except KafkaException:
+            raise SystemError("poll returned a result with an exception set")  # noqa: B904
+    except SystemError as crash:
+        named = txn.give_up(crash)
+    assert isinstance(named, ProducerFencedError)
+    assert named.cause.code() == KafkaError._FENCED
+    assert "abort" not in producer.calls
+
+
+def test_kafka_error_in_ends_on_a_cyclic_chain() -> None:
+    a, b = RuntimeError("a"), RuntimeError("b")
+    a.__cause__, b.__cause__ = b, a
+    assert kafka_error_in(a) is None
+    assert kafka_error_in(KafkaException(ABORTABLE)) is ABORTABLE
+
+
+def test_an_error_of_no_transactional_class_is_fatal_not_a_rewind_loop() -> None:
+    """confluent-kafka: an error from a transactional call that is neither retriable, abortable
+    nor fatal is to be treated as fatal; rewinding would only fail the same way again."""
+    txn, producer, _ = output()
+    producer.fail_next["begin"] = KafkaError(KafkaError._INVALID_ARG)
+    one_record(txn)
+    assert not txn.usable
+    with pytest.raises(ProducerFencedError) as raised:
+        txn.commit(b"meta")
+    assert raised.value.cause.code() == KafkaError._INVALID_ARG
+    assert "abort" not in producer.calls

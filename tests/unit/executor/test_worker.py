@@ -132,11 +132,113 @@ def test_missing_pinned_version_fails_every_item(worker: ModelWorker, tiny: Mode
 
     assert outcome.model_version == "7"
     assert all(
-        isinstance(out, ItemError) and out.type == "model_not_found" for out in outcome.outputs
+        isinstance(out, ItemError) and out.type == "version_not_found" for out in outcome.outputs
     )
     assert len(outcome.outputs) == 3
     assert outcome.outputs[0].details == {"model": wp.MODEL, "version": "000007"}
     assert wp.CALLS == []
+
+
+def _job_version(store: ModelStore, role: str = "model") -> ModelVersion:
+    """A version as a training job stores it: served only once promoted."""
+    flipped = LogisticRegression().fit([[0.0], [1.0]], [1, 0])
+    extra = {"job_id": "job-1", "role": role, "trial": 0}
+    return store.save(wp.MODEL, flipped, pipeline="t", params={}, metrics={}, extra=extra)
+
+
+def test_a_version_a_job_stored_runs_only_once_promoted(
+    store: ModelStore, tiny: ModelVersion, tmp_path: Path
+) -> None:
+    candidate = _job_version(store)
+    trial = _job_version(store, role="trial")
+    worker = ModelWorker("w-pins", store.root, version_check_ttl_s=60.0)
+    try:
+        for version in (candidate.version, trial.version):
+            refused = worker.run_batch(wp.PREDICT, version, rows(1.0, 0.0))
+            assert [o.type for o in refused.outputs] == ["version_not_allowed"] * 2  # type: ignore[union-attr]
+            assert refused.outputs[0].details == {"model": wp.MODEL, "version": version}  # type: ignore[union-attr]
+            assert "never promoted" in refused.outputs[0].message  # type: ignore[union-attr]
+        # Without model_version the newest version the store serves: not the unpromoted ones.
+        newest = worker.run_batch(wp.PREDICT, None, rows(1.0))
+        assert (newest.model_version, newest.outputs) == (tiny.version, [1])
+        # A version saved outside training jobs may be pinned.
+        assert worker.run_batch(wp.PREDICT, tiny.version, rows(1.0)).outputs == [1]
+        assert worker.versions_refused == 2
+        assert wp.CALLS == [1, 1]
+
+        # Promoted: a worker that did not refuse it runs it (the refusal above is cached).
+        store.mark_promoted(wp.MODEL, candidate.version, {"by": "test"})
+        fresh = ModelWorker("w-fresh", store.root)
+        try:
+            assert fresh.run_batch(wp.PREDICT, candidate.version, rows(1.0)).outputs == [0]
+            assert fresh.run_batch(wp.PREDICT, None, rows(1.0)).model_version == candidate.version
+        finally:
+            fresh._thread_limits.restore_original_limits()
+    finally:
+        worker._thread_limits.restore_original_limits()
+
+    anything = ModelWorker("w-any", store.root, allow_unpromoted_pins=True)
+    try:
+        assert anything.run_batch(wp.PREDICT, trial.version, rows(1.0)).outputs == [0]
+    finally:
+        anything._thread_limits.restore_original_limits()
+
+
+def test_an_unknown_pin_costs_one_store_read_per_interval_not_per_batch(
+    store: ModelStore, tiny: ModelVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rayml.executor.worker as worker_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock[0])
+    worker = ModelWorker("w-neg", store.root, version_check_ttl_s=2.0)
+    reads: list[str] = []
+    describe = worker.store.describe
+
+    def counted(name: str, version: str | int) -> ModelVersion | None:
+        reads.append(str(version))
+        return describe(name, version)
+
+    monkeypatch.setattr(worker.store, "describe", counted)
+    try:
+        for _ in range(50):
+            out = worker.run_batch(wp.PREDICT, "999", rows(1.0))
+            assert out.outputs[0].type == "version_not_found"  # type: ignore[union-attr]
+        assert reads == ["000999"]
+        assert worker.stats()["version_checks"] == 1
+        assert worker.stats()["versions_refused"] == 50
+        clock[0] += 1.9  # still within the interval
+        worker.run_batch(wp.PREDICT, "999", rows(1.0))
+        assert len(reads) == 1
+        clock[0] += 0.2  # past it: read once more
+        worker.run_batch(wp.PREDICT, "999", rows(1.0))
+        assert len(reads) == 2
+        # An allowed version is read once, then never again for its verdict.
+        for _ in range(10):
+            assert worker.run_batch(wp.PREDICT, tiny.version, rows(1.0)).outputs == [1]
+        assert reads == ["000999", "000999", tiny.version]
+    finally:
+        worker._thread_limits.restore_original_limits()
+
+
+def test_a_version_deleted_after_it_was_allowed_is_version_not_found(
+    worker: ModelWorker, store: ModelStore, tiny: ModelVersion
+) -> None:
+    older = tiny
+    newer = store.save(
+        wp.MODEL,
+        LogisticRegression().fit([[0.0], [1.0]], [1, 0]),
+        pipeline="t",
+        params={},
+        metrics={},
+    )
+    assert worker.run_batch(wp.PREDICT, newer.version, rows(1.0)).outputs == [0]
+    store.delete(wp.MODEL, older.version)
+    # Allowed and cached for `older`? Never loaded: the load fails and says so.
+    worker.verdicts.put((wp.MODEL, older.version), "allowed", 0.0)
+    out = worker.run_batch(wp.PREDICT, older.version, rows(1.0))
+    assert out.outputs[0].type == "version_not_found"  # type: ignore[union-attr]
+    assert worker.verdicts.get((wp.MODEL, older.version), 0.0) == "not_found"
 
 
 def test_models_are_loaded_once_and_cached(worker: ModelWorker, tiny: ModelVersion) -> None:
@@ -167,6 +269,8 @@ def test_stats(worker: ModelWorker, tiny: ModelVersion) -> None:
         "models": [f"{wp.MODEL}@{tiny.version}"],
         "cache_hits": 1,
         "cache_misses": 1,
+        "version_checks": 0,
+        "versions_refused": 0,
     }
 
 

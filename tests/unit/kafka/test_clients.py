@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from confluent_kafka import TopicPartition
+import logging
 
+import pytest
+from confluent_kafka import KafkaError, TopicPartition
+from pydantic import SecretStr
+
+from rayml.config import KafkaSettings
+from rayml.kafka import clients
 from rayml.kafka.clients import partition_names, pause_strays, set_pause_state
 from tests.support.fake_records import Record
 
@@ -46,3 +52,38 @@ def test_records_read_while_paused_pause_their_partitions() -> None:
     assert consumer.paused == {("in", 2)}
     pause_strays(consumer, [], "ingest=i-0")  # type: ignore[arg-type]
     assert consumer.paused == {("in", 2)}
+
+
+def test_every_client_logs_a_refused_handshake_naming_the_user_once_per_interval(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kafka = KafkaSettings(
+        bootstrap_servers="b1:9093",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_username="rayml",
+        sasl_password=SecretStr("a-password-12345"),
+    )
+    on_error = clients._base(kafka)["error_cb"]
+    assert isinstance(on_error, clients.RefusalLogger)
+    now = [1000.0]
+    monkeypatch.setattr(clients.time, "monotonic", lambda: now[0])
+    caplog.set_level(logging.DEBUG, logger="rayml.kafka.clients")
+    refused = KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error: invalid creds")
+    on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    assert caplog.records == []
+    on_error(refused)
+    now[0] += 29.0
+    on_error(refused)  # librdkafka retries every few seconds: not logged again yet
+    now[0] += 1.0
+    on_error(refused)
+    lines = [r.getMessage() for r in caplog.records]
+    assert (
+        lines
+        == [
+            "Kafka at b1:9093 refused User:rayml: authentication failed: "
+            "SASL authentication error: invalid creds"
+        ]
+        * 2
+    )
+    assert all(r.levelno == logging.ERROR for r in caplog.records)

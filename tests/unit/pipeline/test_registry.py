@@ -117,11 +117,13 @@ def test_module_reimport_does_not_raise(tmp_path: Path, monkeypatch: pytest.Monk
 # --- lookup and validation -------------------------------------------------------------------
 
 
-def test_get_unknown_name_lists_known_ones(reg: Registry) -> None:
+def test_get_unknown_name_names_no_other_pipeline(reg: Registry) -> None:
     inference("demo.known", model="m", params=Item, batched=False, registry=reg)(_item_fn())
     with pytest.raises(UnknownPipelineError) as info:
         reg.get("demo.unknown")
-    assert info.value.details == {"pipeline": "demo.unknown", "known": ["demo.known"]}
+    # What a caller is told: only the name it sent (the error becomes its result).
+    assert info.value.details == {"pipeline": "demo.unknown"}
+    assert "demo.known" not in str(info.value)
     assert "demo.unknown" not in reg
     assert "demo.known" in reg
 

@@ -76,3 +76,57 @@ def test_tenants_must_not_share_request_topics_or_take_raymls_own() -> None:
         load_settings(tenants=[{**TEAMS[1], "input_topic": "ml.pipeline.dlq"}])
     with pytest.raises(ConfigError, match="same name"):
         load_settings(tenants=[TEAMS[0], {**TEAMS[1], "name": "team-a"}])
+
+
+def test_another_tenants_result_topic_is_refused_its_own_is_not() -> None:
+    t = Tenancy(load_settings(tenants=TEAMS))
+    a, b = t.of_topic("a.in"), t.of_topic("b.in")
+    assert "tenant 'team-b''s result topic" in str(t.reply_to_refusal(a, "b.out"))
+    assert t.reply_to_refusal(b, "b.out") is None
+    assert t.result_topics == ["a.out", "b.out"]
+
+
+def test_refusals_come_as_the_errors_a_request_is_answered_with() -> None:
+    t = Tenancy(load_settings(tenants=TEAMS))
+    a, b = t.of_topic("a.in"), t.of_topic("b.in")
+    refused = t.refuse_reply_to(a, "ml.pipeline.registry")
+    assert refused is not None
+    assert (refused.type, refused.details["rule"]) == ("reply_to_refused", "reply_to")
+    assert "'a.out'" in str(refused), "it says where the answer is"
+    assert t.refuse_reply_to(a, None) is None
+    assert t.refuse_reply_to(a, "a.replies.x") is None
+
+    mismatch = t.refuse(b, "b.in", "team-a", "iris.predict")
+    assert mismatch is not None
+    assert mismatch.type == "tenant_mismatch"
+    assert t.refuse(b, "b.in", "team-b", "iris.predict") is None
+    assert t.refuse(b, "b.in", None, "iris.predict") is None
+    pipeline = t.refuse(a, "a.in", None, "breast_cancer.predict")
+    assert pipeline is not None
+    assert pipeline.type == "pipeline_refused"
+
+
+def test_each_kind_of_work_belongs_on_its_own_topic() -> None:
+    t = Tenancy(load_settings(tenants=TEAMS))
+    a, b = t.of_topic("a.in"), t.of_topic("b.in")
+    assert t.refuse_kind(a, "a.in", "iris.predict", "inference") is None
+    assert t.refuse_kind(a, "a.train", "iris.train", "training") is None
+    wrong = t.refuse_kind(a, "a.in", "iris.train", "training")
+    assert wrong is not None
+    assert (wrong.type, wrong.details["use"]) == ("wrong_topic", "a.train")
+    back = t.refuse_kind(a, "a.train", "iris.predict", "inference")
+    assert back is not None
+    assert (back.type, back.details["use"]) == ("wrong_topic", "a.in")
+    cannot = t.refuse_kind(b, "b.in", "iris.train", "training")
+    assert cannot is not None
+    assert cannot.type == "training_refused"
+    assert "tenant 'team-b' may not train" in str(cannot)
+
+
+def test_pipeline_checks_are_remembered_and_bounded() -> None:
+    t = Tenancy(load_settings(tenants=TEAMS))
+    a = t.of_topic("a.in")
+    for n in range(10_000):  # a flood of fresh names
+        assert t.pipeline_refusal(a, f"x{n}.predict") is not None
+    assert len(t._allowed) <= 4096
+    assert t.pipeline_refusal(a, "iris.predict") is None

@@ -200,7 +200,7 @@ def test_a_raising_pipeline_is_a_record_failure(
     assert ModelStore(str(tmp_path)).versions("testing_fast") == []
 
 
-def test_sweep_trials_are_not_served_and_the_promoted_copy_is(
+def test_sweep_trials_are_not_served_and_the_copy_of_the_best_once_promoted(
     tmp_path: Path, reporter: type[RecordingReporter]
 ) -> None:
     store = ModelStore(str(tmp_path))
@@ -215,6 +215,9 @@ def test_sweep_trials_are_not_served_and_the_promoted_copy_is(
     copy = promote_best(str(tmp_path), False, "testing_fast", "job-1", best, {"trials": []})
     assert copy.version == "000003"
     assert copy.metrics == best.metrics
+    # A job's version: served only once the promotion gate (or a person) promotes it.
+    assert newest_servable(store, "testing_fast") is None
+    store.mark_promoted("testing_fast", copy.version, {"by": "test"})
     servable = newest_servable(store, "testing_fast")
     assert servable is not None
     assert servable.version == "000003"
@@ -231,44 +234,6 @@ def test_sweep_trials_are_not_served_and_the_promoted_copy_is(
     versions = LatestVersions(str(tmp_path))
     try:
         assert versions.get("testing_fast") == "000003"
-    finally:
-        versions.close()
-
-
-def test_latest_versions_takes_the_newer_of_store_and_announcements(tmp_path: Path) -> None:
-    store = ModelStore(str(tmp_path))
-    versions = LatestVersions(str(tmp_path), refresh_s=0.05)
-    try:
-        assert versions.get("m") is None
-        from sklearn.linear_model import LogisticRegression
-
-        est = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
-        store.save("m", est, pipeline="p", params={}, metrics={})
-        versions.announce("m", "000005")  # an announcement ahead of this store's view
-        assert versions.get("m") == "000005"
-        versions.announce("m", "000004")  # an older one never goes back
-        assert versions.get("m") == "000005"
-        versions.announce("other", "000001")
-        assert versions.snapshot()["other"] == "000001"
-    finally:
-        versions.close()
-
-
-def test_latest_versions_refreshes_from_the_store_in_the_background(tmp_path: Path) -> None:
-    import time
-
-    from sklearn.linear_model import LogisticRegression
-
-    store = ModelStore(str(tmp_path))
-    est = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
-    versions = LatestVersions(str(tmp_path), refresh_s=0.05)
-    try:
-        assert versions.get("m") is None
-        store.save("m", est, pipeline="p", params={}, metrics={})
-        deadline = time.monotonic() + 5
-        while versions.get("m") is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert versions.get("m") == "000001"
     finally:
         versions.close()
 
@@ -295,7 +260,7 @@ def test_plan_trials_checks_kind_metric_and_params() -> None:
 
     def plan(pipeline: str, params: dict[str, Any]) -> Any:
         request = Request(id="j", pipeline=pipeline, params=params)
-        return plan_trials(reg, request, max_trials=4, input_topic="in")
+        return plan_trials(reg, request, max_trials=4)
 
     spec, params, sweep = plan("testing.train_fast", {"grid": {"c": [0.1, 1.0]}})
     assert spec.name == "testing.train_fast"

@@ -28,8 +28,13 @@ import java.util.concurrent.atomic.AtomicInteger;
  * java -jar rayml-client.jar --bootstrap-servers HOST:PORT --pipeline breast_cancer.predict \
  *     (--params '{"features": [...]}' [--count N] | --params-file rows.jsonl) \
  *     [--input-topic ml.pipeline.input] [--timeout-s 60] [--max-in-flight 1000] [--print-results] \
- *     [--kafka-config client.properties]
+ *     [--kafka-config client.properties] [--train [--training-topic ml.pipeline.jobs]]
  * </pre>
+ *
+ * <p>With {@code --train}, the requests are training requests (e.g. {@code --pipeline
+ * breast_cancer.train --params '{"n_estimators": 50}' --train}): they go to the training topic
+ * ({@code --training-topic}, default {@code ml.pipeline.jobs}), which the job runner reads; the
+ * executor refuses a training request on the input topic, naming the topic to use.
  *
  * <p>With {@code --kafka-config}, every property of that Java properties file is given to the
  * Kafka clients as is: this is how a secure cluster is configured (e.g. {@code
@@ -49,7 +54,7 @@ public final class Main {
       "usage: rayml-client --bootstrap-servers HOST:PORT --pipeline NAME"
           + " (--params JSON [--count N] | --params-file FILE)"
           + " [--input-topic TOPIC] [--timeout-s S] [--max-in-flight N] [--print-results]"
-          + " [--kafka-config FILE]";
+          + " [--kafka-config FILE] [--train [--training-topic TOPIC]]";
 
   private Main() {}
 
@@ -86,9 +91,11 @@ public final class Main {
     long timeoutMs = (long) (Double.parseDouble(opts.getOrDefault("timeout-s", "60")) * 1000);
     int maxInFlight = Integer.parseInt(opts.getOrDefault("max-in-flight", "1000"));
     boolean print = opts.containsKey("print-results");
+    boolean train = opts.containsKey("train");
     RaymlClient.Config config =
         RaymlClient.Config.of(servers)
             .inputTopic(opts.getOrDefault("input-topic", "ml.pipeline.input"))
+            .trainingTopic(opts.getOrDefault("training-topic", "ml.pipeline.jobs"))
             .connectTimeout(Duration.ofSeconds(10));
     for (String key : kafka.stringPropertyNames()) {
       config.kafkaProperty(key, kafka.getProperty(key));
@@ -106,9 +113,10 @@ public final class Main {
         final int index = i;
         slots.acquireUninterruptibly();
         long sent = System.nanoTime();
+        CompletableFuture<Result> future =
+            train ? client.train(pipeline, params.get(i)) : client.submit(pipeline, params.get(i));
         done.add(
-            client
-                .submit(pipeline, params.get(i))
+            future
                 .orTimeout(timeoutMs, TimeUnit.MILLISECONDS)
                 .handle(
                     (result, error) -> {
@@ -171,7 +179,7 @@ public final class Main {
         throw new IllegalArgumentException("unexpected argument " + arg);
       }
       String name = arg.substring(2);
-      if (name.equals("print-results")) {
+      if (name.equals("print-results") || name.equals("train")) {
         opts.put(name, "true");
       } else if (i + 1 < args.length) {
         opts.put(name, args[++i]);

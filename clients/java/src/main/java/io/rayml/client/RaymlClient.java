@@ -50,7 +50,13 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * Config}: it is created if missing, read from its current end, never deleted, and results for
  * other instances are skipped.
  *
- * <p>Thread-safe: {@link #submit} may be called from any number of threads.
+ * <p><b>Topics.</b> Inference requests go to the input topic, training requests ({@link #train})
+ * to the training topic: training is a right of its own, on a topic Kafka's ACLs guard apart
+ * from inference (docs/security.md); the executor refuses a training request on an inference
+ * topic. A tenant's clients set its topics in the {@link Config} and a {@code replyTopic} under its
+ * reply prefix.
+ *
+ * <p>Thread-safe: {@link #submit} and {@link #train} may be called from any number of threads.
  */
 public final class RaymlClient implements AutoCloseable {
 
@@ -58,6 +64,7 @@ public final class RaymlClient implements AutoCloseable {
   public static final class Config {
     final String bootstrapServers;
     String inputTopic = "ml.pipeline.input";
+    String trainingTopic = "ml.pipeline.jobs";
     String replyTopic;
     String tenant;
     Duration connectTimeout = Duration.ofSeconds(10);
@@ -77,6 +84,12 @@ public final class RaymlClient implements AutoCloseable {
     /** The topic rayml's executor reads requests from (default {@code ml.pipeline.input}). */
     public Config inputTopic(String topic) {
       this.inputTopic = topic;
+      return this;
+    }
+
+    /** The topic training requests go to (default {@code ml.pipeline.jobs}). */
+    public Config trainingTopic(String topic) {
+      this.trainingTopic = topic;
       return this;
     }
 
@@ -231,6 +244,24 @@ public final class RaymlClient implements AutoCloseable {
    *     orTimeout}/{@code get(timeout)} to bound the wait
    */
   public CompletableFuture<Result> submit(Request.Builder builder) {
+    return send(builder, config.inputTopic);
+  }
+
+  /**
+   * Starts a training job of {@code pipeline} with {@code params} (a sweep adds {@code grid} or
+   * {@code sweep}): the request goes to the training topic; the future completes with the job's
+   * result (model, version, metrics) or its error.
+   */
+  public CompletableFuture<Result> train(String pipeline, Map<String, Object> params) {
+    return train(Request.builder(pipeline).params(params));
+  }
+
+  /** Sends the training request that {@code builder} describes to the training topic. */
+  public CompletableFuture<Result> train(Request.Builder builder) {
+    return send(builder, config.trainingTopic);
+  }
+
+  private CompletableFuture<Result> send(Request.Builder builder, String topic) {
     if (closed) {
       throw new RaymlException.ClientClosed(null);
     }
@@ -247,19 +278,18 @@ public final class RaymlClient implements AutoCloseable {
     String id = request.id();
     try {
       producer.send(
-          new ProducerRecord<>(config.inputTopic, id, Envelopes.encode(request)),
+          new ProducerRecord<>(topic, id, Envelopes.encode(request)),
           (metadata, error) -> {
             if (error != null) {
               CompletableFuture<Result> f = pending.remove(id);
               if (f != null) {
-                f.completeExceptionally(
-                    new RaymlException.DeliveryFailed(id, config.inputTopic, error));
+                f.completeExceptionally(new RaymlException.DeliveryFailed(id, topic, error));
               }
             }
           });
     } catch (RuntimeException e) {
       pending.remove(id);
-      throw new RaymlException.DeliveryFailed(id, config.inputTopic, e);
+      throw new RaymlException.DeliveryFailed(id, topic, e);
     }
     return future;
   }

@@ -22,7 +22,7 @@ import java.util.Map;
  * @param model the model (name, version) used, if any
  * @param timings where the time went, in milliseconds
  * @param attempts how many times the request was run
- * @param tenant the request's tenant, echoed
+ * @param tenant the request's tenant: the tenant of the topic it came from
  */
 @JsonInclude(JsonInclude.Include.NON_NULL)
 @JsonIgnoreProperties(ignoreUnknown = true)
