@@ -138,6 +138,11 @@ class TopicSettings(_Section):
         return self
 
 
+def _canonical(topic: str) -> str:
+    """A topic name as Kafka compares names for collisions (``.`` and ``_`` are one)."""
+    return topic.replace("_", ".")
+
+
 class TenantSettings(_Section):
     """One tenant: a team's topics, which Kafka's ACLs guard (docs/security.md).
 
@@ -268,6 +273,14 @@ class TrainingSettings(_Section):
     # a node has its resources) gets a `queued` event saying what it waits for, repeated at
     # this interval while it waits; the cluster's resources are read at most once per interval.
     waiting_notice_s: float = Field(5.0, gt=0, le=3600)
+    # A launched trial's task not started this long after its launch is cancelled and the
+    # trial fails with `resources_unavailable` (saying what it waited for): a trial that waits
+    # holds a slot and, exactly-once, the answers behind it on its partition. None: no bound.
+    max_wait_s: float | None = Field(1800.0, gt=0, le=30 * 86_400)
+    # A trial asking for more than any node of the cluster has in total (CPUs, GPUs, memory)
+    # fails at once with `resources_unavailable`, naming the largest node. Set false on a
+    # cluster that autoscales, where a node that fits may still come (max_wait_s bounds it).
+    fail_unplaceable: bool = True
 
 
 class RaySettings(_Section):
@@ -380,23 +393,50 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _tenants_apart(self) -> Settings:
-        """Tenants have distinct names and request topics, apart from rayml's own topics."""
+        """Tenants keep apart: distinct names; every tenant topic distinct from every other
+        and from rayml's own; no reply prefix covers another's, nor any tenant's or rayml's
+        topic (its ACL grants Create, Read and Delete under it). Kafka treats ``.`` and ``_``
+        in topic names as colliding, so names are compared with them as one."""
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             raise ValueError("tenants: two tenants have the same name")
+        if not self.tenants:
+            return self
         t = self.topics
-        shared = {t.output, t.dlq, t.models, t.registry, t.events}
-        seen: set[str] = set()
+        owner: dict[str, str] = {
+            _canonical(topic): "rayml"
+            for topic in (t.input, t.output, t.jobs, t.dlq, t.models, t.registry, t.events)
+        }
         for tenant in self.tenants:
-            for topic in (tenant.input_topic, tenant.training_topic):
+            for role, topic in (
+                ("request", tenant.input_topic),
+                ("training", tenant.training_topic),
+                ("result", tenant.result_topic),
+            ):
                 if topic is None:
                     continue
-                if topic in seen or topic in shared:
+                key = _canonical(topic)
+                if key in owner:
                     raise ValueError(
-                        f"tenants: {tenant.name}'s request topic {topic!r} is another "
-                        "tenant's or one of rayml's own"
+                        f"tenants: {tenant.name}'s {role} topic {topic!r} is {owner[key]}'s "
+                        "too (another tenant's, or one of rayml's own)"
                     )
-                seen.add(topic)
+                owner[key] = tenant.name
+        prefixes = {tenant.name: _canonical(tenant.reply_prefix) for tenant in self.tenants}
+        for name, prefix in prefixes.items():
+            for other, other_prefix in prefixes.items():
+                if other != name and other_prefix.startswith(prefix):
+                    raise ValueError(
+                        f"tenants: {name}'s reply prefix {prefix!r} covers {other}'s "
+                        f"{other_prefix!r}"
+                    )
+            for key, topic_owner in owner.items():
+                if key.startswith(prefix):
+                    raise ValueError(
+                        f"tenants: {name}'s reply prefix {prefix!r} covers a topic of "
+                        f"{topic_owner}'s ({key!r}): the prefix's ACL would let it be read, "
+                        "deleted or shadowed"
+                    )
         return self
 
     # Set by load_settings(); not a setting itself.

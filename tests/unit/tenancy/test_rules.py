@@ -130,3 +130,24 @@ def test_pipeline_checks_are_remembered_and_bounded() -> None:
         assert t.pipeline_refusal(a, f"x{n}.predict") is not None
     assert len(t._allowed) <= 4096
     assert t.pipeline_refusal(a, "iris.predict") is None
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"reply_prefix": "b.r"}, "covers team-b"),  # covers team-b's prefix b.r.
+        ({"reply_prefix": "ml."}, "covers a topic of rayml's"),
+        ({"reply_prefix": "b."}, "covers"),  # team-b's input b.in
+        ({"result_topic": "ml.pipeline.registry"}, "one of rayml's own"),
+        ({"result_topic": "b.out"}, "another tenant's"),
+        ({"result_topic": "b_out"}, "another tenant's"),  # Kafka: '.' and '_' collide
+        ({"result_topic": "a.replies.out"}, "covers a topic of team-a's"),
+    ],
+)
+def test_a_tenant_cannot_be_configured_over_another_or_over_raymls_topics(
+    change: dict, why: str
+) -> None:
+    from rayml.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=why):
+        load_settings(tenants=[{**TEAMS[0], **change}, TEAMS[1]])
