@@ -316,8 +316,9 @@ class PromotionSettings(_Section):
 
     ``metric``: a new version is served when its held-out metric (the pipeline's
     ``@training(metric=..., mode=...)``) is no worse than the served version's, within
-    ``tolerance``; the first version of a model is always served. ``manual``: new versions are
-    stored and served only after ``rayml models promote NAME VERSION``.
+    ``tolerance``; the first version of a model is served (nothing to compare). ``manual``:
+    every version, the first included, is stored and served only after ``rayml models promote
+    NAME VERSION``. The gate fails closed: no finite metric on either side, not served.
     """
 
     promote: PromotePolicy = "metric"

@@ -139,21 +139,28 @@ def decide(
         candidate: The new version's metrics.
         serving: The served version and its metrics, or ``None`` if nothing is served.
 
+    The gate fails closed: ``manual`` holds even a model's first version until someone
+    promotes it; a version without a finite value of the metric, or a served version without
+    one to compare with, is stored, not served.
+
     Example:
-        >>> decide("manual", "acc", "max", 0.0, {"acc": 1.0}, None).reason
+        >>> decide("metric", "acc", "max", 0.0, {"acc": 0.5}, None).reason
         'the first version of the model: nothing to compare'
+        >>> decide("manual", "acc", "max", 0.0, {"acc": 1.0}, None).promoted
+        False
         >>> decide("metric", "loss", "min", 0.0, {"loss": 0.2}, ("000001", {"loss": 0.3})).promoted
         True
     """
+    if policy == "manual":
+        held = f"version {serving[0]} stays served" if serving else "nothing is served"
+        return Decision(
+            False,
+            f"promotion is manual for this model: stored, not served ({held} until "
+            "`rayml models promote`)",
+        )
     if serving is None:
         return Decision(True, "the first version of the model: nothing to compare")
     served_version, served_metrics = serving
-    if policy == "manual":
-        return Decision(
-            False,
-            f"promotion is manual for this model: stored, not served (version {served_version} "
-            f"stays served until `rayml models promote`)",
-        )
     if metric is None:
         return Decision(
             False,
@@ -161,12 +168,16 @@ def decide(
             "stored, not served",
         )
     value = candidate.get(metric)
-    if value is None or math.isnan(value):
-        return Decision(False, f"the new version has no value of metric {metric}: not served")
-    baseline = served_metrics.get(metric)
-    if baseline is None or math.isnan(baseline):
+    if value is None or not math.isfinite(value):
         return Decision(
-            True, f"served version {served_version} has no value of metric {metric} to compare"
+            False, f"the new version has no finite value of metric {metric}: not served"
+        )
+    baseline = served_metrics.get(metric)
+    if baseline is None or not math.isfinite(baseline):
+        return Decision(
+            False,
+            f"served version {served_version} has no value of metric {metric} to compare "
+            "with: stored, not served (`rayml models promote` decides)",
         )
     if mode == "max":
         ok = value >= baseline - tolerance

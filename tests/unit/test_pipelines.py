@@ -106,8 +106,10 @@ def test_training_is_reproducible(
     second, _ = _train(module, params)
     assert first.data_fingerprint == second.data_fingerprint
     assert first.metrics == second.metrics
+    # The held-out split is fixed (the promotion gate compares on it): another model seed
+    # trains on the very same data.
     other, _ = _train(module, {**params, "random_state": 1})
-    assert other.data_fingerprint != first.data_fingerprint
+    assert other.data_fingerprint == first.data_fingerprint
 
 
 def test_breast_cancer_metrics_and_picklable_model() -> None:
@@ -131,7 +133,7 @@ def test_breast_cancer_metrics_and_picklable_model() -> None:
         ("iris.predict", {"features": [1, 2, 3]}, "params.features"),
         ("iris.predict", {"features": [1, 2, 3, "x"]}, "params.features.3"),
         ("iris.train", {"n_estimators": 0}, "params.n_estimators"),
-        ("breast_cancer.train", {"test_size": 0.9}, "params.test_size"),
+        ("breast_cancer.train", {"test_size": 0.05}, "params.test_size"),  # not a param
     ],
 )
 def test_bad_params_name_the_field(name: str, raw: dict[str, Any], field: str) -> None:

@@ -50,13 +50,12 @@ def test_min_metric_is_compared_the_other_way() -> None:
     assert decide("metric", "loss", "min", 0.05, {"loss": 0.35}, SERVED).promoted
 
 
-def test_the_first_version_is_promoted_whatever_the_policy() -> None:
-    for policy in ("metric", "manual"):
-        d = decide(policy, None, "max", 0.0, {}, None)  # type: ignore[arg-type]
-        assert (d.promoted, d.reason) == (
-            True,
-            "the first version of the model: nothing to compare",
-        )
+def test_the_first_version_is_promoted_by_the_metric_policy_and_held_by_manual() -> None:
+    d = decide("metric", None, "max", 0.0, {}, None)
+    assert (d.promoted, d.reason) == (True, "the first version of the model: nothing to compare")
+    held = decide("manual", None, "max", 0.0, {}, None)
+    assert not held.promoted
+    assert "nothing is served until `rayml models promote`" in held.reason
 
 
 def test_manual_and_undeclared_or_missing_metrics_are_not_promoted() -> None:
@@ -67,16 +66,14 @@ def test_manual_and_undeclared_or_missing_metrics_are_not_promoted() -> None:
     undeclared = decide("metric", None, "max", 0.0, {"auc": 1.0}, SERVED)
     assert not undeclared.promoted
     assert "declares no metric" in undeclared.reason
-    for metrics in ({}, {"auc": float("nan")}):
+    for metrics in ({}, {"auc": float("nan")}, {"auc": float("inf")}):
         missing = decide("metric", "auc", "max", 0.0, metrics, SERVED)
         assert not missing.promoted
-        assert missing.reason == "the new version has no value of metric auc: not served"
-    # Nothing to compare with: the served version lacks the metric.
+        assert missing.reason == "the new version has no finite value of metric auc: not served"
+    # Nothing to compare with: the served version lacks the metric. The gate fails closed.
     d = decide("metric", "f1", "max", 0.0, {"f1": 0.1}, SERVED)
-    assert (d.promoted, d.reason) == (
-        True,
-        "served version 000003 has no value of metric f1 to compare",
-    )
+    assert not d.promoted
+    assert "has no value of metric f1 to compare with" in d.reason
 
 
 def test_serving_records_keep_the_history_for_rollback() -> None:
