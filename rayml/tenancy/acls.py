@@ -62,7 +62,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from confluent_kafka import KafkaException, TopicCollection
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclBinding,
     AclBindingFilter,
@@ -223,6 +223,29 @@ def tenant_grants(settings: Settings, tenant: TenantSettings) -> list[Grant]:
     return grants
 
 
+#: A group coordinator that is loading or moving: asked again until the timeout.
+_COORDINATOR_BUSY = frozenset(
+    {
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+    }
+)
+
+#: What the executor does on each of rayml's own topics (least privilege): it reads requests and
+#: never writes them; it writes results, dead letters and events and never reads them; it reads
+#: and writes the compacted state topics (models: serving records; registry: pipelines).
+_EXECUTOR_OPS: dict[str, tuple[Operation, ...]] = {
+    "input": ("Read",),
+    "jobs": ("Read",),
+    "output": ("Write",),
+    "dlq": ("Write",),
+    "events": ("Write",),
+    "models": ("Read", "Write"),
+    "registry": ("Read", "Write"),
+}
+
+
 def executor_grants(settings: Settings, principal: str) -> list[Grant]:
     """What the executor's principal may do: read requests, write results and its own topics."""
     e = principal
@@ -234,7 +257,7 @@ def executor_grants(settings: Settings, principal: str) -> list[Grant]:
         grants += _topic(e, tenant.result_topic, "Write", "Describe")
         grants += _topic(e, reply_prefix_of(settings, tenant), "Write", "Describe", prefixed=True)
     for spec in topic_specs(settings.topics):
-        grants += _topic(e, spec.name, "Read", "Write", "Describe")
+        grants += _topic(e, spec.name, *_EXECUTOR_OPS.get(spec.role, ("Read", "Write")), "Describe")
     ex = settings.executor
     grants += [
         Grant(e, "group", ex.group_id, "literal", "Read"),
@@ -458,16 +481,25 @@ def check_executor_access(
             continue
         _check_allowed(kafka, settings, allowed, topics[name], f"topic {name!r}")
     groups = _needed(grants, "group")
-    for name, future in admin.describe_consumer_groups(
-        list(groups), include_authorized_operations=True, request_timeout=timeout_s
-    ).items():
-        try:
-            allowed = future.result(timeout_s).authorized_operations
-        except KafkaException as exc:
-            refused = refusal(exc, kafka, "Describe", f"group {name!r}", _grant_hint(settings))
-            if refused is not None:
-                raise refused from exc
-            raise KafkaAdminError(f"cannot describe group {name!r}: {exc}") from exc
+    for name in groups:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            [future] = admin.describe_consumer_groups(
+                [name], include_authorized_operations=True, request_timeout=timeout_s
+            ).values()
+            try:
+                allowed = future.result(timeout_s).authorized_operations
+                break
+            except KafkaException as exc:
+                refused = refusal(exc, kafka, "Describe", f"group {name!r}", _grant_hint(settings))
+                if refused is not None:
+                    raise refused from exc
+                err = exc.args[0] if exc.args else None
+                busy = err is not None and err.code() in _COORDINATOR_BUSY
+                if busy and time.monotonic() < deadline:  # a starting broker's coordinator
+                    time.sleep(0.2)
+                    continue
+                raise KafkaAdminError(f"cannot describe group {name!r}: {exc}") from exc
         _check_allowed(kafka, settings, allowed, groups[name], f"group {name!r}")
     logger.info("%s may read, write and describe what the executor needs", principal)
     return warn_single_replicas(metadata, list(topics))

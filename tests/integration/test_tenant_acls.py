@@ -379,7 +379,8 @@ def test_the_executor_principal_may_do_what_it_needs(tenants: SecureTenants) -> 
         "team-a.results",
         "team-b.results",
         reply,
-        *(getattr(settings.topics, r) for r in ("output", "jobs", "dlq", "models", "registry")),
+        # Not the request topics (input, jobs): the executor reads them and never writes.
+        *(getattr(settings.topics, r) for r in ("output", "dlq", "models", "registry")),
         settings.topics.events,
     ]
     for topic in targets:

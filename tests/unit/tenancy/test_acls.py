@@ -91,12 +91,19 @@ def test_the_executor_reads_requests_writes_results_and_its_own_topics() -> None
             ("prefixed", "Describe"),
         }
     t = settings.topics
-    for own in (t.input, t.output, t.jobs, t.dlq, t.models, t.registry, t.events):
-        assert {x[3] for x in r if x[1] == own and x[0] == "topic"} == {
-            "Read",
-            "Write",
-            "Describe",
-        }
+    # Least privilege: requests are read, never written; results, dead letters and events
+    # written, never read; the state topics both.
+    expected = {
+        t.input: {"Read"},
+        t.jobs: {"Read"},
+        t.output: {"Write"},
+        t.dlq: {"Write"},
+        t.events: {"Write"},
+        t.models: {"Read", "Write"},
+        t.registry: {"Read", "Write"},
+    }
+    for own, ops in expected.items():
+        assert {x[3] for x in r if x[1] == own and x[0] == "topic"} == {*ops, "Describe"}
     assert ("group", "ex", "literal", "Read") in r
     assert ("group", "jobs", "literal", "Read") in r
     assert ("group", "rayml-versions-", "prefixed", "Describe") in r
