@@ -89,7 +89,7 @@ def first_start(events: list[JobEvent]) -> JobEvent:
 def test_hung_trials_time_out_free_their_slots_and_the_jobs_behind_them_train(
     start: Any,
 ) -> None:
-    bound_s = 10.0  # room for a real (fast) training on a busy 2-core machine
+    bound_s = 20.0  # room for the sweep's real fit (hang_s=0) on a loaded 2-core machine
     executor, settings = start(trial_timeout_s=bound_s, max_concurrent_tasks=2)
     results = ResultCollector(settings)
     events = TopicReader(settings, settings.topics.events)
@@ -99,11 +99,12 @@ def test_hung_trials_time_out_free_their_slots_and_the_jobs_behind_them_train(
         [
             training_request("hang-a", "testing.train_hang", {}),
             training_request("hang-b", "testing.train_hang_bounded", {}),
-            training_request("after", "testing.train_fast", {"c": 1.0}),
+            # Its own bound (300 s): a loaded machine may take more than the settings' 10 s.
+            training_request("after", "testing.train_quick", {"c": 1.0}),
             training_request("sweep", "testing.train_hang", {"grid": {"hang_s": [600, 0]}}),
         ],
     )
-    got = results.wait_for(["hang-a", "hang-b", "after", "sweep"], 90)
+    got = results.wait_for(["hang-a", "hang-b", "after", "sweep"], 180)
 
     for job_id, bound in (("hang-a", bound_s), ("hang-b", HANG_BOUNDED_TIMEOUT_S)):
         result = one(got, job_id)

@@ -66,3 +66,22 @@ def train_gate(params: GateParams, ctx: TrainingContext) -> TrainedModel:
     while not gate.exists():
         time.sleep(0.05)
     return _fit(params.c)
+
+
+class QuickParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    c: float = Field(1.0, gt=0, le=1000)
+
+
+@training(
+    "testing.train_quick",
+    model="testing_quick",
+    params=QuickParams,
+    num_cpus=0.25,
+    timeout_s=300.0,
+)
+def train_quick(params: QuickParams, ctx: TrainingContext) -> TrainedModel:
+    """A real (fast) fit with a generous bound of its own: a job that must not time out even
+    on a loaded machine, beside jobs that do under a short settings bound."""
+    return _fit(params.c)
