@@ -313,7 +313,16 @@ def error_info_from(exc: RecordError) -> ErrorInfo:
 _TRACEBACK = re.compile(r"\s*Traceback \(most recent call last\):.*", re.DOTALL)
 _FRAMES = re.compile(r"\s*File \"[^\"]*\", line \d+.*", re.DOTALL)
 _RAY_WHERE = re.compile(r"\s*\(pid=\d+, ip=[^)]*\)")
-_PID = re.compile(r"\bpid\s*[=:]\s*\d+", re.IGNORECASE)
+_PID = re.compile(r"\bpid\s*[=:]?\s*\d+", re.IGNORECASE)
+# A URL with a scheme (file://, s3://, a DSN with a password, an internal host name).
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>)]+")
+# An fsspec-style "scheme:/path" (fs:/srv/a).
+_SCHEME_PATH = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*:/[^\s'\"<>)]+")
+# IPv6 addresses (at least three groups; times like 10:30:00 have no hex letters but are cut
+# too, which is harmless in an error message).
+_ADDRESS6 = re.compile(r"\b[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){2,7}\b")
+# Memory addresses of objects ("<object at 0x7f...>").
+_POINTER = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")
 _ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
 _HEX_ID = re.compile(r"\b[0-9a-fA-F]{24,}\b")
 _PATH = re.compile(r"(?<![\w.:/~-])/(?:[\w.@+-]+/)+[\w.@+-]*")
@@ -321,8 +330,12 @@ _LEAKS = (
     (_TRACEBACK, ""),
     (_FRAMES, ""),
     (_RAY_WHERE, ""),
+    (_URL, "<url>"),
+    (_SCHEME_PATH, "<path>"),
     (_PID, "pid=<hidden>"),
+    (_ADDRESS6, "<address>"),
     (_ADDRESS, "<address>"),
+    (_POINTER, "<pointer>"),
     (_HEX_ID, "<id>"),
     (_PATH, "<path>"),
 )

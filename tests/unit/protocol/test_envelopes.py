@@ -426,3 +426,27 @@ def test_error_info_does_not_share_the_exceptions_details() -> None:
     info = error_info_from(exc)
     exc.details["later"] = True
     assert "later" not in info.details
+
+
+@pytest.mark.parametrize(
+    ("leaky", "kept_out"),
+    [
+        ("open file:///srv/data/x.csv failed", "/srv/data"),
+        ("fs:/srv/a missing", "/srv/a"),
+        ("s3://bucket/models/x nope", "bucket"),
+        ("postgres://user:secret@db.internal:5432/x refused", "secret"),
+        ("host fe80::1ff:fe23:4567:890a down", "fe80"),
+        ("worker pid 4242 died", "4242"),
+        ("<Model object at 0x7f3a2b1c0d10>", "0x7f3a2b1c0d10"),
+    ],
+)
+def test_public_error_cuts_urls_scheme_paths_ipv6_pids_and_pointers(
+    leaky: str, kept_out: str
+) -> None:
+    from rayml.protocol.envelopes import public_error
+
+    cut = public_error(ErrorInfo(type="pipeline_failed", message=leaky))
+    assert kept_out not in cut.message
+    assert public_error(ErrorInfo(type="x", message="bad row 3: value 12.5")).message == (
+        "bad row 3: value 12.5"
+    )
