@@ -545,6 +545,41 @@ def test_an_executor_of_user_rayml_answers_tenant_a_and_refuses_tenant_b_a_pipel
         assert refused.status == "error"
         assert refused.error is not None
         assert refused.error.type == "pipeline_refused"
+
+        # Team A names team B's reply topic, then rayml's registry; team B, which has no
+        # training topic, sends a training request on its input topic. Each is refused on the
+        # sender's result topic, and nothing lands on the topics named.
+        victim = f"team-b.replies.{uuid.uuid4().hex[:8]}"
+        create_reply_topic(
+            kafka_clients.admin_client(tenants.kafka(TEAM_B)),
+            victim,
+            retention_ms=60_000,
+            replication_factor=None,
+            timeout_s=15,
+        )
+        registry = settings.topics.registry
+        registry_end = _end_offsets(tenants.kafka(EXECUTOR), registry, "rayml-versions-")
+        sent = {
+            f"to-b-{uuid.uuid4().hex[:6]}": ("team-a.requests", TEAM_A, victim),
+            f"to-registry-{uuid.uuid4().hex[:6]}": ("team-a.requests", TEAM_A, registry),
+        }
+        for rid, (topic, user, reply_to) in sent.items():
+            request = {"id": rid, "pipeline": PREDICT, "params": {"features": rows[0].tolist()}}
+            _produce_as(tenants.kafka(user), topic, {**request, "reply_to": reply_to})
+        train_id = f"train-b-{uuid.uuid4().hex[:6]}"
+        _produce_as(
+            tenants.kafka(TEAM_B),
+            "team-b.requests",
+            {"id": train_id, "pipeline": "iris.train", "params": {}},  # B may call iris.*
+        )
+        got_a = _read_results_as(tenants.kafka(TEAM_A), "team-a.results", "team-a", set(sent))
+        got_b = _read_results_as(tenants.kafka(TEAM_B), "team-b.results", "team-b", {train_id})
+        assert {rid: r["error"]["type"] for rid, r in got_a.items()} == dict.fromkeys(
+            sent, "reply_to_refused"
+        )
+        assert got_b[train_id]["error"]["type"] in ("wrong_topic", "training_refused")
+        assert _end_offsets(tenants.kafka(TEAM_B), victim) == {0: 0}, "nothing on B's replies"
+        assert _end_offsets(tenants.kafka(EXECUTOR), registry, "rayml-versions-") == registry_end
     finally:
         executor.drain(10)
     # Everything the executor and both tenants' stock clients did, Kafka allowed: the broker
@@ -553,3 +588,45 @@ def test_an_executor_of_user_rayml_answers_tenant_a_and_refuses_tenant_b_a_pipel
         log.seek(log_start)
         denied = [line for line in log if " is Denied operation" in line]
     assert denied == []
+
+
+def _produce_as(kafka: KafkaSettings, topic: str, request: dict) -> None:
+    producer = kafka_clients.producer(kafka)
+    producer.produce(topic, key=request["id"].encode(), value=json.dumps(request).encode())
+    assert producer.flush(15) == 0
+
+
+def _end_offsets(kafka: KafkaSettings, topic: str, group: str = "rayml-client-") -> dict[int, int]:
+    """End offsets, read with a group of a prefix the principal may describe."""
+    consumer = kafka_clients.consumer(kafka, f"{group}{uuid.uuid4().hex[:8]}")
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in parts
+        }
+    finally:
+        consumer.close()
+
+
+def _read_results_as(
+    kafka: KafkaSettings, topic: str, tenant: str, ids: set[str], timeout_s: float = 60.0
+) -> dict[str, dict]:
+    """The results of ``ids`` on ``topic``, read as the tenant (a group of its own prefix)."""
+    consumer = kafka_clients.consumer(
+        kafka, f"{tenant}.check-{uuid.uuid4().hex[:6]}", **{"auto.offset.reset": "earliest"}
+    )
+    got: dict[str, dict] = {}
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + timeout_s
+        while not ids <= got.keys() and time.monotonic() < deadline:
+            for msg in consumer.consume(100, timeout=0.5):
+                if msg.error() is None:
+                    result = json.loads(msg.value())
+                    if result.get("id") in ids:
+                        got[result["id"]] = result
+    finally:
+        consumer.close()
+    assert ids <= got.keys(), f"no result for {ids - got.keys()} on {topic}"
+    return got
