@@ -4,7 +4,10 @@
   and its actor;
 * :mod:`~rayml.training.plan` -- a request becomes a job of trials (sweeps included);
 * :mod:`~rayml.training.trials` -- trials as Ray tasks, retries, the copy of a sweep's best;
+* :mod:`~rayml.training.watch` -- trial start times, time bounds, waiting for resources (pure);
+* :mod:`~rayml.training.cluster` -- the cluster's free, total and per-node resources;
 * :mod:`~rayml.training.publish` -- results, events, dead letters and serving records;
+* :mod:`~rayml.training.replies` -- where a result goes: its ``reply_to`` if the broker has it;
 * :mod:`~rayml.training.gate` -- the promotion gate: is a new version served?
 * :mod:`~rayml.training.serving` -- what each model serves, followed from the models topic
   (the gate's and the ingest's);

@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Job",
+    "ResourcesUnavailableError",
     "Trial",
     "TrialTimeoutError",
     "exhausted",
@@ -80,6 +81,41 @@ class TrialTimeoutError(RecordError):
             f"training.trial_timeout_s)",
             {"pipeline": pipeline, "trial": trial, "attempt": attempt, "timeout_s": timeout_s},
         )
+
+
+class ResourcesUnavailableError(RecordError):
+    """Raised (as a trial's error) when a trial cannot get the resources it asks for: no node
+    of the cluster has them at all, or it waited ``training.max_wait_s`` without starting.
+
+    A record failure: not run again here (the failed job's request goes to the DLQ, to be
+    replayed once the cluster has room, or with a pipeline that asks for less).
+    """
+
+    type = "resources_unavailable"
+
+    def __init__(
+        self,
+        pipeline: str,
+        trial: int,
+        needs: dict[str, float],
+        largest_node: dict[str, float],
+        why: str,
+        *,
+        waited_s: float | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.trial = trial
+        self.needs = needs
+        self.largest_node = largest_node
+        details: dict[str, Any] = {
+            "pipeline": pipeline,
+            "trial": trial,
+            "needs": needs,
+            "largest_node": largest_node,
+        }
+        if waited_s is not None:
+            details["waited_s"] = round(waited_s, 1)
+        super().__init__(f"trial {trial} of {pipeline!r} cannot start: {why}", details)
 
 
 def trial_bound(spec: PipelineSpec, training: TrainingSettings) -> float | None:

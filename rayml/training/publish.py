@@ -21,6 +21,13 @@ serving record still comes first within it. A write that fails there aborts the 
 and the jobs are redone; :meth:`JobPublisher.note_failed_delivery` remembers a ``reply_to``
 that cannot be written, so the redo answers on the output topic.
 
+Where a result goes, in both modes, is :class:`~rayml.training.replies.ReplyRoutes`'s answer:
+its authorised ``reply_to`` if the broker has that topic (asked **before** the write), else the
+output topic (the tenant's result topic). At-least-once, a write that ``produce()`` refuses at
+once (librdkafka knows the topic is missing: ``_UNKNOWN_TOPIC``) is handled as a failed
+delivery, reported on a later loop turn (:meth:`JobPublisher.serve_refused`), never raised
+into the runner's loop.
+
 Job **events** are fire-and-forget (advisory, at most once), outside any transaction: with
 exactly-once they go through a plain producer of their own, so ``succeeded`` may be read before
 the result it announces is committed. A failed job also gets a copy of its original request on
@@ -31,17 +38,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from rayml.config import Settings
 from rayml.delivery.out_records import OutRecord, Stage
-from rayml.delivery.recent import RecentSet
 from rayml.kafka.partitions import TP
 from rayml.kafka.records import Headers
-from rayml.kafka.topic_checks import TOPIC_ERRORS
+from rayml.kafka.topic_checks import topic_verdicts
 from rayml.models.promotion import encode_serving
 from rayml.protocol.envelopes import (
     DeadLetter,
@@ -56,6 +65,7 @@ from rayml.protocol.envelopes import (
 from rayml.protocol.training import JobEvent, JobState, encode_event, now_ms
 from rayml.training.gate import PromotionGate, Verdict
 from rayml.training.plan import Job, result_payload
+from rayml.training.replies import METADATA_TIMEOUT_S, ReplyRoutes
 from rayml.training.serving import ServingState
 from rayml.training.task import TrialOutcome
 
@@ -63,8 +73,13 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Ack", "JobPublisher"]
 
-#: A delivery callback: ``(error or None, message)``.
-Ack = Callable[[KafkaError | None, Message], None]
+#: A delivery callback: ``(error or None, message)``; the message is None for a write that
+#: ``produce()`` refused before queueing it.
+Ack = Callable[[KafkaError | None, Message | None], None]
+
+#: A write refused by ``produce()`` is reported as failed this long after (a missing output
+#: topic would otherwise be retried in a tight loop).
+REFUSED_RETRY_S = 1.0
 
 
 class JobPublisher:
@@ -81,6 +96,9 @@ class JobPublisher:
             exactly-once, since a transactional producer writes only inside transactions).
         gate: The promotion gate (default: one over a :class:`ServingState` that follows the
             models topic from now on).
+        routes: Where results go (default: asked of ``producer``'s broker; the runner shares
+            one among its tenants' publishers).
+        clock: Monotonic seconds (tests inject one).
     """
 
     def __init__(
@@ -93,6 +111,8 @@ class JobPublisher:
         stage: Stage | None = None,
         events: Any | None = None,
         gate: PromotionGate | None = None,
+        routes: ReplyRoutes | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topics = settings.topics
         # Started here, not at the first answer: it has read the topic by the time a job ends.
@@ -104,8 +124,14 @@ class JobPublisher:
         self.runner_id = runner_id
         self._on_done = on_done
         self._stage = stage
-        # Exactly-once: reply_to topics a transactional write failed on (bounded, expiring).
-        self.unwritable = RecentSet(max_items=10_000, ttl_s=600.0)
+        self.routes = routes or ReplyRoutes(
+            partial(topic_verdicts, producer, timeout_s=METADATA_TIMEOUT_S),
+            {self.topics.output, self.topics.dlq, self.topics.models, self.topics.events},
+            runner_id,
+        )
+        # At-least-once: writes produce() refused, reported as failed deliveries once due.
+        self._refused: deque[tuple[float, Ack, KafkaError]] = deque()
+        self._clock = clock
 
     def answer_ok(self, job: Job, outcome: TrialOutcome, extra: dict[str, Any]) -> None:
         """Judge ``outcome``'s version; write its serving record if it is promoted, then the
@@ -148,7 +174,7 @@ class JobPublisher:
             self._stage(job.tp, job.offset, [served, self._result_record(job.request, result)])
             return
 
-        def then_answer(err: KafkaError | None, _msg: Message) -> None:
+        def then_answer(err: KafkaError | None, _msg: Message | None) -> None:
             if err is not None:
                 # Marked promoted in the store, but no executor was told: say so.
                 logger.warning(
@@ -261,31 +287,22 @@ class JobPublisher:
         self.produce(self.topics.dlq, value, key, headers, on_ack=self._ack(tp, offset))
 
     def _result_record(self, request: Request | None, result: Result) -> OutRecord:
-        output = self.topics.output
-        topic = (request.reply_to if request else None) or output
-        if topic in self.unwritable:
-            topic = output
+        reply_to = request.reply_to if request else None
+        topic = self.routes.topic_for(reply_to, self.topics.output)
         return OutRecord(topic, encode_result(result), result.id.encode(), None)
 
     def note_failed_delivery(self, topic: str, key: bytes | None, err: KafkaError) -> None:
         """Exactly-once: learn from a write that failed in an (aborted) transaction, so that
         the redo answers a ``reply_to`` that cannot be written on the output topic instead.
 
-        Only an error that blames the topic counts; anything else (a broker away) is redone as
-        it was.
+        An error that blames the topic decides at once; a timeout makes the topic suspect, and
+        the runner asks the broker about it before the redo (:meth:`ReplyRoutes.settle`);
+        anything else (a broker away) is redone as it was.
         """
-        if topic != self.topics.output and err.code() in TOPIC_ERRORS:
-            logger.warning(
-                "runner=%s cannot write to %s (%s); answering on %s instead",
-                self.runner_id,
-                topic,
-                err,
-                self.topics.output,
-            )
-            self.unwritable.add(topic)
+        self.routes.learn(topic, err)
 
     def _ack(self, tp: TP, offset: int) -> Ack:
-        def acked(_err: KafkaError | None, _msg: Message) -> None:
+        def acked(_err: KafkaError | None, _msg: Message | None) -> None:
             self._on_done(tp, offset)
 
         return acked
@@ -300,7 +317,9 @@ class JobPublisher:
     ) -> None:
         """Publish a job event (fire-and-forget: never tracked, never retried)."""
         event = JobEvent(job_id=job_id, pipeline=pipeline, model=model, state=state, **fields)
-        with contextlib.suppress(BufferError):
+        # KafkaException: the events topic is missing or refused the record; events are
+        # advisory, and must never stop the loop.
+        with contextlib.suppress(BufferError, KafkaException):
             self.events.produce(self.topics.events, key=job_id.encode(), value=encode_event(event))
 
     def produce(
@@ -320,10 +339,13 @@ class JobPublisher:
         has failed for good.
         """
 
-        def delivered(err: KafkaError | None, msg: Message) -> None:
+        def delivered(err: KafkaError | None, msg: Message | None) -> None:
             if err is not None and fallback_topic is not None and not err.retriable():
-                # e.g. a reply_to topic that does not exist: answer on the output topic.
+                # e.g. a reply_to topic that does not exist: answer on the output topic (and
+                # send later results there at once, if the error blames the topic).
                 logger.warning("runner=%s cannot write to %s (%s)", self.runner_id, topic, err)
+                # (A timeout: at-least-once's 5 minutes say the broker was away; not asked.)
+                self.routes.learn(topic, err, suspect_timeouts=False)
                 self.produce(fallback_topic, value, key, headers, on_ack=on_ack)
             elif err is not None and retry:
                 logger.warning(
@@ -344,6 +366,29 @@ class JobPublisher:
             except BufferError:
                 # librdkafka's queue is full: serve delivery reports to make room.
                 self.producer.poll(0.05)
+            except KafkaException as exc:
+                # Refused before it was queued (a topic librdkafka knows to be missing:
+                # _UNKNOWN_TOPIC; a record too large): a failed delivery, reported on a later
+                # loop turn (serve_refused), so a retry cannot recurse or spin.
+                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                err = err or KafkaError(KafkaError._FAIL, str(exc))
+                self._refused.append((self._clock() + REFUSED_RETRY_S, delivered, err))
+                return
+
+    def serve_refused(self) -> int:
+        """Report the writes ``produce()`` refused whose time has come as failed deliveries
+        (retried, sent to the fallback topic, or acknowledged as failed, as a failed delivery
+        is); how many. The runner calls it every loop turn."""
+        now = self._clock()
+        served = 0
+        # Only those refused before this call: a retry refused again waits for a later one.
+        for _ in range(len(self._refused)):
+            if self._refused[0][0] > now:
+                break
+            _due, delivered, err = self._refused.popleft()
+            delivered(err, None)
+            served += 1
+        return served
 
 
 def _unannounced(verdict: Verdict, topic: str, err: KafkaError) -> str:

@@ -20,13 +20,16 @@ thread owns its consumer and producer. Per job it:
 3. publishes ``queued`` and launches one Ray task per trial (:func:`rayml.training.task.run_trial`)
    with the pipeline's resources; the task publishes ``running`` and progress events itself. A
    trial has a time bound from when its task starts (``trial_timeout``); a task that Ray cannot
-   start yet is reported as waiting for resources (:mod:`rayml.training.trials`);
+   start yet is reported as waiting for resources, for at most ``training.max_wait_s``, and one
+   that no node could ever hold fails at once (``resources_unavailable``,
+   :mod:`rayml.training.trials`);
 4. when every trial is back: a single training's version is announced; a sweep's best trial (by
    the pipeline's ``metric``/``mode``) is promoted -- stored again as the newest version -- and
    that copy is announced. Announcements go to the compacted models topic, keyed by model name;
 5. **after the announcement is acknowledged**, produces the result (``ok`` with model, version
-   and metrics -- and every trial for a sweep -- or ``error``) to the authorised ``reply_to``
-   or the tenant's result topic, keyed by the request id, echoing the tenant, and publishes
+   and metrics -- and every trial for a sweep -- or ``error``) to the authorised ``reply_to`` if
+   the broker has that topic (asked before writing: :mod:`rayml.training.replies`), else to the
+   tenant's result topic, keyed by the request id, echoing the tenant, and publishes
    ``succeeded`` or ``failed``. An error result says what failed in the caller's terms
    (:func:`~rayml.protocol.envelopes.public_error`); the whole error is logged with the job id;
 6. marks the job's offset done once the broker acknowledges the result, and commits the
@@ -43,7 +46,10 @@ and result, or error result and DLQ copy) are staged in a
 order per partition and commits them with the jobs offsets every
 ``transaction_commit_interval_s``; events go through a plain producer, outside transactions. A
 read_committed reader sees each job's result once, across a crash of the runner; the price is
-that a long job holds back the answers behind it on its partition.
+that a long job holds back the answers behind it on its partition. An aborted transaction
+rewinds the partitions and redoes only the answers it held: jobs still running are kept, not
+cancelled (:meth:`JobRunner._rewind`). A producer that failed fatally (fenced) makes the next
+commit raise: the loop stops and Ray restarts the actor.
 
 Announcing before answering means a client that has the result and sends an inference request
 finds every executor already told of the version.
@@ -67,6 +73,7 @@ cluster has free, and ``rayml status`` lists it with that reason.
 The runner's parts: :mod:`rayml.training.plan` (checks, the job and its result, pure),
 :mod:`rayml.training.trials` (trials as Ray tasks, retries, promotion),
 :mod:`rayml.training.publish` (announcements, results, events, dead letters),
+:mod:`rayml.training.replies` (which ``reply_to`` topics can be written),
 :mod:`rayml.training.task` (the task itself).
 
 :class:`JobRunnerActor` wraps the runner as a Ray actor (``num_cpus=0``): the loop runs in a
@@ -86,11 +93,13 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import ray
-from confluent_kafka import Message
+from confluent_kafka import KafkaError, Message
 
 from rayml import logs
 from rayml.config import Settings
@@ -105,6 +114,7 @@ from rayml.errors import ModelStoreError, RecordError, ReplyToRefusedError
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.partitions import TP
 from rayml.kafka.records import PolledRecord, headers_of, timestamp_ms
+from rayml.kafka.topic_checks import topic_verdicts
 from rayml.metrics import JobMetrics
 from rayml.models.store import ModelStore
 from rayml.pipeline import Registry
@@ -119,6 +129,7 @@ from rayml.protocol.envelopes import (
 from rayml.tenancy.rules import Tenancy
 from rayml.training.plan import Job, Trial, plan_trials
 from rayml.training.publish import JobPublisher
+from rayml.training.replies import METADATA_TIMEOUT_S, ReplyRoutes
 from rayml.training.task import (
     JobRecord,
     TrialOutcome,
@@ -191,6 +202,14 @@ class JobRunner(ConsumerLoop):
             self.producer = kafka_clients.producer(settings.kafka)
             self.events = self.producer
         self.tenancy = Tenancy(settings)
+        # Which reply_to topics can be written, asked of the broker before a result goes there
+        # and learnt from failed writes; shared by every tenant's publisher.
+        self.routes = ReplyRoutes(
+            partial(topic_verdicts, self.producer, timeout_s=METADATA_TIMEOUT_S),
+            {tenant.result_topic for tenant in self.tenancy.tenants}
+            | {settings.topics.dlq, settings.topics.models, settings.topics.events},
+            runner_id,
+        )
         # One publisher per tenant, whose "output" is the tenant's result topic: a job's result
         # goes to its authorised reply_to, or there (also when the reply_to cannot be written).
         self.publishers = {
@@ -201,12 +220,18 @@ class JobRunner(ConsumerLoop):
                 on_done=self._done,
                 stage=None if self.txn is None else self.txn.stage,
                 events=self.events,
+                routes=self.routes,
             )
             for tenant in self.tenancy.tenants
         }
         # Events, dead letters: the same for every tenant.
         self.publish = next(iter(self.publishers.values()))
         self.trials = TrialScheduler(settings, runner_id, self.publish, self._answer_ok, self._fail)
+        # Exactly-once: jobs still running when their partition was rewound (an aborted
+        # transaction), by (partition, offset), until they are polled again; and the answers
+        # of those that finished before that (see _rewind).
+        self._kept: dict[tuple[TP, int], Job] = {}
+        self._held: dict[tuple[TP, int], Callable[[], None]] = {}
         consumer = kafka_clients.consumer(
             settings.kafka,
             settings.executor.jobs_group_id,
@@ -260,6 +285,13 @@ class JobRunner(ConsumerLoop):
             self.metrics.flush(totals, now)
 
     def _accept(self, msg: Message, tp: TP, offset: int) -> None:
+        if self._kept.pop((tp, offset), None) is not None:
+            # Polled again after a rewind: the job is running still (its answer comes when it
+            # finishes), or finished meanwhile and its answer was held until now.
+            held = self._held.pop((tp, offset), None)
+            if held is not None:
+                held()
+            return
         raw = msg.value() or b""
         request = screen(msg, tp, offset, raw, self.settings.executor.max_request_bytes, self)
         if request is None:
@@ -341,10 +373,9 @@ class JobRunner(ConsumerLoop):
         """The publisher of the request's tenant (set from its topic in :meth:`_accept`)."""
         return self.publishers[request.tenant or ""]
 
-    def _note_failed_delivery(self, *failed: Any) -> None:
-        """Exactly-once: every tenant's publisher learns which reply_to cannot be written."""
-        for publisher in self.publishers.values():
-            publisher.note_failed_delivery(*failed)
+    def _note_failed_delivery(self, topic: str, key: bytes | None, err: KafkaError) -> None:
+        """Exactly-once: learn which reply_to cannot be written (shared by every tenant)."""
+        self.routes.learn(topic, err)
 
     def _stored(self, job: Job) -> JobRecord:
         """What the store holds for this job id already (a crash re-delivered it)."""
@@ -357,7 +388,18 @@ class JobRunner(ConsumerLoop):
             )
             return JobRecord()
 
+    def _held_back(self, job: Job, answer: Callable[[], None]) -> bool:
+        """Whether ``job`` was kept over a rewind and not polled again yet: then its answer
+        waits (the reorder buffer takes it only once its offset is tracked again)."""
+        key = (job.tp, job.offset)
+        if key not in self._kept:
+            return False
+        self._held[key] = answer
+        return True
+
     def _answer_ok(self, job: Job, outcome: TrialOutcome, extra: dict[str, Any]) -> None:
+        if self._held_back(job, lambda: self._answer_ok(job, outcome, extra)):
+            return
         self.counters.jobs_succeeded += 1
         self._publisher(job.request).answer_ok(job, outcome, extra)
 
@@ -367,6 +409,8 @@ class JobRunner(ConsumerLoop):
         The result carries the error as the caller may see it; the whole of it (a Ray error's
         node and pid, a traceback, paths) is logged here with the job id.
         """
+        if self._held_back(job, lambda: self._fail(job, error)):
+            return
         self.counters.jobs_failed += 1
         public = public_error(error)
         if public is not error:
@@ -392,6 +436,9 @@ class JobRunner(ConsumerLoop):
         self.producer.poll(0)
         if self.events is not self.producer:
             self.events.poll(0)
+        if self.txn is None:
+            for publisher in self.publishers.values():
+                publisher.serve_refused()
 
     # -- exactly-once: the transaction -------------------------------------------------------
 
@@ -401,8 +448,10 @@ class JobRunner(ConsumerLoop):
             super().commit(offsets)
             return
         self._last_commit = time.monotonic()
-        if not self.txn.usable:
-            return
+        # Not skipped when the producer failed fatally (fenced, or a fatal error swallowed by a
+        # write or a begin): txn.commit raises ProducerFencedError then, the loop crashes and
+        # Ray restarts the actor, which leaves the group -- rather than train on, never
+        # committing, holding its partitions.
         try:
             done = self.txn.commit(self.consumer.consumer_group_metadata())
         except TransactionAbortedError:
@@ -416,18 +465,29 @@ class JobRunner(ConsumerLoop):
             self.counters.commits += 1
 
     def _rewind(self, tps: set[TP]) -> None:
-        """Exactly-once, after an abort: give up these partitions' jobs and read them again
-        from the committed offsets.
+        """Exactly-once, after an abort: read these partitions again from the committed
+        offsets, and redo the answers the aborted transaction held.
 
-        The jobs that had finished are found in the store and answered again at once; the
-        trials still running are cancelled and start over (an abort is rare: a broker that
-        refused a write, or a lost partition).
+        Only answers were lost: the jobs whose answers were in the transaction, or held behind
+        an unfinished job, had finished; they are found in the store when polled again and
+        answered from it. A job still running had no answer in it: it is **kept** (its trials
+        go on) and, when its record is polled again, not started a second time; if it finishes
+        before that, its answer waits for the record (:meth:`_held_back`). A suspect
+        ``reply_to`` (a write timed out) is asked about first, so the redo does not time out
+        on a missing topic again.
         """
         assert self.txn is not None
-        logger.warning("runner=%s rewinding %d partitions", self.runner_id, len(tps))
         self._unsettled |= tps
         self.txn.abort()
-        self.trials.abandon(lambda job: job.tp in tps)
+        self.routes.settle()
+        for job in self.trials.jobs(lambda job: job.tp in tps):
+            self._kept[(job.tp, job.offset)] = job
+        logger.warning(
+            "runner=%s rewinding %d partitions (%d running jobs kept)",
+            self.runner_id,
+            len(tps),
+            len(self._kept),
+        )
         for tp in tps:
             self.tracker.reset(tp)
         self.txn.forget(tps)
@@ -466,6 +526,10 @@ class JobRunner(ConsumerLoop):
 
     def let_go(self, tps: set[TP]) -> None:
         self.trials.abandon(lambda job: job.tp in tps)
+        for key in [key for key in self._kept if key[0] in tps]:
+            # Their new owner redoes them (a finished one from the store).
+            del self._kept[key]
+            self._held.pop(key, None)
         if self.txn is not None:
             self.txn.forget(tps)
 
@@ -540,6 +604,8 @@ class JobRunner(ConsumerLoop):
             "trials_launched": self.trials.trials_launched,
             "trials_retried": self.trials.trials_retried,
             "trials_timed_out": self.trials.trials_timed_out,
+            # Failed for resources: asked more than any node has, or waited max_wait_s.
+            "trials_unplaceable": self.trials.trials_unplaceable,
             "commits": c.commits,
             "delivery": self.settings.executor.delivery,
             "uptime_s": round(time.time() - c.started_at, 3),

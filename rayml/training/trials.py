@@ -19,7 +19,16 @@ first yields :class:`~rayml.training.task.TrialStarted`, then its outcome.
 * A launched task that has not started ``training.waiting_notice_s`` after its launch is
   waiting for Ray to find it room: a ``queued`` event says what it needs and what the cluster
   has free (read at most once per interval), repeated at that interval while it waits, and
-  :attr:`TrialScheduler.waiting_report` lists it for ``rayml status``.
+  :attr:`TrialScheduler.waiting_report` lists it for ``rayml status``. One that has not started
+  ``training.max_wait_s`` after its launch is cancelled and fails with ``resources_unavailable``
+  (saying what it waited for); one that asks for more than any node has in total
+  (``training.fail_unplaceable``) is not launched at all and fails so at once.
+* A cancelled trial's failure is decided only once **its task has ended** (Ray reports it
+  cancelled or lost, within a second or so; at most ``END_WAIT_S``): if the task stored its
+  model before the kill took effect, the trial is answered with that version, as a re-delivered
+  job would be (:func:`~rayml.training.task.find_job`); otherwise it fails, and no version of it
+  can appear later. So a trial answered as failed leaves no version in the store that a redo
+  could answer with -- and serve.
 * When every trial of a job is back, a single training is handed to ``on_success`` with its
   version; a sweep's best trial is copied first and the copy handed over; a job with no
   successful trial goes to ``on_failure``.
@@ -40,10 +49,13 @@ from typing import Any
 import ray
 
 from rayml.config import Settings
-from rayml.errors import PipelineFailedError
+from rayml.errors import ModelStoreError, PipelineFailedError
+from rayml.models.store import ModelStore
 from rayml.protocol.envelopes import ErrorInfo, error_info_from
+from rayml.training.cluster import ClusterResources
 from rayml.training.plan import (
     Job,
+    ResourcesUnavailableError,
     Trial,
     TrialTimeoutError,
     exhausted,
@@ -58,15 +70,27 @@ from rayml.training.task import (
     TrialOutcome,
     TrialStarted,
     TrialTask,
+    find_job,
+    outcome_of,
     promote_best,
     run_trial,
     task_options,
 )
-from rayml.training.watch import TrialClock, needs_of, waiting_message
+from rayml.training.watch import (
+    TrialClock,
+    largest_node,
+    needs_of,
+    unplaceable,
+    waiting_message,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrialScheduler"]
+__all__ = ["END_WAIT_S", "TrialScheduler"]
+
+#: How long a cancelled trial's task may take to be reported ended before its failure is
+#: answered anyway (a model it stores after that is not looked for; it is logged).
+END_WAIT_S = 30.0
 
 
 class TrialScheduler:
@@ -97,15 +121,21 @@ class TrialScheduler:
         self.waiting: deque[tuple[Job, Trial]] = deque()  # trials not launched yet
         self.running: dict[Any, tuple[Job, Trial]] = {}  # ObjectRefGenerator -> trial
         self.promoting: dict[Any, Job] = {}  # ObjectRef -> sweep whose best is being copied
-        self.clock: TrialClock[Any] = TrialClock(settings.training.waiting_notice_s)
+        # Cancelled trials (past their bound, or waited too long) until their task has ended:
+        # ref -> (job, trial, the failure to answer if it stored nothing, when to stop waiting)
+        self.ending: dict[Any, tuple[Job, Trial, TrialFailure, float]] = {}
+        training = settings.training
+        self.clock: TrialClock[Any] = TrialClock(training.waiting_notice_s, training.max_wait_s)
+        self.store = ModelStore(settings.models.root, allow_pickle=settings.models.allow_pickle)
         self.trials_launched = 0
         self.trials_retried = 0
         self.trials_timed_out = 0
+        self.trials_unplaceable = 0  # failed for resources: none fits, or waited too long
         # Launched trials still waiting for Ray to start them, as `rayml status` shows them;
         # replaced (never mutated) by the loop thread, so status() may read it from another.
         self.waiting_report: tuple[dict[str, Any], ...] = ()
         self._reasons: dict[Any, str] = {}  # waiting task -> what its last notice said
-        self._resources: tuple[float, dict[str, float], dict[str, float]] | None = None
+        self.cluster = ClusterResources(training.waiting_notice_s, runner_id)
         self._run = ray.remote(run_trial)
         self._promote = ray.remote(promote_best).options(
             # A load and a save: light, and it must not queue behind trials for a CPU.
@@ -128,8 +158,17 @@ class TrialScheduler:
 
     @property
     def busy(self) -> bool:
-        """Whether any task (trial or promotion) is in flight."""
-        return bool(self.running or self.promoting)
+        """Whether any task (trial, promotion, or a cancelled trial not ended yet) is in
+        flight."""
+        return bool(self.running or self.promoting or self.ending)
+
+    def jobs(self, which: Callable[[Job], bool]) -> list[Job]:
+        """The jobs not finished yet (a trial waiting, running or ending, or being promoted)
+        that ``which`` selects."""
+        found = {id(job): job for job, _ in [*self.waiting, *self.running.values()]}
+        found.update({id(job): job for job, _t, _f, _d in self.ending.values()})
+        found.update({id(job): job for job in self.promoting.values()})
+        return [job for job in found.values() if not job.abandoned and which(job)]
 
     def waiting_jobs(self) -> set[int]:
         """``id()`` of the jobs that have a trial waiting."""
@@ -143,6 +182,8 @@ class TrialScheduler:
                 continue
             trial.attempts += 1
             spec = job.spec
+            if self._settings.training.fail_unplaceable and self._unplaceable(job, trial):
+                continue
             task = TrialTask(
                 job_id=job.request.id,
                 pipeline=spec.name,
@@ -171,8 +212,9 @@ class TrialScheduler:
 
     def collect(self, block_s: float) -> None:
         """Handle what the tasks said (waiting up to ``block_s`` for something), then cancel
-        the trials past their time bound and report those still waiting for resources."""
-        refs = [*self.running, *self.promoting]
+        the trials past their time bound or their wait, and report those still waiting for
+        resources."""
+        refs = [*self.running, *self.promoting, *self.ending]
         if refs:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             if not ready and block_s > 0:
@@ -180,9 +222,11 @@ class TrialScheduler:
             for ref in ready:
                 if ref in self.promoting:
                     self._promoted(ref, self.promoting.pop(ref))
+                elif ref in self.ending:
+                    self._ended(ref)
                 else:
                     self._heard_from(ref)
-        if self.running:
+        if self.running or self.ending:
             self._watch(time.monotonic())
 
     def _heard_from(self, ref: Any) -> None:
@@ -256,10 +300,24 @@ class TrialScheduler:
     def _watch(self, now: float) -> None:
         for ref in self.clock.overdue(now):
             self._time_out(ref)
+        for ref, waited in self.clock.overwaited(now):
+            self._wait_out(ref, waited, now)
+        for ref in [ref for ref, (*_, until) in self.ending.items() if now >= until]:
+            job, trial, failure, _until = self.ending.pop(ref)
+            logger.warning(
+                "runner=%s job=%s trial=%d: its cancelled task was not reported ended within "
+                "%gs; answered %s without looking for a model it may still store",
+                self._runner_id,
+                job.request.id,
+                trial.index,
+                END_WAIT_S,
+                failure.error.type,
+            )
+            self._trial_back(job, trial, failure)
         due = self.clock.notices_due(now)
         if not due:
             return
-        free, total = self._cluster_resources(now)
+        free, total = self.cluster.free_and_total(now)
         for ref, waited in due:
             job, trial = self.running[ref]
             resources = job.spec.resources
@@ -283,28 +341,101 @@ class TrialScheduler:
         """Cancel a trial past its bound; it fails (not retried) and its slot is free now."""
         job, trial = self.running[ref]
         bound = self.clock.bound_of(ref) or 0.0
+        self.trials_timed_out += 1
+        error = TrialTimeoutError(job.spec.name, trial.index, trial.attempts, bound)
+        logger.warning("runner=%s job=%s: %s", self._runner_id, job.request.id, error)
+        self._end(ref, TrialFailure(trial.index, error_info_from(error)))
+
+    def _wait_out(self, ref: Any, waited: float, now: float) -> None:
+        """Cancel a trial that waited ``training.max_wait_s`` without starting; it fails with
+        ``resources_unavailable`` saying what it waited for."""
+        job, trial = self.running[ref]
+        resources = job.spec.resources
+        needs = needs_of(resources.num_cpus, resources.num_gpus, resources.memory)
+        free, total = self.cluster.free_and_total(now)
+        nodes = self.cluster.nodes(now)
+        why = (
+            f"not started within training.max_wait_s={self.clock.max_wait_s:g}s, "
+            f"{waiting_message(needs, free, total)}"
+        )
+        error = ResourcesUnavailableError(
+            job.spec.name, trial.index, needs, largest_node(needs, nodes), why, waited_s=waited
+        )
+        logger.warning("runner=%s job=%s: %s", self._runner_id, job.request.id, error)
+        self.trials_unplaceable += 1
+        self._end(ref, TrialFailure(trial.index, error_info_from(error)))
+
+    def _end(self, ref: Any, failure: TrialFailure) -> None:
+        """Cancel a running trial's task; its slot is free now, its answer waits for the task
+        to have ended (:meth:`_ended`)."""
+        job, trial = self.running[ref]
         self._drop(ref)
         # force: a training task stops only by ending its worker process.
         with contextlib.suppress(Exception):
             ray.cancel(ref, force=True)
-        self.trials_timed_out += 1
-        error = TrialTimeoutError(job.spec.name, trial.index, trial.attempts, bound)
-        logger.warning("runner=%s job=%s: %s", self._runner_id, job.request.id, error)
-        self._trial_back(job, trial, TrialFailure(trial.index, error_info_from(error)))
+        self.ending[ref] = (job, trial, failure, time.monotonic() + END_WAIT_S)
 
-    def _cluster_resources(self, now: float) -> tuple[dict[str, float], dict[str, float]]:
-        """The cluster's free and total resources, read at most once per notice interval."""
-        cached = self._resources
-        if cached is None or now - cached[0] >= self.clock.notice_s:
-            try:
-                cached = (now, ray.available_resources(), ray.cluster_resources())
-            except Exception as exc:  # the GCS is slow or away: say so, do not stop the loop
-                logger.warning(
-                    "runner=%s cannot read the cluster's resources: %s", self._runner_id, exc
-                )
-                cached = (now, {}, {})
-            self._resources = cached
-        return cached[1], cached[2]
+    def _ended(self, ref: Any) -> None:
+        """A cancelled trial's task said something: its outcome if it finished before the
+        kill, else (cancelled, lost) it has ended and the store says whether it saved."""
+        job, trial, failure, _until = self.ending[ref]
+        item: TrialStarted | TrialOutcome | TrialFailure | None
+        try:
+            item = ray.get(next(ref))
+        except (StopIteration, ray.exceptions.RayError):
+            item = None  # ended: cancelled, its worker killed
+        if isinstance(item, TrialStarted):
+            return  # it started as it was cancelled: wait for its end
+        del self.ending[ref]
+        stored = item if isinstance(item, TrialOutcome) else None
+        if item is None:
+            stored = self._stored_trial(job, trial)
+        if stored is None:
+            self._trial_back(job, trial, failure)
+            return
+        logger.warning(
+            "runner=%s job=%s trial=%d stored its model as version %s before it was "
+            "cancelled (%s): answered with that version",
+            self._runner_id,
+            job.request.id,
+            trial.index,
+            stored.version,
+            failure.error.type,
+        )
+        self._trial_back(job, trial, stored)
+
+    def _stored_trial(self, job: Job, trial: Trial) -> TrialOutcome | None:
+        """The version ``trial`` stored (its task ended), if any."""
+        try:
+            record = find_job(self.store, job.spec.model, job.request.id)
+        except (ModelStoreError, OSError) as exc:
+            logger.warning(
+                "runner=%s job=%s cannot read model=%s: %s; trial %d answered as failed",
+                self._runner_id,
+                job.request.id,
+                job.spec.model,
+                exc,
+                trial.index,
+            )
+            return None
+        version = record.trials.get(trial.index) if job.is_sweep else record.servable
+        return None if version is None else outcome_of(version, trial.index, reused=True)
+
+    def _unplaceable(self, job: Job, trial: Trial) -> bool:
+        """Fail ``trial`` at once if no node of the cluster has what it asks for in total."""
+        resources = job.spec.resources
+        needs = needs_of(resources.num_cpus, resources.num_gpus, resources.memory)
+        nodes = self.cluster.nodes(time.monotonic())
+        why = unplaceable(needs, nodes)
+        if why is None:
+            return False
+        error = ResourcesUnavailableError(
+            job.spec.name, trial.index, needs, largest_node(needs, nodes), why
+        )
+        logger.warning("runner=%s job=%s: %s", self._runner_id, job.request.id, error)
+        self.trials_unplaceable += 1
+        self._trial_back(job, trial, TrialFailure(trial.index, error_info_from(error)))
+        return True
 
     def _report(self) -> None:
         now, wall = time.monotonic(), time.time()
@@ -377,8 +508,7 @@ class TrialScheduler:
 
     def abandon(self, which: Callable[[Job], bool]) -> None:
         """Stop working on the jobs ``which`` selects: cancel their tasks, drop their queue."""
-        jobs = {id(j): j for j, _ in [*self.waiting, *self.running.values()] if which(j)}
-        jobs.update({id(j): j for j in self.promoting.values() if which(j)})
+        jobs = {id(j): j for j in self.jobs(which)}
         for job in jobs.values():
             job.abandoned = True
         self.waiting = deque(item for item in self.waiting if not item[0].abandoned)
@@ -392,6 +522,9 @@ class TrialScheduler:
         for ref, job in list(self.promoting.items()):
             if job.abandoned:
                 del self.promoting[ref]
+        for ref, (job, *_rest) in list(self.ending.items()):
+            if job.abandoned:
+                del self.ending[ref]  # cancelled already
         if jobs:
             logger.info(
                 "runner=%s gave up %d jobs; they will be redelivered", self._runner_id, len(jobs)

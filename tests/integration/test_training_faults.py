@@ -7,13 +7,20 @@
   within seconds, on the events topic (what ``rayml train --wait`` prints) and in ``rayml
   status``, is not charged for the wait, and trains once the CPUs free up;
 * exactly-once: a runner killed while its answers wait in offset order (models stored, not
-  answered) is restarted by Ray and a read_committed reader sees one result per job.
+  answered) is restarted by Ray and a read_committed reader sees one result per job;
+* a trial that asks for more CPUs than any node has fails at once (``resources_unavailable``),
+  and one that waits ``training.max_wait_s`` without starting fails so too;
+* a ``reply_to`` that does not exist is answered on the result topic: at-least-once without
+  crashing the runner, exactly-once without aborting a transaction; one deleted after it was
+  found aborts one transaction, whose redo answers on the result topic, and the job running
+  meanwhile is not started again.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +28,7 @@ from typing import Any
 import pytest
 import ray
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from rayml.cli.status import cluster_status, summarize, training_lines
 from rayml.cli.training import follow_job
@@ -39,10 +47,15 @@ from tests.integration.test_training import (
 )
 from tests.support.kafka_io import ResultCollector
 from tests.support.training_fault_pipelines import HANG_BOUNDED_TIMEOUT_S
+from tests.support.training_resource_pipelines import HUGE_NUM_CPUS
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray]
 
-PIPELINES = ["tests.support.training_pipelines", "tests.support.training_fault_pipelines"]
+PIPELINES = [
+    "tests.support.training_pipelines",
+    "tests.support.training_fault_pipelines",
+    "tests.support.training_resource_pipelines",
+]
 
 
 def fault_settings(settings: Settings, **training: Any) -> Settings:
@@ -55,8 +68,13 @@ def fault_settings(settings: Settings, **training: Any) -> Settings:
 def start(settings: Settings, ray_runtime: str) -> Iterator[Any]:
     executors: list[Executor] = []
 
-    def started(**training: Any) -> tuple[Executor, Settings]:
+    def started(delivery: str | None = None, **training: Any) -> tuple[Executor, Settings]:
         tuned = fault_settings(settings, **training)
+        if delivery is not None:
+            ex = tuned.executor.model_copy(
+                update={"delivery": delivery, "transaction_timeout_s": 10.0}
+            )
+            tuned = tuned.model_copy(update={"executor": ex})
         create_topics(tuned.kafka, tuned.topics)
         executor = Executor(tuned)
         executor.start()
@@ -304,3 +322,177 @@ def test_exactly_once_a_runner_killed_with_stored_unanswered_models_answers_each
     )
     committed.close()
     everything.close()
+
+
+def test_a_trial_asking_more_cpus_than_any_node_has_fails_within_seconds(start: Any) -> None:
+    executor, settings = start()
+    results = ResultCollector(settings)
+    events = TopicReader(settings, settings.topics.events)
+    cpus = ray.cluster_resources()["CPU"]  # one node: the test session's
+    send_jobs(
+        settings,
+        [
+            training_request("huge", "testing.train_huge", {}),
+            training_request("after", "testing.train_fast", {"c": 1.0}),
+        ],
+    )
+    got = results.wait_for(["huge", "after"], 60)
+    huge = one(got, "huge")
+    assert huge.status == "error"
+    assert huge.error is not None
+    assert huge.error.type == "resources_unavailable"
+    assert huge.error.message == (
+        f"trial 0 of 'testing.train_huge' cannot start: needs {{'CPU': {float(HUGE_NUM_CPUS)}}}, "
+        f"more than any node of the cluster has (the largest has {{'CPU': {cpus}}})"
+    )
+    assert huge.error.details["largest_node"] == {"CPU": cpus}
+    queued = events.wait_for_event("huge", "queued", 10)
+    failed = events.wait_for_event("huge", "failed", 10)
+    took_s = (failed.at_ms - queued.at_ms) / 1000
+    print(f"\n64-CPU trial failed {took_s:.2f}s after it was queued")
+    assert took_s <= 2.0
+    assert all(e.state != "running" for e in events.events("huge"))  # never launched
+    assert one(got, "after").status == "ok"  # the partition was not held up
+    assert runner_status(executor)["trials_unplaceable"] == 1
+    results.close()
+    events.close()
+
+
+def test_a_trial_waiting_past_max_wait_s_fails_saying_what_it_waited_for(start: Any) -> None:
+    notice_s, max_wait_s = 1.0, 4.0
+    executor, settings = start(waiting_notice_s=notice_s, max_wait_s=max_wait_s)
+    results = ResultCollector(settings)
+    events = TopicReader(settings, settings.topics.events)
+    free = ray.available_resources().get("CPU", 0.0)
+    holder = CpuHolder.options(num_cpus=free).remote()  # type: ignore[attr-defined]
+    try:
+        ray.get(holder.ready.remote(), timeout=30)
+        send_jobs(settings, [training_request("starved", "testing.train_fast", {"c": 1.0})])
+        got = results.wait_for(["starved"], 60)
+    finally:
+        ray.kill(holder)
+    result = one(got, "starved")
+    assert result.status == "error"
+    assert result.error is not None
+    assert result.error.type == "resources_unavailable"
+    waiting = "waiting for resources: needs {'CPU': 0.25}; the cluster has {'CPU': 0.0} free"
+    assert f"not started within training.max_wait_s={max_wait_s:g}s, {waiting}" in (
+        result.error.message
+    )
+    failed = events.wait_for_event("starved", "failed", 10)
+    queued, *notices = [e for e in events.events("starved") if e.state == "queued"]
+    # The waiting notices went out meanwhile, saying the same.
+    assert notices
+    assert all(waiting in (e.message or "") for e in notices)
+    took_s = (failed.at_ms - queued.at_ms) / 1000
+    print(f"\nwaited {took_s:.2f}s (max_wait_s {max_wait_s:g}) before failing")
+    assert max_wait_s <= took_s <= max_wait_s + 3.0
+    status = runner_status(executor)
+    assert (status["trials_unplaceable"], status["trials_running"]) == (1, 0)
+    results.close()
+    events.close()
+
+
+def test_at_least_once_a_missing_reply_to_is_answered_on_the_result_topic_runner_intact(
+    start: Any,
+) -> None:
+    """Twice the same missing name: librdkafka would refuse the second write in produce()."""
+    executor, settings = start()
+    results = ResultCollector(settings)
+    pid = runner_status(executor)["pid"]
+    bogus = f"no-such-topic-{uuid.uuid4().hex[:8]}"
+    jobs = [reply_job(f"bogus-{n}", bogus) for n in range(2)]
+    started = time.monotonic()
+    send_jobs(settings, [*jobs, training_request("plain", "testing.train_fast", {"c": 2.0})])
+    got = results.wait_for(["bogus-0", "bogus-1", "plain"], 60)
+    took_s = time.monotonic() - started
+    print(f"\nthree jobs, two naming a missing reply_to, answered in {took_s:.2f}s")
+    assert took_s < 25.0  # not after librdkafka's 30 s wait for the topic to appear
+    for job_id in ("bogus-0", "bogus-1", "plain"):
+        assert one(got, job_id).status == "ok", one(got, job_id).error
+    assert runner_status(executor)["pid"] == pid  # the runner never crashed
+    results.close()
+
+
+def test_exactly_once_a_missing_reply_to_is_answered_on_the_result_topic_aborting_nothing(
+    start: Any, tmp_path: Path
+) -> None:
+    """Asked before writing: no write to the missing topic, so no transaction aborted and no
+    running trial cancelled by a rewind (each abort used to cancel every running trial)."""
+    executor, settings = start(delivery="exactly_once")
+    committed = ResultCollector(settings, isolation_level="read_committed")
+    events = TopicReader(settings, settings.topics.events)
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    replies = f"{settings.topics.output}.replies"
+    admin.create_topics([NewTopic(replies, 1, 1)])[replies].result(30)
+    replied = ResultCollector(settings, topic=replies, isolation_level="read_committed")
+    gate = tmp_path / "gate"
+    try:
+        started = time.monotonic()
+        send_jobs(
+            settings,
+            [
+                reply_job("bogus-0", f"no-such-topic-{uuid.uuid4().hex[:8]}"),
+                reply_job("found", replies),
+                reply_job("bogus-1", f"no-such-topic-{uuid.uuid4().hex[:8]}"),
+                training_request("gated", "testing.train_gate", {"gate": str(gate)}),
+            ],
+        )
+        committed.wait_for(["bogus-0", "bogus-1"], 60)
+        took_s = time.monotonic() - started
+        print(f"\ntwo jobs naming missing reply_to topics answered in {took_s:.2f}s")
+        assert took_s < 25.0  # no timed-out write (10 s each), no abort and redo
+        replied.wait_for(["found"], 30)
+        events.wait_for_event("gated", "running", 30)
+        gate.touch()
+        got = committed.wait_for(["gated"], 60)
+        committed.poll_until_quiet(2.0)
+    finally:
+        gate.touch()
+    status = runner_status(executor)
+    assert (status["transaction_aborts"], status["jobs_succeeded"]) == (0, 4)
+    assert one(got, "gated").status == "ok"
+    starts = [e for e in events.events("gated") if e.state == "running" and e.progress == 0.0]
+    assert len(starts) == 1  # never cancelled and started again
+    once = {job_id: len(results) for job_id, results in committed.results.items()}
+    assert once == dict.fromkeys(["bogus-0", "bogus-1", "gated"], 1), once
+    committed.close()
+    replied.close()
+    events.close()
+
+
+@pytest.mark.slow
+def test_exactly_once_a_reply_to_deleted_after_it_was_found_is_answered_on_the_result_topic(
+    start: Any,
+) -> None:
+    """The one case asking first cannot catch: the topic was found, then deleted. The write
+    times out in the transaction (10 s), and this broker then refuses the abort fatally
+    (``INVALID_TXN_STATE``): the runner restarts (Ray), asks afresh, and answers from the
+    store on the result topic, once."""
+    executor, settings = start(delivery="exactly_once")
+    committed = ResultCollector(settings, isolation_level="read_committed")
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    replies = f"{settings.topics.output}.replies"
+    admin.create_topics([NewTopic(replies, 1, 1)])[replies].result(30)
+    replied = ResultCollector(settings, topic=replies, isolation_level="read_committed")
+    send_jobs(settings, [reply_job("found", replies)])
+    replied.wait_for(["found"], 60)
+    pid = runner_status(executor)["pid"]
+    admin.delete_topics([replies])[replies].result(30)
+    started = time.monotonic()
+    send_jobs(settings, [reply_job("deleted", replies)])
+    got = committed.wait_for(["deleted"], 120)
+    took_s = time.monotonic() - started
+    restarted = runner_status(executor)["pid"] != pid
+    print(f"\nreply_to deleted after it was found: answered in {took_s:.2f}s ({restarted=})")
+    committed.poll_until_quiet(2.0)
+    deleted = one(got, "deleted")
+    assert deleted.status == "ok", deleted.error
+    assert len(committed.results["deleted"]) == 1
+    assert len(versions_of_job(settings, "testing_fast", "deleted")) == 1  # trained once
+    committed.close()
+    replied.close()
+
+
+def reply_job(job_id: str, reply_to: str) -> dict[str, Any]:
+    return {**training_request(job_id, "testing.train_fast", {"c": 1.0}), "reply_to": reply_to}

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 from sklearn.linear_model import LogisticRegression
 
 from rayml.config import Settings
@@ -19,25 +19,33 @@ from rayml.protocol.envelopes import ErrorInfo, Request, decode_result
 from rayml.protocol.training import decode_announcement, decode_event
 from rayml.training.gate import PromotionGate
 from rayml.training.plan import Job, Trial
-from rayml.training.publish import JobPublisher
+from rayml.training.publish import REFUSED_RETRY_S, JobPublisher
+from rayml.training.replies import ReplyRoutes
 from rayml.training.task import TrialOutcome, outcome_of
 from tests.support.fake_serving import FakeServing
 from tests.support.training_pipelines import FastParams
 
 TP0: TP = ("jobs", 0)
 TOPICS = {"output": "out", "models": "models", "dlq": "dlq", "events": "ev"}
+FAILED = ErrorInfo(type="pipeline_failed", message="it raised")
 
 
 class FakeProducer:
     """Keeps what is produced; acknowledges every write at the next poll() (with ``fail``,
-    the writes to that topic fail)."""
+    the writes to that topic fail; ``refuse`` topics are refused by produce() itself, as
+    librdkafka refuses a topic it knows to be missing)."""
 
-    def __init__(self, fail: str | None = None) -> None:
+    def __init__(self, fail: str | None = None, refuse: set[str] | None = None) -> None:
         self.produced: list[tuple[str, bytes, bytes | None]] = []
         self._acks: list[tuple[str, Any]] = []
         self.fail = fail
+        self.refuse = refuse or set()
+        self.refused: list[str] = []
 
     def produce(self, topic: str, value: bytes, key: bytes | None = None, **kw: Any) -> None:
+        if topic in self.refuse:
+            self.refused.append(topic)
+            raise KafkaException(KafkaError(KafkaError._UNKNOWN_TOPIC, "Unknown topic"))
         self.produced.append((topic, value, key))
         if kw.get("on_delivery") is not None:
             self._acks.append((topic, kw["on_delivery"]))
@@ -73,13 +81,36 @@ def stored(settings: Settings, accuracy: float, job_id: str | None = "job-1") ->
     return outcome_of(version, 0)
 
 
-def publisher(settings: Settings, producer: Any, serving: FakeServing, **kw: Any) -> JobPublisher:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Broker:
+    """What the broker says about topics (topic_verdicts' answer); counts the questions."""
+
+    def __init__(self, *topics: str) -> None:
+        self.topics = {"out", "models", "dlq", "ev", *topics}
+        self.asked: list[str] = []
+
+    def ask(self, names: list[str]) -> dict[str, str | None]:
+        self.asked += names
+        return {n: None if n in self.topics else "the broker has no such topic" for n in names}
+
+
+def publisher(
+    settings: Settings, producer: Any, serving: FakeServing, broker: Broker | None = None, **kw: Any
+) -> JobPublisher:
     return JobPublisher(
         settings,
         producer,
         "r1",
         on_done=kw.pop("on_done", lambda tp, offset: None),
         gate=PromotionGate(settings, serving, wait_s=0.0),
+        routes=ReplyRoutes((broker or Broker("client-7")).ask, {"out"}),
         **kw,
     )
 
@@ -231,3 +262,86 @@ def test_at_least_once_a_serving_record_the_broker_refuses_is_not_served(
         "the first version of the model: nothing to compare; but writing its serving record to "
         "models failed"
     )
+
+
+def test_a_reply_to_the_broker_does_not_have_is_answered_on_the_output_never_written(
+    settings: Settings,
+) -> None:
+    """Asked before writing, in both modes: no 30 s wait in librdkafka, no aborted transaction
+    (exactly-once), no produce() refusal (at-least-once)."""
+    broker = Broker()  # no "bogus-7"
+    staged: list[list[OutRecord]] = []
+    exactly_once = publisher(
+        settings,
+        FakeProducer(),
+        FakeServing(),
+        broker,
+        stage=lambda tp, offset, records: staged.append(records),
+        events=FakeProducer(),
+    )
+    exactly_once.answer_error(job("bogus-7").request, job("bogus-7"), FAILED, TP0, 7)
+    assert [r.topic for r in staged[0]] == ["out"]
+    producer = FakeProducer()
+    at_least_once = publisher(settings, producer, FakeServing(), broker)
+    at_least_once.answer_error(job("bogus-7").request, None, FAILED, TP0, 7)
+    assert [t for t, _v, _k in producer.produced] == ["ev", "out"]
+    assert broker.asked == ["bogus-7", "bogus-7"]  # each publisher asked once (shared: once)
+
+
+def test_at_least_once_a_write_produce_refuses_is_a_failed_delivery_not_a_crash(
+    settings: Settings,
+) -> None:
+    """librdkafka, once it knows a topic is missing, refuses the write in produce() itself
+    (``_UNKNOWN_TOPIC``): the reply_to's result goes to the output topic a turn later."""
+    done: list[tuple[TP, int]] = []
+    clock = Clock()
+    producer = FakeProducer(refuse={"client-7"})
+    publish = publisher(
+        settings,
+        producer,
+        FakeServing(),
+        on_done=lambda tp, offset: done.append((tp, offset)),
+        clock=clock,
+    )
+    publish.answer_error(job("client-7").request, None, FAILED, TP0, 7)
+    assert producer.refused == ["client-7"]
+    assert publish.serve_refused() == 0  # reported on a later turn, not re-entered
+    clock.now += REFUSED_RETRY_S
+    assert publish.serve_refused() == 1
+    assert [t for t, _v, _k in producer.produced] == ["ev", "out"]
+    producer.poll(0)
+    assert done == [(TP0, 7)]
+    # Learnt: the next result goes to the output topic at once.
+    publish.answer_error(job("client-7").request, None, FAILED, TP0, 8)
+    assert producer.refused == ["client-7"]
+    assert producer.produced[-1][0] == "out"
+
+
+def test_at_least_once_a_refused_output_topic_is_retried_a_second_later_without_spinning(
+    settings: Settings,
+) -> None:
+    clock = Clock()
+    producer = FakeProducer(refuse={"out"})
+    publish = publisher(settings, producer, FakeServing(), clock=clock)
+    publish.answer_error(job().request, None, FAILED, TP0, 7)
+    assert producer.refused == ["out"]
+    # Each refusal is retried once per REFUSED_RETRY_S, never in a tight loop.
+    for tries in (2, 3):
+        clock.now += REFUSED_RETRY_S * 0.9
+        assert publish.serve_refused() == 0
+        clock.now += REFUSED_RETRY_S * 0.1
+        assert publish.serve_refused() == 1
+        assert producer.refused == ["out"] * tries
+    producer.refuse.clear()  # the topic was created
+    clock.now += REFUSED_RETRY_S
+    assert publish.serve_refused() == 1
+    assert producer.produced[-1][0] == "out"
+    assert publish.serve_refused() == 0
+
+
+def test_an_events_topic_that_refuses_writes_costs_the_event_only(settings: Settings) -> None:
+    producer = FakeProducer(refuse={"ev"})
+    publish = publisher(settings, producer, FakeServing())
+    publish.answer_error(job().request, None, FAILED, TP0, 7)
+    assert producer.refused == ["ev"]
+    assert [t for t, _v, _k in producer.produced] == ["out"]
