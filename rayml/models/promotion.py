@@ -16,9 +16,12 @@ beginning. It is a superset of the older model announcement (``name``, ``version
      "reason": "metric accuracy 0.97 >= 0.95 of served version 000005", "at_ms": 1764150000000}
 
 ``previous`` lists the versions served before, oldest first: ``rollback`` serves the last of
-them and drops it from the list. Every record holds the whole state, so the last one per key
-is all a reader needs; writers read the current record and write the next (last writer wins:
-two promotions of one model at the same instant keep only one of the two histories).
+them and drops it from the list. ``retired`` lists the versions rolled back away from: the gate
+never serves one of them again (a training job answered again from the store included); only
+``rayml models promote`` does, which takes it off the list. Every record holds the whole state,
+so the last one per key is all a reader needs; writers read the current record and write the
+next (last writer wins: two promotions of one model at the same instant keep only one of the
+two histories).
 
 **Promoted** versions are marked in the model store as well (``promoted.json`` in the version's
 directory, :meth:`rayml.models.store.ModelStore.mark_promoted`), written before the serving
@@ -81,6 +84,11 @@ class ServingRecord(BaseModel):
     )
     previous: list[str] = Field(
         default_factory=list, description="Versions served before, oldest first."
+    )
+    retired: list[str] = Field(
+        default_factory=list,
+        description="Versions rolled back away from, oldest first: the gate never serves them "
+        "again (only `rayml models promote` does).",
     )
     # "announced": a record of an older rayml, which served every new version.
     action: ServingAction = "announced"
@@ -226,6 +234,7 @@ def served(
     else:
         history = [fallback] if fallback is not None else []
     history = [v for v in history if v != version][-MAX_PREVIOUS:]
+    retired = [v for v in current.retired if v != version] if current is not None else []
     return ServingRecord(
         name=name,
         version=version,
@@ -235,6 +244,7 @@ def served(
         job_id=job_id,
         promoted_from=promoted_from,
         previous=history,
+        retired=retired,
         action=action,
         reason=reason,
         at_ms=int(time.time() * 1000) if at_ms is None else at_ms,
@@ -270,6 +280,8 @@ def rolled_back(
         >>> back = rolled_back(rec, {"000001": {}, "000003": {"acc": 0.9}})
         >>> back.version, back.previous, back.metrics, back.reason
         ('000003', ['000001'], {'acc': 0.9}, 'rolled back from 000005')
+        >>> back.retired
+        ['000005']
     """
     history = list(current.previous)
     while history:
@@ -281,6 +293,10 @@ def rolled_back(
                 version=target,
                 metrics=metrics,
                 previous=history,
+                retired=[
+                    *[v for v in current.retired if v not in (current.version, target)],
+                    current.version,
+                ][-MAX_PREVIOUS:],
                 action="rolled_back",
                 reason=f"rolled back from {current.version}",
                 at_ms=int(time.time() * 1000) if at_ms is None else at_ms,

@@ -13,9 +13,17 @@ lists as served before, so ``rollback`` comes back to it.
 A version let through is marked promoted in the store *first* (workers check pins there), then
 its serving record is written by :class:`~rayml.training.publish.JobPublisher` with the result.
 
-A job answered again (after a crash, or an aborted transaction) is judged again: a version that
-is already served is left as it is, one served before and replaced (rolled back) is not served
-again by the gate.
+A version rolled back away from (the serving record's ``retired``) or served before and
+replaced (``previous``) is never served again by the gate; only ``rayml models promote`` does.
+
+A job answered again from the store (after a crash, an aborted transaction, or a request that
+replays the job id with the same tenant, pipeline and params: :func:`~rayml.training.task.find_job`)
+is **not judged again**: it is answered with the first decision as the store and the serving
+record keep it. A version marked promoted (the first decision served it) is served if the
+record does not list it yet (the crash came before the record was written), and is left as it
+is if it is served; one not marked promoted was not served the first time, and is not now
+(``rayml models promote`` serves it). So a version whose first judgement was lost to a crash
+stays stored, not served: the gate fails closed.
 
 Example:
     >>> from rayml.config import Settings
@@ -35,7 +43,7 @@ from dataclasses import dataclass
 
 from rayml.config import Settings
 from rayml.errors import ModelStoreError
-from rayml.models.promotion import ServingRecord, decide, served
+from rayml.models.promotion import Decision, ServingRecord, decide, served
 from rayml.models.store import ModelStore
 from rayml.models.versions import newest_servable
 from rayml.pipeline import PipelineSpec
@@ -78,9 +86,19 @@ class PromotionGate:
         self.store = ModelStore(settings.models.root, allow_pickle=settings.models.allow_pickle)
 
     def judge(
-        self, spec: PipelineSpec, outcome: TrialOutcome, job_id: str, promoted_from: str | None
+        self,
+        spec: PipelineSpec,
+        outcome: TrialOutcome,
+        job_id: str,
+        promoted_from: str | None,
+        *,
+        reused: bool = False,
     ) -> Verdict:
-        """Decide whether ``outcome``'s version is served; mark it promoted in the store if so."""
+        """Decide whether ``outcome``'s version is served; mark it promoted in the store if so.
+
+        ``reused``: the job was answered from the store; its first decision stands (see the
+        module docstring).
+        """
         model, version = spec.model, outcome.version
         not_served = f"version {version} is stored, not served"
         if not self.serving.wait_caught_up(self.wait_s):
@@ -92,10 +110,27 @@ class PromotionGate:
         current = self.serving.get(model)
         if current is not None and current.version == version:
             return Verdict(True, f"already served: {current.reason or current.action}")
+        if current is not None and version in current.retired:
+            return Verdict(
+                False, f"rolled back before: {not_served} (only `rayml models promote` serves it)"
+            )
         if current is not None and version in current.previous:
             return Verdict(
                 False, f"served before and replaced: {not_served} (promote it by hand again)"
             )
+        first: dict[str, object] | None = None
+        if reused:
+            try:
+                first = self.store.promotion(model, version)
+            except (ModelStoreError, OSError) as exc:
+                logger.warning("cannot read the promotion of model=%s: %s", model, exc)
+                return Verdict(False, f"the model store could not be read: {not_served}")
+            if first is None:
+                return Verdict(
+                    False,
+                    f"answered from the store: it was not promoted when the job was first "
+                    f"answered: {not_served} (`rayml models promote {model} {version}`)",
+                )
         fallback: str | None = None
         try:
             if current is not None:
@@ -109,14 +144,19 @@ class PromotionGate:
             logger.warning("cannot read the served version of model=%s: %s", model, exc)
             return Verdict(False, f"the model store could not be read: {not_served}")
         promotion = self.settings.promotion
-        decision = decide(
-            promotion.policy(model),
-            spec.metric,
-            spec.mode,
-            promotion.tolerance,
-            outcome.metrics,
-            baseline,
-        )
+        if first is not None:
+            # Promoted the first time; the serving record was not written then.
+            why = first.get("reason")
+            decision = Decision(True, why if isinstance(why, str) else "promoted when trained")
+        else:
+            decision = decide(
+                promotion.policy(model),
+                spec.metric,
+                spec.mode,
+                promotion.tolerance,
+                outcome.metrics,
+                baseline,
+            )
         if not decision.promoted:
             return Verdict(False, decision.reason)
         try:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from rayml.config import TrainingSettings
 from rayml.errors import (
@@ -43,9 +43,9 @@ from rayml.errors import (
 from rayml.kafka.partitions import TP
 from rayml.kafka.records import Headers
 from rayml.pipeline import PipelineSpec, Registry
-from rayml.protocol.envelopes import Request
+from rayml.protocol.envelopes import ErrorInfo, Request, public_error
 from rayml.protocol.sweeps import expand, select_best, validate_trials
-from rayml.training.task import TrialFailure, TrialOutcome
+from rayml.training.task import TrialFailure, TrialOutcome, request_hash
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +161,12 @@ class Job:
     sweep: dict[str, Any] = field(default_factory=dict)  # the sweep's summary, once all are back
     reused: bool = False
     abandoned: bool = False
+
+    @property
+    def owner(self) -> tuple[str, str]:
+        """Its tenant and request hash: what a stored version must match to be this job's
+        (:func:`~rayml.training.task.find_job`)."""
+        return self.request.tenant or "", request_hash(self.request.pipeline, self.request.params)
 
     @property
     def done(self) -> bool:
@@ -285,10 +291,22 @@ def result_payload(
     if isinstance(sweep, dict):
         for key in ("metric", "mode", "best_trial", "best_version"):
             payload[key] = sweep.get(key)
-        payload["trials"] = sweep.get("trials", [])
+        # Stored summaries written before trial errors were cut are cut here.
+        payload["trials"] = [_public_trial(t) for t in sweep.get("trials", [])]
     else:
         payload["train_ms"] = round(outcome.train_ms, 3)
     return payload
+
+
+def _public_trial(trial: Any) -> Any:
+    """A trial of a stored sweep summary with its error as the caller may see it."""
+    if not isinstance(trial, dict) or not isinstance(trial.get("error"), dict):
+        return trial
+    try:
+        error = ErrorInfo.model_validate(trial["error"])
+    except ValidationError:
+        return {**trial, "error": {"type": "trial_failed", "message": "the trial failed"}}
+    return {**trial, "error": public_error(error).model_dump(mode="json")}
 
 
 def exhausted(attempts: int, cause: Exception) -> RetriesExhaustedError:

@@ -146,7 +146,9 @@ class JobPublisher:
             extra: The version's ``extra`` metadata; ``promoted_from`` and ``sweep`` are used.
         """
         spec = job.spec
-        verdict = self.gate.judge(spec, outcome, job.request.id, extra.get("promoted_from"))
+        verdict = self.gate.judge(
+            spec, outcome, job.request.id, extra.get("promoted_from"), reused=job.reused
+        )
         logger.info(
             "runner=%s job=%s model=%s version=%s promoted=%s: %s",
             self.runner_id,
@@ -232,9 +234,10 @@ class JobPublisher:
             tenant=request.tenant,
         )
         if job is not None:
+            # Only an accepted job has events: the events topic is read by every training
+            # tenant, and a request refused at screening or authorisation (its tenant, its
+            # pipeline, its reply_to, its params) is answered to its sender alone.
             self.event(job, "failed", error=error)
-        else:
-            self.event_for(request.id, request.pipeline, "", "failed", error=error)
         letter: OutRecord | None = None
         if dead_letter is not None:
             raw, headers = dead_letter

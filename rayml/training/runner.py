@@ -14,9 +14,12 @@ thread owns its consumer and producer. Per job it:
    patterns, an inference pipeline (``wrong_topic``, naming the tenant's input topic); then it
    looks up the pipeline, expands a sweep into trials (:mod:`rayml.protocol.sweeps`) and
    validates each trial's params: a bad request gets an error result naming the field;
-2. looks in the model store for versions this job id already stored (:func:`find_job`): a job
-   whose model is stored was finished before a crash and is **not run again**: its result is
-   re-sent; a sweep re-runs only the trials that are not stored;
+2. looks in the model store for versions this job id already stored for this tenant, pipeline
+   and params (:func:`find_job`; a version of another tenant or other params under the same
+   id is not this job's, and the job runs as new): a job whose model is stored was finished
+   before a crash and is **not run again**: its result is re-sent with the promotion decision
+   made the first time (the gate does not judge it again, :mod:`rayml.training.gate`); a sweep
+   re-runs only the trials that are not stored;
 3. publishes ``queued`` and launches one Ray task per trial (:func:`rayml.training.task.run_trial`)
    with the pipeline's resources; the task publishes ``running`` and progress events itself. A
    trial has a time bound from when its task starts (``trial_timeout``); a task that Ray cannot
@@ -380,7 +383,7 @@ class JobRunner(ConsumerLoop):
     def _stored(self, job: Job) -> JobRecord:
         """What the store holds for this job id already (a crash re-delivered it)."""
         try:
-            return find_job(self.store, job.spec.model, job.request.id)
+            return find_job(self.store, job.spec.model, job.request.id, *job.owner)
         except (ModelStoreError, OSError) as exc:
             # Each task checks again before training; this look is only a shortcut.
             logger.warning(

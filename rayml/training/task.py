@@ -9,14 +9,16 @@ there, and until then it is waiting for resources), then the trial's outcome fro
 :func:`train_trial`. Inside it:
 
 1. the pipeline is imported by its ``module:qualname`` path (never a pickled closure);
-2. if the store already holds this trial's version (same job id, trial and role: the task was
-   retried after it had saved), that version is returned and nothing is trained again;
+2. if the store already holds this trial's version (same job id, tenant, request hash, trial
+   and role: the task was retried after it had saved), that version is returned and nothing is
+   trained again;
 3. ``run_training`` runs with a :class:`~rayml.pipeline.TrainingContext` whose ``nthread``
 is the
    task's CPU count (and the BLAS/OpenMP pools are limited to it), whose ``device`` is
    ``"cuda"`` when the task reserved a GPU, and whose ``report_progress`` publishes job events;
 4. the model is saved as a new version with its metadata: pipeline, params, metrics, data
-   fingerprint, and in ``extra`` the job id, trial and role (the store adds the time, format
+   fingerprint, and in ``extra`` the job id, tenant, request hash (:func:`request_hash`), trial
+   and role (the store adds the time, format
    and library versions). The save is atomic: a crash leaves no partial version.
 
 Progress goes **straight from the task to Kafka** through a producer the task opens for itself.
@@ -42,6 +44,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import time
@@ -74,6 +78,7 @@ __all__ = [
     "find_job",
     "outcome_of",
     "promote_best",
+    "request_hash",
     "run_trial",
     "task_options",
     "train_trial",
@@ -104,6 +109,8 @@ class TrialTask:
     kafka: KafkaSettings
     events_topic: str
     progress_interval_s: float = 1.0
+    tenant: str = ""  # the job's tenant and request hash: stored, see find_job
+    request_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -293,7 +300,7 @@ def train_trial(task: TrialTask) -> TrialOutcome | TrialFailure:
     )
     try:
         store = ModelStore(task.store_root, allow_pickle=task.allow_pickle)
-        done = find_job(store, task.model, task.job_id)
+        done = find_job(store, task.model, task.job_id, task.tenant, task.request_hash)
         existing = done.trials.get(task.trial) if task.role == TRIAL_ROLE else done.servable
         if existing is not None:
             # Saved by an earlier attempt that died before reporting back: do not train again.
@@ -312,6 +319,8 @@ def train_trial(task: TrialTask) -> TrialOutcome | TrialFailure:
             **trained.extra,
             # Ours last: the runner finds a job's versions by these keys.
             "job_id": task.job_id,
+            "tenant": task.tenant,
+            "request_hash": task.request_hash,
             "role": task.role,
             "trial": task.trial,
             "trials": task.trials,
@@ -358,6 +367,8 @@ def promote_best(
     job_id: str,
     best: TrialOutcome,
     sweep: dict[str, Any],
+    tenant: str = "",
+    request_hash: str = "",
 ) -> TrialOutcome:
     """Store the best trial's model again as a new version of ``model``: the sweep's result.
 
@@ -368,7 +379,7 @@ def promote_best(
     job: an existing copy is returned.
     """
     store = ModelStore(store_root, allow_pickle=allow_pickle)
-    existing = find_job(store, model, job_id).servable
+    existing = find_job(store, model, job_id, tenant, request_hash).servable
     if existing is not None:
         return outcome_of(existing, best.trial, reused=True)
     loaded = store.load(model, best.version)
@@ -381,6 +392,8 @@ def promote_best(
         data_fingerprint=loaded.metadata.get("data_fingerprint"),
         extra={
             "job_id": job_id,
+            "tenant": tenant,
+            "request_hash": request_hash,
             "role": MODEL_ROLE,
             "trial": best.trial,
             "promoted_from": best.version,
@@ -393,17 +406,42 @@ def promote_best(
 # --- reading a job back from the store ---------------------------------------------------------
 
 
-def find_job(store: ModelStore, model: str, job_id: str) -> JobRecord:
-    """The versions of ``model`` that job ``job_id`` stored: its servable one and its trials.
+def request_hash(pipeline: str, params: dict[str, Any]) -> str:
+    """A digest of a training request's pipeline and params (its sweep included).
+
+    Example:
+        >>> one = request_hash("iris.train", {"a": 1, "b": 2})
+        >>> one == request_hash("iris.train", {"b": 2, "a": 1})
+        True
+        >>> one == request_hash("iris.train", {"a": 1, "b": 3})
+        False
+    """
+    canonical = json.dumps([pipeline, params], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def find_job(
+    store: ModelStore, model: str, job_id: str, tenant: str, request_hash: str
+) -> JobRecord:
+    """The versions of ``model`` that job ``job_id`` of ``tenant``, asking for what
+    ``request_hash`` digests (:func:`request_hash`), stored: its servable one and its trials.
 
     This is what keeps a re-delivered job (a crash after its model was saved but before its
-    offset was committed) from training again. It reads every version's metadata of the model:
-    fine for hundreds of versions; a store with far more should prune old versions.
+    offset was committed) from training again. Job ids are no secret (the models and events
+    topics show them to every tenant): a version stored for another tenant, or for other params
+    under the same id, or before versions held their tenant, is not this job's, and the job runs
+    as new. It reads every version's metadata of the model: fine for hundreds of versions; a
+    store with far more should prune old versions.
     """
     record = JobRecord()
     for version in store.versions(model):
         extra = version.metadata.get("extra")
-        if not isinstance(extra, dict) or extra.get("job_id") != job_id:
+        if (
+            not isinstance(extra, dict)
+            or extra.get("job_id") != job_id
+            or extra.get("tenant") != tenant
+            or extra.get("request_hash") != request_hash
+        ):
             continue
         if extra.get("role") == TRIAL_ROLE:
             trial = extra.get("trial")

@@ -40,6 +40,7 @@ first yields :class:`~rayml.training.task.TrialStarted`, then its outcome.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -51,7 +52,7 @@ import ray
 from rayml.config import Settings
 from rayml.errors import ModelStoreError, PipelineFailedError
 from rayml.models.store import ModelStore
-from rayml.protocol.envelopes import ErrorInfo, error_info_from
+from rayml.protocol.envelopes import ErrorInfo, error_info_from, public_error
 from rayml.training.cluster import ClusterResources
 from rayml.training.plan import (
     Job,
@@ -201,6 +202,8 @@ class TrialScheduler:
                 kafka=self._settings.kafka,
                 events_topic=self._settings.topics.events,
                 progress_interval_s=self._settings.training.progress_interval_s,
+                tenant=job.owner[0],
+                request_hash=job.owner[1],
             )
             options = task_options(spec, job.request.id, trial.index)
             ref = self._run.options(**options).remote(task)
@@ -288,12 +291,32 @@ class TrialScheduler:
             self.waiting.appendleft((job, trial))
             self._publish.event(job, "queued", trial=trial.index, attempt=trial.attempts + 1)
             return
+        if isinstance(outcome, TrialFailure):
+            outcome = self._public(job, outcome)
         trial.outcome = outcome
         if isinstance(outcome, TrialFailure) and job.is_sweep:
             # A trial's failure (``trial`` set), not yet the job's: the other trials go on.
             self._publish.event(job, "failed", trial=trial.index, error=outcome.error)
         if job.done:
             self._finish(job)
+
+    def _public(self, job: Job, failure: TrialFailure) -> TrialFailure:
+        """``failure`` as it may leave the runner (its event, the sweep's summary in the result
+        and in the store, the job's error): through
+        :func:`~rayml.protocol.envelopes.public_error`; the whole error is logged here."""
+        public = public_error(failure.error)
+        if public is failure.error:
+            return failure
+        logger.warning(
+            "runner=%s job=%s trial=%d failed: %s %s %s",
+            self._runner_id,
+            job.request.id,
+            failure.trial,
+            failure.error.type,
+            failure.error.message,
+            failure.error.details,
+        )
+        return dataclasses.replace(failure, error=public)
 
     # -- time bounds and waiting for resources ------------------------------------------------
 
@@ -407,7 +430,7 @@ class TrialScheduler:
     def _stored_trial(self, job: Job, trial: Trial) -> TrialOutcome | None:
         """The version ``trial`` stored (its task ended), if any."""
         try:
-            record = find_job(self.store, job.spec.model, job.request.id)
+            record = find_job(self.store, job.spec.model, job.request.id, *job.owner)
         except (ModelStoreError, OSError) as exc:
             logger.warning(
                 "runner=%s job=%s cannot read model=%s: %s; trial %d answered as failed",
@@ -486,6 +509,7 @@ class TrialScheduler:
             job.request.id,
             best,
             job.sweep,
+            *job.owner,
         )
         self.promoting[ref] = job
 

@@ -156,3 +156,16 @@ def test_retention_keeps_the_newest_and_the_protected() -> None:
 def test_docstring_examples_run() -> None:
     failures, _ = doctest.testmod(rayml.models.promotion)
     assert failures == 0
+
+
+def test_rollback_retires_the_version_and_only_a_promotion_by_hand_takes_it_back() -> None:
+    v5 = ServingRecord(name="m", version="000005", previous=["000001", "000003"])
+    back = rolled_back(v5)
+    assert (back.version, back.retired) == ("000003", ["000005"])
+    again = rolled_back(back)
+    assert (again.version, again.retired) == ("000001", ["000005", "000003"])
+    trained = served(again, name="m", version="000007", metrics={}, action="trained", reason="r")
+    assert trained.retired == ["000005", "000003"]
+    by_hand = served(trained, name="m", version="000005", metrics={}, action="promoted", reason="r")
+    assert by_hand.retired == ["000003"]
+    assert decode_serving(encode_serving(by_hand)) == by_hand

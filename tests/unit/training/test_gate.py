@@ -10,7 +10,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from rayml.config import Settings
-from rayml.models.promotion import ServingRecord
+from rayml.models.promotion import ServingRecord, rolled_back
 from rayml.models.store import ModelStore
 from rayml.pipeline import load_spec_by_path
 from rayml.training.gate import PromotionGate
@@ -41,7 +41,11 @@ def stored(settings: Settings, accuracy: float, model: str = "testing_fast") -> 
 
 def judge(settings: Settings, serving: FakeServing, outcome: TrialOutcome, **kw: Any) -> Any:
     return PromotionGate(settings, serving, wait_s=0.0).judge(
-        kw.pop("spec", SPEC), outcome, "job-9", kw.pop("promoted_from", None)
+        kw.pop("spec", SPEC),
+        outcome,
+        "job-9",
+        kw.pop("promoted_from", None),
+        reused=kw.pop("reused", False),
     )
 
 
@@ -117,3 +121,46 @@ def test_a_promoted_version_is_marked_then_its_record_lists_the_one_before(
     marker = ModelStore(settings.models.root).promotion("testing_fast", better.version)
     assert marker is not None
     assert (marker["by"], marker["job_id"], marker["reason"]) == ("gate", "job-9", verdict.reason)
+
+
+def test_a_version_rolled_back_away_from_is_never_served_by_the_gate_again(
+    settings: Settings,
+) -> None:
+    """V5 served, rolled back to V1: V5 is better than V1, and the gate still refuses it
+    (a replayed job id answered from the store is judged, or not, alike)."""
+    v1 = stored(settings, 0.5)
+    v5 = stored(settings, 0.99)
+    rolled = rolled_back(
+        ServingRecord(name="testing_fast", version=v5.version, previous=[v1.version])
+    )
+    assert (rolled.version, rolled.previous, rolled.retired) == (v1.version, [], [v5.version])
+    for reused in (False, True):
+        verdict = judge(settings, FakeServing(rolled), v5, reused=reused)
+        assert (verdict.promoted, verdict.record) == (False, None)
+        assert verdict.reason.startswith("rolled back before")
+    assert ModelStore(settings.models.root).promotion("testing_fast", v5.version) is None
+
+
+def test_a_job_answered_from_the_store_keeps_its_first_decision_and_is_not_judged_again(
+    settings: Settings,
+) -> None:
+    v1 = stored(settings, 0.5)
+    serving = FakeServing(
+        ServingRecord(name="testing_fast", version=v1.version, metrics={"accuracy": 0.5})
+    )
+    # Not promoted the first time (no marker): not served now, though it beats the served one.
+    better = stored(settings, 0.99)
+    verdict = judge(settings, serving, better, reused=True)
+    assert (verdict.promoted, verdict.record) == (False, None)
+    assert "not promoted when the job was first answered" in verdict.reason
+    assert ModelStore(settings.models.root).promotion("testing_fast", better.version) is None
+    # Promoted the first time, its serving record lost to a crash: written now, with the first
+    # reason, though it is worse than the served one (no second comparison).
+    worse = stored(settings, 0.1)
+    ModelStore(settings.models.root).mark_promoted(
+        "testing_fast", worse.version, {"reason": "first reason"}
+    )
+    verdict = judge(settings, serving, worse, reused=True)
+    assert (verdict.promoted, verdict.reason) == (True, "first reason")
+    assert verdict.record is not None
+    assert (verdict.record.version, verdict.record.previous) == (worse.version, [v1.version])

@@ -8,7 +8,8 @@ import pytest
 import rayml.errors
 from rayml.pipeline import Registry
 from rayml.protocol.envelopes import Request
-from rayml.training.plan import exhausted, plan_trials
+from rayml.training.plan import exhausted, plan_trials, result_payload
+from rayml.training.task import TrialOutcome
 
 
 def _registry() -> Registry:
@@ -39,3 +40,18 @@ def test_a_lost_training_task_is_answered_without_rays_words() -> None:
     assert "4242" not in text
     assert "RuntimeError" not in text
     assert err.details == {"attempts": 3, "last_error": "task_lost"}
+
+
+def test_a_stored_sweep_summary_is_answered_with_its_trials_errors_cut() -> None:
+    """A summary stored before trial errors were cut leaks nothing when a job is re-answered."""
+    registry = Registry()
+    registry.discover(["tests.support.training_pipelines"], entry_points=False)
+    spec = registry.get("testing.train_fast")
+    raw = {"type": "pipeline_failed", "message": "/srv/secret/path (pid=4242, ip=10.1.2.3)"}
+    sweep = {"metric": "accuracy", "trials": [{"trial": 0, "status": "error", "error": raw}]}
+    out = result_payload(spec, TrialOutcome(1, "000002", {}, {}), sweep, True)
+    (trial,) = out["trials"]
+    assert trial["error"]["type"] == "pipeline_failed"
+    assert "/srv/secret" not in str(trial)
+    assert "4242" not in str(trial)
+    assert "10.1.2.3" not in str(trial)

@@ -284,7 +284,7 @@ def test_a_reply_to_the_broker_does_not_have_is_answered_on_the_output_never_wri
     producer = FakeProducer()
     at_least_once = publisher(settings, producer, FakeServing(), broker)
     at_least_once.answer_error(job("bogus-7").request, None, FAILED, TP0, 7)
-    assert [t for t, _v, _k in producer.produced] == ["ev", "out"]
+    assert [t for t, _v, _k in producer.produced] == ["out"]
     assert broker.asked == ["bogus-7", "bogus-7"]  # each publisher asked once (shared: once)
 
 
@@ -308,7 +308,7 @@ def test_at_least_once_a_write_produce_refuses_is_a_failed_delivery_not_a_crash(
     assert publish.serve_refused() == 0  # reported on a later turn, not re-entered
     clock.now += REFUSED_RETRY_S
     assert publish.serve_refused() == 1
-    assert [t for t, _v, _k in producer.produced] == ["ev", "out"]
+    assert [t for t, _v, _k in producer.produced] == ["out"]
     producer.poll(0)
     assert done == [(TP0, 7)]
     # Learnt: the next result goes to the output topic at once.
@@ -339,9 +339,22 @@ def test_at_least_once_a_refused_output_topic_is_retried_a_second_later_without_
     assert publish.serve_refused() == 0
 
 
+def test_a_request_refused_before_it_is_a_job_has_no_event_only_its_result(
+    settings: Settings,
+) -> None:
+    """The events topic is read by every training tenant: a refused request (its tenant, its
+    pipeline, its reply_to) is answered to its sender and published nowhere else."""
+    producer = FakeProducer()
+    publish = publisher(settings, producer, FakeServing())
+    refused = ErrorInfo(type="tenant_refused", message="tenant team-b may not train iris.train")
+    publish.answer_error(job("client-7").request, None, refused, TP0, 7)
+    assert [t for t, _v, _k in producer.produced] == ["client-7"]
+    assert decode_result(producer.produced[0][1]).error == refused
+
+
 def test_an_events_topic_that_refuses_writes_costs_the_event_only(settings: Settings) -> None:
     producer = FakeProducer(refuse={"ev"})
     publish = publisher(settings, producer, FakeServing())
-    publish.answer_error(job().request, None, FAILED, TP0, 7)
+    publish.answer_error(job().request, job(), FAILED, TP0, 7)
     assert producer.refused == ["ev"]
     assert [t for t, _v, _k in producer.produced] == ["out"]

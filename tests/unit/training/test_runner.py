@@ -16,16 +16,19 @@ from typing import Any
 import pytest
 import ray
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from sklearn.linear_model import LogisticRegression
 
 from rayml.config import Settings
 from rayml.delivery.transactions import ProducerFencedError
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.partitions import TP
+from rayml.models.store import ModelStore
 from rayml.pipeline import Registry
 from rayml.protocol.envelopes import ErrorInfo, Request, decode_result
 from rayml.training import publish as publish_module
 from rayml.training.plan import Job, Trial
 from rayml.training.runner import JobRunner
+from rayml.training.task import request_hash
 from tests.support.fake_serving import FakeServing
 from tests.support.training_pipelines import FastParams
 
@@ -301,3 +304,49 @@ def test_a_revoked_partition_drops_its_kept_jobs(runner: JobRunner, cancelled: l
     assert runner._kept == {}
     assert job.abandoned
     assert cancelled == ["ref-job-1"]
+
+
+@pytest.mark.parametrize("whose", ["other tenant", "other params"])
+def test_a_replayed_job_id_of_another_tenant_or_other_params_runs_as_new(
+    runner: JobRunner, whose: str
+) -> None:
+    """job-5's id is public: a request reusing it is not answered with job-5's version (its
+    params, metrics, trials) but runs as a job of its own; the same job again is answered
+    from the store."""
+    tenant = runner.tenancy.of_topic(JOBS[0]).name
+    digest = request_hash("testing.train_fast", {})
+    ModelStore(runner.settings.models.root).save(
+        "testing_fast",
+        LogisticRegression().fit([[0.0], [1.0]], [0, 1]),
+        pipeline="testing.train_fast",
+        params={},
+        metrics={"accuracy": 0.9},
+        extra={
+            "job_id": "job-5",
+            "role": "model",
+            "tenant": "team-b" if whose == "other tenant" else tenant,
+            "request_hash": digest if whose == "other tenant" else request_hash("x", {}),
+        },
+    )
+    poll_again(runner, 5, "job-5")
+    assert runner.counters.jobs_reused == 0
+    assert [job.request.id for job, _trial in runner.trials.waiting] == ["job-5"]
+
+
+def test_the_same_job_redelivered_is_answered_from_the_store(runner: JobRunner) -> None:
+    ModelStore(runner.settings.models.root).save(
+        "testing_fast",
+        LogisticRegression().fit([[0.0], [1.0]], [0, 1]),
+        pipeline="testing.train_fast",
+        params={},
+        metrics={"accuracy": 0.9},
+        extra={
+            "job_id": "job-5",
+            "role": "model",
+            "tenant": runner.tenancy.of_topic(JOBS[0]).name,
+            "request_hash": request_hash("testing.train_fast", {}),
+        },
+    )
+    poll_again(runner, 5, "job-5")
+    assert runner.counters.jobs_reused == 1
+    assert not runner.trials.waiting

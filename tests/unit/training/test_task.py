@@ -43,12 +43,14 @@ from rayml.training.plan import (
 from rayml.training.task import (
     MODEL_ROLE,
     TRIAL_ROLE,
+    JobRecord,
     TrialFailure,
     TrialOutcome,
     TrialStarted,
     TrialTask,
     find_job,
     promote_best,
+    request_hash,
     run_trial,
     task_options,
     train_trial,
@@ -189,6 +191,28 @@ def test_a_stored_trial_is_not_trained_again(
     assert other.version == "000002"
 
 
+def test_a_job_id_replayed_by_another_tenant_or_with_other_params_is_not_that_job(
+    tmp_path: Path, reporter: type[RecordingReporter]
+) -> None:
+    """Job ids are public (models and events topics): the stored versions of job-5 are found
+    only by job-5 of the same tenant asking for the same pipeline and params."""
+    mine = request_hash("testing.train_fast", {"c": 1.0})
+    first = train_trial(task(tmp_path, job_id="job-5", tenant="team-a", request_hash=mine))
+    assert isinstance(first, TrialOutcome)
+    store = ModelStore(str(tmp_path))
+    extra = store.versions("testing_fast")[0].metadata["extra"]
+    assert (extra["tenant"], extra["request_hash"]) == ("team-a", mine)
+    assert find_job(store, "testing_fast", "job-5", "team-a", mine).servable is not None
+    assert find_job(store, "testing_fast", "job-5", "team-b", mine) == JobRecord()
+    other = request_hash("testing.train_fast", {"c": 2.0})
+    assert find_job(store, "testing_fast", "job-5", "team-a", other) == JobRecord()
+    # Run as new: another version, not the first one's params, metrics or trials.
+    replay = train_trial(task(tmp_path, job_id="job-5", tenant="team-b", request_hash=mine))
+    assert isinstance(replay, TrialOutcome)
+    assert not replay.reused
+    assert replay.version == "000002"
+
+
 def test_a_raising_pipeline_is_a_record_failure(
     tmp_path: Path, reporter: type[RecordingReporter]
 ) -> None:
@@ -225,7 +249,7 @@ def test_sweep_trials_are_not_served_and_the_copy_of_the_best_once_promoted(
     assert store.load("testing_fast", copy.version).model.predict([[5.1, 3.5, 1.4, 0.2]])[0] == 0
     # Promotion is idempotent per job.
     assert promote_best(str(tmp_path), False, "testing_fast", "job-1", best, {}).reused
-    record = find_job(store, "testing_fast", "job-1")
+    record = find_job(store, "testing_fast", "job-1", "", "")
     assert record.servable is not None
     assert record.servable.version == "000003"
     assert sorted(record.trials) == [0, 1]

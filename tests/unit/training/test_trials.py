@@ -106,7 +106,13 @@ def store_model_of(tmp_path: Path, j: Job) -> str:
         pipeline=j.spec.name,
         params={},
         metrics={"accuracy": 0.9},
-        extra={"job_id": j.request.id, "role": "model", "trial": 0},
+        extra={
+            "job_id": j.request.id,
+            "tenant": j.owner[0],
+            "request_hash": j.owner[1],
+            "role": "model",
+            "trial": 0,
+        },
     )
     return version.version
 
@@ -276,3 +282,70 @@ def test_abandoning_a_job_drops_its_ending_trials(tmp_path: Path, fake_ray: dict
     assert trials.ending == {}
     assert not trials.busy
     assert answers.failed == answers.ok == []
+
+
+LEAKY = ErrorInfo(
+    type="pipeline_failed",
+    message="raised OSError: /srv/secret/path/data.csv; ray::run() (pid=4242, ip=10.1.2.3)",
+    details={"where": "/srv/secret/path"},
+)
+
+
+def _leaks(value: Any) -> bool:
+    text = repr(value)
+    return any(s in text for s in ("/srv/secret/path", "4242", "10.1.2.3"))
+
+
+def sweep_job(tmp_path: Path) -> Job:
+    j = job("testing.train_fast")
+    j.trials.append(Trial(1, FastParams()))
+    j.is_sweep = True
+    return j
+
+
+def test_a_sweep_trials_error_leaves_the_runner_only_as_public_error_cuts_it(
+    tmp_path: Path, fake_ray: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its ``failed`` event and the sweep's summary (the ok result's ``trials``, and what is
+    stored with the promoted copy) carry no path, pid or address; the log has them all."""
+    answers = Answers()
+    trials = scheduler(tmp_path, answers)
+    promoted: list[tuple[Any, ...]] = []
+
+    class Promote:
+        def remote(self, *args: Any) -> object:
+            promoted.append(args)
+            return object()
+
+    trials._promote = Promote()
+    j = sweep_job(tmp_path)
+    trials._trial_back(j, j.trials[1], TrialOutcome(1, "000003", {"accuracy": 0.9}, {}))
+    with caplog.at_level("WARNING"):
+        trials._trial_back(j, j.trials[0], TrialFailure(0, LEAKY))
+    events: Events = trials._publish  # type: ignore[assignment]
+    ((state, fields),) = events.events
+    assert state == "failed"
+    assert fields["trial"] == 0
+    assert fields["error"].type == "pipeline_failed"
+    assert not _leaks(fields["error"])
+    ((*_args, sweep, _tenant, _hash),) = promoted  # promote_best(..., sweep, tenant, hash)
+    assert sweep is j.sweep
+    assert [t["status"] for t in sweep["trials"]] == ["error", "ok"]
+    assert not _leaks(sweep)
+    assert "job-1" in caplog.text
+    assert "pid=4242, ip=10.1.2.3" in caplog.text
+    assert "/srv/secret/path" in caplog.text
+
+
+def test_a_failed_sweeps_error_names_its_trials_errors_cut(
+    tmp_path: Path, fake_ray: dict[str, Any]
+) -> None:
+    answers = Answers()
+    trials = scheduler(tmp_path, answers)
+    j = sweep_job(tmp_path)
+    trials._trial_back(j, j.trials[0], TrialFailure(0, LEAKY))
+    trials._trial_back(j, j.trials[1], TrialFailure(1, LEAKY))
+    ((_job, error),) = answers.failed
+    assert error.type == "sweep_failed"
+    assert len(error.details["trials"]) == 2
+    assert not _leaks(error)
