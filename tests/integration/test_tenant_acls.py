@@ -630,3 +630,75 @@ def _read_results_as(
         consumer.close()
     assert ids <= got.keys(), f"no result for {ids - got.keys()} on {topic}"
     return got
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_on_the_secure_broker_a_worse_version_is_not_served_and_rollback_is_quick(
+    tenants: SecureTenants, ray_runtime: str, tmp_path: Path
+) -> None:
+    """Team A trains on its training topic through an executor of User:rayml: a good version
+    is served, a worse one is stored and not served; the operator (the admin, who may write
+    ml.models) promotes the worse one, then rolls back: every batch is on the good version
+    again within seconds. Kafka denies nothing to anyone meanwhile."""
+    from rayml.executor.service import Executor
+    from tests.support.promotion_pipelines import MODEL
+
+    row = [5.1, 3.5, 1.4, 0.2]
+    executor_settings = tenants.settings(EXECUTOR)
+    executor_settings = executor_settings.model_copy(
+        update={
+            "models": executor_settings.models.model_copy(update={"root": str(tmp_path / "m")}),
+            "executor": executor_settings.executor.model_copy(
+                update={"pipeline_modules": ["tests.support.promotion_pipelines"]}
+            ),
+        }
+    )
+    admin = tenants.settings(ADMIN).model_copy(update={"models": executor_settings.models})
+    log_start = tenants.broker.log_file.stat().st_size
+    executor = Executor(executor_settings)
+    executor.start()
+
+    def ask(topic: str, pipeline: str, params: dict) -> dict:
+        rid = f"{pipeline.split('.')[-1]}-{uuid.uuid4().hex[:8]}"
+        _produce_as(
+            tenants.kafka(TEAM_A), topic, {"id": rid, "pipeline": pipeline, "params": params}
+        )
+        got = _read_results_as(tenants.kafka(TEAM_A), "team-a.results", TEAM_A, {rid}, 120)
+        return got[rid]
+
+    def served() -> str:
+        result = ask("team-a.requests", "testing.predict_promo", {"features": row})
+        assert result["status"] == "ok", result
+        return str(result["model"]["version"])
+
+    try:
+        good = ask("team-a.training", "testing.train_promo", {})
+        assert good["status"] == "ok", good
+        assert good["result"]["promoted"] is True
+        g = good["result"]["version"]
+        worse = ask("team-a.training", "testing.train_promo", {"degrade": True})
+        assert worse["status"] == "ok", worse
+        assert worse["result"]["promoted"] is False, worse["result"]["promotion"]
+        b = worse["result"]["version"]
+        assert served() == g, "the worse version is stored, not served"
+
+        env = {**tenants.cli_env(ADMIN), "RAYML_MODELS__ROOT": admin.models.root}
+        cli = [sys.executable, "-m", "rayml.cli", "models"]
+        subprocess.run([*cli, "promote", MODEL, b], env=env, check=True, timeout=120)
+        deadline = time.monotonic() + 30
+        while served() != b:
+            assert time.monotonic() < deadline, "promote did not take effect"
+        subprocess.run([*cli, "rollback", MODEL], env=env, check=True, timeout=120)
+        rolled = time.monotonic()
+        while served() != g:
+            assert time.monotonic() - rolled < 10, "rollback too slow"
+        switch_s = time.monotonic() - rolled
+        assert all(served() == g for _ in range(5))
+        print(f"\nsecure broker: rollback served {g} again {switch_s:.2f}s after the command")
+    finally:
+        executor.drain(10)
+    with tenants.broker.log_file.open() as log:
+        log.seek(log_start)
+        denied = [line for line in log if " is Denied operation" in line]
+    assert denied == []
