@@ -16,11 +16,15 @@ Ray exports them from each node's metrics agent (``ray[default]``) with a ``ray_
                                                polled (cached high watermark - position) plus
                                                polled and unfinished
 ``ray_rayml_in_flight``                        records polled and not finished
-``ray_rayml_in_flight_bytes``                  what their values weigh (the byte budget's use)
+``ray_rayml_in_flight_bytes``                  what their values weigh, with the results held
+                                               for failing topics (the byte budget's use)
 ``ray_rayml_failed_deliveries_total{topic,     writes the broker (or librdkafka) refused, by
 error}``                                       topic and error name (e.g. ``_UNKNOWN_PARTITION``,
-                                               ``TOPIC_AUTHORIZATION_FAILED``); at most 100
-                                               topics by name, the rest as ``_other``
+                                               ``TOPIC_AUTHORIZATION_FAILED``); rayml's own
+                                               topics (the tenants' result topics, the DLQ)
+                                               always by name, at most 100 (topic, error) pairs
+                                               of other topics (``reply_to``), the rest as
+                                               ``_other``
 ``ray_rayml_pool_size``                        serving workers of the ingest
 ``ray_rayml_batches_queued``                   formed batches waiting for a worker
 ``ray_rayml_paused``                           1 while backpressure pauses the partitions
@@ -222,7 +226,8 @@ class IngestMetrics:
         )
         self.in_flight_bytes = _gauge(
             "rayml_in_flight_bytes",
-            "Bytes of the record values polled and not finished.",
+            "Bytes held against the byte budget: record values polled and not finished, and "
+            "results held for topics whose writes fail.",
             ("ingest",),
             tag,
         )
@@ -296,7 +301,8 @@ class IngestMetrics:
             batches_queued: formed batches waiting for a worker.
             paused: whether backpressure pauses the partitions.
             lags: records behind per assigned partition name (``topic[p]``).
-            in_flight_bytes: what the values of the records in flight weigh.
+            in_flight_bytes: what the values of the records in flight weigh, with the results
+                held for failing topics (what the byte budget counts).
             failed_deliveries: running totals of failed writes by (topic, error name).
         """
         self._next = time.monotonic() + self.interval_s

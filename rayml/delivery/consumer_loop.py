@@ -6,7 +6,8 @@ One skeleton, so that a fix to rebalance handling is made once:
   rebalance callbacks;
 * **poll** that returns the first record at once (a lone request on an idle member does not sit
   out the poll timeout), drops the consumer's error events, and tracks every record's offset as
-  unfinished in an :class:`~rayml.delivery.offsets.OffsetTracker`;
+  unfinished in an :class:`~rayml.delivery.offsets.OffsetTracker`, weighed by its value's
+  length in the same call (the ingest's byte budget reads it);
 * **pause** the whole assignment (backpressure) and resume it; while paused the consumer is
   still polled without waiting: that poll serves rebalance callbacks (a leave's revocation among
   them) and keeps the member within ``max.poll.interval.ms``; a record read while paused
@@ -53,6 +54,7 @@ class LoopCounters:
     """What a member has done since it started (status and metrics)."""
 
     polled: int = 0
+    polled_bytes: int = 0  # what the polled records' values weigh
     commits: int = 0
     paused: bool = False
     started_at: float = field(default_factory=time.time)
@@ -141,7 +143,8 @@ class ConsumerLoop:
         logger.info("%s subscribed to %s", self.owner, ", ".join(self.topics))
 
     def poll(self, limit: int, timeout: float) -> list[Polled]:
-        """Up to ``limit`` records, each tracked as unfinished; ``timeout`` waits for the first.
+        """Up to ``limit`` records, each tracked as unfinished, weighed by its value's length;
+        ``timeout`` waits for the first.
 
         While paused, a record that was read anyway pauses its partition (it is still returned
         and tracked: it has been read).
@@ -150,6 +153,8 @@ class ConsumerLoop:
         if self.counters.paused and messages:
             kafka_clients.pause_strays(self.consumer, messages, self.owner)
         polled: list[Polled] = []
+        nbytes = 0
+        track = self.tracker.track
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -158,9 +163,12 @@ class ConsumerLoop:
                 continue
             tp: TP = (msg.topic(), msg.partition())  # type: ignore[assignment]
             offset: int = msg.offset()  # type: ignore[assignment]
-            self.tracker.track(tp, offset)
+            size = len(msg.value() or b"")
+            track(tp, offset, size)
+            nbytes += size
             polled.append((msg, tp, offset))
         self.counters.polled += len(polled)
+        self.counters.polled_bytes += nbytes
         return polled
 
     def _poll(self, limit: int, timeout: float) -> list[Message]:

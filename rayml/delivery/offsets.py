@@ -11,9 +11,10 @@ above the last watermark are polled and run again, none is skipped.
 Offsets of one partition need not be contiguous (compaction, transaction markers); only tracked
 offsets hold the watermark back.
 
-A tracked offset may also carry a weight in bytes (:meth:`OffsetTracker.weigh`: the ingest
-weighs each record by its value's length), held until the offset is done or its partition is
-forgotten: :meth:`OffsetTracker.in_flight_bytes` is what the ingest's byte budget reads.
+A tracked offset may also carry a weight in bytes, given with it in the same call (the consumer
+loop weighs each record by its value's length: ``track(tp, offset, size)``), held until the
+offset is done or its partition is forgotten: :meth:`OffsetTracker.in_flight_bytes` is what the
+ingest's byte budget reads.
 
 This module is pure bookkeeping (no Kafka client), so its guarantees are property-tested.
 
@@ -33,9 +34,9 @@ Example:
     >>> t.mark_committed({tp: 12})
     >>> t.committable(), t.in_flight()
     ({}, 1)
-    >>> t.weigh(tp, 14, 1_000)  # offset 14's record holds 1,000 bytes until it is done
-    >>> t.in_flight_bytes(), t.done(tp, 14), t.in_flight_bytes()
-    (1000, True, 0)
+    >>> t.track(tp, 15, 1_000)  # offset 15's record holds 1,000 bytes until it is done
+    >>> t.in_flight_bytes(), t.done(tp, 14), t.done(tp, 15), t.in_flight_bytes()
+    (1000, True, True, 0)
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from collections.abc import Iterable, Mapping
 from rayml.kafka.partitions import TP
 
 __all__ = ["OffsetTracker", "PartitionOffsets"]
+
+_DONE = -1  # the state of a done offset (a weight is never negative)
 
 
 class PartitionOffsets:
@@ -67,21 +70,21 @@ class PartitionOffsets:
         "_pending",
         "_pending_bytes",
         "_queue",
-        "_sizes",
         "_state",
         "_watermark",
     )
 
     def __init__(self) -> None:
         self._queue: deque[int] = deque()  # tracked offsets not yet passed by the watermark
-        self._state: dict[int, bool] = {}  # the same offsets -> done?
-        self._pending = 0  # how many flags in _state are False
+        # The same offsets -> their weight in bytes while unfinished, _DONE once done: one dict
+        # for both, so that tracking a weighed offset costs no more than tracking one.
+        self._state: dict[int, int] = {}
+        self._pending = 0  # how many offsets in _state are not done
         self._first: int | None = None  # lowest offset ever tracked: below it, nothing is known
         self._last: int | None = None  # highest offset tracked
         self._watermark: int | None = None  # next offset to commit; None until a head is done
         self._committed: int | None = None  # highest offset reported committed
-        self._sizes: dict[int, int] = {}  # unfinished offsets that carry a weight -> bytes
-        self._pending_bytes = 0  # the sum of _sizes
+        self._pending_bytes = 0  # what the unfinished offsets weigh
 
     @property
     def watermark(self) -> int | None:
@@ -100,7 +103,7 @@ class PartitionOffsets:
 
     @property
     def pending_bytes(self) -> int:
-        """The bytes that tracked, not yet done messages weigh (see :meth:`weigh`)."""
+        """The bytes that tracked, not yet done messages weigh (see :meth:`track`)."""
         return self._pending_bytes
 
     @property
@@ -114,14 +117,16 @@ class PartitionOffsets:
         wm = self._watermark
         return wm is not None and (self._committed is None or wm > self._committed)
 
-    def track(self, offset: int) -> None:
-        """Start tracking ``offset``, which must be above every offset tracked before.
+    def track(self, offset: int, size: int = 0) -> None:
+        """Start tracking ``offset``, which must be above every offset tracked before; it
+        weighs ``size`` bytes until it is done.
 
         Raises:
-            ValueError: ``offset`` is negative or not above the last tracked offset.
+            ValueError: ``offset`` or ``size`` is negative, or ``offset`` is not above the last
+                tracked offset.
         """
-        if offset < 0:
-            raise ValueError(f"offset {offset} is negative")
+        if offset < 0 or size < 0:
+            raise ValueError(f"offset {offset} or size {size} is negative")
         if self._last is not None and offset <= self._last:
             # Out-of-order tracking would break the FIFO's order, and with it the guarantee never
             # to commit past unfinished work. A seek must go through reset() first.
@@ -133,20 +138,9 @@ class PartitionOffsets:
             self._first = offset
         self._last = offset
         self._queue.append(offset)
-        self._state[offset] = False
+        self._state[offset] = size
         self._pending += 1
-
-    def weigh(self, offset: int, size: int) -> None:
-        """Add ``size`` bytes to the weight of ``offset``, tracked and not done yet.
-
-        Raises:
-            KeyError: ``offset`` is not tracked, or done already.
-        """
-        if self._state.get(offset) is not False:
-            raise KeyError(offset)
-        if size > 0:
-            self._sizes[offset] = self._sizes.get(offset, 0) + size
-            self._pending_bytes += size
+        self._pending_bytes += size
 
     def done(self, offset: int) -> bool:
         """Mark ``offset`` done (idempotent); its weight is released.
@@ -158,25 +152,24 @@ class PartitionOffsets:
             KeyError: ``offset`` was never tracked.
         """
         state = self._state
-        flag = state.get(offset)
-        if flag is None:
+        weight = state.get(offset)
+        if weight is None:
             wm, first = self._watermark, self._first
             if wm is not None and first is not None and first <= offset < wm:
                 return False  # passed by the watermark, so reported done before
             raise KeyError(offset)
-        if flag:
+        if weight == _DONE:
             return False
-        state[offset] = True
+        state[offset] = _DONE
         self._pending -= 1
-        if self._sizes:  # nothing to look up for a member that weighs nothing (the job runner)
-            self._pending_bytes -= self._sizes.pop(offset, 0)
+        self._pending_bytes -= weight
         queue = self._queue
         if offset != queue[0]:
             return False  # finished out of order: an earlier message still holds the line
         # The head is done: pop it and every done offset right behind it. Each offset is popped
         # once, which is what makes done() O(1) amortized.
         last = offset
-        while queue and state[queue[0]]:
+        while queue and state[queue[0]] == _DONE:
             last = queue.popleft()
             del state[last]
         # One past the last done offset, not up to the next tracked one: the gap in between holds
@@ -206,30 +199,20 @@ class OffsetTracker:
         self._in_flight = 0
         self._in_flight_bytes = 0
 
-    def track(self, tp: TP, offset: int) -> None:
-        """Start tracking a polled message.
+    def track(self, tp: TP, offset: int, size: int = 0) -> None:
+        """Start tracking a polled message, which holds ``size`` bytes until it is done (or
+        its partition forgotten).
 
         Raises:
-            ValueError: ``offset`` is not above the last offset tracked for ``tp``.
+            ValueError: ``offset`` is not above the last offset tracked for ``tp``, or a
+                negative ``size``.
         """
         part = self._parts.get(tp)
         if part is None:
             part = self._parts[tp] = PartitionOffsets()
-        part.track(offset)
+        part.track(offset, size)
         self._in_flight += 1
-
-    def weigh(self, tp: TP, offset: int, size: int) -> None:
-        """Count ``size`` bytes as held by a tracked message until it is done (or forgotten).
-
-        Raises:
-            KeyError: ``offset`` is not tracked for ``tp``, or done already.
-        """
-        part = self._parts.get(tp)
-        if part is None:
-            raise KeyError(tp)
-        before = part.pending_bytes
-        part.weigh(offset, size)
-        self._in_flight_bytes += part.pending_bytes - before
+        self._in_flight_bytes += size
 
     def done(self, tp: TP, offset: int) -> bool:
         """Mark a message finished (idempotent).
@@ -244,10 +227,11 @@ class OffsetTracker:
         part = self._parts.get(tp)
         if part is None:
             raise KeyError(tp)
-        before, before_bytes = part.pending, part.pending_bytes
+        # The partition's own counts (same module): properties would cost a call each.
+        before, before_bytes = part._pending, part._pending_bytes
         moved = part.done(offset)
-        self._in_flight -= before - part.pending
-        self._in_flight_bytes -= before_bytes - part.pending_bytes
+        self._in_flight -= before - part._pending
+        self._in_flight_bytes -= before_bytes - part._pending_bytes
         return moved
 
     def committable(self) -> dict[TP, int]:

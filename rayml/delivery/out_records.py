@@ -8,13 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from confluent_kafka import KafkaError
-
 from rayml.kafka.partitions import TP
 from rayml.kafka.records import Headers
 from rayml.protocol.envelopes import ErrorInfo, Result, encode_result
 
-__all__ = ["Answer", "OutRecord", "Parked", "Stage", "too_large_result"]
+__all__ = ["Answer", "OutRecord", "Stage", "too_large_result"]
 
 
 class OutRecord(NamedTuple):
@@ -39,17 +37,6 @@ class Answer(NamedTuple):
     attempts: int
     tenant: str | None
     result_topic: str  # the tenant's: where it goes when its reply_to cannot be written
-
-
-class Parked(NamedTuple):
-    """A result whose reply_to write failed, waiting for the broker's word on the topic."""
-
-    value: bytes
-    key: bytes | None
-    headers: Headers | None
-    done: Callable[[], None]
-    answer: Answer
-    err: KafkaError
 
 
 def too_large_result(answer: Answer, size: int, topic: str) -> bytes:

@@ -16,10 +16,17 @@ whose write failed is *failing* until a write to it succeeds:
   waiting writes are handed back, in order, to be produced;
 * it is logged when it starts failing, at most once per ``log_interval_s`` while it fails
   (with the failures counted since the last line), and when it works again: never per write;
-* a probe whose delivery report never comes back here (the writer sent it elsewhere: parked
-  while the broker is asked about a reply topic, shrunk to an error result, moved to the result
-  topic) is let go after ``probe_lost_s``, and the next oldest write probes: a topic is never
-  left without a probe while writes wait for it;
+* every outcome of a probe ends it explicitly: delivered (:meth:`FailingTopics.delivered`),
+  failed again (:meth:`FailingTopics.failed` with the same write: a longer delay), refused
+  without a word about the topic (:meth:`FailingTopics.release`: the next oldest write probes at
+  once), or the topic given up on (:meth:`FailingTopics.give_up`: its writes go elsewhere). As a
+  safety net, a probe out for longer than ``probe_lost_s`` is let go and the next oldest write
+  probes: a topic is never left without a probe while writes wait for it;
+* a topic that has failed ``probes`` probes or for ``seconds`` is named by
+  :meth:`FailingTopics.exhausted`, for a caller that has somewhere else to send its writes (a
+  ``reply_to`` has its tenant's result topic; rayml's own topics have nowhere else and wait);
+* :attr:`FailingTopics.held_bytes` is what the waiting writes weigh (``size_of`` each, the probe
+  included), kept as they come and go: the ingest counts it in its byte budget;
 * :attr:`FailingTopics.status` is rebuilt at most once per second, and names at most
   :data:`STATUS_TOPICS` topics (those with the most writes waiting): a flood of failing topics
   costs the loop no more than a few.
@@ -100,6 +107,7 @@ class _Failing(Generic[T]):
     probe: T | None = None  # the write sent to probe the topic, while it is out
     probe_sent: float = 0.0  # when the probe went
     waiting: deque[T] = field(default_factory=deque)
+    nbytes: int = 0  # what the waiting writes and the probe weigh
 
 
 class FailingTopics(Generic[T]):
@@ -115,6 +123,7 @@ class FailingTopics(Generic[T]):
         log_interval_s: Least time between two "still failing" lines of one topic.
         probe_lost_s: How long a probe may be out before the next write probes instead
             (default: twice ``max_s``, at least a minute).
+        size_of: What a write weighs, for :attr:`held_bytes` (default: nothing).
         clock: Monotonic seconds (injected by tests).
         wall: Wall-clock seconds, for the status's ``since``.
         rng: Uniform in [0, 1), for the jitter.
@@ -130,6 +139,7 @@ class FailingTopics(Generic[T]):
         probe_lost_s: float | None = None,
         wall: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
+        size_of: Callable[[T], int] | None = None,
     ) -> None:
         self.owner = owner
         self.initial_s = initial_s
@@ -140,6 +150,9 @@ class FailingTopics(Generic[T]):
         self._rng = rng
         self.probe_lost_s = probe_lost_s if probe_lost_s is not None else max(60.0, 2 * max_s)
         self._topics: dict[str, _Failing[T]] = {}
+        self._size_of: Callable[[T], int] = size_of or (lambda _write: 0)
+        #: What the writes held for failing topics weigh (``size_of``), their probes included.
+        self.held_bytes = 0
         #: The failing topics as plain dicts (topic, error, since, failures, waiting), the
         #: :data:`STATUS_TOPICS` with the most writes waiting; rebuilt at most once a second.
         self.status: tuple[dict[str, Any], ...] = ()
@@ -185,9 +198,10 @@ class FailingTopics(Generic[T]):
             failing.probe = None
             failing.attempt += 1
             failing.next_try = now + self._delay(failing.attempt)
-            failing.waiting.appendleft(write)  # still the oldest
+            failing.waiting.appendleft(write)  # still the oldest (its bytes still held)
         else:
             failing.waiting.append(write)  # sent before the topic failed, failed since
+            self._weigh(failing, self._size_of(write))
         self._changed()
 
     def hold(self, topic: str, write: T) -> bool:
@@ -196,7 +210,49 @@ class FailingTopics(Generic[T]):
         if failing is None:
             return False
         failing.waiting.append(write)
+        self._weigh(failing, self._size_of(write))
         return True
+
+    def release(self, topic: str, write: T) -> None:
+        """``write``, if it is ``topic``'s probe, was refused without a word about the topic
+        (e.g. by the producer itself, as too large): it is the caller's again, and the next
+        oldest write probes at once, without a longer delay."""
+        failing = self._topics.get(topic)
+        if failing is None or write is not failing.probe:
+            return
+        failing.probe = None
+        failing.next_try = self._clock()
+        self._weigh(failing, -self._size_of(write))
+
+    def give_up(self, topic: str) -> list[T]:
+        """Stop waiting for ``topic``: its waiting writes, in order, for the caller to send
+        elsewhere (a probe still out is not among them: its report comes back to the caller)."""
+        failing = self._topics.pop(topic, None)
+        if failing is None:
+            return []
+        self.held_bytes -= failing.nbytes
+        logger.warning(
+            "%s gave up on %s after %.1fs and %d failed probes (%s): its %d waiting writes go "
+            "elsewhere",
+            self.owner,
+            topic,
+            self._clock() - failing.since,
+            failing.attempt,
+            failing.error,
+            len(failing.waiting),
+        )
+        self._changed()
+        return list(failing.waiting)
+
+    def exhausted(self, probes: int, seconds: float, among: Callable[[str], bool]) -> list[str]:
+        """The failing topics ``among`` selects that have failed ``probes`` probes, or failed
+        for ``seconds`` since their first failure."""
+        deadline = self._clock() - seconds
+        return [
+            topic
+            for topic, f in self._topics.items()
+            if (f.attempt >= probes or f.since <= deadline) and among(topic)
+        ]
 
     def due(self) -> list[tuple[str, T]]:
         """The probes to send now, one per failing topic whose delay has passed (and the
@@ -206,7 +262,9 @@ class FailingTopics(Generic[T]):
         changed = False
         for topic, failing in list(self._topics.items()):
             if failing.probe is not None and now - failing.probe_sent > self.probe_lost_s:
-                failing.probe = None  # its report went elsewhere (see the module docstring)
+                # Its report never came back here (the safety net of the module docstring).
+                self._weigh(failing, -self._size_of(failing.probe))
+                failing.probe = None
                 failing.next_try = min(failing.next_try, now)
             if failing.probe is None and now >= failing.next_try:
                 changed = True
@@ -231,6 +289,7 @@ class FailingTopics(Generic[T]):
         failing = self._topics.pop(topic, None)
         if failing is None:
             return []
+        self.held_bytes -= failing.nbytes
         logger.warning(
             "%s delivery to %s works again after %.1fs (%d failed deliveries); writing the %d "
             "that waited",
@@ -247,12 +306,21 @@ class FailingTopics(Generic[T]):
         """Drop the waiting writes ``drop`` selects (their partitions were let go of)."""
         dropped = 0
         for failing in self._topics.values():
-            keep = deque(w for w in failing.waiting if not drop(w))
+            keep: deque[T] = deque()
+            for write in failing.waiting:
+                if drop(write):
+                    self._weigh(failing, -self._size_of(write))
+                else:
+                    keep.append(write)
             dropped += len(failing.waiting) - len(keep)
             failing.waiting = keep
         if dropped:
             self._changed()
         return dropped
+
+    def _weigh(self, failing: _Failing[T], nbytes: int) -> None:
+        failing.nbytes += nbytes
+        self.held_bytes += nbytes
 
     def _delay(self, attempt: int) -> float:
         return backoff_delay(attempt, self.initial_s, self.max_s, self._rng)

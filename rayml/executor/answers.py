@@ -37,9 +37,7 @@ def answer_batch(writer: ResultSink, batch: InFlight, outcome: BatchOutcome) -> 
     now_ms = time.time() * 1000.0
     compute_ms = round(outcome.compute_ms, 3)
     errors = 0
-    replies = {item.request.reply_to for item in batch.items if item.request.reply_to}
-    if replies:
-        writer.check_reply_topics(replies)
+    _check_reply_topics(writer, batch.items)
     for item, output in zip(batch.items, outcome.outputs, strict=True):
         timings = {
             "queued_ms": round(batch.dispatched_ms - item.received_ms, 3),
@@ -74,8 +72,17 @@ def answer_batch(writer: ResultSink, batch: InFlight, outcome: BatchOutcome) -> 
     return errors, now_ms
 
 
+def _check_reply_topics(writer: ResultSink, items: list[Pending]) -> None:
+    """Ask about the ``reply_to`` topics the answers of ``items`` name, in one round (none
+    when no request names one)."""
+    replies = {item.request.reply_to for item in items if item.request.reply_to}
+    if replies:
+        writer.check_reply_topics(replies)
+
+
 def answer_expired(writer: ResultSink, items: list[Pending]) -> None:
     """``deadline_exceeded`` for requests whose deadline passed while they waited to run."""
+    _check_reply_topics(writer, items)
     for item in items:
         err = DeadlineExceededError(
             "the request's deadline passed before it could run",
@@ -125,6 +132,7 @@ def answer_exhausted(writer: ResultSink, items: list[Pending], cause: BaseExcept
         type(cause).__name__,
         cause,
     )
+    _check_reply_topics(writer, items)
     for item in items:
         # ``failures``: the times it failed on its own (a batch it shared was split, uncharged).
         err = RetriesExhaustedError(

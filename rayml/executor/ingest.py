@@ -25,10 +25,11 @@ transaction that also carries the input offsets; a record is done when its trans
 (every ``transaction_commit_interval_s``, on revoke and at shutdown), and an aborted transaction
 rewinds the partitions to their committed offsets.
 
-Over ``max_in_flight`` unfinished records, or ``max_in_flight_bytes`` of their values, the ingest
-pauses its partitions and resumes them once both are down to half (:mod:`rayml.executor.window`,
-which also sizes each poll to the byte room): memory stays bounded under any backlog, of small
-records or large ones.
+Over ``max_in_flight`` unfinished records, or ``max_in_flight_bytes`` of their values and of the
+results the writer holds for topics that fail, the ingest pauses its partitions and resumes them
+once both are down to half (:mod:`rayml.executor.window`, which also sizes each poll to the byte
+room): memory stays bounded under any backlog, of small records or large ones, and under any
+outage of the topics it writes.
 
 :mod:`rayml.executor.triage` does step 2, :mod:`rayml.executor.dispatch` steps 3-4 (ready queue,
 Ray calls, retries) and :mod:`rayml.delivery.result_writer` the writes of step 5; this module is
@@ -182,15 +183,15 @@ class Ingest(ConsumerLoop):
             # (at the size it expects of a record); not paused, so room for one at least.
             limit = self.window.poll_limit(
                 self.tracker.in_flight(),
-                self.tracker.in_flight_bytes(),
+                self.held_bytes(),
                 self.settings.executor.poll_max_messages,
             )
-            self._accept(self.poll(limit, timeout))
+            self._accept(limit, timeout)
         else:
             # Paused (the window is full): the consumer is still polled, without waiting. Its
             # poll serves rebalance callbacks, a leave's revocation among them, and keeps this
             # member within max.poll.interval.ms; paused partitions return no records.
-            self._accept(self.poll(1, 0.0))  # nothing, unless a partition's pause did not hold
+            self._accept(1, 0.0)  # nothing, unless a partition's pause did not hold
             if not busy:
                 # Wait on the producer instead: its delivery reports free the window.
                 self.producer.poll(timeout)
@@ -222,7 +223,7 @@ class Ingest(ConsumerLoop):
         self.metrics.flush(
             written,
             in_flight=self.tracker.in_flight(),
-            in_flight_bytes=self.tracker.in_flight_bytes(),
+            in_flight_bytes=self.held_bytes(),
             failed_deliveries=w.failed_deliveries,
             pool_size=self.pool.size,
             batches_queued=len(self.dispatcher.ready),
@@ -250,26 +251,26 @@ class Ingest(ConsumerLoop):
             logger.info("ingest=%s has a serving worker again: rejoining", self.ingest_id)
             self.subscribe()
 
-    def _accept(self, polled: list[Polled]) -> None:
-        now = time.monotonic()
-        wall_ms = time.time() * 1000.0
-        full: list[Batch[Route, Pending]] = []
+    def held_bytes(self) -> int:
+        """What the byte budget counts: the values of the records in flight (each weighed by
+        the poll that tracked it, held until its offset is done: its writes acknowledged, or
+        its transaction committed, or its partition let go of) and the results the writer
+        holds for topics that fail (waiting for their topic, or parked)."""
+        return self.tracker.in_flight_bytes() + self.writer.held_bytes
+
+    def _accept(self, limit: int, timeout: float) -> None:
+        """Poll up to ``limit`` records (each tracked and weighed) and triage them."""
+        polled_bytes = self.counters.polled_bytes
+        polled: list[Polled] = self.poll(limit, timeout)
+        if not polled:
+            return
+        self.window.observe(len(polled), self.counters.polled_bytes - polled_bytes)
+        self.peak_in_flight_bytes = max(self.peak_in_flight_bytes, self.held_bytes())
         txn = self.txn
-        tracker = self.tracker
-        nbytes = 0
-        for msg, tp, offset in polled:
-            if txn is not None:
+        if txn is not None:
+            for _msg, tp, offset in polled:
                 txn.track(tp, offset)
-            # Held from here until the offset is done (its writes acknowledged, or its
-            # transaction committed) or its partition let go of: the byte budget.
-            size = len(msg.value() or b"")
-            tracker.weigh(tp, offset, size)
-            nbytes += size
-            full += self.triage.take(msg, tp, offset, now, wall_ms)
-        if polled:
-            self.window.observe(len(polled), nbytes)
-            self.peak_in_flight_bytes = max(self.peak_in_flight_bytes, tracker.in_flight_bytes())
-        self._enqueue(full)
+        self._enqueue(self.triage.take_all(polled, time.monotonic(), time.time() * 1000.0))
 
     def _enqueue(self, batches: list[Batch[Route, Pending]]) -> None:
         for batch in batches:
@@ -340,7 +341,7 @@ class Ingest(ConsumerLoop):
             raise
 
     def _apply_backpressure(self) -> None:
-        in_flight, held = self.tracker.in_flight(), self.tracker.in_flight_bytes()
+        in_flight, held = self.tracker.in_flight(), self.held_bytes()
         if not self.counters.paused and self.window.full(in_flight, held):
             self.pause(f"at {in_flight} records, {held} bytes in flight")
         elif self.counters.paused and self.window.should_resume(in_flight, held):
@@ -477,7 +478,10 @@ class Ingest(ConsumerLoop):
             "rss_bytes": psutil.Process().memory_info().rss,
             "assignment": self.assignment_names(),
             "in_flight": self.tracker.in_flight(),
-            "in_flight_bytes": self.tracker.in_flight_bytes(),
+            # The byte budget's use: record values in flight and, of those, the results held
+            # by the writer for failing topics.
+            "in_flight_bytes": self.held_bytes(),
+            "held_result_bytes": w.held_bytes,
             "peak_in_flight_bytes": self.peak_in_flight_bytes,
             "max_in_flight_bytes": self.window.max_bytes,
             "batches_in_flight": len(d.inflight),

@@ -17,12 +17,19 @@ Every write goes through the :class:`~rayml.delivery.result_writer.ResultWriter`
 :class:`~rayml.delivery.sink.ResultSink`), whose delivery reports mark the offset done; it
 answers on the tenant's result topic unless an authorised ``reply_to`` is given. Each check is
 a dict or set lookup: no I/O, no Ray call. Pure: no ``ray``, no ``confluent_kafka``.
+
+A poll's records are triaged together (:meth:`Triage.take_all`), and its error answers written
+once all are screened: the ``reply_to`` topics they name are asked about first, in one round
+(:meth:`~rayml.delivery.sink.ResultSink.check_reply_topics`), so a flood of bad requests naming
+fresh ``reply_to`` topics costs one metadata round per poll, not one per request. A poll without
+error answers naming a ``reply_to`` asks nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from collections.abc import Iterable
+from typing import NamedTuple, Protocol
 
 from rayml.config import TenantSettings
 from rayml.delivery.screening import screen
@@ -34,7 +41,7 @@ from rayml.kafka.partitions import TP
 from rayml.kafka.records import PolledRecord, timestamp_ms
 from rayml.models.versions import pinned_version
 from rayml.pipeline import Registry
-from rayml.protocol.envelopes import Rejected, Request, error_info_from
+from rayml.protocol.envelopes import ErrorInfo, Rejected, Request, error_info_from
 from rayml.tenancy.rules import Tenancy
 
 logger = logging.getLogger(__name__)
@@ -47,8 +54,19 @@ class NewestVersions(Protocol):
     def get(self, model: str) -> str | None: ...
 
 
+class _ErrorAnswer(NamedTuple):
+    """An error answer owed, written once the whole poll is screened."""
+
+    tp: TP
+    offset: int
+    request: Request
+    answer_to: Request | None  # None: on the tenant's result topic, whatever its reply_to
+    error: ErrorInfo
+    received_ms: float
+
+
 class Triage:
-    """Decodes, checks and routes polled records (one call per record, no I/O of its own).
+    """Decodes, checks and routes polled records (one call per poll, no I/O of its own).
 
     Args:
         writer: Where dead letters and error answers are written.
@@ -75,16 +93,43 @@ class Triage:
         self.max_request_bytes = max_request_bytes
         self.tenancy = tenancy
         self.refused = 0  # requests answered with a refusal (RefusedError), for status
+        self._errors: list[_ErrorAnswer] = []
 
-    def take(
-        self, msg: PolledRecord, tp: TP, offset: int, now: float, wall_ms: float
+    def take_all(
+        self,
+        polled: Iterable[tuple[PolledRecord, TP, int]],
+        now: float,
+        wall_ms: float,
     ) -> list[Batch[Route, Pending]]:
-        """Handle one record; return the micro-batches it filled (usually none)."""
-        raw = msg.value() or b""
-        request = screen(msg, tp, offset, raw, self.max_request_bytes, self)
-        if request is None:
-            return []
-        return self._route(msg, tp, offset, raw, request, now, wall_ms)
+        """Handle a poll's records (each with its partition and offset, in poll order); return
+        the micro-batches they filled. Their error answers are written before it returns."""
+        full: list[Batch[Route, Pending]] = []
+        limit = self.max_request_bytes
+        for msg, tp, offset in polled:
+            raw = msg.value() or b""
+            request = screen(msg, tp, offset, raw, limit, self)
+            if request is not None:
+                full += self._route(msg, tp, offset, raw, request, now, wall_ms)
+        if self._errors:
+            self._write_errors()
+        return full
+
+    def _write_errors(self) -> None:
+        """The poll's error answers, after one round of questions about their reply_to."""
+        errors, self._errors = self._errors, []
+        names = {e.answer_to.reply_to for e in errors if e.answer_to and e.answer_to.reply_to}
+        if names:
+            self.writer.check_reply_topics(names)
+        for e in errors:
+            self.writer.answer(
+                e.tp,
+                e.offset,
+                e.request.id,
+                e.request.pipeline,
+                e.answer_to,
+                error=e.error,
+                received_ms=e.received_ms,
+            )
 
     # What screen() cannot turn into a request (a RejectSink). Its answer goes to the tenant's
     # result topic: a bad envelope's reply_to is not trusted.
@@ -140,14 +185,8 @@ class Triage:
             version = pinned_version(request) or self.versions.get(spec.model)
         except RecordError as exc:
             self._refused(tenant, tp, offset, request, exc)
-            self.writer.answer(
-                tp,
-                offset,
-                request.id,
-                request.pipeline,
-                answer_to,
-                error=error_info_from(exc),
-                received_ms=received_ms,
+            self._errors.append(
+                _ErrorAnswer(tp, offset, request, answer_to, error_info_from(exc), received_ms)
             )
             return []
         pending = Pending(tp, offset, raw, request, spec, received_ms)

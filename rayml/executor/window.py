@@ -1,10 +1,12 @@
 """The ingest's in-flight window: how many records it may poll now, and when it pauses. Pure.
 
 Two budgets hold what the ingest keeps between a record's poll and its done offset: a count
-(``executor.max_in_flight``) and bytes, the records' value lengths
-(``executor.max_in_flight_bytes``). Over either, the ingest pauses its partitions; it resumes
-once both have fallen to half (:class:`~rayml.executor.batching.Backpressure`'s hysteresis, one
-per budget).
+(``executor.max_in_flight``) and bytes (``executor.max_in_flight_bytes``): the records' value
+lengths, plus the results the writer holds for topics whose writes fail (waiting for their
+topic, or parked while the broker is asked; :attr:`~rayml.delivery.result_writer.ResultWriter.
+held_bytes`), which stay in memory as long as the topic fails. Over either, the ingest pauses its
+partitions; it resumes once both have fallen to half
+(:class:`~rayml.executor.batching.Backpressure`'s hysteresis, one per budget).
 
 A record's size is known only once it is polled, so each poll asks for as many records as the
 byte room holds at the size the window expects: a running average of the records seen (until
@@ -98,7 +100,7 @@ class InFlightWindow:
 
         Args:
             in_flight: Records held (polled and not done).
-            held_bytes: What they weigh.
+            held_bytes: What they weigh, with the results held for failing topics.
             most: The most one poll may take (``executor.poll_max_messages``).
         """
         room = self.max_records - in_flight

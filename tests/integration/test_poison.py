@@ -400,3 +400,80 @@ def _count_records(settings: Settings, topic: str) -> int:
         return total
     finally:
         probe.close()
+
+
+def _starved_topic(settings: Settings) -> str:
+    """A topic that exists but fails every write, as one whose partition is offline or short
+    of in-sync replicas does (which one local broker cannot be: it takes ``acks=all`` writes
+    whatever ``min.insync.replicas`` says). ``message.timestamp.before.max.ms=0`` refuses every
+    record older than the broker's clock (``INVALID_TIMESTAMP``), i.e. each one: librdkafka
+    sends a record ``linger.ms`` (2 ms) after its timestamp at the earliest. Like a timeout,
+    that error does not blame the topic, and the broker's metadata says it exists."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    name = f"{settings.topics.output}.starved"
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    [future] = admin.create_topics(
+        [NewTopic(name, 1, 1, config={"message.timestamp.before.max.ms": "0"})]
+    ).values()
+    future.result(30)
+    return name
+
+
+def test_reply_topics_that_exist_but_fail_every_write_are_given_up_for_the_result_topic(
+    settings: Settings, ray_runtime: str
+) -> None:
+    """``reply_to`` names a topic that exists but fails every write: it is given up on after
+    3 failed probes, and its results are answered once on the result topic instead of holding
+    their partitions' commits for ever; every other request is answered ``ok`` once, and every
+    partition is committed to its end. At-least-once only: exactly-once's bound (3 aborted
+    transactions) is a unit test's, since after this topic's INVALID_TIMESTAMP the second
+    ``abort_transaction`` times out, which rayml's transactions take as fatal (the ingest
+    restarts), before a third abort could count."""
+    settings = slow_pipeline_settings(settings, max_batch_size=BATCH, max_in_flight=5_000)
+    starved = _starved_topic(settings)
+    executor = Executor(settings)
+    executor.start()
+    collector = ResultCollector(settings)
+    started = time.monotonic()
+    try:
+        rows = breast_cancer_rows(INNOCENT)
+        ids = [f"r-{i}-{uuid.uuid4().hex[:6]}" for i in range(INNOCENT)]
+        requests = [
+            predict_request(rid, row.tolist(), pipeline="testing.slow")
+            for rid, row in zip(ids, rows, strict=True)
+        ]
+        bad_ids = [f"starved-{i}-{uuid.uuid4().hex[:6]}" for i in range(20)]
+        step = INNOCENT // len(bad_ids)
+        for i, rid in enumerate(bad_ids):
+            bad = predict_request(rid, [1.0] * 30, pipeline="testing.slow", reply_to=starved)
+            requests.insert(i * (step + 1), bad)
+        send_requests(settings, requests)
+        results = collector.wait_for([*ids, *bad_ids], timeout_s=240)
+        took = time.monotonic() - started
+        collector.poll_until_quiet(1.0)
+        committed = _committed_to_end(settings)
+        status = executor.status()
+    finally:
+        executor.drain(15)
+        collector.close()
+    ok = sum(len(results[i]) == 1 and results[i][0].status == "ok" for i in ids)
+    answers = {r[0].status for r in (results[i] for i in bad_ids)}
+    _table_row(
+        "a reply topic that exists and fails every write, at-least-once",
+        len(requests),
+        ok,
+        INNOCENT,
+        "/".join(sorted(answers)) + " on the result topic",
+        took,
+        committed,
+    )
+    failed = sum(s["failed_deliveries"] for s in status)
+    print(f"failed deliveries: {failed}")
+    assert ok == INNOCENT
+    # At most each bad request's first write, then 3 probes: not one try per waiting result.
+    assert failed <= len(bad_ids) + 3
+    assert all(len(results[i]) == 1 for i in bad_ids), "each answered once"
+    assert answers == {"ok"}
+    assert all(s["failing_topics"] == [] for s in status), "nothing left waiting for it"
+    assert committed

@@ -105,12 +105,18 @@ def tps(*partitions: int) -> list[Any]:
 
 def test_poll_tracks_records_and_drops_error_events() -> None:
     eof = SimpleNamespace(code=lambda: -191)  # KafkaError._PARTITION_EOF
-    consumer = RecordingConsumer([Record(0, 5), Record(0, 6, error=eof), Record(1, 7)])
+    consumer = RecordingConsumer(
+        [Record(0, 5, value=b"abc"), Record(0, 6, error=eof), Record(1, 7, value=None)]
+    )
     member = Member(consumer)
     got = member.poll(10, 0.0)
     assert [(tp, offset) for _msg, tp, offset in got] == [(("in", 0), 5), (("in", 1), 7)]
     assert member.tracker.in_flight() == 2
     assert member.counters.polled == 2
+    # Each tracked record weighs its value's length (a tombstone nothing) until it is done.
+    assert member.tracker.in_flight_bytes() == member.counters.polled_bytes == 3
+    member.tracker.done(("in", 0), 5)
+    assert member.tracker.in_flight_bytes() == 0
 
 
 def test_a_record_read_while_paused_is_kept_and_pauses_its_partition() -> None:

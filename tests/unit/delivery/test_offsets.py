@@ -197,11 +197,10 @@ def test_partition_offsets_alone() -> None:
 
 
 def test_weights_are_held_until_done_and_released_once() -> None:
-    t = tracker(0, 1, 2)
-    t.weigh(TP, 0, 100)
-    t.weigh(TP, 1, 1_000)
-    t.weigh(TP, 1, 24)  # weighed in parts: they add up
-    t.weigh(TP, 2, 0)
+    t = OffsetTracker()
+    t.track(TP, 0, 100)
+    t.track(TP, 1, 1_024)
+    t.track(TP, 2)  # weighs nothing
     assert t.in_flight_bytes() == 1_124
     t.done(TP, 1)  # out of order: its bytes are released although the watermark waits
     assert t.in_flight_bytes() == 100
@@ -209,26 +208,24 @@ def test_weights_are_held_until_done_and_released_once() -> None:
     assert t.in_flight_bytes() == 100, "a repeated done releases nothing twice"
     t.done(TP, 0)
     assert t.in_flight_bytes() == 0
+    t.done(TP, 2)
+    assert (t.in_flight(), t.in_flight_bytes()) == (0, 0)
 
 
-def test_weighing_an_offset_not_tracked_or_done_raises() -> None:
-    t = tracker(0, 1)
-    t.done(TP, 0)
-    with pytest.raises(KeyError):
-        t.weigh(TP, 0, 10)  # done already: nothing holds it
-    with pytest.raises(KeyError):
-        t.weigh(TP, 5, 10)
-    with pytest.raises(KeyError):
-        t.weigh(TP1, 1, 10)
-    assert t.in_flight_bytes() == 0
+def test_a_negative_size_is_refused_and_changes_nothing() -> None:
+    t = tracker(0)
+    with pytest.raises(ValueError, match="negative"):
+        t.track(TP, 1, -10)
+    assert (t.in_flight(), t.in_flight_bytes()) == (1, 0)
+    t.track(TP, 1, 10)  # the refused offset may still be tracked
+    assert (t.in_flight(), t.in_flight_bytes()) == (2, 10)
 
 
 def test_revoke_and_reset_release_the_partitions_weights() -> None:
-    t = tracker(0, 1)
-    t.track(TP1, 7)
-    t.weigh(TP, 0, 10)
-    t.weigh(TP, 1, 20)
-    t.weigh(TP1, 7, 300)
+    t = OffsetTracker()
+    t.track(TP, 0, 10)
+    t.track(TP, 1, 20)
+    t.track(TP1, 7, 300)
     t.done(TP, 0)
     t.revoke([TP])
     assert t.in_flight_bytes() == 300
@@ -320,8 +317,7 @@ class TrackerMachine(RuleBasedStateMachine):
     )
     def track(self, tp: TopicPartition, gap: int, size: int) -> None:
         offset = self.next_offset[tp] + gap
-        self.t.track(tp, offset)
-        self.t.weigh(tp, offset, size)
+        self.t.track(tp, offset, size)
         self.weights[(tp, offset)] = size
         self.tracked[tp].append(offset)
         self.unfinished[tp].add(offset)

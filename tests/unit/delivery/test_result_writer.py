@@ -612,3 +612,318 @@ def test_an_error_result_carries_no_address_pid_path_or_traceback_and_the_log_ha
     assert w.errors_scrubbed == 1
     assert "r-1" in caplog.text
     assert "10.1.2.3" in caplog.text, "the operator's log keeps it"
+
+
+# --- every outcome of a failing topic's probe ends it (no wait for probe_lost_s) --------------
+
+
+class ScriptedBroker(FakeProducer):
+    """Each write's fate is ``fate(topic, value)``: None (acknowledged on ``ack()``), an error
+    code (its delivery fails on ``ack()``), or ``("raise", code)``: refused by ``produce()``
+    itself. Metadata: the topics in ``existing`` exist."""
+
+    def __init__(self, fate: Any, existing: set[str] | None = None) -> None:
+        super().__init__()
+        self.fate = fate
+        self.existing = existing or set()
+        self.questions = 0
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        self.questions += 1
+        return SimpleNamespace(
+            topics={topic: SimpleNamespace(error=None)} if topic in self.existing else {}
+        )
+
+    def produce(
+        self, topic: str, *, value: bytes, key: bytes | None, headers: Any, on_delivery: Any = None
+    ) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        fate = self.fate(topic, value)
+        if isinstance(fate, tuple):
+            raise KafkaException(KafkaError(fate[1]))
+        self.sent.append({"topic": topic, "value": value, "key": key, "headers": headers})
+        if fate is None:
+            self._callbacks.append(on_delivery)
+        else:
+            self._callbacks.append(lambda _err, msg, code=fate: on_delivery(KafkaError(code), msg))
+
+
+def _ok(w: ResultWriter, offset: int, *, reply_to: str | None = None, size: int = 1, p: int = 0):
+    request = Request(id=f"r-{offset}", pipeline="p", params={}, reply_to=reply_to)
+    output = {"x": "y" * size}
+    w.answer_ok(("in", p), offset, request, output, model=None, timings={}, attempts=1)
+
+
+def _until_probe(w: ResultWriter, producer: FakeProducer, clock: Clock) -> dict[str, Any]:
+    """Move the clock until the next probe goes; return it."""
+    sent = len(producer.sent)
+    for _ in range(10_000):
+        clock.now += 0.01
+        w.settle()
+        if len(producer.sent) > sent:
+            [probe] = producer.sent[sent:]
+            return probe
+    raise AssertionError("no probe")
+
+
+def test_a_probe_refused_as_too_large_by_the_broker_ends_the_failure_and_is_shrunk() -> None:
+    from confluent_kafka import KafkaError
+
+    down = {"out"}
+
+    def fate(topic: str, value: bytes) -> Any:
+        if topic in down:
+            return KafkaError.TOPIC_AUTHORIZATION_FAILED
+        return KafkaError.MSG_SIZE_TOO_LARGE if len(value) > 300 else None
+
+    producer, clock = ScriptedBroker(fate), Clock()
+    w, done = writer_on(producer, clock=clock)
+    _ok(w, 0, size=1_000)
+    _ok(w, 1)
+    _ok(w, 2)
+    producer.ack()  # all three fail: "out" is failing, they wait
+    assert w.retries_waiting == 3
+    down.clear()
+    probe = _until_probe(w, producer, clock)
+    assert probe["key"] == b"r-0"
+    producer.ack()  # the broker refuses the probe as too large: so the topic answers
+    assert w.failing_topics == ()
+    assert w.retries_waiting == 0
+    assert [s["key"] for s in producer.sent[4:]] == [b"r-1", b"r-2", b"r-0"]
+    shrunk = decode_result(producer.sent[-1]["value"])
+    assert shrunk.error is not None
+    assert shrunk.error.type == "result_too_large"
+    producer.ack()
+    assert sorted(offset for _, offset in done) == [0, 1, 2]
+
+
+def test_a_probe_refused_as_too_large_by_the_producer_lets_the_next_write_probe_at_once() -> None:
+    from confluent_kafka import KafkaError
+
+    down = {"out"}
+
+    def fate(topic: str, value: bytes) -> Any:
+        if len(value) > 300:
+            return ("raise", KafkaError.MSG_SIZE_TOO_LARGE)  # past message.max.bytes
+        return KafkaError.TOPIC_AUTHORIZATION_FAILED if topic in down else None
+
+    producer, clock = ScriptedBroker(fate), Clock()
+    w, done = writer_on(producer, clock=clock)
+    _ok(w, 0, p=1)
+    producer.ack()  # "out" fails
+    _ok(w, 1, size=1_000)  # held: the topic is failing
+    _ok(w, 2)
+    assert w.forget({("in", 1)}) == 1  # r-0's partition let go of: the large r-1 probes next
+    clock.now += 0.1
+    w.settle()  # r-1 probes; produce() refuses it: says nothing of the topic
+    assert w.retries_waiting == 2, "r-2, and r-1 shrunk, waiting behind it"
+    down.clear()
+    probe = _until_probe(w, producer, clock)
+    assert probe["key"] == b"r-2", "the next write probes at once, not after probe_lost_s"
+    assert clock.now - 1000.0 < 0.2
+    producer.ack()  # r-2 delivered: the topic works, the shrunk r-1 that waited follows
+    producer.ack()
+    assert [s["key"] for s in producer.sent[-2:]] == [b"r-2", b"r-1"]
+    assert decode_result(producer.sent[-1]["value"]).error.type == "result_too_large"  # type: ignore[union-attr]
+    assert sorted(offset for _, offset in done) == [1, 2]
+    assert w.failing_topics == ()
+
+
+def _failing_reply_topic(
+    n: int,
+) -> tuple[ResultWriter, ScriptedBroker, Clock, list[Any], dict[str, Any]]:
+    """``n`` results for "replies", which exists, all timed out: it is failing."""
+    from confluent_kafka import KafkaError
+
+    state: dict[str, Any] = {"replies": KafkaError._MSG_TIMED_OUT}
+    producer = ScriptedBroker(lambda topic, value: state.get(topic), existing={"replies", "out"})
+    clock = Clock()
+    w, done = writer_on(producer, clock=clock)
+    for offset in range(n):
+        _ok(w, offset, reply_to="replies")
+    if n:
+        producer.ack()
+        assert w.parked == n
+        assert w.settle(wait_s=5.0) == n  # the topic exists: the broker was to blame
+        assert [t["topic"] for t in w.failing_topics] == ["replies"]
+    return w, producer, clock, done, state
+
+
+def test_a_reply_to_probe_that_times_out_again_backs_off_without_being_parked() -> None:
+    w, producer, clock, _done, _state = _failing_reply_topic(3)
+    assert producer.questions == 1
+    probe = _until_probe(w, producer, clock)
+    assert probe["key"] == b"r-0"
+    producer.ack()  # the probe times out again
+    assert w.parked == 0, "not parked again: it goes back to its failing topic as the probe"
+    assert w.retries_waiting == 3
+    failed_at = clock.now
+    second = _until_probe(w, producer, clock)
+    assert second["key"] == b"r-0", "the same write probes again, still the oldest"
+    # Equal jitter: the delay after the first failed probe is 0.1-0.2 s, after the second
+    # 0.05-0.1 s would be the first step again; a doubled step shows the same probe failed.
+    assert 0.1 <= clock.now - failed_at <= 0.21
+    assert producer.questions == 1, "no new question: the broker said the topic exists"
+
+
+def test_a_reply_to_probe_refused_as_missing_moves_every_waiting_result_to_the_result_topic() -> (
+    None
+):
+    from confluent_kafka import KafkaError
+
+    w, producer, clock, done, state = _failing_reply_topic(5)
+    state["replies"] = KafkaError.UNKNOWN_TOPIC_OR_PART  # deleted meanwhile
+    probe = _until_probe(w, producer, clock)
+    sent = len(producer.sent)
+    producer.ack()  # the probe's topic error decides for all five
+    moved = producer.sent[sent:]
+    assert [m["topic"] for m in moved] == ["out"] * 5
+    assert sorted(m["key"] for m in moved) == [f"r-{i}".encode() for i in range(5)]
+    assert probe["key"] in {m["key"] for m in moved}
+    assert (w.failing_topics, w.retries_waiting, w.held_bytes) == ((), 0, 0)
+    _ok(w, 5, reply_to="replies")
+    assert producer.sent[-1]["topic"] == "out", "learnt: the next result goes there at once"
+    producer.ack()
+    assert sorted(offset for _, offset in done) == list(range(6))
+
+
+def test_a_reply_to_that_keeps_timing_out_is_given_up_after_three_failed_probes() -> None:
+    """An offline partition or too few in-sync replicas: the reply topic exists and every
+    write times out. Its results must not hold their partitions' commits for ever."""
+    w, producer, clock, done, _state = _failing_reply_topic(10)
+    for attempt in range(3):
+        probe = _until_probe(w, producer, clock)
+        assert (probe["topic"], probe["key"]) == ("replies", b"r-0")
+        producer.ack()  # times out
+        if attempt < 2:
+            assert w.retries_waiting == 10
+    sent = len(producer.sent)
+    w.settle()  # three failed probes: given up
+    assert [m["topic"] for m in producer.sent[sent:]] == ["out"] * 10
+    assert (w.failing_topics, w.retries_waiting) == ((), 0)
+    assert len([s for s in producer.sent if s["topic"] == "replies"]) == 10 + 3
+    _ok(w, 10, reply_to="replies")
+    assert producer.sent[-1]["topic"] == "out"
+    producer.ack()
+    assert sorted(offset for _, offset in done) == list(range(11))
+
+
+def test_a_reply_to_whose_probe_never_reports_is_given_up_after_a_minute() -> None:
+    w, producer, clock, done, state = _failing_reply_topic(4)
+    state["replies"] = None
+    probe = _until_probe(w, producer, clock)  # out, and its report does not come back yet
+    waiting_since = clock.now
+    hung = producer._callbacks[:]
+    producer._callbacks.clear()
+    sent = len(producer.sent)
+    while clock.now - waiting_since < 60.0:
+        w.settle()
+        assert len(producer.sent) == sent
+        clock.now += 1.0
+    w.settle()
+    assert [m["key"] for m in producer.sent[sent:]] == [b"r-1", b"r-2", b"r-3"]
+    assert {m["topic"] for m in producer.sent[sent:]} == {"out"}
+    from confluent_kafka import KafkaError
+
+    hung[0](KafkaError(KafkaError._MSG_TIMED_OUT), None)  # the probe's report, late
+    assert producer.sent[-1]["topic"] == "out"
+    assert producer.sent[-1]["key"] == probe["key"]
+    producer.ack()
+    assert sorted(offset for _, offset in done) == list(range(4))
+
+
+def test_the_result_topic_keeps_waiting_however_many_probes_fail() -> None:
+    from confluent_kafka import KafkaError
+
+    producer = ScriptedBroker(lambda topic, value: KafkaError._MSG_TIMED_OUT)
+    clock = Clock()
+    w, done = writer_on(producer, clock=clock)
+    for offset in range(3):
+        _ok(w, offset)
+    producer.ack()
+    for _ in range(6):
+        _until_probe(w, producer, clock)
+        producer.ack()
+    clock.now += 120.0
+    w.settle()
+    assert [t["topic"] for t in w.failing_topics] == ["out"], "nothing else can take them"
+    assert w.retries_waiting == 3
+    assert done == []
+
+
+# --- what the writer holds counts in the byte budget ---------------------------------------
+
+
+def test_held_bytes_count_the_parked_and_waiting_results_until_they_leave() -> None:
+    w, producer, clock, done, state = _failing_reply_topic(0)  # "replies" times out
+    for offset in range(3):
+        _ok(w, offset, reply_to="replies", size=1_000, p=offset % 2)
+    sizes = [len(s["value"]) for s in producer.sent]
+    assert w.held_bytes == 0, "in the producer's queue: not the writer's"
+    producer.ack()  # time out: parked
+    assert w.parked == 3
+    assert w.held_bytes == sum(sizes)
+    assert w.forget({("in", 1)}) == 1
+    assert w.held_bytes == sizes[0] + sizes[2]
+    w.settle(wait_s=5.0)  # the topic exists: they wait for it
+    assert w.retries_waiting == 2
+    assert w.held_bytes == sizes[0] + sizes[2]
+    state["replies"] = None
+    _until_probe(w, producer, clock)
+    assert w.held_bytes == sizes[0] + sizes[2], "a probe out is held until its report"
+    producer.ack()
+    assert w.held_bytes == 0
+    producer.ack()
+    assert sorted(offset for _, offset in done) == [0, 2]
+
+
+# --- failed-delivery labels: rayml's own topics always by name ---------------------------------
+
+
+def test_a_flood_of_reply_to_labels_never_hides_the_own_topics_failures() -> None:
+    from confluent_kafka import KafkaError
+
+    w, _ = writer_on(FakeProducer(), clock=Clock())
+    err = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    for n in range(150):
+        w._count_failure(f"reply-{n}", err)
+    for topic in ("out", "b.out", "dlq"):
+        w._count_failure(topic, err)
+        w._count_failure(topic, KafkaError(KafkaError._MSG_TIMED_OUT))
+    counts = w.failed_deliveries
+    for topic in ("out", "b.out", "dlq"):
+        assert counts[(topic, "TOPIC_AUTHORIZATION_FAILED")] == 1
+        assert counts[(topic, "_MSG_TIMED_OUT")] == 1
+    others = [k for k in counts if k[0] not in {"out", "b.out", "dlq", "_other"}]
+    assert len(others) == 100
+    assert counts[("_other", "TOPIC_AUTHORIZATION_FAILED")] == 50
+    assert w.failed_total == 156
+
+
+def test_exactly_once_gives_up_on_a_reply_to_whose_writes_time_out_in_three_transactions() -> None:
+    """No abort loop: each aborted transaction's redo would time out the same way."""
+    from confluent_kafka import KafkaError
+
+    staged: list[Any] = []
+    producer = ScriptedBroker(lambda topic, value: None, existing={"replies", "out"})
+    w = ResultWriter(
+        producer,  # type: ignore[arg-type]
+        tenants=TENANTS,
+        dlq_topic="dlq",
+        on_done=lambda tp, offset: None,
+        owner="test",
+        stage=lambda tp, offset, records: staged.append(records),
+        reply_topics=ReplyTopics(lambda names: dict.fromkeys(names)),
+        clock=Clock(),
+    )
+    timeout = KafkaError(KafkaError._MSG_TIMED_OUT)
+    for turn in range(3):
+        _ok(w, turn, reply_to="replies")
+        assert staged[-1][0].topic == "replies"
+        for key in (b"a", b"b"):  # two of the transaction's writes timed out: one turn
+            w.note_failed_delivery("replies", key, timeout)
+        w.settle(wait_s=5.0)  # the broker says the topic exists
+    _ok(w, 3, reply_to="replies")
+    assert staged[-1][0].topic == "out"
+    w.close()

@@ -153,3 +153,94 @@ def test_the_status_of_a_flood_of_failing_topics_is_bounded_and_rebuilt_at_most_
     clock.now += 1.0
     t.due()
     assert len(t.status) == STATUS_TOPICS
+
+
+def test_a_probe_refused_without_a_word_about_the_topic_is_released_and_the_next_probes_now() -> (
+    None
+):
+    clock = Clock()
+    t = topics(clock)
+    t.failed("out", "e", "w1")
+    t.hold("out", "w2")
+    clock.now += 0.1
+    assert t.due() == [("out", "w1")]
+    t.release("out", "not the probe")  # only the probe is released
+    assert t.due() == []
+    t.release("out", "w1")
+    assert t.due() == [("out", "w2")], "at once, no longer delay, no wait for probe_lost_s"
+    assert t.waiting == 1
+    t.failed("out", "e", "w2")
+    clock.now += 0.15
+    assert t.due() == [], "a released probe is no failed probe: the delay is still the first"
+    clock.now += 0.05
+    assert t.due() == [("out", "w2")]
+
+
+def test_giving_up_on_a_topic_hands_back_its_waiting_writes_in_order_without_the_probe() -> None:
+    clock = Clock()
+    t = topics(clock)
+    for write in ("w1", "w2", "w3"):
+        t.failed("replies", "e", write)
+    clock.now += 0.1
+    assert t.due() == [("replies", "w1")]
+    assert t.give_up("replies") == ["w2", "w3"], "w1 is out: its report comes to the caller"
+    assert "replies" not in t
+    assert (t.waiting, t.held_bytes) == (0, 0)
+    assert t.give_up("replies") == []
+    assert t.delivered("replies") == [], "the probe's late report finds nothing to end"
+
+
+def test_exhausted_names_the_topics_past_either_bound_among_those_asked_about() -> None:
+    clock = Clock()
+    t = topics(clock)
+    t.failed("replies", "e", "r1")
+    t.failed("out", "e", "o1")
+    for _ in range(2):  # two failed probes each
+        while not (due := t.due()):
+            clock.now += 0.05
+        for topic, probe in due:
+            t.failed(topic, "e", probe)
+    assert t.exhausted(3, 60.0, lambda topic: True) == []
+    while not (due := t.due()):
+        clock.now += 0.05
+    for topic, probe in due:
+        t.failed(topic, "e", probe)  # the third failed probe
+    assert t.exhausted(3, 60.0, lambda topic: topic != "out") == ["replies"]
+    assert sorted(t.exhausted(3, 60.0, lambda topic: True)) == ["out", "replies"]
+    fresh = topics(clock)
+    fresh.failed("replies", "e", "r1")
+    clock.now += 59.9
+    assert fresh.exhausted(3, 60.0, lambda topic: True) == []
+    clock.now += 0.1
+    assert fresh.exhausted(3, 60.0, lambda topic: True) == ["replies"], "60 s without 3 probes"
+
+
+def test_held_bytes_follow_the_writes_held_through_every_path() -> None:
+    clock = Clock()
+    t = FailingTopics[str](
+        "ingest=t", 0.1, 30.0, 30.0, clock=clock, wall=lambda: 0.0, rng=lambda: 1.0, size_of=len
+    )
+    t.failed("out", "e", "p0:aaaa")  # each write weighs its length: 7 bytes
+    t.hold("out", "p1:bbbbbbbb")
+    t.failed("dlq", "e", "p0:c")
+    assert t.held_bytes == 7 + 11 + 4
+    clock.now += 0.1
+    probes = dict(t.due())
+    probe, dlq_probe = probes["out"], probes["dlq"]
+    assert t.held_bytes == 22, "a probe out is still held until its report"
+    t.failed("out", "e", probe)  # the probe failed: back in the queue, counted once
+    assert t.held_bytes == 22
+    assert t.forget(lambda w: w.startswith("p1")) == 1
+    assert t.held_bytes == 11
+    t.release("dlq", dlq_probe)  # the writer has it again
+    assert t.held_bytes == 7
+    clock.now += t.probe_lost_s + 1
+    [(_, probe)] = t.due()  # out's probe again (dlq has nothing left)
+    clock.now += t.probe_lost_s + 1
+    assert t.due() == [], "out's lost probe let go: nothing waits"
+    assert t.held_bytes == 0
+    t.failed("out", "e", "p2:dd")
+    assert t.delivered("out") == ["p2:dd"]
+    t.failed("replies", "e", "p3:eee")
+    t.give_up("replies")
+    assert t.held_bytes == 0

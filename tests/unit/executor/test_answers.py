@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from rayml.errors import BatchTimeoutError
-from rayml.executor.answers import answer_exhausted, failure_for_caller
+from rayml.executor.answers import answer_exhausted, answer_expired, failure_for_caller
 from rayml.executor.work import Pending
 from rayml.pipeline import Registry
 from rayml.protocol.envelopes import Request
@@ -32,12 +32,17 @@ RAY_WORDS = (
 class Sink:
     def __init__(self) -> None:
         self.answers: list[dict[str, Any]] = []
+        self.calls: list[Any] = []  # ("check", names) and "answer", in order
 
     def answer(self, tp: Any, offset: int, request_id: str, pipeline: str, request: Any, **kw: Any):
+        self.calls.append("answer")
         self.answers.append({"id": request_id, **kw})
 
+    def check_reply_topics(self, topics: Any) -> None:
+        self.calls.append(("check", set(topics)))
 
-def pending(n: int) -> list[Pending]:
+
+def pending(n: int, reply_to: str | None = None) -> list[Pending]:
     registry = Registry()
     registry.discover(["tests.support.training_pipelines"], entry_points=False)
     spec = registry.get("testing.predict_fast")
@@ -46,7 +51,7 @@ def pending(n: int) -> list[Pending]:
             ("in", 0),
             i,
             b"raw",
-            Request(id=f"r-{i}", pipeline=spec.name),
+            Request(id=f"r-{i}", pipeline=spec.name, reply_to=reply_to and f"{reply_to}{i % 3}"),
             spec,
             0.0,
             attempts=3,
@@ -80,3 +85,17 @@ def test_what_the_caller_is_told_of_each_kind_of_failure() -> None:
     assert failure_for_caller(RayActorError("x"))[0] == "worker_died"
     assert failure_for_caller(BatchTimeoutError("w-1", 2.0, 3))[0] == "batch_timeout"
     assert failure_for_caller(RuntimeError("store away"))[0] == "worker_error"
+
+
+@pytest.mark.parametrize("answer", ["exhausted", "expired"])
+def test_the_reply_to_topics_of_a_group_of_answers_are_asked_about_once_first(answer: str) -> None:
+    sink = Sink()
+    items = pending(6, reply_to="replies-")
+    if answer == "exhausted":
+        answer_exhausted(sink, items, RuntimeError("store away"))  # type: ignore[arg-type]
+    else:
+        answer_expired(sink, items)  # type: ignore[arg-type]
+    assert sink.calls == [("check", {"replies-0", "replies-1", "replies-2"})] + ["answer"] * 6
+    plain = Sink()
+    answer_expired(plain, pending(2))  # type: ignore[arg-type]
+    assert plain.calls == ["answer", "answer"], "no reply_to: nothing asked"

@@ -72,9 +72,12 @@ class Sink:
     def __init__(self) -> None:
         self.answers: list[dict[str, Any]] = []
         self.dead: list[str] = []
+        self.calls: list[str] = []  # "check" and "answer", in order
+        self.checked: list[set[str]] = []
 
     def answer(self, tp: Any, offset: int, request_id: str, pipeline: str, request: Any, **kw: Any):
         error = kw.get("error")
+        self.calls.append("answer")
         self.answers.append(
             {
                 "id": request_id,
@@ -88,7 +91,9 @@ class Sink:
     def dead_letter(self, msg: Any, error_type: str, message: str) -> None:
         self.dead.append(error_type)
 
-    def check_reply_topics(self, topics: Any) -> None: ...
+    def check_reply_topics(self, topics: Any) -> None:
+        self.calls.append("check")
+        self.checked.append(set(topics))
 
     def answer_ok(self, *args: Any, **kw: Any) -> None: ...
 
@@ -109,7 +114,7 @@ def triage(settings: Settings) -> tuple[Triage, Sink, MicroBatcher[Route, Pendin
 
 def take(t: Triage, topic: str, **request: Any) -> None:
     msg = Polled(topic, {"id": "r-1", "pipeline": "testing.predict_fast", **request})
-    t.take(msg, (topic, 0), 0, 0.0, 1_000.0)  # type: ignore[arg-type]
+    t.take_all([(msg, (topic, 0), 0)], 0.0, 1_000.0)  # type: ignore[list-item]
 
 
 def test_an_allowed_request_joins_a_batch_and_nothing_is_answered_yet() -> None:
@@ -240,3 +245,54 @@ def test_a_bad_envelope_is_answered_on_the_result_topic_whatever_its_reply_to() 
     take(t, "a.in", reply_to="b.replies.x", surprise=1)
     [answer] = sink.answers
     assert (answer["reply_to"], answer["type"]) == (None, "invalid_request")
+
+
+def test_a_polls_error_answers_ask_about_their_reply_to_topics_once_before_writing() -> None:
+    """A flood of bad requests naming fresh reply_to topics: one round of questions per poll,
+    not one synchronous broker round trip per request."""
+    t, sink, batcher = triage(load_settings(tenants=TEAMS))
+    poll = [
+        (
+            Polled(
+                "a.in",
+                {"id": f"r-{i}", "pipeline": "testing.nope", "reply_to": f"a.replies.{i}"},
+                offset=i,
+            ),
+            ("a.in", 0),
+            i,
+        )
+        for i in range(50)
+    ]
+    poll.append(
+        (Polled("a.in", {"id": "r-ok", "pipeline": "testing.predict_fast"}, 50), ("a.in", 0), 50)
+    )
+    t.take_all(poll, 0.0, 1_000.0)  # type: ignore[arg-type]
+    assert sink.calls == ["check"] + ["answer"] * 50
+    assert sink.checked == [{f"a.replies.{i}" for i in range(50)}]
+    assert [a["reply_to"] for a in sink.answers] == [f"a.replies.{i}" for i in range(50)]
+    assert {a["type"] for a in sink.answers} == {"unknown_pipeline"}
+    assert len(batcher) == 1
+
+
+def test_a_poll_whose_answers_name_no_usable_reply_to_asks_nothing() -> None:
+    t, sink, batcher = triage(load_settings(tenants=TEAMS))
+    poll = [
+        (Polled("a.in", {"id": "r-1", "pipeline": "testing.nope"}), ("a.in", 0), 0),
+        # refused: answered on the result topic, its reply_to never asked about
+        (
+            Polled("a.in", {"id": "r-2", "pipeline": "testing.nope", "reply_to": "b.out"}),
+            ("a.in", 0),
+            1,
+        ),
+        (
+            Polled(
+                "a.in", {"id": "r-3", "pipeline": "testing.predict_fast", "reply_to": "a.replies.x"}
+            ),
+            ("a.in", 0),
+            2,
+        ),
+    ]
+    t.take_all(poll, 0.0, 1_000.0)  # type: ignore[arg-type]
+    assert sink.calls == ["answer", "answer"], "the batched request's reply_to is asked later"
+    assert [a["type"] for a in sink.answers] == ["unknown_pipeline", "reply_to_refused"]
+    assert len(batcher) == 1
