@@ -43,7 +43,7 @@ def test_quickstart_notebook_runs_and_renders_its_plots(
 ) -> None:
     settings = running
     monkeypatch.setenv("RAYML_KAFKA__BOOTSTRAP_SERVERS", settings.kafka.bootstrap_servers)
-    for role in ("input", "output", "registry", "models", "events"):
+    for role in ("input", "output", "jobs", "registry", "models", "events"):
         monkeypatch.setenv(f"RAYML_TOPICS__{role.upper()}", getattr(settings.topics, role))
 
     # The kernel imports this checkout's rayml, whatever is installed (as Ray workers do).

@@ -622,10 +622,14 @@ def _read_results_as(
         deadline = time.monotonic() + timeout_s
         while not ids <= got.keys() and time.monotonic() < deadline:
             for msg in consumer.consume(100, timeout=0.5):
-                if msg.error() is None:
+                if msg.error() is not None:
+                    continue
+                try:  # other tests of this module write plain markers to result topics
                     result = json.loads(msg.value())
-                    if result.get("id") in ids:
-                        got[result["id"]] = result
+                except ValueError:
+                    continue
+                if isinstance(result, dict) and result.get("id") in ids:
+                    got[result["id"]] = result
     finally:
         consumer.close()
     assert ids <= got.keys(), f"no result for {ids - got.keys()} on {topic}"
