@@ -490,10 +490,11 @@ class ResultWriter:
             self._missing_logged = now
             logger.warning(
                 "ingest=%s %d reply_to topics named by requests do not exist or cannot be "
-                "written (e.g. %s); their results go to their tenant's result topic",
+                "written (e.g. %s: %s); their results go to their tenant's result topic",
                 self._owner,
                 missing,
                 self.reply_topics.last_missing,
+                self.reply_topics.missing(self.reply_topics.last_missing),
             )
 
     # -- failed reply_to writes -----------------------------------------------------------------

@@ -33,6 +33,7 @@ held back while a transactional commit of them is pending).
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 
 _CALL_TIMEOUT_S = 30.0  # one transactional call (init, send offsets, commit, abort)
+# init_transactions answered CONCURRENT_TRANSACTIONS this long: the id is stuck. The coordinator
+# ends a predecessor's open transaction in milliseconds; one it cannot end, never.
+_INIT_TIMEOUT_S = 10.0
 
 
 class TransactionAbortedError(InfrastructureError):
@@ -82,6 +86,10 @@ class TransactionalOutput:
         on_failed_delivery: Called with (topic, key, error) of a write that failed; the
             transaction is aborted at the next :meth:`commit`.
         owner: A name for log lines.
+        new_producer: Makes a producer like ``producer`` with another ``transactional.id``
+            (see :meth:`start`).
+        init_timeout_s: How long ``init_transactions`` may be retried before the id is taken
+            as stuck.
     """
 
     def __init__(
@@ -91,9 +99,14 @@ class TransactionalOutput:
         *,
         on_failed_delivery: Callable[[str, bytes | None, KafkaError], None],
         owner: str,
+        new_producer: Callable[[str], Producer] | None = None,
+        init_timeout_s: float = _INIT_TIMEOUT_S,
     ) -> None:
         self.producer = producer
         self.transactional_id = transactional_id
+        self._new_producer = new_producer
+        self._init_timeout_s = init_timeout_s
+        self.fallbacks = 0  # fresh transactional ids taken for a stuck one
         self._on_failed_delivery = on_failed_delivery
         self._owner = owner
         self.reorder: ReorderBuffer[list[OutRecord]] = ReorderBuffer()
@@ -108,15 +121,63 @@ class TransactionalOutput:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """``init_transactions``: fences older producers with this id, aborting their txn."""
+    def start(self) -> Producer:
+        """``init_transactions``: fences older producers with this id, aborting their txn.
+
+        A ``transactional.id`` whose last transaction can neither commit nor abort (a partition
+        it wrote refuses the markers: see :mod:`rayml.kafka.transaction_topics`) is answered
+        ``CONCURRENT_TRANSACTIONS`` for ever. With ``new_producer``, the output then goes on
+        under a fresh id (``<id>.<random>``; zombies are still fenced by the consumer group's
+        generation, KIP-447) instead of failing every restart the same way.
+
+        Returns:
+            The producer to use from now on (a new one after such a fall-back).
+        """
         try:
-            self._call(self.producer.init_transactions, _CALL_TIMEOUT_S)
-        except _NeedsAbort as exc:
-            raise InfrastructureError(
-                f"init_transactions of {self.transactional_id!r} failed: {exc.cause}"
-            ) from None
+            self._init()
+        except _Stuck as exc:
+            stuck = self.transactional_id
+            assert self._new_producer is not None  # _init raises _Stuck only then
+            self.transactional_id = f"{stuck}.{secrets.token_hex(4)}"
+            logger.error(
+                "ingest=%s transactional.id %s is stuck on the broker (%s for %.0f s): a "
+                "transaction of it can neither commit nor abort, as when a partition it wrote "
+                "refuses the markers; going on as %s. An admin ends the stuck one by deleting "
+                "that topic or mending its config",
+                self._owner,
+                stuck,
+                exc.cause,
+                self._init_timeout_s,
+                self.transactional_id,
+            )
+            self.producer = self._new_producer(self.transactional_id)
+            self.fallbacks += 1
+            self._init()
         logger.info("ingest=%s transactional.id=%s ready", self._owner, self.transactional_id)
+        return self.producer
+
+    def _init(self) -> None:
+        """``init_transactions``, retried for up to ``_CALL_TIMEOUT_S`` while retriable.
+
+        Raises:
+            _Stuck: The id is stuck (and a new producer may be made).
+            InfrastructureError: Any other failure.
+        """
+        deadline = time.monotonic() + _CALL_TIMEOUT_S
+        while True:
+            try:
+                self.producer.init_transactions(self._init_timeout_s)
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if self._new_producer is not None and _stuck(err) and not self.fallbacks:
+                    raise _Stuck(err) from None
+                if err.retriable() and not err.fatal() and time.monotonic() < deadline:
+                    logger.info("ingest=%s init_transactions: %s; retrying", self._owner, err)
+                    continue
+                raise InfrastructureError(
+                    f"init_transactions of {self.transactional_id!r} failed: {err}"
+                ) from None
 
     # -- records ------------------------------------------------------------------------------
 
@@ -330,6 +391,14 @@ class TransactionalOutput:
         raise _NeedsAbort(err)
 
 
+class _Stuck(Exception):
+    """Internal: ``init_transactions`` found the id stuck (:meth:`TransactionalOutput.start`)."""
+
+    def __init__(self, cause: KafkaError) -> None:
+        self.cause = cause
+        super().__init__(str(cause))
+
+
 class _NeedsAbort(Exception):
     """Internal: the open transaction must be aborted (see :meth:`TransactionalOutput.commit`)."""
 
@@ -339,6 +408,11 @@ class _NeedsAbort(Exception):
 
 
 _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
+
+def _stuck(cause: KafkaError | str) -> bool:
+    """Whether ``init_transactions`` failed because the id's last transaction never ends."""
+    return isinstance(cause, KafkaError) and cause.code() == KafkaError.CONCURRENT_TRANSACTIONS
 
 
 def _as_error(cause: KafkaError | str) -> KafkaError:

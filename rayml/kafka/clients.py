@@ -125,11 +125,23 @@ def ingest_producer(
     ingest accepts, with its headers (librdkafka's default, 1,000,000 bytes, is below Kafka's
     1 MiB default).
     """
-    room = {"message.max.bytes": max(1_000_000, executor.max_request_bytes + 65_536)}
     if executor.delivery != "exactly_once":
-        return producer(kafka, **room), None
+        return producer(kafka, **_room(executor)), None
     txn_id = f"{executor.group_id}.{ingest_id}"
-    return transactional_producer(kafka, txn_id, executor.transaction_timeout_s, **room), txn_id
+    return output_producer(kafka, executor, txn_id), txn_id
+
+
+def output_producer(
+    kafka: KafkaSettings, executor: ExecutorSettings, transactional_id: str
+) -> Producer:
+    """The transactional producer of an ingest or a job runner, with ``transactional_id``."""
+    return transactional_producer(
+        kafka, transactional_id, executor.transaction_timeout_s, **_room(executor)
+    )
+
+
+def _room(executor: ExecutorSettings) -> dict[str, Any]:
+    return {"message.max.bytes": max(1_000_000, executor.max_request_bytes + 65_536)}
 
 
 def consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:

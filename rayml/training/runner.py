@@ -117,7 +117,7 @@ from rayml.errors import ModelStoreError, RecordError, ReplyToRefusedError
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.partitions import TP
 from rayml.kafka.records import PolledRecord, headers_of, timestamp_ms
-from rayml.kafka.topic_checks import topic_verdicts
+from rayml.kafka.transaction_topics import TRUSTED_S, reply_topic_question
 from rayml.metrics import JobMetrics
 from rayml.models.store import ModelStore
 from rayml.pipeline import Registry
@@ -188,10 +188,7 @@ class JobRunner(ConsumerLoop):
             # Stable per runner id: a Ray-restarted runner actor (same id) fences its zombie
             # and aborts the transaction it left open.
             txn_id = f"{ex.jobs_group_id}.{runner_id}"
-            room = {"message.max.bytes": max(1_000_000, ex.max_request_bytes + 65_536)}
-            self.producer = kafka_clients.transactional_producer(
-                settings.kafka, txn_id, ex.transaction_timeout_s, **room
-            )
+            self.producer = kafka_clients.output_producer(settings.kafka, ex, txn_id)
             # Events are advisory and a transactional producer writes only in a transaction.
             self.events = kafka_clients.producer(settings.kafka, **{"enable.idempotence": False})
             self.txn = TransactionalOutput(
@@ -199,6 +196,7 @@ class JobRunner(ConsumerLoop):
                 txn_id,
                 on_failed_delivery=self._note_failed_delivery,
                 owner=runner_id,
+                new_producer=partial(kafka_clients.output_producer, settings.kafka, ex),
             )
             self._commit_interval_s = ex.transaction_commit_interval_s
         else:
@@ -207,11 +205,13 @@ class JobRunner(ConsumerLoop):
         self.tenancy = Tenancy(settings)
         # Which reply_to topics can be written, asked of the broker before a result goes there
         # and learnt from failed writes; shared by every tenant's publisher.
+        admin = kafka_clients.admin_client(settings.kafka) if self.txn is not None else None
         self.routes = ReplyRoutes(
-            partial(topic_verdicts, self.producer, timeout_s=METADATA_TIMEOUT_S),
+            reply_topic_question(self.producer, admin, METADATA_TIMEOUT_S),
             {tenant.result_topic for tenant in self.tenancy.tenants}
             | {settings.topics.dlq, settings.topics.models, settings.topics.events},
             runner_id,
+            remember_s=600.0 if admin is None else TRUSTED_S,
         )
         # One publisher per tenant, whose "output" is the tenant's result topic: a job's result
         # goes to its authorised reply_to, or there (also when the reply_to cannot be written).
@@ -252,7 +252,10 @@ class JobRunner(ConsumerLoop):
     def run(self) -> None:
         """Consume until :meth:`stop`; then drain within the bound, commit, and leave."""
         if self.txn is not None:
-            self.txn.start()
+            # A new producer where the transactional id was stuck (TransactionalOutput.start).
+            self.producer = self.txn.start()
+            for publisher in self.publishers.values():
+                publisher.producer = self.producer
         super().run()
 
     def crashed(self, exc: Exception) -> BaseException:

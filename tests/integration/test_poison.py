@@ -20,7 +20,7 @@ from rayml.config import Settings
 from rayml.executor.service import Executor
 from tests.support.kafka_io import ResultCollector, predict_request, send_requests
 from tests.support.models import breast_cancer_rows
-from tests.support.scenarios import slow_pipeline_settings
+from tests.support.scenarios import slow_pipeline_settings, starved_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.cluster, pytest.mark.slow]
 
@@ -402,39 +402,27 @@ def _count_records(settings: Settings, topic: str) -> int:
         probe.close()
 
 
-def _starved_topic(settings: Settings) -> str:
-    """A topic that exists but fails every write, as one whose partition is offline or short
-    of in-sync replicas does (which one local broker cannot be: it takes ``acks=all`` writes
-    whatever ``min.insync.replicas`` says). ``message.timestamp.before.max.ms=0`` refuses every
-    record older than the broker's clock (``INVALID_TIMESTAMP``), i.e. each one: librdkafka
-    sends a record ``linger.ms`` (2 ms) after its timestamp at the earliest. Like a timeout,
-    that error does not blame the topic, and the broker's metadata says it exists."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    name = f"{settings.topics.output}.starved"
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
-    [future] = admin.create_topics(
-        [NewTopic(name, 1, 1, config={"message.timestamp.before.max.ms": "0"})]
-    ).values()
-    future.result(30)
-    return name
-
-
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
 def test_reply_topics_that_exist_but_fail_every_write_are_given_up_for_the_result_topic(
-    settings: Settings, ray_runtime: str
+    settings: Settings, ray_runtime: str, delivery: str
 ) -> None:
-    """``reply_to`` names a topic that exists but fails every write: it is given up on after
-    3 failed probes, and its results are answered once on the result topic instead of holding
-    their partitions' commits for ever; every other request is answered ``ok`` once, and every
-    partition is committed to its end. At-least-once only: exactly-once's bound (3 aborted
-    transactions) is a unit test's, since after this topic's INVALID_TIMESTAMP the second
-    ``abort_transaction`` times out, which rayml's transactions take as fatal (the ingest
-    restarts), before a third abort could count."""
+    """``reply_to`` names a topic that exists but fails every write: its results are answered
+    once on the result topic instead of holding their partitions' commits for ever; every other
+    request is answered ``ok`` once, and every partition is committed to its end.
+
+    At-least-once gives the topic up after 3 failed probes. Exactly-once never writes it: this
+    topic's config (``message.timestamp.before.max.ms=0``) refuses transaction markers too, and
+    one transaction that wrote it could neither commit nor abort, which would leave the
+    ingest's ``transactional.id`` stuck for good (rayml.kafka.transaction_topics). So the
+    topic's config is asked first, and no transaction is aborted."""
     settings = slow_pipeline_settings(settings, max_batch_size=BATCH, max_in_flight=5_000)
-    starved = _starved_topic(settings)
+    settings = settings.model_copy(
+        update={"executor": settings.executor.model_copy(update={"delivery": delivery})}
+    )
+    starved = starved_topic(settings)
     executor = Executor(settings)
     executor.start()
-    collector = ResultCollector(settings)
+    collector = ResultCollector(settings, isolation_level="read_committed")
     started = time.monotonic()
     try:
         rows = breast_cancer_rows(INNOCENT)
@@ -460,7 +448,7 @@ def test_reply_topics_that_exist_but_fail_every_write_are_given_up_for_the_resul
     ok = sum(len(results[i]) == 1 and results[i][0].status == "ok" for i in ids)
     answers = {r[0].status for r in (results[i] for i in bad_ids)}
     _table_row(
-        "a reply topic that exists and fails every write, at-least-once",
+        f"a reply topic that exists and fails every write ({delivery})",
         len(requests),
         ok,
         INNOCENT,
@@ -471,8 +459,12 @@ def test_reply_topics_that_exist_but_fail_every_write_are_given_up_for_the_resul
     failed = sum(s["failed_deliveries"] for s in status)
     print(f"failed deliveries: {failed}")
     assert ok == INNOCENT
-    # At most each bad request's first write, then 3 probes: not one try per waiting result.
-    assert failed <= len(bad_ids) + 3
+    if delivery == "exactly_once":
+        assert failed == 0, "never written in a transaction"
+        assert sum(s["transaction_aborts"] for s in status) == 0
+    else:
+        # At most each bad request's first write, then 3 probes: not one try per waiting result.
+        assert failed <= len(bad_ids) + 3
     assert all(len(results[i]) == 1 for i in bad_ids), "each answered once"
     assert answers == {"ok"}
     assert all(s["failing_topics"] == [] for s in status), "nothing left waiting for it"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
 from rayml.config import Settings
 from rayml.kafka.topics import create_topics
 from tests.support.models import store_breast_cancer
@@ -56,3 +58,20 @@ def redo_bound(settings: Settings, ingests: int = 1) -> int:
     ex = settings.executor
     peak_rate = ex.num_workers * ex.max_batch_size / SLOW_BATCH_S
     return ingests * (ex.max_in_flight + math.ceil(peak_rate * ex.commit_interval_s))
+
+
+def starved_topic(settings: Settings) -> str:
+    """A topic that exists but fails every write, as one whose partition is offline or short
+    of in-sync replicas does (which one local broker cannot be: it takes ``acks=all`` writes
+    whatever ``min.insync.replicas`` says). ``message.timestamp.before.max.ms=0`` refuses every
+    record older than the broker's clock (``INVALID_TIMESTAMP``), i.e. each one: librdkafka
+    sends a record ``linger.ms`` (2 ms) after its timestamp at the earliest. Like a timeout,
+    that error does not blame the topic, and the broker's metadata says it exists. The broker
+    refuses transaction markers there too: a transaction that wrote it never ends."""
+    name = f"{settings.topics.output}.starved"
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    [future] = admin.create_topics(
+        [NewTopic(name, 1, 1, config={"message.timestamp.before.max.ms": "0"})]
+    ).values()
+    future.result(30)
+    return name

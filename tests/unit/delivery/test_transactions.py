@@ -33,6 +33,7 @@ from rayml.delivery.transactions import (
     TransactionalOutput,
     kafka_error_in,
 )
+from rayml.errors import InfrastructureError
 from rayml.protocol.dead_letters import DeadLetter
 from rayml.protocol.envelopes import ErrorInfo, Request, decode_result
 
@@ -841,3 +842,64 @@ def test_an_error_of_no_transactional_class_is_fatal_not_a_rewind_loop() -> None
         txn.commit(b"meta")
     assert raised.value.cause.code() == KafkaError._INVALID_ARG
     assert "abort" not in producer.calls
+
+
+def _stuck_output(
+    *, new_producer: bool
+) -> tuple[TransactionalOutput, FakeTxnProducer, list[tuple[str, FakeTxnProducer]]]:
+    """An output whose transactional id answers CONCURRENT_TRANSACTIONS for ever."""
+    stuck = FakeTxnProducer()
+    stuck.fail_when["init"] = lambda: KafkaError(KafkaError.CONCURRENT_TRANSACTIONS)
+    made: list[tuple[str, FakeTxnProducer]] = []
+
+    def make(txn_id: str) -> FakeTxnProducer:
+        made.append((txn_id, FakeTxnProducer()))
+        return made[-1][1]
+
+    txn = TransactionalOutput(
+        stuck,  # type: ignore[arg-type]
+        "g.ingest-0",
+        on_failed_delivery=lambda *_: None,
+        owner="test",
+        new_producer=make if new_producer else None,  # type: ignore[arg-type]
+    )
+    return txn, stuck, made
+
+
+def test_a_stuck_transactional_id_is_left_for_a_fresh_one() -> None:
+    txn, stuck, made = _stuck_output(new_producer=True)
+    producer = txn.start()
+    assert stuck.calls == ["init"], "asked once: CONCURRENT_TRANSACTIONS after the init timeout"
+    [(txn_id, fresh)] = made
+    assert producer is fresh
+    assert txn.producer is fresh
+    assert txn_id.startswith("g.ingest-0.")
+    assert len(txn_id) == len("g.ingest-0.") + 8
+    assert txn.transactional_id == txn_id
+    assert txn.fallbacks == 1
+    assert fresh.calls == ["init"]
+    txn.track(("in", 0), 5)
+    txn.stage(("in", 0), 5, rec("a"))
+    assert txn.commit(None) == {("in", 0): [5]}
+    assert fresh.committed == [[("in", 0, 6)]]
+
+
+def test_without_a_producer_factory_a_stuck_id_fails_the_start() -> None:
+    txn, _, _ = _stuck_output(new_producer=False)
+    with pytest.raises(InfrastructureError, match="CONCURRENT_TRANSACTIONS"):
+        txn.start()
+
+
+def test_a_fresh_id_that_is_stuck_too_fails_the_start_instead_of_taking_another() -> None:
+    txn, _, made = _stuck_output(new_producer=True)
+
+    def make(txn_id: str) -> FakeTxnProducer:
+        again = FakeTxnProducer()
+        again.fail_when["init"] = lambda: KafkaError(KafkaError.CONCURRENT_TRANSACTIONS)
+        made.append((txn_id, again))
+        return again
+
+    txn._new_producer = make  # type: ignore[assignment]
+    with pytest.raises(InfrastructureError):
+        txn.start()
+    assert len(made) == 1, "one fresh id per start at most"
