@@ -13,6 +13,19 @@ the :class:`~rayml.delivery.result_writer.ResultWriter` and it:
 3. :meth:`commit` (every ``transaction_commit_interval_s``, on revoke, at shutdown) sends those
    offsets with the consumer's group metadata and commits. Only then are the records done.
 
+**A transaction spans only rayml's own topics** (the tenants' result topics, the dead-letter
+topic: ``own_topics``). A write to any other topic -- a ``reply_to`` the requester named -- goes
+through a plain idempotent producer (``outside``), at-least-once: :meth:`commit` waits for its
+acknowledgement before the offset it answers is committed, and a failed one aborts the
+transaction like a failed write inside it. Why: a transaction ends with a marker written to
+every partition it wrote, and a partition that refuses the marker (a tenant may create reply
+topics with any config, e.g. ``max.message.bytes=10`` or ``message.timestamp.before.max.ms=0``)
+leaves the transaction half-ended for good, its ``transactional.id`` answering
+``CONCURRENT_TRANSACTIONS`` to every later call, a new producer's ``init_transactions``
+included: one request could stop the ingest for every tenant, on every restart. So a reply
+topic's reader gets each result at least once (after an abort or a crash, possibly twice: the
+clients keep the first per request id); the result topics' readers, exactly once.
+
 Failures (librdkafka's transactional error classes):
 
 * retriable: the call is repeated (bounded);
@@ -33,7 +46,6 @@ held back while a transactional commit of them is pending).
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -49,9 +61,6 @@ logger = logging.getLogger(__name__)
 
 
 _CALL_TIMEOUT_S = 30.0  # one transactional call (init, send offsets, commit, abort)
-# init_transactions answered CONCURRENT_TRANSACTIONS this long: the id is stuck. The coordinator
-# ends a predecessor's open transaction in milliseconds; one it cannot end, never.
-_INIT_TIMEOUT_S = 10.0
 
 
 class TransactionAbortedError(InfrastructureError):
@@ -86,10 +95,10 @@ class TransactionalOutput:
         on_failed_delivery: Called with (topic, key, error) of a write that failed; the
             transaction is aborted at the next :meth:`commit`.
         owner: A name for log lines.
-        new_producer: Makes a producer like ``producer`` with another ``transactional.id``
-            (see :meth:`start`).
-        init_timeout_s: How long ``init_transactions`` may be retried before the id is taken
-            as stuck.
+        own_topics: The topics written in the transaction; writes to any other go through
+            ``outside`` (required with ``own_topics``), acknowledged before their offsets
+            commit.
+        outside: A plain idempotent producer (``acks=all``) for writes outside the transaction.
     """
 
     def __init__(
@@ -99,14 +108,18 @@ class TransactionalOutput:
         *,
         on_failed_delivery: Callable[[str, bytes | None, KafkaError], None],
         owner: str,
-        new_producer: Callable[[str], Producer] | None = None,
-        init_timeout_s: float = _INIT_TIMEOUT_S,
+        own_topics: frozenset[str] | None = None,
+        outside: Producer | None = None,
     ) -> None:
         self.producer = producer
         self.transactional_id = transactional_id
-        self._new_producer = new_producer
-        self._init_timeout_s = init_timeout_s
-        self.fallbacks = 0  # fresh transactional ids taken for a stuck one
+        # None: every topic is written in the transaction (only where no other can be named).
+        self._own_topics = own_topics
+        self.outside = outside
+        # Writes to other topics: their delivery reports count for the transaction they were
+        # produced in (a late report of an aborted one's write must not fail the next one).
+        self._generation = 0
+        self.outside_writes = 0
         self._on_failed_delivery = on_failed_delivery
         self._owner = owner
         self.reorder: ReorderBuffer[list[OutRecord]] = ReorderBuffer()
@@ -121,63 +134,15 @@ class TransactionalOutput:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> Producer:
-        """``init_transactions``: fences older producers with this id, aborting their txn.
-
-        A ``transactional.id`` whose last transaction can neither commit nor abort (a partition
-        it wrote refuses the markers: see :mod:`rayml.kafka.transaction_topics`) is answered
-        ``CONCURRENT_TRANSACTIONS`` for ever. With ``new_producer``, the output then goes on
-        under a fresh id (``<id>.<random>``; zombies are still fenced by the consumer group's
-        generation, KIP-447) instead of failing every restart the same way.
-
-        Returns:
-            The producer to use from now on (a new one after such a fall-back).
-        """
+    def start(self) -> None:
+        """``init_transactions``: fences older producers with this id, aborting their txn."""
         try:
-            self._init()
-        except _Stuck as exc:
-            stuck = self.transactional_id
-            assert self._new_producer is not None  # _init raises _Stuck only then
-            self.transactional_id = f"{stuck}.{secrets.token_hex(4)}"
-            logger.error(
-                "ingest=%s transactional.id %s is stuck on the broker (%s for %.0f s): a "
-                "transaction of it can neither commit nor abort, as when a partition it wrote "
-                "refuses the markers; going on as %s. An admin ends the stuck one by deleting "
-                "that topic or mending its config",
-                self._owner,
-                stuck,
-                exc.cause,
-                self._init_timeout_s,
-                self.transactional_id,
-            )
-            self.producer = self._new_producer(self.transactional_id)
-            self.fallbacks += 1
-            self._init()
+            self._call(self.producer.init_transactions, _CALL_TIMEOUT_S)
+        except _NeedsAbort as exc:
+            raise InfrastructureError(
+                f"init_transactions of {self.transactional_id!r} failed: {exc.cause}"
+            ) from None
         logger.info("ingest=%s transactional.id=%s ready", self._owner, self.transactional_id)
-        return self.producer
-
-    def _init(self) -> None:
-        """``init_transactions``, retried for up to ``_CALL_TIMEOUT_S`` while retriable.
-
-        Raises:
-            _Stuck: The id is stuck (and a new producer may be made).
-            InfrastructureError: Any other failure.
-        """
-        deadline = time.monotonic() + _CALL_TIMEOUT_S
-        while True:
-            try:
-                self.producer.init_transactions(self._init_timeout_s)
-                return
-            except KafkaException as exc:
-                err: KafkaError = exc.args[0]
-                if self._new_producer is not None and _stuck(err) and not self.fallbacks:
-                    raise _Stuck(err) from None
-                if err.retriable() and not err.fatal() and time.monotonic() < deadline:
-                    logger.info("ingest=%s init_transactions: %s; retrying", self._owner, err)
-                    continue
-                raise InfrastructureError(
-                    f"init_transactions of {self.transactional_id!r} failed: {err}"
-                ) from None
 
     # -- records ------------------------------------------------------------------------------
 
@@ -194,13 +159,19 @@ class TransactionalOutput:
         if not released:
             return
         produced = self._produced.setdefault(tp, [])
+        own = self._own_topics
         for off, writes in released:
             produced.append(off)
             if self._failed is None:  # else the transaction aborts anyway: skip the writes
-                if not writes:
-                    self._open_for_offsets()
+                inside = 0
                 for record in writes:
-                    self._produce(record)
+                    if own is None or record.topic in own:
+                        self._produce(record)
+                        inside += 1
+                    else:
+                        self._produce_outside(record)
+                if not inside:
+                    self._open_for_offsets()
 
     def _open_for_offsets(self) -> None:
         """An offset released without writes (an unanswerable record) needs an open
@@ -245,6 +216,37 @@ class TransactionalOutput:
             logger.warning("ingest=%s transactional write failed: %s", self._owner, exc)
             if self._failed is None:
                 self._failed = _as_error(exc.cause)
+
+    def _produce_outside(self, record: OutRecord) -> None:
+        """Write ``record`` through the plain producer; :meth:`commit` waits for its report."""
+        outside = self.outside
+        assert outside is not None  # with own_topics (see __init__)
+        generation = self._generation
+        self.outside_writes += 1
+        while True:
+            try:
+                outside.produce(
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=record.headers,
+                    on_delivery=lambda err, msg: self._delivered_outside(generation, err, msg),
+                )
+                return
+            except BufferError:
+                outside.poll(0.05)  # librdkafka's queue is full: serve the reports
+            except KafkaException as exc:
+                # Refused before it was queued (e.g. larger than message.max.bytes): as a
+                # failed delivery, which aborts the open transaction.
+                err = exc.args[0]
+                self._on_failed_delivery(record.topic, record.key, err)
+                if self._failed is None:
+                    self._failed = err
+                return
+
+    def _delivered_outside(self, generation: int, err: KafkaError | None, msg: Message) -> None:
+        if err is not None and generation == self._generation:
+            self._delivered(err, msg)
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is None or err.code() in _PURGED:
@@ -294,6 +296,8 @@ class TransactionalOutput:
         ]
         started = time.perf_counter()
         try:
+            # Writes outside the transaction acknowledged before their offsets commit.
+            self._flush_outside()
             # Delivery reports first: a write that failed aborts the transaction.
             try:
                 self.producer.flush(_CALL_TIMEOUT_S)
@@ -321,9 +325,23 @@ class TransactionalOutput:
         self.commits += 1
         return done
 
+    def _flush_outside(self) -> None:
+        """Wait for the reports of the writes outside the transaction; one not acknowledged in
+        ``_CALL_TIMEOUT_S`` fails the transaction (its record is redone)."""
+        if self.outside is None:
+            return
+        left = self.outside.flush(_CALL_TIMEOUT_S)
+        if left and self._failed is None:
+            self._failed = KafkaError(
+                KafkaError._TIMED_OUT,
+                f"{left} write(s) outside the transaction not acknowledged in "
+                f"{_CALL_TIMEOUT_S:.0f} s",
+            )
+
     def abort(self) -> None:
         """Abort the open transaction (if any) and forget what it held."""
         self._produced = {}
+        self._generation += 1  # later reports of its outside writes belong to no transaction
         if not self._open:
             self._failed = None
             return
@@ -391,14 +409,6 @@ class TransactionalOutput:
         raise _NeedsAbort(err)
 
 
-class _Stuck(Exception):
-    """Internal: ``init_transactions`` found the id stuck (:meth:`TransactionalOutput.start`)."""
-
-    def __init__(self, cause: KafkaError) -> None:
-        self.cause = cause
-        super().__init__(str(cause))
-
-
 class _NeedsAbort(Exception):
     """Internal: the open transaction must be aborted (see :meth:`TransactionalOutput.commit`)."""
 
@@ -408,11 +418,6 @@ class _NeedsAbort(Exception):
 
 
 _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
-
-
-def _stuck(cause: KafkaError | str) -> bool:
-    """Whether ``init_transactions`` failed because the id's last transaction never ends."""
-    return isinstance(cause, KafkaError) and cause.code() == KafkaError.CONCURRENT_TRANSACTIONS
 
 
 def _as_error(cause: KafkaError | str) -> KafkaError:

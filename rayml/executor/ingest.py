@@ -46,14 +46,12 @@ import os
 import queue
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import psutil
 
 from rayml.config import Settings
 from rayml.delivery.consumer_loop import ConsumerLoop, LoopCounters, Polled
-from rayml.delivery.reply_topics import ReplyTopics
 from rayml.delivery.result_writer import ResultWriter
 from rayml.delivery.sink import TopicTenant
 from rayml.delivery.transactions import (
@@ -73,10 +71,9 @@ from rayml.executor.work import BatchOutcome, InFlight, Pending, Route
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.lag import partition_lags
 from rayml.kafka.partitions import TP
-from rayml.kafka.transaction_topics import TRUSTED_S, reply_topic_question
 from rayml.metrics import IngestMetrics
 from rayml.pipeline import Registry
-from rayml.tenancy.rules import Tenancy
+from rayml.tenancy.rules import Tenancy, tenants_of
 
 logger = logging.getLogger(__name__)
 
@@ -121,12 +118,15 @@ class Ingest(ConsumerLoop):
         self._commit_interval_s = ex.commit_interval_s
         self.producer, txn_id = kafka_clients.ingest_producer(settings.kafka, ex, ingest_id)
         if txn_id is not None:
+            # The transaction spans rayml's own topics only; a reply_to is written outside it.
+            own = {t.result_topic for t in tenants_of(settings)} | {settings.topics.dlq}
             self.txn = TransactionalOutput(
                 self.producer,
                 txn_id,
                 on_failed_delivery=lambda *failed: self.writer.note_failed_delivery(*failed),
                 owner=ingest_id,
-                new_producer=partial(kafka_clients.output_producer, settings.kafka, ex),
+                own_topics=frozenset(own),
+                outside=kafka_clients.reply_producer(settings.kafka, ex),
             )
             self._commit_interval_s = ex.transaction_commit_interval_s
         self.tenancy = Tenancy(settings)
@@ -140,7 +140,6 @@ class Ingest(ConsumerLoop):
             on_done=self._done,
             owner=ingest_id,
             stage=None if self.txn is None else self.txn.stage,
-            reply_topics=_reply_topics(settings, self.producer, transactional=self.txn is not None),
             retry_initial_s=ex.write_retry_initial_s,
             retry_max_s=ex.write_retry_max_s,
             failure_log_interval_s=ex.write_failure_log_interval_s,
@@ -164,8 +163,7 @@ class Ingest(ConsumerLoop):
     def run(self) -> None:
         """Consume until :meth:`stop`; then drain within the bound, commit, and leave the group."""
         if self.txn is not None:
-            # A new producer where the transactional id was stuck (TransactionalOutput.start).
-            self.producer = self.writer.producer = self.txn.start()
+            self.txn.start()
         super().run()
 
     def crashed(self, exc: Exception) -> BaseException:
@@ -517,17 +515,3 @@ class Ingest(ConsumerLoop):
             status["transaction_aborts"] = self.txn.aborts
             status["transaction_commit_s"] = round(self.txn.commit_s, 3)
         return status
-
-
-def _reply_topics(settings: Settings, producer: Any, *, transactional: bool) -> ReplyTopics:
-    """Which ``reply_to`` topics can be written; in exactly-once also whether their
-    configuration lets transaction markers in (:mod:`rayml.kafka.transaction_topics`)."""
-    if not transactional:
-        return ReplyTopics(reply_topic_question(producer, None, _METADATA_TIMEOUT_S))
-    admin = kafka_clients.admin_client(settings.kafka)
-    return ReplyTopics(
-        reply_topic_question(producer, admin, _METADATA_TIMEOUT_S), remember_s=TRUSTED_S
-    )
-
-
-_METADATA_TIMEOUT_S = 5.0

@@ -134,10 +134,16 @@ def ingest_producer(
 def output_producer(
     kafka: KafkaSettings, executor: ExecutorSettings, transactional_id: str
 ) -> Producer:
-    """The transactional producer of an ingest or a job runner, with ``transactional_id``."""
+    """The transactional producer of an ingest or a job runner (exactly-once)."""
     return transactional_producer(
         kafka, transactional_id, executor.transaction_timeout_s, **_room(executor)
     )
+
+
+def reply_producer(kafka: KafkaSettings, executor: ExecutorSettings) -> Producer:
+    """Exactly-once: the idempotent producer of the writes outside the transaction (to the
+    ``reply_to`` topics requesters name; :mod:`rayml.delivery.transactions` says why)."""
+    return producer(kafka, **_room(executor))
 
 
 def _room(executor: ExecutorSettings) -> dict[str, Any]:

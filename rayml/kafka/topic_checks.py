@@ -66,17 +66,13 @@ def unwritable_topics(client: Any, topics: list[str], timeout_s: float) -> list[
 PER_TOPIC_LIMIT = 4
 
 
-def topic_verdicts(
-    client: Any, topics: list[str], timeout_s: float, *, found: dict[str, Any] | None = None
-) -> dict[str, str | None]:
+def topic_verdicts(client: Any, topics: list[str], timeout_s: float) -> dict[str, str | None]:
     """Why each of ``topics`` cannot be written (None: the broker has it), asked in one go.
 
     Up to :data:`PER_TOPIC_LIMIT` names are asked one metadata request each; more, with one
     listing of every topic (a flood of fresh names costs one request). Topics the broker did not
-    answer about (it is away) are left out of the answer: nothing is decided for them. ``found``
-    (if given) receives the metadata of each topic the broker has.
+    answer about (it is away) are left out of the answer: nothing is decided for them.
     """
-    metas: dict[str, Any] = {} if found is None else found
     if len(topics) <= PER_TOPIC_LIMIT:
         verdicts: dict[str, str | None] = {}
         for topic in topics:
@@ -85,16 +81,12 @@ def topic_verdicts(
             except Exception:  # KafkaException: the broker is away; asking the rest would wait
                 return verdicts
             verdicts[topic] = _verdict(meta.topics.get(topic))
-            if verdicts[topic] is None:
-                metas[topic] = meta.topics.get(topic)
         return verdicts
     try:
         meta = client.list_topics(timeout=timeout_s)
     except Exception:  # KafkaException: the broker is away; nothing is decided
         return {}
-    answer = {topic: _verdict(meta.topics.get(topic)) for topic in topics}
-    metas.update({t: meta.topics.get(t) for t, why in answer.items() if why is None})
-    return answer
+    return {topic: _verdict(meta.topics.get(topic)) for topic in topics}
 
 
 def _verdict(found: Any) -> str | None:

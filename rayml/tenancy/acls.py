@@ -107,9 +107,7 @@ logger = logging.getLogger(__name__)
 
 Resource = Literal["topic", "group", "transactional_id", "cluster"]
 Pattern = Literal["literal", "prefixed"]
-Operation = Literal[
-    "Read", "Write", "Describe", "DescribeConfigs", "Create", "Delete", "IdempotentWrite"
-]
+Operation = Literal["Read", "Write", "Describe", "Create", "Delete", "IdempotentWrite"]
 
 # Group ids of readers that assign partitions and never join or commit; librdkafka still asks
 # for their coordinator, which takes Describe on the group. rayml.client (reply topics, the
@@ -133,7 +131,6 @@ _OPERATIONS: dict[Operation, AclOperation] = {
     "Read": AclOperation.READ,
     "Write": AclOperation.WRITE,
     "Describe": AclOperation.DESCRIBE,
-    "DescribeConfigs": AclOperation.DESCRIBE_CONFIGS,
     "Create": AclOperation.CREATE,
     "Delete": AclOperation.DELETE,
     "IdempotentWrite": AclOperation.IDEMPOTENT_WRITE,
@@ -258,16 +255,7 @@ def executor_grants(settings: Settings, principal: str) -> list[Grant]:
         if tenant.training_topic:
             grants += _topic(e, tenant.training_topic, "Read", "Describe")
         grants += _topic(e, tenant.result_topic, "Write", "Describe")
-        # DescribeConfigs: exactly-once writes only to reply topics whose config lets
-        # transaction markers in (rayml.kafka.transaction_topics).
-        grants += _topic(
-            e,
-            reply_prefix_of(settings, tenant),
-            "Write",
-            "Describe",
-            "DescribeConfigs",
-            prefixed=True,
-        )
+        grants += _topic(e, reply_prefix_of(settings, tenant), "Write", "Describe", prefixed=True)
     for spec in topic_specs(settings.topics):
         grants += _topic(e, spec.name, *_EXECUTOR_OPS.get(spec.role, ("Read", "Write")), "Describe")
     ex = settings.executor

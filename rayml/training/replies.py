@@ -66,16 +66,13 @@ class ReplyRoutes:
         own_topics: Every tenant's result topic and rayml's own topics (never learnt as
             unwritable: a failed write to one of them is retried where it belongs).
         owner: For log lines.
-        remember_s: How long a topic found writable is trusted without asking again.
     """
 
-    def __init__(
-        self, ask: Ask, own_topics: Iterable[str], owner: str = "", *, remember_s: float = 600.0
-    ) -> None:
+    def __init__(self, ask: Ask, own_topics: Iterable[str], owner: str = "") -> None:
         self._ask = ask
         self.own_topics = frozenset(own_topics)
         self.owner = owner
-        self.reply_topics = ReplyTopics(ask, remember_s=remember_s)
+        self.reply_topics = ReplyTopics(ask)
         self.unwritable = RecentSet(_MAX_REMEMBERED, _REMEMBER_S)
         self.suspects: set[str] = set()  # timed out: ask again at the next settle()
         self.rerouted = 0  # results answered on their result topic instead of their reply_to

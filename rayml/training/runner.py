@@ -117,7 +117,7 @@ from rayml.errors import ModelStoreError, RecordError, ReplyToRefusedError
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.partitions import TP
 from rayml.kafka.records import PolledRecord, headers_of, timestamp_ms
-from rayml.kafka.transaction_topics import TRUSTED_S, reply_topic_question
+from rayml.kafka.topic_checks import topic_verdicts
 from rayml.metrics import JobMetrics
 from rayml.models.store import ModelStore
 from rayml.pipeline import Registry
@@ -129,7 +129,7 @@ from rayml.protocol.envelopes import (
     error_info_from,
     public_error,
 )
-from rayml.tenancy.rules import Tenancy
+from rayml.tenancy.rules import Tenancy, tenants_of
 from rayml.training.plan import Job, Trial, plan_trials
 from rayml.training.publish import JobPublisher
 from rayml.training.replies import METADATA_TIMEOUT_S, ReplyRoutes
@@ -196,7 +196,13 @@ class JobRunner(ConsumerLoop):
                 txn_id,
                 on_failed_delivery=self._note_failed_delivery,
                 owner=runner_id,
-                new_producer=partial(kafka_clients.output_producer, settings.kafka, ex),
+                # The transaction spans rayml's own topics only; a reply_to is written
+                # outside it (rayml.delivery.transactions says why).
+                own_topics=frozenset(
+                    {t.result_topic for t in tenants_of(settings)}
+                    | {settings.topics.dlq, settings.topics.models}
+                ),
+                outside=kafka_clients.reply_producer(settings.kafka, ex),
             )
             self._commit_interval_s = ex.transaction_commit_interval_s
         else:
@@ -205,13 +211,11 @@ class JobRunner(ConsumerLoop):
         self.tenancy = Tenancy(settings)
         # Which reply_to topics can be written, asked of the broker before a result goes there
         # and learnt from failed writes; shared by every tenant's publisher.
-        admin = kafka_clients.admin_client(settings.kafka) if self.txn is not None else None
         self.routes = ReplyRoutes(
-            reply_topic_question(self.producer, admin, METADATA_TIMEOUT_S),
+            partial(topic_verdicts, self.producer, timeout_s=METADATA_TIMEOUT_S),
             {tenant.result_topic for tenant in self.tenancy.tenants}
             | {settings.topics.dlq, settings.topics.models, settings.topics.events},
             runner_id,
-            remember_s=600.0 if admin is None else TRUSTED_S,
         )
         # One publisher per tenant, whose "output" is the tenant's result topic: a job's result
         # goes to its authorised reply_to, or there (also when the reply_to cannot be written).
@@ -252,10 +256,7 @@ class JobRunner(ConsumerLoop):
     def run(self) -> None:
         """Consume until :meth:`stop`; then drain within the bound, commit, and leave."""
         if self.txn is not None:
-            # A new producer where the transactional id was stuck (TransactionalOutput.start).
-            self.producer = self.txn.start()
-            for publisher in self.publishers.values():
-                publisher.producer = self.producer
+            self.txn.start()
         super().run()
 
     def crashed(self, exc: Exception) -> BaseException:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rayml.config import Settings
@@ -223,58 +223,3 @@ def test_a_zombie_ingest_is_fenced_by_its_successor(
     _exactly_once(collector.results)
     assert len(collector.results) == len(ids)
     collector.close()
-
-
-def _wedge(settings: Settings, transactional_id: str) -> None:
-    """Leave ``transactional_id`` stuck on the broker, as a tenant can with a reply topic whose
-    config refuses transaction markers (created under its reply prefix, or created again with
-    that config between rayml's question and the transaction's end): ``max.message.bytes=10``
-    refuses the write and the abort's marker (78 bytes) alike, so the transaction never ends.
-    (``message.timestamp.before.max.ms=0`` does too, except when the marker is appended within
-    the millisecond it was made: not every time.)"""
-    tiny = f"{settings.topics.output}.markers-refused"
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
-    [created] = admin.create_topics(
-        [NewTopic(tiny, 1, 1, config={"max.message.bytes": "10"})]
-    ).values()
-    created.result(30)
-    conf = {"bootstrap.servers": settings.kafka.bootstrap_servers, "transactional.id": ""}
-    producer = Producer({**conf, "transactional.id": transactional_id})
-    producer.init_transactions(30)
-    producer.begin_transaction()
-    producer.produce(tiny, b"x" * 20)
-    producer.flush(30)  # fails: MSG_SIZE_TOO_LARGE; the transaction must be aborted
-    producer.abort_transaction(30)  # the coordinator's marker to `tiny` is refused for ever
-    again = Producer({**conf, "transactional.id": transactional_id})
-    with pytest.raises(KafkaException, match="CONCURRENT_TRANSACTIONS"):
-        again.init_transactions(5)
-
-
-def test_an_ingest_whose_transactional_id_is_stuck_goes_on_under_a_fresh_one(
-    eos_settings: Settings, ray_runtime: str
-) -> None:
-    """Without the fall-back, every restart of this ingest would fail the same way for good."""
-    ex = eos_settings.executor.model_copy(update={"num_workers": 1})
-    settings = eos_settings.model_copy(update={"executor": ex})
-    stuck_id = f"{ex.group_id}.ingest-9"
-    _wedge(settings, stuck_id)
-    collector = ResultCollector(settings, isolation_level="read_committed")
-    budget = Budget(WAIT_BUDGET_S)
-    running = RunningIngest(settings, "ingest-9")
-    try:
-        running.wait_assigned(budget.left(60))
-        ids = _burst(settings, 500, "testing.slow")
-        collector.wait_for(ids, timeout_s=budget.left(90))
-        collector.poll_until_quiet(1.0)
-        txn = running.ingest.txn
-        assert txn is not None
-        assert running.error is None, repr(running.error)
-    finally:
-        running.ingest.stop(20)
-        collector.close()
-    print(f"\nstuck {stuck_id}; went on as {txn.transactional_id}")
-    assert txn.fallbacks == 1
-    assert txn.transactional_id.startswith(f"{stuck_id}.")
-    assert txn.commits > 0
-    _exactly_once(collector.results)
-    assert len(collector.results) == len(ids)

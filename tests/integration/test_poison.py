@@ -249,13 +249,16 @@ def test_requests_whose_deadline_passes_while_queued_are_answered_without_runnin
 
 
 def _refusing_topic(settings: Settings) -> str:
-    """A topic whose ``max.message.bytes`` (100) refuses every result, even an error's."""
+    """A topic whose ``max.message.bytes`` (10) refuses every result, even an error's, and
+    every transaction marker (78 bytes): had a transaction written it, that transaction could
+    neither commit nor abort, and the ingest's ``transactional.id`` would answer
+    ``CONCURRENT_TRANSACTIONS`` for good, on every restart too."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     name = f"{settings.topics.output}.tiny"
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
     [future] = admin.create_topics(
-        [NewTopic(name, 1, 1, config={"max.message.bytes": "100"})]
+        [NewTopic(name, 1, 1, config={"max.message.bytes": "10"})]
     ).values()
     future.result(30)
     return name
@@ -410,11 +413,11 @@ def test_reply_topics_that_exist_but_fail_every_write_are_given_up_for_the_resul
     once on the result topic instead of holding their partitions' commits for ever; every other
     request is answered ``ok`` once, and every partition is committed to its end.
 
-    At-least-once gives the topic up after 3 failed probes. Exactly-once never writes it: this
-    topic's config (``message.timestamp.before.max.ms=0``) refuses transaction markers too, and
-    one transaction that wrote it could neither commit nor abort, which would leave the
-    ingest's ``transactional.id`` stuck for good (rayml.kafka.transaction_topics). So the
-    topic's config is asked first, and no transaction is aborted."""
+    At-least-once gives the topic up after 3 failed probes; exactly-once after its writes
+    failed in 3 aborted transactions. This topic refuses transaction markers too
+    (``message.timestamp.before.max.ms=0``): a transaction that wrote it could neither commit
+    nor abort, leaving the ingest's ``transactional.id`` stuck for good. Exactly-once writes
+    ``reply_to`` topics outside its transactions, so it cannot."""
     settings = slow_pipeline_settings(settings, max_batch_size=BATCH, max_in_flight=5_000)
     settings = settings.model_copy(
         update={"executor": settings.executor.model_copy(update={"delivery": delivery})}
@@ -460,8 +463,11 @@ def test_reply_topics_that_exist_but_fail_every_write_are_given_up_for_the_resul
     print(f"failed deliveries: {failed}")
     assert ok == INNOCENT
     if delivery == "exactly_once":
-        assert failed == 0, "never written in a transaction"
-        assert sum(s["transaction_aborts"] for s in status) == 0
+        aborts = sum(s["transaction_aborts"] for s in status)
+        print(f"aborted transactions: {aborts}")
+        # Given up after its writes failed in 3 transactions (a write that failed after the
+        # topic was asked about, in one more at most); never an abort loop.
+        assert aborts <= 4
     else:
         # At most each bad request's first write, then 3 probes: not one try per waiting result.
         assert failed <= len(bad_ids) + 3

@@ -33,7 +33,6 @@ from rayml.delivery.transactions import (
     TransactionalOutput,
     kafka_error_in,
 )
-from rayml.errors import InfrastructureError
 from rayml.protocol.dead_letters import DeadLetter
 from rayml.protocol.envelopes import ErrorInfo, Request, decode_result
 
@@ -844,62 +843,120 @@ def test_an_error_of_no_transactional_class_is_fatal_not_a_rewind_loop() -> None
     assert "abort" not in producer.calls
 
 
-def _stuck_output(
-    *, new_producer: bool
-) -> tuple[TransactionalOutput, FakeTxnProducer, list[tuple[str, FakeTxnProducer]]]:
-    """An output whose transactional id answers CONCURRENT_TRANSACTIONS for ever."""
-    stuck = FakeTxnProducer()
-    stuck.fail_when["init"] = lambda: KafkaError(KafkaError.CONCURRENT_TRANSACTIONS)
-    made: list[tuple[str, FakeTxnProducer]] = []
+class FakePlainProducer:
+    """The producer outside the transaction: ``flush`` delivers what was produced, with
+    ``delivery_error``, unless ``hold`` keeps the reports back (``flush`` then says how many
+    are left)."""
 
-    def make(txn_id: str) -> FakeTxnProducer:
-        made.append((txn_id, FakeTxnProducer()))
-        return made[-1][1]
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+        self.delivery_error: KafkaError | None = None
+        self.hold = False
+        self.flushes = 0
+        self._reports: list[Any] = []
 
+    def produce(
+        self, topic: str, *, value: bytes, key: bytes | None, headers: Any, on_delivery: Any
+    ) -> None:
+        self.sent.append((topic, value))
+        self._reports.append((on_delivery, _Msg(topic, key)))
+
+    def poll(self, _timeout: float) -> int:
+        return 0
+
+    def flush(self, _timeout: float) -> int:
+        self.flushes += 1
+        if self.hold:
+            return len(self._reports)
+        return self.deliver()
+
+    def deliver(self) -> int:
+        reports, self._reports = self._reports, []
+        for callback, msg in reports:
+            callback(self.delivery_error, msg)
+        return 0
+
+
+def _split_output() -> tuple[
+    TransactionalOutput, FakeTxnProducer, FakePlainProducer, list[tuple[str, bytes | None]]
+]:
+    """An output whose transaction spans "out" and "dlq"; any other topic is written outside."""
+    producer, outside = FakeTxnProducer(), FakePlainProducer()
+    failed: list[tuple[str, bytes | None]] = []
     txn = TransactionalOutput(
-        stuck,  # type: ignore[arg-type]
+        producer,  # type: ignore[arg-type]
         "g.ingest-0",
-        on_failed_delivery=lambda *_: None,
+        on_failed_delivery=lambda topic, key, _err: failed.append((topic, key)),
         owner="test",
-        new_producer=make if new_producer else None,  # type: ignore[arg-type]
+        own_topics=frozenset({"out", "dlq"}),
+        outside=outside,  # type: ignore[arg-type]
     )
-    return txn, stuck, made
+    txn.start()
+    return txn, producer, outside, failed
 
 
-def test_a_stuck_transactional_id_is_left_for_a_fresh_one() -> None:
-    txn, stuck, made = _stuck_output(new_producer=True)
-    producer = txn.start()
-    assert stuck.calls == ["init"], "asked once: CONCURRENT_TRANSACTIONS after the init timeout"
-    [(txn_id, fresh)] = made
-    assert producer is fresh
-    assert txn.producer is fresh
-    assert txn_id.startswith("g.ingest-0.")
-    assert len(txn_id) == len("g.ingest-0.") + 8
-    assert txn.transactional_id == txn_id
-    assert txn.fallbacks == 1
-    assert fresh.calls == ["init"]
-    txn.track(("in", 0), 5)
-    txn.stage(("in", 0), 5, rec("a"))
-    assert txn.commit(None) == {("in", 0): [5]}
-    assert fresh.committed == [[("in", 0, 6)]]
+def _reply(name: str, topic: str = "replies.a") -> list[OutRecord]:
+    return [OutRecord(topic, name.encode(), name.encode(), None)]
 
 
-def test_without_a_producer_factory_a_stuck_id_fails_the_start() -> None:
-    txn, _, _ = _stuck_output(new_producer=False)
-    with pytest.raises(InfrastructureError, match="CONCURRENT_TRANSACTIONS"):
-        txn.start()
+def test_a_reply_topic_is_written_outside_the_transaction_and_acknowledged_before_its_offset() -> (
+    None
+):
+    """Markers go only to rayml's own topics: a reply topic that refuses them can never leave
+    the transaction (and the ingest's transactional.id) half-ended."""
+    txn, producer, outside, _ = _split_output()
+    for offset, records in ((0, rec("a")), (1, _reply("b")), (2, _reply("c") + rec("dlq-c"))):
+        txn.track(TP, offset)
+        txn.stage(TP, offset, records)
+    assert [t for t, _, _ in producer.sent] == ["out", "out"], "own topics in the transaction"
+    assert outside.sent == [("replies.a", b"b"), ("replies.a", b"c")]
+    assert producer.calls.count("begin") == 1
+    assert txn.commit(None) == {TP: [0, 1, 2]}
+    assert outside.flushes == 1, "acknowledged before the offsets commit"
+    assert producer.committed == [[("in", 0, 3)]]
+    assert txn.outside_writes == 2
 
 
-def test_a_fresh_id_that_is_stuck_too_fails_the_start_instead_of_taking_another() -> None:
-    txn, _, made = _stuck_output(new_producer=True)
+def test_a_record_answered_only_outside_still_commits_its_offset_in_a_transaction() -> None:
+    txn, producer, outside, _ = _split_output()
+    txn.track(TP, 7)
+    txn.stage(TP, 7, _reply("x"))
+    assert outside.sent == [("replies.a", b"x")]
+    assert producer.sent == []
+    assert producer.calls == ["init", "begin"], "a transaction to carry the offset"
+    assert txn.commit(None) == {TP: [7]}
+    assert producer.committed == [[("in", 0, 8)]]
 
-    def make(txn_id: str) -> FakeTxnProducer:
-        again = FakeTxnProducer()
-        again.fail_when["init"] = lambda: KafkaError(KafkaError.CONCURRENT_TRANSACTIONS)
-        made.append((txn_id, again))
-        return again
 
-    txn._new_producer = make  # type: ignore[assignment]
-    with pytest.raises(InfrastructureError):
-        txn.start()
-    assert len(made) == 1, "one fresh id per start at most"
+def test_a_failed_write_outside_aborts_the_transaction_and_says_which_topic() -> None:
+    txn, producer, outside, failed = _split_output()
+    outside.delivery_error = KafkaError(KafkaError.INVALID_TIMESTAMP)
+    txn.track(TP, 0)
+    txn.stage(TP, 0, rec("a"))
+    txn.track(TP, 1)
+    txn.stage(TP, 1, _reply("b"))
+    with pytest.raises(TransactionAbortedError):
+        txn.commit(None)
+    assert failed == [("replies.a", b"b")], "the writer learns, so the redo goes elsewhere"
+    assert producer.committed == []
+    assert "abort" in producer.calls
+
+
+def test_writes_outside_not_acknowledged_in_time_abort_and_their_late_reports_are_ignored() -> None:
+    txn, producer, outside, failed = _split_output()
+    outside.hold = True
+    txn.track(TP, 0)
+    txn.stage(TP, 0, _reply("slow"))
+    with pytest.raises(TransactionAbortedError, match="not acknowledged"):
+        txn.commit(None)
+    # The report of the aborted transaction's write arrives late, failed: not the next one's.
+    outside.hold = False
+    outside.delivery_error = KafkaError(KafkaError._MSG_TIMED_OUT)
+    outside.deliver()
+    assert failed == []
+    outside.delivery_error = None
+    txn.forget({TP})
+    txn.track(TP, 0)
+    txn.stage(TP, 0, _reply("slow"))
+    assert txn.commit(None) == {TP: [0]}
+    assert producer.committed == [[("in", 0, 1)]]

@@ -89,8 +89,6 @@ def test_the_executor_reads_requests_writes_results_and_its_own_topics() -> None
         assert {(x[2], x[3]) for x in r if x[1] == prefix} == {
             ("prefixed", "Write"),
             ("prefixed", "Describe"),
-            # Exactly-once vets a reply topic's config (rayml.kafka.transaction_topics).
-            ("prefixed", "DescribeConfigs"),
         }
     t = settings.topics
     # Least privilege: requests are read, never written; results, dead letters and events
