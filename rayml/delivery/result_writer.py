@@ -442,6 +442,10 @@ class ResultWriter:
                 self.unanswerable.add(rid)
             elif rid in self.too_large:
                 self.refused_small.add(rid)
+                if self._is_reply_topic(topic):
+                    # A reply topic that refuses even a small error: every later result for
+                    # it goes to the result topic at once, not two aborts per request.
+                    self._learn_unwritable(topic, err)
             else:
                 self.too_large.add(rid)
         elif topic not in self.result_topics and topic not in self.unwritable_topics:

@@ -99,6 +99,8 @@ class TransactionalOutput:
             ``outside`` (required with ``own_topics``), acknowledged before their offsets
             commit.
         outside: A plain idempotent producer (``acks=all``) for writes outside the transaction.
+        outside_timeout_s: Its ``message.timeout.ms``: a commit waits that long (and a little
+            more) for the reports of the transaction's writes outside it.
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class TransactionalOutput:
         owner: str,
         own_topics: frozenset[str] | None = None,
         outside: Producer | None = None,
+        outside_timeout_s: float = 5.0,
     ) -> None:
         self.producer = producer
         self.transactional_id = transactional_id
@@ -119,6 +122,10 @@ class TransactionalOutput:
         # Writes to other topics: their delivery reports count for the transaction they were
         # produced in (a late report of an aborted one's write must not fail the next one).
         self._generation = 0
+        self._outside_timeout_s = outside_timeout_s
+        # This transaction's writes outside it not yet reported: (topic, key) by sequence.
+        self._outside_pending: dict[int, tuple[str, bytes | None]] = {}
+        self._outside_seq = 0
         self.outside_writes = 0
         self._on_failed_delivery = on_failed_delivery
         self._owner = owner
@@ -222,6 +229,7 @@ class TransactionalOutput:
         outside = self.outside
         assert outside is not None  # with own_topics (see __init__)
         generation = self._generation
+        self._outside_seq = seq = self._outside_seq + 1
         self.outside_writes += 1
         while True:
             try:
@@ -230,8 +238,9 @@ class TransactionalOutput:
                     value=record.value,
                     key=record.key,
                     headers=record.headers,
-                    on_delivery=lambda err, msg: self._delivered_outside(generation, err, msg),
+                    on_delivery=lambda err, msg: self._delivered_outside(generation, seq, err, msg),
                 )
+                self._outside_pending[seq] = (record.topic, record.key)
                 return
             except BufferError:
                 outside.poll(0.05)  # librdkafka's queue is full: serve the reports
@@ -244,8 +253,13 @@ class TransactionalOutput:
                     self._failed = err
                 return
 
-    def _delivered_outside(self, generation: int, err: KafkaError | None, msg: Message) -> None:
-        if err is not None and generation == self._generation:
+    def _delivered_outside(
+        self, generation: int, seq: int, err: KafkaError | None, msg: Message
+    ) -> None:
+        if generation != self._generation:
+            return  # a write of an aborted transaction: its record is redone
+        self._outside_pending.pop(seq, None)
+        if err is not None:
             self._delivered(err, msg)
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
@@ -326,22 +340,33 @@ class TransactionalOutput:
         return done
 
     def _flush_outside(self) -> None:
-        """Wait for the reports of the writes outside the transaction; one not acknowledged in
-        ``_CALL_TIMEOUT_S`` fails the transaction (its record is redone)."""
-        if self.outside is None:
+        """Wait for the reports of this transaction's writes outside it (not when it aborts
+        anyway). Each write fails on its own within ``outside_timeout_s`` (its producer's
+        ``message.timeout.ms``), naming its topic; one still unreported a little later is taken
+        as failed the same way, so the writer learns which topic held it up."""
+        if self.outside is None or not self._outside_pending or self._failed is not None:
             return
-        left = self.outside.flush(_CALL_TIMEOUT_S)
-        if left and self._failed is None:
-            self._failed = KafkaError(
-                KafkaError._TIMED_OUT,
-                f"{left} write(s) outside the transaction not acknowledged in "
-                f"{_CALL_TIMEOUT_S:.0f} s",
-            )
+        self.outside.flush(self._outside_timeout_s + 2.0)
+        if not self._outside_pending or self._failed is not None:
+            return
+        late = KafkaError(
+            KafkaError._MSG_TIMED_OUT,
+            f"not acknowledged in {self._outside_timeout_s + 2.0:.0f} s",
+        )
+        for topic, key in list(self._outside_pending.values())[:1_000]:
+            self._on_failed_delivery(topic, key, late)
+        self._failed = late
 
     def abort(self) -> None:
         """Abort the open transaction (if any) and forget what it held."""
         self._produced = {}
         self._generation += 1  # later reports of its outside writes belong to no transaction
+        self._outside_pending = {}
+        if self.outside is not None:
+            # Its writes outside not yet sent are dropped (their records are redone); sent ones
+            # may still land: at-least-once there.
+            self.outside.purge(in_queue=True, in_flight=False, blocking=False)
+            self.outside.poll(0)
         if not self._open:
             self._failed = None
             return

@@ -127,6 +127,7 @@ class Ingest(ConsumerLoop):
                 owner=ingest_id,
                 own_topics=frozenset(own),
                 outside=kafka_clients.reply_producer(settings.kafka, ex),
+                outside_timeout_s=kafka_clients.reply_timeout_s(ex),
             )
             self._commit_interval_s = ex.transaction_commit_interval_s
         self.tenancy = Tenancy(settings)

@@ -140,10 +140,26 @@ def output_producer(
     )
 
 
+def reply_timeout_s(executor: ExecutorSettings) -> float:
+    """Exactly-once: how long a write outside the transaction may take (``message.timeout.ms``
+    of :func:`reply_producer`): well inside the transaction timeout, which the commit that
+    waits for it must not outlast."""
+    return max(1.0, min(5.0, executor.transaction_timeout_s / 2))
+
+
 def reply_producer(kafka: KafkaSettings, executor: ExecutorSettings) -> Producer:
     """Exactly-once: the idempotent producer of the writes outside the transaction (to the
-    ``reply_to`` topics requesters name; :mod:`rayml.delivery.transactions` says why)."""
-    return producer(kafka, **_room(executor))
+    ``reply_to`` topics requesters name; :mod:`rayml.delivery.transactions` says why). A write
+    that is not acknowledged in :func:`reply_timeout_s` fails (``_MSG_TIMED_OUT``, naming its
+    topic); its queue is bounded (64 MiB)."""
+    return producer(
+        kafka,
+        **_room(executor),
+        **{
+            "message.timeout.ms": int(reply_timeout_s(executor) * 1000),
+            "queue.buffering.max.kbytes": 65_536,
+        },
+    )
 
 
 def _room(executor: ExecutorSettings) -> dict[str, Any]:

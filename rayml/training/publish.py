@@ -17,9 +17,11 @@ Exactly-once (``executor.delivery = "exactly_once"``), a job's writes -- serving
 result, or result and DLQ copy, or a dead letter -- are handed as one list to ``stage``
 (:meth:`rayml.delivery.transactions.TransactionalOutput.stage`), which puts them into the
 runner's open transaction in jobs-offset order, beside the jobs offsets they answer; the
-serving record still comes first within it. A write that fails there aborts the transaction
-and the jobs are redone; :meth:`JobPublisher.note_failed_delivery` remembers a ``reply_to``
-that cannot be written, so the redo answers on the output topic.
+serving record still comes first within it. A result for a ``reply_to`` goes outside the
+transaction (:mod:`rayml.delivery.transactions` says why), acknowledged before its offset
+commits. A write that fails aborts the transaction and the jobs are redone; the runner
+remembers a ``reply_to`` whose write failed, whatever the error, so the redo answers on the
+output topic (one try per reply topic: each failure costs an abort).
 
 Where a result goes, in both modes, is :class:`~rayml.training.replies.ReplyRoutes`'s answer:
 its authorised ``reply_to`` if the broker has that topic (asked **before** the write), else the

@@ -2,10 +2,11 @@
 
 A training request may name a ``reply_to`` its tenant may write (checked at intake); the topic
 need not exist. A write to a topic the broker does not have fails only after librdkafka has
-waited for it to appear (``topic.metadata.propagation.max.ms``, 30 s); exactly-once,
-``message.timeout.ms`` is capped at ``transaction.timeout.ms`` (10 s by default), so the write
-fails first, as ``_MSG_TIMED_OUT``, and aborts the runner's transaction; at-least-once, once
-librdkafka knows the topic is missing, ``produce()`` itself raises ``_UNKNOWN_TOPIC``. So, as the
+waited for it to appear (``topic.metadata.propagation.max.ms``, 30 s); exactly-once, the write
+(outside the transaction, with a short ``message.timeout.ms``:
+:func:`rayml.kafka.clients.reply_producer`) fails first, as ``_MSG_TIMED_OUT``, and aborts the
+runner's transaction; at-least-once, once librdkafka knows the topic is missing, ``produce()``
+itself raises ``_UNKNOWN_TOPIC``. So, as the
 ingest's :class:`~rayml.delivery.result_writer.ResultWriter` does, :class:`ReplyRoutes` **asks
 before writing** (:class:`~rayml.delivery.reply_topics.ReplyTopics` over
 :func:`~rayml.kafka.topic_checks.topic_verdicts`): a result whose ``reply_to`` the broker does not
@@ -101,13 +102,17 @@ class ReplyRoutes:
             return result_topic
         return reply_to
 
-    def learn(self, topic: str, err: KafkaError, *, suspect_timeouts: bool = True) -> None:
+    def learn(
+        self, topic: str, err: KafkaError, *, suspect_timeouts: bool = True, once: bool = False
+    ) -> None:
         """A write to ``topic`` failed with ``err``: remember the topic as unwritable if the
         error blames it, as suspect if it timed out (unless ``suspect_timeouts`` is false:
-        nobody will :meth:`settle`); anything else teaches nothing."""
+        nobody will :meth:`settle`); anything else teaches nothing. With ``once`` (exactly-once,
+        where each failed write costs an aborted transaction and a redo) any failure makes the
+        topic unwritable: one bounded try, then the result topic."""
         if topic in self.own_topics or topic in self.unwritable:
             return
-        if err.code() in TOPIC_ERRORS:
+        if once or err.code() in TOPIC_ERRORS:
             self._unwritable(topic, err.str())
         elif (
             suspect_timeouts

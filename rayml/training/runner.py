@@ -48,7 +48,11 @@ and result, or error result and DLQ copy) are staged in a
 "{jobs_group_id}.{runner_id}"``), which releases them into the open transaction in jobs-offset
 order per partition and commits them with the jobs offsets every
 ``transaction_commit_interval_s``; events go through a plain producer, outside transactions. A
-read_committed reader sees each job's result once, across a crash of the runner; the price is
+result for a ``reply_to`` is written outside the transaction too (a plain idempotent producer,
+acknowledged before its jobs offset commits: at-least-once there, and it may be read before
+the serving record beside it commits), so a reply topic that refuses transaction markers
+cannot stick the runner's ``transactional.id``. A read_committed reader of a result topic sees
+each job's result once, across a crash of the runner; the price is
 that a long job holds back the answers behind it on its partition. An aborted transaction
 rewinds the partitions and redoes only the answers it held: jobs still running are kept, not
 cancelled (:meth:`JobRunner._rewind`). A producer that failed fatally (fenced) makes the next
@@ -203,6 +207,7 @@ class JobRunner(ConsumerLoop):
                     | {settings.topics.dlq, settings.topics.models}
                 ),
                 outside=kafka_clients.reply_producer(settings.kafka, ex),
+                outside_timeout_s=kafka_clients.reply_timeout_s(ex),
             )
             self._commit_interval_s = ex.transaction_commit_interval_s
         else:
@@ -381,8 +386,10 @@ class JobRunner(ConsumerLoop):
         return self.publishers[request.tenant or ""]
 
     def _note_failed_delivery(self, topic: str, key: bytes | None, err: KafkaError) -> None:
-        """Exactly-once: learn which reply_to cannot be written (shared by every tenant)."""
-        self.routes.learn(topic, err)
+        """Exactly-once: a reply_to whose write failed is not written again (for a while):
+        each failure costs an aborted transaction, so the redo goes to the result topic
+        (shared by every tenant)."""
+        self.routes.learn(topic, err, once=True)
 
     def _stored(self, job: Job) -> JobRecord:
         """What the store holds for this job id already (a crash re-delivered it)."""

@@ -466,9 +466,8 @@ def test_exactly_once_a_reply_to_deleted_after_it_was_found_is_answered_on_the_r
     start: Any,
 ) -> None:
     """The one case asking first cannot catch: the topic was found, then deleted. The write
-    times out in the transaction (10 s), and this broker then refuses the abort fatally
-    (``INVALID_TXN_STATE``): the runner restarts (Ray), asks afresh, and answers from the
-    store on the result topic, once."""
+    (outside the transaction) times out (``reply_timeout_s``, 5 s), the transaction aborts, and
+    the redo answers from the store on the result topic, once."""
     executor, settings = start(delivery="exactly_once")
     committed = ResultCollector(settings, isolation_level="read_committed")
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
@@ -492,6 +491,38 @@ def test_exactly_once_a_reply_to_deleted_after_it_was_found_is_answered_on_the_r
     assert len(versions_of_job(settings, "testing_fast", "deleted")) == 1  # trained once
     committed.close()
     replied.close()
+
+
+@pytest.mark.slow
+def test_exactly_once_a_reply_to_that_refuses_markers_is_answered_on_the_result_topic(
+    start: Any,
+) -> None:
+    """A tenant's reply topic with ``max.message.bytes=10`` refuses the job's result and any
+    transaction marker (78 bytes). The runner writes reply topics outside its transaction, so
+    its ``transactional.id`` cannot be left stuck; the refused write costs one aborted
+    transaction, and the redo answers on the result topic (the topic is not tried again):
+    no abort loop, the runner not restarted, the next job answered as usual."""
+    executor, settings = start(delivery="exactly_once")
+    committed = ResultCollector(settings, isolation_level="read_committed")
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    tiny = f"{settings.topics.output}.tiny"
+    admin.create_topics([NewTopic(tiny, 1, 1, config={"max.message.bytes": "10"})])[tiny].result(30)
+    pid = runner_status(executor)["pid"]
+    started = time.monotonic()
+    send_jobs(settings, [reply_job("refused", tiny), reply_job("refused-again", tiny)])
+    committed.wait_for(["refused", "refused-again"], 120)
+    took_s = time.monotonic() - started
+    send_jobs(settings, [training_request("after", "testing.train_fast", {"c": 1.0})])
+    committed.wait_for(["after"], 120)
+    committed.poll_until_quiet(2.0)
+    status = runner_status(executor)
+    print(f"\nreply_to refusing markers: answered in {took_s:.2f}s; status {status}")
+    assert status["pid"] == pid, "the runner was not restarted"
+    for job_id in ("refused", "refused-again", "after"):
+        assert one(committed.results, job_id).status == "ok", job_id
+        assert len(committed.results[job_id]) == 1, job_id
+    assert status["transaction_aborts"] <= 2
+    committed.close()
 
 
 def reply_job(job_id: str, reply_to: str) -> dict[str, Any]:

@@ -386,6 +386,10 @@ def test_exactly_once_redo_of_a_twice_refused_result_goes_to_the_result_topic() 
     assert decode_result(second.value).error.type == "result_too_large"  # type: ignore[union-attr]
     w.note_failed_delivery("out", b"r-1", err)  # the result topic refuses it too
     assert w._staged_results("replies", b"x" * 1000, answer) == []  # type: ignore[arg-type]
+    # A reply topic that refused even a small error is given up on as a whole: the next
+    # request's result goes to the result topic at once (not two aborts per request).
+    assert "replies" in w.unwritable_topics
+    assert w._result_topic("replies", "out") == "out"
 
 
 # --- persistent write failures ---------------------------------------------------------------

@@ -851,8 +851,9 @@ class FakePlainProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []
         self.delivery_error: KafkaError | None = None
-        self.hold = False
+        self.hold = False  # the writes are in flight: no report, and purge leaves them
         self.flushes = 0
+        self.purges = 0
         self._reports: list[Any] = []
 
     def produce(
@@ -869,6 +870,14 @@ class FakePlainProducer:
         if self.hold:
             return len(self._reports)
         return self.deliver()
+
+    def purge(self, in_queue: bool, in_flight: bool, blocking: bool) -> None:
+        """Queued writes are dropped (their reports come, as purged); ``in_flight`` ones not."""
+        self.purges += 1
+        if in_queue and not self.hold:
+            reports, self._reports = self._reports, []
+            for callback, msg in reports:
+                callback(KafkaError(KafkaError._PURGE_QUEUE), msg)
 
     def deliver(self) -> int:
         reports, self._reports = self._reports, []
@@ -942,21 +951,41 @@ def test_a_failed_write_outside_aborts_the_transaction_and_says_which_topic() ->
     assert "abort" in producer.calls
 
 
-def test_writes_outside_not_acknowledged_in_time_abort_and_their_late_reports_are_ignored() -> None:
+def test_writes_outside_not_acknowledged_in_time_abort_naming_their_topic() -> None:
+    """A reply topic that never acknowledges (e.g. ``min.insync.replicas`` above its replicas)
+    fails the commit within the outside producer's timeout, and the writer learns which topic
+    it was, so the redo can go elsewhere; the late report of that write is ignored."""
     txn, producer, outside, failed = _split_output()
     outside.hold = True
     txn.track(TP, 0)
     txn.stage(TP, 0, _reply("slow"))
+    in_flight = list(outside._reports)
     with pytest.raises(TransactionAbortedError, match="not acknowledged"):
         txn.commit(None)
+    assert failed == [("replies.a", b"slow")], "the writer is told the topic"
+    assert outside.purges == 1
     # The report of the aborted transaction's write arrives late, failed: not the next one's.
+    for callback, msg in in_flight:
+        callback(KafkaError(KafkaError._MSG_TIMED_OUT), msg)
+    assert failed == [("replies.a", b"slow")]
     outside.hold = False
-    outside.delivery_error = KafkaError(KafkaError._MSG_TIMED_OUT)
-    outside.deliver()
-    assert failed == []
-    outside.delivery_error = None
+    outside._reports = []
     txn.forget({TP})
     txn.track(TP, 0)
-    txn.stage(TP, 0, _reply("slow"))
+    txn.stage(TP, 0, rec("redone on the result topic"))
     assert txn.commit(None) == {TP: [0]}
     assert producer.committed == [[("in", 0, 1)]]
+
+
+def test_a_transaction_that_aborts_anyway_does_not_wait_for_writes_outside() -> None:
+    txn, producer, outside, _ = _split_output()
+    outside.hold = True
+    txn.track(TP, 0)
+    txn.stage(TP, 0, _reply("slow"))
+    producer.delivery_error = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
+    txn.track(TP, 1)
+    txn.stage(TP, 1, rec("big"))
+    producer.flush(0)  # the inside write's report: it failed
+    with pytest.raises(TransactionAbortedError):
+        txn.commit(None)
+    assert outside.flushes == 0

@@ -102,3 +102,19 @@ def test_suspects_are_bounded_and_only_kept_where_someone_settles() -> None:
     for n in range(5_000):  # a flood of fresh names, each timing out
         routes.learn(f"bogus-{n}", timeout)
     assert len(routes.suspects) == 1_000
+
+
+def test_exactly_once_gives_a_reply_to_one_try_whatever_its_error() -> None:
+    """Each failed write costs an aborted transaction and a redo: a topic that refuses the
+    result (too large, a bad timestamp, too few replicas) is not written again."""
+    broker = Broker({"replies", "tiny"})
+    routes = ReplyRoutes(broker.ask, {"out"})
+    for topic, code in (
+        ("tiny", KafkaError.MSG_SIZE_TOO_LARGE),
+        ("replies", KafkaError.INVALID_TIMESTAMP),
+    ):
+        assert routes.topic_for(topic, "out") == topic
+        routes.learn(topic, KafkaError(code), once=True)
+        assert routes.topic_for(topic, "out") == "out", topic
+    routes.learn("out", KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), once=True)
+    assert routes.topic_for(None, "out") == "out", "a result topic is never given up"

@@ -125,6 +125,9 @@ class Events:
     def flush(self, *_: Any) -> int:
         return 0
 
+    def purge(self, *_: Any, **__: Any) -> None:
+        pass
+
 
 class Consumer:
     """What the runner asks of its consumer here: group metadata, committed offsets, seeks."""
