@@ -476,8 +476,7 @@ class ResultWriter:
         return result_topic
 
     def _route(self, reply_to: str) -> int:
-        if reply_to in self.unwritable_topics:
-            self.unwritable_topics.add(reply_to)  # still named by requests: keep knowing it
+        if reply_to in self.unwritable_topics:  # until it expires: then tried again
             return _UNWRITABLE
         if not self.reply_topics.known(reply_to):
             self.check_reply_topics([reply_to])

@@ -248,6 +248,8 @@ class TransactionalOutput:
                 # Refused before it was queued (e.g. larger than message.max.bytes): as a
                 # failed delivery, which aborts the open transaction.
                 err = exc.args[0]
+                if self._outside_broken(err):
+                    return
                 self._on_failed_delivery(record.topic, record.key, err)
                 if self._failed is None:
                     self._failed = err
@@ -259,8 +261,30 @@ class TransactionalOutput:
         if generation != self._generation:
             return  # a write of an aborted transaction: its record is redone
         self._outside_pending.pop(seq, None)
-        if err is not None:
-            self._delivered(err, msg)
+        if err is None:
+            return
+        if self._outside_broken(err):
+            return
+        if err.code() in _PURGED:
+            # Nothing here purges the current transaction's writes: librdkafka did, e.g. as
+            # the producer failed. Not written, so not done.
+            err = KafkaError(err.code(), f"{err.str()} (not written)")
+        topic = msg.topic() or ""
+        if self._failed is None:
+            logger.warning("ingest=%s write to %s failed: %s", self._owner, topic, err)
+            self._failed = err
+        self._on_failed_delivery(topic, msg.key(), err)
+
+    def _outside_broken(self, err: KafkaError) -> bool:
+        """A fatal error of the producer outside (e.g. its idempotence state lost): nothing more
+        may commit, and no topic is to blame; the loop stops and the actor restarts."""
+        if not (err.fatal() or err.code() == KafkaError._FATAL):
+            return False
+        if self.usable:
+            logger.error("ingest=%s the producer of reply writes failed: %s", self._owner, err)
+        self.usable = False
+        self._failed = self._failed or err
+        return True
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is None or err.code() in _PURGED:
@@ -344,15 +368,17 @@ class TransactionalOutput:
         anyway). Each write fails on its own within ``outside_timeout_s`` (its producer's
         ``message.timeout.ms``), naming its topic; one still unreported a little later is taken
         as failed the same way, so the writer learns which topic held it up."""
-        if self.outside is None or not self._outside_pending or self._failed is not None:
+        outside = self.outside
+        if outside is None or not self._outside_pending or self._failed is not None:
             return
-        self.outside.flush(self._outside_timeout_s + 2.0)
+        # Polled, not flushed: a flush would wait for an aborted transaction's writes too.
+        wait_s = self._outside_timeout_s * 1.5
+        deadline = time.monotonic() + wait_s
+        while self._outside_pending and self._failed is None and time.monotonic() < deadline:
+            outside.poll(0.01)
         if not self._outside_pending or self._failed is not None:
             return
-        late = KafkaError(
-            KafkaError._MSG_TIMED_OUT,
-            f"not acknowledged in {self._outside_timeout_s + 2.0:.0f} s",
-        )
+        late = KafkaError(KafkaError._MSG_TIMED_OUT, f"not acknowledged in {wait_s:.1f} s")
         for topic, key in list(self._outside_pending.values())[:1_000]:
             self._on_failed_delivery(topic, key, late)
         self._failed = late
@@ -361,12 +387,10 @@ class TransactionalOutput:
         """Abort the open transaction (if any) and forget what it held."""
         self._produced = {}
         self._generation += 1  # later reports of its outside writes belong to no transaction
+        # Its writes outside still under way may land or fail: at-least-once there, and their
+        # reports are ignored (not purged: a purge leaves a gap in the idempotent producer's
+        # sequence, which stalls it to re-sync).
         self._outside_pending = {}
-        if self.outside is not None:
-            # Its writes outside not yet sent are dropped (their records are redone); sent ones
-            # may still land: at-least-once there.
-            self.outside.purge(in_queue=True, in_flight=False, blocking=False)
-            self.outside.poll(0)
         if not self._open:
             self._failed = None
             return

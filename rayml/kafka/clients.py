@@ -144,7 +144,7 @@ def reply_timeout_s(executor: ExecutorSettings) -> float:
     """Exactly-once: how long a write outside the transaction may take (``message.timeout.ms``
     of :func:`reply_producer`): well inside the transaction timeout, which the commit that
     waits for it must not outlast."""
-    return max(1.0, min(5.0, executor.transaction_timeout_s / 2))
+    return min(5.0, executor.transaction_timeout_s / 3)
 
 
 def reply_producer(kafka: KafkaSettings, executor: ExecutorSettings) -> Producer:
@@ -156,7 +156,7 @@ def reply_producer(kafka: KafkaSettings, executor: ExecutorSettings) -> Producer
         kafka,
         **_room(executor),
         **{
-            "message.timeout.ms": int(reply_timeout_s(executor) * 1000),
+            "message.timeout.ms": max(1, int(reply_timeout_s(executor) * 1000)),
             "queue.buffering.max.kbytes": 65_536,
         },
     )

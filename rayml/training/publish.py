@@ -20,8 +20,8 @@ runner's open transaction in jobs-offset order, beside the jobs offsets they ans
 serving record still comes first within it. A result for a ``reply_to`` goes outside the
 transaction (:mod:`rayml.delivery.transactions` says why), acknowledged before its offset
 commits. A write that fails aborts the transaction and the jobs are redone; the runner
-remembers a ``reply_to`` whose write failed, whatever the error, so the redo answers on the
-output topic (one try per reply topic: each failure costs an abort).
+remembers a ``reply_to`` that refused a write (or whose writes timed out 3 times), so the
+redo answers on the output topic (each failure costs an abort).
 
 Where a result goes, in both modes, is :class:`~rayml.training.replies.ReplyRoutes`'s answer:
 its authorised ``reply_to`` if the broker has that topic (asked **before** the write), else the

@@ -56,6 +56,8 @@ METADATA_TIMEOUT_S = 5.0
 
 _MAX_REMEMBERED = 10_000
 _REMEMBER_S = 600.0
+#: Exactly-once: a reply topic whose writes timed out this many times is given up on.
+GIVE_UP_TIMEOUTS = 3
 _MAX_SUSPECTS = 1_000  # asked about in one round; more are not remembered (bounded memory)
 
 
@@ -75,6 +77,7 @@ class ReplyRoutes:
         self.owner = owner
         self.reply_topics = ReplyTopics(ask)
         self.unwritable = RecentSet(_MAX_REMEMBERED, _REMEMBER_S)
+        self._timeouts: dict[str, int] = {}  # exactly-once: timed-out writes per topic
         self.suspects: set[str] = set()  # timed out: ask again at the next settle()
         self.rerouted = 0  # results answered on their result topic instead of their reply_to
 
@@ -83,8 +86,7 @@ class ReplyRoutes:
         broker says it does not have; then ``result_topic``."""
         if not reply_to or reply_to == result_topic:
             return result_topic
-        if reply_to in self.unwritable:
-            self.unwritable.add(reply_to)  # still named by requests: keep knowing it
+        if reply_to in self.unwritable:  # until it expires: then tried again
             self.rerouted += 1
             return result_topic
         if not self.reply_topics.known(reply_to) and self.reply_topics.check([reply_to]):
@@ -108,11 +110,21 @@ class ReplyRoutes:
         """A write to ``topic`` failed with ``err``: remember the topic as unwritable if the
         error blames it, as suspect if it timed out (unless ``suspect_timeouts`` is false:
         nobody will :meth:`settle`); anything else teaches nothing. With ``once`` (exactly-once,
-        where each failed write costs an aborted transaction and a redo) any failure makes the
-        topic unwritable: one bounded try, then the result topic."""
+        where each failed write costs an aborted transaction and a redo) any refusal makes the
+        topic unwritable (one bounded try, then the result topic), and so do
+        ``GIVE_UP_TIMEOUTS`` timeouts (a topic that exists and never acknowledges)."""
         if topic in self.own_topics or topic in self.unwritable:
             return
-        if once or err.code() in TOPIC_ERRORS:
+        timed_out = err.code() == KafkaError._MSG_TIMED_OUT
+        if once and timed_out:
+            if len(self._timeouts) >= _MAX_SUSPECTS:
+                self._timeouts.clear()
+            self._timeouts[topic] = self._timeouts.get(topic, 0) + 1
+            if self._timeouts[topic] >= GIVE_UP_TIMEOUTS:
+                del self._timeouts[topic]
+                self._unwritable(topic, f"{GIVE_UP_TIMEOUTS} writes timed out: {err.str()}")
+                return
+        if (once and not timed_out) or err.code() in TOPIC_ERRORS:
             self._unwritable(topic, err.str())
         elif (
             suspect_timeouts

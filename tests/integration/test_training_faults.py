@@ -466,8 +466,9 @@ def test_exactly_once_a_reply_to_deleted_after_it_was_found_is_answered_on_the_r
     start: Any,
 ) -> None:
     """The one case asking first cannot catch: the topic was found, then deleted. The write
-    (outside the transaction) times out (``reply_timeout_s``, 5 s), the transaction aborts, and
-    the redo answers from the store on the result topic, once."""
+    (outside the transaction) times out (``reply_timeout_s``: 1.7 s with this test's 5 s
+    transaction timeout) and the transaction aborts, until the topic is found missing or
+    given up on after 3 timeouts; the redo answers from the store on the result topic, once."""
     executor, settings = start(delivery="exactly_once")
     committed = ResultCollector(settings, isolation_level="read_committed")
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})

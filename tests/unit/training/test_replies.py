@@ -118,3 +118,18 @@ def test_exactly_once_gives_a_reply_to_one_try_whatever_its_error() -> None:
         assert routes.topic_for(topic, "out") == "out", topic
     routes.learn("out", KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), once=True)
     assert routes.topic_for(None, "out") == "out", "a result topic is never given up"
+
+
+def test_exactly_once_gives_up_on_a_reply_to_whose_writes_keep_timing_out() -> None:
+    """A topic that exists and never acknowledges (``min.insync.replicas`` above its replicas)
+    is asked about and found; after 3 timed-out writes (3 aborted transactions) its results go
+    to the result topic, until the memory of it expires (not refreshed by requests naming it)."""
+    broker = Broker({"stuck"})
+    routes = ReplyRoutes(broker.ask, {"out"})
+    timeout = KafkaError(KafkaError._MSG_TIMED_OUT)
+    for _ in range(2):
+        routes.learn("stuck", timeout, once=True)
+        routes.settle()  # the broker has it: no verdict
+        assert routes.topic_for("stuck", "out") == "stuck"
+    routes.learn("stuck", timeout, once=True)
+    assert routes.topic_for("stuck", "out") == "out"
