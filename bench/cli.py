@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from bench.bare_flow import BareFlowContender
 from bench.contenders import (
     REPO,
     Contender,
     Endpoint,
     KafkaFloor,
-    ProcessContender,
     RaymlContender,
     confluent_kafka_version,
     original_contender,
@@ -39,7 +39,14 @@ from bench.contenders import (
     quix_version,
 )
 from bench.memory import RssSampler, cpu_seconds
-from bench.report import ContenderResult, delivery_lines, markdown, table, targets
+from bench.report import (
+    ContenderResult,
+    delivery_lines,
+    details_lines,
+    markdown,
+    table,
+    targets,
+)
 from bench.training import TRIALS, SweepResult, run_sweep
 from bench.workload import (
     ResultCounter,
@@ -53,7 +60,7 @@ from bench.workload import (
     run_in_thread,
 )
 
-CONTENDERS = ("rayml", "rayml-eos", "kafka", "rayml-batch1", "quix", "original")
+CONTENDERS = ("bare", "rayml", "rayml-eos", "kafka", "rayml-batch1", "quix", "original")
 PARTITIONS = 4
 
 METHOD = """\
@@ -201,8 +208,9 @@ class Bench:
         finally:
             contender.stop()
             counter.close()
-        if isinstance(contender, RaymlContender):
-            result.extra["status"] = contender.final_status
+        final_status = getattr(contender, "final_status", None)
+        if final_status:  # rayml's ingest status, or the bare flow's counters
+            result.extra["status"] = final_status
         return result
 
     def _cpu_groups(self, contender: Contender) -> dict[str, list[int]]:
@@ -222,7 +230,7 @@ class Bench:
         target_rate: float | None,
         result: ContenderResult,
     ) -> None:
-        alive = contender.check_alive if isinstance(contender, ProcessContender) else None
+        alive = getattr(contender, "check_alive", None)
         echo = getattr(contender, "echo", False)
         warm = self._run(f"{contender.key}.warm", self.args.warmup, echo)
         counter.track(warm)
@@ -387,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
             model_file = str(work / "breast_cancer.ubj")
             half_rayml: float | None = args.latency_rate
             plan: list[tuple[Contender, int]] = []
+            if "bare" in args.only:
+                # First: the upper bound rayml is measured against (DESIGN.md: >= 85% of it).
+                plan.append((BareFlowContender(model_file, args.worker_cpus), args.requests))
             if "rayml" in args.only:
                 plan.append(
                     (
@@ -454,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     wall_s = time.perf_counter() - started
     print()
     print(table(results))
+    print()
+    # CPU per request per process group, batches: also on stdout, for --no-write runs.
+    print(details_lines(results))
     print()
     for line in delivery_lines(results):
         print(line)
