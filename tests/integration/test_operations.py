@@ -34,6 +34,23 @@ pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.cluster, pytest.ma
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _on_the_result_topic(settings: Settings) -> int:
+    """How many records the result topic holds (end offsets), whatever a reader has seen."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    probe = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "count-results"}
+    )
+    try:
+        meta = probe.list_topics(settings.topics.output, timeout=10).topics[settings.topics.output]
+        return sum(
+            probe.get_watermark_offsets(TopicPartition(settings.topics.output, p), timeout=10)[1]
+            for p in meta.partitions
+        )
+    finally:
+        probe.close()
+
+
 def _serving_settings(settings: Settings) -> Settings:
     # Three executors at once (during an upgrade) fit the session's 2 CPUs.
     return slow_pipeline_settings(settings, worker_num_cpus=0.25)
@@ -90,7 +107,11 @@ def test_broker_restart_mid_burst_loses_nothing(
     )
     assert alive, "the executor must ride out the restart without dying"
     assert up_at > down_at
-    assert tally.lost == 0
+    # On failure, say which side stopped: the executor (its log) or the reader (what is there).
+    assert tally.lost == 0, (
+        f"{_on_the_result_topic(settings)} results on the result topic; "
+        f"executor log:\n{executor.notable()}"
+    )
     assert all(any(r.status == "ok" for r in collector.results[i]) for i in ids)
 
 
