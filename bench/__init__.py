@@ -13,7 +13,8 @@ Then it times a small hyperparameter sweep as parallel Ray tasks against one tri
 The table goes to stdout and to ``docs/benchmarks.md``.
 
 Modules: :mod:`bench.cli` (orchestration), :mod:`bench.workload` (requests, producers, result
-counter), :mod:`bench.contenders`, :mod:`bench.original` and :mod:`bench.quix_app` (the
+counter), :mod:`bench.clients` (the producers and the counter in processes of their own),
+:mod:`bench.contenders`, :mod:`bench.original` and :mod:`bench.quix_app` (the
 baselines' processes), :mod:`bench.memory`, :mod:`bench.training`, :mod:`bench.report`, and
 :mod:`bench.profile_ingest` (cProfile of the ingest loop, run on its own).
 

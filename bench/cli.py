@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from bench.bare_flow import BareFlowContender
+from bench.clients import Clients
 from bench.contenders import (
     REPO,
     Contender,
@@ -38,7 +39,7 @@ from bench.contenders import (
     quix_python,
     quix_version,
 )
-from bench.memory import RssSampler, cpu_seconds
+from bench.memory import GroupFn, RssSampler, cpu_seconds
 from bench.report import (
     ContenderResult,
     delivery_lines,
@@ -48,17 +49,7 @@ from bench.report import (
     targets,
 )
 from bench.training import TRIALS, SweepResult, run_sweep
-from bench.workload import (
-    ResultCounter,
-    Run,
-    create_topics,
-    feature_rows,
-    make_run,
-    new_tag,
-    produce_at_rate,
-    produce_burst,
-    run_in_thread,
-)
+from bench.workload import Run, create_topics, feature_rows, make_run, new_tag
 
 CONTENDERS = ("bare", "rayml", "rayml-eos", "kafka", "rayml-batch1", "quix", "original")
 PARTITIONS = 4
@@ -82,8 +73,8 @@ METHOD = """\
   fixed schedule for {latency_s:g} s at about half of rayml's measured maximum; a contender whose
   own maximum is lower is measured at half of its own maximum instead (otherwise its queue grows
   without bound and the percentile is just the run's length), and the load used is in the table.
-  Latency = result read back by the counter - request handed to the producer, both in this
-  process: it includes both clients' batching and two broker round trips.
+  Latency = result read back by the counter - request handed to the producer (one monotonic
+  clock for both): it includes both clients' batching and two broker round trips.
   The bursts of the original design and of rayml with batch size 1 are smaller ({slow}
   requests; they answer a few hundred per second), which changes nothing in a rate but keeps
   the run short.
@@ -101,6 +92,10 @@ METHOD = """\
   waited, ready to run, for a core that other processes held (from `/proc/*/schedstat`). A large
   wait means the machine, not the code, set the pace.
 - **Memory.** Peak RSS sampled every 0.1 s during warm-up, burst and latency runs.
+- **Load generator and result counter.** Each runs in a process of its own
+  (`bench/clients.py`), not in the benchmark's driver process (which is also the Ray driver of
+  rayml and of the bare flow), so their CPU is counted apart ("load generator", "result reader"
+  under "Details") and not as the contender's driver's.
 - **One machine.** Broker (JVM), contender, load generator and result counter share the
   {nproc} cores, as in the issues' calibration runs. Other work on the machine competes for them:
   the 1-min load average under "Machine" says how much (above {nproc}, every process got less
@@ -196,25 +191,28 @@ class Bench:
         create_topics(
             self.bootstrap, sorted({endpoint.input_topic, endpoint.output_topic}), PARTITIONS
         )
-        counter = ResultCounter(self.bootstrap, endpoint.output_topic)
+        # The load generator and the result reader: processes of their own, ready (the reader
+        # assigned its partitions) before the contender starts.
+        clients = Clients(self.bootstrap, endpoint.input_topic, endpoint.output_topic)
         print(f"bench: {contender.label}: starting ({contender.describe()})", flush=True)
         try:
+            clients.start()
             contender.start(endpoint)
             groups, counted = contender.memory_groups()
-            with RssSampler(groups, counted) as memory:
-                self._phases(contender, endpoint, counter, n, target_rate, result)
+            with RssSampler(_with_clients(groups, clients), counted) as memory:
+                self._phases(contender, clients, n, target_rate, result)
             result.peak_rss = memory.peak_total
             result.rss_by_group = memory.peak_by_group
         finally:
             contender.stop()
-            counter.close()
+            clients.close()
         final_status = getattr(contender, "final_status", None)
         if final_status:  # rayml's ingest status, or the bare flow's counters
             result.extra["status"] = final_status
         return result
 
-    def _cpu_groups(self, contender: Contender) -> dict[str, list[int]]:
-        groups = dict(contender.memory_groups()[0]())
+    def _cpu_groups(self, contender: Contender, clients: Clients) -> dict[str, list[int]]:
+        groups = _with_clients(contender.memory_groups()[0], clients)()
         if "driver" not in groups:
             groups["bench driver"] = [os.getpid()]
         if self.broker_pid is not None:
@@ -224,8 +222,7 @@ class Bench:
     def _phases(
         self,
         contender: Contender,
-        endpoint: Endpoint,
-        counter: ResultCounter,
+        clients: Clients,
         n: int,
         target_rate: float | None,
         result: ContenderResult,
@@ -233,21 +230,18 @@ class Bench:
         alive = getattr(contender, "check_alive", None)
         echo = getattr(contender, "echo", False)
         warm = self._run(f"{contender.key}.warm", self.args.warmup, echo)
-        counter.track(warm)
-        produce_burst(self.bootstrap, endpoint.input_topic, warm)
-        counter.wait(warm, timeout_s=240, idle_s=180)
+        clients.prepare(warm)
+        clients.run(warm, timeout_s=240, idle_s=180)
         if alive:
             alive()
         if warm.lost:
             raise RuntimeError(f"warm-up: {warm.lost} of {len(warm)} requests got no result")
 
         burst = self._run(f"{contender.key}.burst", n, echo)
-        counter.track(burst)
-        cpu_groups = self._cpu_groups(contender)
+        clients.prepare(burst)
+        cpu_groups = self._cpu_groups(contender, clients)
         cpu_before = cpu_seconds(cpu_groups)
-        producer = run_in_thread(produce_burst, self.bootstrap, endpoint.input_topic, burst)
-        counter.wait(burst, timeout_s=600, idle_s=30)
-        producer.join()
+        clients.run(burst, timeout_s=600, idle_s=30)
         cpu_after = cpu_seconds(cpu_groups)
         # Threads that ended during the burst drop out of the sums: clamp at zero.
         answered = max(1, burst.received)
@@ -277,12 +271,8 @@ class Bench:
         rate = own_half if target_rate is None else min(target_rate, own_half)
         n_latency = max(100, int(rate * self.args.latency_seconds))
         latency = self._run(f"{contender.key}.lat", n_latency, echo)
-        counter.track(latency)
-        producer = run_in_thread(
-            produce_at_rate, self.bootstrap, endpoint.input_topic, latency, rate
-        )
-        counter.wait(latency, timeout_s=self.args.latency_seconds + 120, idle_s=30)
-        producer.join()
+        clients.prepare(latency)
+        clients.run(latency, timeout_s=self.args.latency_seconds + 120, idle_s=30, rate=rate)
         result.latency_rate = rate
         result.latency_requests = len(latency)
         result.latency_lost = latency.lost
@@ -300,6 +290,19 @@ class Bench:
             f"p99 {s99:.1f})",
             flush=True,
         )
+
+
+def _with_clients(groups: GroupFn, clients: Clients) -> GroupFn:
+    """``groups`` without the client processes (spawned children of the driver, named
+    ``python``, which the contenders' groups would count as Ray's), plus one group for each."""
+
+    def with_clients() -> dict[str, list[int]]:
+        helpers = clients.helper_pids()
+        out = {g: [p for p in pids if p not in helpers] for g, pids in groups().items()}
+        out.update(clients.groups())
+        return out
+
+    return with_clients
 
 
 def _train_model(models_root: Path, model_file: Path) -> Any:

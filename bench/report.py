@@ -347,8 +347,9 @@ Settings used:
 {settings_lines(results)}
 
 {bare_note}Peak RSS (MiB, sampled every 0.1 s): for rayml and the bare flow the sum, at one instant,
-of the driver (this benchmark process, including its load generator and result counter), the
-ingest actor and the model workers; for the baselines their one process. Per group:
+of the driver (this benchmark process; the load generator and the result reader run in processes
+of their own, listed apart and not summed), the ingest actor and the model workers; for the
+baselines their one process. Per group:
 
 {memory_lines(results)}
 

@@ -5,9 +5,11 @@ attribute each result to its run (warm-up, throughput burst, latency run) and to
 index in that run: it records when each result arrived, how many ids never got one (lost), how
 many got more than one (duplicated), and how many answers were wrong or errors.
 
-Times are ``time.perf_counter()`` of this process, both when a request is handed to the
-producer and when its result is read back, so latencies include both clients' batching
-(``linger.ms``) and two broker round trips -- what a caller sees.
+Times are :func:`clock` (``time.monotonic()``: ``CLOCK_MONOTONIC``, one clock for every process
+of the machine), both when a request is handed to the producer and when its result is read back,
+so latencies include both clients' batching (``linger.ms``) and two broker round trips -- what a
+caller sees. ``python -m bench`` runs the producers and the counter in processes of their own
+(:mod:`bench.clients`), so the send and receive times come from two processes on that one clock.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 PIPELINE = "breast_cancer.predict"
+
+# Every send and receive time: CLOCK_MONOTONIC on Linux, shared by all processes of the machine
+# (unlike time.time(), never stepped by NTP), so a load generator and a result reader in separate
+# processes can be compared.
+clock = time.monotonic
 
 
 def feature_rows(n: int, seed: int = 0) -> np.ndarray:
@@ -142,43 +149,59 @@ def _produce(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
             producer.poll(0.01)
 
 
-def produce_burst(bootstrap: str, topic: str, run: Run) -> None:
-    """Produce every request of ``run`` as fast as the client goes; record send times."""
-    producer = _producer(bootstrap, linger_ms=5)
+def burst_producer(bootstrap: str) -> Producer:
+    return _producer(bootstrap, linger_ms=5)
+
+
+def rate_producer(bootstrap: str) -> Producer:
+    return _producer(bootstrap, linger_ms=1)
+
+
+def produce_burst(bootstrap: str, topic: str, run: Run, producer: Producer | None = None) -> None:
+    """Produce every request of ``run`` as fast as the client goes; record send times.
+
+    ``producer``: one from :func:`burst_producer` to reuse (a new one otherwise).
+    """
+    if producer is None:  # not `or`: a Producer's truth value is its queue length
+        producer = burst_producer(bootstrap)
     sent_at = run.sent_at
-    started = time.perf_counter()
+    started = clock()
     for i, (key, value) in enumerate(zip(run.keys, run.payloads, strict=True)):
-        sent_at[i] = time.perf_counter()
+        sent_at[i] = clock()
         _produce(producer, topic, key, value)
         if i % 5000 == 4999:
             producer.poll(0)
     if producer.flush(60) != 0:
         raise RuntimeError(f"could not produce the requests of {run.tag}")
-    run.produce_s = time.perf_counter() - started
+    run.produce_s = clock() - started
 
 
-def produce_at_rate(bootstrap: str, topic: str, run: Run, rate: float) -> None:
+def produce_at_rate(
+    bootstrap: str, topic: str, run: Run, rate: float, producer: Producer | None = None
+) -> None:
     """Produce ``run`` at ``rate`` requests/s on a fixed schedule (an open-loop load).
 
     Each request is due at ``start + i / rate`` whatever the contender does, so a slow answer
-    does not slow the offered load down (no coordinated omission).
+    does not slow the offered load down (no coordinated omission). ``producer``: one from
+    :func:`rate_producer` to reuse (a new one otherwise).
     """
-    producer = _producer(bootstrap, linger_ms=1)
+    if producer is None:
+        producer = rate_producer(bootstrap)
     sent_at = run.sent_at
     n = len(run)
-    started = time.perf_counter()
+    started = clock()
     i = 0
     while i < n:
-        due = min(n, int((time.perf_counter() - started) * rate) + 1)
+        due = min(n, int((clock() - started) * rate) + 1)
         while i < due:
-            sent_at[i] = time.perf_counter()
+            sent_at[i] = clock()
             _produce(producer, topic, run.keys[i], run.payloads[i])
             i += 1
         producer.poll(0)
         time.sleep(0.0005)
     if producer.flush(60) != 0:
         raise RuntimeError(f"could not produce the requests of {run.tag}")
-    run.produce_s = time.perf_counter() - started
+    run.produce_s = clock() - started
 
 
 class ResultCounter:
@@ -218,7 +241,7 @@ class ResultCounter:
         messages = self.consumer.consume(10_000, timeout=0)
         if not messages:
             messages = self.consumer.consume(1, timeout=timeout_s)
-        now = time.perf_counter()
+        now = clock()
         got = 0
         for msg in messages:
             if msg.error() is not None:
@@ -240,6 +263,15 @@ class ResultCounter:
             if not run.echo:
                 _check(run, i, msg.value())
         return got
+
+    def wait_assigned(self, timeout_s: float = 60.0) -> None:
+        """Poll until the group has assigned this consumer its partitions (call it while the
+        topic is still empty: a record polled before its run is tracked counts as unknown)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.consumer.assignment():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"result consumer: no partition assigned in {timeout_s:g} s")
+            self.poll(0.1)
 
     def wait(self, run: Run, timeout_s: float, idle_s: float = 20.0) -> None:
         """Poll until every request of ``run`` is answered, or nothing came for ``idle_s``."""
