@@ -20,7 +20,7 @@ from rayml.config import Settings
 from rayml.executor.service import Executor
 from tests.support.kafka_io import ResultCollector, predict_request, send_requests
 from tests.support.models import breast_cancer_rows
-from tests.support.scenarios import slow_pipeline_settings, starved_topic
+from tests.support.scenarios import slow_pipeline_settings, starved_topic, topic_with_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.cluster, pytest.mark.slow]
 
@@ -253,15 +253,7 @@ def _refusing_topic(settings: Settings) -> str:
     every transaction marker (78 bytes): had a transaction written it, that transaction could
     neither commit nor abort, and the ingest's ``transactional.id`` would answer
     ``CONCURRENT_TRANSACTIONS`` for good, on every restart too."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    name = f"{settings.topics.output}.tiny"
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
-    [future] = admin.create_topics(
-        [NewTopic(name, 1, 1, config={"max.message.bytes": "10"})]
-    ).values()
-    future.result(30)
-    return name
+    return topic_with_config(settings, "tiny", {"max.message.bytes": "10"})
 
 
 @pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])

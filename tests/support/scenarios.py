@@ -68,10 +68,13 @@ def starved_topic(settings: Settings) -> str:
     sends a record ``linger.ms`` (2 ms) after its timestamp at the earliest. Like a timeout,
     that error does not blame the topic, and the broker's metadata says it exists. The broker
     refuses transaction markers there too: a transaction that wrote it never ends."""
-    name = f"{settings.topics.output}.starved"
+    return topic_with_config(settings, "starved", {"message.timestamp.before.max.ms": "0"})
+
+
+def topic_with_config(settings: Settings, suffix: str, config: dict[str, str]) -> str:
+    """Create ``<output topic>.<suffix>`` (one partition) with ``config``; returns its name."""
+    name = f"{settings.topics.output}.{suffix}"
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
-    [future] = admin.create_topics(
-        [NewTopic(name, 1, 1, config={"message.timestamp.before.max.ms": "0"})]
-    ).values()
+    [future] = admin.create_topics([NewTopic(name, 1, 1, config=config)]).values()
     future.result(30)
     return name
