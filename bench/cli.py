@@ -39,7 +39,7 @@ from bench.contenders import (
     quix_python,
     quix_version,
 )
-from bench.memory import GroupFn, RssSampler, cpu_seconds
+from bench.memory import GroupFn, RssSampler, cpu_seconds, thread_kind_seconds
 from bench.report import (
     ContenderResult,
     delivery_lines,
@@ -241,14 +241,22 @@ class Bench:
         clients.prepare(burst)
         cpu_groups = self._cpu_groups(contender, clients)
         cpu_before = cpu_seconds(cpu_groups)
+        ingest_pids = cpu_groups.get("ingest", [])
+        threads_before = thread_kind_seconds(ingest_pids)
         clients.run(burst, timeout_s=600, idle_s=30)
         cpu_after = cpu_seconds(cpu_groups)
+        threads_after = thread_kind_seconds(ingest_pids)
         # Threads that ended during the burst drop out of the sums: clamp at zero.
         answered = max(1, burst.received)
         result.cpu_us_per_request = {
             group: max(0.0, cpu_after[group][0] - cpu_before[group][0]) / answered * 1e6
             for group in cpu_groups
         }
+        if ingest_pids:
+            result.ingest_threads_us_per_request = {
+                kind: max(0.0, threads_after[kind] - threads_before[kind]) / answered * 1e6
+                for kind in threads_after
+            }
         result.wait_us_per_request = {
             group: max(0.0, cpu_after[group][1] - cpu_before[group][1]) / answered * 1e6
             for group in cpu_groups
@@ -282,12 +290,14 @@ class Bench:
         result.wrong += latency.wrong
         result.errors += latency.errors
         result.server_latency_ms = latency.server_latency_ms()
+        result.queued_latency_ms = latency.queued_latency_ms()
         p50, p95, p99 = result.latency_ms
         s50, _, s99 = result.server_latency_ms
+        q50, _, q99 = result.queued_latency_ms
         print(
             f"bench: {contender.label}: at {rate:,.0f} req/s p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
             f"p99 {p99:.1f} ms (lost {latency.lost}; contender's own total_ms p50 {s50:.1f}, "
-            f"p99 {s99:.1f})",
+            f"p99 {s99:.1f}; queued_ms p50 {q50:.1f}, p99 {q99:.1f})",
             flush=True,
         )
 

@@ -105,6 +105,7 @@ class _Reading:
         return {
             "received_at": run.received_at,
             "server_ms": run.server_ms,
+            "queued_ms": run.queued_ms,
             "duplicates": run.duplicates,
             "wrong": run.wrong,
             "errors": run.errors,
@@ -278,6 +279,7 @@ class Clients:
         run.sent_at[:] = sent_at
         run.received_at[:] = got["received_at"]
         run.server_ms[:] = got["server_ms"]
+        run.queued_ms[:] = got["queued_ms"]
         run.duplicates = got["duplicates"]
         run.wrong = got["wrong"]
         run.errors = got["errors"]

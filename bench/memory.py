@@ -121,3 +121,30 @@ def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, tuple[float, float]]:
                 waited += int(on_queue) / 1e9
         out[group] = (ran, waited)
     return out
+
+
+def thread_kind_seconds(pids: Iterable[int]) -> dict[str, float]:
+    """On-CPU seconds of the processes ``pids``, by kind of thread (from each thread's name):
+
+    * ``python``: threads named as their process (Python does not name its threads for the
+      kernel: the interpreter's main thread, an ingest loop, Ray's Python-side threads);
+    * ``kafka``: librdkafka's own threads (``rdk:main``, ``rdk:broker...``), which fetch,
+      decompress, batch, compress and send for the consumer and producer;
+    * ``ray core``: every other thread (Ray's C++ core worker: gRPC, the object store client,
+      the event loop), which carries the Ray calls.
+    """
+    out = {"python": 0.0, "kafka": 0.0, "ray core": 0.0}
+    for pid in pids:
+        try:
+            own = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                comm = (task / "comm").read_text().strip()
+                on_cpu = int((task / "schedstat").read_text().split()[0]) / 1e9
+            except (OSError, ValueError, IndexError):
+                continue
+            kind = "python" if comm == own else "kafka" if comm.startswith("rdk:") else "ray core"
+            out[kind] += on_cpu
+    return out

@@ -58,8 +58,11 @@ class ContenderResult:
     latency_lost: int = 0
     latency_ms: list[float] = field(default_factory=lambda: [math.nan] * 3)
     server_latency_ms: list[float] = field(default_factory=lambda: [math.nan] * 3)
+    queued_latency_ms: list[float] = field(default_factory=lambda: [math.nan] * 3)
     achieved_rate: float = math.nan
     cpu_us_per_request: dict[str, float] = field(default_factory=dict)
+    # The ingest process's share, by kind of thread (bench.memory.thread_kind_seconds).
+    ingest_threads_us_per_request: dict[str, float] = field(default_factory=dict)
     wait_us_per_request: dict[str, float] = field(default_factory=dict)
     peak_rss: int = 0
     rss_by_group: dict[str, int] = field(default_factory=dict)
@@ -158,9 +161,18 @@ def details_lines(results: Sequence[ContenderResult]) -> str:
                 for k, v in r.cpu_us_per_request.items()
             )
             text += f"; CPU per request during the burst: {cpu}"
+        if r.ingest_threads_us_per_request:
+            threads = r.ingest_threads_us_per_request
+            kinds = ", ".join(f"{k} {v:,.1f} us" for k, v in threads.items())
+            text += f"; the ingest's by kind of thread: {kinds}"
         s50, _, s99 = r.server_latency_ms
         if not math.isnan(s50):
             text += f"; its own result timings.total_ms at that load: p50 {s50:.1f}, p99 {s99:.1f}"
+            q50, _, q99 = r.queued_latency_ms
+            if not math.isnan(q50):
+                text += (
+                    f" (of which queued_ms, until its batch was sent: p50 {q50:.1f}, p99 {q99:.1f})"
+                )
         for status in r.extra.get("status", []):
             batches = status.get("batches") or 0
             polled = status.get("polled") or 0

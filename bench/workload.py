@@ -56,6 +56,9 @@ class Run:
     received_at: np.ndarray = field(init=False)
     # The contender's own view where it reports one (rayml's result ``timings.total_ms``).
     server_ms: np.ndarray = field(init=False)
+    # Of that, the wait before its batch was sent to a worker (``timings.queued_ms``: from the
+    # request's Kafka timestamp, through the fetch, the batch wait and the dispatch queue).
+    queued_ms: np.ndarray = field(init=False)
     duplicates: int = 0
     wrong: int = 0
     errors: int = 0
@@ -66,6 +69,7 @@ class Run:
         self.sent_at = np.full(len(self.keys), np.nan)
         self.received_at = np.full(len(self.keys), np.nan)
         self.server_ms = np.full(len(self.keys), np.nan)
+        self.queued_ms = np.full(len(self.keys), np.nan)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -91,6 +95,9 @@ class Run:
 
     def server_latency_ms(self, quantiles: Sequence[float] = (50, 95, 99)) -> list[float]:
         return _percentiles(self.server_ms[~np.isnan(self.server_ms)], quantiles)
+
+    def queued_latency_ms(self, quantiles: Sequence[float] = (50, 95, 99)) -> list[float]:
+        return _percentiles(self.queued_ms[~np.isnan(self.queued_ms)], quantiles)
 
 
 def _percentiles(values: np.ndarray, quantiles: Sequence[float]) -> list[float]:
@@ -297,9 +304,12 @@ def _check(run: Run, i: int, value: bytes | None) -> None:
     except ValueError:
         run.errors += 1
         return
-    total_ms = (result.get("timings") or {}).get("total_ms")
+    timings = result.get("timings") or {}
+    total_ms, queued_ms = timings.get("total_ms"), timings.get("queued_ms")
     if isinstance(total_ms, (int, float)):
         run.server_ms[i] = total_ms
+    if isinstance(queued_ms, (int, float)):
+        run.queued_ms[i] = queued_ms
     if result.get("status") != "ok":
         run.errors += 1
     elif (result.get("result") or {}).get("label") != int(run.expected[i]):
