@@ -37,6 +37,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from rayml.delivery.offsets import OffsetTracker
+from rayml.delivery.transactions import TransactionalOutput
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.clients import partition_names
 from rayml.kafka.partitions import TP
@@ -69,6 +70,10 @@ class ConsumerLoop:
         owner: How log lines name the member (``ingest=...``, ``runner=...``).
         counters: Its counters (a subclass may extend :class:`LoopCounters`).
     """
+
+    # Exactly-once: the member's transactional output (set by the subclass before the loop
+    # runs); None: at-least-once.
+    txn: TransactionalOutput | None = None
 
     def __init__(
         self, consumer: Consumer, topics: list[str], owner: str, counters: LoopCounters
@@ -108,7 +113,10 @@ class ConsumerLoop:
         """React to partitions lost (after they are let go of)."""
 
     def crashed(self, exc: Exception) -> BaseException:
-        """The loop raised ``exc``: return what to raise (``exc`` itself by default)."""
+        """The loop raised ``exc``: return what to raise (``exc`` itself, at-least-once)."""
+        if self.txn is not None:
+            # Exactly-once: nothing more commits; the restarted actor redoes what was open.
+            return self.txn.give_up(exc)
         return exc
 
     def shutdown(self) -> None:
@@ -120,6 +128,8 @@ class ConsumerLoop:
 
     def run(self) -> None:
         """Consume until :meth:`stop`; then :meth:`shutdown` (after a crash too)."""
+        if self.txn is not None:
+            self.txn.start()
         self.subscribe()
         try:
             while not self._stop.is_set():

@@ -114,7 +114,7 @@ class Ingest(ConsumerLoop):
             on_exhausted=self._answer_exhausted,
             owner=ingest_id,
         )
-        self.txn: TransactionalOutput | None = None
+        self.txn = None
         self._commit_interval_s = ex.commit_interval_s
         self.producer, txn_id = kafka_clients.ingest_producer(settings.kafka, ex, ingest_id)
         if txn_id is not None:
@@ -160,18 +160,6 @@ class Ingest(ConsumerLoop):
         self._next_membership_check = 0.0
 
     # -- the loop ----------------------------------------------------------------------------
-
-    def run(self) -> None:
-        """Consume until :meth:`stop`; then drain within the bound, commit, and leave the group."""
-        if self.txn is not None:
-            self.txn.start()
-        super().run()
-
-    def crashed(self, exc: Exception) -> BaseException:
-        if self.txn is not None:
-            # Exactly-once: nothing more commits; the restarted actor redoes what was open.
-            return self.txn.give_up(exc)
-        return exc
 
     def step(self) -> None:
         while not self._commands.empty():

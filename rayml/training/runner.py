@@ -187,7 +187,7 @@ class JobRunner(ConsumerLoop):
         ex = settings.executor
         self._drain_s = ex.drain_timeout_s
         self._commit_interval_s = ex.commit_interval_s
-        self.txn: TransactionalOutput | None = None
+        self.txn = None
         if ex.delivery == "exactly_once":
             # Stable per runner id: a Ray-restarted runner actor (same id) fences its zombie
             # and aborts the transaction it left open.
@@ -257,18 +257,6 @@ class JobRunner(ConsumerLoop):
         super().__init__(consumer, self.tenancy.training_topics, f"runner={runner_id}", Counters())
 
     # -- the loop ----------------------------------------------------------------------------
-
-    def run(self) -> None:
-        """Consume until :meth:`stop`; then drain within the bound, commit, and leave."""
-        if self.txn is not None:
-            self.txn.start()
-        super().run()
-
-    def crashed(self, exc: Exception) -> BaseException:
-        if self.txn is not None:
-            # Exactly-once: nothing more commits; the restarted actor redoes what was open.
-            return self.txn.give_up(exc)
-        return exc
 
     def step(self) -> None:
         busy = self.trials.busy
