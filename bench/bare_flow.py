@@ -167,6 +167,8 @@ class BareIngest:
     def start(self) -> None:
         from confluent_kafka import Consumer, Producer
 
+        from rayml.kafka.clients import INGEST_FETCH, RESULT_BATCHING
+
         self._consumer = Consumer(
             {
                 "bootstrap.servers": self._bootstrap,
@@ -176,9 +178,7 @@ class BareIngest:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 5,
-                "queued.max.messages.kbytes": 8192,
-                "fetch.queue.backoff.ms": 20,
+                **INGEST_FETCH,
             }
         )
         self._producer = Producer(
@@ -187,8 +187,7 @@ class BareIngest:
                 "bootstrap.servers": self._bootstrap,
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 2,
-                "compression.type": "lz4",
+                **RESULT_BATCHING,
             }
         )
         self._consumer.subscribe([self._input], on_revoke=self._on_revoke)

@@ -52,6 +52,23 @@ class RefusalLogger:
         )
 
 
+# How results are batched on their way to the broker: a few milliseconds of latency for far
+# fewer, larger produce requests (each costs the broker far more than a record in it does).
+RESULT_BATCHING: dict[str, Any] = {"linger.ms": 2, "compression.type": "lz4"}
+
+# How the ingest fetches: enough per round trip to fill micro-batches, a bounded prefetch.
+INGEST_FETCH: dict[str, Any] = {
+    # Fetch enough to fill micro-batches without one round trip per record...
+    "fetch.wait.max.ms": 5,
+    # ...but bound librdkafka's prefetch queue: with partitions paused under backpressure,
+    # this is what bounds the ingest's memory under any backlog.
+    "queued.max.messages.kbytes": 8192,
+    # Once that queue is full librdkafka backs off fetching for 1 s by default, which stalls
+    # the ingest after every resume; retry the fetch sooner.
+    "fetch.queue.backoff.ms": 20,
+}
+
+
 def _base(kafka: KafkaSettings) -> dict[str, Any]:
     conf: dict[str, Any] = dict(kafka.client_config())
     conf.setdefault("logger", _librdkafka_logger)
@@ -78,8 +95,7 @@ def producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
         "allow.auto.create.topics": False,
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 2,
-        "compression.type": "lz4",
+        **RESULT_BATCHING,
         **overrides,
     }
     return Producer(conf)
@@ -107,8 +123,7 @@ def transactional_producer(
         "transaction.timeout.ms": int(timeout_s * 1000),
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 2,
-        "compression.type": "lz4",
+        **RESULT_BATCHING,
         "retry.backoff.ms": 10,
         **overrides,
     }
@@ -200,14 +215,7 @@ def ingest_consumer(
         **{
             "client.id": client_id,
             "max.poll.interval.ms": max(300_000, int((drain_timeout_s + 60) * 1000)),
-            # Fetch enough to fill micro-batches without one round trip per record...
-            "fetch.wait.max.ms": 5,
-            # ...but bound librdkafka's prefetch queue: with partitions paused under
-            # backpressure, this is what bounds the ingest's memory under any backlog.
-            "queued.max.messages.kbytes": 8192,
-            # Once that queue is full librdkafka backs off fetching for 1 s by default,
-            # which stalls the ingest after every resume; retry the fetch sooner.
-            "fetch.queue.backoff.ms": 20,
+            **INGEST_FETCH,
         },
     )
 
