@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from bench.bare_flow import BareFlowContender
+from bench.broker_warmup import warm_broker
 from bench.clients import Clients
 from bench.contenders import (
     REPO,
@@ -373,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     state.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=state))
     extra_versions: dict[str, str] = {}
+    method_notes: list[str] = []
     quix_py = None
     if "quix" in args.only:
         quix_py = quix_python(args.quix_venv)
@@ -398,6 +400,20 @@ def main(argv: list[str] | None = None) -> int:
             model = _train_model(work / "models", work / "breast_cancer.ubj")
             rows = feature_rows(20_000)
             proc = broker._live_process()
+            if proc is not None:
+                warm = warm_broker(broker.bootstrap_servers, proc.pid)
+                print(
+                    f"bench: broker warmed up in {warm['rounds']} rounds, {warm['seconds']:.0f} s "
+                    f"(its JIT compilers used {warm['compiler_s']:.1f} s of CPU; "
+                    f"{warm['last_round_compiler_s']:.2f} s in the last round)",
+                    flush=True,
+                )
+                method_notes.append(
+                    f"- **Broker warm-up.** Before any contender, throwaway traffic ran through "
+                    f"the broker until its JIT compilers settled ({warm['rounds']} rounds of "
+                    f"100,000 records, {warm['seconds']:.0f} s, {warm['compiler_s']:.1f} s of "
+                    f"compiler CPU): otherwise the first contender pays for the JVM's warm-up."
+                )
             bench = Bench(
                 args,
                 broker.bootstrap_servers,
@@ -501,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             latency_s=args.latency_seconds,
             nproc=len(os.sched_getaffinity(0)),
         )
+        method = "\n".join([method.rstrip("\n"), *method_notes]) + "\n"
         load = f"{load_at_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end"
         text = markdown(command, results, sweep, versions(extra_versions), method, wall_s, load)
         args.output.parent.mkdir(parents=True, exist_ok=True)

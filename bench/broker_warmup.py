@@ -1,0 +1,96 @@
+"""Warm the broker's JVM before anything is measured on it.
+
+A fresh broker spends its first minutes compiling its hot paths (the JVM's C1 and C2 compiler
+threads): on this 2-core machine that took more CPU than the broker's request handling itself,
+and whichever contender ran first paid for it, in broker CPU per request and in the cores the
+compiler took from it. So ``python -m bench`` first runs throwaway traffic through the broker,
+shaped like the contenders' (an uncompressed producer of requests, an lz4 idempotent producer of
+results, a consumer of each), round after round until a round costs the compiler threads less
+than :data:`SETTLED_S` of CPU: a condition, not a fixed time, bounded by ``max_s``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROUND = 50_000  # records per producer per round
+SETTLED_S = 0.25  # compiler CPU in one round under which the JIT is taken as settled
+_VALUE = b'{"id":"warm","pipeline":"breast_cancer.predict","params":{"features":' + b"[1.0]" * 30
+
+
+def compiler_seconds(pid: int) -> float:
+    """CPU seconds the JVM ``pid``'s JIT compiler threads have used (``C1/C2 CompilerThre``)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            if "CompilerThre" in (task / "comm").read_text():
+                total += int((task / "schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def warm_broker(bootstrap: str, broker_pid: int, max_s: float = 120.0) -> dict[str, Any]:
+    """Run rounds of traffic until the broker's JIT settles (or ``max_s``); what it took."""
+    topics = [f"bench-warmup-{uuid.uuid4().hex[:8]}.{n}" for n in ("in", "out")]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(t, 4, 1) for t in topics]).values():
+        future.result(30)
+    producers = [
+        Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}),
+        Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "linger.ms": 2,
+                "enable.idempotence": True,
+                "compression.type": "lz4",
+            }
+        ),
+    ]
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-warmup-{uuid.uuid4().hex[:8]}",
+            "group.protocol": "consumer",
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 5,
+        }
+    )
+    consumer.subscribe(topics)
+    started = time.monotonic()
+    rounds = 0
+    spent = compiler_seconds(broker_pid)
+    last = float("inf")
+    try:
+        while last >= SETTLED_S and time.monotonic() - started < max_s:
+            before = compiler_seconds(broker_pid)
+            for topic, producer in zip(topics, producers, strict=True):
+                for i in range(ROUND):
+                    while True:
+                        try:
+                            producer.produce(topic, value=_VALUE, key=str(i).encode())
+                            break
+                        except BufferError:
+                            producer.poll(0.01)
+                producer.flush(60)
+            read, deadline = 0, time.monotonic() + 60
+            while read < 2 * ROUND and time.monotonic() < deadline:
+                read += sum(1 for m in consumer.consume(10_000, 0.1) if m.error() is None)
+            rounds += 1
+            last = compiler_seconds(broker_pid) - before
+    finally:
+        consumer.close()
+        for future in admin.delete_topics(topics).values():
+            future.result(30)
+    return {
+        "rounds": rounds,
+        "seconds": time.monotonic() - started,
+        "compiler_s": compiler_seconds(broker_pid) - spent,
+        "last_round_compiler_s": last,
+    }
