@@ -20,6 +20,7 @@ import tempfile
 import time
 import traceback
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,19 @@ from bench.report import (
 from bench.training import TRIALS, SweepResult, run_sweep
 from bench.workload import Run, create_topics, feature_rows, make_run, new_tag
 
-CONTENDERS = ("bare", "rayml", "rayml-eos", "kafka", "rayml-batch1", "quix", "original")
+CONTENDERS = (
+    "bare",
+    "rayml",
+    "rayml-eos",
+    "kafka",
+    "rayml-batch1",
+    "quix",
+    "original",
+    "rayml-heavy",
+)
+# The model-bound rows: an MLP of three 3,072-unit layers (~1 ms a row on one core), stored as
+# a version of the example model, served by 1 worker and then by 2 (one core each).
+HEAVY_LAYERS = (3072, 3072, 3072)
 PARTITIONS = 4
 
 METHOD = """\
@@ -118,6 +131,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="burst size for the original design and rayml with batch size 1, at most N "
         "(they answer a few hundred per second; default 10000)",
     )
+    p.add_argument(
+        "--heavy-requests",
+        type=int,
+        default=6_000,
+        help="burst size of the model-bound rows (default 6000)",
+    )
     p.add_argument("--warmup", type=int, default=500, help="warm-up requests per contender")
     p.add_argument("--latency-seconds", type=float, default=8.0, help="length of latency runs")
     p.add_argument("--latency-rate", type=float, default=None, help="offered load (req/s)")
@@ -144,6 +163,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.requests = min(args.requests, 10_000)
         args.slow_requests = min(args.slow_requests, 3_000)
+        args.heavy_requests = min(args.heavy_requests, 2_000)
         args.latency_seconds = min(args.latency_seconds, 4.0)
     args.slow_requests = min(args.slow_requests, args.requests)
     args.only = [c.strip() for c in args.only.split(",") if c.strip()]
@@ -169,18 +189,22 @@ class Bench:
         self.broker_pid = broker_pid
         self.rows = rows
         self.labels = np.asarray(labels)
+        self._expected: np.ndarray | None = None  # a contender's own model's labels
         self._offset = 0
 
     def _run(self, name: str, n: int, echo: bool = False) -> Run:
         # Consecutive slices of the row pool (wrapping around), so runs differ in content.
         idx = (self._offset + np.arange(n)) % len(self.rows)
         self._offset += n
-        run = make_run(new_tag(name), self.rows[idx], self.labels[idx])
+        labels = self.labels if self._expected is None else self._expected
+        run = make_run(new_tag(name), self.rows[idx], labels[idx])
         run.echo = echo
         return run
 
     def run(self, contender: Contender, n: int, target_rate: float | None) -> ContenderResult:
         result = ContenderResult(contender.key, contender.label, contender.describe(), requests=n)
+        expected = getattr(contender, "expected", None)
+        self._expected = None if expected is None else np.asarray(expected)
         tag = uuid.uuid4().hex[:8]
         echo = getattr(contender, "echo", False)
         endpoint = Endpoint(
@@ -334,6 +358,32 @@ def _train_model(models_root: Path, model_file: Path) -> Any:
     return trained.model
 
 
+def _train_heavy_model(models_root: Path, rows: np.ndarray) -> Any:
+    """The model-bound rows' model: an MLP (:data:`HEAVY_LAYERS`) fitted for one pass on a few
+    rows (its accuracy does not matter, its cost per row does), stored as ``breast_cancer``."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.neural_network import MLPClassifier
+
+    from rayml.models.store import ModelStore
+
+    x, y = load_breast_cancer(return_X_y=True)
+    model = MLPClassifier(hidden_layer_sizes=HEAVY_LAYERS, max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one pass does not converge, by design
+        model.fit(x[:256], y[:256])
+    ModelStore(str(models_root)).save(
+        "breast_cancer", model, pipeline="bench.heavy", params={}, metrics={}
+    )
+    started = time.perf_counter()
+    model.predict(rows[:1024])
+    print(
+        f"bench: model-bound model: MLP {HEAVY_LAYERS}, "
+        f"{(time.perf_counter() - started) / 1024 * 1e6:,.0f} us a row in this process",
+        flush=True,
+    )
+    return model
+
+
 def _rayml_settings(args: argparse.Namespace, batch_size: int) -> dict[str, Any]:
     return {
         "max_batch_size": batch_size,
@@ -475,6 +525,23 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if quix_py is not None:
                 plan.append((quix_contender(quix_py, model_file, work), args.requests))
+            if "rayml-heavy" in args.only:
+                heavy_root = work / "heavy-models"
+                heavy = _train_heavy_model(heavy_root, rows)
+                for workers in (1, 2):
+                    contender = RaymlContender(
+                        f"rayml-heavy{workers}",
+                        f"rayml, model-bound, {workers} worker{'s' if workers > 1 else ''}",
+                        str(heavy_root),
+                        work / "state",
+                        {
+                            **_rayml_settings(args, args.batch_size),
+                            "num_workers": workers,
+                            "worker_num_cpus": 1.0,
+                        },
+                    )
+                    contender.expected = heavy.predict(rows)
+                    plan.append((contender, args.heavy_requests))
             if "original" in args.only:
                 plan.append((original_contender(model_file, work), args.slow_requests))
             for contender, n in plan:

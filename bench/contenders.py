@@ -93,6 +93,8 @@ class RaymlContender:
         self.executor_overrides = executor
         self.executor: Any = None
         self.final_status: list[dict[str, Any]] = []
+        # The labels its model gives each row, where that is not the example model.
+        self.expected: Any = None
 
     def _settings(self, endpoint: Endpoint) -> Any:
         from rayml.config import TopicSettings, load_settings
