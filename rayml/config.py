@@ -173,10 +173,19 @@ class ExecutorSettings(_Section):
 
     group_id: str = Field("rayml-executor", min_length=1)
     jobs_group_id: str = Field("rayml-jobs", min_length=1)
-    ingest_actors: int = Field(1, ge=1, le=1024)
+    # Ingest actors (consumer-group members), each one Python loop of its own. "auto": one per
+    # 4 CPUs of each ML node (at least one a node), at most one per input partition
+    # (rayml.executor.service.ingest_count); resolved when the executor starts.
+    ingest_actors: int | Literal["auto"] = Field(1)
+
     num_workers: int = Field(2, ge=1, le=10_000)
     max_batch_size: int = Field(1024, ge=1, le=100_000)
     max_batch_wait_ms: float = Field(5.0, ge=0, le=60_000)
+    # True: a batch leaves before max_batch_wait_ms when a worker is idle (nothing in flight):
+    # an idle executor answers at once, a busy one still fills batches (they wait for a
+    # worker, and the dispatcher merges those queued). False: every batch waits to fill or for
+    # max_batch_wait_ms, e.g. for a GPU model whose cost hardly grows with the batch.
+    dispatch_when_idle: bool = True
     poll_max_messages: int = Field(2048, ge=1, le=100_000)
     max_in_flight: int = Field(20_000, ge=1, le=10_000_000)
     # Bytes of record values the ingest holds at once (from poll until the offset is done),
@@ -243,6 +252,13 @@ class ExecutorSettings(_Section):
     # exactly_once: the broker aborts a transaction left open longer than this (an executor
     # that was SIGKILLed); until then read_committed readers of its output partitions wait.
     transaction_timeout_s: float = Field(10.0, ge=1, le=900)
+
+    @field_validator("ingest_actors")
+    @classmethod
+    def _check_ingest_actors(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 1024:
+            raise ValueError("ingest_actors must be 1..1024 or 'auto'")
+        return value
 
 
 class TrainingSettings(_Section):

@@ -184,7 +184,12 @@ def serve(
         ),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="ModelWorkers per ingest actor.")] = None,
-    ingest_actors: Annotated[int | None, typer.Option(help="Ingest actors (consumers).")] = None,
+    ingest_actors: Annotated[
+        str | None,
+        typer.Option(
+            help="Ingest actors (consumers): a number, or 'auto' (one per 4 CPUs of each node)."
+        ),
+    ] = None,
     create_topics: Annotated[bool, typer.Option(help="Create missing topics at start.")] = True,
 ) -> None:
     """Run the executor in the foreground; SIGTERM/SIGINT drain it gracefully.
@@ -209,6 +214,12 @@ def serve(
         for k, v in {"num_workers": workers, "ingest_actors": ingest_actors}.items()
         if v is not None
     }
+    try:  # validated, not merely copied in: a bad --ingest-actors fails here, in words
+        executor_settings = type(settings.executor).model_validate(
+            {**settings.executor.model_dump(), **executor_overrides}
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc).splitlines()[-1], param_hint="--ingest-actors") from None
     address = ray_address or settings.ray.address
     stop = threading.Event()
     received: list[int] = []
@@ -252,7 +263,7 @@ def serve(
 
     settings = settings.model_copy(
         update={
-            "executor": settings.executor.model_copy(update=executor_overrides),
+            "executor": executor_settings,
             "ray": settings.ray.model_copy(update={"address": address}),
         }
     )

@@ -29,11 +29,12 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from rayml import logs
 from rayml.config import Settings
 from rayml.errors import RaymlError
+from rayml.executor.gc_pauses import tune_for_throughput
 from rayml.executor.ingest import Ingest
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.topics import create_topics
 from rayml.pipeline import Registry
-from rayml.tenancy.rules import Tenancy
+from rayml.tenancy.rules import Tenancy, tenants_of
 
 if TYPE_CHECKING:
     from rayml.autoscaling.controller import PoolAutoscaler
@@ -71,6 +72,8 @@ class IngestActorImpl:
         registry = Registry()
         registry.discover(settings.executor.pipeline_modules)
         self.ingest = Ingest(settings, ingest_id, registry)
+        if os.environ.get("RAYML_GC_TUNE") == "1":  # experiment (issue 15); decided by bench
+            tune_for_throughput()
         self._thread = threading.Thread(target=self._run, name=f"ingest-{ingest_id}", daemon=True)
         self._thread.start()
 
@@ -146,6 +149,51 @@ def size_worker_cpus(cluster_cpus: float, workers: int, reserve_cpus: float) -> 
     return max(0.05, math.floor(share * 20) / 20)
 
 
+INGEST_CORES = 4  # CPUs of a node per ingest actor, for ingest_actors = "auto"
+
+
+def ingest_count(node_cpus: list[float], input_partitions: int) -> int:
+    """``ingest_actors = "auto"``: one ingest per :data:`INGEST_CORES` CPUs of each ML node
+    (at least one a node: an ingest is one Python loop, so a big node's cores are fed by
+    several), never more than the input partitions (an ingest without one idles).
+
+    >>> ingest_count([2.0], 8), ingest_count([16.0, 16.0, 0.0], 8), ingest_count([64.0], 8)
+    (1, 8, 8)
+    >>> ingest_count([], 8)   # no ML node yet (autoscaling from zero)
+    1
+    """
+    per_node = [max(1, int(cpus // INGEST_CORES)) for cpus in node_cpus if cpus > 0]
+    return max(1, min(input_partitions, sum(per_node)))
+
+
+def with_ingest_count(settings: Settings) -> Settings:
+    """``settings`` with ``executor.ingest_actors`` a number (resolved from the cluster if
+    "auto")."""
+    ex = settings.executor
+    if ex.ingest_actors != "auto":
+        return settings
+    cpus = [
+        float(node.get("Resources", {}).get("CPU", 0)) for node in ray.nodes() if node.get("Alive")
+    ]
+    partitions = settings.topics.input_partitions * len(tenants_of(settings))
+    count = ingest_count(cpus, partitions)
+    logger.info(
+        "ingest_actors=%d for ML nodes of %s CPUs and %d input partitions (auto)",
+        count,
+        ", ".join(f"{c:g}" for c in cpus if c > 0) or "no",
+        partitions,
+    )
+    return settings.model_copy(update={"executor": ex.model_copy(update={"ingest_actors": count})})
+
+
+def ingests(settings: Settings) -> int:
+    """The number of ingest actors, once resolved (:func:`with_ingest_count`)."""
+    count = settings.executor.ingest_actors
+    if not isinstance(count, int):
+        raise ValueError("executor.ingest_actors is not resolved yet (with_ingest_count)")
+    return count
+
+
 def with_sized_workers(settings: Settings, cluster_cpus: float) -> Settings:
     """``settings`` with ``executor.worker_num_cpus`` set (sized from the cluster if unset)."""
     ex = settings.executor
@@ -157,7 +205,7 @@ def with_sized_workers(settings: Settings, cluster_cpus: float) -> Settings:
         return settings.model_copy(
             update={"executor": ex.model_copy(update={"worker_num_cpus": 1.0})}
         )
-    workers = ex.num_workers * ex.ingest_actors
+    workers = ex.num_workers * ingests(settings)
     cpus = size_worker_cpus(cluster_cpus, workers, settings.training.reserve_cpus)
     logger.info(
         "worker_num_cpus=%s for %d workers on %s cluster CPUs (%s kept for training; set "
@@ -212,10 +260,10 @@ def ingest_memory(settings: Settings) -> int:
     if ex.ingest_placement == "spread":
         # The ML nodes (spread_over_nodes), one ingest per node before any gets a second.
         ml_nodes = [r for r in nodes if r.get("CPU", 0) > 0]
-        per_node = math.ceil(ex.ingest_actors / max(1, len(ml_nodes)))
+        per_node = math.ceil(ingests(settings) / max(1, len(ml_nodes)))
         nodes = ml_nodes or nodes
     else:
-        per_node = ex.ingest_actors  # Ray's placement: all of them may land on one node
+        per_node = ingests(settings)  # Ray's placement: all of them may land on one node
     reserved, wanted = ingest_memory_bytes(
         ex.max_in_flight_bytes, [float(r["memory"]) for r in nodes], per_node
     )
@@ -300,7 +348,7 @@ class Executor:
             ray.init(address=settings.ray.address, **options)
             self._started_ray = True
         settings = self.settings = with_sized_workers(
-            settings, float(ray.cluster_resources().get("CPU", 0))
+            with_ingest_count(settings), float(ray.cluster_resources().get("CPU", 0))
         )
         if autoscaler is not None:
             autoscaler.settings = settings
@@ -316,9 +364,7 @@ class Executor:
         self._ingest_memory = ingest_memory(settings)
         self.actors = [
             self._start_ingest(n, placement)
-            for n, placement in enumerate(
-                ingest_placements(settings, settings.executor.ingest_actors)
-            )
+            for n, placement in enumerate(ingest_placements(settings, ingests(settings)))
         ]
         ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s)
         logger.info("executor=%s started %d ingest actors", self.instance_id, len(self.actors))
