@@ -12,7 +12,9 @@ librdkafka handles are thread-safe). Per iteration it:
    the tenant's result topic), training requests refused (they belong on the tenant's training
    topic, which the job runner reads), inference requests added to a micro-batch keyed by
    (pipeline, model version);
-3. sends each full or due micro-batch to a worker: **one Ray call per batch**;
+3. sends each full or due micro-batch to a worker: **one Ray call per batch**; while a worker
+   is idle (``dispatch_when_idle``), what is buffered goes at once, so batches fill only while
+   the workers are busy and an idle executor adds no batch wait to a request's latency;
 4. collects finished batches and produces one result per request (idempotent producer);
 5. marks an offset done only in the producer's delivery callback, i.e. once the broker has
    acknowledged the result (or dead letter), and commits the per-partition
@@ -62,6 +64,7 @@ from rayml.delivery.transactions import (
 from rayml.executor.answers import answer_batch, answer_exhausted, answer_expired
 from rayml.executor.batching import Batch, MicroBatcher
 from rayml.executor.dispatch import Dispatcher
+from rayml.executor.gc_pauses import GcPauses
 from rayml.executor.membership import ServingWatch
 from rayml.executor.pool import WorkerPool
 from rayml.executor.triage import Triage
@@ -158,6 +161,10 @@ class Ingest(ConsumerLoop):
         )
         self.membership = ServingWatch(ex.leave_group_without_workers_s, time.monotonic())
         self._next_membership_check = 0.0
+        self._dispatch_when_idle = ex.dispatch_when_idle
+        # The collector's pauses of this process (status: "gc").
+        self.gc_pauses = GcPauses()
+        self.gc_pauses.install()
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -188,7 +195,11 @@ class Ingest(ConsumerLoop):
             if not busy:
                 # Wait on the producer instead: its delivery reports free the window.
                 self.producer.poll(timeout)
-        self._enqueue(self.batcher.due(time.monotonic()))
+        if self._dispatch_when_idle and len(self.batcher) and self._idle_worker():
+            # A worker has nothing to do: what is buffered goes now, not when its wait is up.
+            self._enqueue(self.batcher.flush())
+        else:
+            self._enqueue(self.batcher.due(time.monotonic()))
         self.dispatcher.collect(block_s=0.002 if self.dispatcher.inflight else 0.0)
         self.producer.poll(0)
         self.writer.settle()
@@ -200,6 +211,10 @@ class Ingest(ConsumerLoop):
             self._follow_pool(now)
         if self.metrics.due(now):
             self._flush_metrics()
+
+    def _idle_worker(self) -> bool:
+        """A worker with nothing in flight, and no batch queued ahead for it."""
+        return not self.dispatcher.ready and self.pool.idle
 
     def _flush_metrics(self) -> None:
         """Hand the metrics their figures (loop thread: the lags read the consumer)."""
@@ -449,6 +464,7 @@ class Ingest(ConsumerLoop):
                 self.pool.shutdown()
                 self.writer.close()
                 self.versions.close()
+                self.gc_pauses.uninstall()
                 self._stopped.set()
                 logger.info("ingest=%s stopped", self.ingest_id)
 
@@ -499,6 +515,7 @@ class Ingest(ConsumerLoop):
             "commits": c.commits,
             "delivery": self.settings.executor.delivery,
             "uptime_s": round(time.time() - c.started_at, 3),
+            "gc": self.gc_pauses.snapshot(),
         }
         if self.txn is not None:
             status["transaction_aborts"] = self.txn.aborts

@@ -74,3 +74,30 @@ def test_ten_thousand_predictions_exact_and_committed(running: tuple[Executor, S
     assert sum(s["results_ok"] for s in status) == 10_000
     assert all(s["in_flight"] == 0 for s in status)
     collector.close()
+
+
+def test_an_idle_executor_sends_a_request_at_once_not_after_the_batch_wait(
+    settings: Settings, ray_runtime: str
+) -> None:
+    """dispatch_when_idle: with a batch wait of 3 s, a lone request on an idle executor is
+    still sent to a worker within a second of being produced (results' timings.queued_ms)."""
+    settings = executor_settings(settings, max_batch_wait_ms=3_000.0, num_workers=1)
+    assert settings.executor.dispatch_when_idle  # the default
+    create_topics(settings.kafka, settings.topics)
+    store_breast_cancer(settings.models.root)
+    row = breast_cancer_rows(1)[0].tolist()
+    executor = Executor(settings)
+    executor.start()
+    try:
+        collector = ResultCollector(settings)
+        warm = f"warm-{uuid.uuid4().hex[:6]}"  # loads the model; its batch may have waited
+        send_requests(settings, [predict_request(warm, row)])
+        collector.wait_for([warm], timeout_s=120)
+        ids = [f"lone-{n}-{uuid.uuid4().hex[:6]}" for n in range(3)]
+        for rid in ids:  # one at a time: each finds the worker idle
+            send_requests(settings, [predict_request(rid, row)])
+            collector.wait_for([rid], timeout_s=60)
+        queued = [collector.results[rid][0].timings.queued_ms for rid in ids]
+        assert all(q is not None and q < 1_000 for q in queued), queued
+    finally:
+        executor.drain(10)
