@@ -62,6 +62,7 @@ CONTENDERS = (
     "quix",
     "original",
     "rayml-heavy",
+    "rayml-2nodes",
 )
 # The model-bound rows: an MLP of three 3,072-unit layers (~1 ms a row on one core), stored as
 # a version of the example model, served by 1 worker and then by 2 (one core each).
@@ -358,6 +359,58 @@ def _train_model(models_root: Path, model_file: Path) -> Any:
     return trained.model
 
 
+def _run_on_two_nodes(
+    bench: Bench,
+    args: argparse.Namespace,
+    work: Path,
+    half_rayml: float | None,
+    done: list[str],
+) -> ContenderResult:
+    """rayml on a cluster of two local Ray nodes (one CPU each, and a head without CPUs),
+    ``ingest_actors="auto"``: an ingest actor and a worker on each node (item 4 of issue 15).
+
+    Both nodes share this machine's cores, so the row shows that the flow spans nodes with
+    nothing lost, not a speed-up; on real machines each node brings its own cores.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "object_store_memory": 200 * 1024 * 1024},
+    )
+    try:
+        for _ in range(2):
+            cluster.add_node(num_cpus=1, object_store_memory=200 * 1024 * 1024)
+        cluster.wait_for_nodes()
+        ray.init(
+            address=cluster.address,
+            logging_level="ERROR",
+            log_to_driver=False,
+            namespace=f"rayml-bench-{uuid.uuid4().hex[:6]}",
+            runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+        )
+        contender = RaymlContender(
+            "rayml-2nodes",
+            "rayml, 2 Ray nodes (1 CPU each)",
+            str(work / "models"),
+            work / "state",
+            {
+                **_rayml_settings(args, args.batch_size),
+                "ingest_actors": "auto",
+                "num_workers": 1,
+                "worker_num_cpus": 1.0,
+            },
+        )
+        try:
+            return bench.run(contender, args.requests, half_rayml)
+        except Exception as exc:
+            return _failed(contender, exc)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
 def _train_heavy_model(models_root: Path, rows: np.ndarray) -> Any:
     """The model-bound rows' model: an MLP (:data:`HEAVY_LAYERS`) fitted for one pass on a few
     rows (its accuracy does not matter, its cost per row does), stored as ``breast_cancer``."""
@@ -555,6 +608,12 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_sweep:
                 print(f"bench: training sweep, {len(TRIALS)} trials", flush=True)
                 sweep = run_sweep(TRIALS)
+            if "rayml-2nodes" in args.only:
+                # Last: it leaves this process's Ray runtime for a cluster of its own.
+                ray.shutdown()
+                results.append(
+                    _run_on_two_nodes(bench, args, work, half_rayml, [r.key for r in results])
+                )
         finally:
             ray.shutdown()
 

@@ -185,6 +185,15 @@ def details_lines(results: Sequence[ContenderResult]) -> str:
                 f"(mean batch {polled / batches if batches else 0:,.1f}), "
                 f"{status.get('results_ok', 0):,} ok results"
             )
+            gc = status.get("gc")
+            if gc:
+                counts, pauses = gc["collections"], gc["pause_s"]
+                text += (
+                    f"; its garbage collector (generations 0/1/2): "
+                    f"{'/'.join(f'{c:,}' for c in counts)} collections, "
+                    f"{'/'.join(f'{p * 1000:,.0f}' for p in pauses)} ms in all, "
+                    f"longest {gc['max_pause_ms']:,.1f} ms"
+                )
         lines.append(text)
     return "\n".join(lines)
 
