@@ -127,7 +127,9 @@ def thread_kind_seconds(pids: Iterable[int]) -> dict[str, float]:
     """On-CPU seconds of the processes ``pids``, by kind of thread (from each thread's name):
 
     * ``python``: threads named as their process (Python does not name its threads for the
-      kernel: the interpreter's main thread, an ingest loop, Ray's Python-side threads);
+      kernel: the interpreter's main thread, an ingest loop, Ray's Python-side threads; a
+      thread keeps the name its process had when it started, and Ray renames actor processes
+      ``ray::...``);
     * ``kafka``: librdkafka's own threads (``rdk:main``, ``rdk:broker...``), which fetch,
       decompress, batch, compress and send for the consumer and producer;
     * ``ray core``: every other thread (Ray's C++ core worker: gRPC, the object store client,
@@ -145,6 +147,11 @@ def thread_kind_seconds(pids: Iterable[int]) -> dict[str, float]:
                 on_cpu = int((task / "schedstat").read_text().split()[0]) / 1e9
             except (OSError, ValueError, IndexError):
                 continue
-            kind = "python" if comm == own else "kafka" if comm.startswith("rdk:") else "ray core"
+            if comm.startswith("rdk:"):
+                kind = "kafka"
+            elif comm == own or comm.startswith(("ray::", "python")):
+                kind = "python"  # named for the process (at the thread's start: Ray renames it)
+            else:
+                kind = "ray core"
             out[kind] += on_cpu
     return out

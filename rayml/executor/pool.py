@@ -80,6 +80,7 @@ class WorkerPool:
             log_level=self._settings.log_level,
             allow_unpromoted_pins=self._settings.models.allow_unpromoted_pins,
             version_check_ttl_s=self._settings.models.version_check_ttl_s,
+            tune_gc=True,  # a process of its own (rayml.executor.gc_pauses)
         )
         self._slots[worker_id] = _Slot(handle, starting=handle.ping.remote())  # type: ignore[attr-defined]
         return worker_id

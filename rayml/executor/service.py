@@ -72,8 +72,9 @@ class IngestActorImpl:
         registry = Registry()
         registry.discover(settings.executor.pipeline_modules)
         self.ingest = Ingest(settings, ingest_id, registry)
-        if os.environ.get("RAYML_GC_TUNE") == "1":  # experiment (issue 15); decided by bench
-            tune_for_throughput()
+        # What start-up left alive (modules, Ray, the registry) out of the collector's sight,
+        # and young collections rarer: see rayml.executor.gc_pauses.
+        tune_for_throughput()
         self._thread = threading.Thread(target=self._run, name=f"ingest-{ingest_id}", daemon=True)
         self._thread.start()
 

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from rayml import logs
 from rayml.errors import DeadlineExceededError, ModelNotFoundError, RecordError
+from rayml.executor.gc_pauses import tune_for_throughput
 from rayml.executor.work import BatchOutcome, ItemError
 from rayml.metrics import WorkerMetrics
 from rayml.models.cache import ModelCache
@@ -67,6 +68,9 @@ class ModelWorker:
         log_level: rayml's log level in this process (its own, as a Ray actor).
         allow_unpromoted_pins: Run any stored version asked for, promoted or not.
         version_check_ttl_s: How long a refused version stays refused without a store read.
+        tune_gc: Tune this process's garbage collector for throughput
+            (:func:`~rayml.executor.gc_pauses.tune_for_throughput`): for a worker actor, which
+            has its process to itself.
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class ModelWorker:
         log_level: str | None = None,
         allow_unpromoted_pins: bool = False,
         version_check_ttl_s: float = 2.0,
+        tune_gc: bool = False,
     ) -> None:
         if log_level is not None:
             logs.configure(log_level)
@@ -101,6 +106,8 @@ class ModelWorker:
         self.requests = 0
         self.model_loads = 0
         self.metrics = WorkerMetrics(worker_id)
+        if tune_gc:
+            tune_for_throughput()
 
     def _spec(self, import_path: str) -> PipelineSpec:
         spec = self._specs.get(import_path)
