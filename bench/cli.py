@@ -41,7 +41,7 @@ from bench.contenders import (
     quix_python,
     quix_version,
 )
-from bench.memory import GroupFn, RssSampler, cpu_seconds, thread_kind_seconds
+from bench.memory import GroupFn, RssSampler, cpu_seconds, jvm_thread_seconds, thread_kind_seconds
 from bench.report import (
     ContenderResult,
     delivery_lines,
@@ -150,7 +150,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="rayml max_batch_wait_ms")
     p.add_argument("--workers", type=int, default=1, help="rayml num_workers")
     p.add_argument("--worker-cpus", type=float, default=1.0, help="rayml worker_num_cpus")
-    p.add_argument("--poll-max", type=int, default=256, help="rayml poll_max_messages")
+    p.add_argument(
+        "--poll-max", type=int, default=2048, help="rayml poll_max_messages (its default)"
+    )
     p.add_argument(
         "--txn-interval-ms",
         type=float,
@@ -269,14 +271,20 @@ class Bench:
         cpu_before = cpu_seconds(cpu_groups)
         ingest_pids = cpu_groups.get("ingest", [])
         threads_before = thread_kind_seconds(ingest_pids)
+        broker_before = jvm_thread_seconds(self.broker_pid) if self.broker_pid else {}
         clients.run(burst, timeout_s=600, idle_s=30)
         cpu_after = cpu_seconds(cpu_groups)
         threads_after = thread_kind_seconds(ingest_pids)
+        broker_after = jvm_thread_seconds(self.broker_pid) if self.broker_pid else {}
         # Threads that ended during the burst drop out of the sums: clamp at zero.
         answered = max(1, burst.received)
         result.cpu_us_per_request = {
             group: max(0.0, cpu_after[group][0] - cpu_before[group][0]) / answered * 1e6
             for group in cpu_groups
+        }
+        result.broker_threads_us_per_request = {
+            kind: max(0.0, broker_after[kind] - broker_before[kind]) / answered * 1e6
+            for kind in broker_after
         }
         if ingest_pids:
             result.ingest_threads_us_per_request = {
@@ -306,7 +314,15 @@ class Bench:
         n_latency = max(100, int(rate * self.args.latency_seconds))
         latency = self._run(f"{contender.key}.lat", n_latency, echo)
         clients.prepare(latency)
+        cpu_before = cpu_seconds(cpu_groups)
         clients.run(latency, timeout_s=self.args.latency_seconds + 120, idle_s=30, rate=rate)
+        cpu_after = cpu_seconds(cpu_groups)
+        # The machine at that load: cores each group used, and in all (of the cores there are).
+        span = max(1e-9, float(np.nanmax(latency.received_at) - np.nanmin(latency.sent_at)))
+        result.latency_cores = {
+            group: max(0.0, cpu_after[group][0] - cpu_before[group][0]) / span
+            for group in cpu_groups
+        }
         result.latency_rate = rate
         result.latency_requests = len(latency)
         result.latency_lost = latency.lost
@@ -323,7 +339,8 @@ class Bench:
         print(
             f"bench: {contender.label}: at {rate:,.0f} req/s p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
             f"p99 {p99:.1f} ms (lost {latency.lost}; contender's own total_ms p50 {s50:.1f}, "
-            f"p99 {s99:.1f}; queued_ms p50 {q50:.1f}, p99 {q99:.1f})",
+            f"p99 {s99:.1f}; queued_ms p50 {q50:.1f}, p99 {q99:.1f}; cores used "
+            f"{sum(result.latency_cores.values()):.2f})",
             flush=True,
         )
 

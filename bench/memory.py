@@ -155,3 +155,23 @@ def thread_kind_seconds(pids: Iterable[int]) -> dict[str, float]:
                 kind = "ray core"
             out[kind] += on_cpu
     return out
+
+
+def jvm_thread_seconds(pid: int) -> dict[str, float]:
+    """On-CPU seconds of a JVM (the broker) by kind of thread: its JIT ``compiler``, its
+    garbage collector (``gc``), and the rest (``requests``: network and request handler
+    threads, log and replication work)."""
+    out = {"requests": 0.0, "compiler": 0.0, "gc": 0.0}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            comm = (task / "comm").read_text().strip()
+            on_cpu = int((task / "schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue
+        if "CompilerThre" in comm:
+            out["compiler"] += on_cpu
+        elif comm.startswith(("GC Thread", "G1 ")):
+            out["gc"] += on_cpu
+        else:
+            out["requests"] += on_cpu
+    return out

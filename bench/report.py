@@ -62,10 +62,14 @@ class ContenderResult:
     latency_ms: list[float] = field(default_factory=lambda: [math.nan] * 3)
     server_latency_ms: list[float] = field(default_factory=lambda: [math.nan] * 3)
     queued_latency_ms: list[float] = field(default_factory=lambda: [math.nan] * 3)
+    # Cores each process group used during the latency run (CPU seconds / its length).
+    latency_cores: dict[str, float] = field(default_factory=dict)
     achieved_rate: float = math.nan
     cpu_us_per_request: dict[str, float] = field(default_factory=dict)
     # The ingest process's share, by kind of thread (bench.memory.thread_kind_seconds).
     ingest_threads_us_per_request: dict[str, float] = field(default_factory=dict)
+    # The broker's share, by kind of JVM thread (bench.memory.jvm_thread_seconds).
+    broker_threads_us_per_request: dict[str, float] = field(default_factory=dict)
     wait_us_per_request: dict[str, float] = field(default_factory=dict)
     peak_rss: int = 0
     rss_by_group: dict[str, int] = field(default_factory=dict)
@@ -169,6 +173,10 @@ def details_lines(results: Sequence[ContenderResult]) -> str:
             threads = r.ingest_threads_us_per_request
             kinds = ", ".join(f"{k} {v:,.1f} us" for k, v in threads.items())
             text += f"; the ingest's by kind of thread: {kinds}"
+        if r.broker_threads_us_per_request:
+            threads = r.broker_threads_us_per_request
+            kinds = ", ".join(f"{k} {v:,.1f} us" for k, v in threads.items())
+            text += f"; the broker's by kind of thread: {kinds}"
         s50, _, s99 = r.server_latency_ms
         if not math.isnan(s50):
             text += f"; its own result timings.total_ms at that load: p50 {s50:.1f}, p99 {s99:.1f}"
@@ -177,6 +185,12 @@ def details_lines(results: Sequence[ContenderResult]) -> str:
                 text += (
                     f" (of which queued_ms, until its batch was sent: p50 {q50:.1f}, p99 {q99:.1f})"
                 )
+        if r.latency_cores:
+            cores = ", ".join(f"{k} {v:.2f}" for k, v in r.latency_cores.items())
+            text += (
+                f"; cores used during the latency run: {sum(r.latency_cores.values()):.2f} "
+                f"({cores})"
+            )
         for status in r.extra.get("status", []):
             batches = status.get("batches") or 0
             polled = status.get("polled") or 0

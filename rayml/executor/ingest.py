@@ -162,11 +162,15 @@ class Ingest(ConsumerLoop):
         self.membership = ServingWatch(ex.leave_group_without_workers_s, time.monotonic())
         self._next_membership_check = 0.0
         self._dispatch_when_idle = ex.dispatch_when_idle
-        # The collector's pauses of this process (status: "gc").
+        # The collector's pauses of this process while the loop runs (status: "gc").
         self.gc_pauses = GcPauses()
-        self.gc_pauses.install()
 
     # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The loop (:meth:`ConsumerLoop.run`), its collector pauses counted from its start."""
+        self.gc_pauses.install()
+        super().run()
 
     def step(self) -> None:
         while not self._commands.empty():

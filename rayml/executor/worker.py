@@ -46,7 +46,7 @@ from rayml.pipeline import (
     PipelineSpec,
     load_spec_by_path,
     run_inference,
-    validate_spec_params,
+    validate_batch_params,
 )
 
 logger = logging.getLogger(__name__)
@@ -184,9 +184,10 @@ class ModelWorker:
     ) -> BatchOutcome:
         """Run one micro-batch; never raises for a record failure.
 
-        Params arrive as plain JSON values and are validated here, one by one: a request whose
-        params do not validate gets an ``invalid_params`` error naming the field, and only the
-        valid ones reach the pipeline. (Validating on the workers rather than in the ingest
+        Params arrive as plain JSON values and are validated here, the batch in one pydantic
+        call (:func:`~rayml.pipeline.validate_batch_params`): a request whose params do not
+        validate gets an ``invalid_params`` error naming the field, and only the valid ones
+        reach the pipeline. (Validating on the workers rather than in the ingest
         keeps the ingest, the one serial step, cheap, and ships plain lists through Ray, which
         pickles far faster than pydantic objects.)
 
@@ -206,12 +207,12 @@ class ModelWorker:
         outputs: list[Any] = [None] * len(params)
         valid: list[BaseModel] = []
         positions: list[int] = []
-        for i, raw in enumerate(params):
-            try:
-                valid.append(validate_spec_params(spec, raw))
+        for i, checked in enumerate(validate_batch_params(spec, params)):
+            if isinstance(checked, RecordError):
+                outputs[i] = ItemError(checked.type, str(checked), checked.details)
+            else:
+                valid.append(checked)
                 positions.append(i)
-            except RecordError as exc:
-                outputs[i] = ItemError(exc.type, str(exc), exc.details)
         try:
             loaded = self._model(spec.model, self._version(spec.model, model_version))
         except RecordError as exc:

@@ -48,6 +48,7 @@ from rayml.pipeline.registry import (
     Registry,
     default_registry,
     load_spec_by_path,
+    validate_batch_params,
     validate_spec_params,
 )
 from rayml.pipeline.spec import SPEC_ATTR, PipelineKind, PipelineSpec, Resources, get_spec
@@ -69,5 +70,6 @@ __all__ = [
     "run_inference",
     "run_training",
     "training",
+    "validate_batch_params",
     "validate_spec_params",
 ]

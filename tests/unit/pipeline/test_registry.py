@@ -34,6 +34,8 @@ from rayml.pipeline import (
     inference,
     load_spec_by_path,
     training,
+    validate_batch_params,
+    validate_spec_params,
 )
 
 
@@ -374,3 +376,27 @@ def test_importing_pipelines_stays_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_batch_validates_in_one_call_and_an_invalid_request_fails_alone(reg: Registry) -> None:
+    """validate_batch_params gives what validate_spec_params gives, request by request."""
+
+    @inference("test.vec", model="m", params=Vector, registry=reg)
+    def vec(model: Any, batch: list[Vector]) -> list[float]:
+        return [sum(p.features) for p in batch]
+
+    spec = reg.get("test.vec")
+    good = [{"features": [1.0, 2.0, 3.0]}, {"features": [0.0, 0.0, 1.0], "scale": 2.0}]
+    assert validate_batch_params(spec, good) == [validate_spec_params(spec, g) for g in good]
+    bad = [good[0], {"features": [1.0]}, "not an object", {"features": [1, 2, 3], "x": 1}, good[1]]
+    checked = validate_batch_params(spec, bad)
+    assert checked[0] == validate_spec_params(spec, good[0])
+    assert checked[4] == validate_spec_params(spec, good[1])
+    for i in (1, 2):
+        assert isinstance(checked[i], InvalidParamsError)
+        with pytest.raises(InvalidParamsError) as one:
+            validate_spec_params(spec, bad[i])
+        assert str(checked[i]) == str(one.value)
+        assert checked[i].details == one.value.details
+    # Vector ignores unknown fields (pydantic's default): the same in both paths.
+    assert checked[3] == validate_spec_params(spec, bad[3])
