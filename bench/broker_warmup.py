@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROUND = 50_000  # records per producer per round
+TRICKLE = 5_000  # records of steady traffic per round
 SETTLED_S = 0.1  # compiler CPU in one round under which the JIT is taken as settled
 MIN_ROUNDS = 4
 _VALUE = b'{"id":"warm","pipeline":"breast_cancer.predict","params":{"features":' + b"[1.0]" * 30
@@ -40,6 +41,18 @@ def compiler_seconds(pid: int) -> float:
     return total
 
 
+def _trickle(producer: Producer, topic: str, consumer: Consumer) -> None:
+    """A second of steady traffic (5,000 records, 5 at a time, read as they come): the many
+    small produce and fetch requests of a contender's latency run, which bursts do not make."""
+    for i in range(0, TRICKLE, 5):
+        for j in range(i, i + 5):
+            producer.produce(topic, value=_VALUE, key=str(j).encode())
+        producer.poll(0)
+        consumer.consume(1_000, 0)
+        time.sleep(0.001)
+    producer.flush(30)
+
+
 def warm_broker(bootstrap: str, broker_pid: int, max_s: float = 120.0) -> dict[str, Any]:
     """Run rounds of traffic until the broker's JIT settles (or ``max_s``); what it took."""
     topics = [f"bench-warmup-{uuid.uuid4().hex[:8]}.{n}" for n in ("in", "out")]
@@ -47,7 +60,7 @@ def warm_broker(bootstrap: str, broker_pid: int, max_s: float = 120.0) -> dict[s
     for future in admin.create_topics([NewTopic(t, 4, 1) for t in topics]).values():
         future.result(30)
     producers = [
-        Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}),
+        Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "enable.idempotence": True}),
         Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -95,6 +108,7 @@ def warm_broker(bootstrap: str, broker_pid: int, max_s: float = 120.0) -> dict[s
                 if got:
                     read += got
                     consumer.commit(asynchronous=True)
+            _trickle(producers[0], topics[0], consumer)
             rounds += 1
             last = compiler_seconds(broker_pid) - before
     finally:
