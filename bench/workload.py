@@ -233,6 +233,7 @@ class ResultCounter:
                 # once its transaction commits; aborted ones never.
                 "isolation.level": "read_committed",
                 "fetch.wait.max.ms": 5,
+                "fetch.min.bytes": 65_536,
             }
         )
         self.consumer.subscribe([topic])

@@ -54,12 +54,13 @@ class RefusalLogger:
 
 # How results are batched on their way to the broker: a few milliseconds of latency for far
 # fewer, larger produce requests (each costs the broker far more than a record in it does).
-RESULT_BATCHING: dict[str, Any] = {"linger.ms": 2, "compression.type": "lz4"}
+RESULT_BATCHING: dict[str, Any] = {"linger.ms": 5, "compression.type": "lz4"}
 
 # How the ingest fetches: enough per round trip to fill micro-batches, a bounded prefetch.
 INGEST_FETCH: dict[str, Any] = {
     # Fetch enough to fill micro-batches without one round trip per record...
     "fetch.wait.max.ms": 5,
+    "fetch.min.bytes": 65_536,
     # ...but bound librdkafka's prefetch queue: with partitions paused under backpressure,
     # this is what bounds the ingest's memory under any backlog.
     "queued.max.messages.kbytes": 8192,
