@@ -64,6 +64,8 @@ class ContenderResult:
     queued_latency_ms: list[float] = field(default_factory=lambda: [math.nan] * 3)
     # Cores each process group used during the latency run (CPU seconds / its length).
     latency_cores: dict[str, float] = field(default_factory=dict)
+    # Throughput of each burst round (the best is ``throughput``).
+    burst_rounds: list[float] = field(default_factory=list)
     achieved_rate: float = math.nan
     cpu_us_per_request: dict[str, float] = field(default_factory=dict)
     # The ingest process's share, by kind of thread (bench.memory.thread_kind_seconds).
@@ -158,7 +160,14 @@ def details_lines(results: Sequence[ContenderResult]) -> str:
             lines.append(f"- **{r.label}**: failed: {r.failure}")
             continue
         text = (
-            f"- **{r.label}**: burst of {r.requests:,} produced in {r.produce_s:.2f} s; "
+            f"- **{r.label}**: burst of {r.requests:,} produced in {r.produce_s:.2f} s"
+            + (
+                f" ({len(r.burst_rounds)} bursts: "
+                f"{', '.join(_fmt(t) for t in r.burst_rounds)} req/s, the best kept)"
+                if len(r.burst_rounds) > 1
+                else ""
+            )
+            + "; "
             f"latency run {r.latency_requests:,} requests offered at {_fmt(r.latency_rate)} "
             f"req/s (producer achieved {_fmt(r.achieved_rate)} req/s)"
         )
