@@ -174,7 +174,7 @@ class ExecutorSettings(_Section):
     group_id: str = Field("rayml-executor", min_length=1)
     jobs_group_id: str = Field("rayml-jobs", min_length=1)
     # Ingest actors (consumer-group members), each one Python loop of its own. "auto": one per
-    # 4 CPUs of each ML node (at least one a node), at most one per input partition
+    # 4 CPUs of each ML node (at least one a node), at most one per configured input partition
     # (rayml.executor.service.ingest_count); resolved when the executor starts.
     ingest_actors: int | Literal["auto"] = Field(1)
 

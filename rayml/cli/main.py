@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from rayml import logs
 from rayml.cli.options import (
@@ -207,19 +208,22 @@ def serve(
     from rayml.tenancy.acls import check_executor_access
 
     settings = command_settings(bootstrap_servers)
-    # Before Ray starts: a refused password or a missing ACL fails here, named, in a second.
-    check_executor_access(settings, create_missing=create_topics)
+    options = {"num_workers": "--workers", "ingest_actors": "--ingest-actors"}
     executor_overrides = {
         k: v
         for k, v in {"num_workers": workers, "ingest_actors": ingest_actors}.items()
         if v is not None
     }
-    try:  # validated, not merely copied in: a bad --ingest-actors fails here, in words
+    try:  # validated, not merely copied in: a bad option fails here, in words, before Kafka
         executor_settings = type(settings.executor).model_validate(
             {**settings.executor.model_dump(), **executor_overrides}
         )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc).splitlines()[-1], param_hint="--ingest-actors") from None
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        raise typer.BadParameter(first["msg"], param_hint=options.get(field, field)) from None
+    # Before Ray starts: a refused password or a missing ACL fails here, named, in a second.
+    check_executor_access(settings, create_missing=create_topics)
     address = ray_address or settings.ray.address
     stop = threading.Event()
     received: list[int] = []

@@ -96,7 +96,8 @@ def producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
         "allow.auto.create.topics": False,
         "enable.idempotence": True,
         "acks": "all",
-        **RESULT_BATCHING,
+        "linger.ms": 2,
+        "compression.type": "lz4",
         **overrides,
     }
     return Producer(conf)
@@ -142,7 +143,7 @@ def ingest_producer(
     1 MiB default).
     """
     if executor.delivery != "exactly_once":
-        return producer(kafka, **_room(executor)), None
+        return producer(kafka, **_room(executor), **RESULT_BATCHING), None
     txn_id = f"{executor.group_id}.{ingest_id}"
     return output_producer(kafka, executor, txn_id), txn_id
 
@@ -174,6 +175,8 @@ def reply_producer(kafka: KafkaSettings, executor: ExecutorSettings) -> Producer
         **{
             "message.timeout.ms": max(1, int(reply_timeout_s(executor) * 1000)),
             "queue.buffering.max.kbytes": 65_536,
+            # A commit waits for these writes' reports (the loop meanwhile): send them soon.
+            "linger.ms": 1,
         },
     )
 

@@ -24,9 +24,15 @@ import re
 import threading
 import types
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 
 from rayml.errors import (
     InvalidParamsError,
@@ -292,9 +298,29 @@ def _import_module(name: str, *, source: str) -> types.ModuleType:
 default_registry = Registry()
 
 
+class _Refused:
+    """What the batch adapter keeps of an item that does not validate (its error)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: ValidationError | None) -> None:
+        self.error = error  # None: not a JSON object
+
+
+def _each(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    if not isinstance(value, dict):
+        return _Refused(None)
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        return _Refused(exc)
+
+
 @functools.lru_cache(maxsize=256)
-def _batch_adapter(params: type[BaseModel]) -> TypeAdapter[list[BaseModel]]:
-    return TypeAdapter(list[params])  # type: ignore[valid-type]
+def _batch_adapter(params: type[BaseModel]) -> TypeAdapter[list[Any]]:
+    # Each item validated once, its error kept in its place: the list never fails as a whole,
+    # so no item is validated twice (a validator may change the dict it is given).
+    return TypeAdapter(list[Annotated[params, WrapValidator(_each)]])  # type: ignore[valid-type]
 
 
 def validate_batch_params(
@@ -305,31 +331,33 @@ def validate_batch_params(
     batch).
 
     The whole batch goes through pydantic in one call (a third cheaper a request than one call
-    each); only a batch with an invalid request is validated again one by one, to say which
-    and why, exactly as :func:`validate_spec_params` does.
+    each), each request validated once, with the model and the error
+    :func:`validate_spec_params` gives it. A parameter model that overrides ``model_validate``
+    is asked request by request, through its override.
     """
-    try:
-        return list(_batch_adapter(spec.params).validate_python(raws))
-    except ValidationError:
-        pass
-    out: list[BaseModel | InvalidParamsError] = []
-    for raw in raws:
-        try:
-            out.append(validate_spec_params(spec, raw))
-        except InvalidParamsError as exc:
-            out.append(exc)
-    return out
+    params = spec.params
+    if getattr(params.model_validate, "__func__", None) is not _BASE_VALIDATE:
+        out: list[BaseModel | InvalidParamsError] = []
+        for raw in raws:
+            try:
+                out.append(validate_spec_params(spec, raw))
+            except InvalidParamsError as exc:
+                out.append(exc)
+        return out
+    checked: list[Any] = _batch_adapter(params).validate_python(raws)
+    return [
+        item if not isinstance(item, _Refused) else _invalid(spec, raw, item.error)
+        for raw, item in zip(raws, checked, strict=True)
+    ]
 
 
-def validate_spec_params(spec: PipelineSpec, raw: Any) -> BaseModel:
-    """Validate raw ``params`` against ``spec``'s parameter model (see
-    :meth:`Registry.validate_params`); workers call it for each request of a batch.
+_BASE_VALIDATE = BaseModel.model_validate.__func__  # type: ignore[attr-defined]
 
-    Raises:
-        InvalidParamsError: naming each bad field (``params.x``).
-    """
-    if not isinstance(raw, dict):
-        raise InvalidParamsError(
+
+def _invalid(spec: PipelineSpec, raw: Any, error: ValidationError | None) -> InvalidParamsError:
+    """The error :func:`validate_spec_params` raises for ``raw`` (``error``: pydantic's)."""
+    if error is None:
+        return InvalidParamsError(
             f"invalid params for pipeline {spec.name!r}: params must be a JSON object, "
             f"got {type(raw).__name__}",
             {
@@ -337,22 +365,35 @@ def validate_spec_params(spec: PipelineSpec, raw: Any) -> BaseModel:
                 "errors": [{"field": "params", "message": "must be an object", "type": "type"}],
             },
         )
+    errors = [
+        {
+            "field": ".".join(["params", *(str(part) for part in err["loc"])]),
+            "message": err["msg"],
+            "type": err["type"],
+        }
+        for err in error.errors(include_url=False, include_input=False)
+    ]
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return InvalidParamsError(
+        f"invalid params for pipeline {spec.name!r}: {summary}",
+        {"pipeline": spec.name, "errors": errors},
+    )
+
+
+def validate_spec_params(spec: PipelineSpec, raw: Any) -> BaseModel:
+    """Validate raw ``params`` against ``spec``'s parameter model (see
+    :meth:`Registry.validate_params`); workers validate whole batches
+    (:func:`validate_batch_params`).
+
+    Raises:
+        InvalidParamsError: naming each bad field (``params.x``).
+    """
+    if not isinstance(raw, dict):
+        raise _invalid(spec, raw, None)
     try:
         return spec.params.model_validate(raw)
     except ValidationError as exc:
-        errors = [
-            {
-                "field": ".".join(["params", *(str(part) for part in err["loc"])]),
-                "message": err["msg"],
-                "type": err["type"],
-            }
-            for err in exc.errors(include_url=False, include_input=False)
-        ]
-        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        raise InvalidParamsError(
-            f"invalid params for pipeline {spec.name!r}: {summary}",
-            {"pipeline": spec.name, "errors": errors},
-        ) from exc
+        raise _invalid(spec, raw, exc) from exc
 
 
 def load_spec_by_path(import_path: str) -> PipelineSpec:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
-from pydantic import BaseModel, Field, FiniteFloat
+from pydantic import BaseModel, Field, FiniteFloat, ValidationError, model_validator
 
 import rayml.pipeline
 import rayml.pipeline.registry
@@ -400,3 +400,56 @@ def test_a_batch_validates_in_one_call_and_an_invalid_request_fails_alone(reg: R
         assert checked[i].details == one.value.details
     # Vector ignores unknown fields (pydantic's default): the same in both paths.
     assert checked[3] == validate_spec_params(spec, bad[3])
+
+
+class Renamed(BaseModel):
+    """A params model whose validator changes the dict it is given (allowed by pydantic)."""
+
+    n: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rename(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "count" in data:
+            data["n"] = data.pop("count")
+        return data
+
+
+class Capped(BaseModel):
+    """A params model that overrides model_validate."""
+
+    n: int
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Capped:  # type: ignore[override]
+        model = super().model_validate(obj, *args, **kwargs)
+        if model.n > 100:
+            raise ValidationError.from_exception_data(
+                "Capped",
+                [{"type": "less_than_equal", "loc": ("n",), "input": model.n, "ctx": {"le": 100}}],
+            )
+        return model
+
+
+def test_each_request_of_a_batch_is_validated_once(reg: Registry) -> None:
+    """A validator that edits its input sees each request once, and an invalid batch-mate
+    changes nothing for the others (found by review: a second pass broke the whole batch)."""
+
+    @inference("test.renamed", model="m", params=Renamed, registry=reg)
+    def renamed(model: Any, batch: list[Renamed]) -> list[int]:
+        return [p.n for p in batch]
+
+    checked = validate_batch_params(reg.get("test.renamed"), [{"count": 1}, {"count": "x"}])
+    assert checked[0] == Renamed(n=1)
+    assert isinstance(checked[1], InvalidParamsError)
+    assert checked[1].details["errors"][0]["field"] == "params.n"
+
+
+def test_a_model_validate_override_is_honoured_in_a_batch(reg: Registry) -> None:
+    @inference("test.capped", model="m", params=Capped, registry=reg)
+    def capped(model: Any, batch: list[Capped]) -> list[int]:
+        return [p.n for p in batch]
+
+    checked = validate_batch_params(reg.get("test.capped"), [{"n": 1}, {"n": 1000}])
+    assert checked[0] == Capped(n=1)
+    assert isinstance(checked[1], InvalidParamsError)
