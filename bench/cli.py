@@ -126,7 +126,9 @@ METHOD = """\
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--requests", type=int, default=50_000, help="burst size N (default 50000)")
+    p.add_argument(
+        "--requests", type=int, default=100_000, help="burst size N (default 100000, as issue 15)"
+    )
     p.add_argument(
         "--slow-requests",
         type=int,
