@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from bench.memory import thread_times
 
 ROUND = 50_000  # records per producer per round
 TRICKLE = 5_000  # records of steady traffic per round
@@ -31,14 +32,7 @@ _VALUE = b'{"id":"warm","pipeline":"breast_cancer.predict","params":{"features":
 
 def compiler_seconds(pid: int) -> float:
     """CPU seconds the JVM ``pid``'s JIT compiler threads have used (``C1/C2 CompilerThre``)."""
-    total = 0.0
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            if "CompilerThre" in (task / "comm").read_text():
-                total += int((task / "schedstat").read_text().split()[0]) / 1e9
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
+    return sum(on_cpu for comm, on_cpu in thread_times(pid) if "CompilerThre" in comm)
 
 
 def _trickle(producer: Producer, topic: str, consumer: Consumer) -> None:

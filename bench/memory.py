@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import psutil
@@ -123,6 +123,17 @@ def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, tuple[float, float]]:
     return out
 
 
+def thread_times(pid: int) -> Iterator[tuple[str, float]]:
+    """Each live thread of process ``pid``: its name (``comm``) and its on-CPU seconds."""
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            comm = (task / "comm").read_text().strip()
+            on_cpu = int((task / "schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue
+        yield comm, on_cpu
+
+
 def thread_kind_seconds(pids: Iterable[int]) -> dict[str, float]:
     """On-CPU seconds of the processes ``pids``, by kind of thread (from each thread's name):
 
@@ -141,12 +152,7 @@ def thread_kind_seconds(pids: Iterable[int]) -> dict[str, float]:
             own = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             continue
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            try:
-                comm = (task / "comm").read_text().strip()
-                on_cpu = int((task / "schedstat").read_text().split()[0]) / 1e9
-            except (OSError, ValueError, IndexError):
-                continue
+        for comm, on_cpu in thread_times(pid):
             if comm.startswith("rdk:"):
                 kind = "kafka"
             elif comm == own or comm.startswith(("ray::", "python")):
@@ -162,12 +168,7 @@ def jvm_thread_seconds(pid: int) -> dict[str, float]:
     garbage collector (``gc``), and the rest (``requests``: network and request handler
     threads, log and replication work)."""
     out = {"requests": 0.0, "compiler": 0.0, "gc": 0.0}
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            comm = (task / "comm").read_text().strip()
-            on_cpu = int((task / "schedstat").read_text().split()[0]) / 1e9
-        except (OSError, ValueError, IndexError):
-            continue
+    for comm, on_cpu in thread_times(pid):
         if "CompilerThre" in comm:
             out["compiler"] += on_cpu
         elif comm.startswith(("GC Thread", "G1 ")):
