@@ -384,6 +384,20 @@ class AutoscaleSettings(_Section):
     burst_factor: float = Field(2.0, ge=1, le=1000)
 
 
+class TracingSettings(_Section):
+    """Request tracing (:mod:`rayml.tracing`, docs/observability.md): W3C trace context carried
+    from a request's Kafka headers through the ingest to its result, spans exported over
+    OTLP/HTTP. Off (no cost: no header is read) while ``otlp_endpoint`` is unset."""
+
+    # An OTLP/HTTP receiver, e.g. http://127.0.0.1:4318 (an OpenTelemetry Collector, Jaeger,
+    # Tempo); "/v1/traces" is added when the URL has no path.
+    otlp_endpoint: str | None = Field(None, pattern=r"^https?://[^\s/]+(/\S*)?$")
+    # Requests whose traceparent is sampled (flag 01) are always traced; the others (no header,
+    # or a parent not sampled) are traced at this ratio, decided by the trace id.
+    sample_ratio: float = Field(0.01, ge=0, le=1)
+    service_name: str = Field("rayml", min_length=1, max_length=200)
+
+
 class Settings(BaseSettings):
     """The whole configuration of rayml."""
 
@@ -404,6 +418,7 @@ class Settings(BaseSettings):
     models: ModelStoreSettings = Field(default_factory=ModelStoreSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     # Empty: one default tenant over topics.input / topics.jobs / topics.output.
     tenants: list[TenantSettings] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

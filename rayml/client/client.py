@@ -67,6 +67,7 @@ from rayml.kafka import clients as kafka_clients
 from rayml.models.promotion import ServingRecord
 from rayml.protocol.envelopes import Request, Result, encode_request
 from rayml.protocol.training import ModelAnnouncement, decode_announcement
+from rayml.tracing import request_trace_headers
 
 logger = logging.getLogger(__name__)
 
@@ -299,6 +300,8 @@ class Client:
             ) from exc
         # Registered before it is produced: the reply cannot overtake its own registration.
         future = self._pending.add(request.id, pipeline)
+        # Each request starts a trace (in the caller's own, when it has a current span).
+        headers, future.trace_id = request_trace_headers(f"rayml.send {pipeline}")
         value = encode_request(request)
         while True:
             try:
@@ -306,6 +309,7 @@ class Client:
                     topic,
                     key=request.id.encode(),
                     value=value,
+                    headers=headers,
                     on_delivery=replies.delivered,
                 )
                 return future

@@ -61,6 +61,9 @@ class RequestFuture(concurrent.futures.Future[Result]):
         self.sent_at = time.monotonic()
         #: Seconds from send to result, measured by the client (``None`` until done).
         self.latency_s: float | None = None
+        #: The W3C trace id (32 hex digits) the request was sent in (its ``traceparent``
+        #: header); look it up in your tracing backend when rayml exports spans.
+        self.trace_id: str | None = None
 
     def result(self, timeout: float | None = None) -> Result:
         """Wait for the result; ``timeout`` in seconds (``None``: wait as long as it takes).

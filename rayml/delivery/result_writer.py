@@ -82,6 +82,7 @@ from rayml.protocol.envelopes import (
     encode_result,
     public_error,
 )
+from rayml.tracing import RequestTraces
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,8 @@ class ResultWriter:
             times...
         reply_give_up_s: ...or that has failed this long is given up on: its waiting results
             go to their tenant's result topic, and so do its next ones for a while.
+        traces: Request tracing (``None``: off): a result carries its request's
+            ``traceparent`` header (:mod:`rayml.tracing`).
     """
 
     def __init__(
@@ -162,6 +165,7 @@ class ResultWriter:
         reply_topics: ReplyTopics | None = None,
         reply_give_up_probes: int = 3,
         reply_give_up_s: float = 60.0,
+        traces: RequestTraces | None = None,
     ) -> None:
         self.producer = producer
         self.tenants = dict(tenants)
@@ -224,6 +228,7 @@ class ResultWriter:
         self.results_rerouted = 0  # results whose reply_to did not exist: on the result topic
         self.errors_scrubbed = 0  # error results public_error cut something from
         self._clock = clock
+        self.traces = traces
         self._missing_logged = -_MISSING_LOG_INTERVAL_S
 
     # -- what the ingest calls ----------------------------------------------------------------
@@ -297,9 +302,14 @@ class ResultWriter:
             )
         topic = self._result_topic(request.reply_to if request else None, home.result_topic)
         key = request_id.encode()
+        traced = None
+        if self.traces is not None:
+            traced = self.traces.result_headers(
+                (tp, offset), result.status, error.type if error else None
+            )
         if self._stage is not None:
             answer = Answer(tp, request_id, pipeline, attempts, tenant, home.result_topic)
-            staged = self._staged_results(topic, value, answer)
+            staged = self._staged_results(topic, value, answer, traced)
             if dead_letter is not None:
                 raw, letter = dead_letter
                 self.dead_letters += 1
@@ -315,7 +325,7 @@ class ResultWriter:
             headers: Headers = list(dead_letter_headers(letter))
             self._produce((tp, offset, self.dlq_topic, raw, key, headers, countdown, None, False))
         ident = (request_id, pipeline, attempts)
-        self._produce((tp, offset, topic, value, key, None, countdown, ident, False))
+        self._produce((tp, offset, topic, value, key, traced, countdown, ident, False))
 
     def _public(self, request_id: str, error: ErrorInfo) -> ErrorInfo:
         """``error`` as the caller may see it; what was cut goes to the log, by request id."""
@@ -384,9 +394,10 @@ class ResultWriter:
         self.results_ok += 1
         reply_to = request.reply_to
         topic = self._result_topic(reply_to, home.result_topic) if reply_to else home.result_topic
+        traced = None if self.traces is None else self.traces.result_headers((tp, offset))
         if self._stage is not None:
             answer = Answer(tp, rid, request.pipeline, attempts, home.tenant, home.result_topic)
-            self._stage(tp, offset, self._staged_results(topic, value, answer))
+            self._stage(tp, offset, self._staged_results(topic, value, answer, traced))
             return
         write = (
             tp,
@@ -394,7 +405,7 @@ class ResultWriter:
             topic,
             value,
             rid.encode(),
-            None,
+            traced,
             None,
             (rid, request.pipeline, attempts),
             False,
@@ -631,7 +642,9 @@ class ResultWriter:
         """Stop asking the broker about topics (parked results stay unfinished: redelivered)."""
         self._checks.close()
 
-    def _staged_results(self, topic: str, value: bytes, answer: Answer) -> list[OutRecord]:
+    def _staged_results(
+        self, topic: str, value: bytes, answer: Answer, headers: Headers | None = None
+    ) -> list[OutRecord]:
         """Exactly-once: the result record(s) to stage, after what failed writes taught."""
         if answer.request_id in self.unanswerable:
             logger.error(
@@ -646,7 +659,7 @@ class ResultWriter:
             value = too_large_result(answer, len(value), topic)
         if topic in self.unwritable_topics or answer.request_id in self.refused_small:
             topic = answer.result_topic
-        return [OutRecord(topic, value, answer.request_id.encode(), None)]
+        return [OutRecord(topic, value, answer.request_id.encode(), headers)]
 
     # -- producing ----------------------------------------------------------------------------
 

@@ -76,6 +76,7 @@ from rayml.kafka.partitions import TP
 from rayml.metrics import IngestMetrics
 from rayml.pipeline import Registry
 from rayml.tenancy.rules import Tenancy, tenants_of
+from rayml.tracing import RequestTraces, Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,13 @@ class Ingest(ConsumerLoop):
             )
             self._commit_interval_s = ex.transaction_commit_interval_s
         self.tenancy = Tenancy(settings)
+        # Off (None) unless an OTLP endpoint is set: then no header is read (rayml.tracing).
+        self.tracing = Tracing.start(settings.tracing, "ingest", **{"rayml.ingest": ingest_id})
+        self.traces = (
+            None
+            if self.tracing is None
+            else RequestTraces(self.tracing.tracer, self.tracing.sample_ratio)
+        )
         self.writer = ResultWriter(
             self.producer,
             tenants={
@@ -146,9 +154,16 @@ class Ingest(ConsumerLoop):
             retry_initial_s=ex.write_retry_initial_s,
             retry_max_s=ex.write_retry_max_s,
             failure_log_interval_s=ex.write_failure_log_interval_s,
+            traces=self.traces,
         )
         self.triage = Triage(
-            self.writer, registry, self.versions, self.batcher, ex.max_request_bytes, self.tenancy
+            self.writer,
+            registry,
+            self.versions,
+            self.batcher,
+            ex.max_request_bytes,
+            self.tenancy,
+            self.traces,
         )
         super().__init__(
             kafka_clients.ingest_consumer(
@@ -290,6 +305,18 @@ class Ingest(ConsumerLoop):
     # -- answers -----------------------------------------------------------------------------
 
     def _answer_batch(self, batch: InFlight, outcome: BatchOutcome) -> None:
+        if self.traces is not None:
+            self.traces.batch_returned(
+                [(item.tp, item.offset) for item in batch.items],
+                batch.dispatched_ms,
+                time.time() * 1000.0,
+                {
+                    "rayml.worker": batch.worker_id,
+                    "rayml.model": outcome.model_name,
+                    "rayml.model.version": outcome.model_version or "",
+                    "rayml.compute_ms": outcome.compute_ms,
+                },
+            )
         errors, now_ms = answer_batch(self.writer, batch, outcome)
         if batch.items:
             pipeline = batch.items[0].request.pipeline
@@ -305,6 +332,8 @@ class Ingest(ConsumerLoop):
             self.tracker.done(tp, offset)
         except KeyError:
             pass  # the partition was revoked meanwhile; its new owner re-runs the record
+        if self.traces is not None:
+            self.traces.done((tp, offset))
 
     # -- offsets, backpressure, rebalance ----------------------------------------------------
 
@@ -341,6 +370,8 @@ class Ingest(ConsumerLoop):
         logger.warning("ingest=%s rewinding %d partitions", self.ingest_id, len(tps))
         self._unsettled |= tps
         self.txn.abort()
+        if self.traces is not None:
+            self.traces.forget(tps)
         for tp in tps:
             self.tracker.reset(tp)
         self.txn.forget(tps)
@@ -383,6 +414,8 @@ class Ingest(ConsumerLoop):
         if self.txn is not None:
             self.txn.forget(tps)
         self._drop_queued(tps)
+        if self.traces is not None:
+            self.traces.forget(tps)
 
     def after_lost(self, lost: set[TP]) -> None:
         if self.txn is not None and self.txn.usable:
@@ -471,6 +504,10 @@ class Ingest(ConsumerLoop):
                 self.writer.close()
                 self.versions.close()
                 self.gc_pauses.uninstall()
+                if self.traces is not None:
+                    self.traces.close()
+                if self.tracing is not None:
+                    self.tracing.shutdown()
                 self._stopped.set()
                 logger.info("ingest=%s stopped", self.ingest_id)
 
@@ -523,6 +560,13 @@ class Ingest(ConsumerLoop):
             "uptime_s": round(time.time() - c.started_at, 3),
             "gc": self.gc_pauses.snapshot(),
         }
+        if self.tracing is not None and self.traces is not None:
+            # Requests given spans so far, and those in flight whose result owes a traceparent.
+            status["tracing"] = {
+                "endpoint": self.tracing.url,
+                "traced": self.traces.traced,
+                "open": len(self.traces),
+            }
         if self.txn is not None:
             status["transaction_aborts"] = self.txn.aborts
             status["transaction_commit_s"] = round(self.txn.commit_s, 3)

@@ -43,6 +43,7 @@ from rayml.models.versions import pinned_version
 from rayml.pipeline import Registry
 from rayml.protocol.envelopes import ErrorInfo, Rejected, Request, error_info_from
 from rayml.tenancy.rules import Tenancy
+from rayml.tracing import RequestTraces
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class Triage:
         batcher: The ingest's micro-batcher; full batches are returned to the caller.
         max_request_bytes: Larger records are dead-lettered undecoded.
         tenancy: The tenants, by request topic, and their rules.
+        traces: Request tracing (``None``: off, and no header is read).
     """
 
     def __init__(
@@ -85,8 +87,10 @@ class Triage:
         batcher: MicroBatcher[Route, Pending],
         max_request_bytes: int,
         tenancy: Tenancy,
+        traces: RequestTraces | None = None,
     ) -> None:
         self.writer = writer
+        self.traces = traces
         self.registry = registry
         self.versions = versions
         self.batcher = batcher
@@ -105,10 +109,20 @@ class Triage:
         the micro-batches they filled. Their error answers are written before it returns."""
         full: list[Batch[Route, Pending]] = []
         limit = self.max_request_bytes
+        traces = self.traces
         for msg, tp, offset in polled:
             raw = msg.value() or b""
             request = screen(msg, tp, offset, raw, limit, self)
             if request is not None:
+                if traces is not None:
+                    traces.begin(
+                        msg.headers(),
+                        tp,
+                        offset,
+                        {"rayml.request.id": request.id, "rayml.pipeline": request.pipeline},
+                        timestamp_ms(msg, wall_ms),
+                        wall_ms,
+                    )
                 full += self._route(msg, tp, offset, raw, request, now, wall_ms)
         if self._errors:
             self._write_errors()

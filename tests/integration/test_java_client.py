@@ -20,7 +20,9 @@ from confluent_kafka.admin import AdminClient
 
 from rayml.config import Settings
 from tests.support.models import breast_cancer_rows, store_breast_cancer
+from tests.support.otlp import OtlpReceiver, otlp_receiver
 from tests.support.served import running_executor
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
 
@@ -56,16 +58,28 @@ def java_client_jar() -> Path:
 
 
 @pytest.fixture
-def running(settings: Settings, ray_runtime: str) -> Iterator[Settings]:
+def receiver() -> Iterator[OtlpReceiver]:
+    with otlp_receiver() as r:
+        yield r
+
+
+@pytest.fixture
+def running(settings: Settings, ray_runtime: str, receiver: OtlpReceiver) -> Iterator[Settings]:
+    """An executor tracing every request (sample ratio 1) to ``receiver``."""
     ex = settings.executor.model_copy(
         update={"worker_num_cpus": 0.5, "num_workers": 2, "drain_timeout_s": 10.0}
     )
-    settings = settings.model_copy(update={"executor": ex})
+    tracing = settings.tracing.model_copy(
+        update={"otlp_endpoint": receiver.url, "sample_ratio": 1.0}
+    )
+    settings = settings.model_copy(update={"executor": ex, "tracing": tracing})
     with running_executor(settings):
         yield settings
 
 
-def test_java_client_gets_n_correct_results(running: Settings, tmp_path: Path) -> None:
+def test_java_client_gets_n_correct_results(
+    running: Settings, receiver: OtlpReceiver, tmp_path: Path
+) -> None:
     jar = java_client_jar()
     settings = running
     _version, model = store_breast_cancer(settings.models.root)
@@ -105,6 +119,16 @@ def test_java_client_gets_n_correct_results(running: Settings, tmp_path: Path) -
     received, ok, errors, missing = map(int, summary.groups())
     assert (received, ok, errors, missing) == (N, N, 0, 0), lines[-1]
     assert run.returncode == 0, run.stderr
+    # Each request started a trace; each result came back in it, and rayml's spans are there.
+    assert f" traced={N}" in lines[-1]
+    (trace_line,) = [line for line in run.stderr.splitlines() if line.startswith("trace_ids=")]
+    trace_ids = set(trace_line.removeprefix("trace_ids=").split(","))
+    assert len(trace_ids) == 10
+    wait_until(
+        lambda: trace_ids <= {s.trace_id for s in receiver.spans if s.name == "rayml.request"},
+        "the Java requests' spans are received",
+        60,
+    )
 
     seen: set[int] = set()
     ids: set[str] = set()

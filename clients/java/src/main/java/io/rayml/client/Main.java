@@ -46,8 +46,12 @@ import java.util.concurrent.atomic.AtomicInteger;
  * <p>With {@code --params-file}, each line is one request's params (JSON object). With {@code
  * --print-results}, each result is printed as one JSON line {@code {"index": i, "result": {...}}}
  * in the order they arrive. The last line is always the summary, e.g. {@code received=200 ok=200
- * errors=0 missing=0 elapsed_ms=412 per_s=485.4 p50_ms=8.1 p99_ms=40.2}. Exit status: 0 when every
- * request got an ok result, 1 otherwise, 2 on bad usage.
+ * errors=0 missing=0 elapsed_ms=412 per_s=485.4 p50_ms=8.1 p99_ms=40.2 traced=200}, where {@code
+ * traced} counts the results whose record's {@code traceparent} has the trace id that their
+ * request was sent with. Before it, standard error gets one line {@code trace_ids=ID,ID,...}: the
+ * trace ids of the first {@value #SHOWN_TRACE_IDS} requests, in sending order (each request starts
+ * a new trace; see {@link RaymlClient}). Exit status: 0 when every request got an ok result, 1
+ * otherwise, 2 on bad usage.
  */
 public final class Main {
   private static final String USAGE =
@@ -55,6 +59,9 @@ public final class Main {
           + " (--params JSON [--count N] | --params-file FILE)"
           + " [--input-topic TOPIC] [--timeout-s S] [--max-in-flight N] [--print-results]"
           + " [--kafka-config FILE] [--train [--training-topic TOPIC]]";
+
+  /** How many request trace ids the {@code trace_ids=} line shows. */
+  static final int SHOWN_TRACE_IDS = 10;
 
   private Main() {}
 
@@ -65,7 +72,7 @@ public final class Main {
     }
     int status;
     try {
-      status = run(args, System.out);
+      status = run(args, System.out, System.err);
     } catch (IllegalArgumentException e) {
       System.err.println("rayml-client: " + e.getMessage());
       System.err.println(USAGE);
@@ -77,7 +84,7 @@ public final class Main {
     System.exit(status);
   }
 
-  static int run(String[] args, PrintStream out) {
+  static int run(String[] args, PrintStream out, PrintStream err) {
     Map<String, String> opts = parse(args);
     Properties kafka = kafkaConfig(opts.get("kafka-config"));
     String servers = opts.getOrDefault("bootstrap-servers", kafka.getProperty("bootstrap.servers"));
@@ -104,6 +111,8 @@ public final class Main {
     int n = params.size();
     AtomicInteger ok = new AtomicInteger();
     AtomicInteger errors = new AtomicInteger();
+    AtomicInteger traced = new AtomicInteger();
+    String[] traceIds = new String[n];
     double[] latencies = new double[n];
     Semaphore slots = new Semaphore(maxInFlight);
     List<CompletableFuture<Void>> done = new ArrayList<>(n);
@@ -113,8 +122,10 @@ public final class Main {
         final int index = i;
         slots.acquireUninterruptibly();
         long sent = System.nanoTime();
-        CompletableFuture<Result> future =
+        ResultFuture future =
             train ? client.train(pipeline, params.get(i)) : client.submit(pipeline, params.get(i));
+        String traceId = future.traceId();
+        traceIds[i] = traceId;
         done.add(
             future
                 .orTimeout(timeoutMs, TimeUnit.MILLISECONDS)
@@ -124,6 +135,9 @@ public final class Main {
                       if (result != null) {
                         latencies[index] = (System.nanoTime() - sent) / 1e6;
                         (result.isOk() ? ok : errors).incrementAndGet();
+                        if (traceId.equals(result.traceId())) {
+                          traced.incrementAndGet();
+                        }
                         if (print) {
                           Map<String, Object> line = new LinkedHashMap<>();
                           line.put("index", index);
@@ -147,11 +161,15 @@ public final class Main {
     double elapsedMs = (System.nanoTime() - started) / 1e6;
     int received = ok.get() + errors.get();
     double[] seen = Arrays.stream(latencies).filter(x -> x > 0).sorted().toArray();
+    err.println(
+        "trace_ids="
+            + String.join(",", Arrays.asList(traceIds).subList(0, Math.min(n, SHOWN_TRACE_IDS))));
+    err.flush();
     out.println(
         String.format(
             Locale.ROOT,
             "received=%d ok=%d errors=%d missing=%d elapsed_ms=%.0f per_s=%.1f p50_ms=%.1f"
-                + " p99_ms=%.1f",
+                + " p99_ms=%.1f traced=%d",
             received,
             ok.get(),
             errors.get(),
@@ -159,7 +177,8 @@ public final class Main {
             elapsedMs,
             received / (elapsedMs / 1000),
             percentile(seen, 0.50),
-            percentile(seen, 0.99)));
+            percentile(seen, 0.99),
+            traced.get()));
     out.flush();
     return ok.get() == n ? 0 : 1;
   }

@@ -6,7 +6,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.Properties;
 import java.util.UUID;
-import java.util.concurrent.CompletableFuture;
+import io.opentelemetry.api.trace.SpanContext;
+import io.opentelemetry.context.Scope;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
@@ -26,6 +27,7 @@ import org.apache.kafka.common.PartitionInfo;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.errors.WakeupException;
+import org.apache.kafka.common.header.internals.RecordHeaders;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 import org.apache.kafka.common.serialization.StringDeserializer;
@@ -55,6 +57,14 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * from inference (docs/security.md); the executor refuses a training request on an inference
  * topic. A tenant's clients set its topics in the {@link Config} and a {@code replyTopic} under its
  * reply prefix.
+ *
+ * <p><b>Tracing.</b> Every request carries a W3C {@code traceparent} header (and {@code tracestate}
+ * when there is one): a new span id in the trace of the caller's current OpenTelemetry span, with
+ * its sampled flag, or else a new random trace with flags {@code 00} (rayml samples it by its own
+ * ratio). {@link ResultFuture#traceId()} is the request's trace id; {@link Result#traceId()} is the
+ * one on the result record's {@code traceparent}, null when the executor wrote none. The producer
+ * call runs with the request's context current, so a Kafka instrumentation (the OpenTelemetry
+ * Java agent) continues the same trace.
  *
  * <p>Thread-safe: {@link #submit} and {@link #train} may be called from any number of threads.
  */
@@ -131,7 +141,7 @@ public final class RaymlClient implements AutoCloseable {
   private final Admin admin;
   private final KafkaProducer<String, byte[]> producer;
   private final KafkaConsumer<String, byte[]> consumer;
-  private final Map<String, CompletableFuture<Result>> pending = new ConcurrentHashMap<>();
+  private final Map<String, ResultFuture> pending = new ConcurrentHashMap<>();
   private final Thread replyThread;
   private final AtomicLong foreign = new AtomicLong();
   private volatile boolean closed;
@@ -232,7 +242,7 @@ public final class RaymlClient implements AutoCloseable {
   }
 
   /** Sends a request to {@code pipeline} with {@code params}; the future completes with its result. */
-  public CompletableFuture<Result> submit(String pipeline, Map<String, Object> params) {
+  public ResultFuture submit(String pipeline, Map<String, Object> params) {
     return submit(Request.builder(pipeline).params(params));
   }
 
@@ -241,9 +251,10 @@ public final class RaymlClient implements AutoCloseable {
    *
    * @return a future that completes with the {@link Result} (ok or error), or exceptionally with
    *     {@link RaymlException.DeliveryFailed} or {@link RaymlException.ClientClosed}; use {@code
-   *     orTimeout}/{@code get(timeout)} to bound the wait
+   *     orTimeout}/{@code get(timeout)} to bound the wait. Its {@link ResultFuture#traceId()} is
+   *     the trace the request was sent in.
    */
-  public CompletableFuture<Result> submit(Request.Builder builder) {
+  public ResultFuture submit(Request.Builder builder) {
     return send(builder, config.inputTopic);
   }
 
@@ -252,16 +263,17 @@ public final class RaymlClient implements AutoCloseable {
    * {@code sweep}): the request goes to the training topic; the future completes with the job's
    * result (model, version, metrics) or its error.
    */
-  public CompletableFuture<Result> train(String pipeline, Map<String, Object> params) {
+  public ResultFuture train(String pipeline, Map<String, Object> params) {
     return train(Request.builder(pipeline).params(params));
   }
 
   /** Sends the training request that {@code builder} describes to the training topic. */
-  public CompletableFuture<Result> train(Request.Builder builder) {
+  public ResultFuture train(Request.Builder builder) {
     return send(builder, config.trainingTopic);
   }
 
-  private CompletableFuture<Result> send(Request.Builder builder, String topic) {
+  @SuppressWarnings("try") // the scope only makes the request's context current
+  private ResultFuture send(Request.Builder builder, String topic) {
     if (closed) {
       throw new RaymlException.ClientClosed(null);
     }
@@ -270,18 +282,19 @@ public final class RaymlClient implements AutoCloseable {
       builder.tenant(config.tenant);
     }
     Request request = builder.build();
-    CompletableFuture<Result> future = new CompletableFuture<>();
+    SpanContext trace = Tracing.newRequestContext();
+    ResultFuture future = new ResultFuture(request.id(), trace);
     // Registered before it is sent, so the reply cannot overtake its registration.
     if (pending.putIfAbsent(request.id(), future) != null) {
       throw new IllegalArgumentException("request id " + request.id() + " is already in flight");
     }
     String id = request.id();
-    try {
+    try (Scope scope = Tracing.asContext(trace).makeCurrent()) {
       producer.send(
-          new ProducerRecord<>(topic, id, Envelopes.encode(request)),
+          record(topic, request, trace),
           (metadata, error) -> {
             if (error != null) {
-              CompletableFuture<Result> f = pending.remove(id);
+              ResultFuture f = pending.remove(id);
               if (f != null) {
                 f.completeExceptionally(new RaymlException.DeliveryFailed(id, topic, error));
               }
@@ -294,17 +307,33 @@ public final class RaymlClient implements AutoCloseable {
     return future;
   }
 
+  /** The record that carries {@code request} to {@code topic}, with its trace context headers. */
+  static ProducerRecord<String, byte[]> record(String topic, Request request, SpanContext trace) {
+    RecordHeaders headers = new RecordHeaders();
+    Tracing.inject(trace, headers);
+    return new ProducerRecord<>(topic, null, request.id(), Envelopes.encode(request), headers);
+  }
+
+  /**
+   * The result a reply record holds, with the trace id of its {@code traceparent} header.
+   *
+   * @throws RaymlException when the value is not a result envelope
+   */
+  static Result decodeReply(ConsumerRecord<String, byte[]> record) {
+    return Envelopes.decodeResult(record.value()).withTraceId(Tracing.traceId(record.headers()));
+  }
+
   private void readReplies() {
     try {
       while (!closed) {
         for (ConsumerRecord<String, byte[]> record : consumer.poll(Duration.ofMillis(100))) {
           Result result;
           try {
-            result = Envelopes.decodeResult(record.value());
+            result = decodeReply(record);
           } catch (RaymlException e) {
             continue; // not a result envelope: nobody here waits for it
           }
-          CompletableFuture<Result> future = pending.remove(result.id());
+          ResultFuture future = pending.remove(result.id());
           if (future == null) {
             foreign.incrementAndGet(); // another instance's (shared topic) or a duplicate
           } else {
@@ -352,7 +381,7 @@ public final class RaymlClient implements AutoCloseable {
       Thread.currentThread().interrupt();
     }
     for (String id : new ArrayList<>(pending.keySet())) {
-      CompletableFuture<Result> f = pending.remove(id);
+      ResultFuture f = pending.remove(id);
       if (f != null) {
         f.completeExceptionally(new RaymlException.ClientClosed(id));
       }

@@ -23,6 +23,8 @@ import java.util.Map;
  * @param timings where the time went, in milliseconds
  * @param attempts how many times the request was run
  * @param tenant the request's tenant: the tenant of the topic it came from
+ * @param traceId the trace id of the result record's W3C {@code traceparent} header, or null when
+ *     it has none (not part of the JSON envelope; set by {@link RaymlClient} from the record)
  */
 @JsonInclude(JsonInclude.Include.NON_NULL)
 @JsonIgnoreProperties(ignoreUnknown = true)
@@ -36,7 +38,29 @@ public record Result(
     @JsonProperty("model") ModelRef model,
     @JsonProperty("timings") Timings timings,
     @JsonProperty("attempts") Integer attempts,
-    @JsonProperty("tenant") String tenant) {
+    @JsonProperty("tenant") String tenant,
+    @JsonIgnore String traceId) {
+
+  /** A result without a trace id (as decoded from the envelope alone). */
+  public Result(
+      int v,
+      String id,
+      String pipeline,
+      String status,
+      JsonNode result,
+      ErrorInfo error,
+      ModelRef model,
+      Timings timings,
+      Integer attempts,
+      String tenant) {
+    this(v, id, pipeline, status, result, error, model, timings, attempts, tenant, null);
+  }
+
+  /** This result with {@code traceId} (read from its record's {@code traceparent} header). */
+  public Result withTraceId(String traceId) {
+    return new Result(
+        v, id, pipeline, status, result, error, model, timings, attempts, tenant, traceId);
+  }
 
   /** Whether the pipeline ran and {@link #result()} holds its output. */
   @JsonIgnore

@@ -61,6 +61,7 @@ class MainTest {
             () ->
                 Main.run(
                     new String[] {"--pipeline", "p", "--kafka-config", file.toString()},
+                    new PrintStream(out, true, StandardCharsets.UTF_8),
                     new PrintStream(out, true, StandardCharsets.UTF_8)));
     assertTrue(e.getMessage().contains("--bootstrap-servers"), e.getMessage());
     assertFalse(e.getMessage().contains(SECRET));
