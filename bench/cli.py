@@ -42,6 +42,7 @@ from bench.contenders import (
     quix_version,
 )
 from bench.memory import GroupFn, RssSampler, cpu_seconds, jvm_thread_seconds, thread_kind_seconds
+from bench.otlp_sink import OtlpSink
 from bench.report import (
     ContenderResult,
     delivery_lines,
@@ -49,14 +50,23 @@ from bench.report import (
     markdown,
     table,
     targets,
+    tracing_lines,
 )
 from bench.training import TRIALS, SweepResult, run_sweep
-from bench.workload import Run, create_topics, feature_rows, make_run, new_tag
+from bench.workload import (
+    Run,
+    create_topics,
+    feature_rows,
+    make_run,
+    new_tag,
+    with_traceparents,
+)
 
 CONTENDERS = (
     "bare",
     "rayml",
     "rayml-eos",
+    "rayml-tracing",
     "kafka",
     "rayml-batch1",
     "quix",
@@ -203,6 +213,7 @@ class Bench:
         self.rows = rows
         self.labels = np.asarray(labels)
         self._expected: np.ndarray | None = None  # a contender's own model's labels
+        self._traceparents = False  # a contender's requests carry a traceparent header
         self._offset = 0
 
     def _run(self, name: str, n: int, echo: bool = False) -> Run:
@@ -212,12 +223,15 @@ class Bench:
         labels = self.labels if self._expected is None else self._expected
         run = make_run(new_tag(name), self.rows[idx], labels[idx])
         run.echo = echo
+        if self._traceparents:
+            with_traceparents(run)
         return run
 
     def run(self, contender: Contender, n: int, target_rate: float | None) -> ContenderResult:
         result = ContenderResult(contender.key, contender.label, contender.describe(), requests=n)
         expected = getattr(contender, "expected", None)
         self._expected = None if expected is None else np.asarray(expected)
+        self._traceparents = bool(getattr(contender, "traceparents", False))
         tag = uuid.uuid4().hex[:8]
         echo = getattr(contender, "echo", False)
         endpoint = Endpoint(
@@ -584,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
                 model.predict(rows),
             )
             model_file = str(work / "breast_cancer.ubj")
+            sink: OtlpSink | None = None
             half_rayml: float | None = args.latency_rate
             plan: list[tuple[Contender, int]] = []
             if "bare" in args.only:
@@ -619,6 +634,32 @@ def main(argv: list[str] | None = None) -> int:
                         args.requests,
                     )
                 )
+            if "rayml-tracing" in args.only:
+                # Both with the traceparent header rayml's clients send; tracing off, then on
+                # at 1% (to a receiver in a process of its own): the cost of tracing, one run.
+                sink = OtlpSink()
+                for key, label, tracing in (
+                    ("rayml-trace-off", "rayml, traceparent headers, tracing off", {}),
+                    (
+                        "rayml-trace-1pct",
+                        "rayml, tracing on at 1%",
+                        {"otlp_endpoint": sink.url, "sample_ratio": 0.01},
+                    ),
+                ):
+                    plan.append(
+                        (
+                            RaymlContender(
+                                key,
+                                label,
+                                str(work / "models"),
+                                work / "state",
+                                _rayml_settings(args, args.batch_size),
+                                tracing=tracing,
+                                traceparents=True,
+                            ),
+                            args.requests,
+                        )
+                    )
             if "kafka" in args.only:
                 # After rayml, so that its latency run uses the same offered load.
                 plan.append((KafkaFloor(), args.requests))
@@ -662,6 +703,8 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:
                     res = _failed(contender, exc)
                 results.append(res)
+                if sink is not None and res.key == "rayml-trace-1pct":
+                    res.extra["spans_exported"] = sink.spans()
                 if res.key == "rayml" and half_rayml is None and not res.failure:
                     half_rayml = res.latency_rate
             if not args.no_sweep:
@@ -675,6 +718,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
         finally:
             ray.shutdown()
+            if sink is not None:
+                sink.close()
 
     wall_s = time.perf_counter() - started
     print()
@@ -684,6 +729,8 @@ def main(argv: list[str] | None = None) -> int:
     print(details_lines(results))
     print()
     for line in delivery_lines(results):
+        print(line)
+    for line in tracing_lines(results):
         print(line)
     for line in targets(results, sweep):
         print(line)

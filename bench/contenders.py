@@ -81,12 +81,24 @@ class RaymlContender:
         models_root: The model store holding the example model.
         state_dir: Scratch directory for the executor's local state.
         executor: Overrides of :class:`rayml.config.ExecutorSettings` (the tuned settings).
+        tracing: Overrides of :class:`rayml.config.TracingSettings` (default: off).
+        traceparents: The load generator sends each request with a ``traceparent`` header,
+            as rayml's clients do.
     """
 
     def __init__(
-        self, key: str, label: str, models_root: str, state_dir: Path, executor: dict[str, Any]
+        self,
+        key: str,
+        label: str,
+        models_root: str,
+        state_dir: Path,
+        executor: dict[str, Any],
+        tracing: dict[str, Any] | None = None,
+        traceparents: bool = False,
     ) -> None:
         self.key = key
+        self.tracing = tracing or {}
+        self.traceparents = traceparents
         self.label = label
         self._models_root = models_root
         self._state_dir = state_dir
@@ -122,6 +134,7 @@ class RaymlContender:
                 **self.executor_overrides,
             },
             models={"root": self._models_root},
+            tracing=self.tracing,
             log_level="WARNING",
         )
 
@@ -146,7 +159,12 @@ class RaymlContender:
         return rayml_groups, ["driver", "ingest", "workers"]
 
     def describe(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.executor_overrides.items())
+        described = ", ".join(f"{k}={v}" for k, v in self.executor_overrides.items())
+        if self.traceparents:
+            described += ", requests with a traceparent header"
+        if self.tracing:
+            described += ", tracing " + ", ".join(f"{k}={v}" for k, v in self.tracing.items())
+        return described
 
 
 class ProcessContender:

@@ -326,6 +326,31 @@ def delivery_lines(results: Sequence[ContenderResult]) -> list[str]:
     ]
 
 
+def tracing_lines(results: Sequence[ContenderResult]) -> list[str]:
+    """The cost of tracing: on at 1% against off, both with clients' traceparent headers."""
+    by_key = {r.key: r for r in results}
+    off, on = by_key.get("rayml-trace-off"), by_key.get("rayml-trace-1pct")
+    if off is None or on is None or off.failure or on.failure:
+        return ["(not run: needs rayml-tracing)"]
+    ratio = on.throughput / off.throughput if off.throughput > 0 else math.nan
+    ingest_off = off.cpu_us_per_request.get("ingest", math.nan)
+    ingest_on = on.cpu_us_per_request.get("ingest", math.nan)
+    traced = sum(s.get("tracing", {}).get("traced", 0) for s in on.extra.get("status", []))
+    return [
+        f"- throughput: tracing at 1% **{_fmt(on.throughput)}** req/s, off "
+        f"**{_fmt(off.throughput)}** req/s -> **{ratio:.2f}x**",
+        f"- ingest CPU per request: on {_fmt(ingest_on, 1)} us, off {_fmt(ingest_off, 1)} us",
+        f"- p50 / p99 latency: on {_fmt(on.latency_ms[0], 1)} / {_fmt(on.latency_ms[2], 1)} ms at "
+        f"{_fmt(on.latency_rate)} req/s, off {_fmt(off.latency_ms[0], 1)} / "
+        f"{_fmt(off.latency_ms[2], 1)} ms at {_fmt(off.latency_rate)} req/s",
+        f"- requests traced (the ingests' count, every burst and the latency run): {traced:,}; "
+        f"spans the OTLP receiver got: {on.extra.get('spans_exported', 0):,}",
+        "- both rows send every request with a `traceparent` header (not sampled), as rayml's "
+        "clients do; the receiver is an OTLP/HTTP server in a process of its own "
+        "(`bench/otlp_sink.py`)",
+    ]
+
+
 def sweep_lines(sweep: SweepResult | None) -> str:
     if sweep is None:
         return "(not run)"
@@ -430,6 +455,10 @@ Details:
 ## Delivery: exactly-once against at-least-once
 
 {chr(10).join(delivery_lines(results))}
+
+## Tracing: on at 1% against off
+
+{chr(10).join(tracing_lines(results))}
 
 ## Training sweep
 

@@ -65,6 +65,8 @@ class Run:
     errors: int = 0
     produce_s: float = 0.0
     echo: bool = False  # the "results" are the requests themselves (the Kafka-only floor)
+    # Each request's traceparent header, as rayml's clients send one (None: no headers).
+    traceparents: list[bytes] | None = None
 
     def __post_init__(self) -> None:
         self.sent_at = np.full(len(self.keys), np.nan)
@@ -122,6 +124,19 @@ def make_run(tag: str, rows: np.ndarray, labels: np.ndarray) -> Run:
     return Run(tag, keys, payloads, np.asarray(labels))
 
 
+def with_traceparents(run: Run) -> Run:
+    """Give each request a new trace, not sampled, as rayml's clients do without a caller span
+    (``rayml.tracing.request_trace_headers``): rayml then samples it at its own ratio."""
+    from rayml.tracing import request_trace_headers
+
+    run.traceparents = []
+    for _ in run.keys:
+        ((_name, value),) = request_trace_headers()[0]
+        assert isinstance(value, bytes)
+        run.traceparents.append(value)
+    return run
+
+
 def new_tag(name: str) -> str:
     return f"{name}.{uuid.uuid4().hex[:6]}"
 
@@ -148,10 +163,13 @@ def _producer(bootstrap: str, linger_ms: float) -> Producer:
     )
 
 
-def _produce(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
+def _produce(
+    producer: Producer, topic: str, key: bytes, value: bytes, traceparent: bytes | None = None
+) -> None:
+    headers = None if traceparent is None else [("traceparent", traceparent)]
     while True:
         try:
-            producer.produce(topic, value=value, key=key)
+            producer.produce(topic, value=value, key=key, headers=headers)
             return
         except BufferError:
             producer.poll(0.01)
@@ -173,10 +191,11 @@ def produce_burst(bootstrap: str, topic: str, run: Run, producer: Producer | Non
     if producer is None:  # not `or`: a Producer's truth value is its queue length
         producer = burst_producer(bootstrap)
     sent_at = run.sent_at
+    traceparents = run.traceparents
     started = clock()
     for i, (key, value) in enumerate(zip(run.keys, run.payloads, strict=True)):
         sent_at[i] = clock()
-        _produce(producer, topic, key, value)
+        _produce(producer, topic, key, value, traceparents and traceparents[i])
         if i % 5000 == 4999:
             producer.poll(0)
     if producer.flush(60) != 0:
@@ -203,7 +222,13 @@ def produce_at_rate(
         due = min(n, int((clock() - started) * rate) + 1)
         while i < due:
             sent_at[i] = clock()
-            _produce(producer, topic, run.keys[i], run.payloads[i])
+            _produce(
+                producer,
+                topic,
+                run.keys[i],
+                run.payloads[i],
+                run.traceparents and run.traceparents[i],
+            )
             i += 1
         producer.poll(0)
         # Sleep until the next request is due, at least 1 ms (a shorter sleep only wakes this

@@ -64,6 +64,7 @@ TRACESTATE: Final = "tracestate"
 _TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE: Final = b"0" * 32
 _ZERO_SPAN: Final = b"0" * 16
+_ODD_HEX: Final = frozenset(b"13579bdf")  # a last flags digit with the sampled bit set
 _MAX_TRACESTATE: Final = 512  # W3C: 32 members of bounded size; longer is not passed on
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 _IDS: Final = RandomIdGenerator()
@@ -177,10 +178,9 @@ class Tracing:
 
 @dataclass(slots=True)
 class _Open:
-    """One request in flight whose result owes a ``traceparent`` (sampled or echoed)."""
+    """One traced request in flight."""
 
-    echo: Headers | None  # not traced: the caller's own headers, echoed on the result
-    span: Span | None  # traced: its rayml.request span
+    span: Span  # its rayml.request span
     polled_ns: int
     answered_ns: int = 0
     headers: Headers | None = None  # traced: the result's, once built
@@ -203,42 +203,52 @@ class RequestTraces:
         # TraceIdRatioBased's rule: traced when the trace id's low 64 bits are below this.
         self._bound = round(self.ratio * (1 << 64))
         self._random = (rand or random.Random()).random
-        self._open: dict[Key, _Open] = {}
+        self._open: dict[Key, _Open] = {}  # traced
+        self._echo: dict[Key, Headers] = {}  # not traced: the caller's headers, for the result
         self.traced = 0  # requests given a rayml.request span
 
     def __len__(self) -> int:
-        return len(self._open)
+        return len(self._open) + len(self._echo)
 
     def begin(
         self,
         headers: Sequence[tuple[str, str | bytes | None]] | None,
         tp: tuple[str, int],
         offset: int,
-        attributes: dict[str, Any],
+        request_id: str,
+        pipeline: str,
         received_ms: float,
         polled_ms: float,
     ) -> None:
-        """A decoded request arrived: trace it (or note its header to echo) when it is due."""
+        """A decoded request arrived: trace it (or note its header to echo) when it is due.
+
+        The path of most requests (a header not sampled, or none) is kept short: one regex
+        match, slices of the matched bytes, one dict entry.
+        """
         key = (tp, offset)
-        if key in self._open:
-            self._end(self._open.pop(key), "polled again")
+        if self._open:
+            old = self._open.pop(key, None)
+            if old is not None:
+                self._end(old, "polled again")
         parent_tp = parent_ts = None
         for name, value in headers or ():
             if name == TRACEPARENT:
                 parent_tp = value.encode() if isinstance(value, str) else value
             elif name == TRACESTATE:
                 parent_ts = value.encode() if isinstance(value, str) else value
-        polled_ns = int(polled_ms * 1e6)
         context = None
-        m = _TRACEPARENT.fullmatch(parent_tp) if parent_tp else None
-        if m is not None and m.group(1) != _ZERO_TRACE and m.group(2) != _ZERO_SPAN:
-            assert parent_tp is not None
-            sampled = int(m.group(3), 16) & 1 or int(m.group(1)[16:], 16) < self._bound
-            if not sampled:
-                echo: Headers = [(TRACEPARENT, parent_tp)]
-                if parent_ts and len(parent_ts) <= _MAX_TRACESTATE:
-                    echo.append((TRACESTATE, parent_ts))
-                self._open[key] = _Open(echo, None, polled_ns)
+        if (
+            parent_tp is not None
+            and _TRACEPARENT.fullmatch(parent_tp) is not None
+            and parent_tp[3:35] != _ZERO_TRACE
+            and parent_tp[36:52] != _ZERO_SPAN
+        ):
+            # 00-<trace id: 3..35>-<span id: 36..52>-<flags: 53..55>; sampled: flags bit 0.
+            if parent_tp[54] not in _ODD_HEX and int(parent_tp[19:35], 16) >= self._bound:
+                if parent_ts is not None and len(parent_ts) <= _MAX_TRACESTATE:
+                    self._echo[key] = [(TRACEPARENT, parent_tp), (TRACESTATE, parent_ts)]
+                else:
+                    self._echo[key] = [(TRACEPARENT, parent_tp)]
                 return
             carrier = {TRACEPARENT: parent_tp.decode()}
             if parent_ts and len(parent_ts) <= _MAX_TRACESTATE:
@@ -259,6 +269,7 @@ class RequestTraces:
                 )
         elif self._random() >= self.ratio:
             return  # no usable parent, and not drawn: no trace
+        polled_ns = int(polled_ms * 1e6)
         received_ns = min(int(received_ms * 1e6), polled_ns)
         span = self.tracer.start_span(
             "rayml.request",
@@ -269,7 +280,8 @@ class RequestTraces:
                 "messaging.destination.name": tp[0],
                 "messaging.destination.partition.id": str(tp[1]),
                 "messaging.kafka.offset": offset,
-                **attributes,
+                "rayml.request.id": request_id,
+                "rayml.pipeline": pipeline,
             },
             start_time=received_ns,
         )
@@ -277,7 +289,7 @@ class RequestTraces:
         self.tracer.start_span("rayml.receive", context=child, start_time=received_ns).end(
             polled_ns
         )
-        self._open[key] = _Open(None, span, polled_ns)
+        self._open[key] = _Open(span, polled_ns)
         self.traced += 1
 
     def batch_returned(
@@ -290,7 +302,7 @@ class RequestTraces:
         """A micro-batch came back: its span (linked to each traced request's), and each
         traced request's queue wait and compute spans."""
         opened = self._open
-        traced = [o.span for k in keys if (o := opened.get(k)) is not None and o.span]
+        traced = [o.span for k in keys if (o := opened.get(k)) is not None]
         if not traced:
             return
         dispatched_ns = int(dispatched_ms * 1e6)
@@ -305,7 +317,7 @@ class RequestTraces:
         to_batch = [Link(batch.get_span_context())]
         for k in keys:
             o = opened.get(k)
-            if o is None or o.span is None:
+            if o is None:
                 continue
             parent = trace.set_span_in_context(o.span)
             self.tracer.start_span(
@@ -327,10 +339,8 @@ class RequestTraces:
         traced request's span is told how it was answered (``status``, ``error_type``)."""
         o = self._open.get(key)
         if o is None:
-            return None
+            return self._echo.get(key)
         span = o.span
-        if span is None:
-            return o.echo
         span.set_attribute("rayml.status", status)
         if error_type is not None:
             span.set_attribute("error.type", error_type)
@@ -344,12 +354,15 @@ class RequestTraces:
 
     def done(self, key: Key) -> None:
         """The record is done (its writes acknowledged or committed): end its spans."""
-        o = self._open.pop(key, None)
-        if o is not None and o.span is not None:
-            self._end(o, None)
+        if self._echo.pop(key, None) is None and self._open:
+            o = self._open.pop(key, None)
+            if o is not None:
+                self._end(o, None)
 
     def forget(self, tps: set[tuple[str, int]]) -> int:
         """Drop the records of partitions let go of (their new owner traces them again)."""
+        for k in [k for k in self._echo if k[0] in tps]:
+            del self._echo[k]
         gone = [k for k in self._open if k[0] in tps]
         for k in gone:
             self._end(self._open.pop(k), "partition let go of")
@@ -360,11 +373,10 @@ class RequestTraces:
         for o in self._open.values():
             self._end(o, "ingest stopped")
         self._open.clear()
+        self._echo.clear()
 
     def _end(self, o: _Open, interrupted: str | None) -> None:
         span = o.span
-        if span is None:
-            return
         now = time.time_ns()
         if interrupted is not None:
             span.set_attribute("rayml.interrupted", interrupted)

@@ -119,7 +119,8 @@ class Triage:
                         msg.headers(),
                         tp,
                         offset,
-                        {"rayml.request.id": request.id, "rayml.pipeline": request.pipeline},
+                        request.id,
+                        request.pipeline,
                         timestamp_ms(msg, wall_ms),
                         wall_ms,
                     )

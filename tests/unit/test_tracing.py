@@ -55,7 +55,7 @@ def by_name(spans: tuple[ReadableSpan, ...]) -> dict[str, ReadableSpan]:
 
 def run_one(t: RequestTraces, headers: list[tuple[str, bytes]] | None, offset: int = 5) -> None:
     """One request through every step, at known wall-clock times (ms)."""
-    t.begin(headers, TP, offset, {"rayml.request.id": "r1"}, received_ms=1_000.0, polled_ms=1_010.0)
+    t.begin(headers, TP, offset, "r1", "p", received_ms=1_000.0, polled_ms=1_010.0)
     t.batch_returned([(TP, offset)], 1_020.0, 1_030.0, {"rayml.worker": "w-1"})
 
 
@@ -139,8 +139,8 @@ def test_the_ratio_decides_by_trace_id_as_the_sdk_would() -> None:
     t = traces(exporter, ratio=0.5)
     low = "0" * 16 + "7fffffffffffffff"  # just under half
     high = "0" * 16 + "8000000000000001"  # just over
-    t.begin(header("00", low), TP, 1, {}, 1.0, 2.0)
-    t.begin(header("00", high), TP, 2, {}, 1.0, 2.0)
+    t.begin(header("00", low), TP, 1, "r", "p", 1.0, 2.0)
+    t.begin(header("00", high), TP, 2, "r", "p", 1.0, 2.0)
     t.done((TP, 1))
     t.done((TP, 2))
     traced = {format(s.context.trace_id, "032x") for s in exporter.get_finished_spans()}
@@ -152,7 +152,7 @@ def test_without_a_header_requests_start_new_traces_at_the_ratio() -> None:
     t = traces(exporter, ratio=0.25)
     n = 4000
     for offset in range(n):
-        t.begin(None, TP, offset, {}, 1.0, 2.0)
+        t.begin(None, TP, offset, "r", "p", 1.0, 2.0)
         t.done((TP, offset))
     roots = [s for s in exporter.get_finished_spans() if s.name == "rayml.request"]
     assert all(s.parent is None for s in roots)
@@ -166,7 +166,7 @@ def test_ratio_zero_without_a_header_costs_nothing_and_keeps_nothing() -> None:
     exporter = InMemorySpanExporter()
     t = traces(exporter, ratio=0.0)
     for offset in range(100):
-        t.begin(None, TP, offset, {}, 1.0, 2.0)
+        t.begin(None, TP, offset, "r", "p", 1.0, 2.0)
     assert len(t) == 0
     assert t.result_headers((TP, 3)) is None
     assert exporter.get_finished_spans() == ()
@@ -187,16 +187,16 @@ def test_a_malformed_traceparent_is_ignored_never_echoed(value: bytes) -> None:
     """Headers are hostile input: a bad one neither fails the request nor travels on."""
     exporter = InMemorySpanExporter()
     t = traces(exporter, ratio=0.0)
-    t.begin([(TRACEPARENT, value)], TP, 1, {}, 1.0, 2.0)
+    t.begin([(TRACEPARENT, value)], TP, 1, "r", "p", 1.0, 2.0)
     assert t.result_headers((TP, 1)) is None
-    t.begin([(TRACEPARENT, value)], TP, 2, {}, 1.0, 2.0)
+    t.begin([(TRACEPARENT, value)], TP, 2, "r", "p", 1.0, 2.0)
     assert trace_id_of([(TRACEPARENT, value)]) is None
 
 
 def test_an_oversized_tracestate_is_not_passed_on() -> None:
     exporter = InMemorySpanExporter()
     t = traces(exporter, ratio=0.0)
-    t.begin([*header("00"), (TRACESTATE, b"a=" + b"b" * 1000)], TP, 1, {}, 1.0, 2.0)
+    t.begin([*header("00"), (TRACESTATE, b"a=" + b"b" * 1000)], TP, 1, "r", "p", 1.0, 2.0)
     assert t.result_headers((TP, 1)) == header("00")
 
 
@@ -204,8 +204,8 @@ def test_partitions_let_go_of_end_their_spans_without_a_write(
     exported: InMemorySpanExporter,
 ) -> None:
     t = traces(exported, ratio=1.0)
-    t.begin(header(), TP, 1, {}, 1.0, 2.0)
-    t.begin(header(), ("other", 0), 1, {}, 1.0, 2.0)
+    t.begin(header(), TP, 1, "r", "p", 1.0, 2.0)
+    t.begin(header(), ("other", 0), 1, "r", "p", 1.0, 2.0)
     assert t.forget({TP}) == 1
     assert len(t) == 1
     (request,) = [s for s in exported.get_finished_spans() if s.name == "rayml.request"]
@@ -218,7 +218,7 @@ def test_partitions_let_go_of_end_their_spans_without_a_write(
 
 def test_a_batch_without_traced_requests_makes_no_span(exported: InMemorySpanExporter) -> None:
     t = traces(exported, ratio=0.0)
-    t.begin(header("00"), TP, 1, {}, 1.0, 2.0)  # echoed, not traced
+    t.begin(header("00"), TP, 1, "r", "p", 1.0, 2.0)  # echoed, not traced
     t.batch_returned([(TP, 1), (TP, 2)], 3.0, 4.0, {})
     assert exported.get_finished_spans() == ()
 
