@@ -8,6 +8,12 @@ Ray exports them from each node's metrics agent (``ray[default]``) with a ``ray_
                                                (``status``: ok | error)
 ``ray_rayml_results_total{status}``            everything the ingest wrote: ok | error results
                                                (rejections included), dead_letter
+``ray_rayml_error_results_total{pipeline,      the error results of ``results_total`` by the
+type}``                                        pipeline the request named and the stable code
+                                               of ``error.type`` (``invalid_params``,
+                                               ``unknown_pipeline``, ``deadline_exceeded``,
+                                               ...); at most 100 (pipeline, type) pairs per
+                                               ingest, the rest as (``_other``, ``_other``)
 ``ray_rayml_e2e_latency_ms{pipeline}``         record timestamp → result, *sampled* (≤ 8 per
                                                batch, ≤ 256 per pipeline and flush)
 ``ray_rayml_compute_latency_ms{pipeline}``     one worker batch's compute time
@@ -151,6 +157,21 @@ def _inc_by_delta(counter: Any, totals: dict[str, int], seen: dict[str, int]) ->
     return totals
 
 
+def _inc_pairs_by_delta(
+    counter: Any,
+    keys: tuple[str, str],
+    totals: Mapping[tuple[str, str], int],
+    seen: dict[tuple[str, str], int],
+) -> None:
+    """Add to ``counter``, tagged ``keys``, what each running total of a pair of labels grew
+    since ``seen`` (updated in place). One call per pair that grew, none for the others."""
+    for pair, total in totals.items():
+        delta = total - seen.get(pair, 0)
+        if delta > 0:
+            counter.inc(delta, {keys[0]: pair[0], keys[1]: pair[1]})
+            seen[pair] = total
+
+
 class _Reservoir:
     """At most ``size`` values, a uniform sample of everything offered since the last drain."""
 
@@ -231,6 +252,12 @@ class IngestMetrics:
             ("ingest",),
             tag,
         )
+        self.error_results = _counter(
+            "rayml_error_results",
+            "Error results written, by the pipeline named and the error's type (bounded).",
+            ("ingest", "pipeline", "type"),
+            tag,
+        )
         self.failed_deliveries = _counter(
             "rayml_failed_deliveries",
             "Writes that failed (retried with backoff), by destination topic and error.",
@@ -253,6 +280,7 @@ class IngestMetrics:
         self._sizes: dict[str, _Reservoir] = defaultdict(lambda: _Reservoir(SAMPLES_PER_FLUSH))
         self._written: dict[str, int] = {}
         self._failed: dict[tuple[str, str], int] = {}
+        self._errors: dict[tuple[str, str], int] = {}
         self._lag_tags: set[str] = set()
 
     def batch_finished(
@@ -290,6 +318,7 @@ class IngestMetrics:
         lags: Mapping[str, int],
         in_flight_bytes: int = 0,
         failed_deliveries: Mapping[tuple[str, str], int] | None = None,
+        error_results: Mapping[tuple[str, str], int] | None = None,
     ) -> None:
         """Send the aggregates and the gauges.
 
@@ -304,6 +333,9 @@ class IngestMetrics:
             in_flight_bytes: what the values of the records in flight weigh, with the results
                 held for failing topics (what the byte budget counts).
             failed_deliveries: running totals of failed writes by (topic, error name).
+            error_results: running totals of error results by (pipeline, error type),
+                already bounded by the writer
+                (:attr:`rayml.delivery.result_writer.ResultWriter.error_results`).
         """
         self._next = time.monotonic() + self.interval_s
         for (pipeline, status), n in self._counts.items():
@@ -320,11 +352,12 @@ class IngestMetrics:
         self._written = _inc_by_delta(self.results, dict(written), self._written)
         self.in_flight.set(in_flight)
         self.in_flight_bytes.set(in_flight_bytes)
-        for (topic, error), total in (failed_deliveries or {}).items():
-            delta = total - self._failed.get((topic, error), 0)
-            if delta > 0:
-                self.failed_deliveries.inc(delta, {"topic": topic, "error": error})
-                self._failed[(topic, error)] = total
+        _inc_pairs_by_delta(
+            self.failed_deliveries, ("topic", "error"), failed_deliveries or {}, self._failed
+        )
+        _inc_pairs_by_delta(
+            self.error_results, ("pipeline", "type"), error_results or {}, self._errors
+        )
         self.pool_size.set(pool_size)
         self.batches_queued.set(batches_queued)
         self.paused.set(1 if paused else 0)

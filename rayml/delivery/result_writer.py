@@ -225,6 +225,9 @@ class ResultWriter:
         self.failed_deliveries: dict[tuple[str, str], int] = {}
         self._other_labels = 0
         self.failed_total = 0
+        # Error results by (pipeline, error type), for the metrics: at most _MAX_LABELS pairs,
+        # the rest counted under ("_other", "_other") (see answer()).
+        self.error_results: dict[tuple[str, str], int] = {}
         self.results_rerouted = 0  # results whose reply_to did not exist: on the result topic
         self.errors_scrubbed = 0  # error results public_error cut something from
         self._clock = clock
@@ -283,6 +286,16 @@ class ResultWriter:
                 tenant=tenant,
             )
             self.results_error += 1
+            # By (pipeline, type) for the metrics: a plain dict, flushed on the ingest's timer.
+            # Both are hostile (a request names any pipeline, a pipeline raises its own type
+            # codes): at most _MAX_LABELS pairs by name, the rest under _OTHER_ERROR.
+            by_type = self.error_results
+            pair = (pipeline, error.type)
+            so_far = by_type.get(pair)
+            if so_far is None and len(by_type) >= _MAX_LABELS:
+                pair = _OTHER_ERROR
+                so_far = by_type.get(pair)
+            by_type[pair] = (so_far or 0) + 1
         try:
             value = encode_result(result)
         except ValueError as exc:  # the pipeline returned something JSON cannot carry
@@ -844,5 +857,7 @@ _MISSING_LOG_INTERVAL_S = 30.0
 _REMEMBER_S = 600.0
 _MAX_REMEMBERED = 10_000
 # Distinct (topic, error) pairs of topics other than rayml's own counted by name in
-# failed_deliveries before "_other".
+# failed_deliveries before "_other"; distinct (pipeline, error type) pairs in error_results.
 _MAX_LABELS = 100
+# Where error results beyond the first _MAX_LABELS (pipeline, type) pairs are counted.
+_OTHER_ERROR = ("_other", "_other")

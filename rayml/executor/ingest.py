@@ -251,6 +251,7 @@ class Ingest(ConsumerLoop):
             in_flight=self.tracker.in_flight(),
             in_flight_bytes=self.held_bytes(),
             failed_deliveries=w.failed_deliveries,
+            error_results=w.error_results,
             pool_size=self.pool.size,
             batches_queued=len(self.dispatcher.ready),
             paused=self.counters.paused,

@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import ast
 import inspect
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import rayml.metrics
+from tests.support.dashboard import METRIC, all_panels, load, metric_names, queries
 
-DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "rayml-dashboard.json"
 HELPERS = {"_counter": "counter", "_gauge": "gauge", "_histogram": "histogram"}
 SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
 PANEL_TYPES = {"timeseries", "stat"}
-METRIC = re.compile(r"\bray_rayml_[A-Za-z0-9_]*")
-QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')  # PromQL strings: label values, regexes
 VARIABLE = re.compile(r"\$\{?(\w+)")
 
 
@@ -59,19 +55,6 @@ def histograms() -> set[str]:
     return {f"ray_{name}" for name, kind in declared().items() if kind == "histogram"}
 
 
-def all_panels(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Panels in order, the panels nested in (collapsed) rows included."""
-    found = []
-    for panel in panels:
-        found.append(panel)
-        found += all_panels(panel.get("panels", []))
-    return found
-
-
-def metric_names(expr: str) -> list[str]:
-    return METRIC.findall(QUOTED.sub('""', expr))
-
-
 def problems(dashboard: dict[str, Any], series: dict[str, str]) -> list[str]:
     """What is wrong with ``dashboard``; empty when nothing is."""
     wrong: list[str] = []
@@ -81,11 +64,6 @@ def problems(dashboard: dict[str, Any], series: dict[str, str]) -> list[str]:
         wrong.append("no datasource variable of type prometheus named 'datasource'")
     if dashboard.get("schemaVersion", 0) < 39:
         wrong.append(f"schemaVersion {dashboard.get('schemaVersion')} < 39")
-    queries = [
-        (f"variable {name}", str(v.get("definition", "")))
-        for name, v in variables.items()
-        if v.get("type") == "query"
-    ]
     ids: list[Any] = []
     for panel in all_panels(dashboard.get("panels", [])):
         ids.append(panel.get("id"))
@@ -102,14 +80,12 @@ def problems(dashboard: dict[str, Any], series: dict[str, str]) -> list[str]:
         if not targets:
             wrong.append(f"{title!r} has no target")
         for target in targets:
-            expr = str(target.get("expr", "")).strip()
-            if not expr:
+            if not str(target.get("expr", "")).strip():
                 wrong.append(f"{title!r}: target {target.get('refId')} has an empty expr")
-            queries.append((repr(title), expr))
     duplicates = sorted({i for i in ids if ids.count(i) > 1}, key=str)
     if duplicates:
         wrong.append(f"panel ids used twice: {duplicates}")
-    for where, expr in queries:
+    for where, expr in queries(dashboard):
         names = metric_names(expr)
         for name in names:
             if name not in series:
@@ -122,11 +98,6 @@ def problems(dashboard: dict[str, Any], series: dict[str, str]) -> list[str]:
             if not name.startswith("__") and name not in variables:
                 wrong.append(f"{where}: ${name} is not a dashboard variable")
     return wrong
-
-
-def load() -> dict[str, Any]:
-    dashboard: dict[str, Any] = json.loads(DASHBOARD.read_text())
-    return dashboard
 
 
 def test_the_names_declared_in_metrics_py_are_the_ones_its_docstring_lists() -> None:

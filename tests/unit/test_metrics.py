@@ -50,3 +50,16 @@ def test_failed_deliveries_are_counted_by_topic_and_error_as_deltas() -> None:
         (1, {"topic": "dlq", "error": "_MSG_TIMED_OUT"}),
     ]
     assert [value for value, _ in held.calls] == [5_000, 0, 0]
+
+
+def test_error_results_are_counted_by_pipeline_and_type_as_deltas() -> None:
+    m = IngestMetrics("i0")
+    m.error_results = errors = Recorder()
+    flush(m, error_results={("p", "invalid_params"): 3})
+    flush(m, error_results={("p", "invalid_params"): 3, ("_other", "_other"): 2})
+    flush(m, error_results={("p", "invalid_params"): 7, ("_other", "_other"): 2})
+    assert errors.calls == [
+        (3, {"pipeline": "p", "type": "invalid_params"}),
+        (2, {"pipeline": "_other", "type": "_other"}),
+        (4, {"pipeline": "p", "type": "invalid_params"}),
+    ]

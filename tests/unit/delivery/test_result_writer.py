@@ -931,3 +931,56 @@ def test_exactly_once_gives_up_on_a_reply_to_whose_writes_time_out_in_three_tran
     _ok(w, 3, reply_to="replies")
     assert staged[-1][0].topic == "out"
     w.close()
+
+
+# --- error results by (pipeline, type): bounded labels -----------------------------------------
+
+
+def _error(w: ResultWriter, offset: int, pipeline: str, error_type: str) -> None:
+    w.answer(
+        ("in", 0),
+        offset,
+        f"r-{offset}",
+        pipeline,
+        None,
+        error=ErrorInfo(type=error_type, message="no"),
+    )
+
+
+def test_error_results_are_counted_by_pipeline_and_type_and_ok_results_are_not() -> None:
+    w, producer, _ = writer()
+    _error(w, 0, "p.predict", "invalid_params")
+    _error(w, 1, "p.predict", "invalid_params")
+    _error(w, 2, "no.such", "unknown_pipeline")
+    _ok(w, 3)  # the hot path
+    w.answer(("in", 0), 4, "r-4", "p.predict", None, output={"y": 1})  # the pydantic one
+    assert w.error_results == {
+        ("p.predict", "invalid_params"): 2,
+        ("no.such", "unknown_pipeline"): 1,
+    }
+    assert sum(w.error_results.values()) == w.results_error == 3
+    assert len(producer.sent) == 5
+
+
+def test_10000_hostile_pipelines_and_error_types_give_at_most_cap_plus_one_label_pairs() -> None:
+    from rayml.delivery.result_writer import _MAX_LABELS
+
+    w, _, _ = writer()
+    _error(w, 0, "p.predict", "invalid_params")  # a real pipeline's error, named before the flood
+    for n in range(10_000):
+        # Each a new pair: a request naming a bogus pipeline, a pipeline raising a fresh code.
+        _error(w, 1 + n, f"bogus-{n}", "unknown_pipeline" if n % 2 else f"code-{n}")
+    _error(w, 10_001, "p.predict", "invalid_params")  # named pairs go on being counted by name
+    counts = w.error_results
+    assert len(counts) == _MAX_LABELS + 1
+    assert counts[("p.predict", "invalid_params")] == 2
+    named = {k: v for k, v in counts.items() if k != ("_other", "_other")}
+    assert named == {
+        ("p.predict", "invalid_params"): 2,
+        **{
+            (f"bogus-{n}", "unknown_pipeline" if n % 2 else f"code-{n}"): 1
+            for n in range(_MAX_LABELS - 1)
+        },
+    }
+    assert counts[("_other", "_other")] == 10_000 - (_MAX_LABELS - 1)
+    assert sum(counts.values()) == w.results_error == 10_002
