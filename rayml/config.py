@@ -118,6 +118,11 @@ class TopicSettings(_Section):
     registry: TopicName = "ml.pipeline.registry"
     # Job status events (queued, running with progress, succeeded, failed), keyed by job id.
     events: TopicName = "ml.pipeline.events"
+    # Rollouts (docs/rollouts.md): what each version answered while its model is under rollout
+    # (the shadow's outputs, which no caller sees, beside the serving version's), and ground
+    # truth by request id from any producer.
+    shadow: TopicName = "ml.pipeline.shadow"
+    feedback: TopicName = "ml.pipeline.feedback"
     # Partition counts bound the parallelism of ingest actors (one partition, one consumer).
     input_partitions: int = Field(8, ge=1, le=10_000)
     output_partitions: int = Field(8, ge=1, le=10_000)
@@ -384,6 +389,34 @@ class AutoscaleSettings(_Section):
     burst_factor: float = Field(2.0, ge=1, le=1000)
 
 
+class RolloutSettings(_Section):
+    """Rollouts of a candidate version (docs/rollouts.md): how quality is measured on live
+    traffic, and the policy that promotes or aborts a rollout by itself.
+
+    After ``min_labels`` labelled answers of *each* version, the candidate is promoted when its
+    metric is no worse than the serving version's by more than ``tolerance``, its error rate
+    no more than ``max_error_rate_increase`` above the serving version's, and its p99 compute
+    time at most ``max_p99_ratio`` times the serving version's; otherwise it is aborted.
+    """
+
+    # false: decisions only by `rayml rollout promote|abort`; the figures are still kept.
+    auto_decide: bool = True
+    min_labels: int = Field(200, ge=1, le=10_000_000)
+    tolerance: float = Field(0.0, ge=0.0, le=1.0)
+    max_error_rate_increase: float = Field(0.01, ge=0.0, le=1.0)
+    max_p99_ratio: float = Field(2.0, ge=1.0, le=1000.0)
+    # The window the figures cover, and how far back a restarted executor reads the shadow
+    # and feedback topics to rebuild them.
+    window_s: float = Field(3600.0, gt=0, le=30 * 86_400)
+    # Requests remembered per model for the join with labels (oldest forgotten first).
+    max_tracked: int = Field(100_000, ge=100, le=10_000_000)
+    # How often the monitor looks for a decision.
+    interval_s: float = Field(2.0, gt=0, le=3600)
+    # A shadow never delays callers: at most this many requests wait for a shadow batch; the
+    # rest of the copy is skipped (counted) while the workers are busy.
+    shadow_max_queued: int = Field(8192, ge=0, le=10_000_000)
+
+
 class TracingSettings(_Section):
     """Request tracing (:mod:`rayml.tracing`, docs/observability.md): W3C trace context carried
     from a request's Kafka headers through the ingest to its result, spans exported over
@@ -419,6 +452,7 @@ class Settings(BaseSettings):
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     # Empty: one default tenant over topics.input / topics.jobs / topics.output.
     tenants: list[TenantSettings] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -437,7 +471,17 @@ class Settings(BaseSettings):
         t = self.topics
         owner: dict[str, str] = {
             _canonical(topic): "rayml"
-            for topic in (t.input, t.output, t.jobs, t.dlq, t.models, t.registry, t.events)
+            for topic in (
+                t.input,
+                t.output,
+                t.jobs,
+                t.dlq,
+                t.models,
+                t.registry,
+                t.events,
+                t.shadow,
+                t.feedback,
+            )
         }
         for tenant in self.tenants:
             for role, topic in (

@@ -177,12 +177,39 @@ def delete_topic(admin: Any, topic: str, timeout_s: float) -> None:
         logger.warning("could not delete reply topic %s: %s", topic, exc)
 
 
+# A partition without a leader yet (a topic just created, a broker restarting): asked again.
+_NO_LEADER_YET = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
+
+
 def end_offsets(consumer: Any, topic: str, partitions: list[int], timeout_s: float) -> list[int]:
-    """The high watermark of each partition (the offset the next record will get)."""
-    return [
-        consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
-        for p in partitions
-    ]
+    """The high watermark of each partition (the offset the next record will get).
+
+    A partition whose leader is not known yet (right after the topic was created) is asked
+    again until ``timeout_s`` has passed; then its error is raised.
+    """
+    deadline = time.monotonic() + timeout_s
+    ends = []
+    for p in partitions:
+        while True:
+            try:
+                left = max(0.1, deadline - time.monotonic())
+                ends.append(
+                    consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=left)[1]
+                )
+                break
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                code = err.code() if isinstance(err, KafkaError) else None
+                if code not in _NO_LEADER_YET or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+    return ends
 
 
 def read_to_end(kafka: KafkaSettings, topic: str, timeout_s: float) -> dict[bytes, bytes | None]:

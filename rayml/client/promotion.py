@@ -45,7 +45,7 @@ from rayml.protocol.model_names import validate_model_name, validate_version
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["promote", "rollback", "serving_records"]
+__all__ = ["promote", "rollback", "serving_records", "write_serving_record"]
 
 _WHO_MAY_PROMOTE = "only principals with Write on the models topic may promote or roll back"
 
@@ -134,7 +134,7 @@ def promote(
         job_id=_str(extra.get("job_id")),
         promoted_from=_str(extra.get("promoted_from")),
     )
-    _write(settings, record, timeout_s)
+    write_serving_record(settings, record, timeout_s)
     logger.info("model=%s version=%s promoted by hand", model, version)
     return record
 
@@ -173,12 +173,17 @@ def rollback(settings: Settings, model: str, *, timeout_s: float = 30.0) -> Serv
             "promoted_from": _str(extra.get("promoted_from")),
         }
     )
-    _write(settings, record, timeout_s)
+    write_serving_record(settings, record, timeout_s)
     logger.info("model=%s rolled back from %s to %s", model, current.version, record.version)
     return record
 
 
-def _write(settings: Settings, record: ServingRecord, timeout_s: float) -> None:
+def write_serving_record(settings: Settings, record: ServingRecord, timeout_s: float) -> None:
+    """Write ``record`` to the models topic, waiting for the broker's acknowledgement.
+
+    Raises:
+        RaymlError: Not written within ``timeout_s``, or refused (naming the principal).
+    """
     topic = settings.topics.models
     failed: list[KafkaError] = []
 

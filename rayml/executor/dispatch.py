@@ -18,6 +18,13 @@ Completions are told apart the way STYLE.md asks:
   split and retried the same way; it never crashes the ingest loop.
 * Requests charged ``max_attempts`` times are handed back as exhausted.
 
+A model under a *shadow* rollout (docs/rollouts.md) also runs its candidate on a copy of each
+answered batch: :meth:`Dispatcher.enqueue_shadow` queues it apart, and it is sent only when a
+worker has room and no caller's batch waits, so a shadow never delays callers; at most
+``shadow_max_queued`` requests wait (the rest of the copy is skipped, counted). A shadow batch is
+never retried and never charged to its requests; if it kills or hangs its worker, the callers'
+batches on that worker are resent uncharged, as for any other death.
+
 Batches grow with the load: when a worker gets room, the batch at the head of the queue takes
 along the later waiting batches of its route, up to the batch size limit. An idle executor
 sends small batches at once (low latency); a busy one sends full ones, so a pipeline with a
@@ -69,6 +76,8 @@ class Dispatcher:
         on_expired: Called with requests whose deadline passed while they waited (they are
             not run); without it they are run anyway.
         owner: A name for log lines.
+        on_shadow: Called with each shadow batch that came back and its outcome.
+        shadow_max_queued: Shadow requests waiting for a worker, at most.
     """
 
     def __init__(
@@ -82,6 +91,8 @@ class Dispatcher:
         on_exhausted: Callable[[list[Pending], BaseException], None],
         owner: str,
         on_expired: Callable[[list[Pending]], None] | None = None,
+        on_shadow: Callable[[InFlight, BatchOutcome], None] | None = None,
+        shadow_max_queued: int = 0,
     ) -> None:
         self.pool = pool
         self.max_attempts = max_attempts
@@ -99,6 +110,12 @@ class Dispatcher:
         self.ready: deque[tuple[Route, list[Pending]]] = deque()
         self.batches = 0
         self.redispatched = 0
+        self._on_shadow = on_shadow
+        self.shadow_max_queued = shadow_max_queued
+        self.shadow_ready: deque[tuple[Route, list[Pending]]] = deque()
+        self.shadow_queued = 0  # requests in shadow_ready
+        self.shadow_sent = 0  # shadow requests sent to a worker
+        self.shadow_skipped = 0  # shadow requests not run: queue full, or their batch failed
 
     def enqueue(self, route: Route, items: list[Pending]) -> None:
         """Queue a formed batch (split to the pipeline's own ``max_batch_size``) and pump."""
@@ -107,8 +124,50 @@ class Dispatcher:
             self.ready.append((route, items[start : start + limit]))
         self.pump()
 
+    def enqueue_shadow(self, route: Route, items: list[Pending]) -> None:
+        """Queue a shadow's copy of answered ``items`` (skipped past ``shadow_max_queued``)."""
+        room = max(0, self.shadow_max_queued - self.shadow_queued)
+        if room < len(items):
+            self.shadow_skipped += len(items) - room
+            items = items[:room]
+        if items:
+            self.shadow_ready.append((route, items))
+            self.shadow_queued += len(items)
+            self.pump()
+
     def pump(self) -> None:
-        """Send ready batches while workers have room."""
+        """Send ready batches while workers have room; then shadow batches, if any."""
+        self._pump_callers()
+        while self.shadow_ready and not self.ready:
+            route, items = self.shadow_ready[0]
+            import_path, model, version = route
+            sent = self.pool.try_submit(
+                f"{model}@{version}",
+                import_path,
+                version,
+                [p.request.params for p in items],
+                None,
+                exclusive=False,
+            )
+            if sent is None:
+                return
+            self.shadow_ready.popleft()
+            self.shadow_queued -= len(items)
+            self.shadow_sent += len(items)
+            batch = InFlight(route, items, sent[0], time.time() * 1000.0)
+            batch.shadow = True
+            self._track(sent[1], batch)
+
+    def _track(self, ref: Any, batch: InFlight) -> None:
+        """A batch sent to its worker: in flight, in the order its worker runs them."""
+        batch.seq = next(self._seq)
+        self.inflight[ref] = batch
+        queue = self._by_worker.setdefault(batch.worker_id, deque())
+        queue.append(ref)
+        if len(queue) == 1:
+            batch.started = time.monotonic()
+
+    def _pump_callers(self) -> None:
         while self.ready:
             route, items, taken = self._next_batch()
             deadlines = [p.deadline_ms for p in items] if _any_deadline(items) else None
@@ -138,14 +197,9 @@ class Dispatcher:
             self._take(taken)
             for item in items:
                 item.attempts += 1
-            worker_id, ref = sent
-            batch = InFlight(route, items, worker_id, time.time() * 1000.0, next(self._seq))
+            batch = InFlight(route, items, sent[0], time.time() * 1000.0)
             batch.exclusive = exclusive
-            self.inflight[ref] = batch
-            queue = self._by_worker.setdefault(worker_id, deque())
-            queue.append(ref)
-            if len(queue) == 1:
-                batch.started = time.monotonic()
+            self._track(sent[1], batch)
             self.batches += 1
 
     def _take(self, taken: set[int]) -> None:
@@ -205,9 +259,15 @@ class Dispatcher:
                 if batch.failure is None and not batch.bystander and not batch.ambiguous:
                     self._worker_died(batch, exc)
                 self.pool.replace(batch.worker_id)
+                if batch.shadow:
+                    self._shadow_failed(batch, batch.failure or exc)
+                    continue
                 culprit = batch.failure is not None or not (batch.bystander or batch.ambiguous)
                 self._retry(batch, batch.failure or exc, culprit=culprit)
             except ray.exceptions.RayError as exc:
+                if batch.shadow:
+                    self._shadow_failed(batch, exc)
+                    continue
                 # The worker's code raised outside the pipeline's own error handling (a model
                 # store outage, a broken import): every request of the batch is charged, so a
                 # failure that is not one request's ends in max_attempts rounds.
@@ -223,8 +283,24 @@ class Dispatcher:
                 )
                 self._retry(batch, exc, culprit=True, charge_all=True)
             else:
-                self._on_finished(batch, outcome)
+                if not batch.shadow:
+                    self._on_finished(batch, outcome)
+                elif self._on_shadow is not None:
+                    self._on_shadow(batch, outcome)
         self.pump()
+
+    def _shadow_failed(self, batch: InFlight, cause: BaseException) -> None:
+        """A shadow batch failed as a whole: its copy is skipped (never retried or charged)."""
+        self.shadow_skipped += len(batch.items)
+        logger.warning(
+            "ingest=%s shadow batch of %d on %s (worker=%s) failed, not retried: %s: %s",
+            self._owner,
+            len(batch.items),
+            batch.route[1] + "@" + str(batch.route[2]),
+            batch.worker_id,
+            type(cause).__name__,
+            cause,
+        )
 
     def _left_worker(self, worker_id: str, ref: Any) -> None:
         """``ref`` is back: the next batch queued at its worker starts running now."""

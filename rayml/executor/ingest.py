@@ -66,6 +66,7 @@ from rayml.executor.dispatch import Dispatcher
 from rayml.executor.gc_pauses import GcPauses
 from rayml.executor.membership import ServingWatch
 from rayml.executor.pool import WorkerPool
+from rayml.executor.rollout_answers import RolloutAnswers
 from rayml.executor.triage import Triage
 from rayml.executor.version_follower import LatestVersions
 from rayml.executor.window import InFlightWindow
@@ -116,7 +117,11 @@ class Ingest(ConsumerLoop):
             on_finished=self._answer_batch,
             on_exhausted=self._answer_exhausted,
             owner=ingest_id,
+            on_shadow=self._answer_shadow,
+            shadow_max_queued=settings.rollout.shadow_max_queued,
         )
+        # What each version answered while its model is under rollout (docs/rollouts.md).
+        self.rollout_answers = RolloutAnswers(settings, ingest_id)
         self.txn = None
         self._commit_interval_s = ex.commit_interval_s
         self.producer, txn_id = kafka_clients.ingest_producer(settings.kafka, ex, ingest_id)
@@ -220,6 +225,7 @@ class Ingest(ConsumerLoop):
             self._enqueue(self.batcher.due(time.monotonic()))
         self.dispatcher.collect(block_s=0.002 if self.dispatcher.inflight else 0.0)
         self.producer.poll(0)
+        self.rollout_answers.poll()
         self.writer.settle()
         now = time.monotonic()
         if self.commit_due(self._commit_interval_s):
@@ -319,9 +325,26 @@ class Ingest(ConsumerLoop):
                 },
             )
         errors, now_ms = answer_batch(self.writer, batch, outcome)
+        items = batch.items
+        if items and (self.versions.rollouts or items[0].role is not None):
+            self._rollout_copies(batch, outcome)
         if batch.items:
             pipeline = batch.items[0].request.pipeline
             self.metrics.batch_finished(pipeline, batch.items, errors, outcome.compute_ms, now_ms)
+
+    def _rollout_copies(self, batch: InFlight, outcome: BatchOutcome) -> None:
+        """A model under rollout: record what answered, and queue the shadow's copy."""
+        self.rollout_answers.answered(batch, outcome)
+        shadows: dict[str, list[Pending]] = {}
+        for item in batch.items:
+            if item.shadow is not None:
+                shadows.setdefault(item.shadow, []).append(item)
+        import_path, model, _version = batch.route
+        for version, items in shadows.items():
+            self.dispatcher.enqueue_shadow((import_path, model, version), items)
+
+    def _answer_shadow(self, batch: InFlight, outcome: BatchOutcome) -> None:
+        self.rollout_answers.shadowed(batch, outcome)
 
     def _answer_exhausted(self, items: list[Pending], cause: BaseException) -> None:
         answer_exhausted(self.writer, items, cause)
@@ -505,6 +528,7 @@ class Ingest(ConsumerLoop):
                 self.writer.close()
                 self.versions.close()
                 self.gc_pauses.uninstall()
+                self.rollout_answers.close()
                 if self.traces is not None:
                     self.traces.close()
                 if self.tracing is not None:
@@ -567,6 +591,18 @@ class Ingest(ConsumerLoop):
                 "endpoint": self.tracing.url,
                 "traced": self.traces.traced,
                 "open": len(self.traces),
+            }
+        ra = self.rollout_answers
+        rollouts = self.versions.rollouts
+        if rollouts or ra.written or d.shadow_sent or d.shadow_skipped:
+            status["rollout"] = {
+                "under_rollout": {m: r.model_dump() for m, r in sorted(rollouts.items())},
+                "answers_written": ra.written,
+                "answers_dropped": ra.dropped,
+                "answers_failed": ra.failed,
+                "shadow_sent": d.shadow_sent,
+                "shadow_queued": d.shadow_queued,
+                "shadow_skipped": d.shadow_skipped,
             }
         if self.txn is not None:
             status["transaction_aborts"] = self.txn.aborts

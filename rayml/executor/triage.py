@@ -28,7 +28,7 @@ error answers naming a ``reply_to`` asks nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple, Protocol
 
 from rayml.config import TenantSettings
@@ -42,6 +42,7 @@ from rayml.kafka.records import PolledRecord, timestamp_ms
 from rayml.models.versions import pinned_version
 from rayml.pipeline import Registry
 from rayml.protocol.envelopes import ErrorInfo, Rejected, Request, error_info_from
+from rayml.protocol.rollouts import Rollout, goes_to_canary
 from rayml.tenancy.rules import Tenancy
 from rayml.tracing import RequestTraces
 
@@ -53,6 +54,11 @@ class NewestVersions(Protocol):
     :class:`~rayml.executor.version_follower.LatestVersions`)."""
 
     def get(self, model: str) -> str | None: ...
+
+    @property
+    def rollouts(self) -> Mapping[str, Rollout]:
+        """The models under rollout (docs/rollouts.md) and their rollout."""
+        ...
 
 
 class _ErrorAnswer(NamedTuple):
@@ -197,7 +203,8 @@ class Triage:
                 )
             # Params are validated by the worker, per request
             # (rayml.executor.worker.ModelWorker.run_batch).
-            version = pinned_version(request) or self.versions.get(spec.model)
+            pinned = pinned_version(request)
+            version = pinned or self.versions.get(spec.model)
         except RecordError as exc:
             self._refused(tenant, tp, offset, request, exc)
             self._errors.append(
@@ -207,6 +214,18 @@ class Triage:
         pending = Pending(tp, offset, raw, request, spec, received_ms)
         if request.deadline is not None:
             pending.deadline_ms = request.deadline.timestamp() * 1000.0
+        rollouts = self.versions.rollouts
+        if rollouts and pinned is None:
+            rollout = rollouts.get(spec.model)
+            if rollout is not None:
+                if rollout.mode == "shadow":
+                    pending.role = "serving"
+                    pending.shadow = rollout.candidate
+                elif goes_to_canary(request.id, rollout.fraction):
+                    pending.role = "canary"
+                    version = rollout.candidate
+                else:
+                    pending.role = "serving"
         return self.batcher.add((spec.import_path, spec.model, version), pending, now)
 
     def _refused(

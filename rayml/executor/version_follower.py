@@ -40,6 +40,7 @@ from rayml.errors import ModelStoreError
 from rayml.models.promotion import ServingRecord
 from rayml.models.store import ModelStore
 from rayml.models.versions import newest_servable
+from rayml.protocol.rollouts import Rollout
 from rayml.training.serving import ServingState
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,9 @@ class LatestVersions:
         self._store = ModelStore(root)
         self._lock = threading.Lock()
         self._known: dict[str, str | None] = {}  # what get() answers
+        # The models under rollout and their rollout (replaced whole, never mutated: the loop
+        # thread reads it without the lock).
+        self.rollouts: dict[str, Rollout] = {}
         self._stored: dict[str, str | None] = {}  # the store's answer, for models asked about
         self._state = ServingState(
             kafka if listen else None,
@@ -118,6 +122,11 @@ class LatestVersions:
     def _settle(self, model: str) -> None:
         record = self._state.get(model)
         with self._lock:
+            rollout = record.rollout if record is not None else None
+            if record is not None and rollout is not None and rollout.candidate != record.version:
+                self.rollouts = {**self.rollouts, model: rollout}
+            elif model in self.rollouts:
+                self.rollouts = {m: r for m, r in self.rollouts.items() if m != model}
             if record is not None:
                 self._known[model] = record.version
                 return

@@ -36,6 +36,10 @@ class Pending:
     isolate: bool = False
     # The request's deadline (wall clock ms), checked again at dispatch and by the worker.
     deadline_ms: float | None = None
+    # Its model under rollout (docs/rollouts.md): which side answers it ("serving" or
+    # "canary"), and the shadow version that also runs on it, if any.
+    role: str | None = None
+    shadow: str | None = None
 
 
 @dataclass(slots=True)
@@ -59,6 +63,9 @@ class InFlight:
     ambiguous: bool = False
     # Why its worker was ended by the dispatcher (a batch past its time bound), if it was.
     failure: BaseException | None = None
+    # A shadow's copy of answered requests: its outputs reach no caller, it is never retried
+    # and never charged to its requests.
+    shadow: bool = False
 
 
 @dataclass(frozen=True, slots=True)

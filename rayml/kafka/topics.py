@@ -11,6 +11,10 @@ models      ml.models              compacted: the newest announcement per model 
 registry    ml.pipeline.registry   compacted: the newest description per pipeline survives
 events      ml.pipeline.events     job status events keyed by job id (as many partitions as
                                    jobs), 7 days: progress is worth little after a week
+shadow      ml.pipeline.shadow     what each version answered during a rollout, 7 days (one
+                                   partition: the rollout monitor reads it whole)
+feedback    ml.pipeline.feedback   ground truth by request id, 7 days (one partition: read
+                                   whole by the rollout monitor)
 ==========  =====================  ===========================================================
 
 A tenant's topics (:func:`tenant_topic_specs`, ``rayml tenants apply``) take the settings of
@@ -86,6 +90,8 @@ def topic_specs(topics: TopicSettings) -> list[TopicSpec]:
         TopicSpec(
             "events", topics.events, topics.jobs_partitions, {"retention.ms": str(7 * _DAY_MS)}
         ),
+        TopicSpec("shadow", topics.shadow, 1, {"retention.ms": str(7 * _DAY_MS)}),
+        TopicSpec("feedback", topics.feedback, 1, {"retention.ms": str(7 * _DAY_MS)}),
     ]
 
 

@@ -46,6 +46,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rayml.errors import RaymlError
+from rayml.protocol.rollouts import Rollout
 
 __all__ = [
     "MAX_PREVIOUS",
@@ -58,13 +59,17 @@ __all__ = [
     "encode_serving",
     "retention_plan",
     "rolled_back",
+    "rollout_ended",
+    "rollout_started",
     "served",
 ]
 
 #: Versions kept in a serving record's ``previous`` (older ones cannot be rolled back to).
 MAX_PREVIOUS = 100
 
-ServingAction = Literal["trained", "promoted", "rolled_back", "announced"]
+ServingAction = Literal[
+    "trained", "promoted", "rolled_back", "announced", "rollout_started", "rollout_aborted"
+]
 
 
 class ServingRecord(BaseModel):
@@ -94,6 +99,11 @@ class ServingRecord(BaseModel):
     action: ServingAction = "announced"
     reason: str | None = Field(default=None, description="Why this version is served.")
     at_ms: int | None = Field(default=None, description="When, epoch milliseconds.")
+    rollout: Rollout | None = Field(
+        default=None,
+        description="A candidate version being rolled out beside the served one (shadow or "
+        "canary); a record that serves another version ends it (docs/rollouts.md).",
+    )
 
 
 def encode_serving(record: ServingRecord) -> bytes:
@@ -248,6 +258,43 @@ def served(
         action=action,
         reason=reason,
         at_ms=int(time.time() * 1000) if at_ms is None else at_ms,
+    )
+
+
+def rollout_started(
+    current: ServingRecord, rollout: Rollout, reason: str, *, at_ms: int | None = None
+) -> ServingRecord:
+    """``current`` with ``rollout`` under way (the served version unchanged).
+
+    Example:
+        >>> rec = ServingRecord(name="m", version="000003")
+        >>> r = Rollout(candidate="000004", mode="canary", fraction=0.2, started_at_ms=1)
+        >>> nxt = rollout_started(rec, r, "by hand", at_ms=2)
+        >>> nxt.version, nxt.rollout.candidate, nxt.action
+        ('000003', '000004', 'rollout_started')
+    """
+    return current.model_copy(
+        update={
+            "rollout": rollout,
+            "action": "rollout_started",
+            "reason": reason,
+            "at_ms": int(time.time() * 1000) if at_ms is None else at_ms,
+        }
+    )
+
+
+def rollout_ended(
+    current: ServingRecord, reason: str, *, at_ms: int | None = None
+) -> ServingRecord:
+    """``current`` without its rollout: aborted, the served version unchanged. (A promoted
+    candidate is served by :func:`served` instead, which ends the rollout too.)"""
+    return current.model_copy(
+        update={
+            "rollout": None,
+            "action": "rollout_aborted",
+            "reason": reason,
+            "at_ms": int(time.time() * 1000) if at_ms is None else at_ms,
+        }
     )
 
 

@@ -243,6 +243,10 @@ _EXECUTOR_OPS: dict[str, tuple[Operation, ...]] = {
     "events": ("Write",),
     "models": ("Read", "Write"),
     "registry": ("Read", "Write"),
+    # Rollouts: it writes what each version answered and reads it back (after a restart);
+    # it reads ground truth, which others write.
+    "shadow": ("Read", "Write"),
+    "feedback": ("Read",),
 }
 
 

@@ -67,7 +67,7 @@ def tenants_of(settings: Settings) -> list[TenantSettings]:
 def own_topics(settings: Settings) -> frozenset[str]:
     """rayml's own topics: none of them may be a ``reply_to``."""
     t = settings.topics
-    own = {t.input, t.output, t.jobs, t.dlq, t.models, t.registry, t.events}
+    own = {t.input, t.output, t.jobs, t.dlq, t.models, t.registry, t.events, t.shadow, t.feedback}
     for tenant in tenants_of(settings):
         own.add(tenant.input_topic)
         if tenant.training_topic:

@@ -32,7 +32,7 @@ def topic(monkeypatch: pytest.MonkeyPatch) -> Topic:
         records[record.name] = record
 
     monkeypatch.setattr(promotion, "serving_records", read)
-    monkeypatch.setattr(promotion, "_write", write)
+    monkeypatch.setattr(promotion, "write_serving_record", write)
     return records
 
 

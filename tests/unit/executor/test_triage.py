@@ -16,6 +16,7 @@ from rayml.executor.batching import MicroBatcher
 from rayml.executor.triage import Triage
 from rayml.executor.work import Pending, Route
 from rayml.pipeline import Registry
+from rayml.protocol.rollouts import Rollout
 from rayml.tenancy.rules import Tenancy
 
 TEAMS = [
@@ -99,6 +100,8 @@ class Sink:
 
 
 class NoVersions:
+    rollouts: dict[str, Rollout] = {}
+
     def get(self, model: str) -> str | None:
         return None
 
@@ -141,6 +144,8 @@ def test_an_allowed_request_joins_a_batch_and_nothing_is_answered_yet() -> None:
         "ml.pipeline.input",
         "ml.pipeline.output",
         "ml.pipeline.events",
+        "ml.pipeline.shadow",
+        "ml.pipeline.feedback",
     ],
 )
 def test_a_refused_reply_to_is_answered_on_the_tenants_result_topic_not_there(

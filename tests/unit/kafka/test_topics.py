@@ -22,7 +22,17 @@ from rayml.kafka.topics import (
 
 def test_every_role_has_a_spec_and_state_topics_are_compacted() -> None:
     specs = {s.role: s for s in topic_specs(TopicSettings())}
-    assert set(specs) == {"input", "output", "jobs", "dlq", "models", "registry", "events"}
+    assert set(specs) == {
+        "input",
+        "output",
+        "jobs",
+        "dlq",
+        "models",
+        "registry",
+        "events",
+        "shadow",
+        "feedback",
+    }
     assert specs["models"].config["cleanup.policy"] == "compact"
     assert specs["registry"].config["cleanup.policy"] == "compact"
     assert specs["input"].partitions == 8

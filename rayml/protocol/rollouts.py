@@ -1,0 +1,105 @@
+"""Rollouts on the wire: a candidate version's state, what each version answered, ground truth.
+
+Three records (see docs/rollouts.md):
+
+* :class:`Rollout`, inside a model's serving record on the compacted models topic
+  (:class:`rayml.models.promotion.ServingRecord.rollout`): the candidate version, the mode
+  (``shadow``: it also runs on a copy of the traffic, its outputs reach no caller; ``canary``:
+  it answers a stable ``fraction`` of the requests) and when it started.
+* :class:`VersionAnswer`, on the shadow topic (``topics.shadow``, key = request id): what one
+  version answered one request while its model is under rollout: the serving version's and the
+  canary's answers as callers got them, and the shadow's that no caller sees.
+* :class:`Feedback`, on the feedback topic (``topics.feedback``): a request's ground truth, from
+  any producer, in any order, hours later: ``{"id": ..., "label": ...}``.
+
+:func:`canary_share` is the stable split of requests between the serving version and a canary:
+by a hash of the request id, so a retried request (same id) lands on the same side, in every
+process. Pure: pydantic and the standard library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Feedback",
+    "Rollout",
+    "RolloutMode",
+    "VersionAnswer",
+    "VersionRole",
+    "canary_share",
+    "goes_to_canary",
+]
+
+RolloutMode = Literal["shadow", "canary"]
+VersionRole = Literal["serving", "canary", "shadow"]
+
+_SCALE: Final = float(1 << 64)
+
+
+class Rollout(BaseModel):
+    """A candidate version being rolled out (part of a serving record)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    candidate: str = Field(min_length=1, description="The version being rolled out.")
+    mode: RolloutMode
+    fraction: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="canary: the share of requests the candidate answers (by request id).",
+    )
+    started_at_ms: int = Field(description="When the rollout started, epoch milliseconds.")
+
+
+class VersionAnswer(BaseModel):
+    """What one version answered one request during a rollout (the shadow topic's record)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, title="rayml version answer")
+
+    v: Literal[1] = 1
+    id: str = Field(min_length=1, description="The request's id.")
+    model: str
+    version: str
+    role: VersionRole = Field(
+        description="serving or canary: the answer its caller got; shadow: no caller saw it."
+    )
+    pipeline: str
+    status: Literal["ok", "error"]
+    output: Any = Field(default=None, description="The pipeline's output when ok.")
+    error_type: str | None = None
+    compute_ms: float | None = Field(
+        default=None, description="The compute time of the batch that answered it."
+    )
+    at_ms: int = Field(description="When it was answered, epoch milliseconds.")
+
+
+class Feedback(BaseModel):
+    """Ground truth for one request (the feedback topic's record, key = the request id)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, title="rayml feedback")
+
+    id: str = Field(min_length=1, max_length=200)
+    label: Any
+
+
+def canary_share(request_id: str) -> float:
+    """Where ``request_id`` falls in [0, 1): the same in every process and every retry.
+
+    Example:
+        >>> canary_share("r-1") == canary_share("r-1")
+        True
+        >>> 0.0 <= canary_share("anything") < 1.0
+        True
+    """
+    digest = hashlib.blake2b(request_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / _SCALE
+
+
+def goes_to_canary(request_id: str, fraction: float) -> bool:
+    """Whether a canary at ``fraction`` answers ``request_id``."""
+    return canary_share(request_id) < fraction
