@@ -428,6 +428,10 @@ class TracingSettings(_Section):
     # Requests whose traceparent is sampled (flag 01) are always traced; the others (no header,
     # or a parent not sampled) are traced at this ratio, decided by the trace id.
     sample_ratio: float = Field(0.01, ge=0, le=1)
+    # At most this many requests traced per second per ingest, sampled parents included (a
+    # caller can mark every request sampled); the others get their header echoed. A traced
+    # request costs the ingest ~0.1-0.3 ms of CPU.
+    max_traced_per_s: float = Field(100.0, gt=0, le=1_000_000)
     service_name: str = Field("rayml", min_length=1, max_length=200)
 
 

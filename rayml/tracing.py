@@ -31,7 +31,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -42,7 +42,16 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    INVALID_SPAN_CONTEXT,
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from rayml.config import TracingSettings
@@ -65,7 +74,17 @@ _TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE: Final = b"0" * 32
 _ZERO_SPAN: Final = b"0" * 16
 _ODD_HEX: Final = frozenset(b"13579bdf")  # a last flags digit with the sampled bit set
-_MAX_TRACESTATE: Final = 512  # W3C: 32 members of bounded size; longer is not passed on
+_MAX_TRACESTATE: Final = 512
+_MAX_HEADERS_SCANNED: Final = 32  # a record's first headers only: their number is unbounded
+# W3C tracestate: 1 to 32 members "key=value", comma-separated (optional blanks around commas).
+_TS_KEY = rb"(?:[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13}|[a-z][_0-9a-z\-*/]{0,255})"
+_TS_VALUE = rb"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+_TS_MEMBER = _TS_KEY + rb"=" + _TS_VALUE
+_TRACESTATE = re.compile(
+    rb"[ \t]*" + _TS_MEMBER + rb"(?:[ \t]*,[ \t]*" + _TS_MEMBER + rb"){0,31}[ \t]*"
+)
+# An older record timestamp is taken as the poll's (a producer's clock far off).
+_MAX_AGE_MS: Final = 7 * 86_400_000
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 _IDS: Final = RandomIdGenerator()
 # A proxy: it follows the global tracer provider the caller's application sets, even later.
@@ -100,9 +119,13 @@ def request_trace_headers(name: str = "rayml.send") -> tuple[Headers, str]:
     decision. Without one (no SDK configured, or no current span), a fresh trace id and span
     id with the *not sampled* flag: rayml then traces it at its own ``sample_ratio``.
     """
-    span = _CLIENT_TRACER.start_span(name, kind=SpanKind.PRODUCER)
-    ctx = span.get_span_context()
-    span.end()
+    ctx = INVALID_SPAN_CONTEXT
+    span: Span = INVALID_SPAN
+    if trace.get_current_span().get_span_context().is_valid:
+        # Within the caller's own trace: a span of its tracer (its SDK decides sampling).
+        span = _CLIENT_TRACER.start_span(name, kind=SpanKind.PRODUCER)
+        ctx = span.get_span_context()
+        span.end()
     if not ctx.is_valid:
         ctx = SpanContext(
             _IDS.generate_trace_id(),
@@ -123,9 +146,23 @@ def _traces_url(endpoint: str) -> str:
         >>> _traces_url("http://127.0.0.1:4318"), _traces_url("http://c:4318/custom/path")
         ('http://127.0.0.1:4318/v1/traces', 'http://c:4318/custom/path')
     """
-    if urlsplit(endpoint).path in ("", "/"):
-        return endpoint.rstrip("/") + "/v1/traces"
+    parts = urlsplit(endpoint)
+    if parts.path in ("", "/"):
+        return parts._replace(path="/v1/traces").geturl()
     return endpoint
+
+
+def _shown(url: str) -> str:
+    """``url`` without its user and password, for logs and status.
+
+    Example:
+        >>> _shown("https://user:secret@collector:4318/v1/traces")
+        'https://***@collector:4318/v1/traces'
+    """
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 class Tracing:
@@ -136,11 +173,14 @@ class Tracing:
 
     def __init__(self, settings: TracingSettings, component: str, **resource: str) -> None:
         # Imported here: the exporter pulls in an HTTP stack the clients never need.
+        import requests
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         assert settings.otlp_endpoint is not None
-        self.url = _traces_url(settings.otlp_endpoint)
+        self._url = _traces_url(settings.otlp_endpoint)
+        self.url = _shown(self._url)  # for logs and status
         self.sample_ratio = settings.sample_ratio
+        self.max_traced_per_s = settings.max_traced_per_s
         self.provider = TracerProvider(
             resource=Resource.create(
                 {"service.name": settings.service_name, "rayml.component": component, **resource}
@@ -148,13 +188,12 @@ class Tracing:
             # Sampling is decided before a span is started (RequestTraces.begin), cheaply.
             sampler=ALWAYS_ON,
         )
-        self.provider.add_span_processor(
-            BatchSpanProcessor(
-                # A receiver that is down delays a stop by at most this long.
-                OTLPSpanExporter(endpoint=self.url, timeout=5),
-                schedule_delay_millis=1000,
-            )
-        )
+        # Spans go to the endpoint as configured: not through a proxy from the environment.
+        session = requests.Session()
+        session.trust_env = False
+        self._exporter = OTLPSpanExporter(endpoint=self._url, timeout=2, session=session)
+        self._processor = BatchSpanProcessor(self._exporter, schedule_delay_millis=1000)
+        self.provider.add_span_processor(self._processor)
         self.tracer = self.provider.get_tracer("rayml")
 
     @classmethod
@@ -171,8 +210,11 @@ class Tracing:
         )
         return tracing
 
-    def shutdown(self) -> None:
-        """Export what is queued (bounded by the exporter's timeout), then stop."""
+    def shutdown(self, flush_s: float = 2.0) -> None:
+        """Export what is queued for up to ``flush_s`` (plus one export's 2 s timeout at
+        most), then stop; what is left is dropped."""
+        self._processor.force_flush(timeout_millis=int(flush_s * 1000))
+        self._exporter.shutdown()  # type: ignore[no-untyped-call]  # exports now fail at once
         self.provider.shutdown()
 
 
@@ -196,10 +238,23 @@ class RequestTraces:
     """
 
     def __init__(
-        self, tracer: trace.Tracer, sample_ratio: float, rand: random.Random | None = None
+        self,
+        tracer: trace.Tracer,
+        sample_ratio: float,
+        rand: random.Random | None = None,
+        *,
+        max_traced_per_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tracer = tracer
         self.ratio = sample_ratio
+        # A budget of traced requests (sampled parents included: callers choose those), so that
+        # no caller can make tracing cost more than this; over it, requests are echoed.
+        self._rate = max_traced_per_s
+        self._tokens = max_traced_per_s or 0.0
+        self._refilled = clock()
+        self._clock = clock
+        self.over_budget = 0  # requests due a trace that the budget turned down
         # TraceIdRatioBased's rule: traced when the trace id's low 64 bits are below this.
         self._bound = round(self.ratio * (1 << 64))
         self._random = (rand or random.Random()).random
@@ -231,11 +286,17 @@ class RequestTraces:
             if old is not None:
                 self._end(old, "polled again")
         parent_tp = parent_ts = None
-        for name, value in headers or ():
-            if name == TRACEPARENT:
-                parent_tp = value.encode() if isinstance(value, str) else value
-            elif name == TRACESTATE:
-                parent_ts = value.encode() if isinstance(value, str) else value
+        if headers:
+            for name, value in headers[:_MAX_HEADERS_SCANNED]:
+                if name == TRACEPARENT:
+                    if parent_tp is None:  # the first one (as trace_id_of reads it)
+                        parent_tp = value.encode() if isinstance(value, str) else value
+                elif name == TRACESTATE and parent_ts is None:
+                    parent_ts = value.encode() if isinstance(value, str) else value
+            if parent_ts is not None and (
+                len(parent_ts) > _MAX_TRACESTATE or _TRACESTATE.fullmatch(parent_ts) is None
+            ):
+                parent_ts = None  # not W3C: neither passed on nor parsed
         context = None
         if (
             parent_tp is not None
@@ -244,15 +305,17 @@ class RequestTraces:
             and parent_tp[36:52] != _ZERO_SPAN
         ):
             # 00-<trace id: 3..35>-<span id: 36..52>-<flags: 53..55>; sampled: flags bit 0.
-            if parent_tp[54] not in _ODD_HEX and int(parent_tp[19:35], 16) >= self._bound:
-                if parent_ts is not None and len(parent_ts) <= _MAX_TRACESTATE:
+            if (
+                parent_tp[54] not in _ODD_HEX and int(parent_tp[19:35], 16) >= self._bound
+            ) or not self._within_budget():
+                if parent_ts is not None:
                     self._echo[key] = [(TRACEPARENT, parent_tp), (TRACESTATE, parent_ts)]
                 else:
                     self._echo[key] = [(TRACEPARENT, parent_tp)]
                 return
             carrier = {TRACEPARENT: parent_tp.decode()}
-            if parent_ts and len(parent_ts) <= _MAX_TRACESTATE:
-                carrier[TRACESTATE] = parent_ts.decode("utf-8", "replace")
+            if parent_ts is not None:
+                carrier[TRACESTATE] = parent_ts.decode()
             context = _PROPAGATOR.extract(carrier)
             remote = trace.get_current_span(context).get_span_context()
             if not remote.trace_flags.sampled:  # drawn by the ratio: sampled from here on
@@ -267,9 +330,11 @@ class RequestTraces:
                         )
                     )
                 )
-        elif self._random() >= self.ratio:
+        elif self._random() >= self.ratio or not self._within_budget():
             return  # no usable parent, and not drawn: no trace
         polled_ns = int(polled_ms * 1e6)
+        if received_ms < polled_ms - _MAX_AGE_MS:
+            received_ms = polled_ms  # a producer's clock far off: its timestamp is not used
         received_ns = min(int(received_ms * 1e6), polled_ns)
         span = self.tracer.start_span(
             "rayml.request",
@@ -291,6 +356,25 @@ class RequestTraces:
         )
         self._open[key] = _Open(span, polled_ns)
         self.traced += 1
+
+    def _within_budget(self) -> bool:
+        """Take one traced request from the budget (a token bucket of one second's worth)."""
+        rate = self._rate
+        if rate is None:
+            return True
+        now = self._clock()
+        self._tokens = min(rate, self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self.over_budget += 1
+        return False
+
+    @property
+    def tracing_any(self) -> bool:
+        """Whether any request in flight is traced (a batch's keys are worth building)."""
+        return bool(self._open)
 
     def batch_returned(
         self,
@@ -359,13 +443,14 @@ class RequestTraces:
             if o is not None:
                 self._end(o, None)
 
-    def forget(self, tps: set[tuple[str, int]]) -> int:
-        """Drop the records of partitions let go of (their new owner traces them again)."""
+    def forget(self, tps: set[tuple[str, int]], why: str = "partition let go of") -> int:
+        """Drop the records of partitions let go of (their new owner traces them again) or
+        rewound (exactly-once, after an abort: read again, traced again)."""
         for k in [k for k in self._echo if k[0] in tps]:
             del self._echo[k]
         gone = [k for k in self._open if k[0] in tps]
         for k in gone:
-            self._end(self._open.pop(k), "partition let go of")
+            self._end(self._open.pop(k), why)
         return len(gone)
 
     def close(self) -> None:

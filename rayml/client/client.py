@@ -298,10 +298,11 @@ class Client:
                 f"invalid request to pipeline {pipeline!r}: {exc.errors()[0]['msg']}",
                 {"pipeline": pipeline},
             ) from exc
+        # Each request starts a trace (in the caller's own, when it has a current span).
+        headers, trace_id = request_trace_headers(f"rayml.send {pipeline}")
         # Registered before it is produced: the reply cannot overtake its own registration.
         future = self._pending.add(request.id, pipeline)
-        # Each request starts a trace (in the caller's own, when it has a current span).
-        headers, future.trace_id = request_trace_headers(f"rayml.send {pipeline}")
+        future.trace_id = trace_id
         value = encode_request(request)
         while True:
             try:

@@ -144,7 +144,11 @@ class Ingest(ConsumerLoop):
         self.traces = (
             None
             if self.tracing is None
-            else RequestTraces(self.tracing.tracer, self.tracing.sample_ratio)
+            else RequestTraces(
+                self.tracing.tracer,
+                self.tracing.sample_ratio,
+                max_traced_per_s=self.tracing.max_traced_per_s,
+            )
         )
         self.writer = ResultWriter(
             self.producer,
@@ -312,7 +316,7 @@ class Ingest(ConsumerLoop):
     # -- answers -----------------------------------------------------------------------------
 
     def _answer_batch(self, batch: InFlight, outcome: BatchOutcome) -> None:
-        if self.traces is not None:
+        if self.traces is not None and self.traces.tracing_any:
             self.traces.batch_returned(
                 [(item.tp, item.offset) for item in batch.items],
                 batch.dispatched_ms,
@@ -395,7 +399,7 @@ class Ingest(ConsumerLoop):
         self._unsettled |= tps
         self.txn.abort()
         if self.traces is not None:
-            self.traces.forget(tps)
+            self.traces.forget(tps, "rewound")
         for tp in tps:
             self.tracker.reset(tp)
         self.txn.forget(tps)
@@ -590,6 +594,7 @@ class Ingest(ConsumerLoop):
             status["tracing"] = {
                 "endpoint": self.tracing.url,
                 "traced": self.traces.traced,
+                "over_budget": self.traces.over_budget,
                 "open": len(self.traces),
             }
         ra = self.rollout_answers

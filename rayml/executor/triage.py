@@ -38,7 +38,7 @@ from rayml.errors import DeadlineExceededError, RecordError, ReplyToRefusedError
 from rayml.executor.batching import Batch, MicroBatcher
 from rayml.executor.work import Pending, Route
 from rayml.kafka.partitions import TP
-from rayml.kafka.records import PolledRecord, timestamp_ms
+from rayml.kafka.records import PolledRecord, headers_of, timestamp_ms
 from rayml.models.versions import pinned_version
 from rayml.pipeline import Registry
 from rayml.protocol.envelopes import ErrorInfo, Rejected, Request, error_info_from
@@ -122,7 +122,7 @@ class Triage:
             if request is not None:
                 if traces is not None:
                     traces.begin(
-                        msg.headers(),
+                        headers_of(msg),
                         tp,
                         offset,
                         request.id,

@@ -40,8 +40,16 @@ def timestamp_ms(msg: PolledRecord, default_ms: float | None = None) -> float:
 
 
 def headers_of(msg: PolledRecord) -> Headers:
-    """A record's headers as a list (confluent-kafka may give a list, a dict or None)."""
-    headers = msg.headers()
+    """A record's headers as a list (confluent-kafka may give a list, a dict or None).
+
+    A header whose *name* is not UTF-8 (any producer can write one) makes confluent-kafka
+    raise instead of returning the headers: such a record reads as having none, so one
+    hostile record can never stop a loop that reads headers.
+    """
+    try:
+        headers = msg.headers()
+    except (SystemError, UnicodeDecodeError):
+        return []
     if headers is None:
         return []
     if isinstance(headers, dict):

@@ -190,6 +190,7 @@ def test_a_requests_trace_continues_through_rayml_to_its_result(
     assert sum(s.name == "rayml.request" for s in receiver.spans) == len(sampled)
     (status,) = executor.status()
     assert status["tracing"]["traced"] == len(sampled)
+    assert status["tracing"]["open"] == 0  # every request's entry ended with its record
     assert status["tracing"]["endpoint"] == f"{receiver.url}/v1/traces"
 
     # The Python client's request: within the caller's span, the caller's trace continues.

@@ -270,3 +270,100 @@ def test_the_traces_url() -> None:
 def test_an_endpoint_that_is_not_an_http_url_is_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="otlp_endpoint"):
         TracingSettings(otlp_endpoint=bad)
+
+
+def test_a_budget_bounds_the_traced_requests_per_second_sampled_parents_included() -> None:
+    """A caller can mark every request sampled; the budget still bounds what tracing costs,
+    and requests over it get their own header back."""
+    exporter = InMemorySpanExporter()
+    now = [0.0]
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    t = RequestTraces(provider.get_tracer("t"), 1.0, max_traced_per_s=10, clock=lambda: now[0])
+    for offset in range(50):
+        t.begin(header("01"), TP, offset, "r", "p", 1.0, 2.0)
+    assert t.traced == 10
+    assert t.over_budget == 40
+    assert t.result_headers((TP, 49)) == header("01")  # over budget: echoed
+    now[0] = 0.5  # half a second: five more
+    for offset in range(50, 60):
+        t.begin(None, TP, offset, "r", "p", 1.0, 2.0)
+    assert t.traced == 15
+
+
+@pytest.mark.parametrize(
+    "state",
+    [b"\xff\xfe", b"UPPER=1", b"a=b," * 40, b"k=" + b"v" * 600, b"=novalue", b"a=b\n"],
+)
+def test_a_tracestate_that_is_not_w3c_is_neither_echoed_nor_parsed(state: bytes) -> None:
+    exporter = InMemorySpanExporter()
+    t = traces(exporter, ratio=0.0)
+    t.begin([*header("00"), (TRACESTATE, state)], TP, 1, "r", "p", 1.0, 2.0)
+    assert t.result_headers((TP, 1)) == header("00")
+    t.begin([*header("01"), (TRACESTATE, state)], TP, 2, "r", "p", 1.0, 2.0)
+    (name, _), *rest = t.result_headers((TP, 2)) or []
+    assert name == TRACEPARENT
+    assert rest == []  # the traced request's header carries no tracestate either
+
+
+def test_the_first_traceparent_of_a_record_is_the_one_read() -> None:
+    exporter = InMemorySpanExporter()
+    t = traces(exporter, ratio=0.0)
+    other = "1" * 32
+    t.begin([*header("00"), *header("01", other)], TP, 1, "r", "p", 1.0, 2.0)
+    assert t.result_headers((TP, 1)) == header("00")
+    assert trace_id_of([*header("00"), *header("01", other)]) == PARENT_TRACE
+
+
+def test_only_a_records_first_headers_are_scanned() -> None:
+    exporter = InMemorySpanExporter()
+    t = traces(exporter, ratio=0.0)
+    junk = [(f"h{i}", b"x") for i in range(1000)]
+    t.begin([*junk, *header("01")], TP, 1, "r", "p", 1.0, 2.0)
+    assert t.result_headers((TP, 1)) is None
+    assert exporter.get_finished_spans() == ()
+
+
+def test_a_record_timestamp_far_in_the_past_is_not_the_requests_start(
+    exported: InMemorySpanExporter,
+) -> None:
+    t = traces(exported, ratio=1.0)
+    polled_ms = 1_800_000_000_000.0
+    t.begin(header(), TP, 1, "r", "p", received_ms=1.0, polled_ms=polled_ms)
+    t.done((TP, 1))
+    (request,) = [s for s in exported.get_finished_spans() if s.name == "rayml.request"]
+    assert request.start_time == int(polled_ms * 1e6)
+
+
+def test_a_header_name_that_is_not_utf8_reads_as_no_headers() -> None:
+    """confluent-kafka raises on such a record's headers(): one hostile record must not stop
+    a loop that reads headers."""
+    from rayml.kafka.records import headers_of
+
+    class Hostile:
+        def headers(self) -> None:
+            raise SystemError("<built-in method headers> returned a result with an exception")
+
+    assert headers_of(Hostile()) == []  # type: ignore[arg-type]
+
+
+def test_the_endpoints_password_is_not_shown() -> None:
+    on = Tracing.start(TracingSettings(otlp_endpoint="http://u:secret@127.0.0.1:4318"), "ingest")
+    assert on is not None
+    try:
+        assert on.url == "http://***@127.0.0.1:4318/v1/traces"
+    finally:
+        on.shutdown()
+
+
+def test_the_client_does_not_sample_for_an_application_without_a_current_span() -> None:
+    """An application with an SDK but no span open: a new trace, not sampled (rayml's ratio
+    decides), not the SDK's root sampler (which samples everything by default)."""
+    provider = TracerProvider()
+    with provider.get_tracer("app").start_as_current_span("outer"):
+        pass  # a span came and went: none is current now
+    headers, _ = request_trace_headers()
+    (_, value), *_ = headers
+    m = W3C.fullmatch(value.decode() if isinstance(value, bytes) else str(value))
+    assert m is not None
+    assert not int(m.group(3), 16) & 1
