@@ -29,6 +29,8 @@ from rayml.cli.options import (
     parse_params,
     state,
 )
+from rayml.cli.replay import replay_app
+from rayml.cli.rollout import rollout_app
 from rayml.cli.tenants import tenants_app
 from rayml.cli.training import models, train
 from rayml.config import load_settings
@@ -46,6 +48,8 @@ topics_app = typer.Typer(help="rayml's Kafka topics.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(replay_app, name="replay")
+app.add_typer(rollout_app, name="rollout")
 
 logger = logging.getLogger("rayml.cli.main")
 

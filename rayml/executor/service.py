@@ -34,6 +34,7 @@ from rayml.executor.ingest import Ingest
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.topics import create_topics
 from rayml.pipeline import Registry
+from rayml.rollouts.monitor import RolloutMonitor
 from rayml.tenancy.rules import Tenancy, tenants_of
 
 if TYPE_CHECKING:
@@ -387,6 +388,9 @@ class Executor:
         self.autoscaler = autoscaler
         if autoscaler is not None:
             autoscaler.start()
+        # Rollouts (docs/rollouts.md): a thread here that follows them and, by the policy in
+        # [rollout], promotes or aborts them.
+        self.rollout_monitor: RolloutMonitor | None = RolloutMonitor(settings)
         self._supervisor = threading.Thread(
             target=self._supervise, name="ingest-supervisor", daemon=True
         )
@@ -464,6 +468,10 @@ class Executor:
             # First: no resize may reach an ingest that is draining.
             autoscaler.stop()
             self.autoscaler = None
+        monitor = getattr(self, "rollout_monitor", None)
+        if monitor is not None:
+            monitor.stop()
+            self.rollout_monitor = None
         self._stopping.set()
         done = True
         # Job runners drain alongside the ingest (within the same bound): unfinished training

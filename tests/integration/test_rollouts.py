@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 
 from rayml.client.promotion import promote, serving_records
 from rayml.client.rollouts import start_rollout
@@ -188,3 +188,144 @@ def test_a_canary_answers_its_share_by_request_id_the_same_side_every_time(
     assert records[MODEL].version == "000001"
     assert records[MODEL].rollout is not None
     assert records[MODEL].rollout.fraction == 0.2
+
+
+def send_labels(settings: Settings, labels: dict[str, int]) -> None:
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka.bootstrap_servers, "logger": CLIENT_LOG}
+    )
+    for rid, label in labels.items():
+        producer.produce(
+            settings.topics.feedback,
+            key=rid.encode(),
+            value=json.dumps({"id": rid, "label": label}).encode(),
+        )
+    assert producer.flush(30) == 0
+
+
+def store_flipped(settings: Settings) -> str:
+    """A version that predicts the opposite class: far worse than any honest model."""
+    from sklearn.datasets import load_breast_cancer
+    from xgboost import XGBClassifier
+
+    from rayml.models.store import ModelStore
+
+    x, y = load_breast_cancer(return_X_y=True)
+    model = XGBClassifier(n_estimators=5, max_depth=2, nthread=1).fit(x, 1 - y)
+    return (
+        ModelStore(settings.models.root)
+        .save(MODEL, model, pipeline="breast_cancer.train", params={"flipped": True}, metrics={})
+        .version
+    )
+
+
+@pytest.fixture
+def deciding(settings: Settings, ray_runtime: str) -> Iterator[tuple[Settings, Executor]]:
+    """An executor whose monitor decides after 40 labels per version (compute times not
+    compared: this 2-core machine's timings would make the test about noise)."""
+    s = settings.model_copy(
+        update={
+            "rollout": settings.rollout.model_copy(
+                update={
+                    "min_labels": 40,
+                    "tolerance": 0.03,
+                    "max_p99_ratio": 1000.0,
+                    "interval_s": 0.5,
+                }
+            )
+        }
+    )
+    store_breast_cancer(s.models.root, n_estimators=20)
+    create_topics(s.kafka, s.topics)
+    promote(s, MODEL, "000001")
+    ex = Executor(s)
+    ex.start()
+    try:
+        yield s, ex
+    finally:
+        ex.drain(10)
+
+
+def answered_and_labelled(settings: Settings, n: int, seed: int) -> None:
+    rows, labels = rows_and_labels(n, seed)
+    ids = [f"l{seed}-{i}-{uuid.uuid4().hex[:6]}" for i in range(n)]
+    send_requests(
+        settings, [predict_request(i, r.tolist()) for i, r in zip(ids, rows, strict=True)]
+    )
+    collector = ResultCollector(settings)
+    try:
+        collector.wait_for(ids, 120)
+    finally:
+        collector.close()
+    # Ground truth comes later, from another producer, in another order.
+    send_labels(
+        settings, {rid: int(label) for rid, label in reversed(list(zip(ids, labels, strict=True)))}
+    )
+
+
+def test_with_labels_a_worse_candidate_is_aborted_and_a_better_one_promoted_by_the_policy(
+    deciding: tuple[Settings, Executor],
+) -> None:
+    settings, executor = deciding
+    from typer.testing import CliRunner
+
+    from rayml.cli.main import app
+
+    # A shadow of a version that gets every label wrong: aborted.
+    flipped = store_flipped(settings)
+    start_rollout(settings, MODEL, flipped, "shadow")
+    wait_for_rollout(executor, "shadow")
+    answered_and_labelled(settings, 60, seed=5)
+    aborted = wait_until(
+        lambda: (r := serving_records(settings)[MODEL]).action == "rollout_aborted" and r,
+        "the monitor aborts the worse candidate",
+        60,
+    )
+    assert aborted.version == "000001"
+    assert aborted.rollout is None
+    assert aborted.reason is not None
+    assert aborted.reason.startswith(f"shadow rollout of {flipped}: accuracy 0")
+    assert " < " in aborted.reason.split(";")[0]
+    wait_for_rollout(executor, None)
+
+    # A canary of an honest version as good as the served one (within the tolerance): promoted.
+    better, _ = store_breast_cancer(settings.models.root, n_estimators=40)
+    start_rollout(settings, MODEL, better.version, "canary", fraction=0.5)
+    wait_for_rollout(executor, "canary")
+    answered_and_labelled(settings, 240, seed=6)
+    promoted = wait_until(
+        lambda: (r := serving_records(settings)[MODEL]).action == "promoted" and r,
+        "the monitor promotes the better candidate",
+        60,
+    )
+    assert promoted.version == better.version
+    assert promoted.previous[-1] == "000001"
+    assert promoted.rollout is None
+    assert promoted.reason is not None
+    assert promoted.reason.startswith(f"canary rollout of {better.version}: accuracy ")
+
+    # The decision is in `rayml rollout status`, with the figures it was taken on.
+    run = CliRunner().invoke(
+        app,
+        [
+            "rollout",
+            "status",
+            MODEL,
+            "--json",
+            "--bootstrap-servers",
+            settings.kafka.bootstrap_servers,
+        ],
+        env={
+            "RAYML_TOPICS__MODELS": settings.topics.models,
+            "RAYML_TOPICS__SHADOW": settings.topics.shadow,
+            "RAYML_TOPICS__FEEDBACK": settings.topics.feedback,
+        },
+    )
+    assert run.exit_code == 0, run.output
+    (shown,) = json.loads(run.output)
+    assert shown["served"] == better.version
+    assert shown["last_action"]["action"] == "promoted"
+    assert shown["last_action"]["reason"] == promoted.reason
+    canary_figures = shown["versions"][better.version]
+    assert canary_figures["labelled"] >= 40
+    assert canary_figures["accuracy"] >= 0.9

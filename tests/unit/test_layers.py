@@ -38,6 +38,12 @@ PURE = [
     "rayml.training.watch",
     "rayml.tenancy.rules",
     "rayml.models.promotion",
+    "rayml.replay.times",
+    "rayml.replay.letters",
+    "rayml.replay.rewrite",
+    "rayml.replay.diff",
+    "rayml.rollouts.quality",
+    "rayml.rollouts.policy",
 ]
 
 

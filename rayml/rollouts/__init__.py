@@ -1,0 +1,11 @@
+"""Rollouts of a candidate model version on live traffic (docs/rollouts.md).
+
+* :mod:`rayml.rollouts.quality`: the bounded join of what each version answered with the labels
+  that come later, and the figures per version (accuracy, error rate, p50/p99, agreement). Pure.
+* :mod:`rayml.rollouts.policy`: promote or abort a rollout from those figures, by the rule of
+  :class:`rayml.config.RolloutSettings`. Pure.
+* :mod:`rayml.rollouts.reading`: one consumer over the shadow, feedback and models topics, from
+  the window's start (so figures are rebuilt from the topics after a restart).
+* :mod:`rayml.rollouts.monitor`: the thread in each executor's driver that keeps the figures and
+  writes the policy's decisions to the models topic; ``figures()`` for ``rayml rollout status``.
+"""
