@@ -17,7 +17,7 @@ from rayml.executor.service import Executor
 from rayml.kafka.topics import create_topics
 from tests.support.models import store_breast_cancer
 
-ROLES = ("input", "output", "jobs", "dlq", "models", "registry", "events")
+ROLES = ("input", "output", "jobs", "dlq", "models", "registry", "events", "shadow", "feedback")
 
 
 def module_settings(
