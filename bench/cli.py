@@ -48,6 +48,7 @@ from bench.report import (
     delivery_lines,
     details_lines,
     markdown,
+    shadow_lines,
     table,
     targets,
     tracing_lines,
@@ -67,6 +68,7 @@ CONTENDERS = (
     "rayml",
     "rayml-eos",
     "rayml-tracing",
+    "rayml-shadow",
     "kafka",
     "rayml-batch1",
     "quix",
@@ -432,6 +434,15 @@ def _train_model(models_root: Path, model_file: Path) -> Any:
     return trained.model
 
 
+def _store_twice(models_root: Path, model: Any) -> None:
+    """The example model as versions 000001 and 000002 (a shadow's candidate)."""
+    from rayml.models.store import ModelStore
+
+    store = ModelStore(str(models_root))
+    for _ in range(2):
+        store.save("breast_cancer", model, pipeline="breast_cancer.train", params={}, metrics={})
+
+
 def _run_on_two_nodes(
     bench: Bench,
     args: argparse.Namespace,
@@ -660,6 +671,24 @@ def main(argv: list[str] | None = None) -> int:
                             args.requests,
                         )
                     )
+            if "rayml-shadow" in args.only:
+                # A shadow of another version (the same model stored again, so both answer
+                # alike): what a shadow costs, against the rayml row of this run.
+                shadow_root = work / "shadow-models"
+                _store_twice(shadow_root, model)
+                plan.append(
+                    (
+                        RaymlContender(
+                            "rayml-shadow",
+                            "rayml, shadow running",
+                            str(shadow_root),
+                            work / "state",
+                            _rayml_settings(args, args.batch_size),
+                            shadow="000002",
+                        ),
+                        args.requests,
+                    )
+                )
             if "kafka" in args.only:
                 # After rayml, so that its latency run uses the same offered load.
                 plan.append((KafkaFloor(), args.requests))
@@ -731,6 +760,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in delivery_lines(results):
         print(line)
     for line in tracing_lines(results):
+        print(line)
+    for line in shadow_lines(results):
         print(line)
     for line in targets(results, sweep):
         print(line)

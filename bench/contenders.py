@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,8 @@ class RaymlContender:
         tracing: Overrides of :class:`rayml.config.TracingSettings` (default: off).
         traceparents: The load generator sends each request with a ``traceparent`` header,
             as rayml's clients do.
+        shadow: A version of the example model to roll out as a shadow beside version
+            000001 (served) before the burst (docs/rollouts.md).
     """
 
     def __init__(
@@ -95,8 +98,10 @@ class RaymlContender:
         executor: dict[str, Any],
         tracing: dict[str, Any] | None = None,
         traceparents: bool = False,
+        shadow: str | None = None,
     ) -> None:
         self.key = key
+        self.shadow = shadow
         self.tracing = tracing or {}
         self.traceparents = traceparents
         self.label = label
@@ -141,8 +146,31 @@ class RaymlContender:
     def start(self, endpoint: Endpoint) -> None:
         from rayml.executor.service import Executor
 
-        self.executor = Executor(self._settings(endpoint))
+        settings = self._settings(endpoint)
+        if self.shadow is not None:
+            from rayml.client.promotion import promote
+            from rayml.kafka.topics import create_topics
+
+            create_topics(settings.kafka, settings.topics)
+            promote(settings, "breast_cancer", "000001")
+        self.executor = Executor(settings)
         self.executor.start()
+        if self.shadow is not None:
+            self._start_shadow(settings)
+
+    def _start_shadow(self, settings: Any) -> None:
+        from rayml.client.rollouts import start_rollout
+
+        start_rollout(settings, "breast_cancer", self.shadow, "shadow")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # every ingest follows the models topic
+            statuses = self.executor.status(timeout_s=30)
+            if all(
+                "breast_cancer" in s.get("rollout", {}).get("under_rollout", {}) for s in statuses
+            ):
+                return
+            time.sleep(0.2)
+        raise RuntimeError("the ingests did not see the shadow rollout within 60 s")
 
     def stop(self) -> None:
         if self.executor is None:
@@ -164,6 +192,8 @@ class RaymlContender:
             described += ", requests with a traceparent header"
         if self.tracing:
             described += ", tracing " + ", ".join(f"{k}={v}" for k, v in self.tracing.items())
+        if self.shadow is not None:
+            described += f", shadow of version {self.shadow} beside 000001"
         return described
 
 

@@ -351,6 +351,32 @@ def tracing_lines(results: Sequence[ContenderResult]) -> list[str]:
     ]
 
 
+def shadow_lines(results: Sequence[ContenderResult]) -> list[str]:
+    """The cost of a shadow rollout: rayml with one running against rayml, one run."""
+    by_key = {r.key: r for r in results}
+    plain, shadow = by_key.get("rayml"), by_key.get("rayml-shadow")
+    if plain is None or shadow is None or plain.failure or shadow.failure:
+        return ["(not run: needs rayml and rayml-shadow)"]
+    ratio = shadow.throughput / plain.throughput if plain.throughput > 0 else math.nan
+    rollout = [s.get("rollout", {}) for s in shadow.extra.get("status", [])]
+    sent = sum(r.get("shadow_sent", 0) for r in rollout)
+    skipped = sum(r.get("shadow_skipped", 0) for r in rollout)
+    written = sum(r.get("answers_written", 0) for r in rollout)
+    return [
+        f"- throughput: with a shadow **{_fmt(shadow.throughput)}** req/s, without "
+        f"**{_fmt(plain.throughput)}** req/s -> **{ratio:.2f}x**",
+        f"- CPU per request: workers {_fmt(shadow.cpu_us_per_request.get('workers', math.nan), 1)}"
+        f" us with, {_fmt(plain.cpu_us_per_request.get('workers', math.nan), 1)} us without; "
+        f"ingest {_fmt(shadow.cpu_us_per_request.get('ingest', math.nan), 1)} us with, "
+        f"{_fmt(plain.cpu_us_per_request.get('ingest', math.nan), 1)} us without",
+        f"- p50 / p99 latency: with {_fmt(shadow.latency_ms[0], 1)} / "
+        f"{_fmt(shadow.latency_ms[2], 1)} ms at {_fmt(shadow.latency_rate)} req/s, without "
+        f"{_fmt(plain.latency_ms[0], 1)} / {_fmt(plain.latency_ms[2], 1)} ms",
+        f"- shadow requests run: {sent:,}, skipped (workers busy, queue full): {skipped:,}; "
+        f"answer records written to the shadow topic: {written:,}",
+    ]
+
+
 def sweep_lines(sweep: SweepResult | None) -> str:
     if sweep is None:
         return "(not run)"
@@ -459,6 +485,10 @@ Details:
 ## Tracing: on at 1% against off
 
 {chr(10).join(tracing_lines(results))}
+
+## Rollouts: a shadow running against none
+
+{chr(10).join(shadow_lines(results))}
 
 ## Training sweep
 

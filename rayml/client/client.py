@@ -587,3 +587,63 @@ class Client:
 
         self._check_open()
         return rollback(self.settings, model, timeout_s=self.timeout_s)
+
+    # -- rollouts (docs/rollouts.md) -----------------------------------------------------------
+
+    def start_rollout(
+        self,
+        model: str,
+        version: str | int,
+        mode: Literal["shadow", "canary"] = "shadow",
+        *,
+        fraction: float | None = None,
+        reason: str | None = None,
+    ) -> ServingRecord:
+        """Roll ``version`` of ``model`` out beside the served one (``rayml rollout start``):
+        a ``"shadow"`` runs on a copy of the traffic and answers no one; a ``"canary"``
+        answers ``fraction`` of the requests (by a hash of their id). Needs Write on the models
+        topic and on the model store. See :func:`rayml.client.rollouts.start_rollout`.
+        """
+        from rayml.client.rollouts import start_rollout
+
+        self._check_open()
+        return start_rollout(
+            self.settings,
+            model,
+            version,
+            mode,
+            fraction=fraction,
+            reason=reason,
+            timeout_s=self.timeout_s,
+        )
+
+    def rollout_status(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Each rollout (or ``model``'s, with or without one): its candidate, live figures per
+        version (answers, errors, labelled, accuracy, p50/p99 compute), the two versions'
+        agreement and what the policy would decide now (``rayml rollout status --json``),
+        rebuilt from the shadow, feedback and models topics."""
+        from rayml.rollouts.monitor import figures
+        from rayml.rollouts.reading import read_window
+
+        self._check_open()
+        window, records = read_window(self.settings, self.timeout_s)
+        now_ms = int(time.time() * 1000)
+        return [
+            figures(window, record, self.settings, now_ms)
+            for name, record in sorted(records.items())
+            if (model is None and record.rollout is not None) or name == model
+        ]
+
+    def promote_rollout(self, model: str, *, reason: str | None = None) -> ServingRecord:
+        """Serve ``model``'s rollout candidate from now on (``rayml rollout promote``)."""
+        from rayml.client.rollouts import promote_rollout
+
+        self._check_open()
+        return promote_rollout(self.settings, model, reason=reason, timeout_s=self.timeout_s)
+
+    def abort_rollout(self, model: str, *, reason: str | None = None) -> ServingRecord:
+        """End ``model``'s rollout; the served version stays (``rayml rollout abort``)."""
+        from rayml.client.rollouts import abort_rollout
+
+        self._check_open()
+        return abort_rollout(self.settings, model, reason=reason, timeout_s=self.timeout_s)
