@@ -242,6 +242,10 @@ class ExecutorSettings(_Section):
     # How often the executor checks that its ingest actors are alive; one whose node is gone
     # is started again on another node.
     supervise_interval_s: float = Field(2.0, gt=0, le=600)
+    # How long the executor's liveness lease on the registry topic holds without renewal
+    # (renewed every third of it): clients and `rayml pipelines` show a pipeline as served while
+    # a lease lists it (rayml.protocol.leases).
+    registry_lease_s: float = Field(30.0, ge=1, le=86_400)
     # spread: ingest actors pinned one per ML node (a lost node takes only its share);
     # default: Ray's placement, beside the driver on the head (never scaled down, but one
     # failure domain). See rayml.executor.service.ingest_placements.

@@ -407,7 +407,8 @@ def status(
 
 @app.command("pipelines")
 def pipelines(bootstrap_servers: BootstrapOpt = None, as_json: JsonOpt = False) -> None:
-    """List the pipelines the executors published, with their parameters."""
+    """List the pipelines the executors published, with their parameters, and whether a
+    running executor serves each (its live lease on the registry topic)."""
     from rayml.client.client import Client
 
     settings = command_settings(bootstrap_servers)
@@ -423,6 +424,8 @@ def pipelines(bootstrap_servers: BootstrapOpt = None, as_json: JsonOpt = False) 
                         "model": p.model,
                         "doc": p.doc,
                         "params_schema": p.params_schema,
+                        "live": p.live,
+                        "served_by": p.served_by,
                     }
                     for p in found
                 ],
@@ -436,7 +439,8 @@ def pipelines(bootstrap_servers: BootstrapOpt = None, as_json: JsonOpt = False) 
         )
     for p in found:
         required = ", ".join(p.required) or "-"
-        typer.echo(f"{p.name:28} {p.kind:9} model={p.model:16} params: {required}")
+        served = "" if p.live else "  NOT SERVED (no running executor has it)"
+        typer.echo(f"{p.name:28} {p.kind:9} model={p.model:16} params: {required}{served}")
         if p.doc:
             typer.echo(f"{'':28} {p.doc}")
 

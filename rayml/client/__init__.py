@@ -26,6 +26,7 @@ from rayml.client.errors import (
     BrokerUnreachableError,
     ClientClosedError,
     DeliveryFailedError,
+    PipelineNotServedError,
     ResultTimeoutError,
 )
 from rayml.client.futures import RequestFuture
@@ -39,6 +40,7 @@ __all__ = [
     "ClientClosedError",
     "DeliveryFailedError",
     "PipelineInfo",
+    "PipelineNotServedError",
     "RequestFuture",
     "ResultTimeoutError",
     "TrainingJob",

@@ -41,6 +41,7 @@ executor refuses a ``reply_to`` outside it, answering on the tenant's result top
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -55,7 +56,7 @@ from confluent_kafka import KafkaError, KafkaException
 from pydantic import ValidationError
 
 from rayml.client.batch import submit_batch
-from rayml.client.errors import ClientClosedError, DeliveryFailedError
+from rayml.client.errors import ClientClosedError, DeliveryFailedError, PipelineNotServedError
 from rayml.client.futures import PendingReplies, RequestFuture
 from rayml.client.kafka import check_reachable, read_to_end
 from rayml.client.pipelines import ParamsChecker, PipelineInfo, to_wire
@@ -66,6 +67,7 @@ from rayml.errors import ConfigError, InvalidRequestError, UnknownPipelineError
 from rayml.kafka import clients as kafka_clients
 from rayml.models.promotion import ServingRecord
 from rayml.protocol.envelopes import Request, Result, encode_request
+from rayml.protocol.leases import has_leases, is_lease_key, live_pipelines
 from rayml.protocol.training import ModelAnnouncement, decode_announcement
 from rayml.tracing import request_trace_headers
 
@@ -334,16 +336,19 @@ class Client:
         """
         self._check_open()
         records = read_to_end(self.settings.kafka, self.settings.topics.registry, self.timeout_s)
+        # Which executors serve what now (their leases; none at all: older executors).
+        live = live_pipelines(records, int(time.time() * 1000)) if has_leases(records) else None
         catalog: dict[str, PipelineInfo] = {}
         for key, value in records.items():
-            if value is None:
-                continue  # a tombstone: the pipeline was withdrawn
+            if value is None or is_lease_key(key):
+                continue  # a tombstone (the pipeline was withdrawn), or a lease
             try:
                 info = PipelineInfo.from_description(json.loads(value))
             except (ValueError, KeyError, TypeError) as exc:
                 logger.warning("registry record %r is not a pipeline description: %s", key, exc)
                 continue
-            catalog[info.name] = info
+            served_by = None if live is None else live.get(info.name, [])
+            catalog[info.name] = dataclasses.replace(info, served_by=served_by)
         with self._lock:
             self._catalog = catalog
             self._checkers = {}
@@ -518,6 +523,11 @@ class Client:
                     f"executor running with these topics? (Client(validate=False) skips checks.)"
                 )
             raise error
+        if not info.live:
+            # Not cached: the next send reads the registry again, in case one has started.
+            with self._lock:
+                self._catalog_read_at = 0.0
+            raise PipelineNotServedError(pipeline, self.settings.topics.registry)
         checker = ParamsChecker(info)
         with self._lock:
             self._checkers[pipeline] = checker
@@ -620,19 +630,13 @@ class Client:
     def rollout_status(self, model: str | None = None) -> list[dict[str, Any]]:
         """Each rollout (or ``model``'s, with or without one): its candidate, live figures per
         version (answers, errors, labelled, accuracy, p50/p99 compute), the two versions'
-        agreement and what the policy would decide now (``rayml rollout status --json``),
-        rebuilt from the shadow, feedback and models topics."""
-        from rayml.rollouts.monitor import figures
-        from rayml.rollouts.reading import read_window
+        agreement, each version's drift (PSI per input feature and of the output against its
+        training reference) and what the policy would decide now (``rayml rollout status
+        --json``), rebuilt from the shadow, feedback and models topics."""
+        from rayml.rollouts.monitor import rollout_status
 
         self._check_open()
-        window, records = read_window(self.settings, self.timeout_s)
-        now_ms = int(time.time() * 1000)
-        return [
-            figures(window, record, self.settings, now_ms)
-            for name, record in sorted(records.items())
-            if (model is None and record.rollout is not None) or name == model
-        ]
+        return rollout_status(self.settings, model, self.timeout_s)
 
     def promote_rollout(self, model: str, *, reason: str | None = None) -> ServingRecord:
         """Serve ``model``'s rollout candidate from now on (``rayml rollout promote``)."""

@@ -9,7 +9,7 @@ client or the executor found the problem.
 
 from __future__ import annotations
 
-from rayml.errors import InfrastructureError, RaymlError
+from rayml.errors import InfrastructureError, RaymlError, RecordError, UnknownPipelineError
 
 __all__ = [
     "BrokerUnreachableError",
@@ -61,6 +61,24 @@ class ResultTimeoutError(RaymlError, TimeoutError):
         super().__init__(
             f"no result for {what} to pipeline {pipeline!r} within {timeout_s:g}s "
             f"(is an executor running and serving this input topic?)"
+        )
+
+
+class PipelineNotServedError(UnknownPipelineError):
+    """Raised when a pipeline was published by executors that are all gone: no live pool
+    serves it (rayml.protocol.leases), so a request would wait in Kafka for one to start."""
+
+    type = "pipeline_not_served"
+
+    def __init__(self, pipeline: str, registry_topic: str) -> None:
+        self.pipeline = pipeline
+        self.known = []
+        RecordError.__init__(
+            self,
+            f"pipeline {pipeline!r} was published on {registry_topic!r}, but no running "
+            "executor serves it now (none holds a live lease for it): start one that has it, "
+            "or use Client(validate=False) to send anyway (the request waits in Kafka)",
+            {"pipeline": pipeline},
         )
 
 

@@ -76,6 +76,8 @@ class PipelineInfo:
         metric: For training: the metric a sweep optimises (or ``None``).
         mode: ``"max"`` or ``"min"``: the direction in which ``metric`` improves.
         description: Everything the executor published, as it published it.
+        served_by: The executors whose live lease lists it (``[]``: none, nothing serves it
+            now); ``None`` when the registry has no leases (older executors): unknown.
     """
 
     name: str
@@ -86,6 +88,12 @@ class PipelineInfo:
     metric: str | None = None
     mode: str = "max"
     description: dict[str, Any] = field(default_factory=dict, repr=False)
+    served_by: list[str] | None = None
+
+    @property
+    def live(self) -> bool:
+        """Whether a running executor serves it (``True`` when that is unknown)."""
+        return self.served_by is None or bool(self.served_by)
 
     @classmethod
     def from_description(cls, description: Mapping[str, Any]) -> PipelineInfo:

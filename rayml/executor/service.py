@@ -31,6 +31,7 @@ from rayml.config import Settings
 from rayml.errors import RaymlError
 from rayml.executor.gc_pauses import tune_for_throughput
 from rayml.executor.ingest import Ingest
+from rayml.executor.registry_lease import RegistryLease
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.topics import create_topics
 from rayml.pipeline import Registry
@@ -395,6 +396,9 @@ class Executor:
             target=self._supervise, name="ingest-supervisor", daemon=True
         )
         self._supervisor.start()
+        # Clients learn which pipelines have a live pool from this lease (rayml.protocol.leases).
+        self.lease: RegistryLease | None = RegistryLease(settings, self.instance_id, names)
+        self.lease.start()
 
     def _start_ingest(self, n: int, placement: Any) -> Any:
         settings = self.settings
@@ -472,6 +476,11 @@ class Executor:
         if monitor is not None:
             monitor.stop()
             self.rollout_monitor = None
+        lease = getattr(self, "lease", None)
+        if lease is not None:
+            # First of all: no client sends to pipelines that stop being served.
+            lease.stop()
+            self.lease = None
         self._stopping.set()
         done = True
         # Job runners drain alongside the ingest (within the same bound): unfinished training
