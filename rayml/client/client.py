@@ -337,7 +337,8 @@ class Client:
         self._check_open()
         records = read_to_end(self.settings.kafka, self.settings.topics.registry, self.timeout_s)
         # Which executors serve what now (their leases; none at all: older executors).
-        live = live_pipelines(records, int(time.time() * 1000)) if has_leases(records) else None
+        now_ms = int(time.time() * 1000)
+        live = live_pipelines(records, now_ms) if has_leases(records, now_ms) else None
         catalog: dict[str, PipelineInfo] = {}
         for key, value in records.items():
             if value is None or is_lease_key(key):

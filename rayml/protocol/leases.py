@@ -8,7 +8,9 @@ while some unexpired lease lists it; a description with no live lease was publis
 executors that are gone (stopped, crashed, or upgraded without it).
 
 Registries written before leases existed have no lease at all: then liveness is unknown and
-every published pipeline counts as live, as before. Pure.
+every published pipeline counts as live, as before. The same holds when every lease is
+withdrawn (all executors stopped cleanly: a restart must not turn clients away) or lapsed more
+than :data:`RECENT_MS` ago (a crash long past says nothing about today). Pure.
 
 Example:
     >>> lease = ServingLease(instance="ex-1", pipelines=["iris.predict"], lease_until_ms=2000)
@@ -26,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "LEASE_PREFIX",
+    "RECENT_MS",
     "ServingLease",
     "encode_lease",
     "has_leases",
@@ -35,6 +38,8 @@ __all__ = [
 ]
 
 LEASE_PREFIX: Final = "_lease/"
+#: A lease that lapsed longer ago than this no longer counts as evidence of liveness.
+RECENT_MS: Final = 3_600_000
 _PREFIX: Final = LEASE_PREFIX.encode()
 
 
@@ -64,9 +69,19 @@ def encode_lease(lease: ServingLease) -> bytes:
     return lease.model_dump_json(exclude_none=True).encode()
 
 
-def has_leases(records: Mapping[bytes, bytes | None]) -> bool:
-    """Whether the registry holds any lease record, live or not (tombstones aside)."""
-    return any(is_lease_key(k) and v is not None for k, v in records.items())
+def has_leases(records: Mapping[bytes, bytes | None], now_ms: int) -> bool:
+    """Whether liveness is known: some lease is live, or lapsed within :data:`RECENT_MS`
+    (tombstones, junk and long-lapsed leases aside)."""
+    for key, value in records.items():
+        if not is_lease_key(key) or value is None:
+            continue
+        try:
+            lease = ServingLease.model_validate_json(value)
+        except ValidationError:
+            continue
+        if lease.lease_until_ms > now_ms - RECENT_MS:
+            return True
+    return False
 
 
 def live_pipelines(records: Mapping[bytes, bytes | None], now_ms: int) -> dict[str, list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rayml.protocol.leases import (
+    RECENT_MS,
     ServingLease,
     encode_lease,
     has_leases,
@@ -30,7 +31,9 @@ def test_a_pipeline_is_live_while_an_unexpired_lease_lists_it() -> None:
     # ex-b's lease lapsed (it crashed): only what ex-a serves is live.
     assert live_pipelines(records, now_ms=1500) == {"iris.predict": ["ex-a"]}
     assert live_pipelines(records, now_ms=2000) == {}
-    assert has_leases(records)
+    assert has_leases(records, now_ms=2000)
+    # A crash long past says nothing about today: liveness unknown again.
+    assert not has_leases(records, now_ms=2000 + RECENT_MS)
 
 
 def test_withdrawn_leases_and_junk_count_for_nothing() -> None:
@@ -41,9 +44,7 @@ def test_withdrawn_leases_and_junk_count_for_nothing() -> None:
         b"iris.predict": b"{}",
     }
     assert live_pipelines(records, now_ms=0) == {}
-    # Junk is a lease record (so the registry has leases); tombstones are not.
-    assert has_leases(records)
-    assert not has_leases({lease_key("ex-a"): None, b"iris.predict": b"{}"})
+    assert not has_leases(records, now_ms=0)
 
 
 def test_lease_keys_are_told_from_pipeline_names() -> None:
