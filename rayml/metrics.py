@@ -38,10 +38,23 @@ error}``                                       topic and error name (e.g. ``_UNK
 ``ray_rayml_model_cache_hits_total{model}``    batches served by an already loaded model
 ``ray_rayml_training_jobs_total{status}``      jobs succeeded | failed; reused counts the
                                                successes answered from the store
+``ray_rayml_rollout_answers``                  answers of a version under rollout in the
+                                               rollout window (``rollout.window_s``)
+``ray_rayml_rollout_labelled``                 of those, answers joined with a label
+``ray_rayml_rollout_accuracy``                 correct / labelled (absent before a label)
+``ray_rayml_rollout_error_rate``               errors / answers (absent before an answer)
+``ray_rayml_rollout_p99_ms``                   p99 compute time of the batches that answered
+``ray_rayml_rollout_agreement{model}``         share of the requests both versions answered
+                                               with the same prediction (shadow; absent
+                                               when none were compared)
+``ray_rayml_rollout_decisions_total{model,     promotions and aborts the policy wrote
+action}``                                      (``action``: promoted | rollout_aborted)
 ============================================  =================================================
 
 The ingest metrics carry an ``ingest`` tag, the worker metrics a ``worker`` tag and the job
-metrics a ``runner`` tag.
+metrics a ``runner`` tag. The rollout gauges other than agreement are per version: ``model``,
+``version`` and ``role`` (serving | candidate); the rollout monitor in each executor's driver
+records them (:class:`RolloutMetrics`), only while a rollout runs.
 
 Cost: one ``Counter.inc`` is ~17 µs and one ``Histogram.observe`` ~11 µs on a small machine, as
 much as the rest of a record's handling. So nothing here is called per message: a finished batch
@@ -52,6 +65,7 @@ Ray (unit tests of the plain classes) every recorder is a no-op.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -426,6 +440,132 @@ class JobMetrics:
         """Add what each running total (succeeded, failed, reused) grew since the last flush."""
         self._next = now + self.interval_s
         self._seen = _inc_by_delta(self.jobs, dict(totals), self._seen)
+
+
+class RolloutMetrics:
+    """The rollout monitor's figures per version (docs/rollouts.md) as gauges, and its
+    decisions as a counter; the monitor calls :meth:`flush` every ``rollout.interval_s``.
+
+    Only models under rollout are reported, each by two tag sets, (``model``, served version,
+    ``serving``) and (``model``, candidate, ``candidate``), plus ``model`` for the agreement:
+    at most 2 x the rollouts running, whatever other versions the window still holds (a version
+    served before a promotion). A model whose rollout ended (promoted, aborted, replaced by
+    another candidate) has each of its tag sets set to NaN once, at the first flush that no
+    longer finds it under rollout, and is then forgotten.
+
+    Why NaN and not the last value: Ray (2.60) exports a gauge's tag set only while it is set
+    again; one no longer set stays in the scrape at its last value until a time-to-live evicts
+    it (18.6 s after the rollout ended, measured), one set to NaN leaves at the next export
+    (9.5 s), so a rollout's series stop when it ends instead of showing its last figures as if
+    it still ran. The same rule means the gauges of a running rollout must be set again at
+    least every ~10 s, which a flush every ``interval_s`` (2 s) does. A figure the monitor
+    does not have (accuracy before a label, error rate before an answer, the agreement of a
+    canary, whose requests are split) is NaN too: absent, never a made-up 0. Plain data in,
+    one ``set`` per gauge and tag set per flush.
+    """
+
+    ROLES = ("serving", "candidate")
+    _PER_VERSION = ("answers", "labelled", "accuracy", "error_rate", "p99_ms")
+
+    def __init__(self) -> None:
+        tags = ("model", "version", "role")
+        self.answers = _gauge(
+            "rayml_rollout_answers",
+            "Answers of a version under rollout in the rollout window.",
+            tags,
+            {},
+        )
+        self.labelled = _gauge(
+            "rayml_rollout_labelled",
+            "Answers of a version under rollout joined with a label, in the window.",
+            tags,
+            {},
+        )
+        self.accuracy = _gauge(
+            "rayml_rollout_accuracy",
+            "Accuracy of a version under rollout: correct / labelled, in the window.",
+            tags,
+            {},
+        )
+        self.error_rate = _gauge(
+            "rayml_rollout_error_rate",
+            "Error rate of a version under rollout: errors / answers, in the window.",
+            tags,
+            {},
+        )
+        self.p99_ms = _gauge(
+            "rayml_rollout_p99_ms",
+            "p99 compute time of the batches a version under rollout answered, ms.",
+            tags,
+            {},
+        )
+        self.agreement = _gauge(
+            "rayml_rollout_agreement",
+            "Share of the requests both versions answered with the same prediction.",
+            ("model",),
+            {},
+        )
+        self.decisions = _counter(
+            "rayml_rollout_decisions",
+            "Rollouts the policy ended, by model and action (promoted, rollout_aborted).",
+            ("model", "action"),
+            {},
+        )
+        self._reported: set[tuple[str, str, str]] = set()
+        self._agreements: set[str] = set()
+        self._decisions_seen = 0
+
+    def flush(
+        self, figures: Sequence[Mapping[str, Any]], decisions: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Set the gauges from the figures, and count the decisions not counted yet.
+
+        Args:
+            figures: :meth:`rayml.rollouts.monitor.RolloutMonitor.status`, one dict per model
+                (:func:`rayml.rollouts.monitor.figures`); those without a ``rollout`` are
+                skipped.
+            decisions: every decision the monitor wrote, oldest first, each with ``model``
+                and ``action`` (its ``decisions`` list: only appended to, so the entries
+                after the ones seen at the last flush are the new ones).
+        """
+        reported: set[tuple[str, str, str]] = set()
+        agreements: set[str] = set()
+        for fig in figures:
+            rollout = fig.get("rollout")
+            if rollout is None:
+                continue
+            model = str(fig["model"])
+            versions = fig.get("versions") or {}
+            for role, version in zip(
+                self.ROLES, (str(fig["served"]), str(rollout["candidate"])), strict=True
+            ):
+                self._set(
+                    model, version, role, versions.get(version) or {"answers": 0, "labelled": 0}
+                )
+                reported.add((model, version, role))
+            rate = (fig.get("agreement") or {}).get("rate")
+            self.agreement.set(_number(rate), {"model": model})
+            agreements.add(model)
+        for model, version, role in sorted(self._reported - reported):
+            self._set(model, version, role, {})  # ended: NaN once, then forgotten
+        for model in sorted(self._agreements - agreements):
+            self.agreement.set(math.nan, {"model": model})
+        self._reported, self._agreements = reported, agreements
+        for decision in decisions[self._decisions_seen :]:
+            self.decisions.inc(
+                1, {"model": str(decision["model"]), "action": str(decision["action"])}
+            )
+        self._decisions_seen = len(decisions)
+
+    def _set(self, model: str, version: str, role: str, stats: Mapping[str, Any]) -> None:
+        tags = {"model": model, "version": version, "role": role}
+        for name in self._PER_VERSION:
+            getattr(self, name).set(_number(stats.get(name)), tags)
+
+
+def _number(value: Any) -> float:
+    """``value`` as a float, NaN for a figure that is missing (``None``)."""
+    return math.nan if value is None else float(value)
 
 
 def scrape_names(text: str) -> set[str]:

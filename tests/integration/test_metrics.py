@@ -50,6 +50,14 @@ EXPECTED = {
 RARE = {
     # Only once the broker refuses a write; every write here succeeds.
     "ray_rayml_failed_deliveries_total",
+    # Only while a rollout runs, or once the policy ended one (test_rollout_metrics.py).
+    "ray_rayml_rollout_answers",
+    "ray_rayml_rollout_labelled",
+    "ray_rayml_rollout_accuracy",
+    "ray_rayml_rollout_error_rate",
+    "ray_rayml_rollout_p99_ms",
+    "ray_rayml_rollout_agreement",
+    "ray_rayml_rollout_decisions_total",
 }
 
 
