@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CODE := $(wildcard rayml pipelines tests bench)
 
-.PHONY: help venv kafka-jars java-client lint format types test test-unit test-cluster demo bench clean
+.PHONY: help venv kafka-jars java-client lint format types test test-unit test-cluster demo notebook bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,6 +49,9 @@ test-cluster: venv kafka-jars  ## the cluster scenarios only (multi-node Ray, ki
 
 demo: venv kafka-jars  ## the main job on a local broker and a local Ray
 	$(PY) -m rayml.cli.demo
+
+notebook: venv kafka-jars  ## run notebooks/quickstart.ipynb in place, outputs kept (local broker and Ray); export docs/rollouts.png
+	$(PY) notebooks/execute.py
 
 bench: venv kafka-jars  ## benchmarks, printed side by side with their baselines
 	$(PY) -m bench $(BENCH_ARGS)
