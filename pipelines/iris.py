@@ -117,8 +117,8 @@ def train(params: TrainParams, ctx: TrainingContext) -> TrainedModel:
         ctx: Threads and progress callback from the training runner.
 
     Returns:
-        The fitted forest, its ``accuracy`` on the held-out split, and the sha256 fingerprint
-        of the training arrays.
+        The fitted forest, its ``accuracy`` on the held-out split, the sha256 fingerprint of
+        the training arrays, and the training rows (the drift reference).
 
     Example:
         >>> from rayml.pipeline import TrainingContext
@@ -151,6 +151,8 @@ def train(params: TrainParams, ctx: TrainingContext) -> TrainedModel:
         metrics=metrics,
         data_fingerprint=fingerprint_arrays(x_train, y_train),
         extra={"n_train": len(y_train), "n_test": len(y_test)},
+        # What serving traffic is compared with for drift (docs/rollouts.md, "Drift").
+        reference_rows=x_train,
     )
 
 

@@ -12,15 +12,13 @@ Examples::
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated, Any
 
 import typer
 
 from rayml.cli.options import BootstrapOpt, JsonOpt, command_settings
 from rayml.client import rollouts
-from rayml.rollouts.monitor import figures
-from rayml.rollouts.reading import read_window
+from rayml.rollouts.status import rollout_status
 
 rollout_app = typer.Typer(
     help="Roll a candidate model version out beside the served one: shadow or canary, "
@@ -94,16 +92,11 @@ def status_cmd(
     as_json: JsonOpt = False,
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
-    """Each rollout: its candidate, live figures per version, agreement, and what the policy
-    would decide now (read from the shadow, feedback and models topics)."""
+    """Each rollout: its candidate, live figures per version, agreement, drift, and what the
+    policy would decide now (read from the shadow, feedback and models topics, and the drift
+    references from the model store)."""
     settings = command_settings(bootstrap_servers)
-    window, records = read_window(settings)
-    now_ms = int(time.time() * 1000)
-    shown = [
-        figures(window, record, settings, now_ms)
-        for name, record in sorted(records.items())
-        if (model is None and record.rollout is not None) or name == model
-    ]
+    shown = rollout_status(settings, model)
     if as_json:
         typer.echo(json.dumps(shown, indent=2, default=str))
         return
@@ -130,6 +123,8 @@ def _text(fig: dict[str, Any]) -> str:
             f"  {version}: {s['answers']} answers, {s['errors']} errors, "
             f"{s['labelled']} labelled, accuracy {acc}, p99 compute {p99}"
         )
+    for version, d in fig.get("drift", {}).items():
+        lines.append(f"  {version} drift: {_drift_text(d)}")
     if r is not None:
         a, labels = fig["agreement"], fig["labels"]
         rate = "-" if a["rate"] is None else f"{a['rate']:.4f}"
@@ -145,3 +140,20 @@ def _text(fig: dict[str, Any]) -> str:
             else f"  policy: {decision['action']} ({decision['reason']})"
         )
     return "\n".join(lines)
+
+
+def _drift_text(d: dict[str, Any] | None) -> str:
+    """One version's drift in a line: the feature that moved most, and the output."""
+    if d is None:
+        return "no reference stored with this version"
+    if d["max_psi"] is None:
+        inputs = "no input vectors" + (
+            f" ({d['mismatched']} of another length)" if d["mismatched"] else ""
+        )
+    else:
+        inputs = (
+            f"max feature PSI {d['max_psi']:.3f} (feature {d['max_feature']}) over {d['rows']} rows"
+        )
+    output = "-" if d["output_psi"] is None else f"{d['output_psi']:.3f}"
+    level = f" [{d['level']}]" if d["level"] else ""
+    return f"{inputs}; output PSI {output} over {d['outputs']} answers{level}"

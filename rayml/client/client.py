@@ -634,7 +634,7 @@ class Client:
         agreement, each version's drift (PSI per input feature and of the output against its
         training reference) and what the policy would decide now (``rayml rollout status
         --json``), rebuilt from the shadow, feedback and models topics."""
-        from rayml.rollouts.monitor import rollout_status
+        from rayml.rollouts.status import rollout_status
 
         self._check_open()
         return rollout_status(self.settings, model, self.timeout_s)

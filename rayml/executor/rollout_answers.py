@@ -10,6 +10,11 @@ ingest's transactional one), outside the offset bookkeeping, and a write that ca
 (librdkafka's queue full) is dropped and counted rather than waited for. So a rollout never
 slows or blocks the callers' path; a crash may lose a few of these records, which only thins
 the figures. Requests of models not under rollout cost nothing here.
+
+The serving version's and the canary's answers also carry the request's input vector
+(``inputs``, :func:`~rayml.protocol.rollouts.input_vector`: the one list of numbers in its
+params, at most 256 long) for the monitor's drift figures; a check of the params' top-level
+fields, bounded, and only for requests under rollout.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from rayml.config import Settings
 from rayml.executor.work import BatchOutcome, InFlight, ItemError
 from rayml.kafka import clients as kafka_clients
+from rayml.protocol.rollouts import input_vector
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +96,12 @@ class RolloutAnswers:
                 "compute_ms": compute_ms,
                 "at_ms": at_ms,
             }
+            if role is None:
+                # The input vector, for drift figures (docs/rollouts.md, "Drift"); a shadow's
+                # request is the served version's, whose answer carries it already.
+                inputs = input_vector(request.params)
+                if inputs is not None:
+                    doc["inputs"] = inputs
             if isinstance(output, ItemError):
                 doc["status"] = "error"
                 doc["error_type"] = output.type

@@ -56,6 +56,11 @@ class TrainedModel:
         metrics: Evaluation results, e.g. ``{"accuracy": 0.97}``; a sweep ranks by one of them.
         data_fingerprint: Hash of the training data, stored with the version for lineage.
         extra: Anything else worth recording in the version's metadata (JSON-serialisable).
+        reference_rows: Optional training inputs, one numeric vector per row (a matrix: the
+            order of the inference params' one list field, e.g. ``features``). The runner
+            stores a drift reference computed from them with the version (at most 10,000 rows
+            of 256 features; the inference pipeline of the same model, when there is one, runs
+            on them for the output's share per label): docs/rollouts.md, "Drift".
 
     Example:
         >>> TrainedModel(model=None, metrics={"accuracy": 0.9}).metrics["accuracy"]
@@ -66,6 +71,7 @@ class TrainedModel:
     metrics: dict[str, float]
     data_fingerprint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    reference_rows: Any = None
 
 
 def _no_progress(fraction: float, message: str) -> None:

@@ -12,6 +12,7 @@ Three records (see docs/rollouts.md):
 * :class:`Feedback`, on the feedback topic (``topics.feedback``): a request's ground truth, from
   any producer, in any order, hours later: ``{"id": ..., "label": ...}``.
 
+:func:`input_vector` is the input vector a ``VersionAnswer`` carries for drift figures.
 :func:`canary_share` is the stable split of requests between the serving version and a canary:
 by a hash of the request id, so a retried request (same id) lands on the same side, in every
 process. Pure: pydantic and the standard library.
@@ -20,11 +21,15 @@ process. Pure: pydantic and the standard library.
 from __future__ import annotations
 
 import hashlib
+import math
+from array import array
+from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "MAX_INPUTS",
     "Feedback",
     "Rollout",
     "RolloutMode",
@@ -32,12 +37,16 @@ __all__ = [
     "VersionRole",
     "canary_share",
     "goes_to_canary",
+    "input_vector",
 ]
 
 RolloutMode = Literal["shadow", "canary"]
 VersionRole = Literal["serving", "canary", "shadow"]
 
 _SCALE: Final = float(1 << 64)
+
+MAX_INPUTS: Final = 256
+"""The longest input vector a :class:`VersionAnswer` carries (:func:`input_vector`)."""
 
 
 class Rollout(BaseModel):
@@ -76,6 +85,11 @@ class VersionAnswer(BaseModel):
         default=None, description="The compute time of the batch that answered it."
     )
     at_ms: int = Field(description="When it was answered, epoch milliseconds.")
+    inputs: list[float] | None = Field(
+        default=None,
+        description="serving or canary: the request's input vector, when its params have "
+        "exactly one list of numbers (at most MAX_INPUTS long): for drift figures.",
+    )
 
 
 class Feedback(BaseModel):
@@ -85,6 +99,39 @@ class Feedback(BaseModel):
 
     id: str = Field(min_length=1, max_length=200)
     label: Any
+
+
+def input_vector(params: Mapping[str, Any]) -> list[float] | None:
+    """A request's input vector: the one field of ``params`` that is a list of numbers.
+
+    ``None`` unless exactly one field is a non-empty list of numbers (booleans are not), at
+    most :data:`MAX_INPUTS` long and all finite; any longer list makes it ``None`` unread, so
+    the cost is bounded whatever the request holds.
+
+    Example:
+        >>> input_vector({"features": [5.1, 3, 1.4], "tag": "x"})
+        [5.1, 3.0, 1.4]
+        >>> input_vector({"a": [1.0], "b": [2.0]}) is None, input_vector({"a": [True]}) is None
+        (True, True)
+    """
+    found: array[float] | None = None
+    for value in params.values():
+        if not isinstance(value, list) or not value:
+            continue
+        if len(value) > MAX_INPUTS:
+            return None
+        try:
+            vector = array("d", value)  # in C: refuses what is not a number
+        except (TypeError, OverflowError):
+            continue
+        if bool in map(type, value):
+            continue  # array("d") takes true as 1.0: not a measurement
+        if found is not None:
+            return None  # two of them: which one is the vector is unknown
+        found = vector
+    if found is None or not all(map(math.isfinite, found)):
+        return None
+    return found.tolist()
 
 
 def canary_share(request_id: str) -> float:

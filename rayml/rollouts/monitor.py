@@ -15,6 +15,13 @@ The reason names every figure compared. A decision is written only while the rec
 still holds that rollout (same candidate, same start): if two executors decide at once, the
 second finds the rollout ended and writes nothing more (the window between the read and the
 write is the models topic's round trip). Figures are served to ``status()`` (any thread).
+
+**Drift** (:mod:`rayml.rollouts.drift`): the answers' input vectors and predictions also go to
+a :class:`~rayml.rollouts.drift.DriftWindow`; the figures show, per version, the PSI of each
+input feature and of the output against the reference its training job stored with it (read
+from the model store once per version, :class:`DriftReferences`). A shadow's inputs are the
+served version's (the same requests; its answers carry no inputs of their own). Drift is
+shown, never acted on: the policy does not read it.
 """
 
 from __future__ import annotations
@@ -28,43 +35,17 @@ from confluent_kafka import KafkaError, Message
 
 from rayml.config import Settings
 from rayml.kafka import clients as kafka_clients
+from rayml.metrics import RolloutMetrics
 from rayml.models.promotion import ServingRecord, encode_serving, rollout_ended, served
 from rayml.models.store import ModelStore
 from rayml.rollouts.policy import decide
 from rayml.rollouts.quality import QualityWindow
 from rayml.rollouts.reading import RolloutReader
+from rayml.rollouts.status import DriftReferences, drift_window, figures
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RolloutMonitor", "figures"]
-
-
-def figures(
-    window: QualityWindow, record: ServingRecord, settings: Settings, now_ms: int
-) -> dict[str, Any]:
-    """What ``rayml rollout status`` shows of one model: its rollout, each version's figures,
-    the agreement of the two, and what the policy would decide now."""
-    out: dict[str, Any] = {"model": record.name, "served": record.version}
-    rollout = record.rollout
-    stats = window.stats(record.name, now_ms)
-    out["versions"] = {v: s.as_dict() for v, s in sorted(stats.items())}
-    out["last_action"] = {"action": record.action, "reason": record.reason, "at_ms": record.at_ms}
-    if rollout is None:
-        out["rollout"] = None
-        return out
-    out["rollout"] = rollout.model_dump()
-    agreement = window.agreement(record.name, record.version, rollout.candidate, now_ms)
-    out["agreement"] = agreement.as_dict()
-    serving, candidate = stats.get(record.version), stats.get(rollout.candidate)
-    decision = decide(serving, candidate, settings.rollout, agreement=agreement)
-    need = settings.rollout.min_labels
-    out["labels"] = {
-        "needed": need,
-        "serving": serving.labelled if serving else 0,
-        "candidate": candidate.labelled if candidate else 0,
-    }
-    out["decision"] = None if decision is None else decision.as_dict()
-    return out
+__all__ = ["RolloutMonitor"]
 
 
 class RolloutMonitor:
@@ -79,6 +60,8 @@ class RolloutMonitor:
         self.settings = settings
         r = settings.rollout
         self.window = QualityWindow(r.window_s, r.max_tracked)
+        self.drift = drift_window(settings)
+        self.references = DriftReferences(settings)
         self.records: dict[str, ServingRecord] = {}
         self.decisions: list[dict[str, Any]] = []  # written by this monitor, newest last
         self._lock = threading.Lock()
@@ -86,6 +69,8 @@ class RolloutMonitor:
         self._reader: RolloutReader | None = None
         self._thread = threading.Thread(target=self._run, name="rollout-monitor", daemon=True)
         self.error: BaseException | None = None
+        # Per-version series in Prometheus (rayml.metrics; no-ops outside a Ray process).
+        self.metrics = RolloutMetrics()
         if start:
             self._thread.start()
 
@@ -96,7 +81,7 @@ class RolloutMonitor:
         now_ms = int(time.time() * 1000)
         with self._lock:
             return [
-                figures(self.window, record, self.settings, now_ms)
+                figures(self.window, record, self.settings, now_ms, self.drift, self.references)
                 for record in self.records.values()
                 if record.rollout is not None
                 or (
@@ -130,14 +115,23 @@ class RolloutMonitor:
                 with self._lock:
                     for answer in batch.answers:
                         self.window.add_answer(answer)
+                        self.drift.add_answer(answer)
                     for feedback, at_ms in batch.feedback:
                         self.window.add_feedback(feedback, at_ms)
                     for record in batch.records:
                         self.records[record.name] = record
                 now = time.monotonic()
-                if r.auto_decide and self._reader.caught_up and now >= next_look:
+                if self._reader.caught_up and now >= next_look:
+                    # Only once caught up: a restarted executor publishes no partial figures.
                     next_look = now + r.interval_s
-                    self._look()
+                    if r.auto_decide:
+                        self._look()
+                    with self._lock:
+                        decisions = list(self.decisions)
+                    try:
+                        self.metrics.flush(self.status(), decisions)
+                    except Exception:  # figures only: never stop the policy
+                        logger.exception("rollout metrics not flushed")
         except BaseException as exc:  # a bug: say so, and stop deciding (callers unaffected)
             self.error = exc
             logger.exception("rollout monitor stopped")

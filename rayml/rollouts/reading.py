@@ -22,6 +22,7 @@ from rayml.config import Settings
 from rayml.kafka import clients as kafka_clients
 from rayml.models.promotion import ServingRecord, decode_serving
 from rayml.protocol.rollouts import Feedback, VersionAnswer
+from rayml.rollouts.drift import DriftWindow
 from rayml.rollouts.quality import QualityWindow
 
 logger = logging.getLogger(__name__)
@@ -128,10 +129,10 @@ class RolloutReader:
 
 
 def read_window(
-    settings: Settings, timeout_s: float = 30.0
+    settings: Settings, timeout_s: float = 30.0, drift: DriftWindow | None = None
 ) -> tuple[QualityWindow, dict[str, ServingRecord]]:
     """The figures of the last ``rollout.window_s``, read once to the topics' current end,
-    and every model's serving record.
+    and every model's serving record; each answer also goes to ``drift``, if given.
 
     Raises:
         TimeoutError: The end was not reached within ``timeout_s``.
@@ -146,6 +147,8 @@ def read_window(
             batch = reader.poll(0.2)
             for answer in batch.answers:
                 window.add_answer(answer)
+                if drift is not None:
+                    drift.add_answer(answer)
             for feedback, at_ms in batch.feedback:
                 window.add_feedback(feedback, at_ms)
             for record in batch.records:

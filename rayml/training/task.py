@@ -19,7 +19,9 @@ is the
 4. the model is saved as a new version with its metadata: pipeline, params, metrics, data
    fingerprint, and in ``extra`` the job id, tenant, request hash (:func:`request_hash`), trial
    and role (the store adds the time, format
-   and library versions). The save is atomic: a crash leaves no partial version.
+   and library versions), and the drift reference of the pipeline's ``reference_rows``
+   (:mod:`rayml.training.reference`) as ``extra.drift_reference``. The save is atomic: a
+   crash leaves no partial version.
 
 Progress goes **straight from the task to Kafka** through a producer the task opens for itself.
 The alternative, a call to the runner actor per report, would tie every report to the runner's
@@ -62,6 +64,7 @@ from rayml.models.versions import TRIAL_ROLE
 from rayml.pipeline import PipelineSpec, TrainingContext, load_spec_by_path, run_training
 from rayml.protocol.envelopes import ErrorInfo, error_info_from
 from rayml.protocol.training import JobEvent, JobState, encode_event
+from rayml.training.reference import DRIFT_KEY, drift_reference
 
 logger = logging.getLogger(__name__)
 
@@ -314,7 +317,8 @@ def train_trial(task: TrialTask) -> TrialOutcome | TrialFailure:
 
         with threadpool_limits(limits=ctx.nthread):
             trained = run_training(spec, task.params, ctx)
-        train_ms = (time.perf_counter() - started) * 1000.0
+            train_ms = (time.perf_counter() - started) * 1000.0
+            reference = drift_reference(spec, trained)
         extra = {
             **trained.extra,
             # Ours last: the runner finds a job's versions by these keys.
@@ -329,6 +333,8 @@ def train_trial(task: TrialTask) -> TrialOutcome | TrialFailure:
             "device": ctx.device,
             "nthread": ctx.nthread,
         }
+        if reference is not None:
+            extra[DRIFT_KEY] = reference
         try:
             version = store.save(
                 spec.model,
@@ -398,6 +404,7 @@ def promote_best(
             "trial": best.trial,
             "promoted_from": best.version,
             "sweep": sweep,
+            **_drift_of(loaded.metadata),
         },
     )
     return outcome_of(version, best.trial)
@@ -466,6 +473,14 @@ def outcome_of(version: ModelVersion, trial: int, *, reused: bool = False) -> Tr
         train_ms=float(train_ms) if isinstance(train_ms, int | float) else 0.0,
         reused=reused,
     )
+
+
+def _drift_of(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A stored version's drift reference, to copy with it (``{}`` without one)."""
+    extra = metadata.get("extra")
+    if isinstance(extra, dict) and isinstance(extra.get(DRIFT_KEY), dict):
+        return {DRIFT_KEY: extra[DRIFT_KEY]}
+    return {}
 
 
 def _error(kind: str, exc: Exception) -> ErrorInfo:

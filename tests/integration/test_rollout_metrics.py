@@ -20,8 +20,8 @@ from rayml.config import load_settings
 from rayml.metrics import RolloutMetrics
 from rayml.models.promotion import ServingRecord
 from rayml.protocol.rollouts import Feedback, Rollout, VersionAnswer
-from rayml.rollouts.monitor import figures
 from rayml.rollouts.quality import QualityWindow
+from rayml.rollouts.status import figures
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

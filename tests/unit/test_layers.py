@@ -44,6 +44,7 @@ PURE = [
     "rayml.replay.diff",
     "rayml.rollouts.quality",
     "rayml.rollouts.policy",
+    "rayml.rollouts.drift",
 ]
 
 

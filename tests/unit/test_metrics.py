@@ -11,8 +11,8 @@ from rayml.config import load_settings
 from rayml.metrics import IngestMetrics, RolloutMetrics, _Noop
 from rayml.models.promotion import ServingRecord
 from rayml.protocol.rollouts import Feedback, Rollout, VersionAnswer
-from rayml.rollouts.monitor import figures
 from rayml.rollouts.quality import QualityWindow
+from rayml.rollouts.status import figures
 
 
 class Recorder:
