@@ -8,6 +8,8 @@
   outputs against the reference its training job stored with it, in a bounded window. Pure.
 * :mod:`rayml.rollouts.reading`: one consumer over the shadow, feedback and models topics, from
   the window's start (so figures are rebuilt from the topics after a restart).
-* :mod:`rayml.rollouts.monitor`: the thread in each executor's driver that keeps the figures and
-  writes the policy's decisions to the models topic; ``figures()`` for ``rayml rollout status``.
+* :mod:`rayml.rollouts.status`: the figures ``rayml rollout status``, the client and the monitor
+  show (no Ray: the client reads them too).
+* :mod:`rayml.rollouts.monitor`: the thread in each executor's driver that keeps the figures,
+  writes the policy's decisions to the models topic and exports per-version series.
 """
