@@ -416,6 +416,10 @@ class RolloutSettings(_Section):
     max_tracked: int = Field(100_000, ge=100, le=10_000_000)
     # How often the monitor looks for a decision.
     interval_s: float = Field(2.0, gt=0, le=3600)
+    # The monitor's budget: above this many answer records a second (a busy model under
+    # rollout writes one or two per request), it keeps a sample of request ids (by a hash of
+    # the id, the same for answers and labels), so its CPU stays bounded; below it, every one.
+    monitor_max_answers_per_s: float = Field(2000.0, gt=0, le=10_000_000)
     # A shadow never delays callers: at most this many requests wait for a shadow batch; the
     # rest of the copy is skipped (counted) while the workers are busy.
     shadow_max_queued: int = Field(8192, ge=0, le=10_000_000)

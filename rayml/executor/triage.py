@@ -38,7 +38,7 @@ from rayml.errors import DeadlineExceededError, RecordError, ReplyToRefusedError
 from rayml.executor.batching import Batch, MicroBatcher
 from rayml.executor.work import Pending, Route
 from rayml.kafka.partitions import TP
-from rayml.kafka.records import PolledRecord, headers_of, timestamp_ms
+from rayml.kafka.records import PolledRecord, timestamp_ms
 from rayml.models.versions import pinned_version
 from rayml.pipeline import Registry
 from rayml.protocol.envelopes import ErrorInfo, Rejected, Request, error_info_from
@@ -121,8 +121,12 @@ class Triage:
             request = screen(msg, tp, offset, raw, limit, self)
             if request is not None:
                 if traces is not None:
+                    try:  # the list confluent-kafka builds, not a copy (headers_of copies)
+                        headers = msg.headers()
+                    except (SystemError, UnicodeDecodeError):  # a header name not UTF-8
+                        headers = None
                     traces.begin(
-                        headers_of(msg),
+                        headers,
                         tp,
                         offset,
                         request.id,

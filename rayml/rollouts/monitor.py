@@ -79,8 +79,10 @@ class RolloutMonitor:
     def status(self) -> list[dict[str, Any]]:
         """The figures of every model under rollout (and of those a decision just ended)."""
         now_ms = int(time.time() * 1000)
+        reader = self._reader
+        sample = 1.0 if reader is None else reader.sample
         with self._lock:
-            return [
+            shown = [
                 figures(self.window, record, self.settings, now_ms, self.drift, self.references)
                 for record in self.records.values()
                 if record.rollout is not None
@@ -89,6 +91,9 @@ class RolloutMonitor:
                     and self.window.stats(record.name, now_ms)
                 )
             ]
+        for fig in shown:
+            fig["sample"] = sample  # the share of request ids the figures are from
+        return shown
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
@@ -105,7 +110,9 @@ class RolloutMonitor:
                 if self._reader is None:
                     try:
                         self._reader = RolloutReader(
-                            self.settings, int((time.time() - r.window_s) * 1000)
+                            self.settings,
+                            int((time.time() - r.window_s) * 1000),
+                            max_answers_per_s=r.monitor_max_answers_per_s,
                         )
                     except Exception as exc:  # the broker away: try again
                         logger.warning("rollout monitor cannot read its topics yet: %s", exc)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
@@ -39,10 +40,35 @@ class Batch:
     records: list[ServingRecord] = field(default_factory=list)
 
 
-class RolloutReader:
-    """The three topics, from ``since_ms`` (shadow, feedback) and the beginning (models)."""
+_SAMPLE_EVERY_S = 5.0
 
-    def __init__(self, settings: Settings, since_ms: int, timeout_s: float = 30.0) -> None:
+
+def id_share(request_id: bytes) -> float:
+    """Where a request id falls in [0, 1) for sampling (the same for its answers and label)."""
+    return zlib.crc32(request_id) / 4294967296.0
+
+
+class RolloutReader:
+    """The three topics, from ``since_ms`` (shadow, feedback) and the beginning (models).
+
+    With ``max_answers_per_s``, it keeps only a sample of request ids once answer records come
+    faster than that (re-sized every few seconds): a record whose id falls above the sample is
+    skipped before it is parsed, so reading costs little however busy the model; answers and
+    labels of one id are kept or skipped together. ``sample`` is the share kept now.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        since_ms: int,
+        timeout_s: float = 30.0,
+        max_answers_per_s: float | None = None,
+    ) -> None:
+        self.max_answers_per_s = max_answers_per_s
+        self.sample = 1.0
+        self.sampled_out = 0  # records skipped by the sample
+        self._seen = 0
+        self._since = time.monotonic()
         t = settings.topics
         self.shadow, self.feedback, self.models = t.shadow, t.feedback, t.models
         self.consumer: Consumer = kafka_clients.consumer(
@@ -105,24 +131,42 @@ class RolloutReader:
             value = msg.value()
             try:
                 if topic == self.shadow:
+                    self._seen += 1
+                    rid = msg.key()
+                    if self.sample < 1.0 and rid is not None and id_share(rid) >= self.sample:
+                        self.sampled_out += 1
+                        continue
                     batch.answers.append(VersionAnswer.model_validate_json(value or b""))
                 elif topic == self.feedback:
                     _kind, ts = msg.timestamp()
-                    batch.feedback.append(
-                        (Feedback.model_validate_json(value or b""), ts or int(time.time() * 1000))
-                    )
+                    feedback = Feedback.model_validate_json(value or b"")
+                    if self.sample < 1.0 and id_share(feedback.id.encode()) >= self.sample:
+                        self.sampled_out += 1
+                        continue
+                    batch.feedback.append((feedback, ts or int(time.time() * 1000)))
                 else:
                     record = decode_serving(value)
                     if record is not None and msg.key() == record.name.encode():
                         batch.records.append(record)
             except ValidationError:
                 self.skipped += 1
+        self._resample()
         if self._todo:
             # Compaction or aborted transactions may have left the last offsets empty.
             for tp in self.consumer.position([TopicPartition(t, p) for t, p in list(self._todo)]):
                 if tp.offset >= self.ends[(tp.topic, tp.partition)]:
                     self._todo.discard((tp.topic, tp.partition))
         return batch
+
+    def _resample(self) -> None:
+        budget = self.max_answers_per_s
+        elapsed = time.monotonic() - self._since
+        if budget is None or elapsed < _SAMPLE_EVERY_S:
+            return
+        rate = self._seen / elapsed
+        self.sample = 1.0 if rate <= budget else budget / rate
+        self._seen = 0
+        self._since = time.monotonic()
 
     def close(self) -> None:
         self.consumer.close()
