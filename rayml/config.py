@@ -423,6 +423,8 @@ class RolloutSettings(_Section):
     # A shadow never delays callers: at most this many requests wait for a shadow batch; the
     # rest of the copy is skipped (counted) while the workers are busy.
     shadow_max_queued: int = Field(8192, ge=0, le=10_000_000)
+    # A shadow batch running longer ends its worker (a caller's batch has batch_timeout_s).
+    shadow_timeout_s: float = Field(10.0, gt=0, le=3600)
 
 
 class TracingSettings(_Section):

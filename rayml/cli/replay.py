@@ -101,6 +101,15 @@ def dlq(
         since_ms=_time(since, "--since", now_ms),
         until_ms=_time(until, "--until", now_ms),
     )
+    filtered = bool(error_type or since or until)
+    if filtered and group == DEFAULT_DLQ_GROUP and not dry_run:
+        # The letters a filter leaves out are committed past in the group it runs under: in the
+        # default group, a later unfiltered replay would never see them.
+        raise typer.BadParameter(
+            "a filtered replay commits past the letters it leaves out: name a group of its own "
+            "for it (--group), so the default group still sees them",
+            param_hint="--group",
+        )
     settings = command_settings(bootstrap_servers)
     report = replay_dlq(
         settings,

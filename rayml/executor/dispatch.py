@@ -19,11 +19,13 @@ Completions are told apart the way STYLE.md asks:
 * Requests charged ``max_attempts`` times are handed back as exhausted.
 
 A model under a *shadow* rollout (docs/rollouts.md) also runs its candidate on a copy of each
-answered batch: :meth:`Dispatcher.enqueue_shadow` queues it apart, and it is sent only when a
-worker has room and no caller's batch waits, so a shadow never delays callers; at most
-``shadow_max_queued`` requests wait (the rest of the copy is skipped, counted). A shadow batch is
-never retried and never charged to its requests; if it kills or hangs its worker, the callers'
-batches on that worker are resent uncharged, as for any other death.
+answered batch: :meth:`Dispatcher.enqueue_shadow` queues it apart, and it is sent only when no
+caller's batch waits, and only to a worker with nothing in flight, which takes nothing else
+until it is back (so no caller's batch ever queues behind a shadow's); at most
+``shadow_max_queued`` requests wait (the rest of the copy is skipped, counted). A shadow batch
+has a time bound of its own (``shadow_timeout_s``), is never retried and never charged to its
+requests; its failure is answered as an error for each of its requests (the candidate's figures
+count it), and after ``_SHADOW_BREAKER`` failures in a row its route gets no more copies.
 
 Batches grow with the load: when a worker gets room, the batch at the head of the queue takes
 along the later waiting batches of its route, up to the batch size limit. An idle executor
@@ -47,13 +49,15 @@ import ray
 from rayml.errors import BatchTimeoutError
 from rayml.executor.isolation import after_failure
 from rayml.executor.pool import WorkerPool
-from rayml.executor.work import BatchOutcome, InFlight, Pending, Route
+from rayml.executor.work import BatchOutcome, InFlight, ItemError, Pending, Route
 from rayml.kafka.partitions import TP
 
 logger = logging.getLogger(__name__)
 
 # How far down the queue a batch looks for mates: bounds the work of one dispatch.
 _MERGE_WINDOW = 1024
+# Shadow batches of one route failing this many times in a row: no more copies of that route.
+_SHADOW_BREAKER = 3
 
 
 def _any_deadline(items: list[Pending]) -> bool:
@@ -93,6 +97,7 @@ class Dispatcher:
         on_expired: Callable[[list[Pending]], None] | None = None,
         on_shadow: Callable[[InFlight, BatchOutcome], None] | None = None,
         shadow_max_queued: int = 0,
+        shadow_timeout_s: float = 10.0,
     ) -> None:
         self.pool = pool
         self.max_attempts = max_attempts
@@ -116,6 +121,9 @@ class Dispatcher:
         self.shadow_queued = 0  # requests in shadow_ready
         self.shadow_sent = 0  # shadow requests sent to a worker
         self.shadow_skipped = 0  # shadow requests not run: queue full, or their batch failed
+        self.shadow_timeout_s = shadow_timeout_s
+        self._shadow_failures: dict[Route, int] = {}  # failures in a row, by route
+        self.shadow_broken: set[Route] = set()  # routes past the breaker: no more copies
 
     def enqueue(self, route: Route, items: list[Pending]) -> None:
         """Queue a formed batch (split to the pipeline's own ``max_batch_size``) and pump."""
@@ -126,6 +134,9 @@ class Dispatcher:
 
     def enqueue_shadow(self, route: Route, items: list[Pending]) -> None:
         """Queue a shadow's copy of answered ``items`` (skipped past ``shadow_max_queued``)."""
+        if route in self.shadow_broken:
+            self.shadow_skipped += len(items)
+            return
         room = max(0, self.shadow_max_queued - self.shadow_queued)
         if room < len(items):
             self.shadow_skipped += len(items) - room
@@ -147,7 +158,7 @@ class Dispatcher:
                 version,
                 [p.request.params for p in items],
                 None,
-                exclusive=False,
+                exclusive=True,  # an idle worker, which takes no caller's batch until it is back
             )
             if sent is None:
                 return
@@ -285,13 +296,44 @@ class Dispatcher:
             else:
                 if not batch.shadow:
                     self._on_finished(batch, outcome)
-                elif self._on_shadow is not None:
-                    self._on_shadow(batch, outcome)
+                else:
+                    self._shadow_failures.pop(batch.route, None)
+                    if self._on_shadow is not None:
+                        self._on_shadow(batch, outcome)
         self.pump()
 
     def _shadow_failed(self, batch: InFlight, cause: BaseException) -> None:
-        """A shadow batch failed as a whole: its copy is skipped (never retried or charged)."""
+        """A shadow batch failed as a whole: never retried or charged; each of its requests is
+        answered as an error (the candidate's figures count it), and a route that keeps failing
+        gets no more copies."""
         self.shadow_skipped += len(batch.items)
+        failures = self._shadow_failures.get(batch.route, 0) + 1
+        self._shadow_failures[batch.route] = failures
+        if failures >= _SHADOW_BREAKER and batch.route not in self.shadow_broken:
+            self.shadow_broken.add(batch.route)
+            self.shadow_ready = deque(b for b in self.shadow_ready if b[0] != batch.route)
+            self.shadow_queued = sum(len(items) for _, items in self.shadow_ready)
+            logger.error(
+                "ingest=%s shadow of %s@%s failed %d times in a row: no more copies of it "
+                "(callers are not affected; abort the rollout, or start it again once fixed)",
+                self._owner,
+                batch.route[1],
+                batch.route[2],
+                failures,
+            )
+        if self._on_shadow is not None:
+            code = "batch_timeout" if isinstance(cause, BatchTimeoutError) else "shadow_failed"
+            failed = ItemError(code, f"the shadow batch failed: {type(cause).__name__}")
+            self._on_shadow(
+                batch,
+                BatchOutcome(
+                    batch.route[1],
+                    batch.route[2],
+                    [failed] * len(batch.items),
+                    0.0,
+                    batch.worker_id,
+                ),
+            )
         logger.warning(
             "ingest=%s shadow batch of %d on %s (worker=%s) failed, not retried: %s: %s",
             self._owner,
@@ -352,6 +394,8 @@ class Dispatcher:
             if running is None or running.started is None or running.failure is not None:
                 continue
             bound = running.items[0].spec.batch_timeout_s or self.batch_timeout_s
+            if running.shadow:
+                bound = min(bound or self.shadow_timeout_s, self.shadow_timeout_s)
             if bound is None or now - running.started < bound:
                 continue
             running.failure = BatchTimeoutError(worker_id, bound, len(running.items))

@@ -119,6 +119,7 @@ class Ingest(ConsumerLoop):
             owner=ingest_id,
             on_shadow=self._answer_shadow,
             shadow_max_queued=settings.rollout.shadow_max_queued,
+            shadow_timeout_s=settings.rollout.shadow_timeout_s,
         )
         # What each version answered while its model is under rollout (docs/rollouts.md).
         self.rollout_answers = RolloutAnswers(settings, ingest_id)
@@ -352,6 +353,9 @@ class Ingest(ConsumerLoop):
 
     def _answer_exhausted(self, items: list[Pending], cause: BaseException) -> None:
         answer_exhausted(self.writer, items, cause)
+        if any(item.role is not None for item in items):
+            # A candidate that kills or hangs its workers: its figures must count the failures.
+            self.rollout_answers.exhausted(items, self.versions)
 
     def _done(self, tp: TP, offset: int) -> None:
         # Once per result: try/except costs nothing when nothing is raised (contextlib.suppress

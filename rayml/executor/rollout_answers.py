@@ -27,7 +27,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from rayml.config import Settings
-from rayml.executor.work import BatchOutcome, InFlight, ItemError
+from rayml.executor.work import BatchOutcome, InFlight, ItemError, Pending
 from rayml.kafka import clients as kafka_clients
 from rayml.protocol.rollouts import input_vector
 
@@ -58,6 +58,27 @@ class RolloutAnswers:
         """A shadow batch came back: what the candidate would have answered."""
         self._write(batch, outcome, "shadow")
 
+    def exhausted(self, items: list[Pending], versions: Any) -> None:
+        """Requests under rollout that used up their attempts: an error answer each, for the
+        version that was to answer it (the canary's candidate, or the served version)."""
+        by_version: dict[tuple[str, str, str], list[Pending]] = {}
+        for item in items:
+            if item.role is None:
+                continue
+            model = item.spec.model
+            rollout = versions.rollouts.get(model)
+            if item.role == "canary" and rollout is not None:
+                version = rollout.candidate
+            else:
+                version = versions.get(model)
+            if version is None:
+                continue
+            by_version.setdefault((model, version, item.role), []).append(item)
+        failed = ItemError("retries_exhausted", "the request used up its attempts")
+        for (model, version, _role), group in by_version.items():
+            batch = InFlight(("", model, version), group, "", 0.0)
+            self._write(batch, BatchOutcome(model, version, [failed] * len(group), 0.0, ""), None)
+
     def poll(self) -> None:
         if self._producer is not None:
             self._producer.poll(0)
@@ -80,7 +101,8 @@ class RolloutAnswers:
                 self._kafka, **{"client.id": f"rayml-rollout-{self._owner}", "linger.ms": 20}
             )
         at_ms = int(time.time() * 1000)
-        compute_ms = round(outcome.compute_ms, 3)
+        # None for answers no batch computed (failures): no compute time to count.
+        compute_ms = round(outcome.compute_ms, 3) if outcome.compute_ms > 0 else None
         for item, output in zip(batch.items, outcome.outputs, strict=True):
             side = role or item.role
             if side is None:

@@ -15,7 +15,7 @@ than :data:`RECENT_MS` ago (a crash long past says nothing about today). Pure.
 Example:
     >>> lease = ServingLease(instance="ex-1", pipelines=["iris.predict"], lease_until_ms=2000)
     >>> records = {b"iris.predict": b"{}", lease_key("ex-1"): encode_lease(lease)}
-    >>> live_pipelines(records, now_ms=1000), live_pipelines(records, now_ms=3000)
+    >>> live_pipelines(records, now_ms=1000), live_pipelines(records, now_ms=30_000)
     ({'iris.predict': ['ex-1']}, {})
 """
 
@@ -27,6 +27,7 @@ from typing import Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
+    "CLOCK_SLACK_MS",
     "LEASE_PREFIX",
     "RECENT_MS",
     "ServingLease",
@@ -40,6 +41,8 @@ __all__ = [
 LEASE_PREFIX: Final = "_lease/"
 #: A lease that lapsed longer ago than this no longer counts as evidence of liveness.
 RECENT_MS: Final = 3_600_000
+#: Clocks of the executor and the reader may differ: a lease counts this much past its end.
+CLOCK_SLACK_MS: Final = 15_000
 _PREFIX: Final = LEASE_PREFIX.encode()
 
 
@@ -94,7 +97,7 @@ def live_pipelines(records: Mapping[bytes, bytes | None], now_ms: int) -> dict[s
             lease = ServingLease.model_validate_json(value)
         except ValidationError:
             continue
-        if lease.lease_until_ms <= now_ms:
+        if lease.lease_until_ms + CLOCK_SLACK_MS <= now_ms:
             continue
         for name in lease.pipelines:
             live.setdefault(name, []).append(lease.instance)

@@ -84,7 +84,7 @@ class VersionAnswer(BaseModel):
     compute_ms: float | None = Field(
         default=None, description="The compute time of the batch that answered it."
     )
-    at_ms: int = Field(description="When it was answered, epoch milliseconds.")
+    at_ms: int = Field(ge=0, le=10**14, description="When it was answered, epoch milliseconds.")
     inputs: list[float] | None = Field(
         default=None,
         description="serving or canary: the request's input vector, when its params have "

@@ -68,7 +68,8 @@ class RolloutMonitor:
         self._stop = threading.Event()
         self._reader: RolloutReader | None = None
         self._thread = threading.Thread(target=self._run, name="rollout-monitor", daemon=True)
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # the last failure of a turn
+        self.errors = 0  # turns that failed (each logged; the monitor goes on)
         # Per-version series in Prometheus (rayml.metrics; no-ops outside a Ray process).
         self.metrics = RolloutMetrics()
         if start:
@@ -118,33 +119,59 @@ class RolloutMonitor:
                         logger.warning("rollout monitor cannot read its topics yet: %s", exc)
                         self._stop.wait(5.0)
                         continue
-                batch = self._reader.poll(0.2)
-                with self._lock:
-                    for answer in batch.answers:
-                        self.window.add_answer(answer)
-                        self.drift.add_answer(answer)
-                    for feedback, at_ms in batch.feedback:
-                        self.window.add_feedback(feedback, at_ms)
-                    for record in batch.records:
-                        self.records[record.name] = record
+                try:
+                    self._turn(next_look)
+                except Exception as exc:  # one bad record or a store hiccup: log, go on
+                    self.error = exc
+                    self.errors += 1
+                    logger.exception("rollout monitor: a turn failed (%d so far)", self.errors)
+                    self._stop.wait(1.0)
                 now = time.monotonic()
-                if self._reader.caught_up and now >= next_look:
-                    # Only once caught up: a restarted executor publishes no partial figures.
+                if now >= next_look and self._reader.caught_up:
                     next_look = now + r.interval_s
-                    if r.auto_decide:
-                        self._look()
-                    with self._lock:
-                        decisions = list(self.decisions)
-                    try:
-                        self.metrics.flush(self.status(), decisions)
-                    except Exception:  # figures only: never stop the policy
-                        logger.exception("rollout metrics not flushed")
-        except BaseException as exc:  # a bug: say so, and stop deciding (callers unaffected)
+        except BaseException as exc:  # interpreter shutdown: stop deciding (callers unaffected)
             self.error = exc
             logger.exception("rollout monitor stopped")
         finally:
             if self._reader is not None:
                 self._reader.close()
+
+    def _turn(self, next_look: float) -> None:
+        """Read what came; every interval, decide and export the figures."""
+        r = self.settings.rollout
+        assert self._reader is not None
+        batch = self._reader.poll(0.2)
+        with self._lock:
+            for answer in batch.answers:
+                try:
+                    self.window.add_answer(answer)
+                    self.drift.add_answer(answer)
+                except (ValueError, OverflowError, TypeError) as exc:  # hostile values
+                    self._reader.skipped += 1
+                    logger.debug("rollout monitor: answer %s skipped: %s", answer.id, exc)
+            for feedback, at_ms in batch.feedback:
+                self.window.add_feedback(feedback, at_ms)
+            for record in batch.records:
+                known = self.records.get(record.name)
+                if (
+                    record.rollout is not None
+                    and known is not None
+                    and (known.rollout is None or known.rollout != record.rollout)
+                ):
+                    # A new rollout of this model: figures of an earlier one do not count.
+                    self.window.forget_model(record.name)
+                self.records[record.name] = record
+        now = time.monotonic()
+        if self._reader.caught_up and now >= next_look:
+            # Only once caught up: a restarted executor publishes no partial figures.
+            if r.auto_decide:
+                self._look()
+            with self._lock:
+                decisions = list(self.decisions)
+            try:
+                self.metrics.flush(self.status(), decisions)
+            except Exception:  # figures only: never stop the policy
+                logger.exception("rollout metrics not flushed")
 
     def _look(self) -> None:
         now_ms = int(time.time() * 1000)

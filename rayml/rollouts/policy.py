@@ -79,6 +79,17 @@ def decide(
     if serving is None or candidate is None:
         return None
     if min(serving.labelled, candidate.labelled) < settings.min_labels:
+        # Errors need no labels: a candidate that fails (raises, times out, kills its workers)
+        # over min_labels answers is aborted, labelled or not (an error answer is never
+        # labelled, so it would otherwise never reach min_labels and fail callers for ever).
+        limit = serving.error_rate + settings.max_error_rate_increase
+        if candidate.answers >= settings.min_labels and candidate.error_rate > limit + _SLACK:
+            return RolloutDecision(
+                "abort",
+                f"error rate {_n(candidate.error_rate)} > {_n(serving.error_rate)} + "
+                f"{_n(settings.max_error_rate_increase)} over {candidate.answers} answers "
+                f"(of serving {serving.version}), before enough labels",
+            )
         return None
     # Both have labelled answers (min_labels >= 1), so both have an accuracy.
     cand_acc = candidate.accuracy if candidate.accuracy is not None else 0.0

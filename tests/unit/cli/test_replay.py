@@ -16,6 +16,9 @@ RANGE = ["replay", "range", "--from", "-1h", "--to", "now", "--to-topic", "side"
         (["replay", "dlq", "--since", "yesterday"], "--since", "is not a time"),
         (["replay", "dlq", "--until", "15m"], "--until", "is not a time"),
         (["replay", "dlq", "--limit", "0"], "--limit", "greater than or equal to 1"),
+        # A filter commits past what it leaves out: never in the default group.
+        (["replay", "dlq", "--error-type", "x"], "--group", "name a group of its own"),
+        (["replay", "dlq", "--since", "-1h"], "--group", "name a group of its own"),
         ([*RANGE, "--pin", "iris"], "--pin", "is not MODEL@VERSION"),
         ([*RANGE, "--pin", "iris@v2"], "--pin", "is not valid"),
         (["replay", "range", "--from", "x", "--to", "now", "--pin", "i@1", "--to-topic", "s"],

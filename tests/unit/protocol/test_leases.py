@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rayml.protocol.leases import (
+    CLOCK_SLACK_MS,
     RECENT_MS,
     ServingLease,
     encode_lease,
@@ -24,13 +25,13 @@ def test_a_pipeline_is_live_while_an_unexpired_lease_lists_it() -> None:
         lease_key("ex-a"): lease("ex-a", ["iris.predict"], 2000),
         lease_key("ex-b"): lease("ex-b", ["iris.predict", "old.predict"], 1000),
     }
-    assert live_pipelines(records, now_ms=500) == {
+    assert live_pipelines(records, now_ms=500 - CLOCK_SLACK_MS) == {
         "iris.predict": ["ex-a", "ex-b"],
         "old.predict": ["ex-b"],
     }
     # ex-b's lease lapsed (it crashed): only what ex-a serves is live.
-    assert live_pipelines(records, now_ms=1500) == {"iris.predict": ["ex-a"]}
-    assert live_pipelines(records, now_ms=2000) == {}
+    assert live_pipelines(records, now_ms=1500 + CLOCK_SLACK_MS) == {"iris.predict": ["ex-a"]}
+    assert live_pipelines(records, now_ms=2000 + CLOCK_SLACK_MS) == {}
     assert has_leases(records, now_ms=2000)
     # A crash long past says nothing about today: liveness unknown again.
     assert not has_leases(records, now_ms=2000 + RECENT_MS)

@@ -170,3 +170,37 @@ def test_progress_counts_each_version_towards_min_labels() -> None:
     assert progress(stats("000003"), None, SETTINGS) == (
         "serving 200/200 labels, candidate 0/200 labels"
     )
+
+
+def test_a_candidate_that_only_fails_is_aborted_without_labels() -> None:
+    """Error answers are never labelled: without this rule a candidate that always fails would
+    never reach min_labels, and would answer its share of callers with errors for ever."""
+    from rayml.config import RolloutSettings
+    from rayml.protocol.rollouts import VersionAnswer
+    from rayml.rollouts.policy import decide
+    from rayml.rollouts.quality import QualityWindow
+
+    window = QualityWindow(3600, 10_000)
+    for i in range(200):
+        for version, status in (("000001", "ok"), ("000002", "error")):
+            window.add_answer(
+                VersionAnswer(
+                    id=f"r{i}",
+                    model="m",
+                    version=version,
+                    role="serving" if version == "000001" else "canary",
+                    pipeline="p",
+                    status=status,  # type: ignore[arg-type]
+                    output={"label": 1} if status == "ok" else None,
+                    error_type=None if status == "ok" else "pipeline_error",
+                    at_ms=1_000 + i,
+                )
+            )
+    stats = window.stats("m", 2_000)
+    decision = decide(stats["000001"], stats["000002"], RolloutSettings(min_labels=200))
+    assert decision is not None
+    assert decision.action == "abort"
+    assert decision.reason.startswith("error rate 1 > 0 + 0.01 over 200 answers")
+    assert decision.reason.endswith("before enough labels")
+    # Fewer answers than min_labels: not yet.
+    assert decide(stats["000001"], stats["000002"], RolloutSettings(min_labels=201)) is None
