@@ -166,3 +166,55 @@ def test_requests_past_their_deadline_are_answered_without_running() -> None:
     assert expired == [1]
     assert pool.calls == [("pipes:a", [0, 2, 3])]
     assert not d.ready
+
+
+class ExclusivePool(FakePool):
+    """Records whether each call asked for a worker of its own."""
+
+    def __init__(self, room: int = 0) -> None:
+        super().__init__(room)
+        self.exclusive: list[bool] = []
+
+    def try_submit(self, *args: Any, exclusive: bool = False, **kw: Any):  # type: ignore[override]
+        sent = super().try_submit(*args, **kw)
+        if sent is not None:
+            self.exclusive.append(exclusive)
+        return sent
+
+
+def _shadowing(pool: FakePool, max_queued: int = 100) -> Dispatcher:
+    return Dispatcher(
+        pool,  # type: ignore[arg-type]
+        max_attempts=3,
+        max_batch_size=100,
+        on_finished=lambda *_: None,
+        on_exhausted=lambda *_: None,
+        owner="test",
+        on_shadow=lambda *_: None,
+        shadow_max_queued=max_queued,
+    )
+
+
+def test_a_shadow_batch_waits_for_callers_and_goes_only_to_an_idle_worker() -> None:
+    """A shadow never takes a slot a caller's batch could use: it is sent only while no
+    caller's batch waits, and only to a worker with nothing in flight (exclusive)."""
+    pool = ExclusivePool(room=0)
+    d = _shadowing(pool)
+    d.enqueue(A, _items(0, 3))  # no room: the caller's batch waits
+    d.enqueue_shadow(("pipes:a", "model-a", "2"), _items(0, 3))
+    pool.room = 1
+    d.pump()
+    assert pool.calls == [("pipes:a", [0, 1, 2])]  # the caller's first
+    assert pool.exclusive == [False]
+    pool.room = 1
+    d.pump()
+    assert pool.exclusive == [False, True]  # then the shadow, on a worker of its own
+    assert d.shadow_sent == 3
+    assert d.batches == 1  # a shadow batch is not a caller's batch
+
+
+def test_a_shadows_copy_past_its_queue_bound_is_skipped_and_counted() -> None:
+    d = _shadowing(FakePool(room=0), max_queued=5)
+    d.enqueue_shadow(("pipes:a", "model-a", "2"), _items(0, 4))
+    d.enqueue_shadow(("pipes:a", "model-a", "2"), _items(4, 4))
+    assert (d.shadow_queued, d.shadow_skipped) == (5, 3)
