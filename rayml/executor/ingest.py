@@ -341,8 +341,9 @@ class Ingest(ConsumerLoop):
         """A model under rollout: record what answered, and queue the shadow's copy."""
         self.rollout_answers.answered(batch, outcome)
         shadows: dict[str, list[Pending]] = {}
+        kept = self.rollout_answers.kept
         for item in batch.items:
-            if item.shadow is not None:
+            if item.shadow is not None and kept(item.request.id):
                 shadows.setdefault(item.shadow, []).append(item)
         import_path, model, _version = batch.route
         for version, items in shadows.items():
@@ -612,6 +613,9 @@ class Ingest(ConsumerLoop):
                 "shadow_sent": d.shadow_sent,
                 "shadow_queued": d.shadow_queued,
                 "shadow_skipped": d.shadow_skipped,
+                # The share of request ids whose answers are written (and shadowed) now.
+                "answers_sample": round(ra.sample, 4),
+                "answers_sampled_out": ra.sampled_out,
             }
         if self.txn is not None:
             status["transaction_aborts"] = self.txn.aborts

@@ -5,6 +5,11 @@ For every request of a model under rollout (docs/rollouts.md), the ingest writes
 the canary's answer as its caller got it, and the shadow's, which no caller sees. The rollout
 monitor (:mod:`rayml.rollouts.monitor`) joins them with ground truth from the feedback topic.
 
+Above ``rollout.monitor_max_answers_per_s`` records a second, only the answers of a sample of
+request ids are written (by :func:`~rayml.protocol.rollouts.sample_share`, as the monitor reads
+them), re-sized every 5 s, and a shadow runs on that sample only: a busy model under rollout
+then costs the ingest a hash per request, not a record.
+
 These records are figures, not results: they go through a producer of their own (never the
 ingest's transactional one), outside the offset bookkeeping, and a write that cannot be queued
 (librdkafka's queue full) is dropped and counted rather than waited for. So a rollout never
@@ -29,11 +34,13 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from rayml.config import Settings
 from rayml.executor.work import BatchOutcome, InFlight, ItemError, Pending
 from rayml.kafka import clients as kafka_clients
-from rayml.protocol.rollouts import input_vector
+from rayml.protocol.rollouts import input_vector, sample_share
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RolloutAnswers"]
+
+_SAMPLE_EVERY_S = 5.0
 
 
 class RolloutAnswers:
@@ -47,6 +54,15 @@ class RolloutAnswers:
         self.written = 0
         self.dropped = 0  # not queued: librdkafka's queue was full
         self.failed = 0  # not delivered
+        self.max_per_s = settings.rollout.monitor_max_answers_per_s
+        self.sample = 1.0  # the share of request ids whose answers are written
+        self.sampled_out = 0
+        self._seen = 0
+        self._since = time.monotonic()
+
+    def kept(self, request_id: str) -> bool:
+        """Whether ``request_id`` is in the sample whose answers (and shadow) are written."""
+        return self.sample >= 1.0 or sample_share(request_id.encode()) < self.sample
 
     def answered(self, batch: InFlight, outcome: BatchOutcome) -> None:
         """A batch of callers' requests came back: the answers of those under rollout."""
@@ -82,6 +98,12 @@ class RolloutAnswers:
     def poll(self) -> None:
         if self._producer is not None:
             self._producer.poll(0)
+        elapsed = time.monotonic() - self._since
+        if elapsed >= _SAMPLE_EVERY_S:
+            rate = self._seen / elapsed
+            self.sample = 1.0 if rate <= self.max_per_s else self.max_per_s / rate
+            self._seen = 0
+            self._since = time.monotonic()
 
     def close(self, timeout_s: float = 5.0) -> None:
         if self._producer is not None:
@@ -108,6 +130,10 @@ class RolloutAnswers:
             if side is None:
                 continue
             request = item.request
+            self._seen += 1
+            if self.sample < 1.0 and sample_share(request.id.encode()) >= self.sample:
+                self.sampled_out += 1
+                continue
             doc: dict[str, Any] = {
                 "v": 1,
                 "id": request.id,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-import zlib
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
@@ -23,6 +22,7 @@ from rayml.config import Settings
 from rayml.kafka import clients as kafka_clients
 from rayml.models.promotion import ServingRecord, decode_serving
 from rayml.protocol.rollouts import Feedback, VersionAnswer
+from rayml.protocol.rollouts import sample_share as id_share
 from rayml.rollouts.drift import DriftWindow
 from rayml.rollouts.quality import QualityWindow
 
@@ -41,11 +41,6 @@ class Batch:
 
 
 _SAMPLE_EVERY_S = 5.0
-
-
-def id_share(request_id: bytes) -> float:
-    """Where a request id falls in [0, 1) for sampling (the same for its answers and label)."""
-    return zlib.crc32(request_id) / 4294967296.0
 
 
 class RolloutReader:

@@ -102,3 +102,22 @@ def test_requests_not_under_rollout_write_nothing(
         batch([{"features": [1.0]}], [None]), BatchOutcome("iris", "000001", [0], 1.0, "w0")
     )
     assert producer.values == []
+
+
+def test_above_the_budget_only_a_sample_of_request_ids_is_written() -> None:
+    """A busy model under rollout costs the ingest a hash per request, not a record: the
+    sample is the monitor's (the same hash of the id), so an id's answers stay together."""
+    from rayml.config import load_settings
+    from rayml.executor.rollout_answers import RolloutAnswers
+    from rayml.protocol.rollouts import sample_share
+
+    ra = RolloutAnswers(load_settings(rollout={"monitor_max_answers_per_s": 100}), "i0")
+    assert ra.kept("anything")  # below the budget: every id
+    ra._seen = 5_000  # 500 records a second over the last 10 s
+    ra._since -= 10.0
+    ra.poll()
+    assert abs(ra.sample - 0.2) < 0.01
+    ids = [f"r{i}" for i in range(5_000)]
+    kept = [i for i in ids if ra.kept(i)]
+    assert kept == [i for i in ids if sample_share(i.encode()) < ra.sample]
+    assert 850 <= len(kept) <= 1_150  # about a fifth
