@@ -7,7 +7,7 @@ monitor (:mod:`rayml.rollouts.monitor`) joins them with ground truth from the fe
 
 Above ``rollout.monitor_max_answers_per_s`` records a second, only the answers of a sample of
 request ids are written (by :func:`~rayml.protocol.rollouts.sample_share`, as the monitor reads
-them), re-sized every 5 s, and a shadow runs on that sample only: a busy model under rollout
+them), re-sized every second, and a shadow runs on that sample only: a busy model under rollout
 then costs the ingest a hash per request, not a record.
 
 These records are figures, not results: they go through a producer of their own (never the
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["RolloutAnswers"]
 
-_SAMPLE_EVERY_S = 5.0
+_SAMPLE_EVERY_S = 1.0  # re-sized every second: a burst is sampled within one
 
 
 class RolloutAnswers:
