@@ -29,6 +29,7 @@ executor                     rayml's own topics (input, output, jobs, dlq, model
                                                                                     Describe
 executor                     groups ``executor.group_id``, ``jobs_group_id``        Read
 executor                     groups prefixed ``rayml-versions-`` (model versions)   Describe
+executor                     groups prefixed ``rayml-rollouts-`` (rollout monitor)  Describe
 executor                     transactional ids prefixed ``<group_id>.`` and         Write,
                              ``<jobs_group_id>.`` (exactly-once)                    Describe
 executor                     the cluster                                            Idempotent
@@ -114,6 +115,7 @@ Operation = Literal["Read", "Write", "Describe", "Create", "Delete", "Idempotent
 # registry and models topics, job events) and rayml.executor.version_follower name them so.
 CLIENT_GROUP_PREFIX = "rayml-client-"
 VERSIONS_GROUP_PREFIX = "rayml-versions-"
+ROLLOUTS_GROUP_PREFIX = "rayml-rollouts-"  # rayml.rollouts.reading's reader
 
 # What Kafka calls the cluster resource in ACLs.
 _CLUSTER = "kafka-cluster"
@@ -267,6 +269,8 @@ def executor_grants(settings: Settings, principal: str) -> list[Grant]:
         Grant(e, "group", ex.group_id, "literal", "Read"),
         Grant(e, "group", ex.jobs_group_id, "literal", "Read"),
         Grant(e, "group", VERSIONS_GROUP_PREFIX, "prefixed", "Describe"),
+        # The rollout monitor's reader (assign-only, as above).
+        Grant(e, "group", ROLLOUTS_GROUP_PREFIX, "prefixed", "Describe"),
     ]
     txn_ops: tuple[Operation, ...] = ("Write", "Describe")
     for group in (ex.group_id, ex.jobs_group_id):

@@ -168,7 +168,7 @@ def test_apply_made_every_topic_and_acl_and_a_second_apply_finds_them(
     assert again.returncode == 0, again.stderr
     body = json.loads(again.stdout)
     assert set(body["topics"].values()) == {"exists"}
-    assert len(body["topics"]) == 7 + 3 + 2  # rayml's, team A's three, team B's two
+    assert len(body["topics"]) == 9 + 3 + 2  # rayml's, team A's three, team B's two
     assert [a["outcome"] for a in body["acls"]] == ["exists"] * len(wanted)
 
     listed = tenants.rayml(ADMIN, "tenants", "list", "--executor-principal", EXECUTOR_PRINCIPAL)

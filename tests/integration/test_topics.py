@@ -17,7 +17,7 @@ def test_create_topics_is_idempotent_and_compacts_models(settings: Settings) -> 
     # "exists" can appear on a first call too: librdkafka retries a CreateTopics request that
     # timed out on a busy broker, and the retry finds the topic its first attempt made.
     assert "created" in first.values()
-    assert len(first) == 7
+    assert len(first) == 9
     again = create_topics(settings.kafka, settings.topics)
     assert set(again.values()) == {"exists"}
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
+
+import rayml.metrics as metrics_module
 from rayml.config import load_settings
 from rayml.metrics import IngestMetrics, RolloutMetrics, _Noop
 from rayml.models.promotion import ServingRecord
@@ -254,7 +257,9 @@ def test_each_decision_is_counted_once() -> None:
     ]
 
 
-def test_outside_ray_the_rollout_recorders_are_no_ops() -> None:
+def test_outside_ray_the_rollout_recorders_are_no_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As in a process where Ray is not initialised (the suite's own process may have it up).
+    monkeypatch.setattr(metrics_module, "_ray_on", lambda: False)
     m = RolloutMetrics()
     assert all(isinstance(getattr(m, n), _Noop) for n in (*PER_VERSION, "agreement", "decisions"))
     m.flush(status(QualityWindow(3600, 10), record("m", "1", "2")), [{"model": "m", "action": "x"}])
