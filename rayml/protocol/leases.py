@@ -21,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -72,31 +72,27 @@ def encode_lease(lease: ServingLease) -> bytes:
     return lease.model_dump_json(exclude_none=True).encode()
 
 
-def has_leases(records: Mapping[bytes, bytes | None], now_ms: int) -> bool:
-    """Whether liveness is known: some lease is live, or lapsed within :data:`RECENT_MS`
-    (tombstones, junk and long-lapsed leases aside)."""
+def _leases(records: Mapping[bytes, bytes | None]) -> Iterator[ServingLease]:
+    """The lease records that parse (tombstones, other keys and junk aside)."""
     for key, value in records.items():
         if not is_lease_key(key) or value is None:
             continue
         try:
-            lease = ServingLease.model_validate_json(value)
+            yield ServingLease.model_validate_json(value)
         except ValidationError:
             continue
-        if lease.lease_until_ms > now_ms - RECENT_MS:
-            return True
-    return False
+
+
+def has_leases(records: Mapping[bytes, bytes | None], now_ms: int) -> bool:
+    """Whether liveness is known: some lease is live, or lapsed within :data:`RECENT_MS`
+    (tombstones, junk and long-lapsed leases aside)."""
+    return any(lease.lease_until_ms > now_ms - RECENT_MS for lease in _leases(records))
 
 
 def live_pipelines(records: Mapping[bytes, bytes | None], now_ms: int) -> dict[str, list[str]]:
     """Each pipeline some unexpired lease lists, with the executors that serve it."""
     live: dict[str, list[str]] = {}
-    for key, value in records.items():
-        if not is_lease_key(key) or value is None:
-            continue
-        try:
-            lease = ServingLease.model_validate_json(value)
-        except ValidationError:
-            continue
+    for lease in _leases(records):
         if lease.lease_until_ms + CLOCK_SLACK_MS <= now_ms:
             continue
         for name in lease.pipelines:
