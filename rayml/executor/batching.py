@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -43,51 +43,88 @@ class Batch(Generic[K, T]):
         key: The route, e.g. ``(pipeline, model_version)``.
         items: The buffered items, oldest first.
         opened_at: When the first item arrived (the caller's clock).
+        max_size: Items it takes at most (its key's limit).
     """
 
     key: K
     items: list[T] = field(default_factory=list)
     opened_at: float = 0.0
+    max_size: int = field(default=0, compare=False)
+
+
+#: A key's own limits: (max_size or None, max_wait_s or None), None for the batcher's own.
+Limits = Callable[[K], "tuple[int | None, float | None] | None"]
 
 
 class MicroBatcher(Generic[K, T]):
     """Groups items per key into batches of at most ``max_size`` that wait at most ``max_wait_s``.
 
-    Every operation is O(1) per item or per emitted batch: open batches are kept in the order they
-    were opened, and because every batch waits the same ``max_wait_s``, that is also the order in
-    which they fall due.
+    A key may have limits of its own (``limits_of``: a pipeline's own pool, with its batch size
+    and wait), asked once per batch opened, never per item.
+
+    Every operation is O(1) per item or per emitted batch (times the few distinct waits): open
+    batches are kept per wait in the order they were opened, and because every batch of one
+    wait waits the same time, that is also the order in which they fall due.
     """
 
-    __slots__ = ("_count", "_max_size", "_max_wait_s", "_open")
+    __slots__ = ("_by_wait", "_count", "_limits_of", "_max_size", "_max_wait_s", "_open")
 
-    def __init__(self, max_size: int, max_wait_s: float) -> None:
+    def __init__(
+        self, max_size: int, max_wait_s: float, limits_of: Limits[K] | None = None
+    ) -> None:
         """Create an empty batcher.
 
         Raises:
             ValueError: ``max_size`` < 1 or ``max_wait_s`` < 0.
         """
-        if max_size < 1:
-            raise ValueError(f"max_size must be at least 1, got {max_size}")
-        if not max_wait_s >= 0:  # also rejects NaN, which would never fall due
-            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
+        _check(max_size, max_wait_s)
         self._max_size = max_size
         self._max_wait_s = max_wait_s
-        self._open: OrderedDict[K, Batch[K, T]] = OrderedDict()
+        self._limits_of = limits_of
+        self._open: dict[K, Batch[K, T]] = {}
+        # Open batches by their wait, each in the order opened (so in the order they fall due).
+        self._by_wait: dict[float, OrderedDict[K, Batch[K, T]]] = {max_wait_s: OrderedDict()}
         self._count = 0
 
     @property
     def max_size(self) -> int:
-        """Most items in one batch."""
+        """Most items in one batch (a key's own limit aside)."""
         return self._max_size
 
     @property
     def max_wait_s(self) -> float:
-        """Longest time a batch's first item waits before the batch is due."""
+        """Longest time a batch's first item waits before the batch is due (a key's own
+        limit aside)."""
         return self._max_wait_s
 
     def __len__(self) -> int:
         """How many items are buffered, over all keys."""
         return self._count
+
+    def _open_batch(self, key: K, now: float) -> Batch[K, T]:
+        max_size, max_wait_s = self._max_size, self._max_wait_s
+        if self._limits_of is not None:
+            own = self._limits_of(key)
+            if own is not None:
+                size, wait = own
+                if size is not None or wait is not None:
+                    max_size = size if size is not None else max_size
+                    max_wait_s = wait if wait is not None else max_wait_s
+                    _check(max_size, max_wait_s)
+        batch: Batch[K, T] = Batch(key, [], now, max_size)
+        self._open[key] = batch
+        group = self._by_wait.get(max_wait_s)
+        if group is None:
+            group = self._by_wait[max_wait_s] = OrderedDict()
+        group[key] = batch
+        return batch
+
+    def _close(self, batch: Batch[K, T]) -> None:
+        del self._open[batch.key]
+        for group in self._by_wait.values():
+            if group.pop(batch.key, None) is not None:
+                break
+        self._count -= len(batch.items)
 
     def add(self, key: K, item: T, now: float) -> list[Batch[K, T]]:
         """Buffer ``item`` under ``key``.
@@ -97,35 +134,37 @@ class MicroBatcher(Generic[K, T]):
         """
         batch = self._open.get(key)
         if batch is None:
-            batch = self._open[key] = Batch(key, [], now)
+            batch = self._open_batch(key, now)
         batch.items.append(item)
         self._count += 1
-        if len(batch.items) >= self._max_size:
-            del self._open[key]
-            self._count -= len(batch.items)
+        if len(batch.items) >= batch.max_size:
+            self._close(batch)
             return [batch]
         return []
 
     def due(self, now: float) -> list[Batch[K, T]]:
-        """Remove and return the batches whose oldest item has waited ``max_wait_s`` or more."""
+        """Remove and return the batches whose oldest item has waited their wait or more."""
         ready: list[Batch[K, T]] = []
-        open_ = self._open
-        while open_:
-            key = next(iter(open_))
-            batch = open_[key]
-            # Same expression as next_deadline(), so sleeping until that time always finds the
-            # batch due (no float rounding gap that would make the loop spin).
-            if now < batch.opened_at + self._max_wait_s:
-                break  # opened in order, so every later batch is younger
-            open_.popitem(last=False)
-            self._count -= len(batch.items)
-            ready.append(batch)
+        for wait, group in self._by_wait.items():
+            while group:
+                key = next(iter(group))
+                batch = group[key]
+                # Same expression as next_deadline(), so sleeping until that time always finds
+                # the batch due (no float rounding gap that would make the loop spin).
+                if now < batch.opened_at + wait:
+                    break  # opened in order, so every later batch of this wait is younger
+                group.popitem(last=False)
+                del self._open[key]
+                self._count -= len(batch.items)
+                ready.append(batch)
         return ready
 
     def flush(self) -> list[Batch[K, T]]:
         """Remove and return every open batch, oldest first (on drain or shutdown)."""
-        batches = list(self._open.values())
+        batches = sorted(self._open.values(), key=lambda b: b.opened_at)
         self._open.clear()
+        for group in self._by_wait.values():
+            group.clear()
         self._count = 0
         return batches
 
@@ -137,7 +176,18 @@ class MicroBatcher(Generic[K, T]):
         """
         if not self._open:
             return None
-        return next(iter(self._open.values())).opened_at + self._max_wait_s
+        return min(
+            next(iter(group.values())).opened_at + wait
+            for wait, group in self._by_wait.items()
+            if group
+        )
+
+
+def _check(max_size: int, max_wait_s: float) -> None:
+    if max_size < 1:
+        raise ValueError(f"max_size must be at least 1, got {max_size}")
+    if not max_wait_s >= 0:  # also rejects NaN, which would never fall due
+        raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
 
 
 class Backpressure:

@@ -49,6 +49,7 @@ import ray
 from rayml.errors import BatchTimeoutError
 from rayml.executor.isolation import after_failure
 from rayml.executor.pool import WorkerPool
+from rayml.executor.ready import ReadyQueues, RequestClass
 from rayml.executor.work import BatchOutcome, InFlight, ItemError, Pending, Route
 from rayml.kafka.partitions import TP
 
@@ -62,6 +63,25 @@ _SHADOW_BREAKER = 3
 
 def _any_deadline(items: list[Pending]) -> bool:
     return any(p.deadline_ms is not None for p in items)
+
+
+def _class_of(item: Pending) -> RequestClass:
+    return (item.lane, item.tenant)
+
+
+def _by_class(items: list[Pending]) -> list[tuple[RequestClass, list[Pending]]]:
+    """``items`` split by class, each part in arrival order (one part, most of the time)."""
+    first = items[0]
+    lane, tenant = first.lane, first.tenant
+    for item in items:
+        if item.lane != lane or item.tenant != tenant:
+            break
+    else:
+        return [((lane, tenant), items)]
+    parts: dict[RequestClass, list[Pending]] = {}
+    for item in items:
+        parts.setdefault((item.lane, item.tenant), []).append(item)
+    return list(parts.items())
 
 
 class Dispatcher:
@@ -82,6 +102,10 @@ class Dispatcher:
         owner: A name for log lines.
         on_shadow: Called with each shadow batch that came back and its outcome.
         shadow_max_queued: Shadow requests waiting for a worker, at most.
+        shadow_timeout_s: A shadow batch's time bound.
+        batch_share: The bulk lane's share of what is sent while both lanes wait
+            (:mod:`rayml.executor.ready`).
+        tenant_weights: Each tenant's weight in the same order.
     """
 
     def __init__(
@@ -98,6 +122,8 @@ class Dispatcher:
         on_shadow: Callable[[InFlight, BatchOutcome], None] | None = None,
         shadow_max_queued: int = 0,
         shadow_timeout_s: float = 10.0,
+        batch_share: float = 0.25,
+        tenant_weights: dict[str, float] | None = None,
     ) -> None:
         self.pool = pool
         self.max_attempts = max_attempts
@@ -112,7 +138,8 @@ class Dispatcher:
         # Each worker's batches in the order it runs them (the head is running).
         self._by_worker: dict[str, deque[Any]] = {}
         self._seq = itertools.count()
-        self.ready: deque[tuple[Route, list[Pending]]] = deque()
+        # Formed batches waiting for a worker, one FIFO per lane and tenant.
+        self.ready: ReadyQueues[Route] = ReadyQueues(batch_share, tenant_weights)
         self.batches = 0
         self.redispatched = 0
         self._on_shadow = on_shadow
@@ -127,9 +154,10 @@ class Dispatcher:
 
     def enqueue(self, route: Route, items: list[Pending]) -> None:
         """Queue a formed batch (split to the pipeline's own ``max_batch_size``) and pump."""
-        limit = self._limit(items)
-        for start in range(0, len(items), limit):
-            self.ready.append((route, items[start : start + limit]))
+        for cls, part in _by_class(items):
+            limit = self._limit(part)
+            for start in range(0, len(part), limit):
+                self.ready.append(route, part[start : start + limit], cls)
         self.pump()
 
     def enqueue_shadow(self, route: Route, items: list[Pending]) -> None:
@@ -180,18 +208,20 @@ class Dispatcher:
 
     def _pump_callers(self) -> None:
         while self.ready:
-            route, items, taken = self._next_batch()
+            cls = self.ready.next_class()
+            queue = self.ready.queue(cls)
+            route, items, taken = self._next_batch(queue)
             deadlines = [p.deadline_ms for p in items] if _any_deadline(items) else None
             if deadlines is not None and self._on_expired is not None:
                 now_ms = time.time() * 1000.0
                 expired = [p for p in items if p.deadline_ms is not None and p.deadline_ms < now_ms]
                 if expired:
                     # Answered without running; the rest goes back to the head of the queue.
-                    self._take(taken)
+                    self._take(cls, queue, taken)
                     self._on_expired(expired)
                     live = [p for p in items if p.deadline_ms is None or p.deadline_ms >= now_ms]
                     if live:
-                        self.ready.appendleft((route, live))
+                        self.ready.appendleft(route, live, cls)
                     continue
             import_path, model, version = route
             exclusive = items[0].isolate
@@ -205,7 +235,8 @@ class Dispatcher:
             )
             if sent is None:
                 return
-            self._take(taken)
+            self._take(cls, queue, taken)
+            self.ready.charge(cls, len(items))
             for item in items:
                 item.attempts += 1
             batch = InFlight(route, items, sent[0], time.time() * 1000.0)
@@ -213,29 +244,37 @@ class Dispatcher:
             self._track(sent[1], batch)
             self.batches += 1
 
-    def _take(self, taken: set[int]) -> None:
-        """Remove the queue positions a batch was formed from."""
+    def _take(
+        self, cls: RequestClass, queue: deque[tuple[Route, list[Pending]]], taken: set[int]
+    ) -> None:
+        """Remove the positions of ``cls``'s queue that a batch was formed from."""
         if len(taken) == 1:
-            self.ready.popleft()
+            queue.popleft()
         else:
-            self.ready = deque(b for i, b in enumerate(self.ready) if i not in taken)
+            kept = [b for i, b in enumerate(queue) if i not in taken]
+            queue.clear()
+            queue.extend(kept)
+        self.ready.taken(cls, len(taken))
 
     def _limit(self, items: list[Pending]) -> int:
         return min(items[0].spec.max_batch_size or self.max_batch_size, self.max_batch_size)
 
-    def _next_batch(self) -> tuple[Route, list[Pending], set[int]]:
-        """The head batch, with the later fresh batches of its route that fit merged in.
+    def _next_batch(
+        self, queue: deque[tuple[Route, list[Pending]]]
+    ) -> tuple[Route, list[Pending], set[int]]:
+        """The head batch of ``queue``, with the later fresh batches of its route that fit
+        merged in.
 
         Returns the route, the requests and the queue positions they came from.
         """
-        route, items = self.ready[0]
+        route, items = queue[0]
         if items[0].attempts > 0:
             return route, items, {0}
         limit = self._limit(items)
         merged = items
         taken = {0}
         for position, (other_route, more) in enumerate(
-            itertools.islice(self.ready, 1, _MERGE_WINDOW), start=1
+            itertools.islice(queue, 1, _MERGE_WINDOW), start=1
         ):
             if len(merged) >= limit:
                 break
@@ -251,12 +290,11 @@ class Dispatcher:
         if not self.inflight:
             self.pump()  # nothing to collect, but workers may have come up for queued batches
             return
-        refs = list(self.inflight)
-        # One ray.wait when nothing is back (most calls: each costs the loop ~0.1 ms); a second
-        # only to take every batch that is back once one is.
-        ready, _ = ray.wait(refs, num_returns=1, timeout=block_s)
-        if ready and len(refs) > 1:
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        self.take_back(wait_for_any(list(self.inflight), block_s))
+
+    def take_back(self, ready: list[Any]) -> None:
+        """Hand back the batches of ``ready`` (refs of this dispatcher's that are back), end
+        workers past their time bound, and send what waits."""
         # After the wait: a batch that finished just in time is not judged overdue.
         self._end_overdue(set(ready))
         # In dispatch order: of a dead worker's batches, the one it was running comes first.
@@ -294,6 +332,7 @@ class Dispatcher:
                 )
                 self._retry(batch, exc, culprit=True, charge_all=True)
             else:
+                self.pool.answered()
                 if not batch.shadow:
                     self._on_finished(batch, outcome)
                 else:
@@ -425,7 +464,7 @@ class Dispatcher:
                 for item in part:
                     item.isolate = True
             self.redispatched += len(part)
-            self.ready.appendleft((batch.route, part))
+            self.ready.appendleft(batch.route, part, _class_of(part[0]))
 
     def drop(self, tps: set[TP]) -> int:
         """Forget the queued (not running) requests of partitions this ingest let go of.
@@ -433,16 +472,22 @@ class Dispatcher:
         Their new owner reads them again from the committed offset; running them here too would
         only answer them twice. Returns how many were dropped.
         """
-        dropped = 0
-        kept: deque[tuple[Route, list[Pending]]] = deque()
-        for route, items in self.ready:
-            keep = [item for item in items if item.tp not in tps]
-            dropped += len(items) - len(keep)
-            if keep:
-                kept.append((route, keep))
-        self.ready = kept
-        return dropped
+        return self.ready.filter_items(lambda item: item.tp not in tps)
 
     @property
     def queued_requests(self) -> int:
-        return sum(len(items) for _, items in self.ready)
+        return self.ready.requests
+
+
+def wait_for_any(refs: list[Any], block_s: float) -> list[Any]:
+    """The refs that are back, waiting up to ``block_s`` for the first one.
+
+    One ``ray.wait`` when nothing is back (most calls: each costs the loop ~0.1 ms); a second
+    only to take every batch that is back once one is.
+    """
+    if not refs:
+        return []
+    ready, _ = ray.wait(refs, num_returns=1, timeout=block_s)
+    if ready and len(refs) > 1:
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+    return list(ready)

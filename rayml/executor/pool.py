@@ -10,11 +10,19 @@ pool is used from the ingest's loop thread only.
   re-dispatches the dead worker's batches.
 * Shrinking marks workers as draining: they get no new batches and are ended when their last
   in-flight batch comes back, so resizing never loses work.
+* Shape: the ingest's default pool has ``executor.worker_num_cpus`` workers; a pipeline's own
+  pool (:class:`rayml.pipeline.Pool`) reserves what it declares, GPUs included. A GPU pool on a
+  cluster where no node has a GPU starts its workers without one when ``gpu_fallback`` (checked
+  at each start: a GPU node that joins later gets the next workers).
+* Size zero (a pool with ``min_replicas=0``): :meth:`WorkerPool.resize` to 0 ends every worker
+  once its batches are back; growing from zero is a *cold start*, timed from the first worker's
+  start to its first answer (:attr:`WorkerPool.last_cold_start_s`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +31,7 @@ import ray
 from rayml.config import Settings
 from rayml.executor.routing import pick_worker, preferred_workers
 from rayml.executor.worker import ModelWorker
+from rayml.pipeline import Pool
 
 logger = logging.getLogger(__name__)
 
@@ -45,32 +54,77 @@ class WorkerPool:
 
     Args:
         settings: Executor settings (worker resources, cache size, model store).
-        owner_id: The ingest's id; worker ids are ``<owner_id>-w<n>``.
+        owner_id: The pool's id; worker ids are ``<owner_id>-w<n>``.
         size: Initial number of workers.
+        shape: A pipeline's own pool (``None``: the default pool, ``executor.worker_num_cpus``).
     """
 
-    def __init__(self, settings: Settings, owner_id: str, size: int) -> None:
+    def __init__(
+        self, settings: Settings, owner_id: str, size: int, shape: Pool | None = None
+    ) -> None:
         self._settings = settings
         self._owner_id = owner_id
         self._slots: dict[str, _Slot] = {}
         self._seq = 0
         self.replaced = 0
+        self.shape = shape
         ex = settings.executor
-        self._actor_cls = ray.remote(ModelWorker).options(
-            num_cpus=1.0 if ex.worker_num_cpus is None else ex.worker_num_cpus,
-            # The pool replaces dead workers itself; Ray restarting them too would race it.
-            max_restarts=0,
-            max_task_retries=0,
+        cpus = None if shape is None else shape.num_cpus
+        self.num_cpus = float(
+            cpus if cpus is not None else 1.0 if ex.worker_num_cpus is None else ex.worker_num_cpus
         )
+        self.num_gpus = 0.0 if shape is None else float(shape.num_gpus)
+        self.memory = None if shape is None else shape.memory
+        self.min_size = 1 if shape is None else shape.min_replicas
+        # Workers started without the GPU they declare (no node has one): their count.
+        self.on_cpu_instead_of_gpu = 0
+        # Cold starts: growing from zero, timed from the first worker's start to its first
+        # answered batch (time.monotonic()).
+        self._cold_since: float | None = None
+        self.cold_starts = 0
+        self.last_cold_start_s: float | None = None
+        self._actor_cls = ray.remote(ModelWorker)
         self.resize(size)
+
+    def wake(self) -> bool:
+        """Work came for a pool at zero: start one worker (a cold start, timed). True if so."""
+        if self.size > 0:
+            return False
+        self._cold_since = time.monotonic()
+        self.resize(1)
+        return True
+
+    def _options(self) -> dict[str, Any]:
+        """Ray options of the next worker (its GPU left out where no node has one)."""
+        options: dict[str, Any] = {
+            "num_cpus": self.num_cpus,
+            # The pool replaces dead workers itself; Ray restarting them too would race it.
+            "max_restarts": 0,
+            "max_task_retries": 0,
+        }
+        if self.memory is not None:
+            options["memory"] = self.memory
+        if self.num_gpus > 0:
+            if self.shape is not None and self.shape.gpu_fallback and not _cluster_has_gpus():
+                self.on_cpu_instead_of_gpu += 1
+                logger.warning(
+                    "pool=%s: no node of the cluster has a GPU; starting a worker on CPU "
+                    "(Pool(gpu_fallback=False) waits for a GPU node instead)",
+                    self._owner_id,
+                )
+            else:
+                options["num_gpus"] = self.num_gpus
+        return options
 
     # -- membership ---------------------------------------------------------------------------
 
     def _spawn(self) -> str:
+        """Start one worker (not serving until its first ping is answered)."""
         self._seq += 1
         worker_id = f"{self._owner_id}-w{self._seq}"
         ex = self._settings.executor
-        handle = self._actor_cls.remote(
+        options = self._options()
+        handle = self._actor_cls.options(**options).remote(
             worker_id,
             self._settings.models.root,
             allow_pickle=self._settings.models.allow_pickle,
@@ -81,6 +135,7 @@ class WorkerPool:
             allow_unpromoted_pins=self._settings.models.allow_unpromoted_pins,
             version_check_ttl_s=self._settings.models.version_check_ttl_s,
             tune_gc=True,  # a process of its own (rayml.executor.gc_pauses)
+            device="cuda" if options.get("num_gpus", 0) > 0 else "cpu",
         )
         self._slots[worker_id] = _Slot(handle, starting=handle.ping.remote())  # type: ignore[attr-defined]
         return worker_id
@@ -101,9 +156,12 @@ class WorkerPool:
             self._slots[worker_id].starting = None
 
     def resize(self, size: int) -> None:
-        """Grow or shrink to ``size`` serving workers; shrinking drains before ending."""
-        if size < 1:
-            raise ValueError("a pool needs at least one worker")
+        """Grow or shrink to ``size`` serving workers; shrinking drains before ending.
+
+        Zero only for a pool that may scale to zero (``min_replicas=0``).
+        """
+        if size < self.min_size or size < 0:
+            raise ValueError(f"pool {self._owner_id} needs at least {self.min_size} workers")
         serving = [w for w, s in self._slots.items() if not s.draining]
         for _ in range(size - len(serving)):
             self._spawn()
@@ -166,6 +224,18 @@ class WorkerPool:
         slot.in_flight += 1
         slot.exclusive = exclusive
         return worker_id, slot.handle.run_batch.remote(*args)
+
+    def answered(self) -> None:
+        """A batch came back with its outcome: the first after :meth:`wake` ends the cold start."""
+        if self._cold_since is not None:
+            self.last_cold_start_s = round(time.monotonic() - self._cold_since, 3)
+            self.cold_starts += 1
+            self._cold_since = None
+            logger.info(
+                "pool=%s cold start: first answer %.2fs after its first worker started",
+                self._owner_id,
+                self.last_cold_start_s,
+            )
 
     def finished(self, worker_id: str) -> None:
         """A batch of ``worker_id`` came back (with a result or an error)."""
@@ -230,7 +300,39 @@ class WorkerPool:
                 continue
         return out
 
+    @property
+    def busy(self) -> bool:
+        """Whether any batch is out on a worker (loop thread; no Ray call)."""
+        return any(s.in_flight for s in self._slots.values())
+
+    def describe(self) -> dict[str, Any]:
+        """The pool's shape and size, for status (no Ray call but ``starting``)."""
+        return {
+            "num_cpus": self.num_cpus,
+            "num_gpus": self.num_gpus,
+            "memory": self.memory,
+            "min": self.min_size,
+            "size": self.size,
+            "starting": self.starting,
+            "draining": self.draining,
+            "replaced": self.replaced,
+            "on_cpu_instead_of_gpu": self.on_cpu_instead_of_gpu,
+            "cold_start_running_s": None
+            if self._cold_since is None
+            else round(time.monotonic() - self._cold_since, 3),
+            "cold_starts": self.cold_starts,
+            "last_cold_start_s": self.last_cold_start_s,
+        }
+
     def shutdown(self) -> None:
         for slot in self._slots.values():
             ray.kill(slot.handle, no_restart=True)
         self._slots.clear()
+
+
+def _cluster_has_gpus() -> bool:
+    """Whether any node of the Ray cluster has a GPU resource (alive or not, as Ray counts)."""
+    try:
+        return float(ray.cluster_resources().get("GPU", 0)) > 0
+    except Exception:  # not connected: let Ray place (and report) it
+        return True

@@ -40,6 +40,11 @@ class Pending:
     # "canary"), and the shadow version that also runs on it, if any.
     role: str | None = None
     shadow: str | None = None
+    # Its tenant (the name of the tenant whose request topic it came from) and its lane
+    # ("interactive" or "batch": which of the tenant's request topics), for the dispatcher's
+    # order: interactive first with a bounded share for bulk, and a weighted share per tenant.
+    tenant: str = ""
+    lane: str = "interactive"
 
 
 @dataclass(slots=True)

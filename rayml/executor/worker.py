@@ -43,6 +43,7 @@ from rayml.models.versions import (
     pin_verdict,
 )
 from rayml.pipeline import (
+    InferenceContext,
     PipelineSpec,
     load_spec_by_path,
     run_inference,
@@ -71,6 +72,8 @@ class ModelWorker:
         tune_gc: Tune this process's garbage collector for throughput
             (:func:`~rayml.executor.gc_pauses.tune_for_throughput`): for a worker actor, which
             has its process to itself.
+        device: The device its pipelines are told to use (``"cuda"`` in a pool whose workers
+            reserve a GPU), handed to a pipeline that takes a ``ctx``.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class ModelWorker:
         allow_unpromoted_pins: bool = False,
         version_check_ttl_s: float = 2.0,
         tune_gc: bool = False,
+        device: str = "cpu",
     ) -> None:
         if log_level is not None:
             logs.configure(log_level)
@@ -95,6 +99,7 @@ class ModelWorker:
 
         self._thread_limits = threadpool_limits(limits=threads)
         self.worker_id = worker_id
+        self.context = InferenceContext(nthread=max(1, threads), device=device)
         self.store = ModelStore(store_root, allow_pickle=allow_pickle)
         self.cache = ModelCache(cache_items, cache_bytes)
         self.allow_unpromoted_pins = allow_unpromoted_pins
@@ -258,7 +263,7 @@ class ModelWorker:
 
     def _run_bisecting(self, spec: PipelineSpec, model: Any, params: list[BaseModel]) -> list[Any]:
         try:
-            return run_inference(spec, model, params)
+            return run_inference(spec, model, params, self.context)
         except RecordError as exc:
             if len(params) == 1:
                 return [ItemError(exc.type, str(exc), exc.details)]
@@ -274,6 +279,8 @@ class ModelWorker:
         return {
             "worker_id": self.worker_id,
             "pid": os.getpid(),
+            "node_id": _node_id(),
+            "device": self.context.device,
             "batches": self.batches,
             "requests": self.requests,
             "model_loads": self.model_loads,
@@ -287,6 +294,16 @@ class ModelWorker:
     def ping(self) -> str:
         """Liveness check (a dead actor raises instead of answering)."""
         return self.worker_id
+
+
+def _node_id() -> str | None:
+    """The Ray node this worker runs on (``None`` outside Ray)."""
+    try:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else None
+    except Exception:
+        return None
 
 
 def _ms_since(started: float) -> float:

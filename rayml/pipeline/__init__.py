@@ -11,8 +11,10 @@ the ingest can import them to validate requests cheaply.
 
 The names below are the public API; import them from here. They are defined in small modules:
 
-* :mod:`rayml.pipeline.spec` -- :class:`PipelineSpec`, :class:`Resources`, :func:`get_spec`;
-* :mod:`rayml.pipeline.contract` -- :class:`TrainingContext`, :class:`TrainedModel`,
+* :mod:`rayml.pipeline.spec` -- :class:`PipelineSpec`, :class:`Pool` (an inference pipeline's own
+  worker pool), :class:`Resources`, :func:`get_spec`;
+* :mod:`rayml.pipeline.contract` -- :class:`InferenceContext`, :class:`TrainingContext`,
+  :class:`TrainedModel`,
   :func:`run_inference`, :func:`run_training`;
 * :mod:`rayml.pipeline.registry` -- :class:`Registry`, :data:`default_registry`,
   :func:`load_spec_by_path`, :func:`validate_spec_params`;
@@ -40,7 +42,13 @@ Example:
 
 from __future__ import annotations
 
-from rayml.pipeline.contract import TrainedModel, TrainingContext, run_inference, run_training
+from rayml.pipeline.contract import (
+    InferenceContext,
+    TrainedModel,
+    TrainingContext,
+    run_inference,
+    run_training,
+)
 from rayml.pipeline.decorators import inference, training
 from rayml.pipeline.registry import (
     DEFAULT_PACKAGE,
@@ -51,14 +59,16 @@ from rayml.pipeline.registry import (
     validate_batch_params,
     validate_spec_params,
 )
-from rayml.pipeline.spec import SPEC_ATTR, PipelineKind, PipelineSpec, Resources, get_spec
+from rayml.pipeline.spec import SPEC_ATTR, PipelineKind, PipelineSpec, Pool, Resources, get_spec
 
 __all__ = [
     "DEFAULT_PACKAGE",
     "ENTRY_POINT_GROUP",
     "SPEC_ATTR",
+    "InferenceContext",
     "PipelineKind",
     "PipelineSpec",
+    "Pool",
     "Registry",
     "Resources",
     "TrainedModel",

@@ -39,7 +39,13 @@ from rayml.pipeline.spec import PipelineSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainedModel", "TrainingContext", "run_inference", "run_training"]
+__all__ = [
+    "InferenceContext",
+    "TrainedModel",
+    "TrainingContext",
+    "run_inference",
+    "run_training",
+]
 
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:[0-9]+)?)$")
 
@@ -72,6 +78,36 @@ class TrainedModel:
     data_fingerprint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     reference_rows: Any = None
+
+
+class InferenceContext:
+    """What a model worker tells an inference pipeline about where it runs.
+
+    An inference function receives it when it declares a ``ctx`` keyword parameter:
+    ``def predict(model, batch, ctx: InferenceContext | None = None)``.
+
+    Attributes:
+        nthread: Threads the worker's BLAS/OpenMP pools have (``executor.worker_threads``).
+        device: ``"cuda"`` when the worker's pool declares a GPU and Ray gave it one
+            (``Pool(num_gpus=...)``), else ``"cpu"``; pass it to XGBoost's ``device``.
+
+    Example:
+        >>> InferenceContext(device="cuda")
+        InferenceContext(nthread=1, device='cuda')
+    """
+
+    __slots__ = ("device", "nthread")
+
+    def __init__(self, nthread: int = 1, device: str = "cpu") -> None:
+        if isinstance(nthread, bool) or not isinstance(nthread, int) or nthread < 1:
+            raise ValueError(f"nthread must be an int >= 1, got {nthread!r}")
+        if not isinstance(device, str) or not _DEVICE_RE.match(device):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        self.nthread = nthread
+        self.device = device
+
+    def __repr__(self) -> str:
+        return f"InferenceContext(nthread={self.nthread}, device={self.device!r})"
 
 
 def _no_progress(fraction: float, message: str) -> None:
@@ -150,8 +186,16 @@ class TrainingContext:
 # --- calling pipelines --------------------------------------------------------------------
 
 
-def run_inference(spec: PipelineSpec, model: Any, params_list: Sequence[BaseModel]) -> list[Any]:
+def run_inference(
+    spec: PipelineSpec,
+    model: Any,
+    params_list: Sequence[BaseModel],
+    ctx: InferenceContext | None = None,
+) -> list[Any]:
     """Run an inference pipeline on one batch and return exactly one output per request.
+
+    A pipeline that takes a ``ctx`` keyword gets ``ctx`` (a default
+    :class:`InferenceContext` when none is given).
 
     Numpy arrays returned by a pipeline are converted with ``tolist()`` so results are JSON
     ready. An empty batch returns ``[]`` without calling the pipeline.
@@ -185,7 +229,11 @@ def run_inference(spec: PipelineSpec, model: Any, params_list: Sequence[BaseMode
     batch = list(params_list)
     if not batch:
         return []
-    outputs = _call_pipeline(spec, spec.batch_fn, model, batch)
+    if spec.takes_context:
+        context = ctx if ctx is not None else InferenceContext()
+        outputs = _call_pipeline(spec, spec.batch_fn, model, batch, ctx=context)
+    else:
+        outputs = _call_pipeline(spec, spec.batch_fn, model, batch)
     if hasattr(outputs, "tolist") and not isinstance(outputs, list):
         outputs = outputs.tolist()
     if isinstance(outputs, str | bytes | dict) or not isinstance(outputs, Iterable):
@@ -255,13 +303,13 @@ def run_training(spec: PipelineSpec, params: BaseModel, ctx: TrainingContext) ->
     return dataclasses.replace(result, metrics=metrics)
 
 
-def _call_pipeline(spec: PipelineSpec, fn: Callable[..., Any], *args: Any) -> Any:
+def _call_pipeline(spec: PipelineSpec, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call a user's pipeline function; anything it raises becomes a record failure.
 
     rayml's own errors pass through unchanged (they already say what went wrong).
     """
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except RaymlError:
         raise
     except Exception as exc:

@@ -51,7 +51,7 @@ from rayml.pipeline.signatures import (
     type_hints,
     type_name,
 )
-from rayml.pipeline.spec import SPEC_ATTR, PipelineSpec, Resources, get_spec, import_path_of
+from rayml.pipeline.spec import SPEC_ATTR, PipelineSpec, Pool, Resources, get_spec, import_path_of
 
 __all__ = ["TrainedModel", "TrainingContext", "inference", "training"]
 
@@ -64,11 +64,11 @@ class _PerItem:
     A class rather than a closure so that a spec pickles by reference to the user's function.
     """
 
-    def __init__(self, fn: Callable[[Any, Any], Any]) -> None:
+    def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
 
-    def __call__(self, model: Any, batch: Sequence[Any]) -> list[Any]:
-        return [self.fn(model, params) for params in batch]
+    def __call__(self, model: Any, batch: Sequence[Any], **kwargs: Any) -> list[Any]:
+        return [self.fn(model, params, **kwargs) for params in batch]
 
     def __repr__(self) -> str:
         return f"_PerItem({import_path_of(self.fn)})"
@@ -85,6 +85,7 @@ def inference(
     batched: bool = True,
     max_batch_size: int | None = None,
     batch_timeout_s: float | None = None,
+    pool: Pool | None = None,
     doc: str | None = None,
     registry: Registry | None = None,
 ) -> Callable[[F], F]:
@@ -103,6 +104,9 @@ def inference(
         batch_timeout_s: How long one batch may run on a worker, model load included, before
             the worker is ended and replaced (``None``: ``executor.batch_timeout_s``). Give a
             slow pipeline, or one with a large model, room for its largest batch.
+        pool: Workers of its own (:class:`~rayml.pipeline.spec.Pool`: CPUs, GPUs, memory,
+            replicas, batch size and wait, scale to zero), autoscaled on this pipeline's own
+            backlog; ``None``: the ingest's default pool, shared with other pipelines.
         doc: Description to publish; defaults to the docstring's first paragraph.
         registry: Registry to add to (default :data:`rayml.pipeline.registry.default_registry`).
 
@@ -136,9 +140,18 @@ def inference(
             f"pipeline {name!r}: max_batch_size must be an int >= 1 or None, got {max_batch_size!r}"
         )
     _check_timeout(name, "batch_timeout_s", batch_timeout_s)
+    if pool is not None and not isinstance(pool, Pool):
+        raise RegistrationError(
+            f"pipeline {name!r}: pool must be a rayml.pipeline.Pool or None, got {pool!r}"
+        )
 
     def decorate(fn: F) -> F:
         sig = checked_signature(name, fn, "inference")
+        # A `ctx` keyword gets the worker's InferenceContext (device, threads).
+        takes_context = "ctx" in sig.parameters and sig.parameters["ctx"].kind in (
+            inspect.Parameter.KEYWORD_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        )
         hints = type_hints(fn)
         params_param = list(sig.parameters.values())[1]
         ann = hints.get(params_param.name, inspect.Parameter.empty)
@@ -165,6 +178,8 @@ def inference(
             max_batch_size=max_batch_size,
             batch_timeout_s=None if batch_timeout_s is None else float(batch_timeout_s),
             doc=doc if doc is not None else first_paragraph(fn),
+            pool=pool,
+            takes_context=takes_context,
         )
         return _attach(fn, spec, registry)
 

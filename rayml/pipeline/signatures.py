@@ -91,7 +91,8 @@ def checked_signature(name: str, fn: object, kind: PipelineKind) -> inspect.Sign
             two positional arguments.
     """
     expected = (
-        "fn(model, batch: list[Params]) (or fn(model, params: Params) with batched=False)"
+        "fn(model, batch: list[Params]) (or fn(model, params: Params) with batched=False; "
+        "either may add a `ctx` keyword for its InferenceContext)"
         if kind == "inference"
         else "fn(params: Params, ctx: TrainingContext) -> TrainedModel"
     )
@@ -120,7 +121,9 @@ def checked_signature(name: str, fn: object, kind: PipelineKind) -> inspect.Sign
     try:
         # Binding two placeholder arguments is exactly the check the executor's call must pass:
         # it catches too few/too many parameters and required keyword-only parameters.
-        sig.bind(object(), object())
+        # An inference function may add a `ctx` keyword (its InferenceContext).
+        ctx = {"ctx": object()} if kind == "inference" and "ctx" in sig.parameters else {}
+        sig.bind(object(), object(), **ctx)
     except TypeError as exc:
         raise RegistrationError(
             f"pipeline {name!r} ({import_path_of(fn)}) has signature {sig}, which cannot be "

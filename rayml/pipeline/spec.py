@@ -32,6 +32,7 @@ __all__ = [
     "SPEC_ATTR",
     "PipelineKind",
     "PipelineSpec",
+    "Pool",
     "Resources",
     "get_spec",
     "import_path_of",
@@ -77,6 +78,89 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Pool:
+    """The model-worker pool of one inference pipeline: its shape, its size bounds, its batches.
+
+    A pipeline declared with ``pool=Pool(...)`` gets workers of its own in every ingest,
+    autoscaled on its own backlog (docs/autoscaling.md); a pipeline without one shares the
+    ingest's default pool (``executor.num_workers`` workers of ``executor.worker_num_cpus``).
+
+    Attributes:
+        num_cpus: CPUs each worker reserves (``None``: ``executor.worker_num_cpus``).
+        num_gpus: GPUs each worker reserves. Workers are then placed only on nodes with that
+            many GPUs free (Ray's ``GPU`` resource), and the pipeline's ``ctx.device`` is
+            ``"cuda"``.
+        memory: Memory (bytes) each worker reserves, or ``None``.
+        min_replicas: Workers per ingest at least. ``0`` lets an idle pool go to zero after
+            ``idle_timeout_s``; its next request starts a worker (a cold start, measured).
+        max_replicas: Workers per ingest at most (the autoscaler's bound).
+        max_batch_size: Requests per Ray call at most (``None``: the pipeline's or the
+            executor's).
+        max_batch_wait_ms: How long a batch may wait to fill (``None``: the executor's).
+        idle_timeout_s: With ``min_replicas=0``: how long the pool must have had nothing to do
+            before its workers are released.
+        gpu_fallback: With ``num_gpus``: when no node of the cluster has a GPU at all, start
+            the workers without one (``ctx.device == "cpu"``) rather than wait for a GPU node
+            (``False``: wait, e.g. for the cluster autoscaler to add one).
+
+    Example:
+        >>> Pool(num_gpus=1, min_replicas=0).scales_to_zero
+        True
+        >>> Pool(min_replicas=3, max_replicas=2)
+        Traceback (most recent call last):
+        ...
+        rayml.errors.RegistrationError: pool: max_replicas (2) must be >= min_replicas (3)
+    """
+
+    num_cpus: float | None = None
+    num_gpus: float = 0
+    memory: int | None = None
+    min_replicas: int = 1
+    max_replicas: int = 4
+    max_batch_size: int | None = None
+    max_batch_wait_ms: float | None = None
+    idle_timeout_s: float = 300.0
+    gpu_fallback: bool = True
+
+    def __post_init__(self) -> None:
+        def number(name: str, value: object, *, low: float, none_ok: bool) -> None:
+            if value is None and none_ok:
+                return
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not low <= value < float("inf")
+            ):
+                raise RegistrationError(f"pool: {name} must be a number >= {low}, got {value!r}")
+
+        number("num_cpus", self.num_cpus, low=0, none_ok=True)
+        number("num_gpus", self.num_gpus, low=0, none_ok=False)
+        number("max_batch_wait_ms", self.max_batch_wait_ms, low=0, none_ok=True)
+        number("idle_timeout_s", self.idle_timeout_s, low=0, none_ok=False)
+        for name in ("memory", "min_replicas", "max_replicas", "max_batch_size"):
+            value = getattr(self, name)
+            if value is None and name in ("memory", "max_batch_size"):
+                continue
+            low = 0 if name == "min_replicas" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise RegistrationError(f"pool: {name} must be an int >= {low}, got {value!r}")
+        if self.max_replicas < self.min_replicas:
+            raise RegistrationError(
+                f"pool: max_replicas ({self.max_replicas}) must be >= min_replicas "
+                f"({self.min_replicas})"
+            )
+        if self.max_replicas > 10_000:
+            raise RegistrationError(f"pool: max_replicas above 10000: {self.max_replicas}")
+        if not isinstance(self.gpu_fallback, bool):
+            raise RegistrationError("pool: gpu_fallback must be True or False")
+
+    @property
+    def scales_to_zero(self) -> bool:
+        """Whether an idle pool releases all its workers."""
+        return self.min_replicas == 0
+
+
+@dataclass(frozen=True)
 class PipelineSpec:
     """Everything the executor needs to know about one registered pipeline.
 
@@ -99,6 +183,9 @@ class PipelineSpec:
         metric: Metric a sweep optimises (training only; may be ``None``).
         mode: ``"max"`` or ``"min"``: the direction in which ``metric`` improves.
         doc: Short description published with the registry.
+        pool: Inference: the pipeline's own worker pool (``None``: the ingest's default pool).
+        takes_context: Inference: whether ``fn`` takes a ``ctx`` keyword
+            (:class:`~rayml.pipeline.contract.InferenceContext`: its worker's device, threads).
 
     Example:
         >>> from pydantic import BaseModel
@@ -132,6 +219,8 @@ class PipelineSpec:
     metric: str | None = None
     mode: Literal["max", "min"] = "max"
     doc: str = ""
+    pool: Pool | None = None
+    takes_context: bool = False
 
     @property
     def importable(self) -> bool:
@@ -157,6 +246,7 @@ class PipelineSpec:
             "metric": self.metric,
             "mode": self.mode,
             "import_path": self.import_path,
+            "pool": None if self.pool is None else dataclasses.asdict(self.pool),
         }
 
 

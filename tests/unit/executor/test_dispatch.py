@@ -118,7 +118,7 @@ def test_a_retried_batch_is_not_merged_again() -> None:
     retried = _items(0, 2)
     for item in retried:
         item.attempts = 1
-    d.ready.append((A, retried))
+    d.ready.append(A, retried, ("interactive", ""))
     d.enqueue(A, _items(2, 2))
     d.enqueue(A, _items(4, 2))
     pool.room = 10

@@ -263,6 +263,8 @@ def test_stats(worker: ModelWorker, tiny: ModelVersion) -> None:
     assert worker.stats() == {
         "worker_id": "w-test",
         "pid": os.getpid(),
+        "node_id": None,  # outside Ray
+        "device": "cpu",
         "batches": 3,
         "requests": 6,
         "model_loads": 1,

@@ -4,6 +4,7 @@ checks."""
 from __future__ import annotations
 
 import doctest
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,6 +17,8 @@ import rayml.pipeline.signatures
 from rayml.errors import RegistrationError
 from rayml.pipeline import (
     SPEC_ATTR,
+    InferenceContext,
+    Pool,
     Registry,
     Resources,
     TrainedModel,
@@ -366,3 +369,74 @@ def test_training_timeout_s_is_a_positive_number_of_seconds_or_none() -> None:
     for bad in (0, -1, True, "30"):
         with pytest.raises(RegistrationError, match="timeout_s must be"):
             training("demo.bad", model="m", params=FitParams, timeout_s=bad, registry=reg)  # type: ignore[arg-type]
+
+
+# -- an inference pipeline's own pool, and its context -------------------------------------
+
+
+class _PoolParams(BaseModel):
+    x: float
+
+
+def test_an_inference_pipeline_declares_its_own_pool() -> None:
+    reg = Registry()
+    shape = Pool(num_cpus=0.5, num_gpus=1, min_replicas=0, max_replicas=3, max_batch_size=64)
+
+    @inference("demo.pooled", model="m", params=_PoolParams, pool=shape, registry=reg)
+    def pooled(model: object, batch: list[_PoolParams]) -> list[float]:
+        return [p.x for p in batch]
+
+    spec = reg.get("demo.pooled")
+    assert spec.pool == shape
+    assert spec.pool.scales_to_zero
+    assert spec.describe()["pool"]["num_gpus"] == 1
+    assert not spec.takes_context
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"min_replicas": 2, "max_replicas": 1}, "max_replicas (1) must be >= min_replicas (2)"),
+        ({"num_gpus": -1}, "num_gpus must be a number >= 0"),
+        ({"num_cpus": float("nan")}, "num_cpus must be a number >= 0"),
+        ({"min_replicas": -1}, "min_replicas must be an int >= 0"),
+        ({"max_replicas": 0}, "max_replicas must be an int >= 1"),
+        ({"max_batch_size": 0}, "max_batch_size must be an int >= 1"),
+        ({"memory": True}, "memory must be an int >= 1"),
+        ({"idle_timeout_s": float("inf")}, "idle_timeout_s must be a number >= 0"),
+        ({"gpu_fallback": "yes"}, "gpu_fallback must be True or False"),
+    ],
+)
+def test_a_bad_pool_is_refused_when_declared(kwargs: dict, message: str) -> None:
+    with pytest.raises(RegistrationError, match=re.escape(message)):
+        Pool(**kwargs)
+
+
+def test_a_pool_that_is_not_a_pool_is_refused() -> None:
+    with pytest.raises(RegistrationError, match=re.escape("pool must be a rayml.pipeline.Pool")):
+        inference("demo.bad_pool", model="m", params=_PoolParams, pool={"num_gpus": 1})  # type: ignore[arg-type]
+
+
+def test_a_pipeline_that_takes_ctx_gets_its_workers_context() -> None:
+    reg = Registry()
+
+    @inference("demo.ctx", model="m", params=_PoolParams, registry=reg)
+    def batched(
+        model: object, batch: list[_PoolParams], ctx: InferenceContext | None = None
+    ) -> list[str]:
+        assert ctx is not None
+        return [ctx.device] * len(batch)
+
+    @inference("demo.ctx_item", model="m", params=_PoolParams, batched=False, registry=reg)
+    def per_item(model: object, params: _PoolParams, *, ctx: InferenceContext) -> int:
+        return ctx.nthread
+
+    assert reg.get("demo.ctx").takes_context
+    one = [_PoolParams(x=1.0)]
+    assert run_inference(reg.get("demo.ctx"), None, one, InferenceContext(device="cuda")) == [
+        "cuda"
+    ]
+    assert run_inference(reg.get("demo.ctx"), None, one) == ["cpu"]  # a default context
+    assert run_inference(reg.get("demo.ctx_item"), None, one, InferenceContext(nthread=3)) == [3]
+    with pytest.raises(ValueError, match="device must be"):
+        InferenceContext(device="tpu")
