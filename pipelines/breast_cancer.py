@@ -30,7 +30,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 from rayml.models.store import fingerprint_arrays
-from rayml.pipeline import TrainedModel, TrainingContext, inference, training
+from rayml.pipeline import (
+    InferenceContext,
+    TrainedModel,
+    TrainingContext,
+    inference,
+    training,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +82,21 @@ class TrainParams(BaseModel):
 
 
 @inference("breast_cancer.predict", model=MODEL, params=PredictParams)
-def predict(model: Any, batch: list[PredictParams]) -> list[dict[str, Any]]:
+def predict(
+    model: Any, batch: list[PredictParams], ctx: InferenceContext | None = None
+) -> list[dict[str, Any]]:
     """Classify tumours as malignant (label 0) or benign (label 1).
 
     The whole batch goes through one ``predict_proba`` call: per-row calls would cost far more
     than the prediction itself. ``probability`` is the model's probability of the returned
-    label.
+    label. It predicts on the worker's device (``ctx.device``): ``"cuda"`` where its pool
+    declares a GPU (``pool=Pool(num_gpus=1)``, docs/autoscaling.md) and Ray gave it one, the CPU
+    otherwise, whichever device the model was trained on.
 
     Args:
         model: A fitted ``xgboost.XGBClassifier`` (the newest ``breast_cancer`` version).
         batch: Validated requests.
+        ctx: The worker's context (its device).
 
     Returns:
         One ``{"label": int, "probability": float}`` per request, in order.
@@ -100,6 +111,7 @@ def predict(model: Any, batch: list[PredictParams]) -> list[dict[str, Any]]:
         (0, True)
     """
     _use_one_thread(model)
+    _use_device(model, "cpu" if ctx is None else ctx.device)
     features = np.asarray([params.features for params in batch], dtype=np.float64)
     proba = model.predict_proba(features)
     best = proba.argmax(axis=1)
@@ -195,6 +207,12 @@ def _progress_callback(ctx: TrainingContext, rounds: int) -> Any:
             return False  # False: keep training
 
     return _Progress()
+
+
+def _use_device(model: Any, device: str) -> None:
+    # A model trained on a GPU predicts on a CPU worker, and the other way round.
+    if (getattr(model, "device", None) or "cpu") != device:
+        model.set_params(device=device)
 
 
 def _use_one_thread(model: Any) -> None:

@@ -110,7 +110,12 @@ class KafkaSettings(_Section):
 class TopicSettings(_Section):
     """Topic names by role. ``rayml topics create`` makes them with per-role settings."""
 
+    # Inference requests: the interactive lane of the default tenant (no tenants configured).
     input: TopicName = "ml.pipeline.input"
+    # Its bulk lane (`priority="batch"`, `rayml replay`), read only as far as the interactive
+    # lane leaves room (docs/service.md, "Priority lanes and tenant shares"). Left unset, it
+    # follows `input`: "<input>.batch".
+    input_batch: TopicName = "ml.pipeline.input.batch"
     output: TopicName = "ml.pipeline.output"
     jobs: TopicName = "ml.pipeline.jobs"
     dlq: TopicName = "ml.pipeline.dlq"
@@ -133,6 +138,17 @@ class TopicSettings(_Section):
     min_insync_replicas: int | None = Field(None, ge=1, le=32)
 
     @model_validator(mode="after")
+    def _batch_lane_follows_input(self) -> TopicSettings:
+        if "input_batch" not in self.model_fields_set:
+            self.input_batch = _batch_topic(self.input)
+        elif _canonical(self.input_batch) == _canonical(self.input):
+            raise ValueError(
+                f"input_batch {self.input_batch!r} is the input topic: the bulk lane is a topic "
+                "of its own"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _insync_fits(self) -> TopicSettings:
         r, m = self.replication_factor, self.min_insync_replicas
         if r is not None and m is not None and m > r:
@@ -141,6 +157,17 @@ class TopicSettings(_Section):
                 "could ever succeed"
             )
         return self
+
+
+def _batch_topic(input_topic: str) -> str:
+    """The bulk lane's default name beside an interactive request topic: ``<input>.batch``."""
+    name = f"{input_topic}.batch"
+    if len(name) > 249:
+        raise ValueError(
+            f"the bulk lane of {input_topic!r} would be {len(name)} characters (Kafka allows "
+            "249): name it yourself (topics.input_batch, or the tenant's batch_topic)"
+        )
+    return name
 
 
 def _canonical(topic: str) -> str:
@@ -161,8 +188,11 @@ class TenantSettings(_Section):
     # The Kafka principal of the team's services ("User:team-a"): `rayml tenants apply` grants
     # it Write on its request topics and Read on its result topic and reply prefix.
     principal: str | None = Field(None, pattern=r"^[A-Za-z]+:.+$")
-    # Inference requests.
+    # Inference requests: its interactive lane.
     input_topic: TopicName
+    # Its bulk lane (`priority="batch"`, `rayml replay`): read only as far as the interactive
+    # lanes leave room. None: "<input_topic>.batch".
+    batch_topic: TopicName | None = None
     # Training requests; None: the tenant may not train.
     training_topic: TopicName | None = None
     # Results of requests without a reply_to, and errors about refused reply_to names.
@@ -171,6 +201,21 @@ class TenantSettings(_Section):
     reply_prefix: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
     # Pipelines (fnmatch patterns, e.g. "iris.*") the tenant may call.
     pipelines: list[str] = Field(default_factory=lambda: ["*"])
+    # Its weight in the ingest's intake: while several tenants have records in flight, each
+    # may hold window x weight / (sum of their weights) of them (at least
+    # shares.min_share_records); alone, the whole window.
+    weight: float = Field(1.0, gt=0, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _bulk_lane_named(self) -> TenantSettings:
+        if self.batch_topic is None:
+            _batch_topic(self.input_topic)  # refuses a default name Kafka would refuse
+        return self
+
+    @property
+    def bulk_topic(self) -> str:
+        """Its bulk lane: ``batch_topic``, else ``<input_topic>.batch``."""
+        return self.batch_topic or _batch_topic(self.input_topic)
 
 
 class ExecutorSettings(_Section):
@@ -255,6 +300,12 @@ class ExecutorSettings(_Section):
     # its partitions go to ingests that can serve them; it rejoins once a worker serves.
     # 0: never leave. See rayml.executor.membership.
     leave_group_without_workers_s: float = Field(30.0, ge=0, le=3600)
+    # A pipeline's own pool (rayml.pipeline.Pool) with requests queued and no worker that
+    # serves (none could be placed: a GPU pool without a GPU node, a cluster out of room) for
+    # this long: its queued requests are answered `pool_unavailable` and dead-lettered for
+    # replay, so that one pool that cannot start never holds the partitions' offsets (and the
+    # in-flight window every other pipeline shares) for ever.
+    pool_start_timeout_s: float = Field(300.0, gt=0, le=86_400)
     # exactly_once: how often the open transaction commits. Results become visible to
     # read_committed readers only then (latency), and each commit costs broker round trips.
     transaction_commit_interval_s: float = Field(0.1, gt=0, le=600)
@@ -268,6 +319,33 @@ class ExecutorSettings(_Section):
         if isinstance(value, int) and not 1 <= value <= 1024:
             raise ValueError("ingest_actors must be 1..1024 or 'auto'")
         return value
+
+
+class LaneSettings(_Section):
+    """Priority lanes (docs/service.md, "Priority lanes and tenant shares"): each tenant's
+    interactive request topic and its bulk topic beside it. The ingest reads the bulk lanes
+    only as far as interactive work leaves room (:mod:`rayml.executor.intake`)."""
+
+    # While interactive work is in flight, the bulk lanes together may hold this share of the
+    # in-flight window (executor.max_in_flight); beyond it their partitions are paused until
+    # they are back under it. Below it they are always read (bulk never starves); with no
+    # interactive work in flight they may take the whole window.
+    batch_share: float = Field(0.25, gt=0, lt=1)
+    # Interactive work counts as in flight until this long after its last record was done, so
+    # that a steady trickle of interactive requests keeps the bulk lanes to their share
+    # between two requests (0: only while a record is in flight).
+    interactive_linger_s: float = Field(1.0, ge=0, le=600)
+
+
+class ShareSettings(_Section):
+    """Per-tenant shares of the ingest's intake (only with two tenants or more; see
+    ``TenantSettings.weight`` and :mod:`rayml.executor.intake`)."""
+
+    # The least a tenant with records in flight may hold, whatever the weights say.
+    min_share_records: int = Field(256, ge=1, le=10_000_000)
+    # A tenant counts as having records in flight until this long after its last one was
+    # done (a steady trickle keeps its share between two requests).
+    active_linger_s: float = Field(1.0, ge=0, le=600)
 
 
 class TrainingSettings(_Section):
@@ -467,7 +545,10 @@ class Settings(BaseSettings):
     autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
-    # Empty: one default tenant over topics.input / topics.jobs / topics.output.
+    lanes: LaneSettings = Field(default_factory=LaneSettings)
+    shares: ShareSettings = Field(default_factory=ShareSettings)
+    # Empty: one default tenant over topics.input (and its bulk lane topics.input_batch) /
+    # topics.jobs / topics.output.
     tenants: list[TenantSettings] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -487,6 +568,7 @@ class Settings(BaseSettings):
             _canonical(topic): "rayml"
             for topic in (
                 t.input,
+                t.input_batch,
                 t.output,
                 t.jobs,
                 t.dlq,
@@ -500,6 +582,7 @@ class Settings(BaseSettings):
         for tenant in self.tenants:
             for role, topic in (
                 ("request", tenant.input_topic),
+                ("bulk request", tenant.bulk_topic),
                 ("training", tenant.training_topic),
                 ("result", tenant.result_topic),
             ):

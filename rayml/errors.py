@@ -76,6 +76,21 @@ class BatchTimeoutError(InfrastructureError):
         )
 
 
+class PoolUnavailableError(InfrastructureError):
+    """Raised (as the cause of an error answer) when no worker of a pipeline's own pool could
+    start within ``executor.pool_start_timeout_s`` while requests waited for it."""
+
+    def __init__(self, pool: str, waited_s: float, requests: int) -> None:
+        self.pool = pool
+        self.waited_s = waited_s
+        self.requests = requests
+        super().__init__(
+            f"no worker of pool {pool!r} served for {waited_s:.0f}s ({requests} requests "
+            "waiting): none could be placed (a GPU pool without a GPU node, or a cluster out of "
+            "room)"
+        )
+
+
 class RecordError(RaymlError):
     """Raised when one request cannot succeed; it gets an error result, others go on.
 

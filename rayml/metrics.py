@@ -34,6 +34,9 @@ error}``                                       topic and error name (e.g. ``_UNK
 ``ray_rayml_pool_size``                        serving workers of the ingest
 ``ray_rayml_batches_queued``                   formed batches waiting for a worker
 ``ray_rayml_paused``                           1 while backpressure pauses the partitions
+``ray_rayml_lane_in_flight{tenant,lane}``      records polled and not finished per tenant
+                                               (from the settings: a bounded set) and lane
+                                               (interactive | batch)
 ``ray_rayml_model_loads_total{model}``         models loaded from the store by a worker
 ``ray_rayml_model_cache_hits_total{model}``    batches served by an already loaded model
 ``ray_rayml_training_jobs_total{status}``      jobs succeeded | failed; reused counts the
@@ -287,6 +290,14 @@ class IngestMetrics:
         self.paused = _gauge(
             "rayml_paused", "1 while backpressure pauses the partitions.", ("ingest",), tag
         )
+        self.lane_in_flight = _gauge(
+            "rayml_lane_in_flight",
+            "Records polled and not finished, per tenant and lane (interactive, batch).",
+            ("ingest", "tenant", "lane"),
+            tag,
+        )
+        # The latest counts per (tenant, lane), handed over by the loop (intake()).
+        self._lanes: Mapping[tuple[str, str], int] = {}
         # Aggregates between flushes (plain Python: a batch costs a few dict updates).
         self._counts: dict[tuple[str, str], int] = defaultdict(int)
         self._e2e: dict[str, _Reservoir] = defaultdict(lambda: _Reservoir(SAMPLES_PER_FLUSH))
@@ -321,6 +332,12 @@ class IngestMetrics:
 
     def due(self, now: float) -> bool:
         return now >= self._next
+
+    def intake(self, in_flight: Mapping[tuple[str, str], int]) -> None:
+        """Keep the records in flight per (tenant, lane) for the next flush (no Ray call: the
+        loop hands them over at each of its intake decisions). The keys are the settings'
+        tenants times the two lanes, every time, so the label set stays bounded."""
+        self._lanes = in_flight
 
     def flush(
         self,
@@ -375,6 +392,8 @@ class IngestMetrics:
         self.pool_size.set(pool_size)
         self.batches_queued.set(batches_queued)
         self.paused.set(1 if paused else 0)
+        for (tenant, lane), n in self._lanes.items():
+            self.lane_in_flight.set(n, {"tenant": tenant, "lane": lane})
         for name in self._lag_tags - lags.keys():
             self.partition_lag.set(0, {"partition": name})  # revoked: not ours to report now
         for name, lag in lags.items():

@@ -18,8 +18,16 @@ pool
    (``request_resources``), so the nodes start together instead of one scheduling round at a
    time; the request is cleared when the pool shrinks and when the controller stops.
 
-Per-model replicas are not scaled separately: the pool grows as a whole and model-affinity
-routing (``model_replicas``, spill-over to any worker with room) spreads a hot model.
+Pipelines with a pool of their own (:class:`rayml.pipeline.Pool`, :mod:`rayml.executor.pools`)
+are scaled pool by pool: each on its own backlog (requests queued and in flight for it in the
+ingests), its own arrival rate (requests handed to it) and its own service rate (requests it
+answered), within ``[max(1, min_replicas), max_replicas]``, by a policy of its own with the
+``[autoscale]`` targets and delays. Kafka's lag cannot be split by pipeline (the pipelines share
+the input partitions), so once any pipeline has its own pool the default pool is scaled the same
+way, on its own backlog; a burst on one pipeline then grows only its pool. A pool that went to
+zero is started by its ingest when work comes for it, not here. A burst asks Ray's autoscaler
+for the pool's own shape (GPUs included). Inside a pool, model-affinity routing
+(``model_replicas``, spill-over to any worker with room) spreads a hot model.
 
 Each tick is kept in :attr:`PoolAutoscaler.timeline` (bounded) and logged at INFO when the
 pool (asked for or running), the target or the node count changes, or every 10 s while there is
@@ -114,6 +122,8 @@ class ScalableExecutor(Protocol):
 
     def resize(self, workers: int) -> None: ...
 
+    def resize_pool(self, name: str, workers: int) -> None: ...
+
 
 class PoolAutoscaler:
     """Resizes an executor's pools from Kafka lag and the ingest actors' status.
@@ -152,6 +162,12 @@ class PoolAutoscaler:
         self._last_logged: tuple[int, int, int, int] | None = None
         self._last_log_t = 0.0
         self.timeline: deque[Tick] = deque(maxlen=3600)
+        # Per pool (once any pipeline has its own): its policy, its counters over the rate
+        # window (t, arrived, answered), and the capacity asked of Ray's autoscaler for it.
+        self._pool_policies: dict[str, AutoscalePolicy] = {}
+        self._pool_counters: dict[str, deque[tuple[float, int, int]]] = {}
+        self._ahead: dict[str, list[dict[str, float]]] = {}
+        self.pool_sizes: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -202,6 +218,11 @@ class PoolAutoscaler:
         self._refresh_status()
         ingests = max(1, len(self.executor.actors))
         statuses = self._statuses
+        pools = _pools_of(statuses)
+        if len(pools) > 1 or (self.pool_sizes and not pools):
+            # Pools per pipeline: each is scaled on its own figures, the default one too (and
+            # nothing is decided on the group's lag while the ingests' answers are awaited).
+            return self._tick_pools(now, pools, ingests, lag, arrival, throughput)
         if statuses:
             self._pool = max(int(s.get("pool_size", self._pool)) for s in statuses)
         in_flight = sum(int(s.get("in_flight", 0)) for s in statuses)
@@ -236,6 +257,147 @@ class PoolAutoscaler:
         self.timeline.append(tick)
         self._log(tick, now)
         return tick
+
+    def _tick_pools(
+        self,
+        now: float,
+        pools: dict[str, list[dict[str, Any]]],
+        ingests: int,
+        lag: int,
+        arrival: float | None,
+        throughput: float | None,
+    ) -> Tick:
+        """One step with pools per pipeline: a decision per pool, on its own backlog."""
+        acted: list[str] = []
+        default_decision: Decision | None = None
+        for name, per_ingest in sorted(pools.items()):
+            size = max(int(p.get("size", 0)) for p in per_ingest)
+            self.pool_sizes[name] = size
+            if size == 0:
+                self._pool_counters.pop(name, None)
+                continue  # released while idle: its ingest starts it when work comes
+            policy = self._pool_policies.get(name)
+            if policy is None:
+                policy = self._pool_policies[name] = AutoscalePolicy(
+                    self._pool_config(per_ingest[0])
+                )
+            backlog = sum(int(p.get("backlog", 0)) for p in per_ingest)
+            arrived_rate, answered_rate = self._pool_rates(
+                name,
+                now,
+                sum(int(p.get("arrived", 0)) for p in per_ingest),
+                sum(int(p.get("answered", 0)) for p in per_ingest),
+            )
+            decision = policy.decide(
+                LoadSample(
+                    now=now,
+                    workers=size,
+                    lag=backlog // ingests,
+                    arrival_rate=None if arrived_rate is None else arrived_rate / ingests,
+                    in_flight=backlog // ingests,
+                    throughput_per_worker=None
+                    if answered_rate is None
+                    else answered_rate / (ingests * size),
+                )
+            )
+            if name == "default":
+                default_decision = decision
+            if decision.desired != size:
+                self._apply_pool(name, per_ingest[0], size, decision, ingests)
+                acted.append(f"{name} {size}->{decision.desired}")
+        if acted:
+            self._statuses = []  # answers from before the resizes carry the old sizes
+            self._status_refs = None
+        pool = self.pool_sizes.get("default", self._pool)
+        self._pool = pool
+        tick = Tick(
+            t=round(now - self._started, 3),
+            lag=lag,
+            arrival_rate=None if arrival is None else round(arrival, 1),
+            throughput=None if throughput is None else round(throughput, 1),
+            in_flight=sum(int(p.get("backlog", 0)) for ps in pools.values() for p in ps),
+            pool=pool,
+            running=sum(self.pool_sizes.values()),
+            target=pool if default_decision is None else default_decision.target,
+            desired=pool if default_decision is None else default_decision.desired,
+            nodes=self._count_nodes(),
+            action="resize" if acted else "hold",
+            reason="; ".join(acted) or "pools at their desired sizes",
+        )
+        self.timeline.append(tick)
+        self._log(tick, now)
+        return tick
+
+    def _pool_config(self, pool: dict[str, Any]) -> PolicyConfig:
+        """A pool's policy: its own bounds, the [autoscale] targets and delays."""
+        base = policy_config(self.settings)
+        if pool.get("pool") == "default" or pool.get("max") is None:
+            return base
+        return PolicyConfig(
+            min_workers=max(1, int(pool.get("min") or 0)),
+            max_workers=max(1, int(pool["max"])),
+            target_lag_s=base.target_lag_s,
+            target_in_flight_per_worker=base.target_in_flight_per_worker,
+            upscale_delay_s=base.upscale_delay_s,
+            downscale_delay_s=base.downscale_delay_s,
+            upscale_smoothing=base.upscale_smoothing,
+            downscale_smoothing=base.downscale_smoothing,
+        )
+
+    def _pool_rates(
+        self, name: str, now: float, arrived: int, answered: int
+    ) -> tuple[float | None, float | None]:
+        """A pool's arrival and service rates (requests/s) over the last few seconds."""
+        window = max(_MIN_RATE_WINDOW_S, 4 * self.settings.autoscale.interval_s)
+        samples = self._pool_counters.setdefault(name, deque())
+        if samples and (arrived < samples[-1][1] or answered < samples[-1][2]):
+            samples.clear()  # an ingest restarted: its counters began again
+        samples.append((now, arrived, answered))
+        while len(samples) > 2 and now - samples[1][0] >= window:
+            samples.popleft()
+        t0, arrived0, answered0 = samples[0]
+        if now - t0 <= 0:
+            return None, None
+        return (arrived - arrived0) / (now - t0), (answered - answered0) / (now - t0)
+
+    def _apply_pool(
+        self, name: str, pool: dict[str, Any], previous: int, decision: Decision, ingests: int
+    ) -> None:
+        size = decision.desired
+        logger.info(
+            "autoscaler: pool %s %d -> %d workers per ingest (raw %.2f, capacity %s/s per "
+            "worker): %s",
+            name,
+            previous,
+            size,
+            decision.raw,
+            "?" if decision.capacity_per_worker is None else f"{decision.capacity_per_worker:.0f}",
+            decision.reason,
+        )
+        a = self.settings.autoscale
+        shape = {"CPU": float(pool.get("num_cpus") or 0), "GPU": float(pool.get("num_gpus") or 0)}
+        shape = {k: v for k, v in shape.items() if v > 0}
+        if size > previous and a.request_resources and shape:
+            ahead = min(self._pool_config(pool).max_workers, max(size, round(decision.raw)))
+            if ahead >= a.burst_factor * previous:
+                self._ahead[name] = [shape] * (ahead * ingests)
+                self._send_ahead()
+        elif size < previous and self._ahead.pop(name, None) is not None:
+            self._send_ahead()
+        if name == "default":
+            self.executor.resize(size)
+        else:
+            self.executor.resize_pool(name, size)
+        self.pool_sizes[name] = size
+
+    def _send_ahead(self) -> None:
+        bundles = [b for wanted in self._ahead.values() for b in wanted]
+        if bundles:
+            self._request(bundles)
+            self._requested = True
+            logger.info("autoscaler: requested %d bundles ahead (%s)", len(bundles), self._ahead)
+        else:
+            self._clear_request()
 
     def _rates(self, now: float, end: int, committed: int) -> tuple[float | None, float | None]:
         """Arrival rate and throughput (records/s) over the last few seconds of offsets."""
@@ -326,3 +488,12 @@ class PoolAutoscaler:
 
     def timeline_dicts(self) -> list[dict[str, Any]]:
         return [asdict(t) for t in self.timeline]
+
+
+def _pools_of(statuses: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each pool's entries in the ingests' statuses, by pool name."""
+    pools: dict[str, list[dict[str, Any]]] = {}
+    for status in statuses:
+        for pool in status.get("pools", []):
+            pools.setdefault(str(pool.get("pool")), []).append(pool)
+    return pools

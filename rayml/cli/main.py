@@ -359,7 +359,13 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Consumer lag per partition, and in-flight work, pool size, throughput, models loaded."""
-    from rayml.cli.status import cluster_status, delivery_lines, summarize, training_lines
+    from rayml.cli.status import (
+        cluster_status,
+        delivery_lines,
+        pools_lines,
+        summarize,
+        training_lines,
+    )
     from rayml.kafka.lag import group_lag
 
     settings = command_settings(bootstrap_servers)
@@ -399,6 +405,8 @@ def status(
             "for a node with room (they rejoin once one serves)"
         )
     for line in delivery_lines(ex):
+        typer.echo(f"  {line}")
+    for line in pools_lines(summary["pools"]):
         typer.echo(f"  {line}")
     typer.echo(f"models loaded: {', '.join(ex['models_loaded']) or 'none'}")
     for line in training_lines(summary["training"]):

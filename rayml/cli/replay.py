@@ -90,7 +90,8 @@ def dlq(
     bootstrap_servers: BootstrapOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-send dead letters to their source topics, each at most once per group.
+    """Re-send dead letters to the bulk lane of their source topic's tenant (training requests
+    to their training topic), each at most once per group.
 
     Letters the filter leaves out are committed too: a later run of the same group does not
     see them.
@@ -140,7 +141,9 @@ def range_(
     ] = None,
     topic: Annotated[
         list[str] | None,
-        typer.Option(help="Only this request topic (repeatable) [every tenant's input topic]."),
+        typer.Option(
+            help="Only this request topic (repeatable) [every tenant's input topics, both lanes]."
+        ),
     ] = None,
     group: Annotated[
         str, typer.Option(help="Consumer group the range is read under (not the executor's).")
@@ -151,8 +154,8 @@ def range_(
 ) -> None:
     """Re-score a time range of requests against a pinned model version, into a side topic.
 
-    Each request is sent again, with its id, to the topic it came from, pinned and with
-    reply_to = the side topic: the executor answers it through its normal path.
+    Each request is sent again, with its id, to the bulk lane of the topic it came from, pinned
+    and with reply_to = the side topic: the executor answers it through its normal path.
     """
     now_ms = int(time.time() * 1000)
     start_ms = _at(from_, "--from", now_ms)

@@ -93,9 +93,114 @@ def summarize(
             "models_loaded": models,
             **delivery_summary(ingests),
         },
+        "pools": pools_summary(ingests),
         "ingests": ingests,
         "training": training_summary(runners or [], now_ms),
     }
+
+
+def pools_summary(ingests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every pool over the ingests: its pipelines, resources, size, backlog, last cold start.
+
+    Sizes, backlogs and counters are summed over the ingests (each ingest has its own workers
+    of every pool); bounds are per ingest; the cold start is the longest last one.
+
+    Example:
+        >>> pool = {"pool": "big.predict", "pipelines": ["big.predict"], "num_cpus": 1.0,
+        ...         "num_gpus": 1.0, "memory": None, "min": 0, "max": 2, "size": 1,
+        ...         "starting": 0, "backlog": 7, "queued": 5, "arrived": 9, "answered": 2,
+        ...         "cold_starts": 1, "last_cold_start_s": 3.2, "scale_to_zero": True,
+        ...         "workers": [{"device": "cuda"}]}
+        >>> summary = pools_summary([{"pools": [pool]}, {"pools": [dict(pool, size=0,
+        ...     last_cold_start_s=None, workers=[])]}])
+        >>> s = summary[0]
+        >>> s["size"], s["backlog"], s["last_cold_start_s"], s["devices"], s["ingests"]
+        (1, 14, 3.2, ['cuda'], 2)
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    summed = (
+        "size",
+        "starting",
+        "draining",
+        "backlog",
+        "queued",
+        "arrived",
+        "answered",
+        "released",
+        "unavailable",
+    )
+    for ingest in ingests:
+        for pool in ingest.get("pools", []):
+            name = pool.get("pool", "?")
+            into = merged.get(name)
+            if into is None:
+                into = merged[name] = {
+                    "pool": name,
+                    "pipelines": list(pool.get("pipelines", [])),
+                    "num_cpus": pool.get("num_cpus"),
+                    "num_gpus": pool.get("num_gpus"),
+                    "memory": pool.get("memory"),
+                    "min_per_ingest": pool.get("min"),
+                    "max_per_ingest": pool.get("max"),
+                    "scale_to_zero": bool(pool.get("scale_to_zero")),
+                    "max_batch_size": pool.get("max_batch_size"),
+                    "max_batch_wait_ms": pool.get("max_batch_wait_ms"),
+                    "ingests": 0,
+                    "cold_starts": 0,
+                    "last_cold_start_s": None,
+                    "on_cpu_instead_of_gpu": 0,
+                    "devices": set(),
+                    **dict.fromkeys(summed, 0),
+                }
+            into["ingests"] += 1
+            for key in summed:
+                into[key] += int(pool.get(key) or 0)
+            into["cold_starts"] += int(pool.get("cold_starts") or 0)
+            into["on_cpu_instead_of_gpu"] += int(pool.get("on_cpu_instead_of_gpu") or 0)
+            cold = pool.get("last_cold_start_s")
+            if cold is not None and (
+                into["last_cold_start_s"] is None or cold > into["last_cold_start_s"]
+            ):
+                into["last_cold_start_s"] = cold
+            into["devices"] |= {w.get("device", "cpu") for w in pool.get("workers", [])}
+    for pool in merged.values():
+        pool["devices"] = sorted(pool["devices"])
+    return list(merged.values())
+
+
+def pools_lines(pools: list[dict[str, Any]]) -> list[str]:
+    """The pools of ``rayml status`` as text lines.
+
+    Example:
+        >>> for line in pools_lines([{"pool": "default", "pipelines": ["iris.predict"],
+        ...     "num_cpus": 0.5, "num_gpus": 0.0, "size": 2, "min_per_ingest": 1,
+        ...     "max_per_ingest": None, "backlog": 0, "scale_to_zero": False,
+        ...     "last_cold_start_s": None, "cold_starts": 0, "devices": ["cpu"]},
+        ...     {"pool": "big", "pipelines": ["big"], "num_cpus": 1.0, "num_gpus": 1.0,
+        ...     "size": 0, "min_per_ingest": 0, "max_per_ingest": 2, "backlog": 0,
+        ...     "scale_to_zero": True, "last_cold_start_s": 4.25, "cold_starts": 1,
+        ...     "devices": []}]):
+        ...     print(line)
+        pool default (iris.predict): 2 workers of 0.5 CPU, backlog 0
+        pool big (big): 0 workers of 1.0 CPU + 1.0 GPU, 0..2 per ingest, scales to zero, backlog 0, last cold start 4.25s (1 in all)
+    """  # noqa: E501
+    lines = []
+    for p in pools:
+        shape = f"{p.get('num_cpus')} CPU" + (
+            f" + {p.get('num_gpus')} GPU" if p.get("num_gpus") else ""
+        )
+        pipelines = ", ".join(p.get("pipelines", [])) or "-"
+        line = f"pool {p['pool']} ({pipelines}): {p['size']} workers of {shape}"
+        if p.get("max_per_ingest") is not None:
+            line += f", {p.get('min_per_ingest')}..{p['max_per_ingest']} per ingest"
+        if p.get("scale_to_zero"):
+            line += ", scales to zero"
+        line += f", backlog {p.get('backlog', 0)}"
+        if p.get("last_cold_start_s") is not None:
+            cold, count = p["last_cold_start_s"], p.get("cold_starts", 0)
+            line += f", last cold start {cold:.2f}s ({count} in all)"
+        lines.append(line)
+    return lines
 
 
 def training_summary(runners: list[dict[str, Any]], now_ms: float | None = None) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from rayml.client.pipelines import PipelineInfo
 from rayml.config import Settings
 from rayml.protocol.envelopes import Result
 from rayml.protocol.training import ModelAnnouncement
+from rayml.tenancy.rules import Lane
 
 __all__ = ["AsyncClient"]
 
@@ -53,8 +54,10 @@ class AsyncClient:
         validate: bool = True,
         connect_timeout_s: float = 10.0,
         client_id: str | None = None,
+        batch_topic: str | None = None,
     ) -> None:
         self._options: dict[str, Any] = {
+            "batch_topic": batch_topic,
             "settings": settings,
             "reply_topic": reply_topic,
             "tenant": tenant,
@@ -89,15 +92,22 @@ class AsyncClient:
         return self._client
 
     async def submit(
-        self, pipeline: str, /, *, timeout_s: float | None = None, **params: Any
+        self,
+        pipeline: str,
+        /,
+        *,
+        timeout_s: float | None = None,
+        priority: Lane = "interactive",
+        **params: Any,
     ) -> Result:
-        """Send one request and await its result.
+        """Send one request and await its result (``priority="batch"``: on the bulk lane, as
+        :meth:`Client.submit`).
 
         Raises:
             ResultTimeoutError: No result within ``timeout_s``.
             InvalidParamsError, UnknownPipelineError: As :meth:`Client.submit`.
         """
-        future = await self.request(pipeline, params)
+        future = await self.request(pipeline, params, priority=priority)
         return await self.wait(future, timeout_s)
 
     async def request(
@@ -130,6 +140,7 @@ class AsyncClient:
         max_in_flight: int = 1000,
         progress: bool = True,
         timeout_s: float | None = None,
+        priority: Lane = "interactive",
     ) -> list[Result]:
         """:meth:`Client.submit_many`, run in a thread; results in input order."""
         return await asyncio.to_thread(
@@ -139,6 +150,7 @@ class AsyncClient:
             max_in_flight=max_in_flight,
             progress=progress,
             timeout_s=timeout_s,
+            priority=priority,
         )
 
     async def pipelines(self) -> list[PipelineInfo]:

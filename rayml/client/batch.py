@@ -26,6 +26,7 @@ from rayml.client.futures import RequestFuture
 from rayml.client.pipelines import to_wire
 from rayml.client.protocols import BatchSender
 from rayml.protocol.envelopes import Result
+from rayml.tenancy.rules import Lane
 
 __all__ = ["BatchProgress", "progress_bar", "submit_batch"]
 
@@ -109,6 +110,7 @@ def submit_batch(
     progress: bool,
     timeout_s: float | None,
     model_version: str | None,
+    priority: Lane = "interactive",
 ) -> list[Result]:
     """Send one request per params mapping; see :meth:`rayml.Client.submit_many`."""
     if max_in_flight < 1:
@@ -141,7 +143,9 @@ def submit_batch(
             while not slots.acquire(timeout=0.1):
                 bar.refresh()
                 check_deadline()
-            future = client.send_checked(pipeline, wire, None, model_version, None, None)
+            future = client.send_checked(
+                pipeline, wire, None, model_version, None, None, priority=priority
+            )
             future.add_done_callback(finished)
             futures.append(future)
             if len(futures) % 256 == 0:

@@ -31,12 +31,19 @@ Params are checked against the pipeline's published JSON Schema before sending
 (:mod:`rayml.client.pipelines`); training jobs are followed through their status events
 (:mod:`rayml.client.training`); :class:`rayml.client.async_client.AsyncClient` is the asyncio form.
 
-**Topics.** Inference requests go to ``settings.topics.input``, training requests to the
-training topic (``training_topic``, default ``settings.topics.jobs``): training is a right of
-its own, on a topic Kafka's ACLs guard apart from inference (docs/security.md). A tenant's
-clients use its topics (e.g. ``RAYML_TOPICS__INPUT=team-a.requests``,
-``training_topic="team-a.training"``) and a ``reply_topic`` under its reply prefix; the
-executor refuses a ``reply_to`` outside it, answering on the tenant's result topic.
+**Topics.** Inference requests go to ``settings.topics.input`` (the interactive lane), or
+with ``priority="batch"`` to the bulk lane beside it (``batch_topic``, default
+``settings.topics.input_batch``, which follows ``topics.input`` unless set:
+``<input>.batch``). The executor reads the bulk lane only as far as interactive work leaves
+room (docs/service.md, "Priority lanes and tenant shares"): use it for backfills and bulk
+re-scoring, so that they never queue interactive callers behind them. Training requests go to
+the training topic (``training_topic``, default ``settings.topics.jobs``): training is a right
+of its own, on a topic Kafka's ACLs guard apart from inference (docs/security.md). A tenant's
+clients use its topics (e.g. ``RAYML_TOPICS__INPUT=team-a.requests``, whose bulk lane is then
+``team-a.requests.batch`` unless the tenant names its ``batch_topic``: then
+``RAYML_TOPICS__INPUT_BATCH`` or ``batch_topic=``; ``training_topic="team-a.training"``) and a
+``reply_topic`` under its reply prefix; the executor refuses a ``reply_to`` outside it,
+answering on the tenant's result topic.
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ from rayml.models.promotion import ServingRecord
 from rayml.protocol.envelopes import Request, Result, encode_request
 from rayml.protocol.leases import has_leases, is_lease_key, live_pipelines
 from rayml.protocol.training import ModelAnnouncement, decode_announcement
+from rayml.tenancy.rules import LANES, Lane
 from rayml.tracing import request_trace_headers
 
 logger = logging.getLogger(__name__)
@@ -115,6 +123,8 @@ class Client:
         client_id: Names the client's reply topic and Kafka client ids; random by default.
         training_topic: Where :meth:`train` sends training requests; default
             ``settings.topics.jobs``.
+        batch_topic: Where requests with ``priority="batch"`` go (the bulk lane); default
+            ``settings.topics.input_batch``.
 
     Raises:
         BrokerUnreachableError: No bootstrap server answered within ``connect_timeout_s``.
@@ -137,9 +147,11 @@ class Client:
         connect_timeout_s: float = 10.0,
         client_id: str | None = None,
         training_topic: str | None = None,
+        batch_topic: str | None = None,
     ) -> None:
         self.settings = resolve_settings(bootstrap_servers, settings)
         self.training_topic = training_topic or self.settings.topics.jobs
+        self.batch_topic = batch_topic or self.settings.topics.input_batch
         self.client_id = client_id or uuid.uuid4().hex[:12]
         self.tenant = tenant
         self.validate = validate
@@ -171,8 +183,14 @@ class Client:
 
     # -- sending --------------------------------------------------------------------------
 
-    def submit(self, pipeline: str, /, **params: Any) -> RequestFuture:
+    def submit(
+        self, pipeline: str, /, *, priority: Lane = "interactive", **params: Any
+    ) -> RequestFuture:
         """Send one request; return the future of its :class:`~rayml.protocol.envelopes.Result`.
+
+        ``priority="batch"`` sends it on the bulk lane (:attr:`batch_topic`), which the
+        executor reads only as far as interactive work leaves room. (A pipeline whose params
+        include one named ``priority`` takes it through :meth:`request`.)
 
         Raises:
             InvalidParamsError: The params do not match the pipeline's schema (nothing sent);
@@ -183,8 +201,11 @@ class Client:
         Example:
             >>> client.submit("iris.predict", features=[5.1, 3.5, 1.4, 0.2]).result(30).status
             'ok'
+            >>> client.submit("iris.predict", priority="batch", features=[5.1, 3.5, 1.4, 0.2]
+            ...               ).result(300).status
+            'ok'
         """
-        return self.request(pipeline, params)
+        return self.request(pipeline, params, priority=priority)
 
     def request(
         self,
@@ -197,6 +218,7 @@ class Client:
         tenant: str | None = None,
         validate: bool | None = None,
         topic: str | None = None,
+        priority: Lane = "interactive",
     ) -> RequestFuture:
         """Send one request with every envelope option; :meth:`submit` is the short form.
 
@@ -208,20 +230,31 @@ class Client:
             deadline: After it, the executor answers ``deadline_exceeded`` instead of running.
             tenant: Overrides the client's tenant.
             validate: Overrides the client's ``validate``.
-            topic: Where to send it (default ``settings.topics.input``; :meth:`train` sends to
-                the training topic).
+            topic: Where to send it (default: by ``priority``; :meth:`train` sends to the
+                training topic).
+            priority: ``"interactive"`` (``settings.topics.input``) or ``"batch"`` (the bulk
+                lane, :attr:`batch_topic`).
 
         Raises:
             InvalidParamsError, UnknownPipelineError: See :meth:`submit`.
-            InvalidRequestError: An envelope field (id, deadline) is malformed.
+            InvalidRequestError: An envelope field (id, deadline) or ``priority`` is
+                malformed.
         """
         self._check_open()
+        topic = topic or self.lane_topic(priority)
         check = self.validate if validate is None else validate
         wire = (
             self.check_params(pipeline, params or {}) if check else to_wire(pipeline, params or {})
         )
         return self.send_checked(
-            pipeline, wire, request_id, model_version, deadline, tenant, topic=topic
+            pipeline,
+            wire,
+            request_id,
+            model_version,
+            deadline,
+            tenant,
+            topic=topic,
+            priority=priority,
         )
 
     def submit_many(
@@ -233,6 +266,7 @@ class Client:
         progress: bool = True,
         timeout_s: float | None = None,
         model_version: str | None = None,
+        priority: Lane = "interactive",
     ) -> list[Result]:
         """Send many requests with at most ``max_in_flight`` unanswered; results in input order.
 
@@ -247,6 +281,8 @@ class Client:
             progress: Show a progress bar (tqdm) with ok/error counts.
             timeout_s: For the whole batch; ``None`` waits as long as it takes.
             model_version: Pin a model version for every request.
+            priority: ``"batch"`` sends them on the bulk lane (a backfill that must not queue
+                interactive callers behind it); default ``"interactive"``.
 
         Raises:
             ResultTimeoutError: Not every result came within ``timeout_s`` (``missing`` says
@@ -267,6 +303,7 @@ class Client:
             progress=progress,
             timeout_s=timeout_s,
             model_version=model_version,
+            priority=priority,
         )
 
     def send_checked(
@@ -279,10 +316,11 @@ class Client:
         tenant: str | None,
         *,
         topic: str | None = None,
+        priority: Lane = "interactive",
     ) -> RequestFuture:
         """Send params already made wire-ready by :meth:`check_params` (or ``to_wire``), to
-        ``topic`` (default ``settings.topics.input``)."""
-        topic = topic or self.settings.topics.input
+        ``topic`` (default: ``priority``'s lane, :meth:`lane_topic`)."""
+        topic = topic or self.lane_topic(priority)
         replies = self._reply_reader()
         try:
             request = Request(
@@ -322,6 +360,22 @@ class Client:
             except KafkaException as exc:
                 self._pending.discard(request.id)
                 raise DeliveryFailedError(request.id, topic, str(exc)) from exc
+
+    def lane_topic(self, priority: Lane) -> str:
+        """Where requests of ``priority`` go: ``settings.topics.input`` for ``"interactive"``,
+        :attr:`batch_topic` for ``"batch"``.
+
+        Raises:
+            InvalidRequestError: ``priority`` is neither.
+        """
+        if priority == "interactive":
+            return self.settings.topics.input
+        if priority == "batch":
+            return self.batch_topic
+        raise InvalidRequestError(
+            f"priority must be one of {', '.join(map(repr, LANES))}, got {priority!r}",
+            {"priority": str(priority)},
+        )
 
     # -- pipelines and models -----------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from rayml.client.futures import RequestFuture
 from rayml.client.pipelines import PipelineInfo
 from rayml.config import Settings
+from rayml.tenancy.rules import Lane
 
 __all__ = ["BatchSender", "JobSender"]
 
@@ -40,8 +41,11 @@ class BatchSender(Protocol):
         model_version: str | None,
         deadline: datetime | None,
         tenant: str | None,
+        *,
+        priority: Lane = "interactive",
     ) -> RequestFuture:
-        """Send params already made wire-ready; return the request's future."""
+        """Send params already made wire-ready, on ``priority``'s lane; return the request's
+        future."""
         ...
 
 

@@ -12,9 +12,14 @@ One skeleton, so that a fix to rebalance handling is made once:
   still polled without waiting: that poll serves rebalance callbacks (a leave's revocation among
   them) and keeps the member within ``max.poll.interval.ms``; a record read while paused
   pauses its partition (``pause()`` silently skips a partition librdkafka has not seen yet);
-* **assign** sets the member's pause state on the partitions it adds, either way (librdkafka
-  keeps a revoked partition's pause, so one let go of while paused would come back paused for
-  good);
+* **hold** some topics (the ingest's priority lanes and tenant shares:
+  :mod:`rayml.executor.intake`): their assigned partitions are paused on their own, beside the
+  whole-assignment pause, and the two compose: a resume of the whole assignment leaves the held
+  topics paused, and a topic let go of while the whole assignment is paused is resumed with it;
+  a record of a held topic read anyway pauses its partition, as above;
+* **assign** sets the member's pause state on the partitions it adds, either way: paused while
+  the whole assignment is, or while their topic is held, resumed otherwise (librdkafka keeps a
+  revoked partition's pause, so one let go of while paused would come back paused for good);
 * **revoke** finishes, within a bound, what the member holds of those partitions, commits their
   watermark, and lets go of them *even when the drain or the commit raised* (confluent-kafka
   unassigns them anyway: nothing of theirs may be tracked or committed by this member again);
@@ -92,6 +97,9 @@ class ConsumerLoop:
         self._assigned: frozenset[TP] = frozenset()
         # Partitions revoked, lost or rewound since the current poll began (see _poll).
         self._unsettled: set[TP] = set()
+        # Topics whose partitions are paused on their own (hold()), whatever the whole
+        # assignment's state; replaced, never mutated.
+        self._held_topics: frozenset[str] = frozenset()
 
     # -- what a member does ------------------------------------------------------------------
 
@@ -160,8 +168,20 @@ class ConsumerLoop:
         and tracked: it has been read).
         """
         messages = self._poll(limit, timeout)
-        if self.counters.paused and messages:
-            kafka_clients.pause_strays(self.consumer, messages, self.owner)
+        if messages:
+            if self.counters.paused:
+                kafka_clients.pause_strays(self.consumer, messages, self.owner)
+            elif self._held_topics:
+                held = self._held_topics
+                strays = [m for m in messages if m.topic() in held and m.error() is None]
+                if strays:
+                    # Read from a held topic: a partition paused in on_assign before
+                    # librdkafka knew it, or a record already on its way at the pause. Kept,
+                    # as any record read; its partition paused again (DEBUG: lanes pause and
+                    # resume often).
+                    stray = [TopicPartition(m.topic(), m.partition()) for m in strays]  # type: ignore[arg-type]
+                    logger.debug("%s read held %s: pausing it", self.owner, partition_names(stray))
+                    self.consumer.pause(stray)
         polled: list[Polled] = []
         nbytes = 0
         track = self.tracker.track
@@ -211,11 +231,36 @@ class ConsumerLoop:
             logger.info("%s paused %s", self.owner, why)
 
     def resume(self, why: str) -> None:
-        """Resume every assigned partition (no-op when not paused)."""
+        """Resume every assigned partition but those of held topics (no-op when not paused)."""
         if self.counters.paused:
-            self.consumer.resume(self.consumer.assignment())
+            held = self._held_topics
+            assigned = self.consumer.assignment()
+            self.consumer.resume([tp for tp in assigned if tp.topic not in held])
             self.counters.paused = False
             logger.info("%s resumed %s", self.owner, why)
+
+    def hold(self, topics: frozenset[str]) -> None:
+        """Pause the assigned partitions of ``topics`` on their own, and resume those of the
+        topics held before and not now (while the whole assignment is not paused; while it
+        is, :meth:`resume` applies the held set). Cheap when nothing changes."""
+        before = self._held_topics
+        if topics == before:
+            return
+        self._held_topics = topics
+        if self.counters.paused:
+            return  # every partition is paused; resume() leaves the held ones paused
+        assigned = self._assigned
+        pause = [TopicPartition(t, p) for t, p in assigned if t in topics and t not in before]
+        resume = [TopicPartition(t, p) for t, p in assigned if t in before and t not in topics]
+        if pause:
+            self.consumer.pause(pause)
+        if resume:
+            self.consumer.resume(resume)
+
+    @property
+    def held_topics(self) -> frozenset[str]:
+        """The topics whose partitions are paused on their own (:meth:`hold`)."""
+        return self._held_topics
 
     def commit_due(self, interval_s: float) -> bool:
         return time.monotonic() - self._last_commit >= interval_s
@@ -234,7 +279,16 @@ class ConsumerLoop:
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         logger.info("%s assigned %s", self.owner, partition_names(partitions))
         self._assigned = self._assigned | {(tp.topic, tp.partition) for tp in partitions}
-        kafka_clients.set_pause_state(consumer, partitions, self.counters.paused)
+        held = self._held_topics
+        if self.counters.paused or not held:
+            kafka_clients.set_pause_state(consumer, partitions, self.counters.paused)
+        else:
+            kafka_clients.set_pause_state(
+                consumer, [tp for tp in partitions if tp.topic in held], True
+            )
+            kafka_clients.set_pause_state(
+                consumer, [tp for tp in partitions if tp.topic not in held], False
+            )
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Finish (bounded) what is in flight for these partitions, commit, then let go."""

@@ -16,7 +16,12 @@ import logging
 import time
 
 from rayml.delivery.sink import ResultSink
-from rayml.errors import BatchTimeoutError, DeadlineExceededError, RetriesExhaustedError
+from rayml.errors import (
+    BatchTimeoutError,
+    DeadlineExceededError,
+    PoolUnavailableError,
+    RetriesExhaustedError,
+)
 from rayml.executor.work import BatchOutcome, InFlight, ItemError, Pending
 from rayml.protocol.dead_letters import DeadLetter
 from rayml.protocol.envelopes import ErrorInfo, ModelRef, Timings, error_info_from
@@ -109,6 +114,8 @@ def failure_for_caller(cause: BaseException) -> tuple[str, str]:
     """
     if isinstance(cause, BatchTimeoutError):
         return "batch_timeout", "its batch ran past its time bound"
+    if isinstance(cause, PoolUnavailableError):
+        return "pool_unavailable", "no worker of its pipeline's pool could start in time"
     if _WORKER_DIED & {c.__name__ for c in type(cause).__mro__}:
         return "worker_died", "the worker running it died"
     return "worker_error", "the worker failed outside the pipeline"
@@ -156,6 +163,6 @@ def answer_exhausted(writer: ResultSink, items: list[Pending], cause: BaseExcept
             item.request,
             error=error_info_from(err),
             received_ms=item.received_ms,
-            attempts=item.attempts,
+            attempts=max(1, item.attempts),  # never dispatched: its pool could not start
             dead_letter=(item.raw, letter),
         )

@@ -4,9 +4,10 @@ One :class:`Ingest` runs a single loop thread that owns its Kafka consumer and p
 :mod:`rayml.kafka.topic_checks` asks the producer for topic metadata from a thread of its own;
 librdkafka handles are thread-safe). Per iteration it:
 
-1. polls up to ``poll_max_messages`` records from every tenant's inference topic
-   (:mod:`rayml.tenancy`; without tenants, ``topics.input``) and tracks each offset as
-   unfinished;
+1. polls up to ``poll_max_messages`` records from every tenant's inference topics, its
+   interactive and its bulk lane (:mod:`rayml.tenancy`; without tenants, ``topics.input`` and
+   ``topics.input_batch``), and tracks each offset as unfinished; a lane or tenant at its share
+   of the window waits, paused (:mod:`rayml.executor.intake`);
 2. decodes and checks them against the tenant of their topic: undecodable ones are
    dead-lettered, bad or refused ones answered with an error result (a refused ``reply_to`` on
    the tenant's result topic), training requests refused (they belong on the tenant's training
@@ -64,8 +65,10 @@ from rayml.executor.answers import answer_batch, answer_exhausted, answer_expire
 from rayml.executor.batching import Batch, MicroBatcher
 from rayml.executor.dispatch import Dispatcher
 from rayml.executor.gc_pauses import GcPauses
+from rayml.executor.intake import Intake
 from rayml.executor.membership import ServingWatch
 from rayml.executor.pool import WorkerPool
+from rayml.executor.pools import DEFAULT_POOL, Pools, dispatch_shares
 from rayml.executor.rollout_answers import RolloutAnswers
 from rayml.executor.triage import Triage
 from rayml.executor.version_follower import LatestVersions
@@ -94,8 +97,21 @@ class Ingest(ConsumerLoop):
         self.ingest_id = ingest_id
         self.registry = registry
         ex = settings.executor
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        # The default pool and one per pipeline that declares its own (rayml.executor.pools),
+        # each with its dispatcher.
+        self.pools = Pools(
+            settings,
+            ingest_id,
+            registry,
+            self._make_dispatcher,
+            on_unavailable=self._answer_exhausted,
+        )
+        self.pool = self.pools.default.pool
+        self.dispatcher = self.pools.default.dispatcher
+        # A pipeline's own pool may set its batches' size and wait.
         self.batcher: MicroBatcher[Route, Pending] = MicroBatcher(
-            ex.max_batch_size, ex.max_batch_wait_ms / 1000.0
+            ex.max_batch_size, ex.max_batch_wait_ms / 1000.0, self.pools.limits_of
         )
         # Two budgets, records and bytes; until records are seen, each is guessed as large as
         # a request may be (so the first poll cannot overshoot the byte budget).
@@ -106,21 +122,6 @@ class Ingest(ConsumerLoop):
         self.versions = LatestVersions(settings)
         # Aggregated per batch, sent on a timer: never a metric call per message.
         self.metrics = IngestMetrics(ingest_id)
-        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self.pool = WorkerPool(settings, ingest_id, ex.num_workers)
-        self.dispatcher = Dispatcher(
-            self.pool,
-            max_attempts=ex.max_attempts,
-            batch_timeout_s=ex.batch_timeout_s,
-            on_expired=lambda items: answer_expired(self.writer, items),
-            max_batch_size=ex.max_batch_size,
-            on_finished=self._answer_batch,
-            on_exhausted=self._answer_exhausted,
-            owner=ingest_id,
-            on_shadow=self._answer_shadow,
-            shadow_max_queued=settings.rollout.shadow_max_queued,
-            shadow_timeout_s=settings.rollout.shadow_timeout_s,
-        )
         # What each version answered while its model is under rollout (docs/rollouts.md).
         self.rollout_answers = RolloutAnswers(settings, ingest_id)
         self.txn = None
@@ -140,6 +141,8 @@ class Ingest(ConsumerLoop):
             )
             self._commit_interval_s = ex.transaction_commit_interval_s
         self.tenancy = Tenancy(settings)
+        # Priority lanes and tenant shares: which request topics wait (rayml.executor.intake).
+        self.intake = Intake.of(settings, self.tenancy)
         # Off (None) unless an OTLP endpoint is set: then no header is read (rayml.tracing).
         self.tracing = Tracing.start(settings.tracing, "ingest", **{"rayml.ingest": ingest_id})
         self.traces = (
@@ -154,8 +157,9 @@ class Ingest(ConsumerLoop):
         self.writer = ResultWriter(
             self.producer,
             tenants={
-                tenant.input_topic: TopicTenant(tenant.name, tenant.result_topic)
-                for tenant in self.tenancy.tenants
+                topic: TopicTenant(tenant.name, tenant.result_topic)
+                for topic in self.tenancy.input_topics
+                for tenant in (self.tenancy.of_topic(topic),)
             },
             dlq_topic=settings.topics.dlq,
             on_done=self._done,
@@ -189,6 +193,29 @@ class Ingest(ConsumerLoop):
         # The collector's pauses of this process while the loop runs (status: "gc").
         self.gc_pauses = GcPauses()
 
+    def _make_dispatcher(self, pool: WorkerPool, max_batch_size: int) -> Dispatcher:
+        """The dispatcher of one of this ingest's pools, its callbacks bound to this ingest."""
+        ex, settings = self.settings.executor, self.settings
+
+        def finished(batch: InFlight, outcome: BatchOutcome) -> None:
+            self.pools.answered(batch, outcome)
+            self._answer_batch(batch, outcome)
+
+        return Dispatcher(
+            pool,
+            max_attempts=ex.max_attempts,
+            batch_timeout_s=ex.batch_timeout_s,
+            on_expired=lambda items: answer_expired(self.writer, items),
+            max_batch_size=max_batch_size,
+            on_finished=finished,
+            on_exhausted=self._answer_exhausted,
+            owner=self.ingest_id,
+            on_shadow=self._answer_shadow,
+            shadow_max_queued=settings.rollout.shadow_max_queued,
+            shadow_timeout_s=settings.rollout.shadow_timeout_s,
+            **dispatch_shares(settings),
+        )
+
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -199,7 +226,7 @@ class Ingest(ConsumerLoop):
     def step(self) -> None:
         while not self._commands.empty():
             self._commands.get_nowait()()
-        busy = bool(self.dispatcher.inflight)
+        busy = self.pools.in_flight
         if busy:
             timeout = 0.0  # completions are waited for below, in ray.wait
         else:
@@ -228,7 +255,7 @@ class Ingest(ConsumerLoop):
             self._enqueue(self.batcher.flush())
         else:
             self._enqueue(self.batcher.due(time.monotonic()))
-        self.dispatcher.collect(block_s=0.002 if self.dispatcher.inflight else 0.0)
+        self.pools.collect(block_s=0.002 if self.pools.in_flight else 0.0)
         self.producer.poll(0)
         self.rollout_answers.poll()
         self.writer.settle()
@@ -238,12 +265,14 @@ class Ingest(ConsumerLoop):
         if now >= self._next_membership_check:
             self._next_membership_check = now + 0.5
             self._follow_pool(now)
+            self.pools.refresh(now)
+            self.pools.release_idle(now)
         if self.metrics.due(now):
             self._flush_metrics()
 
     def _idle_worker(self) -> bool:
         """A worker with nothing in flight, and no batch queued ahead for it."""
-        return not self.dispatcher.ready and self.pool.idle
+        return self.pools.idle_worker()
 
     def _flush_metrics(self) -> None:
         """Hand the metrics their figures (loop thread: the lags read the consumer)."""
@@ -264,7 +293,7 @@ class Ingest(ConsumerLoop):
             failed_deliveries=w.failed_deliveries,
             error_results=w.error_results,
             pool_size=self.pool.size,
-            batches_queued=len(self.dispatcher.ready),
+            batches_queued=self.pools.batches_ready,
             paused=self.counters.paused,
             lags=lags,
         )
@@ -297,11 +326,13 @@ class Ingest(ConsumerLoop):
         return self.tracker.in_flight_bytes() + self.writer.held_bytes
 
     def _accept(self, limit: int, timeout: float) -> None:
-        """Poll up to ``limit`` records (each tracked and weighed) and triage them."""
+        """Poll up to ``limit`` records (each tracked and weighed), fewer while a lane or
+        tenant with a share is read (rayml.executor.intake), and triage them."""
         polled_bytes = self.counters.polled_bytes
-        polled: list[Polled] = self.poll(limit, timeout)
+        polled: list[Polled] = self.poll(self.intake.poll_limit(limit), timeout)
         if not polled:
             return
+        self.intake.polled()
         self.window.observe(len(polled), self.counters.polled_bytes - polled_bytes)
         self.peak_in_flight_bytes = max(self.peak_in_flight_bytes, self.held_bytes())
         txn = self.txn
@@ -312,7 +343,7 @@ class Ingest(ConsumerLoop):
 
     def _enqueue(self, batches: list[Batch[Route, Pending]]) -> None:
         for batch in batches:
-            self.dispatcher.enqueue(batch.key, batch.items)
+            self.pools.enqueue(batch.key, batch.items)
 
     # -- answers -----------------------------------------------------------------------------
 
@@ -347,7 +378,7 @@ class Ingest(ConsumerLoop):
                 shadows.setdefault(item.shadow, []).append(item)
         import_path, model, _version = batch.route
         for version, items in shadows.items():
-            self.dispatcher.enqueue_shadow((import_path, model, version), items)
+            self.pools.enqueue_shadow((import_path, model, version), items)
 
     def _answer_shadow(self, batch: InFlight, outcome: BatchOutcome) -> None:
         self.rollout_answers.shadowed(batch, outcome)
@@ -409,7 +440,7 @@ class Ingest(ConsumerLoop):
             self.tracker.reset(tp)
         self.txn.forget(tps)
         self.batcher.flush()  # dropped: these records are polled again
-        self.dispatcher.drop(tps)
+        self.pools.drop(tps)
         try:
             rewind_positions(self.consumer, tps)
         except Exception:
@@ -424,6 +455,21 @@ class Ingest(ConsumerLoop):
             self.pause(f"at {in_flight} records, {held} bytes in flight")
         elif self.counters.paused and self.window.should_resume(in_flight, held):
             self.resume(f"at {in_flight} records, {held} bytes in flight")
+        # Lanes and tenant shares, per topic, beside the whole window's pause: from the
+        # records in flight per assigned partition, after a poll or every few ms.
+        intake, now = self.intake, time.monotonic()
+        if intake.due(now):
+            pending = self.tracker.pending
+            if intake.update(((tp, pending(tp)) for tp in self._assigned), now):
+                self.hold(intake.held)
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug(
+                        "ingest=%s holds %s: %s",
+                        self.ingest_id,
+                        ", ".join(sorted(intake.held)) or "nothing",
+                        intake.why,
+                    )
+            self.metrics.intake(intake.in_flight)
 
     # rebalance: the callbacks are ConsumerLoop's; these are the ingest's parts.
 
@@ -461,9 +507,9 @@ class Ingest(ConsumerLoop):
         for batch in self.batcher.flush():
             keep = [item for item in batch.items if item.tp not in tps]
             if keep:
-                self.dispatcher.enqueue(batch.key, keep)
+                self.pools.enqueue(batch.key, keep)
         # Results parked for a timed-out reply_to too: answered again by the new owner anyway.
-        dropped = self.dispatcher.drop(tps) + self.writer.forget(tps)
+        dropped = self.pools.drop(tps) + self.writer.forget(tps)
         if dropped:
             logger.info(
                 "ingest=%s left %d queued requests to the partitions' next owner",
@@ -477,10 +523,12 @@ class Ingest(ConsumerLoop):
         deadline = started + timeout_s
         why = ""
         while remaining() > 0 and time.monotonic() < deadline:
-            if not self.dispatcher.inflight and self.pool.serving == 0:
+            if not self.pools.in_flight and not any(
+                e.pool.serving for e in self.pools.entries.values()
+            ):
                 why = " (no worker serves: waiting is pointless)"
                 break  # nothing runs and no worker could run the rest
-            self.dispatcher.collect(block_s=0.01)
+            self.pools.collect(block_s=0.01)
             self.producer.poll(0.001)
             self.writer.settle()
             # Exactly-once: keep committing while draining. A drain longer than the
@@ -509,8 +557,8 @@ class Ingest(ConsumerLoop):
             "ingest=%s draining %d records in flight (%d batches running, %d waiting)",
             self.ingest_id,
             self.tracker.in_flight(),
-            len(self.dispatcher.inflight),
-            len(self.dispatcher.ready),
+            self.pools.batches_in_flight,
+            self.pools.batches_ready,
         )
         started = time.monotonic()
         try:
@@ -533,7 +581,7 @@ class Ingest(ConsumerLoop):
                 # open would keep them, heartbeating, in a process that lives on).
                 self.consumer.close()
             finally:
-                self.pool.shutdown()
+                self.pools.shutdown()
                 self.writer.close()
                 self.versions.close()
                 self.gc_pauses.uninstall()
@@ -553,11 +601,15 @@ class Ingest(ConsumerLoop):
         return self._stopped.wait(timeout_s)
 
     def resize(self, workers: int) -> None:
-        """Change the pool size (applied by the loop thread)."""
-        self._commands.put(lambda: self.pool.resize(workers))
+        """Change the default pool's size (applied by the loop thread)."""
+        self._commands.put(lambda: self.pools.resize(DEFAULT_POOL, workers))
+
+    def resize_pool(self, name: str, workers: int) -> None:
+        """Change one pool's size, within its bounds (applied by the loop thread)."""
+        self._commands.put(lambda: self.pools.resize(name, workers))
 
     def status(self) -> dict[str, Any]:
-        c, w, d = self.counters, self.writer, self.dispatcher
+        c, w = self.counters, self.writer
         status: dict[str, Any] = {
             "ingest_id": self.ingest_id,
             "pid": os.getpid(),
@@ -570,8 +622,8 @@ class Ingest(ConsumerLoop):
             "held_result_bytes": w.held_bytes,
             "peak_in_flight_bytes": self.peak_in_flight_bytes,
             "max_in_flight_bytes": self.window.max_bytes,
-            "batches_in_flight": len(d.inflight),
-            "batches_ready": len(d.ready),
+            "batches_in_flight": self.pools.batches_in_flight,
+            "batches_ready": self.pools.batches_ready,
             "buffered": len(self.batcher),
             "paused": c.paused,
             "pool_size": self.pool.size,
@@ -587,12 +639,16 @@ class Ingest(ConsumerLoop):
             "failed_deliveries": w.failed_total,
             # Topics whose writes fail now (retried with backoff, offsets uncommitted).
             "failing_topics": list(w.failing_topics),
-            "batches": d.batches,
-            "redispatched": d.redispatched,
+            "batches": self.pools.counter("batches"),
+            "redispatched": self.pools.counter("redispatched"),
+            # Every pool: its pipelines, shape, size, backlog, last cold start.
+            "pools": self.pools.status(),
             "commits": c.commits,
             "delivery": self.settings.executor.delivery,
             "uptime_s": round(time.time() - c.started_at, 3),
             "gc": self.gc_pauses.snapshot(),
+            # Records in flight per tenant and lane, the shares, what waits (rayml.executor.intake).
+            "intake": self.intake.status(),
         }
         if self.tracing is not None and self.traces is not None:
             # Requests given spans so far, and those in flight whose result owes a traceparent.
@@ -604,15 +660,20 @@ class Ingest(ConsumerLoop):
             }
         ra = self.rollout_answers
         rollouts = self.versions.rollouts
-        if rollouts or ra.written or d.shadow_sent or d.shadow_skipped:
+        if (
+            rollouts
+            or ra.written
+            or self.pools.counter("shadow_sent")
+            or self.pools.counter("shadow_skipped")
+        ):
             status["rollout"] = {
                 "under_rollout": {m: r.model_dump() for m, r in sorted(rollouts.items())},
                 "answers_written": ra.written,
                 "answers_dropped": ra.dropped,
                 "answers_failed": ra.failed,
-                "shadow_sent": d.shadow_sent,
-                "shadow_queued": d.shadow_queued,
-                "shadow_skipped": d.shadow_skipped,
+                "shadow_sent": self.pools.counter("shadow_sent"),
+                "shadow_queued": self.pools.counter("shadow_queued"),
+                "shadow_skipped": self.pools.counter("shadow_skipped"),
                 # The share of request ids whose answers are written (and shadowed) now.
                 "answers_sample": round(ra.sample, 4),
                 "answers_sampled_out": ra.sampled_out,

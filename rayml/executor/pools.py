@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayml.config import Settings
+from rayml.errors import PoolUnavailableError
 from rayml.executor.dispatch import Dispatcher, wait_for_any
 from rayml.executor.pool import WorkerPool
 from rayml.executor.work import BatchOutcome, InFlight, Pending, Route
@@ -61,6 +62,9 @@ class PoolEntry:
     # thread computes them; status reads them from another thread).
     queued: int = 0
     backlog: int = 0
+    # Since when requests have waited here with no worker serving (monotonic), if they do.
+    unserved_since: float | None = None
+    unavailable: int = 0  # requests answered pool_unavailable
 
     def refresh(self) -> None:
         d = self.dispatcher
@@ -82,6 +86,8 @@ class Pools:
         ingest_id: The ingest's id (pool and worker ids start with it).
         registry: The pipelines served; those with a ``pool`` get one each.
         make_dispatcher: Builds a pool's dispatcher (the ingest's callbacks bound).
+        on_unavailable: Answers the requests queued for a pipeline's own pool that had no
+            serving worker for ``executor.pool_start_timeout_s`` (error and dead letter).
     """
 
     def __init__(
@@ -90,9 +96,12 @@ class Pools:
         ingest_id: str,
         registry: Registry,
         make_dispatcher: Callable[[WorkerPool, int], Dispatcher],
+        on_unavailable: Callable[[list[Pending], BaseException], None] | None = None,
     ) -> None:
         ex = settings.executor
         self._ingest_id = ingest_id
+        self._on_unavailable = on_unavailable
+        self._start_timeout_s = ex.pool_start_timeout_s
         default = WorkerPool(settings, ingest_id, ex.num_workers)
         own = [
             registry.get(name)
@@ -144,7 +153,8 @@ class Pools:
         entry = self.entry_of(route)
         entry.arrived += len(items)
         entry.last_work = time.monotonic()
-        if entry.pool.wake():
+        shape = entry.shape
+        if shape is not None and shape.scales_to_zero and entry.pool.wake():
             logger.info(
                 "ingest=%s pool=%s was at zero: starting a worker for %d requests (cold start)",
                 self._ingest_id,
@@ -159,8 +169,11 @@ class Pools:
         entry.dispatcher.enqueue_shadow(route, items)
 
     def answered(self, batch: InFlight, outcome: BatchOutcome) -> None:
-        """Count a caller's batch that came back (called before the ingest answers it)."""
-        self.entry_of(batch.route).answered += len(batch.items)
+        """Count a caller's batch that came back (called before the ingest answers it); the
+        pool's idle time counts from its last answer, not from its last request."""
+        entry = self.entry_of(batch.route)
+        entry.answered += len(batch.items)
+        entry.last_work = time.monotonic()
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -235,10 +248,41 @@ class Pools:
         """A worker with nothing in flight and no batch queued ahead for it, in some pool."""
         return any(not e.dispatcher.ready and e.pool.idle for e in self.entries.values())
 
-    def refresh(self) -> None:
-        """Count each pool's backlog for status and the autoscaler (loop thread)."""
+    def refresh(self, now: float) -> None:
+        """Count each pool's backlog for status and the autoscaler, and give up on pools that
+        cannot start (loop thread)."""
         for entry in self.entries.values():
             entry.refresh()
+            if entry.shape is not None:
+                self._check_unserved(entry, now)
+
+    def _check_unserved(self, entry: PoolEntry, now: float) -> None:
+        """A pipeline's own pool with requests queued and no serving worker for
+        ``pool_start_timeout_s``: its queued requests are answered, not held for ever."""
+        d = entry.dispatcher
+        if not d.ready or entry.pool.serving > 0:
+            entry.unserved_since = None
+            return
+        if entry.unserved_since is None:
+            entry.unserved_since = now
+            return
+        waited = now - entry.unserved_since
+        if waited < self._start_timeout_s or self._on_unavailable is None:
+            return
+        items = [item for _route, batch in d.ready for item in batch]
+        d.ready.filter_items(lambda _item: False)
+        entry.unavailable += len(items)
+        entry.unserved_since = now  # later requests get a whole timeout of their own
+        logger.error(
+            "ingest=%s pool=%s: no worker served for %.0fs (%s); answering its %d queued "
+            "requests pool_unavailable (dead-lettered for replay)",
+            self._ingest_id,
+            entry.name,
+            waited,
+            entry.pool.describe(),
+            len(items),
+        )
+        self._on_unavailable(items, PoolUnavailableError(entry.name, waited, len(items)))
 
     def drop(self, tps: set[TP]) -> int:
         return sum(e.dispatcher.drop(tps) for e in self.entries.values())
@@ -274,6 +318,7 @@ class Pools:
                     "arrived": entry.arrived,
                     "answered": entry.answered,
                     "released": entry.released,
+                    "unavailable": entry.unavailable,
                     "idle_s": round(time.monotonic() - entry.last_work, 1),
                 }
             )
@@ -283,8 +328,7 @@ class Pools:
 def dispatch_shares(settings: Settings) -> dict[str, Any]:
     """The dispatchers' shares (:mod:`rayml.executor.ready`): the bulk lane's share, and each
     tenant's weight."""
-    lanes = getattr(settings, "lanes", None)
     return {
-        "batch_share": float(getattr(lanes, "batch_share", 0.25)),
-        "tenant_weights": {t.name: float(getattr(t, "weight", 1.0)) for t in tenants_of(settings)},
+        "batch_share": settings.lanes.batch_share,
+        "tenant_weights": {t.name: t.weight for t in tenants_of(settings)},
     }

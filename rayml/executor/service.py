@@ -95,10 +95,19 @@ class IngestActorImpl:
     def status(self) -> dict[str, Any]:
         status = self.ingest.status()
         status["workers"] = self.ingest.pool.stats()
+        # Each pipeline's own pool: its workers too (where they run, on which device).
+        entries = self.ingest.pools.entries
+        for pool in status.get("pools", []):
+            entry = entries.get(pool["pool"])
+            if entry is not None and entry.shape is not None:
+                pool["workers"] = entry.pool.stats()
         return status
 
     def resize(self, workers: int) -> None:
         self.ingest.resize(workers)
+
+    def resize_pool(self, name: str, workers: int) -> None:
+        self.ingest.resize_pool(name, workers)
 
     def drain(self, timeout_s: float) -> bool:
         return self.ingest.stop(timeout_s)
@@ -462,7 +471,12 @@ class Executor:
         return result
 
     def resize(self, workers_per_ingest: int) -> None:
+        """Resize every ingest's default pool."""
         ray.get([a.resize.remote(workers_per_ingest) for a in self.actors])
+
+    def resize_pool(self, name: str, workers_per_ingest: int) -> None:
+        """Resize one pipeline's own pool in every ingest (within its declared bounds)."""
+        ray.get([a.resize_pool.remote(name, workers_per_ingest) for a in self.actors])
 
     def drain(self, timeout_s: float | None = None) -> bool:
         """Stop every ingest actor gracefully within ``timeout_s``; True if all finished."""

@@ -216,6 +216,9 @@ class Triage:
             )
             return []
         pending = Pending(tp, offset, raw, request, spec, received_ms)
+        # Whose and which lane (the dispatcher's order): from the topic, like the checks above.
+        pending.tenant = tenant.name
+        pending.lane = self.tenancy.lane_of(tp[0])
         if request.deadline is not None:
             pending.deadline_ms = request.deadline.timestamp() * 1000.0
         rollouts = self.versions.rollouts

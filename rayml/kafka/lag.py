@@ -39,12 +39,15 @@ class PartitionLag:
 
 def group_lag(settings: Settings, timeout_s: float = 10.0) -> list[PartitionLag]:
     """Per-partition lag of the executor's consumer group on its input topics (every tenant's
-    inference topic; without tenants, ``topics.input``).
+    inference topics, both lanes; without tenants, ``topics.input`` and ``topics.input_batch``).
 
     Raises:
         KafkaAdminError: if the broker cannot be reached or an input topic does not exist.
     """
-    topics = [t.input_topic for t in settings.tenants] or [settings.topics.input]
+    topics = [topic for t in settings.tenants for topic in (t.input_topic, t.bulk_topic)] or [
+        settings.topics.input,
+        settings.topics.input_batch,
+    ]
     # A throwaway consumer that never subscribes: it only reads offsets, it joins no group.
     consumer = kafka_clients.consumer(settings.kafka, settings.executor.group_id)
     try:

@@ -4,6 +4,8 @@
 role        default name           settings and why
 ==========  =====================  ===========================================================
 input       ml.pipeline.input      N partitions (the unit of ingest parallelism), 7 days
+input_batch ml.pipeline.input      the bulk lane beside it (``priority="batch"``, replays):
+            .batch                 the same partitions and settings as input
 output      ml.pipeline.output     N partitions keyed by request id, 7 days
 jobs        ml.pipeline.jobs       training hand-off; 14 days so a long outage loses no job
 dlq         ml.pipeline.dlq        original bytes of unanswerable messages, 30 days
@@ -18,8 +20,8 @@ feedback    ml.pipeline.feedback   ground truth by request id, 7 days (one parti
 ==========  =====================  ===========================================================
 
 A tenant's topics (:func:`tenant_topic_specs`, ``rayml tenants apply``) take the settings of
-the role they play: its input topic as ``input``, its training topic as ``jobs``, its result
-topic as ``output``.
+the role they play: its input topic and its bulk lane (``batch_topic``) as ``input``, its
+training topic as ``jobs``, its result topic as ``output``.
 
 Durability (docs/security.md): a topic gets ``topics.replication_factor`` replicas, or the
 broker's ``default.replication.factor`` when that setting is left out (``None``), and
@@ -81,6 +83,12 @@ def topic_specs(topics: TopicSettings) -> list[TopicSpec]:
             "input", topics.input, topics.input_partitions, {"retention.ms": str(7 * _DAY_MS)}
         ),
         TopicSpec(
+            "input_batch",
+            topics.input_batch,
+            topics.input_partitions,
+            {"retention.ms": str(7 * _DAY_MS)},
+        ),
+        TopicSpec(
             "output", topics.output, topics.output_partitions, {"retention.ms": str(7 * _DAY_MS)}
         ),
         TopicSpec("jobs", topics.jobs, topics.jobs_partitions, {"retention.ms": str(14 * _DAY_MS)}),
@@ -96,7 +104,8 @@ def topic_specs(topics: TopicSettings) -> list[TopicSpec]:
 
 
 def tenant_topic_specs(topics: TopicSettings, tenants: Sequence[TenantSettings]) -> list[TopicSpec]:
-    """The specs of the tenants' topics: input, training (if any) and result (pure).
+    """The specs of the tenants' topics: input, its bulk lane, training (if any) and result
+    (pure).
 
     A topic that is also one of rayml's own (the default tenant's are) is left to
     :func:`topic_specs`.
@@ -105,13 +114,17 @@ def tenant_topic_specs(topics: TopicSettings, tenants: Sequence[TenantSettings])
     own = {s.name for s in by_role.values()}
     specs: list[TopicSpec] = []
     for tenant in tenants:
-        mine = [("input", tenant.input_topic), ("output", tenant.result_topic)]
+        mine = [
+            ("input", "input", tenant.input_topic),
+            ("input_batch", "input", tenant.bulk_topic),
+            ("output", "output", tenant.result_topic),
+        ]
         if tenant.training_topic:
-            mine.insert(1, ("jobs", tenant.training_topic))
-        for role, name in mine:
+            mine.insert(2, ("jobs", "jobs", tenant.training_topic))
+        for role, like_role, name in mine:
             if name in own:
                 continue
-            like = by_role[role]
+            like = by_role[like_role]
             specs.append(TopicSpec(f"{tenant.name} {role}", name, like.partitions, like.config))
     return specs
 

@@ -4,7 +4,8 @@ After a fix (a pipeline deployed again, a model restored, a worker's memory rais
 letters on the dead-letter topic can be answered. :func:`replay_dlq` reads the dead-letter topic
 from where its consumer group (``group``, default ``rayml-replay-dlq``) left off to the end it
 finds at start, and judges each letter (:func:`rayml.replay.letters.judge_letter`): replayed
-to its ``rayml.source.topic``, skipped by the filter, or refused.
+to the bulk lane of its ``rayml.source.topic``'s tenant (a training request to its training
+topic), skipped by the filter, or refused.
 
 **Each letter is replayed at most once per group, even across crashes and reruns.** The letters
 are handled in chunks; each chunk is one Kafka transaction that writes its replayed records
@@ -76,7 +77,7 @@ class DlqReport:
         read: Letters read.
         replayed: Letters replayed (or to replay, with ``dry_run``).
         replayed_by_type: Replayed letters by ``rayml.error.type``.
-        replayed_to: Replayed letters by source topic.
+        replayed_to: Replayed letters by the topic they were written to.
         skipped: Letters the filter left out, by reason (``error_type``, ``before_since``,
             ``at_or_after_until``).
         refused: Letters refused, by reason (committed past only with ``skip_refused``).
@@ -228,7 +229,7 @@ class _Run:
     report: DlqReport
     consumer: Consumer
     letters: LetterFilter
-    targets: frozenset[str]
+    targets: dict[str, str]
     limit: int | None
     skip_refused: bool
     timeout_s: float
@@ -271,7 +272,7 @@ class _Run:
                     assert letter is not None  # a replay verdict carries its letter
                     if producer is not None:
                         producer.produce(
-                            letter.source_topic,
+                            verdict.to,
                             value=msg.value(),
                             key=msg.key(),
                             headers=replay_headers(
@@ -280,7 +281,7 @@ class _Run:
                         )
                     report.replayed += 1
                     report.replayed_by_type[letter.error_type] += 1
-                    report.replayed_to[letter.source_topic] += 1
+                    report.replayed_to[verdict.to] += 1
                 offsets[(topic, partition)] = offset + 1
             if producer is not None:
                 if offsets:

@@ -4,13 +4,16 @@ A dead letter (:mod:`rayml.protocol.dead_letters`) carries the original record's
 untouched, and headers naming why it failed and where it came from (``rayml.source.topic``).
 For each letter read, :func:`judge_letter` decides one of three things:
 
-* **replay** it to its source topic;
+* **replay** it to the bulk lane of its source topic's tenant (``batch_topic``: a replay is
+  bulk work, which must not queue interactive callers behind it; a letter from a bulk lane goes
+  back there), or a training request back to its training topic (which has no lanes);
 * **skip** it: the filter (``--error-type``, ``--since``, ``--until``) leaves it out;
 * **refuse** it: its headers are not a dead letter's, or its source topic is not a request
   topic of these settings (:func:`replay_targets`). rayml writes a replayed letter only where
-  a client could have sent it: a tenant's inference or training request topic
-  (``topics.input``/``topics.jobs`` without tenants), never a result, dead-letter, models,
-  registry or events topic, whatever a letter's headers say.
+  a client could have sent it: a tenant's request topics (its inference topics, either lane,
+  and its training topic; ``topics.input``, ``topics.input_batch`` and ``topics.jobs`` without
+  tenants), never a result, dead-letter, models, registry or events topic, whatever a letter's
+  headers say.
 
 The filter is applied first, so ``--error-type`` can pass over letters that would be refused.
 
@@ -24,9 +27,10 @@ Example:
     >>> letter = DeadLetter(error_type="retries_exhausted", error_message="died",
     ...     source_topic="ml.pipeline.input", source_partition=0, source_offset=7)
     >>> headers = [("traceparent", b"00-ab-cd-01"), *dead_letter_headers(letter)]
-    >>> verdict = judge_letter(headers, 1_000, LetterFilter(), frozenset({"ml.pipeline.input"}))
-    >>> verdict.action, verdict.letter.source_topic
-    ('replay', 'ml.pipeline.input')
+    >>> targets = {"ml.pipeline.input": "ml.pipeline.input.batch"}
+    >>> verdict = judge_letter(headers, 1_000, LetterFilter(), targets)
+    >>> verdict.action, verdict.letter.source_topic, verdict.to
+    ('replay', 'ml.pipeline.input', 'ml.pipeline.input.batch')
     >>> replay_headers(headers, kind="dlq", topic="ml.pipeline.dlq", partition=0, offset=3)
     [('traceparent', b'00-ab-cd-01'), ('rayml.replay.kind', b'dlq'), \
 ('rayml.replay.from', b'ml.pipeline.dlq/0/3')]
@@ -35,7 +39,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -70,16 +74,22 @@ _TOPIC_NAME: Final = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 RecordHeaders = Iterable[tuple[str, str | bytes | None]] | None
 
 
-def replay_targets(settings: Settings) -> frozenset[str]:
-    """The topics a replayed letter may be written to: every tenant's request topics.
+def replay_targets(settings: Settings) -> dict[str, str]:
+    """The source topics a replayed letter may name, each with where its copy goes: every
+    tenant's inference topics (either lane) to its bulk lane, its training topic to itself.
+    Every destination is one of a tenant's request topics.
 
     Example:
         >>> from rayml.config import load_settings
-        >>> sorted(replay_targets(load_settings()))
-        ['ml.pipeline.input', 'ml.pipeline.jobs']
+        >>> replay_targets(load_settings())  # doctest: +NORMALIZE_WHITESPACE
+        {'ml.pipeline.input': 'ml.pipeline.input.batch',
+         'ml.pipeline.input.batch': 'ml.pipeline.input.batch',
+         'ml.pipeline.jobs': 'ml.pipeline.jobs'}
     """
     tenancy = Tenancy(settings)
-    return frozenset([*tenancy.input_topics, *tenancy.training_topics])
+    targets = {topic: tenancy.of_topic(topic).bulk_topic for topic in tenancy.input_topics}
+    targets.update({topic: topic for topic in tenancy.training_topics})
+    return targets
 
 
 @dataclass(frozen=True)
@@ -115,17 +125,19 @@ class LetterFilter:
 @dataclass(frozen=True)
 class Verdict:
     """What to do with one letter, and why (``reason``: a short code for skips, a sentence
-    for refusals; empty for a replay)."""
+    for refusals; empty for a replay), and where a replay goes (``to``)."""
 
     action: Literal["replay", "skip", "refuse"]
     reason: str = ""
     letter: DeadLetter | None = None
+    to: str = ""
 
 
 def judge_letter(
-    headers: RecordHeaders, timestamp_ms: int, letters: LetterFilter, targets: frozenset[str]
+    headers: RecordHeaders, timestamp_ms: int, letters: LetterFilter, targets: Mapping[str, str]
 ) -> Verdict:
-    """Replay, skip or refuse the dead-letter record with ``headers`` (see the module doc)."""
+    """Replay, skip or refuse the dead-letter record with ``headers`` (see the module doc);
+    ``targets``: :func:`replay_targets`."""
     try:
         letter = dead_letter_from_headers(headers)
     except ValidationError as exc:
@@ -137,14 +149,15 @@ def judge_letter(
     topic = letter.source_topic
     if not _TOPIC_NAME.match(topic):
         return Verdict("refuse", f"source topic {topic!r} is not a topic name", letter)
-    if topic not in targets:
+    to = targets.get(topic)
+    if to is None:
         return Verdict(
             "refuse",
             f"source topic {topic!r} is not a request topic of these settings "
             f"({', '.join(sorted(targets))})",
             letter,
         )
-    return Verdict("replay", "", letter)
+    return Verdict("replay", "", letter, to)
 
 
 def replay_headers(

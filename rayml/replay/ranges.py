@@ -5,10 +5,11 @@ first offset at or after ``start_ms`` and the first at or after ``stop_ms`` (``o
 the partition's end at start if there is none), with a consumer of its own (``group``, never
 the executor's; nothing is committed). Each request whose pipeline reads the pinned model is
 copied (:mod:`rayml.replay.rewrite`: same id, ``model_version`` pinned, ``reply_to`` = the side
-topic, no deadline) and produced back to **the topic it came from**, so the executor takes it
-like any request: the tenant of that topic, its checks and its pipelines apply to the replay as
-to the original, and the result comes through the normal path to the side topic, keyed by the
-request id. The copies carry ``rayml.replay.kind: range`` (and ``rayml.replay.from``,
+topic, no deadline) and produced to **the bulk lane of the topic it came from** (its tenant's
+``batch_topic``: a backfill must not queue interactive callers behind it), so the executor
+takes it like any request: the tenant of that topic, its checks and its pipelines apply to the
+replay as to the original, and the result comes through the normal path to the side topic,
+keyed by the request id. The copies carry ``rayml.replay.kind: range`` (and ``rayml.replay.from``,
 ``rayml.replay.pin``): a later range run skips them, whatever its window.
 
 The side topic must be a ``reply_to`` the tenants of the topics read may name (their reply
@@ -70,7 +71,7 @@ class RangeReport:
         start_ms: Start of the range (inclusive); ``stop_ms``: its end (exclusive).
         spans: The offsets read per partition, ``{"topic[p]": [start, stop]}``.
         read: Records read.
-        sent: Copies sent, by topic in ``sent_to``.
+        sent: Copies sent, by the topic they were sent to in ``sent_to``.
         skipped: Records not re-scored, by reason (:data:`rayml.replay.rewrite.SKIP_REASONS`).
         took_s: Seconds the run took.
     """
@@ -140,7 +141,8 @@ def replay_range(
         pin: The model and version to pin.
         to_topic: The side topic the results go to (created if missing).
         pipeline: Only requests of pipelines matching this fnmatch pattern.
-        topics: Only these request topics (default: every tenant's inference topic).
+        topics: Only these request topics (default: every tenant's inference topics, both
+            lanes).
         group: The consumer group the range is read under (not the executor's).
         progress: A progress bar (tqdm, on stderr) over the offsets read.
         timeout_s: Bound of each broker call, and of a read that makes no progress.
@@ -157,6 +159,9 @@ def replay_range(
     if group in (settings.executor.group_id, settings.executor.jobs_group_id):
         raise ReplayError(f"group {group!r} is one of the executor's: give replay its own")
     sources = _request_topics(settings, topics, to_topic)
+    tenancy = Tenancy(settings)
+    # Where each source topic's copies go: its tenant's bulk lane.
+    lanes = {topic: tenancy.of_topic(topic).bulk_topic for topic in sources}
     _check_pin(settings, pin)
     models = _models_of_pipelines(settings, timeout_s)
     _check_pipeline(models, pin, pipeline)
@@ -191,7 +196,7 @@ def replay_range(
             for batch in read_spans(consumer, spans, stall_s=timeout_s):
                 for msg in batch:
                     report.read += 1
-                    _send(msg, rule, report, producer, on_delivery)
+                    _send(msg, rule, report, producer, on_delivery, lanes)
                 producer.poll(0)
                 bar.update(len(batch))
                 bar.set_postfix(sent=report.sent, skipped=sum(report.skipped.values()))
@@ -210,7 +215,14 @@ def replay_range(
     return report
 
 
-def _send(msg: Message, rule: RangeRule, report: RangeReport, producer: Any, cb: Any) -> None:
+def _send(
+    msg: Message,
+    rule: RangeRule,
+    report: RangeReport,
+    producer: Any,
+    cb: Any,
+    lanes: dict[str, str],
+) -> None:
     headers = headers_of(msg)
     request = rescore(msg.value(), headers, int(timestamp_ms(msg)), rule)
     if isinstance(request, str):
@@ -227,14 +239,15 @@ def _send(msg: Message, rule: RangeRule, report: RangeReport, producer: Any, cb:
         offset=msg.offset(),  # type: ignore[arg-type]
         extra=[(REPLAY_PIN, str(rule.pin).encode())],
     )
+    to = lanes[topic]
     while True:
         try:
-            producer.produce(topic, value=value, key=msg.key(), headers=headers, on_delivery=cb)
+            producer.produce(to, value=value, key=msg.key(), headers=headers, on_delivery=cb)
             break
         except BufferError:  # the local queue is full: let deliveries drain it
             producer.poll(0.1)
     report.sent += 1
-    report.sent_to[topic] += 1
+    report.sent_to[to] += 1
 
 
 def _request_topics(settings: Settings, topics: list[str] | None, to_topic: str) -> list[str]:

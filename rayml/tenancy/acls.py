@@ -7,8 +7,8 @@ idempotently). What each principal gets (docs/security.md, "Tenants and ACLs"):
 ===========================  =====================================================  ===========
 principal                    resource                                               operations
 ===========================  =====================================================  ===========
-tenant (``principal``)       its input topic; its training topic, if it may train   Write,
-                                                                                    Describe
+tenant (``principal``)       its input topic and its bulk lane (``batch_topic``);   Write,
+                             its training topic, if it may train                    Describe
 tenant                       its result topic; topics prefixed with its reply       Read,
                              prefix (its reply topics)                              Describe
 tenant                       topics prefixed with its reply prefix (its clients     Create,
@@ -20,12 +20,12 @@ tenant                       groups prefixed ``<tenant name>.`` (its own groups)
 tenant                       groups prefixed ``rayml-client-`` (the Python client's  Describe
                              readers: assigned partitions, no membership, no
                              offsets; librdkafka still looks up their coordinator)
-executor                     every tenant's input and training topics               Read,
-                                                                                    Describe
+executor                     every tenant's input topic, bulk lane and training     Read,
+                             topic                                                  Describe
 executor                     every tenant's result topic; topics prefixed with its  Write,
                              reply prefix                                           Describe
-executor                     rayml's own topics (input, output, jobs, dlq, models,  Read,
-                             registry, events)                                      Write,
+executor                     rayml's own topics (input and its bulk lane, output,   Read,
+                             jobs, dlq, models, registry, events)                   Write,
                                                                                     Describe
 executor                     groups ``executor.group_id``, ``jobs_group_id``        Read
 executor                     groups prefixed ``rayml-versions-`` (model versions)   Describe
@@ -209,6 +209,7 @@ def tenant_grants(settings: Settings, tenant: TenantSettings) -> list[Grant]:
         return []
     t = settings.topics
     grants = _topic(p, tenant.input_topic, "Write", "Describe")
+    grants += _topic(p, tenant.bulk_topic, "Write", "Describe")
     if tenant.training_topic:
         grants += _topic(p, tenant.training_topic, "Write", "Describe")
     grants += _topic(p, tenant.result_topic, "Read", "Describe")
@@ -239,6 +240,7 @@ _COORDINATOR_BUSY = frozenset(
 #: and writes the compacted state topics (models: serving records; registry: pipelines).
 _EXECUTOR_OPS: dict[str, tuple[Operation, ...]] = {
     "input": ("Read",),
+    "input_batch": ("Read",),
     "jobs": ("Read",),
     "output": ("Write",),
     "dlq": ("Write",),
@@ -258,6 +260,7 @@ def executor_grants(settings: Settings, principal: str) -> list[Grant]:
     grants: list[Grant] = []
     for tenant in tenants_of(settings):
         grants += _topic(e, tenant.input_topic, "Read", "Describe")
+        grants += _topic(e, tenant.bulk_topic, "Read", "Describe")
         if tenant.training_topic:
             grants += _topic(e, tenant.training_topic, "Read", "Describe")
         grants += _topic(e, tenant.result_topic, "Write", "Describe")
@@ -415,7 +418,12 @@ def status(
     present = present_grants(admin, settings, [g.principal for g in wanted], timeout_s)
     rows: list[tuple[str, str | None, list[str], list[Grant]]] = []
     for t in tenants_of(settings):
-        own = [t.input_topic, *([t.training_topic] if t.training_topic else []), t.result_topic]
+        own = [
+            t.input_topic,
+            t.bulk_topic,
+            *([t.training_topic] if t.training_topic else []),
+            t.result_topic,
+        ]
         rows.append((t.name, t.principal, own, tenant_grants(settings, t)))
     if executor_principal is not None:
         own = [spec.name for spec in topic_specs(settings.topics)]

@@ -1,10 +1,14 @@
 """The tenants of the settings and the checks a request must pass. Pure: no Kafka, no Ray.
 
-* :func:`tenants_of`: the configured tenants, or the one default tenant (``topics.input``,
-  ``topics.jobs`` for training, ``topics.output``; any ``reply_to`` that is not rayml's own).
-* :func:`own_topics`: rayml's own topics (input, output, jobs, dead letters, models, registry,
-  events, and every tenant's request topics): never a ``reply_to``.
-* :class:`Tenancy`: the tenant of a topic, and the refusals (``None`` when allowed): as reasons
+* :func:`tenants_of`: the configured tenants, or the one default tenant (``topics.input`` and
+  its bulk lane ``topics.input_batch``, ``topics.jobs`` for training, ``topics.output``; any
+  ``reply_to`` that is not rayml's own).
+* :func:`own_topics`: rayml's own topics (input and its bulk lane, output, jobs, dead letters,
+  models, registry, events, and every tenant's request topics): never a ``reply_to``.
+* :class:`Tenancy`: the tenant of a topic and its lane (each tenant's inference requests come
+  on two topics: its interactive ``input_topic`` and its bulk ``batch_topic``, read only as
+  far as interactive work leaves room: :mod:`rayml.executor.intake`), and the refusals
+  (``None`` when allowed): as reasons
   (``*_refusal``, a sentence) and as the errors a refused request is answered with (``check``,
   one call per request; ``refuse*``: :class:`~rayml.errors.RefusedError`, whose
   ``details["rule"]`` names the rule).
@@ -18,6 +22,8 @@ Example:
     >>> t = Tenancy(load_settings())
     >>> t.of_topic("ml.pipeline.input").name
     'default'
+    >>> t.of_topic("ml.pipeline.input.batch").name, t.lane_of("ml.pipeline.input.batch")
+    ('default', 'batch')
     >>> t.reply_to_refusal(t.of_topic("ml.pipeline.input"), "ml.pipeline.registry")
     "reply_to 'ml.pipeline.registry' is one of rayml's own topics"
     >>> t.reply_to_refusal(t.of_topic("ml.pipeline.input"), "team-a.results") is None
@@ -27,6 +33,7 @@ Example:
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
+from typing import Literal
 
 from rayml.config import Settings, TenantSettings
 from rayml.errors import (
@@ -38,9 +45,14 @@ from rayml.errors import (
     WrongTopicError,
 )
 
-__all__ = ["DEFAULT_TENANT", "Tenancy", "own_topics", "tenants_of"]
+__all__ = ["DEFAULT_TENANT", "LANES", "Lane", "Tenancy", "own_topics", "tenants_of"]
 
 DEFAULT_TENANT = "default"
+
+#: Which of a tenant's two inference topics a request came on: its interactive one
+#: (``input_topic``) or its bulk one (``batch_topic``).
+Lane = Literal["interactive", "batch"]
+LANES: tuple[Lane, ...] = ("interactive", "batch")
 
 # Pipeline checks remembered (per tenant and pipeline name) at most; then forgotten at once
 # (hostile requests may name a fresh pipeline each time).
@@ -56,6 +68,7 @@ def tenants_of(settings: Settings) -> list[TenantSettings]:
         TenantSettings(
             name=DEFAULT_TENANT,
             input_topic=t.input,
+            batch_topic=t.input_batch,
             training_topic=t.jobs,
             result_topic=t.output,
             # Not used: the default tenant may name any topic but rayml's own.
@@ -68,8 +81,10 @@ def own_topics(settings: Settings) -> frozenset[str]:
     """rayml's own topics: none of them may be a ``reply_to``."""
     t = settings.topics
     own = {t.input, t.output, t.jobs, t.dlq, t.models, t.registry, t.events, t.shadow, t.feedback}
+    own.add(t.input_batch)
     for tenant in tenants_of(settings):
         own.add(tenant.input_topic)
+        own.add(tenant.bulk_topic)
         if tenant.training_topic:
             own.add(tenant.training_topic)
     return frozenset(own)
@@ -82,15 +97,25 @@ class Tenancy:
         self.tenants = tenants_of(settings)
         self.own = own_topics(settings)
         self._default = not settings.tenants
+        # Both lanes of every tenant's inference requests, each topic with its lane.
         self._by_input = {t.input_topic: t for t in self.tenants}
+        self._by_input.update({t.bulk_topic: t for t in self.tenants})
+        self._lanes: dict[str, Lane] = {t.input_topic: "interactive" for t in self.tenants}
+        self._lanes.update({t.bulk_topic: "batch" for t in self.tenants})
         self._by_training = {t.training_topic: t for t in self.tenants if t.training_topic}
         self._by_result = {t.result_topic: t for t in self.tenants}
         self._allowed: dict[tuple[str, str], bool] = {}
 
     @property
     def input_topics(self) -> list[str]:
-        """Every tenant's inference request topic (what the ingest subscribes to)."""
+        """Every tenant's inference request topics, both lanes (what the ingest subscribes
+        to): the interactive topics first, then the bulk ones."""
         return list(self._by_input)
+
+    @property
+    def batch_topics(self) -> list[str]:
+        """Every tenant's bulk lane."""
+        return [t.bulk_topic for t in self.tenants]
 
     @property
     def training_topics(self) -> list[str]:
@@ -103,11 +128,18 @@ class Tenancy:
         return list(self._by_result)
 
     def of_topic(self, topic: str) -> TenantSettings:
-        """The tenant whose request topic ``topic`` is. Raises KeyError for any other topic."""
+        """The tenant whose request topic ``topic`` is (either lane, or training). Raises
+        KeyError for any other topic."""
         found = self._by_input.get(topic) or self._by_training.get(topic)
         if found is None:
             raise KeyError(topic)
         return found
+
+    def lane_of(self, topic: str) -> Lane:
+        """The lane of an inference request topic: ``"interactive"`` (a tenant's
+        ``input_topic``) or ``"batch"`` (its bulk topic). Raises KeyError for any other topic
+        (a training topic has no lanes)."""
+        return self._lanes[topic]
 
     def reply_to_refusal(self, tenant: TenantSettings, reply_to: str) -> str | None:
         """Why ``tenant`` may not have results written to ``reply_to`` (None: it may)."""
@@ -208,7 +240,7 @@ class Tenancy:
         request topic (None: it belongs here).
 
         Training requests go to the tenant's training topic (none: it may not train);
-        inference requests to its input topic.
+        inference requests to its input topic or its bulk lane.
         """
         if kind == "training":
             if topic == tenant.training_topic:
@@ -216,6 +248,6 @@ class Tenancy:
             if tenant.training_topic is None:
                 return TrainingRefusedError(tenant.name, pipeline)
             return WrongTopicError(tenant.name, pipeline, kind, topic, tenant.training_topic)
-        if topic == tenant.input_topic:
+        if topic == tenant.input_topic or topic == tenant.bulk_topic:
             return None
         return WrongTopicError(tenant.name, pipeline, kind, topic, tenant.input_topic)

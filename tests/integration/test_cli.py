@@ -88,7 +88,12 @@ def test_pipelines_and_status(running: Settings, ray_runtime: str) -> None:
     status = rayml(running, "status", "--json", "--ray-address", ray_runtime)
     assert status.returncode == 0, status.stderr
     summary = json.loads(status.stdout)
-    assert len(summary["lag"]["partitions"]) == running.topics.input_partitions
+    # Both lanes of the input: the interactive topic and the bulk one beside it.
+    assert len(summary["lag"]["partitions"]) == 2 * running.topics.input_partitions
+    assert {p["topic"] for p in summary["lag"]["partitions"]} == {
+        running.topics.input,
+        running.topics.input_batch,
+    }
     assert summary["executors"]["ingest_actors"] == 1, status.stderr[-3000:]
     assert summary["executors"]["pool_size"] == 1
     assert summary["executors"]["workers_starting"] == 0

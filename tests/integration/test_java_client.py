@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from rayml.config import Settings
@@ -208,3 +209,34 @@ def test_java_client_trains_on_the_training_topic_and_is_refused_on_the_input_to
     [refused] = results
     assert refused["error"]["type"] == "wrong_topic"
     assert refused["error"]["details"]["use"] == settings.topics.jobs
+
+
+def test_java_client_sends_batch_priority_on_the_bulk_lane(running: Settings) -> None:
+    jar = java_client_jar()
+    settings = running
+    store_breast_cancer(settings.models.root)
+    row = json.dumps({"features": breast_cancer_rows(1)[0].tolist()})
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+
+    def records(topic: str) -> int:
+        probe = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "p"})
+        try:
+            parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
+            return sum(
+                probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts
+            )
+        finally:
+            probe.close()
+
+    before = records(settings.topics.input)
+    results, counts, status = _java(
+        jar,
+        settings,
+        *("--pipeline", "breast_cancer.predict", "--params", row, "--count", "20"),
+        *("--priority", "batch", "--timeout-s", "60"),
+    )
+    assert counts == (20, 20, 0, 0), results
+    assert status == 0
+    # The bulk lane beside the input topic carried them; the interactive lane none of them.
+    assert records(settings.topics.input_batch) == 20
+    assert records(settings.topics.input) == before

@@ -1,7 +1,8 @@
 """``rayml replay`` on the real broker (and, where requests must be answered, a real local Ray).
 
-* ``replay dlq``: only the letters the filter chooses are replayed, to their source topics,
-  with their value, key and headers (rayml's own replaced); a run of the same group never
+* ``replay dlq``: only the letters the filter chooses are replayed, to the bulk lane of their
+  source topic's tenant (a training request to its training topic), with their value, key and
+  headers (rayml's own replaced); a run of the same group never
   replays a letter twice; a letter naming a topic that is not a request topic is refused.
 * Dead letters of a bug that is then fixed, replayed, are answered once, and a second replay
   sends nothing.
@@ -162,13 +163,15 @@ def test_replay_dlq_sends_only_the_chosen_letters_once_with_their_headers(
 
     assert report["read"] == 5
     assert report["replayed"] == 2
-    assert report["replayed_to"] == {t.input: 1, t.jobs: 1}
+    # An inference request goes back on the bulk lane (a replay is bulk work); training stays.
+    assert report["replayed_to"] == {t.input_batch: 1, t.jobs: 1}
     assert report["skipped"] == {"before_since": 1, "error_type": 1, "at_or_after_until": 1}
     assert report["committed"] == {f"{t.dlq}[0]": 5}
-    [on_input] = records_on(settings, t.input)
+    assert records_on(settings, t.input) == []
+    [on_bulk] = records_on(settings, t.input_batch)
     [on_jobs] = records_on(settings, t.jobs)
-    for copy, original, source in ((on_input, letters[0], t.input), (on_jobs, letters[3], t.jobs)):
-        assert copy.topic() == source
+    for copy, original, to in ((on_bulk, letters[0], t.input_batch), (on_jobs, letters[3], t.jobs)):
+        assert copy.topic() == to
         assert copy.value() == original["value"]
         assert copy.key() == original["key"]
         offset = letters.index(original)
@@ -184,7 +187,7 @@ def test_replay_dlq_sends_only_the_chosen_letters_once_with_their_headers(
     # Another group starts over; a dry run writes and commits nothing.
     dry = rayml_json(settings, "replay", "dlq", "--group", f"{group}-b", "--dry-run")
     assert (dry["read"], dry["replayed"], dry["dry_run"]) == (5, 5, True)
-    assert len(records_on(settings, t.input)) == 1
+    assert len(records_on(settings, t.input_batch)) == 1
     assert len(records_on(settings, t.jobs)) == 1
     later = rayml_json(settings, "replay", "dlq", "--group", f"{group}-b", "--dry-run")
     assert later["replayed"] == 5, "a dry run commits nothing"
@@ -213,11 +216,11 @@ def test_replay_dlq_stops_at_a_letter_whose_source_is_not_a_request_topic(
     assert stopped.exception.reason.startswith(
         f"source topic {t.output!r} is not a request topic of these settings"
     )
-    assert [m.key() for m in records_on(settings, t.input)] == [b"before"]
+    assert [m.key() for m in records_on(settings, t.input_batch)] == [b"before"]
 
     report = rayml_json(settings, "replay", "dlq", "--group", group, "--skip-refused")
     assert (report["read"], report["replayed"], sum(report["refused"].values())) == (2, 1, 1)
-    assert sorted(m.key() for m in records_on(settings, t.input)) == [b"after", b"before"]
+    assert sorted(m.key() for m in records_on(settings, t.input_batch)) == [b"after", b"before"]
     assert records_on(settings, t.output) == []
 
 
@@ -226,7 +229,7 @@ def test_a_run_that_died_mid_chunk_is_redone_and_its_copies_never_seen(
 ) -> None:
     """A run that wrote a copy and the offset past its letter in a transaction, then died
     before committing: the next run fences it, its copy is aborted (a read_committed reader
-    never sees it), and each letter reaches the input topic exactly once."""
+    never sees it), and each letter reaches the bulk lane exactly once."""
     create_topics(settings.kafka, settings.topics)
     t, now = settings.topics, now_ms()
     letters = [letter(f"r{n}", "retries_exhausted", t.input, now) for n in range(2)]
@@ -242,7 +245,7 @@ def test_a_run_that_died_mid_chunk_is_redone_and_its_copies_never_seen(
     )
     dead.init_transactions(30)
     dead.begin_transaction()
-    dead.produce(t.input, value=letters[0]["value"], key=letters[0]["key"])
+    dead.produce(t.input_batch, value=letters[0]["value"], key=letters[0]["key"])
     member = Consumer({"bootstrap.servers": servers, "group.id": group, "logger": CLIENT_LOG})
     dead.send_offsets_to_transaction(
         [TopicPartition(t.dlq, 0, 1)], member.consumer_group_metadata(), 30
@@ -251,7 +254,7 @@ def test_a_run_that_died_mid_chunk_is_redone_and_its_copies_never_seen(
 
     report = rayml_json(settings, "replay", "dlq", "--group", group)
     assert report["replayed"] == 2
-    assert sorted(m.key() for m in records_on(settings, t.input)) == [b"r0", b"r1"]
+    assert sorted(m.key() for m in records_on(settings, t.input_batch)) == [b"r0", b"r1"]
     with pytest.raises(KafkaException):
         dead.commit_transaction(30)  # fenced by the new run
     assert rayml_json(settings, "replay", "dlq", "--group", group)["replayed"] == 0
@@ -353,7 +356,8 @@ def test_dead_letters_fixed_and_replayed_are_answered_once(
         statuses = [(r.status, r.error.type if r.error else None) for r in collector.results[rid]]
         assert statuses == [("error", "retries_exhausted"), ("ok", None)], rid
     assert all(len(collector.results[i]) == 1 for i in fine)
-    assert len(records_on(settings, settings.topics.input)) == len(requests) + len(broken)
+    assert len(records_on(settings, settings.topics.input)) == len(requests)
+    assert len(records_on(settings, settings.topics.input_batch)) == len(broken)
 
 
 # --- a time range against two versions, and the diff -------------------------------------------
@@ -449,8 +453,11 @@ def test_a_range_replayed_against_two_versions_diffs_as_computed(
     print("\n" + table)
     assert f"agreement (result): {agree}/75" in table
 
-    # The copies are on the input topic now, inside a window that reaches now: a later range
-    # run skips them and re-scores the originals alone.
+    # The copies are on the bulk lane now (both runs sent there), inside a window that reaches
+    # now: a later range run, which reads both lanes, skips them and re-scores the originals
+    # alone.
+    assert first["sent_to"] == {settings.topics.input_batch: 75}
+    assert len(records_on(settings, settings.topics.input_batch)) == 150
     t3 = f"{settings.topics.input}.v3-{tag}"
     third = rayml_json(
         settings,

@@ -159,7 +159,13 @@ def test_apply_made_every_topic_and_acl_and_a_second_apply_finds_them(
     assert [line for line in first if line.startswith("acl ")] == [
         f"acl {g}: created" for g in wanted
     ]
-    for topic in ("team-a.requests", "team-a.training", "team-a.results", "team-b.results"):
+    for topic in (
+        "team-a.requests",
+        "team-a.requests.batch",  # its bulk lane
+        "team-a.training",
+        "team-a.results",
+        "team-b.results",
+    ):
         assert f"topic {topic}: created" in first
 
     again = tenants.rayml(
@@ -168,13 +174,15 @@ def test_apply_made_every_topic_and_acl_and_a_second_apply_finds_them(
     assert again.returncode == 0, again.stderr
     body = json.loads(again.stdout)
     assert set(body["topics"].values()) == {"exists"}
-    assert len(body["topics"]) == 9 + 3 + 2  # rayml's, team A's three, team B's two
+    # rayml's (with the default bulk lane), team A's four (both lanes, training, results),
+    # team B's three.
+    assert len(body["topics"]) == 10 + 4 + 3
     assert [a["outcome"] for a in body["acls"]] == ["exists"] * len(wanted)
 
     listed = tenants.rayml(ADMIN, "tenants", "list", "--executor-principal", EXECUTOR_PRINCIPAL)
     assert listed.returncode == 0, listed.stdout + listed.stderr
-    assert "team-a (User:team-a): ACLs 18/18" in listed.stdout
-    assert "team-b (User:team-b): ACLs 14/14" in listed.stdout
+    assert "team-a (User:team-a): ACLs 20/20" in listed.stdout
+    assert "team-b (User:team-b): ACLs 16/16" in listed.stdout
     assert "missing" not in listed.stdout
 
 

@@ -17,13 +17,14 @@ def test_create_topics_is_idempotent_and_compacts_models(settings: Settings) -> 
     # "exists" can appear on a first call too: librdkafka retries a CreateTopics request that
     # timed out on a busy broker, and the retry finds the topic its first attempt made.
     assert "created" in first.values()
-    assert len(first) == 9
+    assert len(first) == 10  # the nine roles, and the bulk lane beside the input topic
     again = create_topics(settings.kafka, settings.topics)
     assert set(again.values()) == {"exists"}
 
     admin = admin_client(settings.kafka)
     meta = admin.list_topics(timeout=10)
     assert len(meta.topics[settings.topics.input].partitions) == 4
+    assert len(meta.topics[settings.topics.input_batch].partitions) == 4
     resources = [
         ConfigResource("topic", settings.topics.models),
         ConfigResource("topic", settings.topics.input),

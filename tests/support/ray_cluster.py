@@ -66,9 +66,12 @@ class LocalRayCluster:
     def address(self) -> str:
         return str(self.cluster.address)
 
-    def add_node(self) -> Any:
+    def add_node(self, num_gpus: int = 0, num_cpus: int | None = None) -> Any:
+        """One more worker node; ``num_gpus``: a fake GPU resource (no device behind it)."""
         return self.cluster.add_node(
-            num_cpus=self.cpus_per_node, object_store_memory=100 * 1024 * 1024
+            num_cpus=self.cpus_per_node if num_cpus is None else num_cpus,
+            num_gpus=num_gpus,
+            object_store_memory=100 * 1024 * 1024,
         )
 
     def worker_node_ids(self) -> list[str]:

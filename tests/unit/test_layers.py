@@ -35,6 +35,8 @@ PURE = [
     "rayml.executor.answers",
     "rayml.executor.isolation",
     "rayml.executor.window",
+    "rayml.executor.intake",
+    "rayml.executor.ready",
     "rayml.training.watch",
     "rayml.tenancy.rules",
     "rayml.models.promotion",

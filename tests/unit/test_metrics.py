@@ -76,6 +76,19 @@ def test_error_results_are_counted_by_pipeline_and_type_as_deltas() -> None:
     ]
 
 
+def test_records_in_flight_per_tenant_and_lane_are_set_at_each_flush_from_the_last_counts() -> None:
+    m = IngestMetrics("i0")
+    m.lane_in_flight = lanes = Recorder()
+    flush(m)  # nothing handed over yet: nothing set
+    m.intake({("a", "interactive"): 1, ("a", "batch"): 500})
+    m.intake({("a", "interactive"): 0, ("a", "batch"): 480})  # only the last counts
+    flush(m)
+    assert lanes.calls == [
+        (0, {"tenant": "a", "lane": "interactive"}),
+        (480, {"tenant": "a", "lane": "batch"}),
+    ]
+
+
 # -- RolloutMetrics: the rollout monitor's figures per version ------------------------------
 
 T0 = 1_800_000_000_000

@@ -18,6 +18,7 @@ import pipelines.iris as iris
 from rayml.errors import InvalidParamsError
 from rayml.models.store import ModelStore
 from rayml.pipeline import (
+    InferenceContext,
     Registry,
     TrainedModel,
     TrainingContext,
@@ -167,3 +168,21 @@ def test_docstring_examples_run(module: types.ModuleType) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_breast_cancer_predicts_on_its_workers_device() -> None:
+    """A model trained on a GPU predicts on a CPU worker (and the other way round): the
+    pipeline sets XGBoost's device from ``ctx.device``; XGBoost itself falls back to the CPU,
+    with a warning, where a "cuda" worker has no device behind it."""
+    from xgboost import XGBClassifier
+
+    X, y = load_breast_cancer(return_X_y=True)
+    model = XGBClassifier(n_estimators=3, device="cuda").fit(X, y)
+    row = [breast_cancer.PredictParams(features=X[0].tolist())]
+    out = breast_cancer.predict(model, row, InferenceContext(device="cpu"))
+    assert model.get_params()["device"] == "cpu"
+    assert out[0]["label"] in (0, 1)
+    # The registered pipeline takes the context (the worker passes its own).
+    spec = get_spec(breast_cancer.predict)
+    assert spec is not None
+    assert spec.takes_context

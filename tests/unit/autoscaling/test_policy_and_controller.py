@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -304,3 +306,83 @@ def test_keeping_up_with_only_a_lower_bound_on_capacity_probes_one_worker_down()
         LoadSample(now=7.0, workers=1, lag=400, arrival_rate=20.0, throughput_per_worker=15.0)
     )
     assert policy.capacity_saturated
+
+
+class FakePoolsExecutor(FakeExecutor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool_sizes: list[tuple[str, int]] = []
+
+    def resize_pool(self, name: str, n: int) -> None:
+        self.pool_sizes.append((name, n))
+
+
+def _pool(name: str, size: int, backlog: int, arrived: int, answered: int, **shape: Any) -> dict:
+    return {
+        "pool": name,
+        "size": size,
+        "backlog": backlog,
+        "arrived": arrived,
+        "answered": answered,
+        **shape,
+    }
+
+
+def test_pools_per_pipeline_are_scaled_on_their_own_backlog_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rayml.autoscaling import controller
+    from rayml.kafka.lag import PartitionLag
+
+    clock = [0.0]
+    monkeypatch.setattr(controller.time, "monotonic", lambda: clock[0])
+    requests: list[list[dict[str, float]]] = []
+    settings = load_settings(
+        executor={"num_workers": 1, "worker_num_cpus": 1.0},
+        autoscale={
+            "enabled": True,
+            "min_workers": 1,
+            "max_workers": 4,
+            "upscale_delay_s": 1,
+            "downscale_delay_s": 3,
+        },
+    )
+    fake = FakePoolsExecutor()
+    # The group's lag is huge (the hot pipeline's burst): it must not grow the default pool.
+    scaler = controller.PoolAutoscaler(
+        settings,
+        fake,
+        read_lag=lambda _s: [PartitionLag("in", 0, 0, 50_000)],
+        count_nodes=lambda: 1,
+        request=requests.append,  # type: ignore[arg-type]
+    )
+    gpu = {"num_cpus": 0.5, "num_gpus": 1.0, "min": 0, "max": 3}
+    counts = {"arrived": 0, "answered": 0, "hot": 1}
+
+    def tick(backlog: int, done_per_s: int) -> None:
+        clock[0] += 1
+        counts["answered"] += done_per_s
+        scaler._statuses = [
+            {
+                "pools": [
+                    _pool("default", 1, 0, 100, 100, num_cpus=1.0, num_gpus=0.0, max=None),
+                    _pool("hot", counts["hot"], backlog, 5_000, counts["answered"], **gpu),
+                ]
+            }
+        ]
+        scaler.tick()
+        for name, n in fake.pool_sizes:
+            if name == "hot":
+                counts["hot"] = n
+
+    for _ in range(4):
+        tick(backlog=4_900, done_per_s=100)  # one worker answers 100/s of a 5,000 burst
+    assert fake.sizes == [], "the default pool was never resized"
+    assert fake.pool_sizes == [("hot", 3)]
+    assert requests == [[{"CPU": 0.5, "GPU": 1.0}] * 3], "asked for the pool's own shape"
+    # Drained: back to its minimum (1: a pool at zero is its ingest's business) after the delay.
+    for _ in range(8):
+        tick(backlog=0, done_per_s=0)
+    assert fake.pool_sizes == [("hot", 3), ("hot", 1)]
+    assert requests[-1] == []
+    assert fake.sizes == []

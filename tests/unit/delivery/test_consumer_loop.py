@@ -175,3 +175,76 @@ def test_lost_partitions_are_let_go_of_without_a_commit() -> None:
     assert consumer.committed == []
     assert member.let_go_of == [{("in", 0)}]
     assert member.assignment_names() == []
+
+
+# --- held topics (the ingest's lanes and tenant shares) beside the whole-assignment pause -------
+
+
+class AssignedConsumer(RecordingConsumer):
+    """A recording consumer whose assignment is what the member was assigned."""
+
+    def __init__(self, records: list[Record] | None = None) -> None:
+        super().__init__(records)
+        self.assigned: list[Any] = []
+
+    def assignment(self) -> list[Any]:
+        return list(self.assigned)
+
+
+def lanes(consumer: AssignedConsumer) -> Member:
+    """A member assigned partitions 0 and 1 of "in" and of "in.batch"."""
+    member = Member(consumer)
+    parts = [SimpleNamespace(topic=t, partition=p) for t in ("in", "in.batch") for p in (0, 1)]
+    member._on_assign(consumer, parts)
+    consumer.assigned = parts
+    consumer.paused, consumer.resumed = [], []
+    return member
+
+
+def test_holding_a_topic_pauses_its_partitions_and_letting_go_resumes_them() -> None:
+    consumer = AssignedConsumer()
+    member = lanes(consumer)
+    member.hold(frozenset({"in.batch"}))
+    assert sorted(consumer.paused) == [("in.batch", 0), ("in.batch", 1)]
+    member.hold(frozenset({"in.batch"}))  # no change: no call
+    assert len(consumer.paused) == 2
+    member.hold(frozenset())
+    assert sorted(consumer.resumed) == [("in.batch", 0), ("in.batch", 1)]
+    assert member.held_topics == frozenset()
+
+
+def test_the_whole_pause_and_the_held_topics_compose() -> None:
+    consumer = AssignedConsumer()
+    member = lanes(consumer)
+    member.hold(frozenset({"in.batch"}))
+    member.pause("window full")
+    consumer.paused, consumer.resumed = [], []
+    # Held while paused: nothing to call (everything is paused); the resume leaves it paused.
+    member.hold(frozenset({"in.batch"}))
+    member.resume("window half empty")
+    assert sorted(consumer.resumed) == [("in", 0), ("in", 1)]
+    # Let go of while paused: resumed with the rest.
+    member.pause("window full")
+    member.hold(frozenset())
+    consumer.resumed = []
+    member.resume("window half empty")
+    assert sorted(consumer.resumed) == [("in", 0), ("in", 1), ("in.batch", 0), ("in.batch", 1)]
+
+
+def test_a_partition_of_a_held_topic_is_assigned_paused_and_the_others_resumed() -> None:
+    consumer = AssignedConsumer()
+    member = Member(consumer)
+    member.hold(frozenset({"in.batch"}))
+    member._on_assign(consumer, [SimpleNamespace(topic="in.batch", partition=2), *tps(2)])
+    assert consumer.paused == [("in.batch", 2)]
+    assert consumer.resumed == [("in", 2)]
+
+
+def test_a_record_read_from_a_held_topic_is_kept_and_pauses_its_partition() -> None:
+    consumer = AssignedConsumer([Record(0, 4, topic="in.batch"), Record(1, 5)])
+    member = lanes(consumer)
+    member.hold(frozenset({"in.batch"}))
+    consumer.paused = []
+    got = member.poll(10, 0.0)
+    assert [(tp, offset) for _msg, tp, offset in got] == [(("in.batch", 0), 4), (("in", 1), 5)]
+    assert consumer.paused == [("in.batch", 0)]

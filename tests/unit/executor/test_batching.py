@@ -208,7 +208,8 @@ def test_backpressure_never_says_pause_and_resume_at_once(
 def test_a_key_with_limits_of_its_own_fills_and_falls_due_by_them() -> None:
     own = {"gpu": (3, 0.050), "wait_only": (None, 0.001)}
     b = MicroBatcher[str, int](max_size=10, max_wait_s=0.005, limits_of=own.get)
-    assert b.add("gpu", 1, now=0.0) == [] and b.add("gpu", 2, now=0.0) == []
+    assert b.add("gpu", 1, now=0.0) == []
+    assert b.add("gpu", 2, now=0.0) == []
     assert [x.items for x in b.add("gpu", 3, now=0.0)] == [[1, 2, 3]]  # its own size: 3
     b.add("gpu", 4, now=1.0)
     b.add("cpu", 5, now=1.0)
@@ -218,7 +219,8 @@ def test_a_key_with_limits_of_its_own_fills_and_falls_due_by_them() -> None:
     assert [x.key for x in b.due(now=1.005)] == ["cpu"]  # the batcher's own wait
     assert b.due(now=1.049) == []
     assert [x.items for x in b.due(now=1.050)] == [[4]]  # its own wait: 50 ms
-    assert len(b) == 0 and b.next_deadline() is None
+    assert len(b) == 0
+    assert b.next_deadline() is None
 
 
 def test_limits_are_asked_once_per_batch_not_per_item() -> None:

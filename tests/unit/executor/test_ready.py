@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 
 from rayml.executor.ready import BULK, INTERACTIVE, ReadyQueues
 
-I = (INTERACTIVE, "t")
-B = (BULK, "t")
+INT = (INTERACTIVE, "t")
+BLK = (BULK, "t")
 
 
 def _serve(q: ReadyQueues[str], rounds: int, size: int) -> list[tuple[str, str]]:
@@ -28,7 +28,7 @@ def _serve(q: ReadyQueues[str], rounds: int, size: int) -> list[tuple[str, str]]
 def test_one_class_is_a_fifo() -> None:
     q: ReadyQueues[str] = ReadyQueues()
     for n in range(5):
-        q.append("r", [n], I)
+        q.append("r", [n], INT)
     order = []
     while q:
         cls = q.next_class()
@@ -36,27 +36,28 @@ def test_one_class_is_a_fifo() -> None:
         q.taken(cls, 1)
         q.charge(cls, 1)
     assert order == [0, 1, 2, 3, 4]
-    assert len(q) == 0 and q.requests == 0
+    assert len(q) == 0
+    assert q.requests == 0
 
 
 def test_an_interactive_batch_overtakes_a_bulk_backlog() -> None:
     q: ReadyQueues[str] = ReadyQueues(batch_share=0.25)
     for _ in range(100):
-        q.append("r", [0] * 10, B)
-    assert _serve(q, 3, 10) == [B, B, B]
-    q.append("r", [1], I)
+        q.append("r", [0] * 10, BLK)
+    assert _serve(q, 3, 10) == [BLK, BLK, BLK]
+    q.append("r", [1], INT)
     # The next batch sent is the interactive one, ahead of 97 bulk batches.
-    assert _serve(q, 1, 1) == [I]
+    assert _serve(q, 1, 1) == [INT]
 
 
 def test_both_lanes_backlogged_share_by_weight() -> None:
     q: ReadyQueues[str] = ReadyQueues(batch_share=0.25)
     for _ in range(1000):
-        q.append("r", [0] * 10, B)
-        q.append("r", [0] * 10, I)
+        q.append("r", [0] * 10, BLK)
+        q.append("r", [0] * 10, INT)
     sent = _serve(q, 400, 10)
-    assert sent.count(B) == 100  # exactly its share, neither lane starves
-    assert sent.count(I) == 300
+    assert sent.count(BLK) == 100  # exactly its share, neither lane starves
+    assert sent.count(INT) == 300
 
 
 def test_tenants_share_by_weight() -> None:
@@ -85,21 +86,23 @@ def test_an_idle_class_hoards_no_credit() -> None:
 
 def test_filter_items_and_counts() -> None:
     q: ReadyQueues[str] = ReadyQueues()
-    q.append("r", [1, 2, 3], I)
-    q.append("r", [4], B)
-    q.appendleft("r", [0], I)
-    assert len(q) == 3 and q.requests == 5
-    assert q.requests_by_class() == {I: 4, B: 1}
+    q.append("r", [1, 2, 3], INT)
+    q.append("r", [4], BLK)
+    q.appendleft("r", [0], INT)
+    assert len(q) == 3
+    assert q.requests == 5
+    assert q.requests_by_class() == {INT: 4, BLK: 1}
     assert q.filter_items(lambda n: n % 2 == 0) == 2
     assert [items for _, items in q] == [[0], [2], [4]]
     assert q.filter_items(lambda n: n != 4) == 1
-    assert len(q) == 2 and q.requests_by_class() == {I: 2}
+    assert len(q) == 2
+    assert q.requests_by_class() == {INT: 2}
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.sampled_from([I, B, (INTERACTIVE, "u")]), st.integers(1, 50)),
+        st.tuples(st.sampled_from([INT, BLK, (INTERACTIVE, "u")]), st.integers(1, 50)),
         min_size=1,
         max_size=60,
     )

@@ -129,9 +129,35 @@ def test_an_allowed_request_joins_a_batch_and_nothing_is_answered_yet() -> None:
     assert t.refused == 0
 
 
+def test_a_request_carries_its_tenant_and_lane_from_the_topic_it_came_on() -> None:
+    t, sink, batcher = triage(load_settings(tenants=TEAMS))
+    for n, topic in enumerate(["a.in", "a.in.batch", "b.in.batch", "b.in"]):
+        msg = Polled(topic, {"id": f"r-{n}", "pipeline": "testing.predict_fast"}, offset=n)
+        t.take_all([(msg, (topic, 0), n)], 0.0, 1_000.0)  # type: ignore[list-item]
+    assert sink.answers == []
+    items = [item for batch in batcher.flush() for item in batch.items]
+    assert [(i.tp[0], i.tenant, i.lane) for i in items] == [
+        ("a.in", "team-a", "interactive"),
+        ("a.in.batch", "team-a", "batch"),
+        ("b.in.batch", "team-b", "batch"),
+        ("b.in", "team-b", "interactive"),
+    ]
+
+
+def test_a_bulk_request_passes_the_same_checks_as_an_interactive_one() -> None:
+    t, sink, batcher = triage(load_settings(tenants=TEAMS))
+    take(t, "b.in.batch", reply_to="a.replies.svc")  # another tenant's prefix
+    take(t, "b.in.batch", pipeline="testing.train_fast")  # outside b's patterns
+    assert [a["type"] for a in sink.answers] == ["reply_to_refused", "pipeline_refused"]
+    assert len(batcher) == 0
+
+
 @pytest.mark.parametrize(
     "reply_to",
     [
+        "b.in.batch",  # another tenant's bulk lane
+        "a.in.batch",  # its own bulk lane
+        "ml.pipeline.input.batch",
         "b.replies.svc",  # another tenant's prefix
         "b.out",  # another tenant's result topic
         "b.in",  # another tenant's request topic

@@ -24,6 +24,7 @@ def test_every_role_has_a_spec_and_state_topics_are_compacted() -> None:
     specs = {s.role: s for s in topic_specs(TopicSettings())}
     assert set(specs) == {
         "input",
+        "input_batch",
         "output",
         "jobs",
         "dlq",
@@ -37,6 +38,10 @@ def test_every_role_has_a_spec_and_state_topics_are_compacted() -> None:
     assert specs["registry"].config["cleanup.policy"] == "compact"
     assert specs["input"].partitions == 8
     assert "cleanup.policy" not in specs["input"].config
+    # The bulk lane beside the input topic is made like it.
+    assert specs["input_batch"].name == "ml.pipeline.input.batch"
+    assert specs["input_batch"].partitions == specs["input"].partitions
+    assert specs["input_batch"].config == specs["input"].config
 
 
 # --- durability: replication factor and min.insync.replicas ---------------------------------------
@@ -130,9 +135,21 @@ def test_tenant_topics_take_the_settings_of_their_role() -> None:
     )
     b = TenantSettings(name="team-b", input_topic="b.in", result_topic="b.out", reply_prefix="b.")
     by_name = {s.name: s for s in tenant_topic_specs(topics, [a, b])}
-    assert list(by_name) == ["a.in", "a.train", "a.out", "b.in", "b.out"]
+    assert list(by_name) == [
+        "a.in",
+        "a.in.batch",
+        "a.train",
+        "a.out",
+        "b.in",
+        "b.in.batch",
+        "b.out",
+    ]
     roles = {s.role: s for s in topic_specs(topics)}
     assert by_name["a.in"].partitions == roles["input"].partitions
+    # Each tenant's bulk lane is made like its input topic.
+    assert by_name["b.in.batch"].partitions == roles["input"].partitions
+    assert by_name["b.in.batch"].config == roles["input"].config
+    assert by_name["b.in.batch"].role == "team-b input_batch"
     assert by_name["a.train"].config == roles["jobs"].config
     assert by_name["b.out"].partitions == roles["output"].partitions
     assert by_name["a.train"].role == "team-a jobs"

@@ -16,7 +16,9 @@ from rayml.replay.letters import (
 )
 
 INPUT = "ml.pipeline.input"
-TARGETS = frozenset({INPUT, "ml.pipeline.jobs"})
+BULK = "ml.pipeline.input.batch"
+# Each request topic a letter may name, and where its copy goes: both lanes to the bulk lane.
+TARGETS = {INPUT: BULK, BULK: BULK, "ml.pipeline.jobs": "ml.pipeline.jobs"}
 
 
 def letter_headers(error_type: str = "retries_exhausted", source: str = INPUT) -> list:
@@ -43,11 +45,15 @@ def test_the_filter_is_by_error_type_and_a_half_open_time_window() -> None:
     assert LetterFilter().skip_reason("anything", 0) is None
 
 
-def test_a_letter_to_a_request_topic_is_replayed() -> None:
+def test_a_letter_of_either_lane_is_replayed_on_the_bulk_lane_and_training_stays() -> None:
     verdict = judge_letter(letter_headers(), 0, LetterFilter(), TARGETS)
     assert verdict.action == "replay"
     assert verdict.letter is not None
     assert verdict.letter.source_topic == INPUT
+    assert verdict.to == BULK
+    assert judge_letter(letter_headers(source=BULK), 0, LetterFilter(), TARGETS).to == BULK
+    jobs = judge_letter(letter_headers(source="ml.pipeline.jobs"), 0, LetterFilter(), TARGETS)
+    assert jobs.to == "ml.pipeline.jobs"
 
 
 def test_the_filter_comes_before_the_refusal() -> None:
@@ -81,7 +87,17 @@ def test_targets_are_every_tenants_request_topics_and_nothing_of_raymls_own() ->
         TenantSettings(name="a", reply_prefix="a.replies.", **a),
         TenantSettings(name="b", reply_prefix="b.replies.", **b),
     ]
-    assert replay_targets(load_settings(tenants=tenants)) == {"a.in", "a.train", "b.in"}
+    targets = replay_targets(load_settings(tenants=tenants))
+    assert targets == {
+        "a.in": "a.in.batch",
+        "a.in.batch": "a.in.batch",
+        "a.train": "a.train",
+        "b.in": "b.in.batch",
+        "b.in.batch": "b.in.batch",
+    }
+    # Every destination is a tenant's request topic: the rule "only where a client could have
+    # sent it" holds for the bulk lanes too.
+    assert set(targets.values()) <= set(targets)
 
 
 def test_the_copy_keeps_foreign_headers_and_replaces_raymls_own() -> None:

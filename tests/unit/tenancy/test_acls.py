@@ -42,6 +42,9 @@ def test_a_tenant_may_send_to_its_topics_and_read_its_results_and_replies_only()
     assert rights(grants) == {
         ("topic", "a.in", "literal", "Write"),
         ("topic", "a.in", "literal", "Describe"),
+        # Its bulk lane (priority="batch", replays): <input>.batch unless named.
+        ("topic", "a.in.batch", "literal", "Write"),
+        ("topic", "a.in.batch", "literal", "Describe"),
         ("topic", "a.train", "literal", "Write"),
         ("topic", "a.train", "literal", "Describe"),
         ("topic", "a.out", "literal", "Read"),
@@ -67,10 +70,10 @@ def test_a_tenant_that_may_not_train_gets_no_training_or_events_rights() -> None
     team_b = tenant_grants(settings, settings.tenants[1])
     assert not any(g.name in ("a.train", "ml.pipeline.events") for g in team_b)
     # Nothing of team A's, and never a write to what the executor writes or owns.
-    team_a_names = {"a.in", "a.train", "a.out", "a.replies.", "team-a."}
+    team_a_names = {"a.in", "a.in.batch", "a.train", "a.out", "a.replies.", "team-a."}
     assert not any(g.name in team_a_names for g in team_b)
     writes = {g.name for g in team_b if g.operation in ("Write", "Create", "Delete")}
-    assert writes == {"b.in", "b.replies."}
+    assert writes == {"b.in", "b.in.batch", "b.replies."}
 
 
 def test_the_executor_reads_requests_writes_results_and_its_own_topics() -> None:
@@ -78,7 +81,7 @@ def test_the_executor_reads_requests_writes_results_and_its_own_topics() -> None
     grants = executor_grants(settings, "User:rayml")
     assert {g.principal for g in grants} == {"User:rayml"}
     r = rights(grants)
-    for request_topic in ("a.in", "a.train", "b.in"):
+    for request_topic in ("a.in", "a.in.batch", "a.train", "b.in", "b.in.batch"):
         assert {(x[1], x[3]) for x in r if x[1] == request_topic} == {
             (request_topic, "Read"),
             (request_topic, "Describe"),
@@ -95,6 +98,7 @@ def test_the_executor_reads_requests_writes_results_and_its_own_topics() -> None
     # written, never read; the state topics both.
     expected = {
         t.input: {"Read"},
+        t.input_batch: {"Read"},
         t.jobs: {"Read"},
         t.output: {"Write"},
         t.dlq: {"Write"},

@@ -27,12 +27,16 @@ def test_without_tenants_one_default_tenant_owns_the_default_topics() -> None:
     assert tenant.name == DEFAULT_TENANT
     assert t.of_topic(settings.topics.input) is tenant
     assert t.of_topic(settings.topics.jobs) is tenant
-    assert t.input_topics == [settings.topics.input]
+    # Both lanes: the interactive topic first, then its bulk lane.
+    assert t.input_topics == [settings.topics.input, settings.topics.input_batch]
+    assert t.of_topic(settings.topics.input_batch) is tenant
     assert t.training_topics == [settings.topics.jobs]
     assert t.reply_to_refusal(tenant, "anything.at.all") is None
 
 
-@pytest.mark.parametrize("own", ["input", "output", "jobs", "dlq", "models", "registry", "events"])
+@pytest.mark.parametrize(
+    "own", ["input", "input_batch", "output", "jobs", "dlq", "models", "registry", "events"]
+)
 def test_no_tenant_may_name_one_of_raymls_own_topics_as_reply_to(own: str) -> None:
     for settings in (load_settings(), load_settings(tenants=TEAMS)):
         topic = getattr(settings.topics, own)
@@ -48,7 +52,10 @@ def test_a_tenant_may_reply_only_under_its_prefix_and_never_to_another_tenants_t
     assert "reply prefix" in str(t.reply_to_refusal(a, "b.r.svc-1"))
     assert "rayml's own" in str(t.reply_to_refusal(a, "b.in"))
     assert "rayml's own" in str(t.reply_to_refusal(b, "a.train"))
-    assert {"a.in", "a.train", "b.in"} <= own_topics(load_settings(tenants=TEAMS))
+    assert "rayml's own" in str(t.reply_to_refusal(a, "b.in.batch"))
+    assert {"a.in", "a.in.batch", "a.train", "b.in", "b.in.batch"} <= own_topics(
+        load_settings(tenants=TEAMS)
+    )
 
 
 def test_the_tenant_comes_from_the_topic_only() -> None:
@@ -151,3 +158,73 @@ def test_a_tenant_cannot_be_configured_over_another_or_over_raymls_topics(
 
     with pytest.raises(ConfigError, match=why):
         load_settings(tenants=[{**TEAMS[0], **change}, TEAMS[1]])
+
+
+# --- lanes: each tenant's interactive topic and its bulk topic --------------------------------
+
+
+def test_each_tenant_has_a_bulk_lane_beside_its_input_topic_that_maps_back_to_it() -> None:
+    teams = [TEAMS[0], {**TEAMS[1], "batch_topic": "b.bulk"}]
+    t = Tenancy(load_settings(tenants=teams))
+    # Unnamed: <input_topic>.batch; named: as named.
+    assert t.input_topics == ["a.in", "b.in", "a.in.batch", "b.bulk"]
+    assert t.batch_topics == ["a.in.batch", "b.bulk"]
+    assert t.of_topic("a.in.batch").name == "team-a"
+    assert t.of_topic("b.bulk").name == "team-b"
+    assert [t.lane_of(x) for x in ("a.in", "a.in.batch", "b.in", "b.bulk")] == [
+        "interactive",
+        "batch",
+        "interactive",
+        "batch",
+    ]
+    with pytest.raises(KeyError):
+        t.lane_of("a.train")  # a training topic has no lanes
+    with pytest.raises(KeyError):
+        t.lane_of("a.out")
+    # The same checks hold on the bulk lane: a request there is the tenant's.
+    tenant, refused = t.check("b.bulk", None, "team-a", "breast_cancer.predict")
+    assert tenant.name == "team-b"
+    assert refused is not None
+    assert refused.type == "tenant_mismatch"
+    assert t.refuse_kind(tenant, "b.bulk", "iris.predict", "inference") is None
+    wrong = t.refuse_kind(t.of_topic("a.in"), "a.in.batch", "iris.train", "training")
+    assert wrong is not None
+    assert (wrong.type, wrong.details["use"]) == ("wrong_topic", "a.train")
+
+
+def test_the_default_tenants_bulk_lane_follows_its_input_topic_unless_named() -> None:
+    assert load_settings().topics.input_batch == "ml.pipeline.input.batch"
+    assert load_settings(topics={"input": "x.requests"}).topics.input_batch == "x.requests.batch"
+    named = load_settings(topics={"input": "x.requests", "input_batch": "x.bulk"})
+    assert named.topics.input_batch == "x.bulk"
+    t = Tenancy(named)
+    assert t.input_topics == ["x.requests", "x.bulk"]
+    assert t.lane_of("x.bulk") == "batch"
+    from rayml.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the bulk lane is a topic of its own"):
+        load_settings(topics={"input": "x.requests", "input_batch": "x_requests"})
+
+
+def test_a_bulk_lane_may_not_be_another_tenants_topic_nor_raymls_nor_too_long() -> None:
+    from rayml.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="bulk request topic"):
+        load_settings(tenants=[TEAMS[0], {**TEAMS[1], "batch_topic": "a.in"}])
+    with pytest.raises(ConfigError, match="bulk request topic"):
+        load_settings(tenants=[{**TEAMS[1], "batch_topic": "ml.pipeline.input.batch"}])
+    with pytest.raises(ConfigError, match="request topic"):  # b.in = a's bulk lane
+        load_settings(tenants=[{**TEAMS[0], "batch_topic": "b.in"}, TEAMS[1]])
+    with pytest.raises(ConfigError, match="Kafka allows 249"):
+        load_settings(tenants=[{**TEAMS[1], "input_topic": "b" * 245}])
+    # Named, a long input topic is fine.
+    long = load_settings(tenants=[{**TEAMS[1], "input_topic": "b" * 245, "batch_topic": "b.x"}])
+    assert long.tenants[0].bulk_topic == "b.x"
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    import rayml.tenancy.rules
+
+    assert doctest.testmod(rayml.tenancy.rules).failed == 0

@@ -27,9 +27,14 @@ import java.util.concurrent.atomic.AtomicInteger;
  * <pre>
  * java -jar rayml-client.jar --bootstrap-servers HOST:PORT --pipeline breast_cancer.predict \
  *     (--params '{"features": [...]}' [--count N] | --params-file rows.jsonl) \
- *     [--input-topic ml.pipeline.input] [--timeout-s 60] [--max-in-flight 1000] [--print-results] \
+ *     [--input-topic ml.pipeline.input] [--priority interactive|batch [--batch-topic TOPIC]] \
+ *     [--timeout-s 60] [--max-in-flight 1000] [--print-results] \
  *     [--kafka-config client.properties] [--train [--training-topic ml.pipeline.jobs]]
  * </pre>
+ *
+ * <p>With {@code --priority batch}, the requests go to the bulk lane ({@code --batch-topic},
+ * default the input topic's name with {@code .batch} appended), which the executor reads only as
+ * far as interactive work leaves room: for backfills that must not delay interactive callers.
  *
  * <p>With {@code --train}, the requests are training requests (e.g. {@code --pipeline
  * breast_cancer.train --params '{"n_estimators": 50}' --train}): they go to the training topic
@@ -57,7 +62,8 @@ public final class Main {
   private static final String USAGE =
       "usage: rayml-client --bootstrap-servers HOST:PORT --pipeline NAME"
           + " (--params JSON [--count N] | --params-file FILE)"
-          + " [--input-topic TOPIC] [--timeout-s S] [--max-in-flight N] [--print-results]"
+          + " [--input-topic TOPIC] [--priority interactive|batch [--batch-topic TOPIC]]"
+          + " [--timeout-s S] [--max-in-flight N] [--print-results]"
           + " [--kafka-config FILE] [--train [--training-topic TOPIC]]";
 
   /** How many request trace ids the {@code trace_ids=} line shows. */
@@ -99,9 +105,11 @@ public final class Main {
     int maxInFlight = Integer.parseInt(opts.getOrDefault("max-in-flight", "1000"));
     boolean print = opts.containsKey("print-results");
     boolean train = opts.containsKey("train");
+    Priority priority = Priority.parse(opts.getOrDefault("priority", "interactive"));
     RaymlClient.Config config =
         RaymlClient.Config.of(servers)
             .inputTopic(opts.getOrDefault("input-topic", "ml.pipeline.input"))
+            .batchTopic(opts.get("batch-topic"))
             .trainingTopic(opts.getOrDefault("training-topic", "ml.pipeline.jobs"))
             .connectTimeout(Duration.ofSeconds(10));
     for (String key : kafka.stringPropertyNames()) {
@@ -123,7 +131,9 @@ public final class Main {
         slots.acquireUninterruptibly();
         long sent = System.nanoTime();
         ResultFuture future =
-            train ? client.train(pipeline, params.get(i)) : client.submit(pipeline, params.get(i));
+            train
+                ? client.train(pipeline, params.get(i))
+                : client.submit(pipeline, params.get(i), priority);
         String traceId = future.traceId();
         traceIds[i] = traceId;
         done.add(

@@ -52,8 +52,10 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * Config}: it is created if missing, read from its current end, never deleted, and results for
  * other instances are skipped.
  *
- * <p><b>Topics.</b> Inference requests go to the input topic, training requests ({@link #train})
- * to the training topic: training is a right of its own, on a topic Kafka's ACLs guard apart
+ * <p><b>Topics.</b> Inference requests go to the input topic, or with {@link Priority#BATCH} to
+ * the bulk lane beside it ({@code <input topic>.batch}, or {@link Config#batchTopic}), which the
+ * executor reads only as far as interactive work leaves room; training requests ({@link #train})
+ * go to the training topic: training is a right of its own, on a topic Kafka's ACLs guard apart
  * from inference (docs/security.md); the executor refuses a training request on an inference
  * topic. A tenant's clients set its topics in the {@link Config} and a {@code replyTopic} under its
  * reply prefix.
@@ -74,6 +76,7 @@ public final class RaymlClient implements AutoCloseable {
   public static final class Config {
     final String bootstrapServers;
     String inputTopic = "ml.pipeline.input";
+    String batchTopic;
     String trainingTopic = "ml.pipeline.jobs";
     String replyTopic;
     String tenant;
@@ -95,6 +98,24 @@ public final class RaymlClient implements AutoCloseable {
     public Config inputTopic(String topic) {
       this.inputTopic = topic;
       return this;
+    }
+
+    /**
+     * The bulk lane, where {@link Priority#BATCH} requests go (default: the input topic's name
+     * with {@code .batch} appended, as the executor names it unless the tenant's {@code
+     * batch_topic} is set).
+     */
+    public Config batchTopic(String topic) {
+      this.batchTopic = topic;
+      return this;
+    }
+
+    /** The topic {@code priority}'s requests go to: the input topic or the bulk lane. */
+    public String laneTopic(Priority priority) {
+      if (priority == Priority.BATCH) {
+        return batchTopic != null ? batchTopic : inputTopic + ".batch";
+      }
+      return inputTopic;
     }
 
     /** The topic training requests go to (default {@code ml.pipeline.jobs}). */
@@ -247,6 +268,14 @@ public final class RaymlClient implements AutoCloseable {
   }
 
   /**
+   * Sends a request to {@code pipeline} with {@code params} on {@code priority}'s lane ({@link
+   * Priority#BATCH}: the bulk lane); the future completes with its result.
+   */
+  public ResultFuture submit(String pipeline, Map<String, Object> params, Priority priority) {
+    return submit(Request.builder(pipeline).params(params), priority);
+  }
+
+  /**
    * Sends the request that {@code builder} describes, with this client's reply topic and tenant.
    *
    * @return a future that completes with the {@link Result} (ok or error), or exceptionally with
@@ -255,7 +284,12 @@ public final class RaymlClient implements AutoCloseable {
    *     the trace the request was sent in.
    */
   public ResultFuture submit(Request.Builder builder) {
-    return send(builder, config.inputTopic);
+    return submit(builder, Priority.INTERACTIVE);
+  }
+
+  /** Sends the request that {@code builder} describes on {@code priority}'s lane. */
+  public ResultFuture submit(Request.Builder builder, Priority priority) {
+    return send(builder, config.laneTopic(priority));
   }
 
   /**
