@@ -3,7 +3,8 @@
 Order: the broker and Ray start; the example model is trained once and stored (rayml reads it
 from its model store, the baselines from the same fitted model saved as an XGBoost file); then
 each contender runs warm-up -> throughput burst -> latency run on topics of its own; then the
-training sweep; then the report.
+pools row (:mod:`bench.pools`: mixed traffic on three pipelines with pools of their own); then
+the training sweep; then the report.
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ from bench.contenders import (
 )
 from bench.memory import GroupFn, RssSampler, cpu_seconds, jvm_thread_seconds, thread_kind_seconds
 from bench.otlp_sink import OtlpSink
+from bench.pools import PoolsResult, run_pools
 from bench.report import (
     ContenderResult,
     delivery_lines,
     details_lines,
     markdown,
+    pools_lines,
     shadow_lines,
     table,
     targets,
@@ -74,6 +77,7 @@ CONTENDERS = (
     "quix",
     "original",
     "rayml-heavy",
+    "rayml-pools",
     "rayml-2nodes",
 )
 # The model-bound rows: an MLP of three 3,072-unit layers (~1 ms a row on one core), stored as
@@ -160,6 +164,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=2,
         help="bursts per contender, the best kept (default 2): one machine's noise",
     )
+    p.add_argument(
+        "--pools-requests",
+        type=int,
+        default=20_000,
+        help="mixed burst of the pools row, 80/10/10 on its hot, cold and GPU-declared "
+        "pipelines (default 20000)",
+    )
     p.add_argument("--warmup", type=int, default=500, help="warm-up requests per contender")
     p.add_argument("--latency-seconds", type=float, default=8.0, help="length of latency runs")
     p.add_argument("--latency-rate", type=float, default=None, help="offered load (req/s)")
@@ -189,6 +200,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.requests = min(args.requests, 10_000)
         args.slow_requests = min(args.slow_requests, 3_000)
         args.heavy_requests = min(args.heavy_requests, 2_000)
+        args.pools_requests = min(args.pools_requests, 10_000)
         args.latency_seconds = min(args.latency_seconds, 4.0)
     args.slow_requests = min(args.slow_requests, args.requests)
     args.only = [c.strip() for c in args.only.split(",") if c.strip()]
@@ -532,15 +544,38 @@ def _rayml_settings(args: argparse.Namespace, batch_size: int) -> dict[str, Any]
     }
 
 
+def _run_pools(bench: Bench, args: argparse.Namespace, work: Path) -> PoolsResult:
+    """The pools row (:mod:`bench.pools`) on this run's broker, Ray and model."""
+    try:
+        return run_pools(
+            bench.bootstrap,
+            str(work / "models"),
+            work / "state",
+            bench.rows,
+            bench.labels,
+            args.pools_requests,
+            args.warmup,
+            _rayml_settings(args, args.batch_size),
+            PARTITIONS,
+        )
+    except Exception as exc:
+        traceback.print_exc()
+        return PoolsResult(args.pools_requests, "", failure=_summary(exc))
+
+
 def _failed(contender: Contender, exc: BaseException) -> ContenderResult:
     traceback.print_exc()
+    return ContenderResult(
+        contender.key, contender.label, contender.describe(), failure=_summary(exc)
+    )
+
+
+def _summary(exc: BaseException) -> str:
     # Ray's errors carry ANSI colours and whole remote tracebacks: keep a readable summary.
     text = re.sub(r"\x1b\[[0-9;]*m", "", f"{type(exc).__name__}: {exc}")
     lines = [line for line in text.splitlines() if line.strip()]
     summary = " / ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else text
-    return ContenderResult(
-        contender.key, contender.label, contender.describe(), failure=summary[:600]
-    )
+    return summary[:600]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -572,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[ContenderResult] = []
     sweep: SweepResult | None = None
+    pools: PoolsResult | None = None
     with LocalBroker.ephemeral(state_dir=REPO / ".rayml") as broker:
         print(f"bench: broker at {broker.bootstrap_servers}", flush=True)
         ray.init(
@@ -736,6 +772,8 @@ def main(argv: list[str] | None = None) -> int:
                     res.extra["spans_exported"] = sink.spans()
                 if res.key == "rayml" and half_rayml is None and not res.failure:
                     half_rayml = res.latency_rate
+            if "rayml-pools" in args.only:
+                pools = _run_pools(bench, args, work)
             if not args.no_sweep:
                 print(f"bench: training sweep, {len(TRIALS)} trials", flush=True)
                 sweep = run_sweep(TRIALS)
@@ -763,6 +801,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     for line in shadow_lines(results):
         print(line)
+    for line in pools_lines(pools):
+        print(line)
     for line in targets(results, sweep):
         print(line)
     if sweep is not None:
@@ -783,11 +823,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         method = "\n".join([method.rstrip("\n"), *method_notes]) + "\n"
         load = f"{load_at_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end"
-        text = markdown(command, results, sweep, versions(extra_versions), method, wall_s, load)
+        text = markdown(
+            command, results, sweep, versions(extra_versions), method, wall_s, load, pools
+        )
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
         print(f"\nbench: wrote {args.output} ({wall_s:.0f} s in all)")
-    if any(r.failure for r in results):
+    if any(r.failure for r in results) or (pools is not None and pools.failure):
         print(f"bench: logs and models kept in {work}")
         return 1
     shutil.rmtree(work, ignore_errors=True)

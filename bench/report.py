@@ -6,6 +6,7 @@ import datetime as dt
 import math
 import os
 import platform
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 
 import psutil
 
+from bench import pool_pipelines as pp
+from bench.pools import AGAIN_REQUESTS, DEFAULT_WORKER_CPUS, PipelineFigures, PoolsResult
 from bench.training import SweepResult
 
 MIB = 1024 * 1024
@@ -377,6 +380,109 @@ def shadow_lines(results: Sequence[ContenderResult]) -> list[str]:
     ]
 
 
+POOLS_METHOD_TEMPLATE = """\
+`--only rayml-pools` (`bench/pools.py`): one rayml executor, on this run's broker and Ray,
+serves three pipelines on the example model, each with a pool of its own
+(`bench/pool_pipelines.py`; each is `breast_cancer.predict` under another name, so every label
+is checked as in the rows above): **hot** (`Pool(num_cpus={hot_cpus:g}, min_replicas=1,
+max_replicas=2)`), **cold** (`Pool(num_cpus={small_cpus:g}, min_replicas=0,
+idle_timeout_s={idle:g})`) and **gpu** (`Pool(num_cpus={small_cpus:g}, num_gpus=1,
+min_replicas=0)`), beside the default pool (one worker of {default_cpus:g} CPU, no traffic),
+with the pool autoscaler on (target lag 1 s, grows after 1 s, no shrinking during the row).
+Requests are produced as fast as the producer goes by the load generator process and read
+back by the result reader process, in four runs: a warm-up on hot alone (`--warmup` requests:
+its worker loads the model; cold and gpu stay at zero); for reference, a burst on hot alone of
+as many requests as the mixed burst sends it; the **mixed burst** of `--pools-requests`
+requests, 8 of every 10 on hot and one each on cold and gpu, interleaved, during which cold
+and gpu start from zero (their first cold starts, on a busy machine); and, once the cold pool
+has released its worker (`idle_timeout_s={idle:g}`), {again} requests on cold: its second cold
+start. Per pipeline: throughput = its answers / (its last result received minus its first
+request produced), so a cold pipeline's figure includes its cold start; p50 / p99 latency =
+result read back minus request handed to the producer. Per pool: the largest size seen during
+the mixed burst (sampled every 0.25 s) and `cold_starts` / `last_cold_start_s` of `rayml
+status --json` (first worker's start to its first answer) after the mixed burst and at the
+end. Lost counts per pipeline; the result reader counts duplicates, wrong labels and error
+results per run, so those are summed over the measured runs. Where the cluster has no GPU (as
+on this machine), the gpu pool's worker starts on CPU (`gpu_fallback`), and its line says
+so."""
+# Filled in, then wrapped again (the values change the lines' lengths).
+POOLS_METHOD = textwrap.fill(
+    " ".join(
+        POOLS_METHOD_TEMPLATE.format(
+            hot_cpus=pp.HOT_CPUS,
+            small_cpus=pp.SMALL_CPUS,
+            idle=pp.COLD_IDLE_S,
+            default_cpus=DEFAULT_WORKER_CPUS,
+            again=AGAIN_REQUESTS,
+        ).split()
+    ),
+    width=96,
+    break_on_hyphens=False,
+)
+
+
+def pools_lines(pools: PoolsResult | None) -> list[str]:
+    """The pools row: per pipeline throughput and latency, per pool sizes and cold starts."""
+    if pools is None:
+        return ["(not run: needs rayml-pools)"]
+    if pools.failure:
+        return [f"- failed: {pools.failure}"]
+
+    def figures(fig: PipelineFigures) -> str:
+        return (
+            f"{fig.requests:,} requests, {fig.answered:,} answered ({fig.lost} lost): "
+            f"**{_fmt(fig.throughput)}** req/s over {_fmt(fig.span_s, 2)} s, p50 "
+            f"{_fmt(fig.p50_ms, 1)} ms, p99 {_fmt(fig.p99_ms, 1)} ms"
+        )
+
+    def cold(pool: dict[str, Any]) -> str:
+        last = pool.get("last_cold_start_s")
+        return f"{pool.get('cold_starts', 0)} cold start(s), last {_fmt(last, 2)} s"
+
+    out = [f"- mixed burst, all pipelines: {figures(pools.total)}" if pools.total else ""]
+    for fig in pools.pipelines:
+        out.append(f"- `{fig.pipeline}`: {figures(fig)}")
+    if pools.hot_alone is not None:
+        out.append(f"- for reference, `{pp.HOT}` alone just before: {figures(pools.hot_alone)}")
+    out.append(
+        f"- duplicates / wrong labels + errors (all three runs): {pools.duplicates} / "
+        f"{pools.wrong + pools.errors}"
+    )
+    for name, pool in pools.at_end.items():
+        first = pools.after_burst.get(name, {})
+        line = (
+            f"- pool `{name}` ({pool.get('num_cpus'):g} CPU, {pool.get('num_gpus'):g} GPU, "
+            f"workers {_bounds(pool)}): largest size "
+            f"seen {pools.largest.get(name, '-')}; after the burst {cold(first)}; at the end "
+            f"{cold(pool)}"
+        )
+        if pool.get("num_gpus"):
+            if pool.get("on_cpu_instead_of_gpu"):
+                line += (
+                    f"; **ran on CPU**: the cluster has {pools.cluster_gpus:g} GPUs, so its "
+                    f"worker started without one (`gpu_fallback`; on_cpu_instead_of_gpu "
+                    f"{pool['on_cpu_instead_of_gpu']}, devices {pool.get('devices')})"
+                )
+            else:
+                line += f"; devices {pool.get('devices')}"
+        out.append(line)
+    if pools.again is not None:
+        out.append(
+            f"- the cold pool went back to zero {_fmt(pools.released_after_s, 1)} s after its "
+            f"last answer of the burst (idle_timeout_s {pp.COLD_IDLE_S:g}, seen by a status "
+            f"poll); then "
+            f"{figures(pools.again)}; its first answer came {_fmt(pools.again.first_ms, 0)} ms "
+            f"after it was produced"
+        )
+    out.append(f"- settings: {pools.settings}; the row took {_fmt(pools.wall_s)} s")
+    return [line for line in out if line]
+
+
+def _bounds(pool: dict[str, Any]) -> str:
+    low, high = pool.get("min_per_ingest"), pool.get("max_per_ingest")
+    return f"{low}" if high is None else f"{low}-{high}"
+
+
 def sweep_lines(sweep: SweepResult | None) -> str:
     if sweep is None:
         return "(not run)"
@@ -438,6 +544,7 @@ def markdown(
     method: str,
     wall_s: float,
     load: str,
+    pools: PoolsResult | None = None,
 ) -> str:
     kv = "\n".join(f"- {k}: {v}" for k, v in versions_.items())
     mach = "\n".join(f"- {k}: {v}" for k, v in {**machine(), "1-min load average": load}.items())
@@ -489,6 +596,12 @@ Details:
 ## Rollouts: a shadow running against none
 
 {chr(10).join(shadow_lines(results))}
+
+## Pools per pipeline
+
+{POOLS_METHOD}
+
+{chr(10).join(pools_lines(pools))}
 
 ## Training sweep
 

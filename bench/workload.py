@@ -109,16 +109,25 @@ def _percentiles(values: np.ndarray, quantiles: Sequence[float]) -> list[float]:
     return [float(np.percentile(values, q)) for q in quantiles]
 
 
-def make_run(tag: str, rows: np.ndarray, labels: np.ndarray) -> Run:
-    """Encode one request per row (``{"id", "pipeline", "params": {"features"}}``, key = id)."""
+def make_run(
+    tag: str, rows: np.ndarray, labels: np.ndarray, pipelines: Sequence[str] | None = None
+) -> Run:
+    """Encode one request per row (``{"id", "pipeline", "params": {"features"}}``, key = id).
+
+    ``pipelines``: each request's pipeline, one per row (mixed traffic); :data:`PIPELINE` for
+    every request by default.
+    """
+    if pipelines is not None and len(pipelines) != len(rows):
+        raise ValueError(f"{len(pipelines)} pipelines for {len(rows)} rows")
     keys: list[bytes] = []
     payloads: list[bytes] = []
     for i, row in enumerate(rows.tolist()):
         request_id = f"{tag}-{i}"
+        pipeline = PIPELINE if pipelines is None else pipelines[i]
         keys.append(request_id.encode())
         payloads.append(
             json.dumps(
-                {"id": request_id, "pipeline": PIPELINE, "params": {"features": row}}
+                {"id": request_id, "pipeline": pipeline, "params": {"features": row}}
             ).encode()
         )
     return Run(tag, keys, payloads, np.asarray(labels))
