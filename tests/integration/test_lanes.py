@@ -50,7 +50,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
 
 PIPELINE = "breast_cancer.predict"
 WINDOW = 2_000  # executor.max_in_flight: the bursts fill it many times over
-BULK = 30_000
+BULK = 100_000  # issue 17: "a bulk burst of 100,000 low-priority requests"
 TENANT_BURST = 20_000
 RATE = 20.0  # interactive requests a second
 # The bounds docs/service.md states for these tests, on a 2-core machine shared with other
@@ -345,7 +345,7 @@ def test_interactive_requests_do_not_queue_behind_a_bulk_backlog(
     default_tenant: tuple[Executor, Settings],
 ) -> None:
     executor, settings = default_tenant
-    budget = Budget(150)
+    budget = Budget(240)
     bulk = Burst(
         settings, settings.topics.input_batch, f"{settings.topics.input}.bulk-replies", "b"
     )
@@ -356,7 +356,7 @@ def test_interactive_requests_do_not_queue_behind_a_bulk_backlog(
             wait_until(lambda: len(interactive.read) > RATE, "interactive answers", budget.left(60))
             started = time.monotonic()
             bulk.send(BULK)
-            wait_until(bulk.answered, "every bulk request is answered", budget.left(120))
+            wait_until(bulk.answered, "every bulk request is answered", budget.left(180))
             took = time.monotonic() - started
         wait_until(interactive.answered, "every interactive request is answered", 30)
         committed(settings, [settings.topics.input, settings.topics.input_batch])
