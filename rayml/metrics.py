@@ -37,6 +37,13 @@ error}``                                       topic and error name (e.g. ``_UNK
 ``ray_rayml_lane_in_flight{tenant,lane}``      records polled and not finished per tenant
                                                (from the settings: a bounded set) and lane
                                                (interactive | batch)
+``ray_rayml_tenant_requests_total{tenant,lane,   requests a worker answered per tenant, lane
+status}``                                      and status (ok | error)
+``ray_rayml_pool_workers{pool}``               workers of each pool (the default pool and one
+                                               per pipeline that declares its own)
+``ray_rayml_pool_backlog{pool}``               requests queued and in flight for the pool
+``ray_rayml_pool_cold_start_seconds{pool}``    the pool's last cold start (first worker
+                                               started to first answer)
 ``ray_rayml_model_loads_total{model}``         models loaded from the store by a worker
 ``ray_rayml_model_cache_hits_total{model}``    batches served by an already loaded model
 ``ray_rayml_training_jobs_total{status}``      jobs succeeded | failed; reused counts the
@@ -296,8 +303,36 @@ class IngestMetrics:
             ("ingest", "tenant", "lane"),
             tag,
         )
+        self.tenant_requests = _counter(
+            "rayml_tenant_requests",
+            "Requests a worker answered, per tenant, lane (interactive, batch) and status "
+            "(ok, error).",
+            ("ingest", "tenant", "lane", "status"),
+            tag,
+        )
+        self.pool_workers = _gauge(
+            "rayml_pool_workers",
+            "Workers of each pool of the ingest (the default pool and one per pipeline that "
+            "declares its own).",
+            ("ingest", "pool"),
+            tag,
+        )
+        self.pool_backlog = _gauge(
+            "rayml_pool_backlog",
+            "Requests queued for a worker of the pool and in flight on one.",
+            ("ingest", "pool"),
+            tag,
+        )
+        self.pool_cold_start_s = _gauge(
+            "rayml_pool_cold_start_seconds",
+            "The pool's last cold start: from starting its first worker to its first answer.",
+            ("ingest", "pool"),
+            tag,
+        )
         # The latest counts per (tenant, lane), handed over by the loop (intake()).
         self._lanes: Mapping[tuple[str, str], int] = {}
+        self._tenant_counts: dict[tuple[str, str, str], int] = defaultdict(int)
+        self._pools: list[tuple[str, int, int, float | None]] = []
         # Aggregates between flushes (plain Python: a batch costs a few dict updates).
         self._counts: dict[tuple[str, str], int] = defaultdict(int)
         self._e2e: dict[str, _Reservoir] = defaultdict(lambda: _Reservoir(SAMPLES_PER_FLUSH))
@@ -329,6 +364,18 @@ class IngestMetrics:
         )
         self._compute[pipeline].offer((compute_ms,))
         self._sizes[pipeline].offer((float(n),))
+
+    def tenant_batch(self, tenant: str, lane: str, n: int, errors: int) -> None:
+        """Fold one answered batch of one tenant and lane in (a batch is of one class:
+        rayml.executor.ready); tenants come from the settings, so the labels stay bounded."""
+        self._tenant_counts[(tenant, lane, "ok")] += n - errors
+        if errors:
+            self._tenant_counts[(tenant, lane, "error")] += errors
+
+    def pools(self, pools: Sequence[tuple[str, int, int, float | None]]) -> None:
+        """Keep each pool's (name, workers, backlog, last cold start s) for the next flush
+        (pools are declared with the pipelines: a bounded label set)."""
+        self._pools = list(pools)
 
     def due(self, now: float) -> bool:
         return now >= self._next
@@ -394,6 +441,15 @@ class IngestMetrics:
         self.paused.set(1 if paused else 0)
         for (tenant, lane), n in self._lanes.items():
             self.lane_in_flight.set(n, {"tenant": tenant, "lane": lane})
+        for (tenant, lane, status), n in self._tenant_counts.items():
+            if n:
+                self.tenant_requests.inc(n, {"tenant": tenant, "lane": lane, "status": status})
+        self._tenant_counts.clear()
+        for name, workers, backlog, cold_s in self._pools:
+            self.pool_workers.set(workers, {"pool": name})
+            self.pool_backlog.set(backlog, {"pool": name})
+            if cold_s is not None:
+                self.pool_cold_start_s.set(cold_s, {"pool": name})
         for name in self._lag_tags - lags.keys():
             self.partition_lag.set(0, {"partition": name})  # revoked: not ours to report now
         for name, lag in lags.items():

@@ -364,9 +364,11 @@ def status(
         delivery_lines,
         pools_lines,
         summarize,
+        tenants_lines,
         training_lines,
     )
     from rayml.kafka.lag import group_lag
+    from rayml.tenancy.rules import Tenancy
 
     settings = command_settings(bootstrap_servers)
     lags = group_lag(settings)
@@ -379,7 +381,12 @@ def status(
             )
         except Exception as exc:  # no cluster reachable: lag alone is still worth showing
             logger.warning("no executor status from Ray: %s", exc)
-    summary = summarize(lags, ingests, runners)
+    tenancy = Tenancy(settings)
+    classes = {
+        topic: (tenancy.of_topic(topic).name, str(tenancy.lane_of(topic)))
+        for topic in tenancy.input_topics
+    }
+    summary = summarize(lags, ingests, runners, topic_classes=classes)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return
@@ -407,6 +414,8 @@ def status(
     for line in delivery_lines(ex):
         typer.echo(f"  {line}")
     for line in pools_lines(summary["pools"]):
+        typer.echo(f"  {line}")
+    for line in tenants_lines(summary["tenants"]):
         typer.echo(f"  {line}")
     typer.echo(f"models loaded: {', '.join(ex['models_loaded']) or 'none'}")
     for line in training_lines(summary["training"]):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from rayml.executor.service import INGEST_ACTOR_PREFIX
@@ -72,8 +73,12 @@ def summarize(
     ingests: list[dict[str, Any]],
     runners: list[dict[str, Any]] | None = None,
     now_ms: float | None = None,
+    topic_classes: Mapping[str, tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """One JSON-ready summary: lag per partition and in total, executor and training figures."""
+    """One JSON-ready summary: lag per partition and in total, executor and training figures.
+
+    ``topic_classes``: each request topic's (tenant, lane), for the figures per tenant.
+    """
     answered = sum(s.get("results_ok", 0) + s.get("results_error", 0) for s in ingests)
     uptime = max((s.get("uptime_s", 0.0) for s in ingests), default=0.0)
     models = sorted({m for s in ingests for w in s.get("workers", []) for m in w.get("models", [])})
@@ -94,9 +99,77 @@ def summarize(
             **delivery_summary(ingests),
         },
         "pools": pools_summary(ingests),
+        "tenants": tenants_summary(lags, ingests, topic_classes or {}),
         "ingests": ingests,
         "training": training_summary(runners or [], now_ms),
     }
+
+
+def tenants_summary(
+    lags: list[PartitionLag],
+    ingests: list[dict[str, Any]],
+    topic_classes: Mapping[str, tuple[str, str]],
+) -> list[dict[str, Any]]:
+    """Per tenant and lane: the lag from Kafka, what the ingests hold in flight and what their
+    workers answered (since each ingest started), and that as a rate.
+
+    Example:
+        >>> lags = [PartitionLag("a.in", 0, 5, 12), PartitionLag("a.in.batch", 0, 0, 900)]
+        >>> ingests = [{"uptime_s": 10.0, "answered_by_tenant": {"a": {"interactive": 50}},
+        ...             "intake": {"in_flight": {"a": {"batch": 300}}}}]
+        >>> [t] = tenants_summary(lags, ingests,
+        ...     {"a.in": ("a", "interactive"), "a.in.batch": ("a", "batch")})
+        >>> t["lag"], t["in_flight"], t["answered"], t["answered_per_s"]
+        ({'interactive': 7, 'batch': 900}, {'batch': 300}, {'interactive': 50}, 5.0)
+    """
+    tenants: dict[str, dict[str, Any]] = {}
+
+    def of(name: str) -> dict[str, Any]:
+        return tenants.setdefault(
+            name, {"tenant": name, "lag": {}, "in_flight": {}, "answered": {}}
+        )
+
+    for p in lags:
+        tenant, lane = topic_classes.get(p.topic, ("?", "?"))
+        lag = of(tenant)["lag"]
+        lag[lane] = lag.get(lane, 0) + max(0, p.lag)
+    uptime = max((s.get("uptime_s", 0.0) for s in ingests), default=0.0)
+    for s in ingests:
+        for key, source in (
+            ("answered", s.get("answered_by_tenant", {})),
+            ("in_flight", s.get("intake", {}).get("in_flight", {})),
+        ):
+            for tenant, lanes in source.items():
+                into = of(tenant)[key]
+                for lane, n in lanes.items():
+                    into[lane] = into.get(lane, 0) + int(n)
+    for t in tenants.values():
+        total = sum(t["answered"].values())
+        t["answered_per_s"] = round(total / uptime, 1) if uptime else 0.0
+    return sorted(tenants.values(), key=lambda t: str(t["tenant"]))
+
+
+def tenants_lines(tenants: list[dict[str, Any]]) -> list[str]:
+    """The tenants of ``rayml status`` as text lines (none with one tenant and no bulk).
+
+    Example:
+        >>> for line in tenants_lines([{"tenant": "a", "lag": {"interactive": 7, "batch": 900},
+        ...     "in_flight": {"batch": 300}, "answered": {"interactive": 50},
+        ...     "answered_per_s": 5.0}, {"tenant": "b", "lag": {"interactive": 0},
+        ...     "in_flight": {}, "answered": {}, "answered_per_s": 0.0}]):
+        ...     print(line)
+        tenant a: lag interactive 7, batch 900; in flight interactive 0, batch 300; answered 50 (5.0/s since start)
+        tenant b: lag interactive 0, batch 0; in flight interactive 0, batch 0; answered 0 (0.0/s since start)
+    """  # noqa: E501
+    lanes = ("interactive", "batch")
+    return [
+        f"tenant {t['tenant']}: lag "
+        + ", ".join(f"{lane} {t['lag'].get(lane, 0)}" for lane in lanes)
+        + "; in flight "
+        + ", ".join(f"{lane} {t['in_flight'].get(lane, 0)}" for lane in lanes)
+        + f"; answered {sum(t['answered'].values())} ({t['answered_per_s']}/s since start)"
+        for t in tenants
+    ]
 
 
 def pools_summary(ingests: list[dict[str, Any]]) -> list[dict[str, Any]]:

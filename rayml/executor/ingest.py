@@ -192,6 +192,8 @@ class Ingest(ConsumerLoop):
         self._dispatch_when_idle = ex.dispatch_when_idle
         # The collector's pauses of this process while the loop runs (status: "gc").
         self.gc_pauses = GcPauses()
+        # Requests a worker answered, per (tenant, lane): each tenant's throughput in status.
+        self.answered_by_class: dict[tuple[str, str], int] = {}
 
     def _make_dispatcher(self, pool: WorkerPool, max_batch_size: int) -> Dispatcher:
         """The dispatcher of one of this ingest's pools, its callbacks bound to this ingest."""
@@ -276,6 +278,12 @@ class Ingest(ConsumerLoop):
 
     def _flush_metrics(self) -> None:
         """Hand the metrics their figures (loop thread: the lags read the consumer)."""
+        self.metrics.pools(
+            [
+                (e.name, e.pool.size, e.backlog, e.pool.last_cold_start_s)
+                for e in self.pools.entries.values()
+            ]
+        )
         w = self.writer
         written = {
             "ok": w.results_ok,
@@ -365,8 +373,13 @@ class Ingest(ConsumerLoop):
         if items and (self.versions.rollouts or items[0].role is not None):
             self._rollout_copies(batch, outcome)
         if batch.items:
-            pipeline = batch.items[0].request.pipeline
+            first = batch.items[0]
+            pipeline = first.request.pipeline
             self.metrics.batch_finished(pipeline, batch.items, errors, outcome.compute_ms, now_ms)
+            # One tenant and lane a batch (rayml.executor.ready keeps classes apart).
+            self.metrics.tenant_batch(first.tenant, first.lane, len(batch.items), errors)
+            key = (first.tenant, first.lane)
+            self.answered_by_class[key] = self.answered_by_class.get(key, 0) + len(batch.items)
 
     def _rollout_copies(self, batch: InFlight, outcome: BatchOutcome) -> None:
         """A model under rollout: record what answered, and queue the shadow's copy."""
@@ -643,6 +656,8 @@ class Ingest(ConsumerLoop):
             "redispatched": self.pools.counter("redispatched"),
             # Every pool: its pipelines, shape, size, backlog, last cold start.
             "pools": self.pools.status(),
+            # Answered by a worker, per tenant and lane.
+            "answered_by_tenant": _by_tenant(dict(self.answered_by_class)),
             "commits": c.commits,
             "delivery": self.settings.executor.delivery,
             "uptime_s": round(time.time() - c.started_at, 3),
@@ -682,3 +697,10 @@ class Ingest(ConsumerLoop):
             status["transaction_aborts"] = self.txn.aborts
             status["transaction_commit_s"] = round(self.txn.commit_s, 3)
         return status
+
+
+def _by_tenant(counts: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for (tenant, lane), n in counts.items():
+        out.setdefault(tenant, {})[lane] = n
+    return out

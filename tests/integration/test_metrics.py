@@ -58,6 +58,8 @@ RARE = {
     "ray_rayml_rollout_p99_ms",
     "ray_rayml_rollout_agreement",
     "ray_rayml_rollout_decisions_total",
+    # Only once a pool that went to zero was started again (tests/integration/test_pools.py).
+    "ray_rayml_pool_cold_start_seconds",
 }
 
 
