@@ -203,8 +203,10 @@ class TenantSettings(_Section):
     pipelines: list[str] = Field(default_factory=lambda: ["*"])
     # Its weight in the ingest's intake: while several tenants have records in flight, each
     # may hold window x weight / (sum of their weights) of them (at least
-    # shares.min_share_records); alone, the whole window.
-    weight: float = Field(1.0, gt=0, le=1_000_000)
+    # shares.min_share_records); alone, the whole window. The dispatcher shares a pool's
+    # workers by the same weights. Bounded (0.01..100) so that no tenant's requests, once
+    # read, wait behind another's for ever.
+    weight: float = Field(1.0, ge=0.01, le=100)
 
     @model_validator(mode="after")
     def _bulk_lane_named(self) -> TenantSettings:
@@ -330,7 +332,7 @@ class LaneSettings(_Section):
     # in-flight window (executor.max_in_flight); beyond it their partitions are paused until
     # they are back under it. Below it they are always read (bulk never starves); with no
     # interactive work in flight they may take the whole window.
-    batch_share: float = Field(0.25, gt=0, lt=1)
+    batch_share: float = Field(0.25, ge=0.01, le=0.99)
     # Interactive work counts as in flight until this long after its last record was done, so
     # that a steady trickle of interactive requests keeps the bulk lanes to their share
     # between two requests (0: only while a record is in flight).

@@ -24,7 +24,10 @@ ingests), its own arrival rate (requests handed to it) and its own service rate 
 answered), within ``[max(1, min_replicas), max_replicas]``, by a policy of its own with the
 ``[autoscale]`` targets and delays. Kafka's lag cannot be split by pipeline (the pipelines share
 the input partitions), so once any pipeline has its own pool the default pool is scaled the same
-way, on its own backlog; a burst on one pipeline then grows only its pool. A pool that went to
+way, on its own backlog; a burst on one pipeline then grows only its pool. The group's lag
+beyond what the ingests hold (records their full windows left in Kafka) is shared out to the
+pools by their share of the arrivals; a pool's figures are sampled once per status the
+ingests answer. A pool that went to
 zero is started by its ingest when work comes for it, not here. A burst asks Ray's autoscaler
 for the pool's own shape (GPUs included). Inside a pool, model-affinity routing
 (``model_replicas``, spill-over to any worker with room) spreads a hot model.
@@ -168,6 +171,10 @@ class PoolAutoscaler:
         self._pool_counters: dict[str, deque[tuple[float, int, int]]] = {}
         self._ahead: dict[str, list[dict[str, float]]] = {}
         self.pool_sizes: dict[str, int] = {}
+        # Whether the ingests' statuses came back since the pools were last decided on (a
+        # status can take seconds: deciding twice on one would count its figures twice).
+        self._fresh = False
+        self._rates_of: dict[str, tuple[float | None, float | None]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -267,9 +274,15 @@ class PoolAutoscaler:
         arrival: float | None,
         throughput: float | None,
     ) -> Tick:
-        """One step with pools per pipeline: a decision per pool, on its own backlog."""
+        """One step with pools per pipeline: a decision per pool, on its own backlog, with the
+        group's unread lag shared out by each pool's arrivals (the ingests hold only what
+        their window lets in: the rest waits in Kafka, and is some pool's backlog too)."""
         acted: list[str] = []
         default_decision: Decision | None = None
+        if not self._fresh:
+            pools = {}  # nothing new: hold (the counters are sampled once per status)
+        self._fresh = False
+        unread = self._unread_by_pool(now, pools, lag)
         for name, per_ingest in sorted(pools.items()):
             size = max(int(p.get("size", 0)) for p in per_ingest)
             self.pool_sizes[name] = size
@@ -281,13 +294,8 @@ class PoolAutoscaler:
                 policy = self._pool_policies[name] = AutoscalePolicy(
                     self._pool_config(per_ingest[0])
                 )
-            backlog = sum(int(p.get("backlog", 0)) for p in per_ingest)
-            arrived_rate, answered_rate = self._pool_rates(
-                name,
-                now,
-                sum(int(p.get("arrived", 0)) for p in per_ingest),
-                sum(int(p.get("answered", 0)) for p in per_ingest),
-            )
+            backlog = sum(int(p.get("backlog", 0)) for p in per_ingest) + unread.get(name, 0)
+            arrived_rate, answered_rate = self._rates_of.get(name, (None, None))
             decision = policy.decide(
                 LoadSample(
                     now=now,
@@ -327,6 +335,34 @@ class PoolAutoscaler:
         self.timeline.append(tick)
         self._log(tick, now)
         return tick
+
+    def _unread_by_pool(
+        self, now: float, pools: dict[str, list[dict[str, Any]]], lag: int
+    ) -> dict[str, int]:
+        """Each pool's rates (kept in ``_rates_of``), and its share of the records the group
+        has not read yet (lag beyond what the ingests hold), by its share of the arrivals
+        (of the backlogs while no rate is known; the default pool's without either)."""
+        self._rates_of = {}
+        for name, per_ingest in pools.items():
+            self._rates_of[name] = self._pool_rates(
+                name,
+                now,
+                sum(int(p.get("arrived", 0)) for p in per_ingest),
+                sum(int(p.get("answered", 0)) for p in per_ingest),
+            )
+        held = sum(int(s.get("in_flight", 0)) for s in self._statuses)
+        unread = max(0, lag - held)
+        if not unread or not pools:
+            return {}
+        weights = {n: max(0.0, r[0] or 0.0) for n, r in self._rates_of.items()}
+        if not sum(weights.values()):
+            weights = {
+                n: float(sum(int(p.get("backlog", 0)) for p in ps)) for n, ps in pools.items()
+            }
+        total = sum(weights.values())
+        if not total:
+            return {"default": unread}
+        return {n: round(unread * w / total) for n, w in weights.items()}
 
     def _pool_config(self, pool: dict[str, Any]) -> PolicyConfig:
         """A pool's policy: its own bounds, the [autoscale] targets and delays."""
@@ -422,6 +458,7 @@ class PoolAutoscaler:
         if len(ready) == len(self._status_refs):
             try:
                 self._statuses = ray.get(self._status_refs)
+                self._fresh = True
             finally:
                 self._status_refs = None
 

@@ -159,13 +159,21 @@ class MicroBatcher(Generic[K, T]):
                 ready.append(batch)
         return ready
 
-    def flush(self) -> list[Batch[K, T]]:
-        """Remove and return every open batch, oldest first (on drain or shutdown)."""
-        batches = sorted(self._open.values(), key=lambda b: b.opened_at)
-        self._open.clear()
-        for group in self._by_wait.values():
-            group.clear()
-        self._count = 0
+    def flush(self, keys: Callable[[K], bool] | None = None) -> list[Batch[K, T]]:
+        """Remove and return every open batch (or those whose key ``keys`` accepts), oldest
+        first (on drain or shutdown; or for the routes of a pool with an idle worker)."""
+        if keys is None:
+            batches = sorted(self._open.values(), key=lambda b: b.opened_at)
+            self._open.clear()
+            for group in self._by_wait.values():
+                group.clear()
+            self._count = 0
+            return batches
+        batches = sorted(
+            (b for key, b in self._open.items() if keys(key)), key=lambda b: b.opened_at
+        )
+        for batch in batches:
+            self._close(batch)
         return batches
 
     def next_deadline(self) -> float | None:

@@ -253,8 +253,14 @@ class Ingest(ConsumerLoop):
                 # Wait on the producer instead: its delivery reports free the window.
                 self.producer.poll(timeout)
         if self._dispatch_when_idle and len(self.batcher) and self._idle_worker():
-            # A worker has nothing to do: what is buffered goes now, not when its wait is up.
-            self._enqueue(self.batcher.flush())
+            # A worker has nothing to do: what is buffered for its pool goes now, not when its
+            # wait is up (another pool's batches keep filling).
+            if self.pools.many:
+                idle, pools = self.pools.idle_pools(), self.pools
+                self._enqueue(self.batcher.flush(lambda key: pools.entry_of(key).name in idle))
+                self._enqueue(self.batcher.due(time.monotonic()))
+            else:
+                self._enqueue(self.batcher.flush())
         else:
             self._enqueue(self.batcher.due(time.monotonic()))
         self.pools.collect(block_s=0.002 if self.pools.in_flight else 0.0)
@@ -536,10 +542,8 @@ class Ingest(ConsumerLoop):
         deadline = started + timeout_s
         why = ""
         while remaining() > 0 and time.monotonic() < deadline:
-            if not self.pools.in_flight and not any(
-                e.pool.serving for e in self.pools.entries.values()
-            ):
-                why = " (no worker serves: waiting is pointless)"
+            if self.pools.stuck():
+                why = " (no worker serves the pools they wait for: waiting is pointless)"
                 break  # nothing runs and no worker could run the rest
             self.pools.collect(block_s=0.01)
             self.producer.poll(0.001)

@@ -35,6 +35,9 @@ from rayml.pipeline import Pool
 
 logger = logging.getLogger(__name__)
 
+# How often the loop asks Ray whether starting workers answered their first ping.
+_START_CHECK_S = 0.005
+
 
 @dataclass
 class _Slot:
@@ -84,6 +87,9 @@ class WorkerPool:
         self.cold_starts = 0
         self.last_cold_start_s: float | None = None
         self._actor_cls = ray.remote(ModelWorker)
+        # Whether a worker may still be starting, and when to ask Ray about it next.
+        self._starting = False
+        self._next_start_check = 0.0
         self.resize(size)
 
     def wake(self) -> bool:
@@ -138,12 +144,22 @@ class WorkerPool:
             device="cuda" if options.get("num_gpus", 0) > 0 else "cpu",
         )
         self._slots[worker_id] = _Slot(handle, starting=handle.ping.remote())  # type: ignore[attr-defined]
+        self._starting = True
+        self._next_start_check = 0.0
         return worker_id
 
     def _check_started(self) -> None:
-        """Move workers whose first ping came back into service (never blocks)."""
+        """Move workers whose first ping came back into service (never blocks; asks Ray at
+        most every few ms, however often the loop sends)."""
+        if not self._starting:
+            return
+        now = time.monotonic()
+        if now < self._next_start_check:
+            return
+        self._next_start_check = now + _START_CHECK_S
         starting = {s.starting: w for w, s in self._slots.items() if s.starting is not None}
         if not starting:
+            self._starting = False
             return
         answered, _ = ray.wait(list(starting), num_returns=len(starting), timeout=0)
         for ref in answered:
@@ -250,7 +266,8 @@ class WorkerPool:
 
     @property
     def size(self) -> int:
-        return sum(1 for s in self._slots.values() if not s.draining)
+        # list(): status() reads it from another thread while the loop adds or ends workers.
+        return sum(1 for s in list(self._slots.values()) if not s.draining)
 
     @property
     def starting(self) -> int:
@@ -280,7 +297,7 @@ class WorkerPool:
 
     @property
     def draining(self) -> int:
-        return sum(1 for s in self._slots.values() if s.draining)
+        return sum(1 for s in list(self._slots.values()) if s.draining)
 
     def worker_ids(self) -> list[str]:
         return list(self._slots)
@@ -290,7 +307,12 @@ class WorkerPool:
 
     def stats(self, timeout_s: float = 5.0) -> list[dict[str, Any]]:
         """Each live worker's counters (workers that do not answer in time are left out)."""
-        refs = {w: s.handle.stats.remote() for w, s in list(self._slots.items())}
+        # Not the workers still starting (or waiting for a node): they would hold the answer.
+        refs = {
+            w: s.handle.stats.remote() for w, s in list(self._slots.items()) if s.starting is None
+        }
+        if not refs:
+            return []
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
         out = []
         for ref in ready:

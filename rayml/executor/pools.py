@@ -37,12 +37,12 @@ from rayml.executor.pool import WorkerPool
 from rayml.executor.work import BatchOutcome, InFlight, Pending, Route
 from rayml.kafka.partitions import TP
 from rayml.pipeline import Pool, Registry
+from rayml.pipeline.spec import DEFAULT_POOL
+
+__all__ = ["DEFAULT_POOL", "PoolEntry", "Pools", "dispatch_shares"]
 from rayml.tenancy.rules import tenants_of
 
 logger = logging.getLogger(__name__)
-
-#: The name of the pool shared by the pipelines without one of their own.
-DEFAULT_POOL = "default"
 
 
 @dataclass
@@ -154,14 +154,25 @@ class Pools:
         entry.arrived += len(items)
         entry.last_work = time.monotonic()
         shape = entry.shape
-        if shape is not None and shape.scales_to_zero and entry.pool.wake():
-            logger.info(
-                "ingest=%s pool=%s was at zero: starting a worker for %d requests (cold start)",
-                self._ingest_id,
-                entry.name,
-                len(items),
-            )
+        if shape is not None and shape.scales_to_zero:
+            self._wake(entry, len(items))
         entry.dispatcher.enqueue(route, items)
+
+    def _wake(self, entry: PoolEntry, requests: int) -> None:
+        """Start a worker for a pool at zero; a start Ray refuses is logged, and the requests
+        are answered ``pool_unavailable`` after the start timeout (never a crash of the loop)."""
+        try:
+            if entry.pool.wake():
+                logger.info(
+                    "ingest=%s pool=%s was at zero: starting a worker for %d requests (cold start)",
+                    self._ingest_id,
+                    entry.name,
+                    requests,
+                )
+        except Exception:
+            logger.exception(
+                "ingest=%s pool=%s: a worker could not be started", self._ingest_id, entry.name
+            )
 
     def enqueue_shadow(self, route: Route, items: list[Pending]) -> None:
         entry = self.entry_of(route)
@@ -246,7 +257,26 @@ class Pools:
 
     def idle_worker(self) -> bool:
         """A worker with nothing in flight and no batch queued ahead for it, in some pool."""
+        if not self._many:
+            return not self.default.dispatcher.ready and self.default.pool.idle
         return any(not e.dispatcher.ready and e.pool.idle for e in self.entries.values())
+
+    def idle_pools(self) -> set[str]:
+        """The pools with a worker that has nothing in flight and no batch queued for it."""
+        return {n for n, e in self.entries.items() if not e.dispatcher.ready and e.pool.idle}
+
+    @property
+    def many(self) -> bool:
+        """Whether any pipeline has a pool of its own."""
+        return self._many
+
+    def stuck(self) -> bool:
+        """Nothing is in flight, and every pool with queued work has no serving worker (a
+        drain waiting for them would wait for nothing)."""
+        if self.in_flight:
+            return False
+        queued = [e for e in self.entries.values() if e.dispatcher.ready]
+        return bool(queued) and all(e.pool.serving == 0 for e in queued)
 
     def refresh(self, now: float) -> None:
         """Count each pool's backlog for status and the autoscaler, and give up on pools that

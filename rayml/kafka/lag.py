@@ -8,6 +8,7 @@ from its consumer's cached high watermarks, without a broker round trip.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from rayml.config import Settings
 from rayml.errors import KafkaAdminError
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.partitions import TP, partition_name
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,15 +55,23 @@ def group_lag(settings: Settings, timeout_s: float = 10.0) -> list[PartitionLag]
     consumer = kafka_clients.consumer(settings.kafka, settings.executor.group_id)
     try:
         parts = []
+        missing = []
         for topic in topics:
             meta = consumer.list_topics(topic, timeout=timeout_s)
             info = meta.topics.get(topic)
             if info is None or info.error is not None:
-                raise KafkaAdminError(
-                    f"input topic {topic!r} is not available on {settings.kafka.bootstrap_servers}"
-                    + (f": {info.error}" if info is not None else "")
-                )
+                missing.append(f"{topic!r}" + (f" ({info.error})" if info is not None else ""))
+                continue
             parts += [TopicPartition(topic, p) for p in sorted(info.partitions)]
+        if missing and not parts:
+            raise KafkaAdminError(
+                f"input topics {', '.join(missing)} are not available on "
+                f"{settings.kafka.bootstrap_servers}"
+            )
+        if missing:
+            # One tenant's bulk topic not made yet (`rayml tenants apply` makes it): the lag of
+            # the others is still worth having, for the autoscaler and `rayml status`.
+            logger.warning("lag: input topics not available (left out): %s", ", ".join(missing))
         committed = consumer.committed(parts, timeout=timeout_s)
         lags = []
         for tp in committed:

@@ -51,7 +51,15 @@ from rayml.pipeline.signatures import (
     type_hints,
     type_name,
 )
-from rayml.pipeline.spec import SPEC_ATTR, PipelineSpec, Pool, Resources, get_spec, import_path_of
+from rayml.pipeline.spec import (
+    DEFAULT_POOL,
+    SPEC_ATTR,
+    PipelineSpec,
+    Pool,
+    Resources,
+    get_spec,
+    import_path_of,
+)
 
 __all__ = ["TrainedModel", "TrainingContext", "inference", "training"]
 
@@ -143,6 +151,11 @@ def inference(
     if pool is not None and not isinstance(pool, Pool):
         raise RegistrationError(
             f"pipeline {name!r}: pool must be a rayml.pipeline.Pool or None, got {pool!r}"
+        )
+    if pool is not None and name == DEFAULT_POOL:
+        raise RegistrationError(
+            f"pipeline {name!r} cannot declare a pool of its own: {DEFAULT_POOL!r} names the "
+            "pool the pipelines without one share"
         )
 
     def decorate(fn: F) -> F:

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from rayml.errors import RegistrationError
 
 __all__ = [
+    "DEFAULT_POOL",
     "SPEC_ATTR",
     "PipelineKind",
     "PipelineSpec",
@@ -42,6 +43,10 @@ PipelineKind = Literal["inference", "training"]
 
 #: Attribute under which the decorators attach the :class:`PipelineSpec` to the function.
 SPEC_ATTR = "__rayml_pipeline__"
+
+#: The name of the pool shared by the inference pipelines without one of their own (so no
+#: pipeline of that name may declare a pool).
+DEFAULT_POOL = "default"
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,19 @@ class Pool:
 
         number("num_cpus", self.num_cpus, low=0, none_ok=True)
         number("num_gpus", self.num_gpus, low=0, none_ok=False)
+        for name in ("num_cpus", "num_gpus"):
+            value = getattr(self, name)
+            # Ray refuses amounts finer than 0.0001 when the worker starts, which would fail
+            # the first request's start instead of the registration.
+            if value is not None and abs(value * 10_000 - round(value * 10_000)) > 1e-6:
+                raise RegistrationError(
+                    f"pool: {name} must be a multiple of 0.0001 (Ray's granularity), got {value!r}"
+                )
         number("max_batch_wait_ms", self.max_batch_wait_ms, low=0, none_ok=True)
+        if self.max_batch_wait_ms is not None and self.max_batch_wait_ms > 60_000:
+            raise RegistrationError(
+                f"pool: max_batch_wait_ms must be at most 60000, got {self.max_batch_wait_ms!r}"
+            )
         number("idle_timeout_s", self.idle_timeout_s, low=0, none_ok=False)
         for name in ("memory", "min_replicas", "max_replicas", "max_batch_size"):
             value = getattr(self, name)

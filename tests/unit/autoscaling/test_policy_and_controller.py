@@ -348,11 +348,13 @@ def test_pools_per_pipeline_are_scaled_on_their_own_backlog_alone(
         },
     )
     fake = FakePoolsExecutor()
-    # The group's lag is huge (the hot pipeline's burst): it must not grow the default pool.
+    # The group's lag is the hot pipeline's burst (20,000 more than the ingest holds): shared
+    # out by the pools' arrivals, it must grow the hot pool only, never the default pool.
+    lag = {"unread": 20_000, "held": 0}
     scaler = controller.PoolAutoscaler(
         settings,
         fake,
-        read_lag=lambda _s: [PartitionLag("in", 0, 0, 50_000)],
+        read_lag=lambda _s: [PartitionLag("in", 0, 0, lag["unread"] + lag["held"])],
         count_nodes=lambda: 1,
         request=requests.append,  # type: ignore[arg-type]
     )
@@ -362,12 +364,15 @@ def test_pools_per_pipeline_are_scaled_on_their_own_backlog_alone(
     def tick(backlog: int, done_per_s: int) -> None:
         clock[0] += 1
         counts["answered"] += done_per_s
+        scaler._fresh = True  # a new status came back since the last tick
+        lag["held"] = backlog
         scaler._statuses = [
             {
+                "in_flight": backlog,
                 "pools": [
                     _pool("default", 1, 0, 100, 100, num_cpus=1.0, num_gpus=0.0, max=None),
                     _pool("hot", counts["hot"], backlog, 5_000, counts["answered"], **gpu),
-                ]
+                ],
             }
         ]
         scaler.tick()
@@ -381,8 +386,42 @@ def test_pools_per_pipeline_are_scaled_on_their_own_backlog_alone(
     assert fake.pool_sizes == [("hot", 3)]
     assert requests == [[{"CPU": 0.5, "GPU": 1.0}] * 3], "asked for the pool's own shape"
     # Drained: back to its minimum (1: a pool at zero is its ingest's business) after the delay.
+    lag["unread"] = 0
     for _ in range(8):
         tick(backlog=0, done_per_s=0)
     assert fake.pool_sizes == [("hot", 3), ("hot", 1)]
     assert requests[-1] == []
     assert fake.sizes == []
+
+
+def test_a_stale_status_is_not_decided_on_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rayml.autoscaling import controller
+    from rayml.kafka.lag import PartitionLag
+
+    clock = [0.0]
+    monkeypatch.setattr(controller.time, "monotonic", lambda: clock[0])
+    settings = load_settings(autoscale={"enabled": True, "upscale_delay_s": 0})
+    fake = FakePoolsExecutor()
+    scaler = controller.PoolAutoscaler(
+        settings,
+        fake,
+        read_lag=lambda _s: [PartitionLag("in", 0, 0, 0)],
+        count_nodes=lambda: 1,
+        request=lambda _b: None,
+    )
+    status = {
+        "pools": [
+            _pool("default", 1, 0, 0, 0, num_cpus=1.0, max=None),
+            _pool("hot", 1, 5_000, 5_000, 0, num_cpus=1.0, min=1, max=3),
+        ]
+    }
+    scaler._statuses = [status]
+    scaler._fresh = True
+    clock[0] = 1.0
+    scaler.tick()
+    samples = len(scaler._pool_counters["hot"])
+    for _ in range(5):  # the same status, no answer since: nothing sampled, nothing decided
+        clock[0] += 1
+        assert scaler.tick().action == "hold"
+    assert len(scaler._pool_counters["hot"]) == samples
+    assert fake.pool_sizes == []

@@ -235,3 +235,15 @@ def test_limits_are_asked_once_per_batch_not_per_item() -> None:
         b.add("k", n, now=0.0)
     assert asked == ["k"]
     assert [len(x.items) for x in b.flush()] == [50]
+
+
+def test_flush_of_some_keys_leaves_the_others_filling() -> None:
+    b = MicroBatcher[str, int](max_size=10, max_wait_s=0.005)
+    b.add("idle-pool", 1, now=0.0)
+    b.add("busy-pool", 2, now=0.0)
+    b.add("idle-pool", 3, now=0.001)
+    assert [(x.key, x.items) for x in b.flush(lambda key: key == "idle-pool")] == [
+        ("idle-pool", [1, 3])
+    ]
+    assert len(b) == 1
+    assert [(x.key, x.items) for x in b.due(now=0.005)] == [("busy-pool", [2])]

@@ -405,11 +405,19 @@ def test_an_inference_pipeline_declares_its_own_pool() -> None:
         ({"memory": True}, "memory must be an int >= 1"),
         ({"idle_timeout_s": float("inf")}, "idle_timeout_s must be a number >= 0"),
         ({"gpu_fallback": "yes"}, "gpu_fallback must be True or False"),
+        # Ray refuses finer amounts when the worker starts: refused at registration instead.
+        ({"num_gpus": 0.00001}, "num_gpus must be a multiple of 0.0001"),
+        ({"max_batch_wait_ms": 60_001}, "max_batch_wait_ms must be at most 60000"),
     ],
 )
 def test_a_bad_pool_is_refused_when_declared(kwargs: dict, message: str) -> None:
     with pytest.raises(RegistrationError, match=re.escape(message)):
         Pool(**kwargs)
+
+
+def test_a_pipeline_named_like_the_default_pool_may_not_have_a_pool_of_its_own() -> None:
+    with pytest.raises(RegistrationError, match="names the pool the pipelines without one share"):
+        inference("default", model="m", params=_PoolParams, pool=Pool())
 
 
 def test_a_pool_that_is_not_a_pool_is_refused() -> None:
