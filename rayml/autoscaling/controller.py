@@ -341,7 +341,7 @@ class PoolAutoscaler:
     ) -> dict[str, int]:
         """Each pool's rates (kept in ``_rates_of``), and its share of the records the group
         has not read yet (lag beyond what the ingests hold), by its share of the arrivals
-        (of the backlogs while no rate is known; the default pool's without either)."""
+        (of the backlogs while no rate is known; none to any pool without either)."""
         self._rates_of = {}
         for name, per_ingest in pools.items():
             self._rates_of[name] = self._pool_rates(
@@ -361,7 +361,9 @@ class PoolAutoscaler:
             }
         total = sum(weights.values())
         if not total:
-            return {"default": unread}
+            # Nothing arrives and nothing waits in a pool: the lag is records already answered
+            # and not committed yet (one commit interval's worth), no pool's backlog.
+            return {}
         return {n: round(unread * w / total) for n, w in weights.items()}
 
     def _pool_config(self, pool: dict[str, Any]) -> PolicyConfig:

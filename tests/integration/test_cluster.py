@@ -75,24 +75,39 @@ def _burst(settings: Settings, n: int) -> list[str]:
     return ids
 
 
-def _group_members(settings: Settings) -> dict[str, list[int]]:
-    """The executor group's members (client id = ingest id) and their input partitions."""
+def _group_members(settings: Settings) -> dict[str, list[tuple[str, int]]]:
+    """The executor group's members (client id = ingest id) and their request partitions (both
+    lanes: the interactive input topic and its bulk topic)."""
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
     group = settings.executor.group_id
     description = admin.describe_consumer_groups([group])[group].result(timeout=10)
     return {
-        member.client_id: sorted(tp.partition for tp in member.assignment.topic_partitions)
+        member.client_id: sorted(
+            (tp.topic, tp.partition) for tp in member.assignment.topic_partitions
+        )
         for member in description.members
     }
 
 
-def _wait_members(settings: Settings, count: int, timeout_s: float) -> dict[str, list[int]]:
+def _request_partitions(settings: Settings) -> list[tuple[str, int]]:
+    """Every partition of both lanes (the bulk topic has the input topic's partitions)."""
+    n = settings.topics.input_partitions
+    return sorted(
+        (topic, p)
+        for topic in (settings.topics.input, settings.topics.input_batch)
+        for p in range(n)
+    )
+
+
+def _wait_members(
+    settings: Settings, count: int, timeout_s: float
+) -> dict[str, list[tuple[str, int]]]:
     deadline = time.monotonic() + timeout_s
     while True:
         members = _group_members(settings)
         assigned = {m: ps for m, ps in members.items() if ps}
         owned = sum(len(ps) for ps in assigned.values())
-        if (len(assigned) >= count and owned == settings.topics.input_partitions) or (
+        if (len(assigned) >= count and owned == len(_request_partitions(settings))) or (
             time.monotonic() > deadline
         ):
             return members
@@ -125,7 +140,7 @@ def test_scale_out_ingest_actors_share_partitions_and_the_pool_spans_nodes(
     assert len(members) == 3
     assert all(members.values())
     owned = sorted(p for ps in members.values() for p in ps)
-    assert owned == list(range(settings.topics.input_partitions))
+    assert owned == _request_partitions(settings)
     assert tally.lost == 0
     assert tally.duplicated == 0, "nothing failed: nothing is answered twice"
 

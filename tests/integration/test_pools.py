@@ -167,6 +167,7 @@ def test_pools_per_pipeline_scale_alone_go_to_zero_and_start_cold(
         assert _pools(executor)["pools.never"]["unavailable"] == 3
 
         # -- a burst on one pipeline grows only its pool ------------------------------------
+        before = {name: p["size"] for name, p in _pools(executor).items()}
         with SizeWatch(executor) as watch:
             ids = _send(settings, "pools.hot", 3_000)
             grown = wait_until(
@@ -183,8 +184,9 @@ def test_pools_per_pipeline_scale_alone_go_to_zero_and_start_cold(
             f"{watch.largest('pools.gpu')}; {len(served_by)} workers answered it"
         )
         assert watch.largest("pools.hot") >= 2
-        # Nothing else grew: the default pool stayed at its size, the idle pools at zero.
-        assert watch.largest("default") == 1
+        # Nothing else grew: the default pool stayed at its size (the few requests of the steps
+        # above may have grown it before), the idle pools at zero.
+        assert watch.largest("default") == before["default"]
         assert watch.largest("pools.cold") <= 1  # at most the one started above, then zero
         assert watch.largest("pools.gpu") == 1  # started above; it never went to two
         assert all(len(r) == 1 and r[0].status == "ok" for r in results.values())

@@ -142,5 +142,6 @@ def test_an_ingest_without_workers_hands_its_partitions_to_one_with_workers(
     assert not starved_status["in_group"]
     assert starved_status["assignment"] == []
     assert serving_status["in_group"]
-    assert len(serving_status["assignment"]) == serving_settings.topics.input_partitions
+    # Every partition of both lanes (the bulk topic has the input topic's partitions).
+    assert len(serving_status["assignment"]) == 2 * serving_settings.topics.input_partitions
     assert all(len(rs) == 1 and rs[0].status == "ok" for rs in results.values())
