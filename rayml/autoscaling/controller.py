@@ -431,11 +431,23 @@ class PoolAutoscaler:
     def _send_ahead(self) -> None:
         bundles = [b for wanted in self._ahead.values() for b in wanted]
         if bundles:
-            self._request(bundles)
-            self._requested = True
-            logger.info("autoscaler: requested %d bundles ahead (%s)", len(bundles), self._ahead)
+            if self._ask(bundles):
+                logger.info(
+                    "autoscaler: requested %d bundles ahead (%s)", len(bundles), self._ahead
+                )
         else:
             self._clear_request()
+
+    def _ask(self, bundles: list[dict[str, float]]) -> bool:
+        """Ask Ray's autoscaler for capacity ahead; a refusal (no autoscaler, a driver not
+        connected to the GCS) is logged and never stops the resize that follows."""
+        try:
+            self._request(bundles)
+        except Exception as exc:
+            logger.warning("autoscaler: could not ask Ray's autoscaler for capacity: %s", exc)
+            return False
+        self._requested = True
+        return True
 
     def _rates(self, now: float, end: int, committed: int) -> tuple[float | None, float | None]:
         """Arrival rate and throughput (records/s) over the last few seconds of offsets."""
@@ -481,10 +493,10 @@ class PoolAutoscaler:
         ingests = max(1, len(self.executor.actors))
         if size > previous and a.request_resources and cpus > 0:
             ahead = min(a.max_workers, max(size, round(decision.raw)))
-            if ahead >= a.burst_factor * previous:
-                # A sharp burst: ask for the nodes of the whole target now.
-                self._request([{"CPU": cpus}] * (ahead * ingests))
-                self._requested = True
+            # A sharp burst: ask for the nodes of the whole target now.
+            if ahead >= a.burst_factor * previous and self._ask(
+                [{"CPU": cpus}] * (ahead * ingests)
+            ):
                 logger.info("autoscaler: requested %d x %s CPU ahead", ahead * ingests, cpus)
         elif size < previous:
             self._clear_request()

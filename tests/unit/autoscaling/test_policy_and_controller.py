@@ -425,3 +425,45 @@ def test_a_stale_status_is_not_decided_on_twice(monkeypatch: pytest.MonkeyPatch)
         assert scaler.tick().action == "hold"
     assert len(scaler._pool_counters["hot"]) == samples
     assert fake.pool_sizes == []
+
+
+def test_a_refused_capacity_request_never_stops_the_resize(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ray's request_resources raised (its GCS client unset in this driver): the pool must grow
+    anyway (it once raised out of the tick before the resize, every tick)."""
+    from rayml.autoscaling import controller
+    from rayml.kafka.lag import PartitionLag
+
+    clock = [0.0]
+    monkeypatch.setattr(controller.time, "monotonic", lambda: clock[0])
+
+    def refuse(_bundles: list[dict[str, float]]) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'internal_kv_put'")
+
+    settings = load_settings(
+        autoscale={"enabled": True, "min_workers": 1, "max_workers": 4, "upscale_delay_s": 0}
+    )
+    fake = FakePoolsExecutor()
+    scaler = controller.PoolAutoscaler(
+        settings,
+        fake,
+        read_lag=lambda _s: [PartitionLag("in", 0, 0, 0)],
+        count_nodes=lambda: 1,
+        request=refuse,
+    )
+    answered = 0
+    for _ in range(4):
+        clock[0] += 1
+        answered += 100
+        scaler._fresh = True
+        scaler._statuses = [
+            {
+                "pools": [
+                    _pool("default", 1, 0, 0, 0, num_cpus=1.0, max=None),
+                    _pool("hot", 1, 5_000, 5_000, answered, num_cpus=1.0, min=1, max=4),
+                ]
+            }
+        ]
+        scaler.tick()
+    assert ("hot", 4) in fake.pool_sizes
