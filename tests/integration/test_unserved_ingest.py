@@ -85,17 +85,22 @@ def test_an_ingest_without_workers_hands_its_partitions_to_one_with_workers(
         serving.wait_assigned(budget.left(30))
         row = breast_cancer_rows(1)[0].tolist()
         ids = [f"{i}-{uuid.uuid4().hex[:8]}" for i in range(6_000)]
-        send_requests(
-            serving_settings,
-            (
-                {
-                    "id": rid,
-                    "pipeline": "testing.gated",
-                    "params": {"features": row, "gate": str(gate)},
-                }
-                for rid in ids
-            ),
-        )
+        # Half on each lane: the group assigns the partitions of both request topics, and the
+        # starved ingest must find records whichever of them it is given.
+        topics = serving_settings.topics
+        for lane, part in ((topics.input, ids[::2]), (topics.input_batch, ids[1::2])):
+            send_requests(
+                serving_settings,
+                (
+                    {
+                        "id": rid,
+                        "pipeline": "testing.gated",
+                        "params": {"features": row, "gate": str(gate)},
+                    }
+                    for rid in part
+                ),
+                topic=lane,
+            )
         # Nothing finishes behind the gate: the window fills, the ingest pauses and stays so.
         wait_until(
             lambda: serving.ingest.status()["paused"],
