@@ -15,6 +15,7 @@ each pipeline's import path, as the bench's ``PYTHONPATH`` allows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 # The module, not its function: a decorated function among this module's names would be
@@ -37,41 +38,44 @@ HOT_CPUS = 0.5
 SMALL_CPUS = 0.25
 
 
-@inference(
+_Pipeline = Callable[..., list[dict[str, Any]]]
+
+
+def _predict_as(attr: str, name: str, pool: Pool, doc: str) -> _Pipeline:
+    """``breast_cancer.predict`` registered as pipeline ``name`` on ``pool``.
+
+    Workers import a pipeline by its ``module:qualname`` and discovery registers this module's
+    decorated attributes, so each call builds a function of its own (one function, one
+    pipeline), named ``attr`` before the decorator reads its import path: bind it to this
+    module's attribute ``attr``.
+    """
+
+    def predict(
+        model: Any, batch: list[PredictParams], ctx: InferenceContext | None = None
+    ) -> list[dict[str, Any]]:
+        return example.predict(model, batch, ctx=ctx)
+
+    predict.__name__ = predict.__qualname__ = attr
+    predict.__doc__ = doc
+    return inference(name, model=example.MODEL, params=PredictParams, pool=pool)(predict)
+
+
+hot = _predict_as(
+    "hot",
     HOT,
-    model=example.MODEL,
-    params=PredictParams,
-    pool=Pool(num_cpus=HOT_CPUS, min_replicas=1, max_replicas=2),
+    Pool(num_cpus=HOT_CPUS, min_replicas=1, max_replicas=2),
+    "The hot pipeline: ``breast_cancer.predict`` on a pool of one or two workers.",
 )
-def hot(
-    model: Any, batch: list[PredictParams], ctx: InferenceContext | None = None
-) -> list[dict[str, Any]]:
-    """The hot pipeline: ``breast_cancer.predict`` on a pool of one or two workers."""
-    return example.predict(model, batch, ctx=ctx)
-
-
-@inference(
+cold = _predict_as(
+    "cold",
     COLD,
-    model=example.MODEL,
-    params=PredictParams,
-    pool=Pool(num_cpus=SMALL_CPUS, min_replicas=0, max_replicas=1, idle_timeout_s=COLD_IDLE_S),
+    Pool(num_cpus=SMALL_CPUS, min_replicas=0, max_replicas=1, idle_timeout_s=COLD_IDLE_S),
+    "The cold pipeline: ``breast_cancer.predict`` on a pool that goes to zero when idle.",
 )
-def cold(
-    model: Any, batch: list[PredictParams], ctx: InferenceContext | None = None
-) -> list[dict[str, Any]]:
-    """The cold pipeline: ``breast_cancer.predict`` on a pool that goes to zero when idle."""
-    return example.predict(model, batch, ctx=ctx)
-
-
-@inference(
+gpu = _predict_as(
+    "gpu",
     GPU,
-    model=example.MODEL,
-    params=PredictParams,
-    pool=Pool(num_cpus=SMALL_CPUS, num_gpus=1, min_replicas=0, max_replicas=1),
-)
-def gpu(
-    model: Any, batch: list[PredictParams], ctx: InferenceContext | None = None
-) -> list[dict[str, Any]]:
+    Pool(num_cpus=SMALL_CPUS, num_gpus=1, min_replicas=0, max_replicas=1),
     """The GPU-declared pipeline: ``breast_cancer.predict`` on ``ctx.device`` ("cuda" on a
-    worker that got a GPU, "cpu" where the cluster has none)."""
-    return example.predict(model, batch, ctx=ctx)
+    worker that got a GPU, "cpu" where the cluster has none).""",
+)

@@ -246,7 +246,20 @@ class PoolAutoscaler:
             )
         )
         if decision.desired != self._pool:
-            self._apply(decision)
+            cpus = self.settings.executor.worker_num_cpus
+            self._resize(
+                "default",
+                {"CPU": 1.0 if cpus is None else cpus},
+                self.policy.config.max_workers,
+                self._pool,
+                decision,
+                ingests,
+                only=True,
+            )
+            self._pool = decision.desired
+            # Answers to status calls made before this resize carry the old size: drop them.
+            self._statuses = []
+            self._status_refs = None
         tick = Tick(
             t=round(now - self._started, 3),
             lag=lag,
@@ -311,7 +324,15 @@ class PoolAutoscaler:
             if name == "default":
                 default_decision = decision
             if decision.desired != size:
-                self._apply_pool(name, per_ingest[0], size, decision, ingests)
+                self._resize(
+                    name,
+                    _shape(per_ingest[0]),
+                    policy.config.max_workers,
+                    size,
+                    decision,
+                    ingests,
+                )
+                self.pool_sizes[name] = decision.desired
                 acted.append(f"{name} {size}->{decision.desired}")
         if acted:
             self._statuses = []  # answers from before the resizes carry the old sizes
@@ -398,14 +419,30 @@ class PoolAutoscaler:
             return None, None
         return (arrived - arrived0) / (now - t0), (answered - answered0) / (now - t0)
 
-    def _apply_pool(
-        self, name: str, pool: dict[str, Any], previous: int, decision: Decision, ingests: int
+    def _resize(
+        self,
+        name: str,
+        shape: dict[str, float],
+        max_workers: int,
+        previous: int,
+        decision: Decision,
+        ingests: int,
+        *,
+        only: bool = False,
     ) -> None:
+        """Log, ask ahead and resize pool ``name`` (``"default"``: the ingests' own pool) from
+        ``previous`` to ``decision.desired`` workers per ingest.
+
+        On a sharp burst (``burst_factor`` times the pool or more) Ray's autoscaler is asked
+        for the target's workers of ``shape`` at once, up to ``max_workers`` per ingest; a
+        shrink withdraws the pool's request. ``only``: the executor's only pool, logged without
+        its name. The caller records the new size.
+        """
         size = decision.desired
         logger.info(
-            "autoscaler: pool %s %d -> %d workers per ingest (raw %.2f, capacity %s/s per "
+            "autoscaler: pool %s%d -> %d workers per ingest (raw %.2f, capacity %s/s per "
             "worker): %s",
-            name,
+            "" if only else f"{name} ",
             previous,
             size,
             decision.raw,
@@ -413,10 +450,10 @@ class PoolAutoscaler:
             decision.reason,
         )
         a = self.settings.autoscale
-        shape = {"CPU": float(pool.get("num_cpus") or 0), "GPU": float(pool.get("num_gpus") or 0)}
         shape = {k: v for k, v in shape.items() if v > 0}
         if size > previous and a.request_resources and shape:
-            ahead = min(self._pool_config(pool).max_workers, max(size, round(decision.raw)))
+            ahead = min(max_workers, max(size, round(decision.raw)))
+            # A sharp burst: ask for the nodes of the whole target now.
             if ahead >= a.burst_factor * previous:
                 self._ahead[name] = [shape] * (ahead * ingests)
                 self._send_ahead()
@@ -426,14 +463,15 @@ class PoolAutoscaler:
             self.executor.resize(size)
         else:
             self.executor.resize_pool(name, size)
-        self.pool_sizes[name] = size
 
     def _send_ahead(self) -> None:
         bundles = [b for wanted in self._ahead.values() for b in wanted]
         if bundles:
             if self._ask(bundles):
                 logger.info(
-                    "autoscaler: requested %d bundles ahead (%s)", len(bundles), self._ahead
+                    "autoscaler: requested %d bundles ahead (%s)",
+                    len(bundles),
+                    ", ".join(f"{n}: {len(b)} x {b[0]}" for n, b in self._ahead.items() if b),
                 )
         else:
             self._clear_request()
@@ -476,36 +514,6 @@ class PoolAutoscaler:
             finally:
                 self._status_refs = None
 
-    def _apply(self, decision: Decision) -> None:
-        previous = self._pool
-        size = decision.desired
-        logger.info(
-            "autoscaler: pool %d -> %d workers per ingest (raw %.2f, capacity %s/s per worker): %s",
-            previous,
-            size,
-            decision.raw,
-            "?" if decision.capacity_per_worker is None else f"{decision.capacity_per_worker:.0f}",
-            decision.reason,
-        )
-        a = self.settings.autoscale
-        cpus = self.settings.executor.worker_num_cpus
-        cpus = 1.0 if cpus is None else cpus
-        ingests = max(1, len(self.executor.actors))
-        if size > previous and a.request_resources and cpus > 0:
-            ahead = min(a.max_workers, max(size, round(decision.raw)))
-            # A sharp burst: ask for the nodes of the whole target now.
-            if ahead >= a.burst_factor * previous and self._ask(
-                [{"CPU": cpus}] * (ahead * ingests)
-            ):
-                logger.info("autoscaler: requested %d x %s CPU ahead", ahead * ingests, cpus)
-        elif size < previous:
-            self._clear_request()
-        self.executor.resize(size)
-        self._pool = size
-        # Answers to status calls made before this resize carry the old size: drop them.
-        self._statuses = []
-        self._status_refs = None
-
     def _clear_request(self) -> None:
         if not self._requested:
             return
@@ -539,6 +547,11 @@ class PoolAutoscaler:
 
     def timeline_dicts(self) -> list[dict[str, Any]]:
         return [asdict(t) for t in self.timeline]
+
+
+def _shape(pool: dict[str, Any]) -> dict[str, float]:
+    """What one worker of a pool reserves, from its entry in an ingest's status."""
+    return {"CPU": float(pool.get("num_cpus") or 0), "GPU": float(pool.get("num_gpus") or 0)}
 
 
 def _pools_of(statuses: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

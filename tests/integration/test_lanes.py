@@ -37,13 +37,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from rayml.client import Client
-from rayml.config import Settings, load_settings
+from rayml.config import Settings
 from rayml.executor.service import Executor
 from rayml.kafka.topics import create_topics
 from rayml.protocol.envelopes import Result, decode_result
 from rayml.tenancy.rules import Lane, tenants_of
 from tests.support.kafka_io import ResultCollector, committed_equals_end
 from tests.support.models import breast_cancer_rows, store_breast_cancer
+from tests.support.served import module_settings
 from tests.support.waiting import Budget, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
@@ -59,31 +60,18 @@ INTERACTIVE_P99_S = 2.5
 WELL_BELOW = 3  # interactive p99 <= bulk p50 / WELL_BELOW
 TENANT_P99_S = 2.5
 PARTITIONS = 4
-ROLES = ("input", "output", "jobs", "dlq", "models", "registry", "events", "shadow", "feedback")
 
 
 def lanes_settings(
-    bootstrap: str, root: Path, tag: str, tenants: list[dict[str, Any]] | None = None
+    bootstrap: str, root: Path, prefix: str, tenants: list[dict[str, Any]] | None = None
 ) -> Settings:
-    return load_settings(
-        state_dir=root / "state",
-        kafka={"bootstrap_servers": bootstrap},
-        topics={
-            **{role: f"{tag}.{role}" for role in ROLES},
-            "input_partitions": PARTITIONS,
-            "output_partitions": PARTITIONS,
-            "jobs_partitions": 1,
-        },
-        executor={
-            "group_id": f"g-{tag}",
-            "jobs_group_id": f"j-{tag}",
-            "worker_num_cpus": 0.5,
-            "num_workers": 2,
-            "drain_timeout_s": 10.0,
-            "max_in_flight": WINDOW,
-        },
-        training={"job_runners": 0},
-        models={"root": str(root / "models")},
+    return module_settings(
+        {"bootstrap_servers": bootstrap},
+        root,
+        prefix,
+        {"job_runners": 0},
+        topics={"input_partitions": PARTITIONS, "output_partitions": PARTITIONS},
+        executor={"max_in_flight": WINDOW},
         tenants=tenants or [],
     )
 
@@ -105,8 +93,7 @@ def default_tenant(
     bootstrap_servers: str, ray_runtime: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Executor, Settings]]:
     """One executor without tenants: the default tenant's two lanes."""
-    tag = f"ln-{uuid.uuid4().hex[:8]}"
-    settings = lanes_settings(bootstrap_servers, tmp_path_factory.mktemp("lanes"), tag)
+    settings = lanes_settings(bootstrap_servers, tmp_path_factory.mktemp("lanes"), "ln")
     with serve(settings) as executor:
         yield executor, settings
 
@@ -127,7 +114,7 @@ def two_tenants(
         for name in ("a", "b")
     ]
     settings = lanes_settings(
-        bootstrap_servers, tmp_path_factory.mktemp("shares"), tag, tenants=tenants
+        bootstrap_servers, tmp_path_factory.mktemp("shares"), "ls", tenants=tenants
     )
     with serve(settings) as executor:
         yield executor, settings

@@ -12,6 +12,7 @@ import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from tests.support.executor_process import ExecutorProcess
 from tests.support.kafka_io import ResultCollector, predict_request, send_requests
 from tests.support.models import breast_cancer_rows, store_breast_cancer
 from tests.support.ray_cluster import LocalRayCluster
+from tests.support.served import module_settings
 from tests.support.waiting import Budget, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray]
@@ -31,37 +33,36 @@ pytestmark = [pytest.mark.kafka, pytest.mark.ray]
 MODULES = ["tests.support.pool_pipelines"]
 
 
-def _pool_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={
-            "executor": settings.executor.model_copy(
-                update={
-                    "pipeline_modules": MODULES,
-                    "num_workers": 1,
-                    "worker_num_cpus": 0.1,
-                    "drain_timeout_s": 10.0,
-                    "pool_start_timeout_s": 3.0,
-                }
-            ),
-            "autoscale": settings.autoscale.model_copy(
-                update={
-                    "enabled": True,
-                    "min_workers": 1,
-                    "max_workers": 2,
-                    "target_lag_s": 1.0,
-                    "upscale_delay_s": 1.0,
-                    # No shrinking while the test watches the sizes.
-                    "downscale_delay_s": 3600.0,
-                    "interval_s": 0.5,
-                }
-            ),
-        }
+@pytest.fixture
+def pool_settings(bootstrap_servers: str, tmp_path: Path) -> Settings:
+    """One worker of 0.1 CPU in the default pool, autoscaled at once and never shrunk."""
+    return module_settings(
+        {"bootstrap_servers": bootstrap_servers},
+        tmp_path,
+        "pools",
+        topics={"input_partitions": 4, "output_partitions": 4, "jobs_partitions": 2},
+        executor={
+            "pipeline_modules": MODULES,
+            "num_workers": 1,
+            "worker_num_cpus": 0.1,
+            "pool_start_timeout_s": 3.0,
+        },
+        autoscale={
+            "enabled": True,
+            "min_workers": 1,
+            "max_workers": 2,
+            "target_lag_s": 1.0,
+            "upscale_delay_s": 1.0,
+            # No shrinking while the test watches the sizes.
+            "downscale_delay_s": 3600.0,
+            "interval_s": 0.5,
+        },
     )
 
 
 @pytest.fixture
-def running(settings: Settings, ray_runtime: str) -> Iterator[tuple[Settings, Executor]]:
-    settings = _pool_settings(settings)
+def running(pool_settings: Settings, ray_runtime: str) -> Iterator[tuple[Settings, Executor]]:
+    settings = pool_settings
     create_topics(settings.kafka, settings.topics)
     store_breast_cancer(settings.models.root, n_estimators=5)
     executor = Executor(settings)
@@ -214,9 +215,9 @@ def gpu_cluster() -> Iterator[LocalRayCluster]:
 
 @pytest.mark.cluster
 def test_a_gpu_pool_runs_only_on_a_node_with_a_gpu(
-    settings: Settings, gpu_cluster: LocalRayCluster
+    pool_settings: Settings, gpu_cluster: LocalRayCluster
 ) -> None:
-    settings = _pool_settings(settings)
+    settings = pool_settings
     create_topics(settings.kafka, settings.topics)
     store_breast_cancer(settings.models.root, n_estimators=5)
     budget = Budget(200)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -33,57 +34,56 @@ def _where(ctx: InferenceContext | None) -> dict[str, Any]:
 #: that more workers answer more on a loaded 2-core machine).
 HOT_BATCH_S = 0.05
 
+_Pipeline = Callable[..., list[dict[str, Any]]]
 
-@inference(
+
+def _where_as(
+    attr: str, name: str, pool: Pool | None, doc: str, *, batch_s: float = 0.0
+) -> _Pipeline:
+    """A pipeline ``name`` on ``pool`` that answers each request with where it ran, after
+    ``batch_s`` seconds a batch.
+
+    Workers import a pipeline by its ``module:qualname`` and discovery registers this module's
+    decorated attributes, so each call builds a function of its own (one function, one
+    pipeline), named ``attr`` before the decorator reads its import path: bind it to this
+    module's attribute ``attr``.
+    """
+
+    def where(
+        model: Any, batch: list[Row], ctx: InferenceContext | None = None
+    ) -> list[dict[str, Any]]:
+        if batch_s:
+            time.sleep(batch_s)
+        return [_where(ctx)] * len(batch)
+
+    where.__name__ = where.__qualname__ = attr
+    where.__doc__ = doc
+    return inference(name, model="breast_cancer", params=Row, pool=pool)(where)
+
+
+hot = _where_as(
+    "hot",
     "pools.hot",
-    model="breast_cancer",
-    params=Row,
-    pool=Pool(num_cpus=0.1, min_replicas=1, max_replicas=3, max_batch_size=8),
+    Pool(num_cpus=0.1, min_replicas=1, max_replicas=3, max_batch_size=8),
+    "Takes HOT_BATCH_S per batch of at most 8.",
+    batch_s=HOT_BATCH_S,
 )
-def hot(model: Any, batch: list[Row], ctx: InferenceContext | None = None) -> list[dict[str, Any]]:
-    """Takes HOT_BATCH_S per batch of at most 8."""
-    time.sleep(HOT_BATCH_S)
-    return [_where(ctx)] * len(batch)
-
-
-@inference(
+cold = _where_as(
+    "cold",
     "pools.cold",
-    model="breast_cancer",
-    params=Row,
-    pool=Pool(num_cpus=0.1, min_replicas=0, max_replicas=1, idle_timeout_s=2.0),
+    Pool(num_cpus=0.1, min_replicas=0, max_replicas=1, idle_timeout_s=2.0),
+    "Used now and then: its pool goes to zero when idle.",
 )
-def cold(model: Any, batch: list[Row], ctx: InferenceContext | None = None) -> list[dict[str, Any]]:
-    """Used now and then: its pool goes to zero when idle."""
-    return [_where(ctx)] * len(batch)
-
-
-@inference(
+gpu = _where_as(
+    "gpu",
     "pools.gpu",
-    model="breast_cancer",
-    params=Row,
-    pool=Pool(num_cpus=0.1, num_gpus=1, min_replicas=0, max_replicas=1, idle_timeout_s=600.0),
+    Pool(num_cpus=0.1, num_gpus=1, min_replicas=0, max_replicas=1, idle_timeout_s=600.0),
+    "Declares a GPU: placed on a GPU node, or on CPU where the cluster has none.",
 )
-def gpu(model: Any, batch: list[Row], ctx: InferenceContext | None = None) -> list[dict[str, Any]]:
-    """Declares a GPU: placed on a GPU node, or on CPU where the cluster has none."""
-    return [_where(ctx)] * len(batch)
-
-
-@inference("pools.shared", model="breast_cancer", params=Row)
-def shared(
-    model: Any, batch: list[Row], ctx: InferenceContext | None = None
-) -> list[dict[str, Any]]:
-    """No pool of its own: the ingest's default pool."""
-    return [_where(ctx)] * len(batch)
-
-
-@inference(
+shared = _where_as("shared", "pools.shared", None, "No pool of its own: the ingest's default pool.")
+never = _where_as(
+    "never",
     "pools.never",
-    model="breast_cancer",
-    params=Row,
-    pool=Pool(num_cpus=0.1, num_gpus=1, gpu_fallback=False, min_replicas=0, max_replicas=1),
+    Pool(num_cpus=0.1, num_gpus=1, gpu_fallback=False, min_replicas=0, max_replicas=1),
+    "Waits for a GPU node: on a cluster without one, none of its workers ever starts.",
 )
-def never(
-    model: Any, batch: list[Row], ctx: InferenceContext | None = None
-) -> list[dict[str, Any]]:
-    """Waits for a GPU node: on a cluster without one, none of its workers ever starts."""
-    return [_where(ctx)] * len(batch)

@@ -1,7 +1,9 @@
 """An executor serving a test module's own topics, with the example model stored.
 
-Shared by the modules that talk to a running executor through a client (plain and secure
-Kafka): the settings differ only in how to reach the broker and the training section.
+Shared by the modules that run an executor of their own (through a client, on plain and
+secure Kafka; priority lanes; pools per pipeline): the settings differ in how to reach the
+broker, the training section, and what a module sets on top (partitions, workers, autoscaling,
+tenants).
 """
 
 from __future__ import annotations
@@ -21,9 +23,20 @@ ROLES = ("input", "output", "jobs", "dlq", "models", "registry", "events", "shad
 
 
 def module_settings(
-    kafka: dict[str, Any], root: Path, prefix: str, training: dict[str, Any] | None = None
+    kafka: dict[str, Any],
+    root: Path,
+    prefix: str,
+    training: dict[str, Any] | None = None,
+    *,
+    topics: dict[str, Any] | None = None,
+    executor: dict[str, Any] | None = None,
+    **sections: Any,
 ) -> Settings:
-    """Settings with topics and groups of their own (``{prefix}-{tag}.{role}``) under ``root``."""
+    """Settings with topics and groups of their own (``{prefix}-{tag}.{role}``) under ``root``.
+
+    ``topics`` and ``executor`` update those sections' values here (partitions, workers);
+    ``sections`` are further sections as :func:`rayml.config.load_settings` takes them.
+    """
     tag = uuid.uuid4().hex[:10]
     return load_settings(
         state_dir=root / "state",
@@ -33,6 +46,7 @@ def module_settings(
             "input_partitions": 2,
             "output_partitions": 2,
             "jobs_partitions": 1,
+            **(topics or {}),
         },
         executor={
             "group_id": f"g-{tag}",
@@ -40,9 +54,11 @@ def module_settings(
             "worker_num_cpus": 0.5,
             "num_workers": 2,
             "drain_timeout_s": 10.0,
+            **(executor or {}),
         },
         training=training or {},
         models={"root": str(root / "models")},
+        **sections,
     )
 
 

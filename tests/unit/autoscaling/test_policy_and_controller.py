@@ -467,3 +467,153 @@ def test_a_refused_capacity_request_never_stops_the_resize(
         ]
         scaler.tick()
     assert ("hot", 4) in fake.pool_sizes
+
+
+def _single_pool_burst(
+    monkeypatch: pytest.MonkeyPatch, request: Any, **autoscale: Any
+) -> tuple[Any, FakePoolsExecutor]:
+    """A controller of one pool (the ingests report only ``default``) that sees a burst of
+    20,000 while its one worker does 100/s: it grows to 4 workers."""
+    from rayml.autoscaling import controller
+    from rayml.kafka.lag import PartitionLag
+
+    clock = [0.0]
+    monkeypatch.setattr(controller.time, "monotonic", lambda: clock[0])
+    offsets = {"end": 0, "committed": 0}
+    settings = load_settings(
+        executor={"num_workers": 1, "worker_num_cpus": 0.5},
+        autoscale={
+            "enabled": True,
+            "min_workers": 1,
+            "max_workers": 4,
+            "upscale_delay_s": 1,
+            "downscale_delay_s": 3,
+            **autoscale,
+        },
+    )
+    fake = FakePoolsExecutor()
+    scaler = controller.PoolAutoscaler(
+        settings,
+        fake,
+        read_lag=lambda _s: [PartitionLag("in", 0, offsets["committed"], offsets["end"])],
+        count_nodes=lambda: 1,
+        request=request,
+    )
+    for _ in range(6):
+        clock[0] += 1
+        offsets["end"] += 100
+        offsets["committed"] += 100
+        scaler.tick()
+    offsets["end"] += 20_000
+    # An answer from before the resize (no actors here: nothing refreshes it).
+    scaler._statuses = [
+        {
+            "pool_size": 1,
+            "in_flight": 0,
+            "workers": ["w0"],
+            "pools": [_pool("default", 1, 0, 0, 0, num_cpus=0.5, max=None)],
+        }
+    ]
+    for _ in range(3):
+        clock[0] += 1
+        offsets["committed"] += 100
+        scaler.tick()
+    return scaler, fake
+
+
+def test_one_pool_is_resized_as_the_only_pool_and_its_old_statuses_dropped(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import re
+
+    requests: list[list[dict[str, float]]] = []
+    with caplog.at_level("INFO", logger="rayml.autoscaling.controller"):
+        scaler, fake = _single_pool_burst(monkeypatch, requests.append)
+    assert fake.sizes == [4]
+    assert fake.pool_sizes == []
+    assert requests == [[{"CPU": 0.5}] * 4], "the workers' CPUs, the whole target at once"
+    # Statuses asked before the resize carry the old size; the pool is not recorded as one of
+    # several (that would switch the controller to per-pool scaling on the next tick).
+    assert (scaler._statuses, scaler._status_refs, scaler.pool_sizes) == ([], None, {})
+    assert scaler.tick().pool == 4
+    # The line tests/integration/test_autoscale_cluster.py reads resizes from: no pool name.
+    resizes = [
+        (int(m[1]), int(m[2]))
+        for r in caplog.records
+        if (m := re.match(r"autoscaler: pool (\d+) -> (\d+) workers per ingest", r.getMessage()))
+    ]
+    assert resizes == [(1, 4)]
+    assert "autoscaler: requested 4 bundles ahead (default: 4 x {'CPU': 0.5})" in caplog.messages
+
+
+def test_one_pool_grows_only_to_the_burst_factor_before_asking_ahead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    requests: list[list[dict[str, float]]] = []
+    _scaler, fake = _single_pool_burst(monkeypatch, requests.append, burst_factor=5.0)
+    assert fake.sizes == [4]
+    assert requests == [], "1 -> 4 is below a burst factor of 5: no request ahead"
+
+
+def test_a_refused_capacity_request_is_logged_and_one_pool_still_grows(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(_bundles: list[dict[str, float]]) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'internal_kv_put'")
+
+    with caplog.at_level("INFO", logger="rayml.autoscaling.controller"):
+        scaler, fake = _single_pool_burst(monkeypatch, refuse)
+    assert fake.sizes == [4]
+    assert [
+        m for m in caplog.messages if m.startswith("autoscaler: could not ask Ray's autoscaler")
+    ] == [
+        "autoscaler: could not ask Ray's autoscaler for capacity: 'NoneType' object has no "
+        "attribute 'internal_kv_put'"
+    ]
+    assert not any("bundles ahead" in m for m in caplog.messages)
+    assert scaler._requested is False  # nothing to withdraw at stop
+
+
+def test_a_pool_of_its_own_is_logged_by_name(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rayml.autoscaling import controller
+    from rayml.kafka.lag import PartitionLag
+
+    clock = [0.0]
+    monkeypatch.setattr(controller.time, "monotonic", lambda: clock[0])
+    settings = load_settings(
+        autoscale={"enabled": True, "min_workers": 1, "max_workers": 4, "upscale_delay_s": 0}
+    )
+    fake = FakePoolsExecutor()
+    requests: list[list[dict[str, float]]] = []
+    scaler = controller.PoolAutoscaler(
+        settings,
+        fake,
+        read_lag=lambda _s: [PartitionLag("in", 0, 0, 0)],
+        count_nodes=lambda: 1,
+        request=requests.append,  # type: ignore[arg-type]
+    )
+    answered, hot = 0, 1
+    with caplog.at_level("INFO", logger="rayml.autoscaling.controller"):
+        for _ in range(4):
+            clock[0] += 1
+            answered += 100
+            scaler._fresh = True
+            scaler._statuses = [
+                {
+                    "pools": [
+                        _pool("default", 1, 0, 0, 0, num_cpus=1.0, max=None),
+                        _pool("hot", hot, 5_000, 5_000, answered, num_cpus=1.0, min=1, max=4),
+                    ]
+                }
+            ]
+            scaler.tick()
+            hot = fake.pool_sizes[-1][1] if fake.pool_sizes else 1
+    assert fake.pool_sizes == [("hot", 4)]
+    assert scaler.pool_sizes["hot"] == 4
+    assert requests == [[{"CPU": 1.0}] * 4], "capped by the pool's own max"
+    assert any(
+        m.startswith("autoscaler: pool hot 1 -> 4 workers per ingest") for m in caplog.messages
+    )
+    assert "autoscaler: requested 4 bundles ahead (hot: 4 x {'CPU': 1.0})" in caplog.messages
