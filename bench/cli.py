@@ -103,7 +103,10 @@ METHOD = """\
   and the best is kept, with its CPU figures (one 2-core machine's noise moved a contender by
   up to a third between runs); every burst's losses and duplicates count.
 - **Latency at a fixed offered load.** An open-loop, rate-limited producer sends requests on a
-  fixed schedule for {latency_s:g} s at about half of rayml's measured maximum; a contender whose
+  fixed schedule for {latency_s:g} s at about half of rayml's measured maximum, after
+  {latency_warmup_s:g} s at the same rate that are answered and checked but not measured (the
+  contender, the broker and the reader leave the burst's state behind and settle at that load;
+  the first second otherwise held its own p99); a contender whose
   own maximum is lower is measured at half of its own maximum instead (otherwise its queue grows
   without bound and the percentile is just the run's length), and the load used is in the table.
   Latency = result read back by the counter - request handed to the producer (one monotonic
@@ -173,6 +176,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--warmup", type=int, default=500, help="warm-up requests per contender")
     p.add_argument("--latency-seconds", type=float, default=8.0, help="length of latency runs")
+    p.add_argument(
+        "--latency-warmup-seconds",
+        type=float,
+        default=2.0,
+        help="requests sent at the latency run's rate before the measured ones, not measured",
+    )
     p.add_argument("--latency-rate", type=float, default=None, help="offered load (req/s)")
     p.add_argument("--quick", action="store_true", help="small runs (~2-3 min): N=10000 etc.")
     p.add_argument(
@@ -381,8 +390,13 @@ class Bench:
             return
         own_half = 0.5 * result.throughput
         rate = own_half if target_rate is None else min(target_rate, own_half)
+        # A warm-up at the same rate first, in the same stream, left out of the figures: the
+        # contender (and the broker, the reader) leave the burst's state behind and settle at
+        # this load before the measured requests are sent.
+        n_warmup = int(rate * self.args.latency_warmup_seconds)
         n_latency = max(100, int(rate * self.args.latency_seconds))
-        latency = self._run(f"{contender.key}.lat", n_latency, echo)
+        latency = self._run(f"{contender.key}.lat", n_warmup + n_latency, echo)
+        latency.warmup = n_warmup
         clients.prepare(latency)
         cpu_before = cpu_seconds(cpu_groups)
         clients.run(latency, timeout_s=self.args.latency_seconds + 120, idle_s=30, rate=rate)
@@ -394,7 +408,8 @@ class Bench:
             for group in cpu_groups
         }
         result.latency_rate = rate
-        result.latency_requests = len(latency)
+        result.latency_requests = len(latency) - n_warmup
+        result.latency_warmup = n_warmup
         result.latency_lost = latency.lost
         result.latency_ms = latency.latency_ms()
         result.achieved_rate = len(latency) / latency.produce_s if latency.produce_s else math.nan
@@ -818,6 +833,7 @@ def main(argv: list[str] | None = None) -> int:
             warmup=args.warmup,
             slow=f"{args.slow_requests:,}",
             latency_s=args.latency_seconds,
+            latency_warmup_s=args.latency_warmup_seconds,
             rounds=args.rounds,
             nproc=len(os.sched_getaffinity(0)),
         )

@@ -61,6 +61,7 @@ class ContenderResult:
     errors: int = 0
     latency_rate: float = math.nan
     latency_requests: int = 0
+    latency_warmup: int = 0  # requests sent first at the same rate, left out of the figures
     latency_lost: int = 0
     latency_ms: list[float] = field(default_factory=lambda: [math.nan] * 3)
     server_latency_ms: list[float] = field(default_factory=lambda: [math.nan] * 3)
@@ -172,7 +173,8 @@ def details_lines(results: Sequence[ContenderResult]) -> str:
             )
             + "; "
             f"latency run {r.latency_requests:,} requests offered at {_fmt(r.latency_rate)} "
-            f"req/s (producer achieved {_fmt(r.achieved_rate)} req/s)"
+            f"req/s after a warm-up of {r.latency_warmup:,} at that rate (producer achieved "
+            f"{_fmt(r.achieved_rate)} req/s)"
         )
         if r.cpu_us_per_request:
             cpu = ", ".join(

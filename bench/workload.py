@@ -67,6 +67,9 @@ class Run:
     echo: bool = False  # the "results" are the requests themselves (the Kafka-only floor)
     # Each request's traceparent header, as rayml's clients send one (None: no headers).
     traceparents: list[bytes] | None = None
+    # Requests at the head of a rate run (sent first) that warm it up at its rate: answered
+    # and checked like the others, left out of the latency figures.
+    warmup: int = 0
 
     def __post_init__(self) -> None:
         self.sent_at = np.full(len(self.keys), np.nan)
@@ -93,14 +96,18 @@ class Run:
         return self.received / span if span > 0 else math.inf
 
     def latency_ms(self, quantiles: Sequence[float] = (50, 95, 99)) -> list[float]:
-        latencies = (self.received_at - self.sent_at)[~np.isnan(self.received_at)] * 1000.0
+        """Result received minus request handed to the producer, past the warm-up."""
+        received, sent = self.received_at[self.warmup :], self.sent_at[self.warmup :]
+        latencies = (received - sent)[~np.isnan(received)] * 1000.0
         return _percentiles(latencies, quantiles)
 
     def server_latency_ms(self, quantiles: Sequence[float] = (50, 95, 99)) -> list[float]:
-        return _percentiles(self.server_ms[~np.isnan(self.server_ms)], quantiles)
+        server = self.server_ms[self.warmup :]
+        return _percentiles(server[~np.isnan(server)], quantiles)
 
     def queued_latency_ms(self, quantiles: Sequence[float] = (50, 95, 99)) -> list[float]:
-        return _percentiles(self.queued_ms[~np.isnan(self.queued_ms)], quantiles)
+        queued = self.queued_ms[self.warmup :]
+        return _percentiles(queued[~np.isnan(queued)], quantiles)
 
 
 def _percentiles(values: np.ndarray, quantiles: Sequence[float]) -> list[float]:

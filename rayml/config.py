@@ -233,10 +233,11 @@ class ExecutorSettings(_Section):
     num_workers: int = Field(2, ge=1, le=10_000)
     max_batch_size: int = Field(1024, ge=1, le=100_000)
     max_batch_wait_ms: float = Field(5.0, ge=0, le=60_000)
-    # True: a batch leaves before max_batch_wait_ms when a worker is idle (nothing in flight):
-    # an idle executor answers at once, a busy one still fills batches (they wait for a
-    # worker, and the dispatcher merges those queued). False: every batch waits to fill or for
-    # max_batch_wait_ms, e.g. for a GPU model whose cost hardly grows with the batch.
+    # True: a batch leaves before max_batch_wait_ms when a worker has room for it (fewer than
+    # max_batches_per_worker in flight): an idle executor answers at once, a busy one still
+    # fills batches (they wait for a worker, and the dispatcher merges those queued). False:
+    # every batch waits to fill or for max_batch_wait_ms, e.g. for a GPU model whose cost
+    # hardly grows with the batch.
     dispatch_when_idle: bool = True
     poll_max_messages: int = Field(2048, ge=1, le=100_000)
     max_in_flight: int = Field(20_000, ge=1, le=10_000_000)

@@ -24,7 +24,8 @@ One skeleton, so that a fix to rebalance handling is made once:
   watermark, and lets go of them *even when the drain or the commit raised* (confluent-kafka
   unassigns them anyway: nothing of theirs may be tracked or committed by this member again);
 * **lost** lets go at once without committing (another member may own them already);
-* **commit** the watermark of done offsets (synchronous, per-partition errors checked).
+* **commit** the watermark of done offsets: synchronous on revocation and at shutdown,
+  per-partition errors checked; the periodic commit may go without waiting (:meth:`commit`).
 
 What a member does with its records, how it drains and what it drops when it lets go are its
 own: subclasses implement :meth:`ConsumerLoop.step`, :meth:`ConsumerLoop.settle_revoked`,
@@ -265,11 +266,29 @@ class ConsumerLoop:
     def commit_due(self, interval_s: float) -> bool:
         return time.monotonic() - self._last_commit >= interval_s
 
-    def commit(self, offsets: dict[TP, int] | None = None) -> None:
-        """Commit ``offsets`` (default: every partition whose watermark moved)."""
+    def commit(self, offsets: dict[TP, int] | None = None, *, wait: bool = True) -> None:
+        """Commit ``offsets`` (default: every partition whose watermark moved).
+
+        ``wait=False`` (the periodic commit of a member whose consumer has an ``on_commit``
+        callback, :meth:`on_commit`) sends it and goes on: the loop does not stop for the
+        broker's round trip; the answer marks the offsets committed in a later poll, and a
+        refused commit leaves them committable for the next one. A revocation and the last
+        commit at shutdown wait.
+        """
         self._last_commit = time.monotonic()
         offsets = self.tracker.committable() if offsets is None else offsets
+        if not wait:
+            kafka_clients.commit_offsets_async(self.consumer, offsets, self.owner)
+            return
         committed = kafka_clients.commit_offsets(self.consumer, offsets, self.owner)
+        if committed:
+            self.tracker.mark_committed(committed)
+            self.counters.commits += 1
+
+    def on_commit(self, err: Any, partitions: list[TopicPartition]) -> None:
+        """The consumer's ``on_commit`` callback (loop thread, in a poll): what the broker
+        accepted is committed (a late or repeated answer changes nothing)."""
+        committed = kafka_clients.committed_in(err, partitions, self.owner)
         if committed:
             self.tracker.mark_committed(committed)
             self.counters.commits += 1

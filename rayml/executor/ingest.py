@@ -181,7 +181,11 @@ class Ingest(ConsumerLoop):
         )
         super().__init__(
             kafka_clients.ingest_consumer(
-                settings.kafka, ex.group_id, ingest_id, ex.drain_timeout_s
+                settings.kafka,
+                ex.group_id,
+                ingest_id,
+                ex.drain_timeout_s,
+                on_commit=self.on_commit,
             ),
             self.tenancy.input_topics,
             f"ingest={ingest_id}",
@@ -252,24 +256,18 @@ class Ingest(ConsumerLoop):
             if not busy:
                 # Wait on the producer instead: its delivery reports free the window.
                 self.producer.poll(timeout)
-        if self._dispatch_when_idle and len(self.batcher) and self._idle_worker():
-            # A worker has nothing to do: what is buffered for its pool goes now, not when its
-            # wait is up (another pool's batches keep filling).
-            if self.pools.many:
-                idle, pools = self.pools.idle_pools(), self.pools
-                self._enqueue(self.batcher.flush(lambda key: pools.entry_of(key).name in idle))
-                self._enqueue(self.batcher.due(time.monotonic()))
-            else:
-                self._enqueue(self.batcher.flush())
-        else:
-            self._enqueue(self.batcher.due(time.monotonic()))
+        self._send_buffered()
         self.pools.collect(block_s=0.002 if self.pools.in_flight else 0.0)
+        if len(self.batcher):
+            self._send_buffered()  # batches that came back made room for what was polled
         self.producer.poll(0)
         self.rollout_answers.poll()
         self.writer.settle()
         now = time.monotonic()
         if self.commit_due(self._commit_interval_s):
-            self.commit()
+            # The periodic commit does not stop the loop for a broker round trip (it did, for
+            # up to tens of ms a second on a busy machine: every request polled meanwhile waited).
+            self.commit(wait=False)
         if now >= self._next_membership_check:
             self._next_membership_check = now + 0.5
             self._follow_pool(now)
@@ -278,9 +276,20 @@ class Ingest(ConsumerLoop):
         if self.metrics.due(now):
             self._flush_metrics()
 
-    def _idle_worker(self) -> bool:
-        """A worker with nothing in flight, and no batch queued ahead for it."""
-        return self.pools.idle_worker()
+    def _send_buffered(self) -> None:
+        """Hand the batcher's due batches to the pools; with ``dispatch_when_idle``, also what
+        it holds for a pool whose worker has room for a batch now (it would wait for its batch
+        wait while the worker had nothing queued to run next; another pool's batches keep
+        filling)."""
+        if self._dispatch_when_idle and len(self.batcher) and self.pools.room():
+            if self.pools.many:
+                room, pools = self.pools.pools_with_room(), self.pools
+                self._enqueue(self.batcher.flush(lambda key: pools.entry_of(key).name in room))
+                self._enqueue(self.batcher.due(time.monotonic()))
+            else:
+                self._enqueue(self.batcher.flush())
+        else:
+            self._enqueue(self.batcher.due(time.monotonic()))
 
     def _flush_metrics(self) -> None:
         """Hand the metrics their figures (loop thread: the lags read the consumer)."""
@@ -420,10 +429,11 @@ class Ingest(ConsumerLoop):
 
     # -- offsets, backpressure, rebalance ----------------------------------------------------
 
-    def commit(self, offsets: dict[TP, int] | None = None) -> None:
-        """At-least-once: the watermark; exactly-once: the open transaction."""
+    def commit(self, offsets: dict[TP, int] | None = None, *, wait: bool = True) -> None:
+        """At-least-once: the watermark (``wait=False``: without waiting for the broker);
+        exactly-once: the open transaction."""
         if self.txn is None:
-            super().commit(offsets)
+            super().commit(offsets, wait=wait)
             return
         self._last_commit = time.monotonic()
         self._commit_transaction(self.txn)

@@ -296,6 +296,16 @@ class WorkerPool:
         )
 
     @property
+    def has_room(self) -> bool:
+        """Whether a serving worker has fewer than ``max_batches_per_worker`` batches in
+        flight: a batch sent now runs next on it (loop thread; no Ray call)."""
+        cap = self._settings.executor.max_batches_per_worker
+        return any(
+            s.in_flight < cap and s.starting is None and not s.draining and not s.exclusive
+            for s in self._slots.values()
+        )
+
+    @property
     def draining(self) -> int:
         return sum(1 for s in list(self._slots.values()) if s.draining)
 

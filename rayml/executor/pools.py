@@ -255,15 +255,16 @@ class Pools:
     def batches_ready(self) -> int:
         return sum(len(e.dispatcher.ready) for e in self.entries.values())
 
-    def idle_worker(self) -> bool:
-        """A worker with nothing in flight and no batch queued ahead for it, in some pool."""
+    def room(self) -> bool:
+        """A worker with room for a batch (``max_batches_per_worker``) and no batch queued
+        ahead for it, in some pool."""
         if not self._many:
-            return not self.default.dispatcher.ready and self.default.pool.idle
-        return any(not e.dispatcher.ready and e.pool.idle for e in self.entries.values())
+            return not self.default.dispatcher.ready and self.default.pool.has_room
+        return any(not e.dispatcher.ready and e.pool.has_room for e in self.entries.values())
 
-    def idle_pools(self) -> set[str]:
-        """The pools with a worker that has nothing in flight and no batch queued for it."""
-        return {n for n, e in self.entries.items() if not e.dispatcher.ready and e.pool.idle}
+    def pools_with_room(self) -> set[str]:
+        """The pools with a worker that has room for a batch and no batch queued for it."""
+        return {n for n, e in self.entries.items() if not e.dispatcher.ready and e.pool.has_room}
 
     @property
     def many(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
@@ -204,9 +205,15 @@ def consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
 
 
 def ingest_consumer(
-    kafka: KafkaSettings, group_id: str, client_id: str, drain_timeout_s: float = 30.0
+    kafka: KafkaSettings,
+    group_id: str,
+    client_id: str,
+    drain_timeout_s: float = 30.0,
+    on_commit: Callable[[Any, list[TopicPartition]], None] | None = None,
 ) -> Consumer:
     """The ingest's consumer: :func:`consumer` with fetch settings for micro-batching.
+
+    ``on_commit`` is told the outcome of each commit (:func:`commit_offsets_async`), in a poll.
 
     A revocation or a shutdown drains for up to ``drain_timeout_s`` without polling; librdkafka
     also sends ``max.poll.interval.ms`` as the KIP-848 rebalance timeout. So it is kept above
@@ -220,6 +227,7 @@ def ingest_consumer(
             "client.id": client_id,
             "max.poll.interval.ms": max(300_000, int((drain_timeout_s + 60) * 1000)),
             **INGEST_FETCH,
+            **({} if on_commit is None else {"on_commit": on_commit}),
         },
     )
 
@@ -248,6 +256,41 @@ def commit_offsets(consumer: Consumer, offsets: dict[TP, int], owner: str) -> di
             )
         elif key in offsets:
             accepted[key] = tp.offset
+    return accepted
+
+
+def commit_offsets_async(consumer: Consumer, offsets: dict[TP, int], owner: str) -> bool:
+    """Send a commit of ``offsets`` without waiting for the broker; True if it was sent.
+
+    The outcome comes to the consumer's ``on_commit`` callback (:func:`ingest_consumer`), served
+    by a later poll on the same thread; a refused commit leaves the offsets committable, so the
+    next commit carries them. Commits of one member go to its group coordinator in order, and
+    a later offset supersedes an earlier one, so an answer arriving late changes nothing.
+    """
+    if not offsets:
+        return False
+    parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+    try:
+        consumer.commit(offsets=parts, asynchronous=True)
+    except Exception as exc:  # KafkaException: e.g. not the owner any more
+        logger.warning("%s: commit failed: %s", owner, exc)
+        return False
+    return True
+
+
+def committed_in(err: Any, partitions: list[TopicPartition], owner: str) -> dict[TP, int]:
+    """The offsets an ``on_commit`` callback reports accepted (failures logged)."""
+    if err is not None:
+        logger.warning("%s: commit failed: %s", owner, err)
+        return {}
+    accepted: dict[TP, int] = {}
+    for tp in partitions:
+        if tp.error is not None:
+            logger.warning(
+                "%s: commit of %s[%d] failed: %s", owner, tp.topic, tp.partition, tp.error
+            )
+        elif tp.offset >= 0:
+            accepted[(tp.topic, tp.partition)] = tp.offset
     return accepted
 
 

@@ -444,8 +444,9 @@ class JobRunner(ConsumerLoop):
 
     # -- exactly-once: the transaction -------------------------------------------------------
 
-    def commit(self, offsets: dict[TP, int] | None = None) -> None:
-        """At-least-once: the watermark; exactly-once: the open transaction."""
+    def commit(self, offsets: dict[TP, int] | None = None, *, wait: bool = True) -> None:
+        """At-least-once: the watermark (the runner's consumer has no ``on_commit``: it always
+        waits); exactly-once: the open transaction."""
         if self.txn is None:
             super().commit(offsets)
             return

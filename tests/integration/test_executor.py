@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from tests.support.kafka_io import (
     send_requests,
 )
 from tests.support.models import breast_cancer_rows, store_breast_cancer
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray]
 
@@ -74,6 +76,60 @@ def test_ten_thousand_predictions_exact_and_committed(running: tuple[Executor, S
     assert sum(s["results_ok"] for s in status) == 10_000
     assert all(s["in_flight"] == 0 for s in status)
     collector.close()
+
+
+def test_a_request_goes_to_a_busy_worker_with_room_at_once_not_after_the_batch_wait(
+    settings: Settings, ray_runtime: str, tmp_path: Path
+) -> None:
+    """dispatch_when_idle counts a worker with room (max_batches_per_worker) as free: while
+    the only worker runs a gated batch, a request polled meanwhile is sent to it at once, as
+    its next batch, instead of waiting out a 3 s batch wait (it waited the whole wait when
+    only a worker with nothing in flight counted)."""
+    settings = executor_settings(
+        settings,
+        max_batch_wait_ms=3_000.0,
+        num_workers=1,
+        max_batches_per_worker=2,
+        pipeline_modules=["pipelines", "tests.support.gated_pipelines"],
+    )
+    create_topics(settings.kafka, settings.topics)
+    store_breast_cancer(settings.models.root)
+    row = breast_cancer_rows(1)[0].tolist()
+    gate = tmp_path / "gate"
+    executor = Executor(settings)
+    executor.start()
+    try:
+        collector = ResultCollector(settings)
+        warm = f"warm-{uuid.uuid4().hex[:6]}"  # loads the model (and the gated pipeline)
+        send_requests(settings, [gated_request(warm, row, gate)])
+        collector.wait_for([warm], timeout_s=120)
+        gate.touch()  # the next gated batch holds the worker until the test deletes this
+        held, nxt = f"held-{uuid.uuid4().hex[:6]}", f"next-{uuid.uuid4().hex[:6]}"
+        send_requests(settings, [gated_request(held, row, gate)])
+        # The held batch is on the worker once the ingest counts it in flight.
+        wait_until(
+            lambda: executor.status()[0]["batches_in_flight"] == 1,
+            "the held batch is on the worker",
+            timeout_s=60,
+        )
+        send_requests(settings, [predict_request(nxt, row)])
+        wait_until(
+            lambda: executor.status()[0]["batches_in_flight"] == 2,
+            "the next request's batch is sent behind it (not after the 3 s batch wait)",
+            timeout_s=60,
+        )
+        gate.unlink()
+        collector.wait_for([held, nxt], timeout_s=60)
+        queued = collector.results[nxt][0].timings.queued_ms
+        assert queued is not None
+        assert queued < 1_000, queued
+    finally:
+        gate.unlink(missing_ok=True)
+        executor.drain(10)
+
+
+def gated_request(rid: str, row: list[float], gate: Path) -> dict[str, object]:
+    return {"id": rid, "pipeline": "testing.gated", "params": {"features": row, "gate": str(gate)}}
 
 
 def test_an_idle_executor_sends_a_request_at_once_not_after_the_batch_wait(

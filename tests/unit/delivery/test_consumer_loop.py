@@ -60,6 +60,7 @@ class RecordingConsumer:
         self.paused: list[tuple[str, int]] = []
         self.resumed: list[tuple[str, int]] = []
         self.committed: list[tuple[str, int, int]] = []
+        self.sent_async: list[tuple[str, int, int]] = []
 
     def consume(self, limit: int, timeout: float) -> list[Record]:
         out, self.records = self.records[:limit], self.records[limit:]
@@ -74,8 +75,11 @@ class RecordingConsumer:
     def assignment(self) -> list[Any]:
         return []
 
-    def commit(self, offsets: list[Any], asynchronous: bool) -> list[Any]:
+    def commit(self, offsets: list[Any], asynchronous: bool) -> list[Any] | None:
         self.committed += [(tp.topic, tp.partition, tp.offset) for tp in offsets]
+        if asynchronous:
+            self.sent_async += [(tp.topic, tp.partition, tp.offset) for tp in offsets]
+            return None  # confluent-kafka: the outcome goes to on_commit, in a later poll
         return [
             SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=tp.offset, error=None)
             for tp in offsets
@@ -163,6 +167,43 @@ def test_revoke_lets_go_even_when_the_drain_raises() -> None:
     assert member.let_go_of == [{("in", 0)}]
     assert member.assignment_names() == []
     assert member.tracker.in_flight() == 0
+
+
+def test_a_commit_without_waiting_is_committed_when_the_broker_says_so() -> None:
+    consumer = RecordingConsumer([Record(0, 0), Record(0, 1)])
+    member = Member(consumer)
+    member._on_assign(consumer, tps(0))
+    member.poll(10, 0.0)
+    member.tracker.done(("in", 0), 0)
+    member.commit(wait=False)
+    assert consumer.sent_async == [("in", 0, 1)]
+    # Not committed until the answer: the next commit would carry the offset again.
+    assert member.tracker.committable() == {("in", 0): 1}
+    assert member.counters.commits == 0
+    refused = SimpleNamespace(topic="in", partition=0, offset=1, error="REBALANCE_IN_PROGRESS")
+    member.on_commit(None, [refused])  # type: ignore[list-item]
+    assert member.tracker.committable() == {("in", 0): 1}  # still owed
+    member.on_commit("request timed out", [])
+    assert member.tracker.committable() == {("in", 0): 1}
+    accepted = SimpleNamespace(topic="in", partition=0, offset=1, error=None)
+    member.on_commit(None, [accepted])  # type: ignore[list-item]
+    assert member.tracker.committable() == {}
+    assert member.counters.commits == 1
+    older = SimpleNamespace(topic="in", partition=0, offset=0, error=None)
+    member.tracker.done(("in", 0), 1)
+    member.on_commit(None, [older])  # type: ignore[list-item]  # a late answer changes nothing
+    assert member.tracker.committable() == {("in", 0): 2}
+
+
+def test_a_revocation_commits_and_waits_even_where_the_periodic_commit_does_not() -> None:
+    consumer = RecordingConsumer([Record(0, 0)])
+    member = Member(consumer)
+    member._on_assign(consumer, tps(0))
+    member.poll(10, 0.0)
+    member.tracker.done(("in", 0), 0)
+    member._on_revoke(consumer, tps(0))
+    assert consumer.committed == [("in", 0, 1)]
+    assert consumer.sent_async == []
 
 
 def test_lost_partitions_are_let_go_of_without_a_commit() -> None:
