@@ -104,9 +104,11 @@ METHOD = """\
   up to a third between runs); every burst's losses and duplicates count.
 - **Latency at a fixed offered load.** An open-loop, rate-limited producer sends requests on a
   fixed schedule for {latency_s:g} s at about half of rayml's measured maximum, after
-  {latency_warmup_s:g} s at the same rate that are answered and checked but not measured (the
-  contender, the broker and the reader leave the burst's state behind and settle at that load;
-  the first second otherwise held its own p99); a contender whose
+  {latency_warmup_s:g} s at the same rate whose requests are answered and checked (lost,
+  duplicated, wrong) but left out of the percentiles (the contender, the broker and the reader
+  leave the burst's state behind and settle at that load; the first second otherwise held its
+  own p99; "cores used during the latency run" and the achieved rate include them); a contender
+  whose
   own maximum is lower is measured at half of its own maximum instead (otherwise its queue grows
   without bound and the percentile is just the run's length), and the load used is in the table.
   Latency = result read back by the counter - request handed to the producer (one monotonic

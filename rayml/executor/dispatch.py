@@ -152,13 +152,16 @@ class Dispatcher:
         self._shadow_failures: dict[Route, int] = {}  # failures in a row, by route
         self.shadow_broken: set[Route] = set()  # routes past the breaker: no more copies
 
-    def enqueue(self, route: Route, items: list[Pending]) -> None:
-        """Queue a formed batch (split to the pipeline's own ``max_batch_size``) and pump."""
+    def enqueue(self, route: Route, items: list[Pending], *, pump: bool = True) -> None:
+        """Queue a formed batch (split to the pipeline's own ``max_batch_size``) and pump
+        (``pump=False``: the caller queues more first, so that the ready queue's order, not
+        the order of the calls, decides what the free workers take)."""
         for cls, part in _by_class(items):
             limit = self._limit(part)
             for start in range(0, len(part), limit):
                 self.ready.append(route, part[start : start + limit], cls)
-        self.pump()
+        if pump:
+            self.pump()
 
     def enqueue_shadow(self, route: Route, items: list[Pending]) -> None:
         """Queue a shadow's copy of answered ``items`` (skipped past ``shadow_max_queued``)."""

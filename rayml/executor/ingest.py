@@ -365,8 +365,8 @@ class Ingest(ConsumerLoop):
         self._enqueue(self.triage.take_all(polled, time.monotonic(), time.time() * 1000.0))
 
     def _enqueue(self, batches: list[Batch[Route, Pending]]) -> None:
-        for batch in batches:
-            self.pools.enqueue(batch.key, batch.items)
+        if batches:
+            self.pools.enqueue_all([(batch.key, batch.items) for batch in batches])
 
     # -- answers -----------------------------------------------------------------------------
 

@@ -297,9 +297,12 @@ class WorkerPool:
 
     @property
     def has_room(self) -> bool:
-        """Whether a serving worker has fewer than ``max_batches_per_worker`` batches in
-        flight: a batch sent now runs next on it (loop thread; no Ray call)."""
-        cap = self._settings.executor.max_batches_per_worker
+        """Whether a serving worker has nothing queued behind what it runs (at most one batch
+        in flight, and room under ``max_batches_per_worker``): a batch sent now runs next on
+        it (loop thread; no Ray call). With a larger ``max_batches_per_worker`` the rest of
+        the room is for batches that filled or waited out their batch wait, so a worker is
+        never sent a row of tiny batches."""
+        cap = min(2, self._settings.executor.max_batches_per_worker)
         return any(
             s.in_flight < cap and s.starting is None and not s.draining and not s.exclusive
             for s in self._slots.values()

@@ -149,14 +149,24 @@ class Pools:
         wait = entry.shape.max_batch_wait_ms
         return entry.shape.max_batch_size, None if wait is None else wait / 1000.0
 
+    def enqueue_all(self, batches: list[tuple[Route, list[Pending]]]) -> None:
+        """Queue formed batches, then send: each pool's free workers take the best of what
+        was queued (lanes, tenants: rayml.executor.ready), not the first batch formed."""
+        touched: dict[str, PoolEntry] = {}
+        for route, items in batches:
+            entry = self.entry_of(route)
+            entry.arrived += len(items)
+            entry.last_work = time.monotonic()
+            shape = entry.shape
+            if shape is not None and shape.scales_to_zero:
+                self._wake(entry, len(items))
+            entry.dispatcher.enqueue(route, items, pump=False)
+            touched[entry.name] = entry
+        for entry in touched.values():
+            entry.dispatcher.pump()
+
     def enqueue(self, route: Route, items: list[Pending]) -> None:
-        entry = self.entry_of(route)
-        entry.arrived += len(items)
-        entry.last_work = time.monotonic()
-        shape = entry.shape
-        if shape is not None and shape.scales_to_zero:
-            self._wake(entry, len(items))
-        entry.dispatcher.enqueue(route, items)
+        self.enqueue_all([(route, items)])
 
     def _wake(self, entry: PoolEntry, requests: int) -> None:
         """Start a worker for a pool at zero; a start Ray refuses is logged, and the requests

@@ -264,8 +264,12 @@ def commit_offsets_async(consumer: Consumer, offsets: dict[TP, int], owner: str)
 
     The outcome comes to the consumer's ``on_commit`` callback (:func:`ingest_consumer`), served
     by a later poll on the same thread; a refused commit leaves the offsets committable, so the
-    next commit carries them. Commits of one member go to its group coordinator in order, and
-    a later offset supersedes an earlier one, so an answer arriving late changes nothing.
+    next commit carries them. Only watermarks are ever sent (everything below is done), so no
+    commit can skip an unfinished record. One window for duplicates (never for loss): an async
+    commit that times out is retried by librdkafka after a backoff, and if a later synchronous
+    commit (a revocation, the shutdown) lands inside that backoff, the retry can set the
+    committed offset back to the older watermark; the records between are then run again by
+    the next owner, as at-least-once allows.
     """
     if not offsets:
         return False

@@ -206,6 +206,20 @@ def test_a_revocation_commits_and_waits_even_where_the_periodic_commit_does_not(
     assert consumer.sent_async == []
 
 
+def test_a_revocation_after_an_unanswered_commit_commits_the_watermark_again() -> None:
+    consumer = RecordingConsumer([Record(0, 0), Record(0, 1)])
+    member = Member(consumer)
+    member._on_assign(consumer, tps(0))
+    member.poll(10, 0.0)
+    member.tracker.done(("in", 0), 0)
+    member.commit(wait=False)  # its answer has not come when the partition is revoked
+    member.tracker.done(("in", 0), 1)
+    member._on_revoke(consumer, tps(0))
+    assert consumer.sent_async == [("in", 0, 1)]
+    # The synchronous commit carries the latest watermark, whatever the async one became.
+    assert consumer.committed[-1] == ("in", 0, 2)
+
+
 def test_lost_partitions_are_let_go_of_without_a_commit() -> None:
     consumer = RecordingConsumer([Record(0, 0)])
     member = Member(consumer)

@@ -218,3 +218,27 @@ def test_a_shadows_copy_past_its_queue_bound_is_skipped_and_counted() -> None:
     d.enqueue_shadow(("pipes:a", "model-a", "2"), _items(0, 4))
     d.enqueue_shadow(("pipes:a", "model-a", "2"), _items(4, 4))
     assert (d.shadow_queued, d.shadow_skipped) == (5, 3)
+
+
+def test_batches_queued_together_go_by_the_ready_queues_order_not_by_arrival() -> None:
+    # The bulk lane has had a batch sent (its share is charged). Then, with one free slot, a
+    # bulk batch formed before an interactive one: queued without sending (pump=False) and
+    # sent once, the interactive one takes the slot (rayml.executor.ready); sent as each was
+    # queued, the bulk batch would have taken it.
+    pool = FakePool(room=1)
+    d = _dispatcher(pool)
+
+    def bulk(first: int) -> list[Pending]:
+        items = _items(first, 2)
+        for item in items:
+            item.lane = "batch"
+        return items
+
+    d.enqueue(A, bulk(0))
+    assert pool.calls == [("pipes:a", [0, 1])]
+    pool.room = 1
+    d.enqueue(A, bulk(2), pump=False)
+    d.enqueue(B, _items(4, 2), pump=False)
+    assert pool.calls == [("pipes:a", [0, 1])]
+    d.pump()
+    assert pool.calls[-1] == ("pipes:b", [4, 5])
