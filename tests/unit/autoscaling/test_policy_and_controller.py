@@ -234,38 +234,49 @@ class FakeExecutor:
         self.sizes.append(n)
 
 
-def test_controller_grows_on_a_burst_asks_ahead_then_shrinks_and_clears(
+def _controller(
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+    executor: Any,
+    request: Any,
+    worker_num_cpus: float,
+    **autoscale: Any,
+) -> tuple[Any, list[float], dict[str, int]]:
+    """A controller of 1..4 workers (upscale after 1 s, downscale after 3 s) on a fake clock,
+    reading the lag of one partition whose offsets the test moves; returns (controller,
+    clock, offsets)."""
     from rayml.autoscaling import controller
     from rayml.kafka.lag import PartitionLag
 
     clock = [0.0]
     monkeypatch.setattr(controller.time, "monotonic", lambda: clock[0])
     offsets = {"end": 0, "committed": 0}
-
-    def read_lag(_settings: object) -> list[PartitionLag]:
-        return [PartitionLag("in", 0, offsets["committed"], offsets["end"])]
-
-    requests: list[list[dict[str, float]]] = []
     settings = load_settings(
-        executor={"num_workers": 1, "worker_num_cpus": 1.0},
+        executor={"num_workers": 1, "worker_num_cpus": worker_num_cpus},
         autoscale={
             "enabled": True,
             "min_workers": 1,
             "max_workers": 4,
             "upscale_delay_s": 1,
             "downscale_delay_s": 3,
+            **autoscale,
         },
     )
-    fake = FakeExecutor()
     scaler = controller.PoolAutoscaler(
         settings,
-        fake,
-        read_lag=read_lag,
+        executor,
+        read_lag=lambda _s: [PartitionLag("in", 0, offsets["committed"], offsets["end"])],
         count_nodes=lambda: 1,
-        request=requests.append,  # type: ignore[arg-type]
+        request=request,
     )
+    return scaler, clock, offsets
+
+
+def test_controller_grows_on_a_burst_asks_ahead_then_shrinks_and_clears(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    requests: list[list[dict[str, float]]] = []
+    fake = FakeExecutor()
+    scaler, clock, offsets = _controller(monkeypatch, fake, requests.append, 1.0)
     # Steady: 100/s in, 100/s done.
     for _ in range(6):
         clock[0] += 1
@@ -474,31 +485,8 @@ def _single_pool_burst(
 ) -> tuple[Any, FakePoolsExecutor]:
     """A controller of one pool (the ingests report only ``default``) that sees a burst of
     20,000 while its one worker does 100/s: it grows to 4 workers."""
-    from rayml.autoscaling import controller
-    from rayml.kafka.lag import PartitionLag
-
-    clock = [0.0]
-    monkeypatch.setattr(controller.time, "monotonic", lambda: clock[0])
-    offsets = {"end": 0, "committed": 0}
-    settings = load_settings(
-        executor={"num_workers": 1, "worker_num_cpus": 0.5},
-        autoscale={
-            "enabled": True,
-            "min_workers": 1,
-            "max_workers": 4,
-            "upscale_delay_s": 1,
-            "downscale_delay_s": 3,
-            **autoscale,
-        },
-    )
     fake = FakePoolsExecutor()
-    scaler = controller.PoolAutoscaler(
-        settings,
-        fake,
-        read_lag=lambda _s: [PartitionLag("in", 0, offsets["committed"], offsets["end"])],
-        count_nodes=lambda: 1,
-        request=request,
-    )
+    scaler, clock, offsets = _controller(monkeypatch, fake, request, 0.5, **autoscale)
     for _ in range(6):
         clock[0] += 1
         offsets["end"] += 100
