@@ -288,14 +288,6 @@ class WorkerPool:
         return sum(1 for s in self._slots.values() if not s.draining and s.starting is None)
 
     @property
-    def idle(self) -> bool:
-        """Whether a serving worker has nothing in flight (loop thread; no Ray call)."""
-        return any(
-            s.in_flight == 0 and s.starting is None and not s.draining and not s.exclusive
-            for s in self._slots.values()
-        )
-
-    @property
     def has_room(self) -> bool:
         """Whether a serving worker has nothing queued behind what it runs (at most one batch
         in flight, and room under ``max_batches_per_worker``): a batch sent now runs next on

@@ -247,20 +247,13 @@ def commit_offsets(consumer: Consumer, offsets: dict[TP, int], owner: str) -> di
     except Exception as exc:  # KafkaException: e.g. not the owner any more
         logger.warning("%s: commit failed: %s", owner, exc)
         return {}
-    accepted: dict[TP, int] = {}
-    for tp in answered:
-        key = (tp.topic, tp.partition)
-        if tp.error is not None:
-            logger.warning(
-                "%s: commit of %s[%d] failed: %s", owner, tp.topic, tp.partition, tp.error
-            )
-        elif key in offsets:
-            accepted[key] = tp.offset
-    return accepted
+    accepted = committed_in(None, answered, owner)
+    return {tp: offset for tp, offset in accepted.items() if tp in offsets}
 
 
-def commit_offsets_async(consumer: Consumer, offsets: dict[TP, int], owner: str) -> bool:
-    """Send a commit of ``offsets`` without waiting for the broker; True if it was sent.
+def commit_offsets_async(consumer: Consumer, offsets: dict[TP, int], owner: str) -> None:
+    """Send a commit of ``offsets`` without waiting for the broker (a refusal to send is
+    logged; the offsets stay committable).
 
     The outcome comes to the consumer's ``on_commit`` callback (:func:`ingest_consumer`), served
     by a later poll on the same thread; a refused commit leaves the offsets committable, so the
@@ -272,14 +265,12 @@ def commit_offsets_async(consumer: Consumer, offsets: dict[TP, int], owner: str)
     the next owner, as at-least-once allows.
     """
     if not offsets:
-        return False
+        return
     parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
     try:
         consumer.commit(offsets=parts, asynchronous=True)
     except Exception as exc:  # KafkaException: e.g. not the owner any more
         logger.warning("%s: commit failed: %s", owner, exc)
-        return False
-    return True
 
 
 def committed_in(err: Any, partitions: list[TopicPartition], owner: str) -> dict[TP, int]:
