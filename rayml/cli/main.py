@@ -209,7 +209,7 @@ def serve(
     import threading
 
     from rayml.cli.local_ray import LocalRay
-    from rayml.tenancy.acls import check_executor_access
+    from rayml.tenancy.access_check import check_executor_access
 
     settings = command_settings(bootstrap_servers)
     options = {"num_workers": "--workers", "ingest_actors": "--ingest-actors"}

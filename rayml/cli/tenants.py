@@ -1,7 +1,7 @@
 """``rayml tenants apply`` and ``rayml tenants list``: the tenants' topics and Kafka ACLs.
 
 The tenants come from the settings (``[[tenants]]`` in the TOML file, ``RAYML_TENANTS``); what
-each principal is granted is :mod:`rayml.tenancy.acls`' table (docs/security.md, "Tenants and
+each principal is granted is :mod:`rayml.tenancy.grants`' table (docs/security.md, "Tenants and
 ACLs"). Run them as an admin (a super user, or a principal with Alter and Describe on the
 cluster and Create on the topics)::
 
@@ -56,15 +56,15 @@ def tenants_apply(
     as_json: JsonOpt = False,
 ) -> None:
     """Create rayml's and the tenants' topics and their ACLs (idempotent: what exists stays)."""
-    from rayml.tenancy import acls  # the Kafka admin client, only for this command
+    from rayml.tenancy import acls, grants  # the Kafka admin client, only for this command
 
     settings = command_settings(bootstrap_servers)
     if dry_run:
-        grants = acls.plan(settings, executor_principal)
+        planned = grants.plan(settings, executor_principal)
         if as_json:
-            typer.echo(json.dumps([str(g) for g in grants], indent=2))
+            typer.echo(json.dumps([str(g) for g in planned], indent=2))
         else:
-            for grant in grants:
+            for grant in planned:
                 typer.echo(f"acl: {grant}")
         return
     report = acls.apply(settings, executor_principal)

@@ -7,6 +7,10 @@ came from -- a topic only that tenant's principal may write -- never from a fiel
 * :mod:`rayml.tenancy.rules` (pure): the tenants of the settings (one default tenant when none
   are configured), which topic belongs to which, rayml's own topics, and the checks a request
   must pass (its ``reply_to``, its pipeline, training).
-* :mod:`rayml.tenancy.acls`: the Kafka ACLs of each tenant's principal and the executor's
-  (``rayml tenants apply``), and the executor's start check of its own rights.
+* :mod:`rayml.tenancy.grants`: the ACL plan, which Kafka rights each tenant's principal and
+  the executor's need (no broker).
+* :mod:`rayml.tenancy.acls`: those ACLs on the broker: ``rayml tenants apply`` creates the
+  topics and the missing bindings, ``rayml tenants list`` shows which the broker holds.
+* :mod:`rayml.tenancy.access_check`: the executor's start check of its own rights
+  (``rayml serve``).
 """

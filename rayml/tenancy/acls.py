@@ -1,58 +1,16 @@
-"""Kafka ACLs for the tenants and the executor, from the settings (``rayml tenants apply``).
+"""The tenants' and the executor's Kafka ACLs on the broker (``rayml tenants apply``, ``list``).
 
-A tenant is trusted with what Kafka lets its principal do; this module decides those rights
-(:func:`plan`, pure) and applies them (:func:`apply`: the topics, then the missing ACL bindings,
-idempotently). What each principal gets (docs/security.md, "Tenants and ACLs"):
-
-===========================  =====================================================  ===========
-principal                    resource                                               operations
-===========================  =====================================================  ===========
-tenant (``principal``)       its input topic and its bulk lane (``batch_topic``);   Write,
-                             its training topic, if it may train                    Describe
-tenant                       its result topic; topics prefixed with its reply       Read,
-                             prefix (its reply topics)                              Describe
-tenant                       topics prefixed with its reply prefix (its clients     Create,
-                             create and delete their reply topics)                  Delete
-tenant                       rayml's registry and models topics (the client checks  Read,
-                             params against the published pipelines); the events    Describe
-                             topic, if it may train (job progress)
-tenant                       groups prefixed ``<tenant name>.`` (its own groups)     Read
-tenant                       groups prefixed ``rayml-client-`` (the Python client's  Describe
-                             readers: assigned partitions, no membership, no
-                             offsets; librdkafka still looks up their coordinator)
-executor                     every tenant's input topic, bulk lane and training     Read,
-                             topic                                                  Describe
-executor                     every tenant's result topic; topics prefixed with its  Write,
-                             reply prefix                                           Describe
-executor                     rayml's own topics (input and its bulk lane, output,   Read,
-                             jobs, dlq, models, registry, events)                   Write,
-                                                                                    Describe
-executor                     groups ``executor.group_id``, ``jobs_group_id``        Read
-executor                     groups prefixed ``rayml-versions-`` (model versions)   Describe
-executor                     groups prefixed ``rayml-rollouts-`` (rollout monitor)  Describe
-executor                     transactional ids prefixed ``<group_id>.`` and         Write,
-                             ``<jobs_group_id>.`` (exactly-once)                    Describe
-executor                     the cluster                                            Idempotent
-                                                                                    Write
-===========================  =====================================================  ===========
-
-Without tenants in the settings the one default tenant has no principal: only the executor's
-ACLs are made, and its reply prefix is the Python client's default, ``<topics.input>.reply.``.
-A tenant without a ``principal`` gets its topics but no ACLs (``apply`` says so).
-
-:func:`check_executor_access` is what ``rayml serve`` asks before it starts anything: it
-authenticates (failing at once, naming the user, on a refused password), creates missing topics
-if asked, checks that its principal may do what the table gives the executor on every literal
-topic and group, and warns of topics with one replica on a cluster of several brokers.
+:mod:`rayml.tenancy.grants` plans the rights (:class:`~rayml.tenancy.grants.Grant`); this module
+talks to the broker about them: :func:`apply` creates the topics, then the missing ACL bindings,
+idempotently; :func:`status` says which of them the broker holds; :func:`binding_of` and
+:func:`grant_of` turn a grant into confluent-kafka's ``AclBinding`` and back. A tenant without a
+``principal`` gets its topics but no ACLs (``apply`` says so).
 
 Example:
-    >>> from rayml.config import load_settings
-    >>> settings = load_settings(tenants=[{"name": "team-a", "principal": "User:team-a",
-    ...     "input_topic": "a.in", "result_topic": "a.out", "reply_prefix": "a.replies."}])
-    >>> for grant in plan(settings, "User:rayml")[:2]:
-    ...     print(grant)
-    User:team-a may Write topic 'a.in'
-    User:team-a may Describe topic 'a.in'
+    >>> from rayml.tenancy.grants import Grant
+    >>> grant = Grant("User:team-a", "topic", "a.in", "literal", "Write")
+    >>> grant_of(binding_of(grant)) == grant
+    True
 """
 
 from __future__ import annotations
@@ -61,9 +19,9 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, TopicCollection
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclBinding,
     AclBindingFilter,
@@ -73,52 +31,37 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from rayml.config import Settings, TenantSettings
+from rayml.config import Settings
 from rayml.errors import KafkaAdminError
-from rayml.kafka.auth_errors import (
-    AuthorizationFailedError,
-    ErrorLog,
-    connect,
-    principal_of,
-    refusal,
-)
+from rayml.kafka.auth_errors import ErrorLog, connect, refusal
 from rayml.kafka.clients import admin_client
-from rayml.kafka.topics import create_topics, topic_specs, warn_single_replicas
-from rayml.tenancy.rules import DEFAULT_TENANT, tenants_of
+from rayml.kafka.topics import create_topics, topic_specs
+from rayml.tenancy.grants import (
+    Grant,
+    Operation,
+    Pattern,
+    Resource,
+    executor_grants,
+    missing_grants,
+    plan,
+    tenant_grants,
+)
+from rayml.tenancy.rules import tenants_of
 
 __all__ = [
-    "CLIENT_GROUP_PREFIX",
     "EXECUTOR",
-    "VERSIONS_GROUP_PREFIX",
     "ApplyReport",
-    "Grant",
     "PrincipalStatus",
+    "acl_operation",
     "apply",
-    "check_executor_access",
-    "executor_grants",
-    "missing_grants",
-    "plan",
+    "binding_of",
+    "grant_of",
     "present_grants",
-    "reply_prefix_of",
     "status",
-    "tenant_grants",
 ]
 
 logger = logging.getLogger(__name__)
 
-Resource = Literal["topic", "group", "transactional_id", "cluster"]
-Pattern = Literal["literal", "prefixed"]
-Operation = Literal["Read", "Write", "Describe", "Create", "Delete", "IdempotentWrite"]
-
-# Group ids of readers that assign partitions and never join or commit; librdkafka still asks
-# for their coordinator, which takes Describe on the group. rayml.client (reply topics, the
-# registry and models topics, job events) and rayml.executor.version_follower name them so.
-CLIENT_GROUP_PREFIX = "rayml-client-"
-VERSIONS_GROUP_PREFIX = "rayml-versions-"
-ROLLOUTS_GROUP_PREFIX = "rayml-rollouts-"  # rayml.rollouts.reading's reader
-
-# What Kafka calls the cluster resource in ACLs.
-_CLUSTER = "kafka-cluster"
 _RESOURCES: dict[Resource, ResourceType] = {
     "topic": ResourceType.TOPIC,
     "group": ResourceType.GROUP,
@@ -138,167 +81,42 @@ _OPERATIONS: dict[Operation, AclOperation] = {
     "IdempotentWrite": AclOperation.IDEMPOTENT_WRITE,
 }
 
-# Kafka: Read, Write, Delete and Alter each imply Describe.
-_IMPLY_DESCRIBE = {AclOperation.READ, AclOperation.WRITE, AclOperation.DELETE, AclOperation.ALTER}
-
 _APPLY_HINT = "apply tenants as an admin: a super user, or a principal with Alter on the cluster"
 
 
-@dataclass(frozen=True, order=True)
-class Grant:
-    """One ALLOW ACL binding, from any host: ``principal`` may ``operation`` on a resource."""
+def acl_operation(operation: Operation) -> AclOperation:
+    """confluent-kafka's ``AclOperation`` for a grant's ``operation``."""
+    return _OPERATIONS[operation]
 
-    principal: str
-    resource: Resource
-    name: str
-    pattern: Pattern
-    operation: Operation
 
-    def __str__(self) -> str:
-        what = "the cluster" if self.resource == "cluster" else f"{self.resource} {self.name!r}"
-        prefixed = " (prefix)" if self.pattern == "prefixed" else ""
-        return f"{self.principal} may {self.operation} {what}{prefixed}"
+def binding_of(grant: Grant) -> AclBinding:
+    """``grant`` as confluent-kafka's ``AclBinding``."""
+    return AclBinding(
+        _RESOURCES[grant.resource],
+        grant.name,
+        _PATTERNS[grant.pattern],
+        grant.principal,
+        "*",
+        _OPERATIONS[grant.operation],
+        AclPermissionType.ALLOW,
+    )
 
-    def binding(self) -> AclBinding:
-        """This grant as confluent-kafka's ``AclBinding``."""
-        return AclBinding(
-            _RESOURCES[self.resource],
-            self.name,
-            _PATTERNS[self.pattern],
-            self.principal,
-            "*",
-            _OPERATIONS[self.operation],
-            AclPermissionType.ALLOW,
-        )
 
-    @classmethod
-    def of_binding(cls, binding: AclBinding) -> Grant | None:
-        """The grant an ``AclBinding`` read from the broker is (``None``: not one rayml makes,
-        e.g. a DENY, a host other than ``*``, an operation rayml never grants)."""
-        if binding.permission_type != AclPermissionType.ALLOW or binding.host != "*":
-            return None
-        resource = _key_of(_RESOURCES, binding.restype)
-        pattern = _key_of(_PATTERNS, binding.resource_pattern_type)
-        operation = _key_of(_OPERATIONS, binding.operation)
-        if resource is None or pattern is None or operation is None:
-            return None
-        return cls(binding.principal, resource, binding.name, pattern, operation)
+def grant_of(binding: AclBinding) -> Grant | None:
+    """The grant an ``AclBinding`` read from the broker is (``None``: not one rayml makes,
+    e.g. a DENY, a host other than ``*``, an operation rayml never grants)."""
+    if binding.permission_type != AclPermissionType.ALLOW or binding.host != "*":
+        return None
+    resource = _key_of(_RESOURCES, binding.restype)
+    pattern = _key_of(_PATTERNS, binding.resource_pattern_type)
+    operation = _key_of(_OPERATIONS, binding.operation)
+    if resource is None or pattern is None or operation is None:
+        return None
+    return Grant(binding.principal, resource, binding.name, pattern, operation)
 
 
 def _key_of(table: dict[Any, Any], value: Any) -> Any:
     return next((k for k, v in table.items() if v == value), None)
-
-
-def _topic(principal: str, name: str, *ops: Operation, prefixed: bool = False) -> list[Grant]:
-    pattern: Pattern = "prefixed" if prefixed else "literal"
-    return [Grant(principal, "topic", name, pattern, op) for op in ops]
-
-
-def reply_prefix_of(settings: Settings, tenant: TenantSettings) -> str:
-    """The prefix of ``tenant``'s reply topics as its ACLs name it: the tenant's, or for the
-    default tenant (which may name any topic) the Python client's default reply topics."""
-    if not settings.tenants and tenant.name == DEFAULT_TENANT:
-        return f"{settings.topics.input}.reply."
-    return tenant.reply_prefix
-
-
-def tenant_grants(settings: Settings, tenant: TenantSettings) -> list[Grant]:
-    """What ``tenant``'s principal may do (nothing without a ``principal``)."""
-    p = tenant.principal
-    if p is None:
-        return []
-    t = settings.topics
-    grants = _topic(p, tenant.input_topic, "Write", "Describe")
-    grants += _topic(p, tenant.bulk_topic, "Write", "Describe")
-    if tenant.training_topic:
-        grants += _topic(p, tenant.training_topic, "Write", "Describe")
-    grants += _topic(p, tenant.result_topic, "Read", "Describe")
-    prefix = reply_prefix_of(settings, tenant)
-    grants += _topic(p, prefix, "Read", "Describe", "Create", "Delete", prefixed=True)
-    grants += _topic(p, t.registry, "Read", "Describe")
-    grants += _topic(p, t.models, "Read", "Describe")
-    if tenant.training_topic:
-        grants += _topic(p, t.events, "Read", "Describe")
-    grants += [
-        Grant(p, "group", f"{tenant.name}.", "prefixed", "Read"),
-        Grant(p, "group", CLIENT_GROUP_PREFIX, "prefixed", "Describe"),
-    ]
-    return grants
-
-
-#: A group coordinator that is loading or moving: asked again until the timeout.
-_COORDINATOR_BUSY = frozenset(
-    {
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError.NOT_COORDINATOR,
-    }
-)
-
-#: What the executor does on each of rayml's own topics (least privilege): it reads requests and
-#: never writes them; it writes results, dead letters and events and never reads them; it reads
-#: and writes the compacted state topics (models: serving records; registry: pipelines).
-_EXECUTOR_OPS: dict[str, tuple[Operation, ...]] = {
-    "input": ("Read",),
-    "input_batch": ("Read",),
-    "jobs": ("Read",),
-    "output": ("Write",),
-    "dlq": ("Write",),
-    "events": ("Write",),
-    "models": ("Read", "Write"),
-    "registry": ("Read", "Write"),
-    # Rollouts: it writes what each version answered and reads it back (after a restart);
-    # it reads ground truth, which others write.
-    "shadow": ("Read", "Write"),
-    "feedback": ("Read",),
-}
-
-
-def executor_grants(settings: Settings, principal: str) -> list[Grant]:
-    """What the executor's principal may do: read requests, write results and its own topics."""
-    e = principal
-    grants: list[Grant] = []
-    for tenant in tenants_of(settings):
-        grants += _topic(e, tenant.input_topic, "Read", "Describe")
-        grants += _topic(e, tenant.bulk_topic, "Read", "Describe")
-        if tenant.training_topic:
-            grants += _topic(e, tenant.training_topic, "Read", "Describe")
-        grants += _topic(e, tenant.result_topic, "Write", "Describe")
-        grants += _topic(e, reply_prefix_of(settings, tenant), "Write", "Describe", prefixed=True)
-    for spec in topic_specs(settings.topics):
-        grants += _topic(e, spec.name, *_EXECUTOR_OPS.get(spec.role, ("Read", "Write")), "Describe")
-    ex = settings.executor
-    grants += [
-        Grant(e, "group", ex.group_id, "literal", "Read"),
-        Grant(e, "group", ex.jobs_group_id, "literal", "Read"),
-        Grant(e, "group", VERSIONS_GROUP_PREFIX, "prefixed", "Describe"),
-        # The rollout monitor's reader (assign-only, as above).
-        Grant(e, "group", ROLLOUTS_GROUP_PREFIX, "prefixed", "Describe"),
-    ]
-    txn_ops: tuple[Operation, ...] = ("Write", "Describe")
-    for group in (ex.group_id, ex.jobs_group_id):
-        # Exactly-once: "{group_id}.{ingest_id}", "{jobs_group_id}.{runner_id}".
-        grants += [Grant(e, "transactional_id", f"{group}.", "prefixed", op) for op in txn_ops]
-    grants.append(Grant(e, "cluster", _CLUSTER, "literal", "IdempotentWrite"))
-    return grants
-
-
-def plan(settings: Settings, executor_principal: str | None) -> list[Grant]:
-    """Every grant of the settings: each tenant's, then the executor's (if named); no repeats."""
-    grants: list[Grant] = []
-    for tenant in tenants_of(settings):
-        grants += tenant_grants(settings, tenant)
-    if executor_principal is not None:
-        grants += executor_grants(settings, executor_principal)
-    return list(dict.fromkeys(grants))
-
-
-def missing_grants(wanted: Iterable[Grant], present: set[Grant]) -> list[Grant]:
-    """``wanted`` grants not in ``present``, in order (pure)."""
-    return [g for g in wanted if g not in present]
-
-
-# --- against the broker ------------------------------------------------------------------------
 
 
 @dataclass
@@ -338,7 +156,7 @@ def present_grants(
                 raise refused from exc
             raise KafkaAdminError(f"cannot describe the ACLs of {principal}: {exc}") from exc
         for binding in bindings:
-            grant = Grant.of_binding(binding)
+            grant = grant_of(binding)
             if grant is not None:
                 found.add(grant)
     return found
@@ -349,7 +167,8 @@ def apply(
     executor_principal: str | None,
     timeout_s: float = 30.0,
 ) -> ApplyReport:
-    """Create rayml's and the tenants' topics and every missing ACL of :func:`plan`.
+    """Create rayml's and the tenants' topics and every missing ACL of
+    :func:`~rayml.tenancy.grants.plan`.
 
     Runs as ``settings.kafka``'s principal, which must be an admin. Idempotent: what exists is
     reported as ``"exists"`` and left alone. Returns once the broker shows every grant.
@@ -371,7 +190,7 @@ def apply(
     present = present_grants(admin, settings, principals, timeout_s)
     missing = missing_grants(wanted, present)
     if missing:
-        futures = admin.create_acls([g.binding() for g in missing], request_timeout=timeout_s)
+        futures = admin.create_acls([binding_of(g) for g in missing], request_timeout=timeout_s)
         for grant, future in zip(missing, futures.values(), strict=True):
             try:
                 future.result(timeout_s)
@@ -454,108 +273,3 @@ def _wait_present(
         if time.monotonic() > deadline:
             raise KafkaAdminError(f"the ACLs were created but not in force after {timeout_s:g}s")
         time.sleep(0.1)
-
-
-def check_executor_access(
-    settings: Settings, *, create_missing: bool, timeout_s: float = 30.0
-) -> list[str]:
-    """What ``rayml serve`` checks before it starts anything: its principal gets in, its
-    topics exist (created if ``create_missing``), and it may do what :func:`executor_grants`
-    gives it on each literal topic and group. Returns the topics with one replica on a cluster
-    of several brokers (each logged as a warning).
-
-    A reply prefix and the transactional ids cannot be checked without writing: a refusal
-    there is logged by the writer when it happens (the failing topic, its error).
-
-    Raises:
-        AuthenticationFailedError: The broker refused the credentials (at once, naming the user).
-        AuthorizationFailedError: The first operation the principal may not do, and on what.
-        KafkaAdminError: The broker is unreachable.
-    """
-    kafka = settings.kafka
-    if create_missing:
-        create_topics(kafka, settings.topics, timeout_s, tenants=tenants_of(settings))
-    errors = ErrorLog()
-    admin = admin_client(kafka, error_cb=errors)
-    metadata = connect(admin, kafka, errors, timeout_s)
-    principal = principal_of(kafka)
-    grants = [g for g in executor_grants(settings, principal) if g.pattern == "literal"]
-    topics = _needed(grants, "topic")
-    described = admin.describe_topics(
-        TopicCollection(list(topics)),
-        include_authorized_operations=True,
-        request_timeout=timeout_s,
-    )
-    for name, future in described.items():
-        try:
-            allowed = future.result(timeout_s).authorized_operations
-        except KafkaException as exc:
-            refused = refusal(exc, kafka, "Describe", f"topic {name!r}", _grant_hint(settings))
-            if refused is not None:
-                raise refused from exc
-            logger.warning("topic=%s cannot be described (%s): is it created?", name, exc)
-            continue
-        _check_allowed(kafka, settings, allowed, topics[name], f"topic {name!r}")
-    groups = _needed(grants, "group")
-    for name in groups:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            [future] = admin.describe_consumer_groups(
-                [name], include_authorized_operations=True, request_timeout=timeout_s
-            ).values()
-            try:
-                allowed = future.result(timeout_s).authorized_operations
-                break
-            except KafkaException as exc:
-                refused = refusal(exc, kafka, "Describe", f"group {name!r}", _grant_hint(settings))
-                if refused is not None:
-                    raise refused from exc
-                err = exc.args[0] if exc.args else None
-                busy = err is not None and err.code() in _COORDINATOR_BUSY
-                if busy and time.monotonic() < deadline:  # a starting broker's coordinator
-                    time.sleep(0.2)
-                    continue
-                raise KafkaAdminError(f"cannot describe group {name!r}: {exc}") from exc
-        _check_allowed(kafka, settings, allowed, groups[name], f"group {name!r}")
-    logger.info("%s may read, write and describe what the executor needs", principal)
-    return warn_single_replicas(metadata, list(topics))
-
-
-def _needed(grants: list[Grant], resource: Resource) -> dict[str, list[Operation]]:
-    needed: dict[str, list[Operation]] = {}
-    for g in grants:
-        if g.resource == resource:
-            needed.setdefault(g.name, []).append(g.operation)
-    return needed
-
-
-def _grant_hint(settings: Settings) -> str:
-    return (
-        f"the executor's rights are granted by an admin's `rayml tenants apply "
-        f"--executor-principal {principal_of(settings.kafka)}`"
-    )
-
-
-def _check_allowed(
-    kafka: Any,
-    settings: Settings,
-    allowed: list[AclOperation] | None,
-    needed: list[Operation],
-    resource: str,
-) -> None:
-    if allowed is None:
-        return  # the broker did not say (too old for KIP-430): the writes will tell
-    have = set(allowed)
-    if AclOperation.ALL in have:
-        return
-    if have & _IMPLY_DESCRIBE:
-        have.add(AclOperation.DESCRIBE)
-    for op in needed:
-        if _OPERATIONS[op] not in have:
-            raise AuthorizationFailedError(
-                principal_of(kafka),
-                op,
-                resource,
-                "no ACL allows it",
-                _grant_hint(settings),
-            )

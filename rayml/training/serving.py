@@ -173,7 +173,7 @@ class ServingState:
         assert self._kafka is not None
         # A throwaway group id: librdkafka wants one, but the thread only uses assign() and
         # never commits, so no group is joined and every start reads the topic from the start.
-        # Its prefix is the one the executor's ACLs allow (rayml.tenancy.acls).
+        # Its prefix is the one the executor's ACLs allow (rayml.tenancy.grants).
         return kafka_clients.consumer(
             self._kafka,
             f"rayml-versions-{uuid.uuid4().hex[:12]}",

@@ -45,7 +45,8 @@ from rayml.kafka.auth_errors import (
     AuthorizationFailedError,
 )
 from rayml.kafka.topics import create_topics
-from rayml.tenancy.acls import check_executor_access, plan
+from rayml.tenancy.access_check import check_executor_access
+from rayml.tenancy.grants import plan
 from tests.support.secure_tenants import (
     ADMIN,
     EXECUTOR,
