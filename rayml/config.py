@@ -310,7 +310,9 @@ class ExecutorSettings(_Section):
     # in-flight window every other pipeline shares) for ever.
     pool_start_timeout_s: float = Field(300.0, gt=0, le=86_400)
     # exactly_once: how often the open transaction commits. Results become visible to
-    # read_committed readers only then (latency), and each commit costs broker round trips.
+    # read_committed readers only then (latency), and each commit costs broker round trips
+    # (the loop seals the transaction and commits once its writes are acknowledged, without
+    # waiting for them: rayml.delivery.transactions).
     transaction_commit_interval_s: float = Field(0.1, gt=0, le=600)
     # exactly_once: the broker aborts a transaction left open longer than this (an executor
     # that was SIGKILLed); until then read_committed readers of its output partitions wait.

@@ -13,6 +13,13 @@ the :class:`~rayml.delivery.result_writer.ResultWriter` and it:
 3. :meth:`commit` (every ``transaction_commit_interval_s``, on revoke, at shutdown) sends those
    offsets with the consumer's group metadata and commits. Only then are the records done.
 
+The periodic commit does not stop the loop while the transaction's writes are delivered: the
+loop seals it (:meth:`seal`: what is released from then on is held, not produced), goes on
+polling and dispatching, and commits once :meth:`delivered` says every write of it is
+acknowledged (``commit(sealed_only=True)``); the held writes then open the next transaction. A
+commit that must include everything (revocation, drain, shutdown) writes the held ones into the
+open transaction first and waits for their delivery, as before.
+
 **A transaction spans only rayml's own topics** (the tenants' result topics, the dead-letter
 topic: ``own_topics``). A write to any other topic -- a ``reply_to`` the requester named -- goes
 through a plain idempotent producer (``outside``), at-least-once: :meth:`commit` waits for its
@@ -131,6 +138,10 @@ class TransactionalOutput:
         self._owner = owner
         self.reorder: ReorderBuffer[list[OutRecord]] = ReorderBuffer()
         self._open = False
+        # Sealed (:meth:`seal`): what is released meanwhile waits here, per partition in
+        # offset order, for the next transaction.
+        self._sealed = False
+        self._held: list[tuple[TP, list[tuple[int, list[OutRecord]]]]] = []
         # Offsets produced in the open transaction, per partition (in order): done on commit.
         self._produced: dict[TP, list[int]] = {}
         self._failed: KafkaError | None = None  # a write of the open transaction failed
@@ -165,6 +176,13 @@ class TransactionalOutput:
             return  # revoked or rewound meanwhile: the record is redone by whoever owns it
         if not released:
             return
+        if self._sealed:
+            self._held.append((tp, released))
+            return
+        self._write(tp, released)
+
+    def _write(self, tp: TP, released: list[tuple[int, list[OutRecord]]]) -> None:
+        """Produce released records' writes into the open transaction (opening it)."""
         produced = self._produced.setdefault(tp, [])
         own = self._own_topics
         for off, writes in released:
@@ -306,18 +324,49 @@ class TransactionalOutput:
         return self.reorder.in_flight()
 
     def forget(self, tps: set[TP]) -> None:
-        """Drop partitions (revoked, lost, rewound) from the reorder buffer."""
+        """Drop partitions (revoked, lost, rewound) from the reorder buffer and what is held."""
         self.reorder.forget(tps)
+        if self._held:
+            self._held = [(tp, released) for tp, released in self._held if tp not in tps]
 
     # -- commit and abort ---------------------------------------------------------------------
 
     @property
     def dirty(self) -> bool:
         """Whether records were released since the last commit (or a write failed)."""
-        return bool(self._produced) or self._failed is not None
+        return bool(self._produced) or bool(self._held) or self._failed is not None
 
-    def commit(self, group_metadata: Any) -> dict[TP, list[int]]:
+    @property
+    def sealed(self) -> bool:
+        return self._sealed
+
+    def seal(self) -> bool:
+        """Stop writing into the open transaction: records released from now on are held for
+        the next one. False (nothing sealed) if nothing waits to be committed."""
+        if self._sealed or not (self._produced or self._failed is not None):
+            return self._sealed
+        self._sealed = True
+        return True
+
+    def delivered(self) -> bool:
+        """Sealed, and :meth:`commit` would not wait: every write of the transaction is
+        acknowledged and its report served (or one failed: the commit aborts). Polls the
+        producer of writes outside the transaction, without waiting."""
+        if not self._sealed:
+            return False
+        if self._failed is not None:
+            return True
+        if self.outside is not None and self._outside_pending:
+            self.outside.poll(0)
+        return len(self.producer) == 0 and not self._outside_pending
+
+    def commit(self, group_metadata: Any, *, sealed_only: bool = False) -> dict[TP, list[int]]:
         """Commit the open transaction with its input offsets; return the offsets now done.
+
+        ``sealed_only``: commit what was written before :meth:`seal` and then write what is
+        held into the next transaction (the periodic commit). Otherwise what is held is written
+        into this transaction first, so that the commit covers every released record (a
+        revocation, a drain, shutdown).
 
         Raises:
             TransactionAbortedError: it was aborted; rewind to the committed offsets.
@@ -325,7 +374,12 @@ class TransactionalOutput:
         """
         if not self.usable:
             raise ProducerFencedError(self.transactional_id, _as_error(self._failed or "unusable"))
+        if not sealed_only:
+            self._unseal()
         if not self.dirty:
+            return {}
+        if not (self._produced or self._failed is not None):
+            self._unseal()  # sealed with nothing in it (forgotten since): nothing to commit
             return {}
         offsets = [
             TopicPartition(tp[0], tp[1], produced[-1] + 1)
@@ -361,7 +415,15 @@ class TransactionalOutput:
             self.commit_s += time.perf_counter() - started
         done, self._produced, self._open = self._produced, {}, False
         self.commits += 1
+        self._unseal()
         return done
+
+    def _unseal(self) -> None:
+        """Write what is held into the open transaction (opening one if none is)."""
+        self._sealed = False
+        held, self._held = self._held, []
+        for tp, released in held:
+            self._write(tp, released)
 
     def _flush_outside(self) -> None:
         """Wait for the reports of this transaction's writes outside it (not when it aborts
@@ -386,6 +448,7 @@ class TransactionalOutput:
     def abort(self) -> None:
         """Abort the open transaction (if any) and forget what it held."""
         self._produced = {}
+        self._sealed, self._held = False, []
         self._generation += 1  # later reports of its outside writes belong to no transaction
         # Its writes outside still under way may land or fail: at-least-once there, and their
         # reports are ignored (not purged: a purge leaves a gap in the idempotent producer's

@@ -432,16 +432,26 @@ class Ingest(ConsumerLoop):
     def commit(self, offsets: dict[TP, int] | None = None, *, wait: bool = True) -> None:
         """At-least-once: the watermark (``wait=False``: without waiting for the broker);
         exactly-once: the open transaction."""
-        if self.txn is None:
+        txn = self.txn
+        if txn is None:
             super().commit(offsets, wait=wait)
             return
+        if not wait:
+            # The periodic commit seals the transaction and comes back each turn (the commit
+            # stays due) until its writes are acknowledged: the loop polls and dispatches
+            # meanwhile instead of waiting in a flush; then only the commit's round trips.
+            if not txn.seal():
+                self._last_commit = time.monotonic()  # nothing to commit
+                return
+            if not txn.delivered():
+                return
         self._last_commit = time.monotonic()
-        self._commit_transaction(self.txn)
+        self._commit_transaction(txn, sealed_only=not wait)
 
-    def _commit_transaction(self, txn: TransactionalOutput) -> None:
+    def _commit_transaction(self, txn: TransactionalOutput, *, sealed_only: bool = False) -> None:
         """Exactly-once: commit the open transaction; its records (only they) are done."""
         try:
-            done = txn.commit(self.consumer.consumer_group_metadata())
+            done = txn.commit(self.consumer.consumer_group_metadata(), sealed_only=sealed_only)
         except TransactionAbortedError:
             self._rewind(set(self._assigned))
             return

@@ -108,6 +108,9 @@ class FakeTxnProducer:
     def poll(self, _timeout: float) -> int:
         return 0
 
+    def __len__(self) -> int:  # writes not yet delivered, or reports not yet served
+        return len(self._reports)
+
     def flush(self, _timeout: float) -> int:
         reports, self._reports = self._reports, []
         for callback, msg in reports:
@@ -162,6 +165,79 @@ def test_writes_enter_the_transaction_in_offset_order_and_commit_with_next_offse
     assert done == {TP1: [3], TP: [10, 11, 12]}
     assert producer.committed == [[("in", 0, 13), ("in", 1, 4)]]
     assert txn.commit(b"meta") == {}
+
+
+def test_a_sealed_transaction_commits_what_it_had_and_the_next_one_takes_what_came_after() -> None:
+    """The periodic commit: records released after :meth:`seal` wait (unwritten) for the next
+    transaction, and the commit goes only once every write of the sealed one is delivered."""
+    txn, producer, _ = output()
+    for offset in (10, 11, 12):
+        txn.track(TP, offset)
+    assert not txn.seal()  # nothing to commit: nothing sealed
+    txn.stage(TP, 10, rec("r10"))
+    assert txn.seal()
+    txn.stage(TP, 11, rec("r11"))
+    assert [v for _, v, _ in producer.sent] == [b"r10"]  # r11 is held, not in the sealed one
+    assert not txn.delivered()  # r10's report not served yet
+    producer.flush(0)  # the loop's producer.poll serves it
+    assert txn.delivered()
+    assert txn.commit(b"meta", sealed_only=True) == {TP: [10]}
+    assert producer.committed == [[("in", 0, 11)]]  # not 12: r11 is not in it
+    assert not txn.sealed
+    assert [v for _, v, _ in producer.sent] == [b"r10", b"r11"]  # r11 opened the next one
+    assert producer.calls.count("begin") == 2
+    txn.stage(TP, 12, rec("r12"))
+    assert txn.commit(b"meta") == {TP: [11, 12]}
+    assert producer.committed[-1] == [("in", 0, 13)]
+
+
+def test_a_commit_of_everything_writes_what_is_held_into_the_sealed_transaction() -> None:
+    """Revocation, drain, shutdown: the commit covers every released record, sealed or not."""
+    txn, producer, _ = output()
+    for offset in (10, 11):
+        txn.track(TP, offset)
+    txn.track(TP1, 0)
+    txn.stage(TP, 10, rec("r10"))
+    txn.seal()
+    txn.stage(TP, 11, rec("r11"))
+    txn.stage(TP1, 0, rec("p0"))
+    assert txn.commit(b"meta") == {TP: [10, 11], TP1: [0]}
+    assert producer.committed == [[("in", 0, 12), ("in", 1, 1)]]
+    assert producer.calls.count("begin") == 1  # one transaction
+    assert not txn.dirty
+
+
+def test_an_aborted_sealed_transaction_drops_what_was_held_for_the_redo() -> None:
+    txn, producer, failed = output()
+    for offset in (10, 11):
+        txn.track(TP, offset)
+    txn.stage(TP, 10, rec("r10"))
+    txn.seal()
+    txn.stage(TP, 11, rec("r11"))
+    producer.delivery_error = KafkaError(KafkaError._MSG_TIMED_OUT)
+    producer.flush(0)
+    assert txn.delivered()  # a failed write: the commit aborts at once, no wait
+    with pytest.raises(TransactionAbortedError):
+        txn.commit(b"meta", sealed_only=True)
+    assert failed == [("out", b"r10")]
+    assert [v for _, v, _ in producer.sent] == [b"r10"]  # r11 was never written
+    assert not txn.dirty  # the rewind redoes both
+    assert not txn.sealed
+    assert producer.committed == []
+
+
+def test_forgotten_partitions_lose_what_is_held_for_them() -> None:
+    txn, producer, _ = output()
+    txn.track(TP, 10)
+    txn.track(TP1, 0)
+    txn.stage(TP, 10, rec("r10"))
+    txn.seal()
+    txn.stage(TP1, 0, rec("p0"))
+    txn.forget({TP1})  # revoked: its next owner redoes it
+    producer.flush(0)
+    assert txn.commit(b"meta", sealed_only=True) == {TP: [10]}
+    assert [v for _, v, _ in producer.sent] == [b"r10"]
+    assert not txn.dirty
 
 
 def test_offsets_stop_before_a_record_still_running() -> None:
