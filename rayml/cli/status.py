@@ -17,7 +17,7 @@ from typing import Any
 
 from rayml.executor.service import INGEST_ACTOR_PREFIX
 from rayml.kafka.lag import PartitionLag
-from rayml.training.runner import RUNNER_ACTOR_PREFIX
+from rayml.training.runner_actor import RUNNER_ACTOR_PREFIX
 
 logger = logging.getLogger(__name__)
 

@@ -391,7 +391,7 @@ class Executor:
         )
         # Training: job runners on the tenants' training topics (rayml.training.runner), started
         # once ingest is serving.
-        from rayml.training.runner import start_job_runners
+        from rayml.training.runner_actor import start_job_runners
 
         self.job_runners = start_job_runners(settings, self.instance_id, timeout_s)
         # The pool autoscaler (rayml.autoscaling.controller): a thread here that resizes the pools.

@@ -1,9 +1,11 @@
 """Training: jobs from the jobs topic, run as Ray tasks, stored, and served if promoted.
 
-* :mod:`~rayml.training.runner` -- ``JobRunner`` (a ``ConsumerLoop`` on ``ml.pipeline.jobs``)
-  and its actor;
+* :mod:`~rayml.training.runner` -- ``JobRunner`` (a ``ConsumerLoop`` on ``ml.pipeline.jobs``);
+* :mod:`~rayml.training.runner_actor` -- its Ray actor, started and drained by the executor;
+* :mod:`~rayml.training.outputs` -- its producers for the delivery mode, a publisher per tenant;
 * :mod:`~rayml.training.plan` -- a request becomes a job of trials (sweeps included);
 * :mod:`~rayml.training.trials` -- trials as Ray tasks, retries, the copy of a sweep's best;
+* :mod:`~rayml.training.ending` -- cancelled trials until their task has ended;
 * :mod:`~rayml.training.watch` -- trial start times, time bounds, waiting for resources (pure);
 * :mod:`~rayml.training.cluster` -- the cluster's free, total and per-node resources;
 * :mod:`~rayml.training.publish` -- results, events, dead letters and serving records;

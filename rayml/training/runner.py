@@ -1,96 +1,34 @@
 """The job runner: training jobs from the training topics → Ray tasks → model store → results.
 
-Training is a right of its own: clients send training requests to their tenant's training
-topic (:mod:`rayml.tenancy`; without tenants, ``settings.topics.jobs``), which Kafka's ACLs
-guard apart from inference, and the job runner consumes those topics directly (the ingest
-refuses a training request on an inference topic, naming the topic to use). Hours of training
-never hold back inference commits: the two never share a partition. A :class:`JobRunner` is a
-member of consumer group ``settings.executor.jobs_group_id`` on every training topic. One loop
-thread owns its consumer and producer. Per job it:
+A :class:`JobRunner` is a member of consumer group ``executor.jobs_group_id`` on every tenant's
+training topic (never an inference topic: hours of training hold back no inference commit). One
+loop thread owns its consumer and producers. Per job it:
 
-1. decodes the request and checks it against the tenant of its topic, as the ingest does: a
-   ``reply_to`` the tenant may not name (answered ``reply_to_refused`` on the tenant's result
-   topic), a ``tenant`` field that is not the topic's, a pipeline outside the tenant's
-   patterns, an inference pipeline (``wrong_topic``, naming the tenant's input topic); then it
-   looks up the pipeline, expands a sweep into trials (:mod:`rayml.protocol.sweeps`) and
-   validates each trial's params: a bad request gets an error result naming the field;
-2. looks in the model store for versions this job id already stored for this tenant, pipeline
-   and params (:func:`find_job`; a version of another tenant or other params under the same
-   id is not this job's, and the job runs as new): a job whose model is stored was finished
-   before a crash and is **not run again**: its result is re-sent with the promotion decision
-   made the first time (the gate does not judge it again, :mod:`rayml.training.gate`); a sweep
-   re-runs only the trials that are not stored;
-3. publishes ``queued`` and launches one Ray task per trial (:func:`rayml.training.task.run_trial`)
-   with the pipeline's resources; the task publishes ``running`` and progress events itself. A
-   trial has a time bound from when its task starts (``trial_timeout``); a task that Ray cannot
-   start yet is reported as waiting for resources, for at most ``training.max_wait_s``, and one
-   that no node could ever hold fails at once (``resources_unavailable``,
-   :mod:`rayml.training.trials`);
-4. when every trial is back: a single training's version is announced; a sweep's best trial (by
-   the pipeline's ``metric``/``mode``) is promoted -- stored again as the newest version -- and
-   that copy is announced. Announcements go to the compacted models topic, keyed by model name;
-5. **after the announcement is acknowledged**, produces the result (``ok`` with model, version
-   and metrics -- and every trial for a sweep -- or ``error``) to the authorised ``reply_to`` if
-   the broker has that topic (asked before writing: :mod:`rayml.training.replies`), else to the
-   tenant's result topic, keyed by the request id, echoing the tenant, and publishes
-   ``succeeded`` or ``failed``. An error result says what failed in the caller's terms
-   (:func:`~rayml.protocol.envelopes.public_error`); the whole error is logged with the job id;
-6. marks the job's offset done once the broker acknowledges the result, and commits the
-   per-partition watermark (:mod:`rayml.delivery.offsets`) every ``commit_interval_s``, on revoke
-   and at shutdown.
+1. screens the request and checks it against its topic's tenant as the ingest does, plans its
+   trials (a sweep expands) and validates their params: a bad or refused request gets an error
+   result naming the problem (:mod:`rayml.training.plan`);
+2. looks in the store for what this job id already stored for this tenant, pipeline and params
+   (:func:`~rayml.training.task.find_job`): a job finished before a crash is answered from the
+   store, not re-trained; a sweep re-runs only the trials not stored;
+3. publishes ``queued`` and hands the trials to :class:`~rayml.training.trials.TrialScheduler`
+   (Ray tasks, retries, time bounds, a sweep's promotion);
+4. answers it (:mod:`rayml.training.publish`): the promotion gate judges the new version, and
+   a promoted version's serving record is acknowledged before the result is written, so a
+   client holding the result finds every executor told of the version;
+5. marks the job's offset done once its answer is acknowledged; the watermark commits every
+   ``commit_interval_s``, on revoke and at shutdown. So a crash re-delivers exactly the jobs
+   whose answers were not acknowledged.
 
-So a crash re-delivers exactly the jobs whose results were not acknowledged: unfinished ones run
-again, finished ones are answered from the store.
+At most ``training.max_concurrent_tasks`` trials are outstanding; beyond that the runner pauses
+its partitions and keeps polling (so it stays in the group). With ``executor.delivery =
+"exactly_once"`` a job's answer and its jobs offset commit in one transaction (a
+``reply_to``'s result is written outside it), released in jobs-offset order per partition; an
+aborted transaction rewinds the partitions but keeps the jobs still running
+(:meth:`JobRunner._rewind`). Its producers and publishers are built by
+:mod:`rayml.training.outputs`; its Ray actor is :mod:`rayml.training.runner_actor`.
 
-With ``executor.delivery = "exactly_once"`` steps 5 and 6 are one: a job's writes (announcement
-and result, or error result and DLQ copy) are staged in a
-:class:`~rayml.delivery.transactions.TransactionalOutput` (``transactional.id =
-"{jobs_group_id}.{runner_id}"``), which releases them into the open transaction in jobs-offset
-order per partition and commits them with the jobs offsets every
-``transaction_commit_interval_s``; events go through a plain producer, outside transactions. A
-result for a ``reply_to`` is written outside the transaction too (a plain idempotent producer,
-acknowledged before its jobs offset commits: at-least-once there, and it may be read before
-the serving record beside it commits), so a reply topic that refuses transaction markers
-cannot stick the runner's ``transactional.id``. A read_committed reader of a result topic sees
-each job's result once, across a crash of the runner; the price is
-that a long job holds back the answers behind it on its partition. An aborted transaction
-rewinds the partitions and redoes only the answers it held: jobs still running are kept, not
-cancelled (:meth:`JobRunner._rewind`). A producer that failed fatally (fenced) makes the next
-commit raise: the loop stops and Ray restarts the actor.
-
-Announcing before answering means a client that has the result and sends an inference request
-finds every executor already told of the version.
-
-**Bounded concurrency, and why training cannot starve inference.** At most
-``training.max_concurrent_tasks`` trials are launched or queued per runner; when that many are
-outstanding the runner pauses its jobs partitions (it keeps polling, so it stays in the group)
-and resumes them as trials finish. Ray schedules by declared resources: a ModelWorker actor holds
-its ``worker_num_cpus`` for its whole life, while ingest and runner actors hold none, so a
-training task can only take CPUs that no worker holds, and it waits in Ray's queue when there
-are none. Inference keeps the CPUs it has. The bound keeps the number of training tasks waiting
-for CPUs small, so a burst of jobs cannot grab every CPU the moment one frees up (e.g. when the
-pool grows), and ``ctx.nthread`` equal to the task's ``num_cpus`` keeps a running task from using
-more cores than it reserved. The flip side: a node whose CPUs are all held by workers runs no
-training at all -- which is why the executor, when ``executor.worker_num_cpus`` is unset, sizes
-the workers so that ``training.reserve_cpus`` stay free (on a 2-CPU machine: 0.5 for each of two
-workers, and a ``num_cpus=1`` task fits). A trial that waits anyway is not silent: after
-``training.waiting_notice_s`` its job gets a ``queued`` event saying what it needs and what the
-cluster has free, and ``rayml status`` lists it with that reason.
-
-The runner's parts: :mod:`rayml.training.plan` (checks, the job and its result, pure),
-:mod:`rayml.training.trials` (trials as Ray tasks, retries, promotion),
-:mod:`rayml.training.publish` (announcements, results, events, dead letters),
-:mod:`rayml.training.replies` (which ``reply_to`` topics can be written),
-:mod:`rayml.training.task` (the task itself).
-
-:class:`JobRunnerActor` wraps the runner as a Ray actor (``num_cpus=0``): the loop runs in a
-thread so that ``status`` and ``drain`` calls are served meanwhile. The training tasks are the
-actor's children: if the runner (or the executor that owns it) dies, Ray ends them too, and their
-jobs, never committed, run again after the restart.
-
-Example:
-    >>> from rayml.config import load_settings
-    >>> runners = start_job_runners(load_settings(), "ex-1")   # doctest: +SKIP
+Why, and what each step guarantees: docs/training.md (crash safety, exactly-once, resources
+and concurrency).
 """
 
 from __future__ import annotations
@@ -98,30 +36,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
-import ray
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import Message
 
-from rayml import logs
 from rayml.config import Settings
 from rayml.delivery.consumer_loop import ConsumerLoop, LoopCounters
 from rayml.delivery.screening import dead_letter_record, screen
 from rayml.delivery.transactions import (
     TransactionAbortedError,
-    TransactionalOutput,
     rewind_positions,
 )
 from rayml.errors import ModelStoreError, RecordError, ReplyToRefusedError
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.partitions import TP
 from rayml.kafka.records import PolledRecord, headers_of, timestamp_ms
-from rayml.kafka.topic_checks import topic_verdicts
 from rayml.metrics import JobMetrics
 from rayml.models.store import ModelStore
 from rayml.pipeline import Registry
@@ -133,10 +65,10 @@ from rayml.protocol.envelopes import (
     error_info_from,
     public_error,
 )
-from rayml.tenancy.rules import Tenancy, tenants_of
+from rayml.tenancy.rules import Tenancy
+from rayml.training.outputs import runner_outputs
 from rayml.training.plan import Job, Trial, plan_trials
 from rayml.training.publish import JobPublisher
-from rayml.training.replies import METADATA_TIMEOUT_S, ReplyRoutes
 from rayml.training.task import (
     JobRecord,
     TrialOutcome,
@@ -147,17 +79,7 @@ from rayml.training.trials import TrialScheduler
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "RUNNER_ACTOR_PREFIX",
-    "JobRunner",
-    "JobRunnerActor",
-    "drain_job_runners",
-    "start_job_runners",
-]
-
-# Runner actors are named "<RUNNER_ACTOR_PREFIX><runner id>" in the Ray namespace (`rayml status`
-# finds them by it).
-RUNNER_ACTOR_PREFIX = "rayml-jobs:"
+__all__ = ["JobRunner"]
 
 
 @dataclass
@@ -186,56 +108,14 @@ class JobRunner(ConsumerLoop):
         self.store = ModelStore(settings.models.root, allow_pickle=settings.models.allow_pickle)
         ex = settings.executor
         self._drain_s = ex.drain_timeout_s
-        self._commit_interval_s = ex.commit_interval_s
-        self.txn = None
-        if ex.delivery == "exactly_once":
-            # Stable per runner id: a Ray-restarted runner actor (same id) fences its zombie
-            # and aborts the transaction it left open.
-            txn_id = f"{ex.jobs_group_id}.{runner_id}"
-            self.producer = kafka_clients.output_producer(settings.kafka, ex, txn_id)
-            # Events are advisory and a transactional producer writes only in a transaction.
-            self.events = kafka_clients.producer(settings.kafka, **{"enable.idempotence": False})
-            self.txn = TransactionalOutput(
-                self.producer,
-                txn_id,
-                on_failed_delivery=self._note_failed_delivery,
-                owner=runner_id,
-                # The transaction spans rayml's own topics only; a reply_to is written
-                # outside it (rayml.delivery.transactions says why).
-                own_topics=frozenset(
-                    {t.result_topic for t in tenants_of(settings)}
-                    | {settings.topics.dlq, settings.topics.models}
-                ),
-                outside=kafka_clients.reply_producer(settings.kafka, ex),
-                outside_timeout_s=kafka_clients.reply_timeout_s(ex),
-            )
-            self._commit_interval_s = ex.transaction_commit_interval_s
-        else:
-            self.producer = kafka_clients.producer(settings.kafka)
-            self.events = self.producer
         self.tenancy = Tenancy(settings)
-        # Which reply_to topics can be written, asked of the broker before a result goes there
-        # and learnt from failed writes; shared by every tenant's publisher.
-        self.routes = ReplyRoutes(
-            partial(topic_verdicts, self.producer, timeout_s=METADATA_TIMEOUT_S),
-            {tenant.result_topic for tenant in self.tenancy.tenants}
-            | {settings.topics.dlq, settings.topics.models, settings.topics.events},
-            runner_id,
+        self.outputs = runner_outputs(settings, runner_id, self.tenancy, on_done=self._done)
+        self.producer, self.events = self.outputs.producer, self.outputs.events
+        self.txn, self.routes = self.outputs.txn, self.outputs.routes
+        self.publishers = self.outputs.publishers
+        self._commit_interval_s = (
+            ex.commit_interval_s if self.txn is None else ex.transaction_commit_interval_s
         )
-        # One publisher per tenant, whose "output" is the tenant's result topic: a job's result
-        # goes to its authorised reply_to, or there (also when the reply_to cannot be written).
-        self.publishers = {
-            tenant.name: JobPublisher(
-                _answering_on(settings, tenant.result_topic),
-                self.producer,
-                runner_id,
-                on_done=self._done,
-                stage=None if self.txn is None else self.txn.stage,
-                events=self.events,
-                routes=self.routes,
-            )
-            for tenant in self.tenancy.tenants
-        }
         # Events, dead letters: the same for every tenant.
         self.publish = next(iter(self.publishers.values()))
         self.trials = TrialScheduler(settings, runner_id, self.publish, self._answer_ok, self._fail)
@@ -271,7 +151,7 @@ class JobRunner(ConsumerLoop):
         if not self._stop.is_set():
             self.trials.launch()
         self.trials.collect(block_s=0.1 if busy else 0.0)
-        self._poll_producers()
+        self.outputs.poll()
         if self.commit_due(self._commit_interval_s):
             self.commit()
         now = time.monotonic()
@@ -373,12 +253,6 @@ class JobRunner(ConsumerLoop):
         """The publisher of the request's tenant (set from its topic in :meth:`_accept`)."""
         return self.publishers[request.tenant or ""]
 
-    def _note_failed_delivery(self, topic: str, key: bytes | None, err: KafkaError) -> None:
-        """Exactly-once: a reply_to whose write failed is not written again (for a while):
-        each failure costs an aborted transaction, so the redo goes to the result topic
-        (shared by every tenant)."""
-        self.routes.learn(topic, err, once=True)
-
     def _stored(self, job: Job) -> JobRecord:
         """What the store holds for this job id already (a crash re-delivered it)."""
         try:
@@ -433,14 +307,6 @@ class JobRunner(ConsumerLoop):
         # its model in the store, and answers again.
         with contextlib.suppress(KeyError):
             self.tracker.done(tp, offset)
-
-    def _poll_producers(self) -> None:
-        self.producer.poll(0)
-        if self.events is not self.producer:
-            self.events.poll(0)
-        if self.txn is None:
-            for publisher in self.publishers.values():
-                publisher.serve_refused()
 
     # -- exactly-once: the transaction -------------------------------------------------------
 
@@ -553,7 +419,7 @@ class JobRunner(ConsumerLoop):
             txn = self.txn
             while self.trials.busy and time.monotonic() < deadline:
                 self.trials.collect(block_s=0.1)
-                self._poll_producers()
+                self.outputs.poll()
                 # Exactly-once: keep committing while draining, or a drain longer than the
                 # transaction timeout would have the broker abort (and fence) this producer.
                 if txn is not None and txn.usable and self.commit_due(self._commit_interval_s):
@@ -618,74 +484,3 @@ class JobRunner(ConsumerLoop):
             status["answers_held"] = self.txn.unreleased()
             status["transaction_aborts"] = self.txn.aborts
         return status
-
-
-# --- the actor --------------------------------------------------------------------------------
-
-
-class JobRunnerActor:
-    """Ray actor body around :class:`JobRunner`: the loop runs in a thread, control calls on
-    other actor threads. A crashed loop exits the process so Ray restarts the actor, which
-    re-joins the group and re-runs the uncommitted jobs.
-    """
-
-    def __init__(self, settings: Settings, runner_id: str) -> None:
-        logs.configure(settings.log_level)
-        registry = Registry()
-        registry.discover(settings.executor.pipeline_modules)
-        self.runner = JobRunner(settings, runner_id, registry)
-        self._thread = threading.Thread(target=self._run, name=f"jobs-{runner_id}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.runner.run()
-        except BaseException:
-            logger.exception("job runner loop crashed; restarting the actor")
-            os._exit(1)
-
-    def ready(self) -> str:
-        return self.runner.runner_id
-
-    def status(self) -> dict[str, Any]:
-        return self.runner.status()
-
-    def drain(self, timeout_s: float) -> bool:
-        return self.runner.stop(timeout_s)
-
-
-def _answering_on(settings: Settings, result_topic: str) -> Settings:
-    """``settings`` with ``result_topic`` as the output topic (a tenant's publisher)."""
-    if result_topic == settings.topics.output:
-        return settings
-    topics = settings.topics.model_copy(update={"output": result_topic})
-    return settings.model_copy(update={"topics": topics})
-
-
-def start_job_runners(settings: Settings, instance_id: str, timeout_s: float = 120.0) -> list[Any]:
-    """Start ``settings.training.job_runners`` runner actors and wait until they are up (none
-    when no tenant may train)."""
-    if not Tenancy(settings).training_topics:
-        logger.info("executor=%s starts no job runner: no tenant has a training topic", instance_id)
-        return []
-    actor_cls = ray.remote(JobRunnerActor)
-    actors: list[Any] = []
-    for n in range(settings.training.job_runners):
-        runner_id = f"{instance_id}-j{n}"
-        actor = actor_cls.options(
-            num_cpus=0,  # IO-bound: the CPUs are for its training tasks and the model workers
-            max_concurrency=4,
-            max_restarts=-1,
-            # Named, so `rayml status` finds them on the cluster.
-            name=f"{RUNNER_ACTOR_PREFIX}{runner_id}",
-            namespace=settings.ray.namespace,
-        ).remote(settings, runner_id)
-        actors.append(actor)
-    ray.get([a.ready.remote() for a in actors], timeout=timeout_s)
-    logger.info("executor=%s started %d job runners", instance_id, len(actors))
-    return actors
-
-
-def drain_job_runners(actors: list[Any], timeout_s: float) -> list[Any]:
-    """Ask each runner to drain; returns the refs to wait for (True: drained in time)."""
-    return [a.drain.remote(timeout_s) for a in actors]

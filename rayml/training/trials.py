@@ -2,39 +2,29 @@
 
 A :class:`TrialScheduler` holds the trials of the runner's jobs: those *waiting* for a slot,
 those *running* as Ray tasks (:func:`rayml.training.task.run_trial`, at most ``limit`` at once),
-and the sweeps whose best trial is being *copied* to the sweep's own version
+the sweeps whose best trial is being *copied* to the sweep's own version
 (:func:`rayml.training.task.promote_best`; the promotion gate judges that copy when the job is
-answered, :mod:`rayml.training.gate`).
-One ``ray.wait`` per loop turn serves them all: a trial's task is a streaming generator that
-first yields :class:`~rayml.training.task.TrialStarted`, then its outcome.
+answered), and the cancelled trials *ending* (:mod:`rayml.training.ending`). One ``ray.wait``
+per loop turn serves them all: a trial's task is a streaming generator that first yields
+:class:`~rayml.training.task.TrialStarted`, then its outcome.
 
-* A trial whose task is lost (worker or node died: any ``RayError`` but ``RayTaskError``) is an
-  infrastructure failure: it waits again at the head of the queue, up to
-  ``training.max_attempts`` attempts, then fails with ``retries_exhausted``. A pipeline that
-  raises is a record failure and is not run again.
-* A trial that runs past its time bound (``@training(timeout_s=...)``, else
-  ``training.trial_timeout_s``), counted from when its task *started* (:mod:`rayml.training.watch`),
-  is cancelled (``ray.cancel(force=True)``: a training task stops only with its worker process)
-  and fails with ``trial_timeout``, a record failure, not run again. Its slot is free at once.
-* A launched task that has not started ``training.waiting_notice_s`` after its launch is
-  waiting for Ray to find it room: a ``queued`` event says what it needs and what the cluster
-  has free (read at most once per interval), repeated at that interval while it waits, and
-  :attr:`TrialScheduler.waiting_report` lists it for ``rayml status``. One that has not started
-  ``training.max_wait_s`` after its launch is cancelled and fails with ``resources_unavailable``
-  (saying what it waited for); one that asks for more than any node has in total
-  (``training.fail_unplaceable``) is not launched at all and fails so at once.
-* A cancelled trial's failure is decided only once **its task has ended** (Ray reports it
-  cancelled or lost, within a second or so; at most ``END_WAIT_S``): if the task stored its
-  model before the kill took effect, the trial is answered with that version, as a re-delivered
-  job would be (:func:`~rayml.training.task.find_job`); otherwise it fails, and no version of it
-  can appear later. So a trial answered as failed leaves no version in the store that a redo
-  could answer with -- and serve.
+* A trial whose task is lost (any ``RayError`` but ``RayTaskError``) is an infrastructure
+  failure: it waits again at the head of the queue, up to ``training.max_attempts`` attempts,
+  then fails with ``retries_exhausted``. A pipeline that raises is a record failure, not re-run.
+* A trial past its time bound, counted from when its task *started* (:mod:`rayml.training.watch`),
+  is cancelled and fails with ``trial_timeout``, not re-run; its slot is free at once.
+* A launched task not started after ``training.waiting_notice_s`` gets ``queued`` notices
+  saying what it waits for (and :attr:`TrialScheduler.waiting_report` lists it for ``rayml
+  status``); after ``training.max_wait_s`` it is cancelled and fails with
+  ``resources_unavailable``, as does at once one that asks for more than any node has.
 * When every trial of a job is back, a single training is handed to ``on_success`` with its
   version; a sweep's best trial is copied first and the copy handed over; a job with no
   successful trial goes to ``on_failure``.
 * :meth:`TrialScheduler.abandon` gives jobs up (rebalance, shutdown): their tasks are cancelled
-  with ``force=True`` -- their models were stored atomically or not at all, so the next owner
-  finds exactly the finished trials.
+  -- their models were stored atomically or not at all, so the next owner finds exactly the
+  finished trials.
+
+The rules and their tests: docs/training.md (time bounds, waiting for resources).
 """
 
 from __future__ import annotations
@@ -50,10 +40,11 @@ from typing import Any
 import ray
 
 from rayml.config import Settings
-from rayml.errors import ModelStoreError, PipelineFailedError
+from rayml.errors import PipelineFailedError
 from rayml.models.store import ModelStore
 from rayml.protocol.envelopes import ErrorInfo, error_info_from, public_error
 from rayml.training.cluster import ClusterResources
+from rayml.training.ending import EndingTrials
 from rayml.training.plan import (
     Job,
     ResourcesUnavailableError,
@@ -71,8 +62,6 @@ from rayml.training.task import (
     TrialOutcome,
     TrialStarted,
     TrialTask,
-    find_job,
-    outcome_of,
     promote_best,
     run_trial,
     task_options,
@@ -87,11 +76,7 @@ from rayml.training.watch import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["END_WAIT_S", "TrialScheduler"]
-
-#: How long a cancelled trial's task may take to be reported ended before its failure is
-#: answered anyway (a model it stores after that is not looked for; it is logged).
-END_WAIT_S = 30.0
+__all__ = ["TrialScheduler"]
 
 
 class TrialScheduler:
@@ -122,12 +107,12 @@ class TrialScheduler:
         self.waiting: deque[tuple[Job, Trial]] = deque()  # trials not launched yet
         self.running: dict[Any, tuple[Job, Trial]] = {}  # ObjectRefGenerator -> trial
         self.promoting: dict[Any, Job] = {}  # ObjectRef -> sweep whose best is being copied
-        # Cancelled trials (past their bound, or waited too long) until their task has ended:
-        # ref -> (job, trial, the failure to answer if it stored nothing, when to stop waiting)
-        self.ending: dict[Any, tuple[Job, Trial, TrialFailure, float]] = {}
+        # Cancelled trials (past their bound, or waited too long) until their task has ended.
+        self.ending = EndingTrials(
+            ModelStore(settings.models.root, allow_pickle=settings.models.allow_pickle), runner_id
+        )
         training = settings.training
         self.clock: TrialClock[Any] = TrialClock(training.waiting_notice_s, training.max_wait_s)
-        self.store = ModelStore(settings.models.root, allow_pickle=settings.models.allow_pickle)
         self.trials_launched = 0
         self.trials_retried = 0
         self.trials_timed_out = 0
@@ -167,7 +152,7 @@ class TrialScheduler:
         """The jobs not finished yet (a trial waiting, running or ending, or being promoted)
         that ``which`` selects."""
         found = {id(job): job for job, _ in [*self.waiting, *self.running.values()]}
-        found.update({id(job): job for job, _t, _f, _d in self.ending.values()})
+        found.update({id(job): job for job in self.ending.jobs()})
         found.update({id(job): job for job in self.promoting.values()})
         return [job for job in found.values() if not job.abandoned and which(job)]
 
@@ -325,17 +310,7 @@ class TrialScheduler:
             self._time_out(ref)
         for ref, waited in self.clock.overwaited(now):
             self._wait_out(ref, waited, now)
-        for ref in [ref for ref, (*_, until) in self.ending.items() if now >= until]:
-            job, trial, failure, _until = self.ending.pop(ref)
-            logger.warning(
-                "runner=%s job=%s trial=%d: its cancelled task was not reported ended within "
-                "%gs; answered %s without looking for a model it may still store",
-                self._runner_id,
-                job.request.id,
-                trial.index,
-                END_WAIT_S,
-                failure.error.type,
-            )
+        for job, trial, failure in self.ending.overdue(now):
             self._trial_back(job, trial, failure)
         due = self.clock.notices_due(now)
         if not due:
@@ -393,56 +368,13 @@ class TrialScheduler:
         to have ended (:meth:`_ended`)."""
         job, trial = self.running[ref]
         self._drop(ref)
-        # force: a training task stops only by ending its worker process.
-        with contextlib.suppress(Exception):
-            ray.cancel(ref, force=True)
-        self.ending[ref] = (job, trial, failure, time.monotonic() + END_WAIT_S)
+        self.ending.end(ref, job, trial, failure)
 
     def _ended(self, ref: Any) -> None:
-        """A cancelled trial's task said something: its outcome if it finished before the
-        kill, else (cancelled, lost) it has ended and the store says whether it saved."""
-        job, trial, failure, _until = self.ending[ref]
-        item: TrialStarted | TrialOutcome | TrialFailure | None
-        try:
-            item = ray.get(next(ref))
-        except (StopIteration, ray.exceptions.RayError):
-            item = None  # ended: cancelled, its worker killed
-        if isinstance(item, TrialStarted):
-            return  # it started as it was cancelled: wait for its end
-        del self.ending[ref]
-        stored = item if isinstance(item, TrialOutcome) else None
-        if item is None:
-            stored = self._stored_trial(job, trial)
-        if stored is None:
-            self._trial_back(job, trial, failure)
-            return
-        logger.warning(
-            "runner=%s job=%s trial=%d stored its model as version %s before it was "
-            "cancelled (%s): answered with that version",
-            self._runner_id,
-            job.request.id,
-            trial.index,
-            stored.version,
-            failure.error.type,
-        )
-        self._trial_back(job, trial, stored)
-
-    def _stored_trial(self, job: Job, trial: Trial) -> TrialOutcome | None:
-        """The version ``trial`` stored (its task ended), if any."""
-        try:
-            record = find_job(self.store, job.spec.model, job.request.id, *job.owner)
-        except (ModelStoreError, OSError) as exc:
-            logger.warning(
-                "runner=%s job=%s cannot read model=%s: %s; trial %d answered as failed",
-                self._runner_id,
-                job.request.id,
-                job.spec.model,
-                exc,
-                trial.index,
-            )
-            return None
-        version = record.trials.get(trial.index) if job.is_sweep else record.servable
-        return None if version is None else outcome_of(version, trial.index, reused=True)
+        """A cancelled trial's task said something: answer the trial if it has ended."""
+        back = self.ending.ended(ref)
+        if back is not None:
+            self._trial_back(*back)
 
     def _unplaceable(self, job: Job, trial: Trial) -> bool:
         """Fail ``trial`` at once if no node of the cluster has what it asks for in total."""
@@ -546,9 +478,7 @@ class TrialScheduler:
         for ref, job in list(self.promoting.items()):
             if job.abandoned:
                 del self.promoting[ref]
-        for ref, (job, *_rest) in list(self.ending.items()):
-            if job.abandoned:
-                del self.ending[ref]  # cancelled already
+        self.ending.forget_abandoned()
         if jobs:
             logger.info(
                 "runner=%s gave up %d jobs; they will be redelivered", self._runner_id, len(jobs)

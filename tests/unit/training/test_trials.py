@@ -25,8 +25,8 @@ from rayml.models.store import ModelStore
 from rayml.pipeline import Registry
 from rayml.protocol.envelopes import ErrorInfo, Request
 from rayml.training.plan import Job, Trial
-from rayml.training.task import TrialFailure, TrialOutcome, TrialStarted
-from rayml.training.trials import END_WAIT_S, TrialScheduler
+from rayml.training.task import TrialFailure, TrialOutcome
+from rayml.training.trials import TrialScheduler
 from tests.support.training_pipelines import FastParams
 
 TWO_CPUS = {"Alive": True, "Resources": {"CPU": 2.0, "memory": 4e9}}
@@ -236,23 +236,6 @@ def test_a_timed_out_trial_that_stored_its_model_is_answered_with_it_as_a_redo_w
     assert outcome.version == version
 
 
-def test_a_cancelled_trial_whose_outcome_came_before_the_kill_is_answered_with_it(
-    tmp_path: Path, fake_ray: dict[str, Any]
-) -> None:
-    answers = Answers()
-    trials = scheduler(tmp_path, answers)
-    j = job("testing.train_fast")
-    outcome = TrialOutcome(0, "000007", {"accuracy": 0.9}, {})
-    ref = Ended(TrialStarted(pid=1), outcome)  # it had not reported its start yet
-    running(trials, j, ref, now=0.0)
-    trials._watch(now=0.0)
-    trials._end(ref, TrialFailure(0, ErrorInfo(type="trial_timeout", message="m")))
-    trials._ended(ref)  # the start: it is still ending
-    assert ref in trials.ending
-    trials._ended(ref)
-    assert answers.ok == [(j, outcome)]
-
-
 def test_a_cancelled_task_never_reported_ended_is_answered_after_the_grace(
     tmp_path: Path, fake_ray: dict[str, Any]
 ) -> None:
@@ -262,13 +245,12 @@ def test_a_cancelled_task_never_reported_ended_is_answered_after_the_grace(
     running(trials, j, "ref", now=0.0)
     failure = TrialFailure(0, ErrorInfo(type="trial_timeout", message="m"))
     trials._end("ref", failure)
-    until = trials.ending["ref"][3]
+    until = trials.ending.tasks["ref"][3]
     trials._watch(now=until - 0.1)
     assert answers.failed == []
     trials._watch(now=until)
     assert [e.type for _j, e in answers.failed] == ["trial_timeout"]
-    assert trials.ending == {}
-    assert END_WAIT_S == 30.0
+    assert len(trials.ending) == 0
 
 
 def test_abandoning_a_job_drops_its_ending_trials(tmp_path: Path, fake_ray: dict[str, Any]) -> None:
@@ -279,7 +261,7 @@ def test_abandoning_a_job_drops_its_ending_trials(tmp_path: Path, fake_ray: dict
     trials._end("ref", TrialFailure(0, ErrorInfo(type="trial_timeout", message="m")))
     assert trials.jobs(lambda _j: True) == [j]
     trials.abandon(lambda _j: True)
-    assert trials.ending == {}
+    assert len(trials.ending) == 0
     assert not trials.busy
     assert answers.failed == answers.ok == []
 
