@@ -141,7 +141,9 @@ class TransactionalOutput:
         # Sealed (:meth:`seal`): what is released meanwhile waits here, per partition in
         # offset order, for the next transaction.
         self._sealed = False
+        self._sealed_at = 0.0
         self._held: list[tuple[TP, list[tuple[int, list[OutRecord]]]]] = []
+        self.sealed_s = 0.0  # time transactions spent sealed, waiting for their writes
         # Offsets produced in the open transaction, per partition (in order): done on commit.
         self._produced: dict[TP, list[int]] = {}
         self._failed: KafkaError | None = None  # a write of the open transaction failed
@@ -316,11 +318,12 @@ class TransactionalOutput:
         self._on_failed_delivery(topic, msg.key(), err)
 
     def pending(self, tp: TP) -> int:
-        """Records of ``tp`` tracked and not yet produced into a transaction."""
+        """Records of ``tp`` tracked and not yet finished (released records held while the
+        transaction is sealed are not counted: every commit but the periodic one writes them)."""
         return self.reorder.pending(tp)
 
     def unreleased(self) -> int:
-        """Records tracked and not yet produced into a transaction, over all partitions."""
+        """Records tracked and not yet finished, over all partitions (as :meth:`pending`)."""
         return self.reorder.in_flight()
 
     def forget(self, tps: set[TP]) -> None:
@@ -346,19 +349,29 @@ class TransactionalOutput:
         if self._sealed or not (self._produced or self._failed is not None):
             return self._sealed
         self._sealed = True
+        self._sealed_at = time.monotonic()
         return True
 
     def delivered(self) -> bool:
-        """Sealed, and :meth:`commit` would not wait: every write of the transaction is
-        acknowledged and its report served (or one failed: the commit aborts). Polls the
-        producer of writes outside the transaction, without waiting."""
+        """Sealed, and time to commit: every write of the transaction is acknowledged and its
+        report served, or one failed (the commit aborts), or it has been sealed for longer
+        than a write outside it may take (1.5 times ``outside_timeout_s``: then the commit's
+        own bounded waits decide, as they did before sealing). Polls the producer of writes
+        outside the transaction, without waiting."""
         if not self._sealed:
             return False
         if self._failed is not None:
             return True
         if self.outside is not None and self._outside_pending:
             self.outside.poll(0)
-        return len(self.producer) == 0 and not self._outside_pending
+        if len(self.producer) == 0 and not self._outside_pending:
+            return True
+        return time.monotonic() - self._sealed_at > self._outside_timeout_s * 1.5
+
+    @property
+    def held(self) -> int:
+        """Released records held for the next transaction while this one is sealed."""
+        return sum(len(released) for _, released in self._held)
 
     def commit(self, group_metadata: Any, *, sealed_only: bool = False) -> dict[TP, list[int]]:
         """Commit the open transaction with its input offsets; return the offsets now done.
@@ -377,9 +390,6 @@ class TransactionalOutput:
         if not sealed_only:
             self._unseal()
         if not self.dirty:
-            return {}
-        if not (self._produced or self._failed is not None):
-            self._unseal()  # sealed with nothing in it (forgotten since): nothing to commit
             return {}
         offsets = [
             TopicPartition(tp[0], tp[1], produced[-1] + 1)
@@ -420,6 +430,8 @@ class TransactionalOutput:
 
     def _unseal(self) -> None:
         """Write what is held into the open transaction (opening one if none is)."""
+        if self._sealed:
+            self.sealed_s += time.monotonic() - self._sealed_at
         self._sealed = False
         held, self._held = self._held, []
         for tp, released in held:
@@ -448,6 +460,8 @@ class TransactionalOutput:
     def abort(self) -> None:
         """Abort the open transaction (if any) and forget what it held."""
         self._produced = {}
+        if self._sealed:
+            self.sealed_s += time.monotonic() - self._sealed_at
         self._sealed, self._held = False, []
         self._generation += 1  # later reports of its outside writes belong to no transaction
         # Its writes outside still under way may land or fail: at-least-once there, and their

@@ -238,6 +238,9 @@ class Ingest(ConsumerLoop):
         else:
             deadline = self.batcher.next_deadline()
             timeout = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
+        # A sealed transaction waits for its delivery reports: wait on the producer (below),
+        # not in the consumer's poll, which would hold them for its whole timeout.
+        sealed = self.txn is not None and self.txn.sealed
         self._apply_backpressure()
         if not self.counters.paused:
             # Never take more than the in-flight window has room for, in records and in bytes
@@ -247,7 +250,7 @@ class Ingest(ConsumerLoop):
                 self.held_bytes(),
                 self.settings.executor.poll_max_messages,
             )
-            self._accept(limit, timeout)
+            self._accept(limit, 0.0 if sealed else timeout)
         else:
             # Paused (the window is full): the consumer is still polled, without waiting. Its
             # poll serves rebalance callbacks, a leave's revocation among them, and keeps this
@@ -260,7 +263,8 @@ class Ingest(ConsumerLoop):
         self.pools.collect(block_s=0.002 if self.pools.in_flight else 0.0)
         if len(self.batcher):
             self._send_buffered()  # batches that came back made room for what was polled
-        self.producer.poll(0)
+        # (paused: it waited above already)
+        self.producer.poll(timeout if sealed and not busy and not self.counters.paused else 0)
         self.rollout_answers.poll()
         self.writer.settle()
         now = time.monotonic()
@@ -720,6 +724,8 @@ class Ingest(ConsumerLoop):
         if self.txn is not None:
             status["transaction_aborts"] = self.txn.aborts
             status["transaction_commit_s"] = round(self.txn.commit_s, 3)
+            status["transaction_sealed_s"] = round(self.txn.sealed_s, 3)
+            status["transaction_held"] = self.txn.held
         return status
 
 

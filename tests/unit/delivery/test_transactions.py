@@ -178,6 +178,7 @@ def test_a_sealed_transaction_commits_what_it_had_and_the_next_one_takes_what_ca
     assert txn.seal()
     txn.stage(TP, 11, rec("r11"))
     assert [v for _, v, _ in producer.sent] == [b"r10"]  # r11 is held, not in the sealed one
+    assert txn.held == 1
     assert not txn.delivered()  # r10's report not served yet
     producer.flush(0)  # the loop's producer.poll serves it
     assert txn.delivered()
@@ -220,6 +221,7 @@ def test_an_aborted_sealed_transaction_drops_what_was_held_for_the_redo() -> Non
     with pytest.raises(TransactionAbortedError):
         txn.commit(b"meta", sealed_only=True)
     assert failed == [("out", b"r10")]
+    assert txn.held == 0
     assert [v for _, v, _ in producer.sent] == [b"r10"]  # r11 was never written
     assert not txn.dirty  # the rewind redoes both
     assert not txn.sealed
@@ -238,6 +240,22 @@ def test_forgotten_partitions_lose_what_is_held_for_them() -> None:
     assert txn.commit(b"meta", sealed_only=True) == {TP: [10]}
     assert [v for _, v, _ in producer.sent] == [b"r10"]
     assert not txn.dirty
+
+
+def test_a_seal_whose_reports_never_come_is_committed_after_its_bound(clock: FakeClock) -> None:
+    """A lost delivery report must not hold the sealed transaction (and the window) for ever:
+    past 1.5 times outside_timeout_s the commit's own bounded waits decide, as before sealing."""
+    txn, producer, _ = output()
+    txn.track(TP, 10)
+    txn.stage(TP, 10, rec("r10"))
+    txn.seal()
+    clock.now += 1.5 * 5.0  # output()'s outside_timeout_s: the default 5 s
+    assert not txn.delivered()  # the report is not served: not yet
+    clock.now += 0.01
+    assert txn.delivered()
+    assert txn.commit(b"meta", sealed_only=True) == {TP: [10]}  # its flush got the report
+    assert producer.committed == [[("in", 0, 11)]]
+    assert txn.sealed_s == pytest.approx(7.51)
 
 
 def test_offsets_stop_before_a_record_still_running() -> None:
