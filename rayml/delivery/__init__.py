@@ -9,7 +9,16 @@
 * :mod:`~rayml.delivery.sink` -- the ``ResultSink`` Protocol the executor's pure steps write
   through;
 * :mod:`~rayml.delivery.result_writer` -- ``ResultWriter``: results (on the tenant's result
-  topic or an authorised ``reply_to``), dead letters, failed deliveries (at-least-once);
+  topic or an authorised ``reply_to``) and dead letters, staged (exactly-once) or handed to
+  the at-least-once output;
+* :mod:`~rayml.delivery.at_least_once` -- ``AtLeastOnceOutput``: each write produced, its record
+  done on the broker's acknowledgement, and where a failed write goes;
+* :mod:`~rayml.delivery.result_routes` -- ``ResultRoutes``: a result's topic, its ``reply_to``
+  or its tenant's result topic; pure;
+* :mod:`~rayml.delivery.redo` -- ``RedoLessons``, exactly-once: what an aborted transaction's
+  failed writes teach its redo;
+* :mod:`~rayml.delivery.failure_counts` -- failed deliveries and error results, counted under
+  bounded labels; pure;
 * :mod:`~rayml.delivery.transactions` -- ``TransactionalOutput``: results and input offsets in
   one Kafka transaction (exactly-once).
 

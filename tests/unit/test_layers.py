@@ -24,6 +24,8 @@ PURE = [
     "rayml.delivery.recent",
     "rayml.delivery.reply_topics",
     "rayml.delivery.retries",
+    "rayml.delivery.result_routes",
+    "rayml.delivery.failure_counts",
     "rayml.kafka.partitions",
     "rayml.kafka.records",
     "rayml.models.versions",

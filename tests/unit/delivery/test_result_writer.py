@@ -514,7 +514,9 @@ def test_failed_delivery_labels_are_bounded() -> None:
     producer = OutageProducer(KafkaError.TOPIC_AUTHORIZATION_FAILED)
     w, _ = writer_on(producer, clock=Clock())
     for n in range(150):
-        w._count_failure(f"reply-{n}", KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+        w._counts.failed_delivery(
+            f"reply-{n}", KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED).name()
+        )
     assert len(w.failed_deliveries) == 101
     assert w.failed_deliveries[("_other", "TOPIC_AUTHORIZATION_FAILED")] == 50
     assert w.failed_total == 150
@@ -891,10 +893,10 @@ def test_a_flood_of_reply_to_labels_never_hides_the_own_topics_failures() -> Non
     w, _ = writer_on(FakeProducer(), clock=Clock())
     err = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)
     for n in range(150):
-        w._count_failure(f"reply-{n}", err)
+        w._counts.failed_delivery(f"reply-{n}", err.name())
     for topic in ("out", "b.out", "dlq"):
-        w._count_failure(topic, err)
-        w._count_failure(topic, KafkaError(KafkaError._MSG_TIMED_OUT))
+        w._counts.failed_delivery(topic, err.name())
+        w._counts.failed_delivery(topic, KafkaError(KafkaError._MSG_TIMED_OUT).name())
     counts = w.failed_deliveries
     for topic in ("out", "b.out", "dlq"):
         assert counts[(topic, "TOPIC_AUTHORIZATION_FAILED")] == 1
@@ -963,7 +965,7 @@ def test_error_results_are_counted_by_pipeline_and_type_and_ok_results_are_not()
 
 
 def test_10000_hostile_pipelines_and_error_types_give_at_most_cap_plus_one_label_pairs() -> None:
-    from rayml.delivery.result_writer import _MAX_LABELS
+    from rayml.delivery.failure_counts import _MAX_LABELS
 
     w, _, _ = writer()
     _error(w, 0, "p.predict", "invalid_params")  # a real pipeline's error, named before the flood
