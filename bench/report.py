@@ -213,6 +213,15 @@ def details_lines(results: Sequence[ContenderResult]) -> str:
                 f"(mean batch {polled / batches if batches else 0:,.1f}), "
                 f"{status.get('results_ok', 0):,} ok results"
             )
+            if "transaction_commit_s" in status:
+                commits = status.get("commits") or 0
+                text += (
+                    f"; {commits:,} transactions committed, the loop stood "
+                    f"{status['transaction_commit_s']:.2f} s in commits, the commit thread "
+                    f"{status.get('transaction_commit_thread_s', 0.0):.2f} s; sealed (waiting "
+                    f"for their writes, then committed): "
+                    f"{status.get('transaction_sealed_s', 0.0):.2f} s in all"
+                )
             gc = status.get("gc")
             if gc:
                 counts, pauses = gc["collections"], gc["pause_s"]

@@ -13,12 +13,15 @@ the :class:`~rayml.delivery.result_writer.ResultWriter` and it:
 3. :meth:`commit` (every ``transaction_commit_interval_s``, on revoke, at shutdown) sends those
    offsets with the consumer's group metadata and commits. Only then are the records done.
 
-The periodic commit does not stop the loop while the transaction's writes are delivered: the
-loop seals it (:meth:`seal`: what is released from then on is held, not produced), goes on
-polling and dispatching, and commits once :meth:`delivered` says every write of it is
-acknowledged (``commit(sealed_only=True)``); the held writes then open the next transaction. A
-commit that must include everything (revocation, drain, shutdown) writes the held ones into the
-open transaction first and waits for their delivery, as before.
+The periodic commit does not stop the loop: the loop seals the transaction (:meth:`seal`: what
+is released from then on is held, not produced), goes on polling and dispatching, and once
+:meth:`delivered` says every write of it is acknowledged, :meth:`begin_commit` sends its offsets
+and commits it on a thread of its own (the only transactional calls made off the loop thread;
+nothing is produced meanwhile, and no delivery report is left for that thread to serve). The
+loop takes the outcome with :meth:`finish_commit`; the held writes then open the next
+transaction. A commit that must include everything (revocation, drain, shutdown), an abort and
+a crash first wait for a commit under way; the first then writes the held ones into the open
+transaction and waits for their delivery, as before.
 
 **A transaction spans only rayml's own topics** (the tenants' result topics, the dead-letter
 topic: ``own_topics``). A write to any other topic -- a ``reply_to`` the requester named -- goes
@@ -55,6 +58,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -144,6 +148,9 @@ class TransactionalOutput:
         self._sealed_at = 0.0
         self._held: list[tuple[TP, list[tuple[int, list[OutRecord]]]]] = []
         self.sealed_s = 0.0  # time transactions spent sealed, waiting for their writes
+        # A commit under way on the commit thread (begin_commit), its outcome for finish_commit.
+        self._committing: Future[float] | None = None
+        self._commit_thread: ThreadPoolExecutor | None = None
         # Offsets produced in the open transaction, per partition (in order): done on commit.
         self._produced: dict[TP, list[int]] = {}
         self._failed: KafkaError | None = None  # a write of the open transaction failed
@@ -151,6 +158,7 @@ class TransactionalOutput:
         self.commits = 0
         self.aborts = 0
         self.commit_s = 0.0  # time the loop spent in commits (it polls nothing meanwhile)
+        self.commit_thread_s = 0.0  # time the commit thread's commits took (the loop went on)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -373,18 +381,103 @@ class TransactionalOutput:
         """Released records held for the next transaction while this one is sealed."""
         return sum(len(released) for _, released in self._held)
 
-    def commit(self, group_metadata: Any, *, sealed_only: bool = False) -> dict[TP, list[int]]:
-        """Commit the open transaction with its input offsets; return the offsets now done.
+    @property
+    def committing(self) -> bool:
+        """A commit begun by :meth:`begin_commit` has not been taken by :meth:`finish_commit`."""
+        return self._committing is not None
 
-        ``sealed_only``: commit what was written before :meth:`seal` and then write what is
-        held into the next transaction (the periodic commit). Otherwise what is held is written
-        into this transaction first, so that the commit covers every released record (a
-        revocation, a drain, shutdown).
+    @property
+    def commit_finished(self) -> bool:
+        """That commit has ended (:meth:`finish_commit` will not wait)."""
+        return self._committing is not None and self._committing.done()
+
+    def begin_commit(self, group_metadata: Any) -> bool:
+        """Commit the sealed transaction on the commit thread, without waiting.
+
+        Only when nothing is left for the commit to wait for or to learn from: sealed, every
+        write acknowledged and its report served (``len(producer) == 0``), none failed, none
+        outside it unanswered. False (nothing begun) otherwise: then :meth:`commit` decides,
+        with its bounded waits. The loop produces nothing into the producer until
+        :meth:`finish_commit` (what is released is held), so the thread's calls
+        (``send_offsets_to_transaction``, ``commit_transaction``) serve no delivery report.
+        """
+        if (
+            self._committing is not None
+            or not self._sealed
+            or not self.usable
+            or self._failed is not None
+            or not self._produced
+            or self._outside_pending
+            or len(self.producer)
+        ):
+            return False
+        offsets = [
+            TopicPartition(tp[0], tp[1], produced[-1] + 1)
+            for tp, produced in self._produced.items()
+            if produced
+        ]
+        if self._commit_thread is None:
+            self._commit_thread = ThreadPoolExecutor(1, thread_name_prefix=f"txn-{self._owner}")
+        self._committing = self._commit_thread.submit(self._commit_calls, offsets, group_metadata)
+        return True
+
+    def _commit_calls(self, offsets: list[TopicPartition], group_metadata: Any) -> float:
+        """The commit thread: the offsets, then the commit (retried as :meth:`_call` does)."""
+        started = time.perf_counter()
+        self._call(
+            self.producer.send_offsets_to_transaction, offsets, group_metadata, _CALL_TIMEOUT_S
+        )
+        self._call(self.producer.commit_transaction, _CALL_TIMEOUT_S)
+        return time.perf_counter() - started
+
+    def finish_commit(self) -> dict[TP, list[int]]:
+        """Take the outcome of the commit begun by :meth:`begin_commit` (waiting for it if it
+        is under way); return the offsets now done (none if no commit was begun). What was
+        held then opens the next transaction.
 
         Raises:
             TransactionAbortedError: it was aborted; rewind to the committed offsets.
             ProducerFencedError: the producer failed fatally; stop.
         """
+        future, self._committing = self._committing, None
+        if future is None:
+            return {}
+        try:
+            self.commit_thread_s += future.result()
+        except _NeedsAbort as need:
+            self.abort()
+            raise TransactionAbortedError(self.transactional_id, need.cause) from None
+        done, self._produced, self._open = self._produced, {}, False
+        self.commits += 1
+        self._unseal()
+        return done
+
+    def close(self) -> None:
+        """Let the commit thread go (after the last commit)."""
+        if self._commit_thread is not None:
+            self._commit_thread.shutdown(wait=False)
+
+    def commit(self, group_metadata: Any, *, sealed_only: bool = False) -> dict[TP, list[int]]:
+        """Commit the open transaction with its input offsets; return the offsets now done
+        (with those of a commit under way on the commit thread, waited for first).
+
+        ``sealed_only``: commit what was written before :meth:`seal` and then write what is
+        held into the next transaction (the periodic commit, where :meth:`begin_commit` could
+        not: a write failed, or the seal outlasted its bound). Otherwise what is held is
+        written into this transaction first, so that the commit covers every released record
+        (a revocation, a drain, shutdown).
+
+        Raises:
+            TransactionAbortedError: it was aborted; rewind to the committed offsets.
+            ProducerFencedError: the producer failed fatally; stop.
+        """
+        finished = self.finish_commit()
+        done = self._commit_open(group_metadata, sealed_only)
+        for tp, offsets in done.items():
+            finished.setdefault(tp, []).extend(offsets)
+        return finished
+
+    def _commit_open(self, group_metadata: Any, sealed_only: bool) -> dict[TP, list[int]]:
         if not self.usable:
             raise ProducerFencedError(self.transactional_id, _as_error(self._failed or "unusable"))
         if not sealed_only:
@@ -458,7 +551,16 @@ class TransactionalOutput:
         self._failed = late
 
     def abort(self) -> None:
-        """Abort the open transaction (if any) and forget what it held."""
+        """Abort the open transaction (if any) and forget what it held (after a commit under
+        way on the commit thread has ended: one that went through leaves nothing to abort)."""
+        future, self._committing = self._committing, None
+        if future is not None:
+            try:
+                future.result()
+                self._open = False  # committed; what it held is done, and redone anyway
+                self.commits += 1
+            except Exception:  # failed: aborted below (a fatal error shows there too)
+                pass
         self._produced = {}
         if self._sealed:
             self.sealed_s += time.monotonic() - self._sealed_at
@@ -494,6 +596,14 @@ class TransactionalOutput:
             the transaction timeout.
         """
         self.usable = False
+        future, self._committing = self._committing, None
+        if future is not None:
+            try:
+                future.result(timeout=5.0)
+                self._open = False  # it committed
+            except Exception:  # failed, or still running: see below
+                if not future.done():
+                    return exc  # no abort beside a commit under way: left to the broker's timeout
         err = kafka_error_in(exc)
         if err is not None and err.fatal():
             return ProducerFencedError(self.transactional_id, err)

@@ -240,7 +240,8 @@ class Ingest(ConsumerLoop):
             timeout = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
         # A sealed transaction waits for its delivery reports: wait on the producer (below),
         # not in the consumer's poll, which would hold them for its whole timeout.
-        sealed = self.txn is not None and self.txn.sealed
+        txn = self.txn
+        sealed = txn is not None and txn.sealed and not txn.committing
         self._apply_backpressure()
         if not self.counters.paused:
             # Never take more than the in-flight window has room for, in records and in bytes
@@ -268,6 +269,8 @@ class Ingest(ConsumerLoop):
         self.rollout_answers.poll()
         self.writer.settle()
         now = time.monotonic()
+        if txn is not None and txn.commit_finished:
+            self._take_commit(txn.finish_commit)
         if self.commit_due(self._commit_interval_s):
             # The periodic commit does not stop the loop for a broker round trip (it did, for
             # up to tens of ms a second on a busy machine: every request polled meanwhile waited).
@@ -443,19 +446,30 @@ class Ingest(ConsumerLoop):
         if not wait:
             # The periodic commit seals the transaction and comes back each turn (the commit
             # stays due) until its writes are acknowledged: the loop polls and dispatches
-            # meanwhile instead of waiting in a flush; then only the commit's round trips.
+            # meanwhile instead of waiting in a flush; then the commit thread sends the
+            # offsets and commits while the loop goes on (step takes the outcome).
+            if txn.committing:
+                return  # the last one is still under way: at most one at a time
             if not txn.seal():
                 self._last_commit = time.monotonic()  # nothing to commit
                 return
             if not txn.delivered():
                 return
+            self._last_commit = time.monotonic()
+            meta = self.consumer.consumer_group_metadata()
+            if txn.begin_commit(meta):
+                return
+            # A write failed or the seal outlasted its bound: commit (or abort) here.
+            self._take_commit(lambda: txn.commit(meta, sealed_only=True))
+            return
         self._last_commit = time.monotonic()
-        self._commit_transaction(txn, sealed_only=not wait)
+        self._take_commit(lambda: txn.commit(self.consumer.consumer_group_metadata()))
 
-    def _commit_transaction(self, txn: TransactionalOutput, *, sealed_only: bool = False) -> None:
-        """Exactly-once: commit the open transaction; its records (only they) are done."""
+    def _take_commit(self, commit: Callable[[], dict[TP, list[int]]]) -> None:
+        """Exactly-once: run ``commit`` (a transaction's commit, or the taking of one that
+        ended on the commit thread); its records (only they) are done."""
         try:
-            done = txn.commit(self.consumer.consumer_group_metadata(), sealed_only=sealed_only)
+            done = commit()
         except TransactionAbortedError:
             self._rewind(set(self._assigned))
             return
@@ -624,6 +638,8 @@ class Ingest(ConsumerLoop):
             finally:
                 self.pools.shutdown()
                 self.writer.close()
+                if self.txn is not None:
+                    self.txn.close()
                 self.versions.close()
                 self.gc_pauses.uninstall()
                 self.rollout_answers.close()
@@ -724,6 +740,7 @@ class Ingest(ConsumerLoop):
         if self.txn is not None:
             status["transaction_aborts"] = self.txn.aborts
             status["transaction_commit_s"] = round(self.txn.commit_s, 3)
+            status["transaction_commit_thread_s"] = round(self.txn.commit_thread_s, 3)
             status["transaction_sealed_s"] = round(self.txn.sealed_s, 3)
             status["transaction_held"] = self.txn.held
         return status

@@ -15,6 +15,7 @@ crashes and Ray restarts the actor. An abort that fails for good is fatal too.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -256,6 +257,111 @@ def test_a_seal_whose_reports_never_come_is_committed_after_its_bound(clock: Fak
     assert txn.commit(b"meta", sealed_only=True) == {TP: [10]}  # its flush got the report
     assert producer.committed == [[("in", 0, 11)]]
     assert txn.sealed_s == pytest.approx(7.51)
+
+
+def sealed_and_delivered(txn: TransactionalOutput, producer: FakeTxnProducer) -> None:
+    """r10 in the sealed transaction, acknowledged; r11 released after the seal (held)."""
+    for offset in (10, 11):
+        txn.track(TP, offset)
+    txn.stage(TP, 10, rec("r10"))
+    txn.seal()
+    txn.stage(TP, 11, rec("r11"))
+    producer.flush(0)
+
+
+def test_the_sealed_transaction_commits_on_the_commit_thread_while_the_loop_goes_on() -> None:
+    txn, producer, _ = output()
+    gate, threads = threading.Event(), []
+    commit = producer.commit_transaction
+
+    def held_commit(timeout: float) -> None:
+        threads.append(threading.current_thread())
+        assert gate.wait(10)
+        commit(timeout)
+
+    producer.commit_transaction = held_commit  # type: ignore[method-assign]
+    sealed_and_delivered(txn, producer)
+    assert txn.begin_commit(b"meta")
+    assert txn.committing
+    assert not txn.begin_commit(b"meta")  # one at a time
+    txn.track(TP, 12)
+    txn.stage(TP, 12, rec("r12"))  # the loop goes on: released meanwhile, held
+    assert not txn.commit_finished
+    assert [v for _, v, _ in producer.sent] == [b"r10"]
+    gate.set()
+    assert txn.finish_commit() == {TP: [10]}
+    assert producer.committed == [[("in", 0, 11)]]
+    assert threads[0] is not threading.current_thread()
+    assert not txn.committing
+    assert [v for _, v, _ in producer.sent] == [b"r10", b"r11", b"r12"]  # the next one
+    assert txn.commit(b"meta") == {TP: [11, 12]}
+    assert producer.committed[-1] == [("in", 0, 13)]
+
+
+@pytest.mark.parametrize(
+    "why", ["not sealed", "report not served", "a write failed", "nothing in it", "fenced"]
+)
+def test_a_commit_is_begun_on_the_thread_only_when_nothing_is_left_to_wait_for(why: str) -> None:
+    txn, producer, _ = output()
+    txn.track(TP, 10)
+    if why != "nothing in it":
+        txn.stage(TP, 10, rec("r10"))
+    if why == "a write failed":
+        producer.delivery_error = KafkaError(KafkaError._MSG_TIMED_OUT)
+    if why != "not sealed":
+        txn.seal()
+    if why != "report not served":
+        producer.flush(0)
+    if why == "fenced":
+        txn.usable = False
+    assert not txn.begin_commit(b"meta")
+    assert not txn.committing
+
+
+def test_a_full_commit_waits_for_the_one_on_the_thread_and_returns_both_in_order() -> None:
+    txn, producer, _ = output()
+    sealed_and_delivered(txn, producer)
+    assert txn.begin_commit(b"meta")
+    assert txn.commit(b"meta") == {TP: [10, 11]}  # a revocation, say: r11 held, now in too
+    assert producer.committed == [[("in", 0, 11)], [("in", 0, 12)]]
+    assert not txn.dirty
+
+
+def test_an_abortable_error_on_the_thread_aborts_and_drops_what_was_held() -> None:
+    txn, producer, _ = output()
+    sealed_and_delivered(txn, producer)
+    producer.fail_next["commit"] = KafkaError(KafkaError.INVALID_TXN_STATE, txn_requires_abort=True)
+    assert txn.begin_commit(b"meta")
+    with pytest.raises(TransactionAbortedError):
+        txn.finish_commit()
+    assert "abort" in producer.calls
+    assert not txn.dirty  # r11 dropped with the rest: the rewind redoes both
+    assert not txn.sealed
+    assert [v for _, v, _ in producer.sent] == [b"r10"]
+
+
+def test_a_fatal_error_on_the_thread_is_fatal() -> None:
+    txn, producer, _ = output()
+    sealed_and_delivered(txn, producer)
+    producer.fail_next["commit"] = KafkaError(KafkaError._FENCED, fatal=True)
+    assert txn.begin_commit(b"meta")
+    with pytest.raises(ProducerFencedError):
+        txn.finish_commit()
+    assert not txn.usable
+
+
+def test_an_abort_after_a_commit_that_went_through_on_the_thread_aborts_nothing() -> None:
+    """A rewind (a lost partition, say) while a commit was under way: the abort waits for it;
+    committed, it leaves nothing open to abort, and what was held is dropped (redone)."""
+    txn, producer, _ = output()
+    sealed_and_delivered(txn, producer)
+    assert txn.begin_commit(b"meta")
+    txn.abort()
+    assert producer.committed == [[("in", 0, 11)]]
+    assert "abort" not in producer.calls
+    assert txn.commits == 1
+    assert not txn.dirty
+    assert not txn.committing
 
 
 def test_offsets_stop_before_a_record_still_running() -> None:
