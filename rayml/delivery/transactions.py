@@ -17,7 +17,8 @@ The periodic commit does not stop the loop: the loop seals the transaction (:met
 is released from then on is held, not produced), goes on polling and dispatching, and once
 :meth:`delivered` says every write of it is acknowledged, :meth:`begin_commit` sends its offsets
 and commits it on a thread of its own (the only transactional calls made off the loop thread;
-nothing is produced meanwhile, and no delivery report is left for that thread to serve). The
+nothing is produced meanwhile, and no delivery report is left for that thread to serve: the
+commit's internal flush may serve log lines there). The
 loop takes the outcome with :meth:`finish_commit`; the held writes then open the next
 transaction. A commit that must include everything (revocation, drain, shutdown), an abort and
 a crash first wait for a commit under way; the first then writes the held ones into the open
@@ -38,7 +39,9 @@ clients keep the first per request id); the result topics' readers, exactly once
 
 Failures (librdkafka's transactional error classes):
 
-* retriable: the call is repeated (bounded);
+* retriable: the call is repeated (bounded), but for ``_CONFLICT`` (another call in progress:
+  a commit that timed out waits to be resumed and refuses the abort that follows), which is
+  abortable, so an abort refused so is fatal at once;
 * abortable (``txn_requires_abort``, or a write that failed delivery): the transaction is
   aborted and :class:`TransactionAbortedError` raised; the ingest rewinds its partitions to the
   committed offsets and redoes the records. Nothing of the aborted transaction is visible to
@@ -59,6 +62,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -98,7 +102,10 @@ class ProducerFencedError(InfrastructureError):
 class TransactionalOutput:
     """Holds finished writes in offset order and commits them with their input offsets.
 
-    Used from the ingest's loop thread only (like the producer and the consumer).
+    Used from the ingest's loop thread (like the producer and the consumer), but for the
+    commit :meth:`begin_commit` runs on a thread of its own: then the loop makes no
+    transactional call until :meth:`finish_commit` (or a full commit, an abort, ``give_up``,
+    which wait for it first).
 
     Args:
         producer: A producer from :func:`rayml.kafka.clients.transactional_producer`.
@@ -457,6 +464,15 @@ class TransactionalOutput:
         if self._commit_thread is not None:
             self._commit_thread.shutdown(wait=False)
 
+    def wait(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for what the sealed transaction waits for: the commit under
+        way on the commit thread to end, or else its writes' delivery reports (served)."""
+        future = self._committing
+        if future is not None:
+            futures_wait([future], timeout_s)
+        else:
+            self.producer.poll(timeout_s)
+
     def commit(self, group_metadata: Any, *, sealed_only: bool = False) -> dict[TP, list[int]]:
         """Commit the open transaction with its input offsets; return the offsets now done
         (with those of a commit under way on the commit thread, waited for first).
@@ -619,14 +635,24 @@ class TransactionalOutput:
     # -- calls and their error classes --------------------------------------------------------
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Call a transactional API, retrying retriable errors for up to ``_CALL_TIMEOUT_S``."""
+        """Call a transactional API, retrying retriable errors for up to ``_CALL_TIMEOUT_S``.
+
+        Not ``_CONFLICT`` (flagged retriable): another call is in progress, e.g. a commit that
+        timed out and waits to be resumed refuses the abort that follows it; retrying the abort
+        cannot end that, so it is the abortable error it is (an abort that fails so is fatal).
+        """
         deadline = time.monotonic() + _CALL_TIMEOUT_S
         while True:
             try:
                 return fn(*args)
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
-                if err.retriable() and not err.fatal() and time.monotonic() < deadline:
+                if (
+                    err.retriable()
+                    and not err.fatal()
+                    and err.code() != KafkaError._CONFLICT
+                    and time.monotonic() < deadline
+                ):
                     logger.info("ingest=%s %s: %s; retrying", self._owner, fn.__name__, err)
                     time.sleep(0.05)
                     continue

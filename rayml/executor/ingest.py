@@ -238,11 +238,13 @@ class Ingest(ConsumerLoop):
         else:
             deadline = self.batcher.next_deadline()
             timeout = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
-        # A sealed transaction waits for its delivery reports: wait on the producer (below),
-        # not in the consumer's poll, which would hold them for its whole timeout.
+        # A sealed transaction waits for its delivery reports, then for its commit on the
+        # commit thread: wait on those (below), not in the consumer's poll, which would keep
+        # the loop from taking them for the poll's whole timeout.
         txn = self.txn
-        sealed = txn is not None and txn.sealed and not txn.committing
+        sealed = txn is not None and txn.sealed
         self._apply_backpressure()
+        wait_output = sealed and not busy  # below, once
         if not self.counters.paused:
             # Never take more than the in-flight window has room for, in records and in bytes
             # (at the size it expects of a record); not paused, so room for one at least.
@@ -257,15 +259,19 @@ class Ingest(ConsumerLoop):
             # poll serves rebalance callbacks, a leave's revocation among them, and keeps this
             # member within max.poll.interval.ms; paused partitions return no records.
             self._accept(1, 0.0)  # nothing, unless a partition's pause did not hold
-            if not busy:
-                # Wait on the producer instead: its delivery reports free the window.
-                self.producer.poll(timeout)
+            # Wait on the producer instead: its delivery reports free the window (or on the
+            # sealed transaction: its commit does).
+            wait_output = not busy
         self._send_buffered()
         self.pools.collect(block_s=0.002 if self.pools.in_flight else 0.0)
         if len(self.batcher):
             self._send_buffered()  # batches that came back made room for what was polled
-        # (paused: it waited above already)
-        self.producer.poll(timeout if sealed and not busy and not self.counters.paused else 0)
+        if not wait_output or self.pools.in_flight:  # (batches sent since: collect them)
+            self.producer.poll(0)
+        elif txn is not None and sealed:
+            txn.wait(timeout)
+        else:
+            self.producer.poll(timeout)
         self.rollout_answers.poll()
         self.writer.settle()
         now = time.monotonic()

@@ -838,6 +838,27 @@ def test_a_commit_retried_in_vain_stops_at_the_bound_and_aborts(clock: FakeClock
     assert txn.commit_s == pytest.approx(clock.now - started), "the loop's time in commits"
 
 
+def test_an_abort_refused_by_a_commit_waiting_to_be_resumed_is_fatal_at_once(
+    clock: FakeClock,
+) -> None:
+    """librdkafka keeps a commit_transaction() that failed retriably open to be resumed, and
+    refuses the abort that follows with _CONFLICT (flagged retriable): retrying that abort for
+    30 s more cannot end it; the producer is given up on (the actor restarts and redoes)."""
+    txn, producer, _ = output(clock)
+    one_record(txn)
+    producer.fail_when["commit"] = always(RETRIABLE)
+    producer.fail_when["abort"] = always(
+        KafkaError(KafkaError._CONFLICT, "Conflicting commit_transaction API call", retriable=True)
+    )
+    started = clock.now
+    with pytest.raises(ProducerFencedError):
+        txn.commit(b"meta")
+    assert producer.calls.count("abort") == 1, "not retried"
+    assert clock.now - started <= transactions._CALL_TIMEOUT_S + 2 * producer.call_s
+    assert not txn.usable
+    assert producer.committed == []
+
+
 def test_a_commit_that_times_out_aborts_and_the_records_are_redone(clock: FakeClock) -> None:
     # librdkafka fails a commit_transaction() that ran out of time as abortable
     # (rd_kafka_txn_curr_api_abort_timeout_cb: _TIMED_OUT with txn_requires_abort).
