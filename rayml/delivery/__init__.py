@@ -20,7 +20,12 @@
 * :mod:`~rayml.delivery.failure_counts` -- failed deliveries and error results, counted under
   bounded labels; pure;
 * :mod:`~rayml.delivery.transactions` -- ``TransactionalOutput``: results and input offsets in
-  one Kafka transaction (exactly-once).
+  one Kafka transaction (exactly-once);
+* :mod:`~rayml.delivery.outside_writes` -- ``OutsideWrites``, exactly-once: the writes to
+  topics outside the transaction (``reply_to``), at-least-once, acknowledged before their
+  offsets commit, and why;
+* :mod:`~rayml.delivery.txn_errors` -- the errors a transaction ends in
+  (``TransactionAbortedError``, ``ProducerFencedError``) and the Kafka errors they are read from.
 
 May import: ``kafka``, ``models`` and the layers below; never ``ray`` (nothing here runs on
 Ray), ``executor``, ``training``, ``autoscaling``, ``client`` or ``cli``.

@@ -26,16 +26,9 @@ transaction and waits for their delivery, as before.
 
 **A transaction spans only rayml's own topics** (the tenants' result topics, the dead-letter
 topic: ``own_topics``). A write to any other topic -- a ``reply_to`` the requester named -- goes
-through a plain idempotent producer (``outside``), at-least-once: :meth:`commit` waits for its
-acknowledgement before the offset it answers is committed, and a failed one aborts the
-transaction like a failed write inside it. Why: a transaction ends with a marker written to
-every partition it wrote, and a partition that refuses the marker (a tenant may create reply
-topics with any config, e.g. ``max.message.bytes=10`` or ``message.timestamp.before.max.ms=0``)
-leaves the transaction half-ended for good, its ``transactional.id`` answering
-``CONCURRENT_TRANSACTIONS`` to every later call, a new producer's ``init_transactions``
-included: one request could stop the ingest for every tenant, on every restart. So a reply
-topic's reader gets each result at least once (after an abort or a crash, possibly twice: the
-clients keep the first per request id); the result topics' readers, exactly once.
+outside it, at-least-once, acknowledged before the offset it answers is committed
+(:class:`~rayml.delivery.outside_writes.OutsideWrites`, which says why: a reply topic that
+refuses the transaction's end marker would leave its ``transactional.id`` stuck for good).
 
 Failures (librdkafka's transactional error classes):
 
@@ -43,12 +36,13 @@ Failures (librdkafka's transactional error classes):
   a commit that timed out waits to be resumed and refuses the abort that follows), which is
   abortable, so an abort refused so is fatal at once;
 * abortable (``txn_requires_abort``, or a write that failed delivery): the transaction is
-  aborted and :class:`TransactionAbortedError` raised; the ingest rewinds its partitions to the
-  committed offsets and redoes the records. Nothing of the aborted transaction is visible to
-  read_committed readers;
+  aborted and :class:`~rayml.delivery.txn_errors.TransactionAbortedError` raised; the ingest
+  rewinds its partitions to the committed offsets and redoes the records. Nothing of the
+  aborted transaction is visible to read_committed readers;
 * fatal (fenced by a newer producer with the same ``transactional.id``, i.e. this ingest is a
   zombie), or an error of none of these classes (confluent-kafka says: treat it as fatal):
-  :class:`ProducerFencedError`; the loop stops and the actor is restarted.
+  :class:`~rayml.delivery.txn_errors.ProducerFencedError`; the loop stops and the actor is
+  restarted.
 
 A producer that dies with a transaction open (SIGKILL) leaves it to the broker, which aborts it
 after ``transaction_timeout_s``. Until then read_committed readers of its output partitions
@@ -68,7 +62,16 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from rayml.delivery.out_records import OutRecord
+from rayml.delivery.outside_writes import OutsideWrites
 from rayml.delivery.reorder import ReorderBuffer
+from rayml.delivery.txn_errors import (
+    PURGED,
+    NeedsAbort,
+    ProducerFencedError,
+    TransactionAbortedError,
+    as_kafka_error,
+    kafka_error_in,
+)
 from rayml.errors import InfrastructureError
 from rayml.kafka.partitions import TP
 
@@ -76,27 +79,6 @@ logger = logging.getLogger(__name__)
 
 
 _CALL_TIMEOUT_S = 30.0  # one transactional call (init, send offsets, commit, abort)
-
-
-class TransactionAbortedError(InfrastructureError):
-    """Raised when a transaction had to be aborted; its records must be redone from Kafka."""
-
-    def __init__(self, transactional_id: str, cause: KafkaError | str) -> None:
-        self.transactional_id = transactional_id
-        self.cause = cause
-        super().__init__(f"transaction of {transactional_id!r} aborted: {cause}")
-
-
-class ProducerFencedError(InfrastructureError):
-    """Raised when the transactional producer failed fatally, e.g. fenced by a newer instance."""
-
-    def __init__(self, transactional_id: str, cause: KafkaError) -> None:
-        self.transactional_id = transactional_id
-        self.cause = cause
-        super().__init__(
-            f"transactional producer {transactional_id!r} failed fatally ({cause}); "
-            "another instance with the same id took over, or the producer is broken"
-        )
 
 
 class TransactionalOutput:
@@ -137,14 +119,14 @@ class TransactionalOutput:
         # None: every topic is written in the transaction (only where no other can be named).
         self._own_topics = own_topics
         self.outside = outside
-        # Writes to other topics: their delivery reports count for the transaction they were
-        # produced in (a late report of an aborted one's write must not fail the next one).
-        self._generation = 0
-        self._outside_timeout_s = outside_timeout_s
-        # This transaction's writes outside it not yet reported: (topic, key) by sequence.
-        self._outside_pending: dict[int, tuple[str, bytes | None]] = {}
-        self._outside_seq = 0
-        self.outside_writes = 0
+        self.outside_writes = OutsideWrites(
+            outside,
+            timeout_s=outside_timeout_s,
+            owner=owner,
+            on_failed_delivery=on_failed_delivery,
+            fail=self._outside_failed,
+            on_broken=self._outside_broken,
+        )
         self._on_failed_delivery = on_failed_delivery
         self._owner = owner
         self.reorder: ReorderBuffer[list[OutRecord]] = ReorderBuffer()
@@ -173,7 +155,7 @@ class TransactionalOutput:
         """``init_transactions``: fences older producers with this id, aborting their txn."""
         try:
             self._call(self.producer.init_transactions, _CALL_TIMEOUT_S)
-        except _NeedsAbort as exc:
+        except NeedsAbort as exc:
             raise InfrastructureError(
                 f"init_transactions of {self.transactional_id!r} failed: {exc.cause}"
             ) from None
@@ -211,7 +193,7 @@ class TransactionalOutput:
                         self._produce(record)
                         inside += 1
                     else:
-                        self._produce_outside(record)
+                        self.outside_writes.produce(record)
                 if not inside:
                     self._open_for_offsets()
 
@@ -220,10 +202,10 @@ class TransactionalOutput:
         transaction too, to be committed with it; errors as in :meth:`_produce`."""
         try:
             self._begin()
-        except (_NeedsAbort, ProducerFencedError) as exc:
+        except (NeedsAbort, ProducerFencedError) as exc:
             logger.warning("ingest=%s could not open a transaction: %s", self._owner, exc)
             if self._failed is None:
-                self._failed = _as_error(exc.cause)
+                self._failed = as_kafka_error(exc.cause)
 
     def _begin(self) -> None:
         """Open the transaction if none is open (raises as ``_call`` does)."""
@@ -254,75 +236,29 @@ class TransactionalOutput:
                     # from it as from a failed delivery, or the redo fails the same way forever.
                     self._on_failed_delivery(record.topic, record.key, exc.args[0])
                     self._raise_classified(exc.args[0])
-        except (_NeedsAbort, ProducerFencedError) as exc:
+        except (NeedsAbort, ProducerFencedError) as exc:
             logger.warning("ingest=%s transactional write failed: %s", self._owner, exc)
             if self._failed is None:
-                self._failed = _as_error(exc.cause)
+                self._failed = as_kafka_error(exc.cause)
 
-    def _produce_outside(self, record: OutRecord) -> None:
-        """Write ``record`` through the plain producer; :meth:`commit` waits for its report."""
-        outside = self.outside
-        assert outside is not None  # with own_topics (see __init__)
-        generation = self._generation
-        self._outside_seq = seq = self._outside_seq + 1
-        self.outside_writes += 1
-        while True:
-            try:
-                outside.produce(
-                    record.topic,
-                    value=record.value,
-                    key=record.key,
-                    headers=record.headers,
-                    on_delivery=lambda err, msg: self._delivered_outside(generation, seq, err, msg),
-                )
-                self._outside_pending[seq] = (record.topic, record.key)
-                return
-            except BufferError:
-                outside.poll(0.05)  # librdkafka's queue is full: serve the reports
-            except KafkaException as exc:
-                # Refused before it was queued (e.g. larger than message.max.bytes): as a
-                # failed delivery, which aborts the open transaction.
-                err = exc.args[0]
-                if self._outside_broken(err):
-                    return
-                self._on_failed_delivery(record.topic, record.key, err)
-                if self._failed is None:
-                    self._failed = err
-                return
-
-    def _delivered_outside(
-        self, generation: int, seq: int, err: KafkaError | None, msg: Message
-    ) -> None:
-        if generation != self._generation:
-            return  # a write of an aborted transaction: its record is redone
-        self._outside_pending.pop(seq, None)
-        if err is None:
-            return
-        if self._outside_broken(err):
-            return
-        if err.code() in _PURGED:
-            # Nothing here purges the current transaction's writes: librdkafka did, e.g. as
-            # the producer failed. Not written, so not done.
-            err = KafkaError(err.code(), f"{err.str()} (not written)")
-        topic = msg.topic() or ""
-        if self._failed is None:
-            logger.warning("ingest=%s write to %s failed: %s", self._owner, topic, err)
-            self._failed = err
-        self._on_failed_delivery(topic, msg.key(), err)
-
-    def _outside_broken(self, err: KafkaError) -> bool:
-        """A fatal error of the producer outside (e.g. its idempotence state lost): nothing more
-        may commit, and no topic is to blame; the loop stops and the actor restarts."""
-        if not (err.fatal() or err.code() == KafkaError._FATAL):
+    def _outside_failed(self, err: KafkaError) -> bool:
+        """A write outside the transaction failed: it aborts at the next :meth:`commit`.
+        False if it already does (an earlier failure)."""
+        if self._failed is not None:
             return False
+        self._failed = err
+        return True
+
+    def _outside_broken(self, err: KafkaError) -> None:
+        """The producer of writes outside failed fatally (e.g. its idempotence state lost):
+        nothing more may commit; the loop stops and the actor restarts."""
         if self.usable:
             logger.error("ingest=%s the producer of reply writes failed: %s", self._owner, err)
         self.usable = False
         self._failed = self._failed or err
-        return True
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
-        if err is None or err.code() in _PURGED:
+        if err is None or err.code() in PURGED:
             return  # purged by an abort: a consequence, not a cause
         topic = msg.topic() or ""
         if self._failed is None:  # one line per transaction, not one per record
@@ -377,11 +313,11 @@ class TransactionalOutput:
             return False
         if self._failed is not None:
             return True
-        if self.outside is not None and self._outside_pending:
-            self.outside.poll(0)
-        if len(self.producer) == 0 and not self._outside_pending:
+        outside = self.outside_writes
+        outside.poll()
+        if len(self.producer) == 0 and not outside.pending:
             return True
-        return time.monotonic() - self._sealed_at > self._outside_timeout_s * 1.5
+        return time.monotonic() - self._sealed_at > outside.wait_s
 
     @property
     def held(self) -> int:
@@ -414,7 +350,7 @@ class TransactionalOutput:
             or not self.usable
             or self._failed is not None
             or not self._produced
-            or self._outside_pending
+            or self.outside_writes.pending
             or len(self.producer)
         ):
             return False
@@ -451,7 +387,7 @@ class TransactionalOutput:
             return {}
         try:
             self.commit_thread_s += future.result()
-        except _NeedsAbort as need:
+        except NeedsAbort as need:
             self.abort()
             raise TransactionAbortedError(self.transactional_id, need.cause) from None
         done, self._produced, self._open = self._produced, {}, False
@@ -495,7 +431,9 @@ class TransactionalOutput:
 
     def _commit_open(self, group_metadata: Any, sealed_only: bool) -> dict[TP, list[int]]:
         if not self.usable:
-            raise ProducerFencedError(self.transactional_id, _as_error(self._failed or "unusable"))
+            raise ProducerFencedError(
+                self.transactional_id, as_kafka_error(self._failed or "unusable")
+            )
         if not sealed_only:
             self._unseal()
         if not self.dirty:
@@ -508,7 +446,7 @@ class TransactionalOutput:
         started = time.perf_counter()
         try:
             # Writes outside the transaction acknowledged before their offsets commit.
-            self._flush_outside()
+            self.outside_writes.flush(lambda: self._failed is not None)
             # Delivery reports first: a write that failed aborts the transaction.
             try:
                 self.producer.flush(_CALL_TIMEOUT_S)
@@ -518,7 +456,7 @@ class TransactionalOutput:
                     raise
                 self._raise_classified(err)
             if self._failed is not None:
-                raise _NeedsAbort(self._failed)
+                raise NeedsAbort(self._failed)
             if offsets:
                 self._call(
                     self.producer.send_offsets_to_transaction,
@@ -527,7 +465,7 @@ class TransactionalOutput:
                     _CALL_TIMEOUT_S,
                 )
             self._call(self.producer.commit_transaction, _CALL_TIMEOUT_S)
-        except _NeedsAbort as need:
+        except NeedsAbort as need:
             self.abort()
             raise TransactionAbortedError(self.transactional_id, need.cause) from None
         finally:
@@ -546,26 +484,6 @@ class TransactionalOutput:
         for tp, released in held:
             self._write(tp, released)
 
-    def _flush_outside(self) -> None:
-        """Wait for the reports of this transaction's writes outside it (not when it aborts
-        anyway). Each write fails on its own within ``outside_timeout_s`` (its producer's
-        ``message.timeout.ms``), naming its topic; one still unreported a little later is taken
-        as failed the same way, so the writer learns which topic held it up."""
-        outside = self.outside
-        if outside is None or not self._outside_pending or self._failed is not None:
-            return
-        # Polled, not flushed: a flush would wait for an aborted transaction's writes too.
-        wait_s = self._outside_timeout_s * 1.5
-        deadline = time.monotonic() + wait_s
-        while self._outside_pending and self._failed is None and time.monotonic() < deadline:
-            outside.poll(0.01)
-        if not self._outside_pending or self._failed is not None:
-            return
-        late = KafkaError(KafkaError._MSG_TIMED_OUT, f"not acknowledged in {wait_s:.1f} s")
-        for topic, key in list(self._outside_pending.values())[:1_000]:
-            self._on_failed_delivery(topic, key, late)
-        self._failed = late
-
     def abort(self) -> None:
         """Abort the open transaction (if any) and forget what it held (after a commit under
         way on the commit thread has ended: one that went through leaves nothing to abort)."""
@@ -581,11 +499,7 @@ class TransactionalOutput:
         if self._sealed:
             self.sealed_s += time.monotonic() - self._sealed_at
         self._sealed, self._held = False, []
-        self._generation += 1  # later reports of its outside writes belong to no transaction
-        # Its writes outside still under way may land or fail: at-least-once there, and their
-        # reports are ignored (not purged: a purge leaves a gap in the idempotent producer's
-        # sequence, which stalls it to re-sync).
-        self._outside_pending = {}
+        self.outside_writes.new_generation()  # later reports of its writes outside: ignored
         if not self._open:
             self._failed = None
             return
@@ -593,9 +507,9 @@ class TransactionalOutput:
         self.aborts += 1
         try:
             self._call(self.producer.abort_transaction, _CALL_TIMEOUT_S)
-        except _NeedsAbort as exc:  # an abort that itself needs an abort: the producer is broken
+        except NeedsAbort as exc:  # an abort that itself needs an abort: the producer is broken
             self.usable = False
-            raise ProducerFencedError(self.transactional_id, _as_error(exc.cause)) from None
+            raise ProducerFencedError(self.transactional_id, as_kafka_error(exc.cause)) from None
         finally:
             # After the abort: its flush runs delivery reports of the aborted writes, whose
             # failures belong to this transaction, not to the next one.
@@ -668,38 +582,7 @@ class TransactionalOutput:
             self.usable = False
             raise ProducerFencedError(self.transactional_id, err)
         # Abortable, or retried in vain: abort and redo from the committed offsets.
-        raise _NeedsAbort(err)
-
-
-class _NeedsAbort(Exception):
-    """Internal: the open transaction must be aborted (see :meth:`TransactionalOutput.commit`)."""
-
-    def __init__(self, cause: KafkaError | str) -> None:
-        self.cause = cause
-        super().__init__(str(cause))
-
-
-_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
-
-
-def _as_error(cause: KafkaError | str) -> KafkaError:
-    return cause if isinstance(cause, KafkaError) else KafkaError(KafkaError._FAIL, cause)
-
-
-def kafka_error_in(exc: BaseException | None) -> KafkaError | None:
-    """The :class:`KafkaError` that ``exc`` carries, or that it was raised from.
-
-    confluent-kafka raises a fatal error (e.g. fenced) from ``flush()`` and ``poll()``; when a
-    delivery callback runs later in the same call, Python reports a ``SystemError`` ("returned
-    a result with an exception set") whose cause is that ``KafkaException``.
-    """
-    for _ in range(5):  # the chain is short; never loop on a cycle
-        if exc is None:
-            return None
-        if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-            return exc.args[0]
-        exc = exc.__cause__ or exc.__context__
-    return None
+        raise NeedsAbort(err)
 
 
 def rewind_positions(consumer: Any, tps: set[TP], timeout_s: float = _CALL_TIMEOUT_S) -> None:

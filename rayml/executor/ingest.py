@@ -1,72 +1,44 @@
-"""The ingest: Kafka consumer-group member → micro-batches → worker pool → results → commits.
+"""The ingest loop: Kafka consumer-group member → micro-batches → worker pool → results → commits.
 
 One :class:`Ingest` runs a single loop thread that owns its Kafka consumer and producer (only
 :mod:`rayml.kafka.topic_checks` asks the producer for topic metadata from a thread of its own;
-librdkafka handles are thread-safe). Per iteration it:
+librdkafka handles are thread-safe). Each turn (:meth:`Ingest.step`) polls what the in-flight
+window (:mod:`rayml.executor.window`) and the lanes and tenant shares
+(:mod:`rayml.executor.intake`) leave room for, triages the records
+(:mod:`rayml.executor.triage`), hands due batches to the pools (:mod:`rayml.executor.pools`,
+:mod:`rayml.executor.dispatch`: one Ray call per batch), answers the finished ones
+(:mod:`rayml.executor.answers`), and commits when due: the watermark of the records whose
+writes are acknowledged, or exactly-once the transaction that holds their writes and offsets
+(:mod:`rayml.delivery.transactions`). Where it writes is :mod:`rayml.executor.outputs`; how it
+gives partitions back (revoke, shutdown, a pool that cannot serve), :mod:`rayml.executor.drain`;
+what it reports, :mod:`rayml.executor.ingest_status`. Each step, the backpressure and the
+delivery guarantees: docs/architecture.md ("The ingest loop", "Exactly-once", "Drain").
 
-1. polls up to ``poll_max_messages`` records from every tenant's inference topics, its
-   interactive and its bulk lane (:mod:`rayml.tenancy`; without tenants, ``topics.input`` and
-   ``topics.input_batch``), and tracks each offset as unfinished; a lane or tenant at its share
-   of the window waits, paused (:mod:`rayml.executor.intake`);
-2. decodes and checks them against the tenant of their topic: undecodable ones are
-   dead-lettered, bad or refused ones answered with an error result (a refused ``reply_to`` on
-   the tenant's result topic), training requests refused (they belong on the tenant's training
-   topic, which the job runner reads), inference requests added to a micro-batch keyed by
-   (pipeline, model version);
-3. sends each full or due micro-batch to a worker: **one Ray call per batch**; while a worker
-   is idle (``dispatch_when_idle``), what is buffered goes at once, so batches fill only while
-   the workers are busy and an idle executor adds no batch wait to a request's latency;
-4. collects finished batches and produces one result per request (idempotent producer);
-5. marks an offset done only in the producer's delivery callback, i.e. once the broker has
-   acknowledged the result (or dead letter), and commits the per-partition
-   watermark (:mod:`rayml.delivery.offsets`) every ``commit_interval_s``, on revoke and at shutdown.
-
-So a crash anywhere re-delivers only unfinished records (at-least-once); results carry the
-request id so readers can deduplicate. With ``executor.delivery = "exactly_once"`` step 5 is
-different: writes go through :mod:`rayml.delivery.transactions`, in offset order, into a Kafka
-transaction that also carries the input offsets; a record is done when its transaction commits
-(every ``transaction_commit_interval_s``, on revoke and at shutdown), and an aborted transaction
-rewinds the partitions to their committed offsets.
-
-Over ``max_in_flight`` unfinished records, or ``max_in_flight_bytes`` of their values and of the
-results the writer holds for topics that fail, the ingest pauses its partitions and resumes them
-once both are down to half (:mod:`rayml.executor.window`, which also sizes each poll to the byte
-room): memory stays bounded under any backlog, of small records or large ones, and under any
-outage of the topics it writes.
-
-:mod:`rayml.executor.triage` does step 2, :mod:`rayml.executor.dispatch` steps 3-4 (ready queue,
-Ray calls, retries) and :mod:`rayml.delivery.result_writer` the writes of step 5; this module is
-the loop that ties them to the consumer. :class:`rayml.executor.service.IngestActorImpl` wraps it
-as a Ray actor (``num_cpus=0``) whose control calls (status, resize, drain) run on other actor
-threads while the loop works.
+:class:`rayml.executor.service.IngestActorImpl` wraps it as a Ray actor (``num_cpus=0``) whose
+control calls (status, resize, drain) run on other actor threads while the loop works.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import time
 from collections.abc import Callable
 from typing import Any
 
-import psutil
-
 from rayml.config import Settings
 from rayml.delivery.consumer_loop import ConsumerLoop, LoopCounters, Polled
-from rayml.delivery.result_writer import ResultWriter
-from rayml.delivery.sink import TopicTenant
-from rayml.delivery.transactions import (
-    TransactionAbortedError,
-    TransactionalOutput,
-    rewind_positions,
-)
+from rayml.delivery.transactions import rewind_positions
+from rayml.delivery.txn_errors import TransactionAbortedError
+from rayml.executor import drain
 from rayml.executor.answers import answer_batch, answer_exhausted, answer_expired
 from rayml.executor.batching import Batch, MicroBatcher
 from rayml.executor.dispatch import Dispatcher
 from rayml.executor.gc_pauses import GcPauses
+from rayml.executor.ingest_status import flush_metrics, ingest_status
 from rayml.executor.intake import Intake
 from rayml.executor.membership import ServingWatch
+from rayml.executor.outputs import ingest_outputs
 from rayml.executor.pool import WorkerPool
 from rayml.executor.pools import DEFAULT_POOL, Pools, dispatch_shares
 from rayml.executor.rollout_answers import RolloutAnswers
@@ -75,11 +47,10 @@ from rayml.executor.version_follower import LatestVersions
 from rayml.executor.window import InFlightWindow
 from rayml.executor.work import BatchOutcome, InFlight, Pending, Route
 from rayml.kafka import clients as kafka_clients
-from rayml.kafka.lag import partition_lags
 from rayml.kafka.partitions import TP
 from rayml.metrics import IngestMetrics
 from rayml.pipeline import Registry
-from rayml.tenancy.rules import Tenancy, tenants_of
+from rayml.tenancy.rules import Tenancy
 from rayml.tracing import RequestTraces, Tracing
 
 logger = logging.getLogger(__name__)
@@ -124,22 +95,6 @@ class Ingest(ConsumerLoop):
         self.metrics = IngestMetrics(ingest_id)
         # What each version answered while its model is under rollout (docs/rollouts.md).
         self.rollout_answers = RolloutAnswers(settings, ingest_id)
-        self.txn = None
-        self._commit_interval_s = ex.commit_interval_s
-        self.producer, txn_id = kafka_clients.ingest_producer(settings.kafka, ex, ingest_id)
-        if txn_id is not None:
-            # The transaction spans rayml's own topics only; a reply_to is written outside it.
-            own = {t.result_topic for t in tenants_of(settings)} | {settings.topics.dlq}
-            self.txn = TransactionalOutput(
-                self.producer,
-                txn_id,
-                on_failed_delivery=lambda *failed: self.writer.note_failed_delivery(*failed),
-                owner=ingest_id,
-                own_topics=frozenset(own),
-                outside=kafka_clients.reply_producer(settings.kafka, ex),
-                outside_timeout_s=kafka_clients.reply_timeout_s(ex),
-            )
-            self._commit_interval_s = ex.transaction_commit_interval_s
         self.tenancy = Tenancy(settings)
         # Priority lanes and tenant shares: which request topics wait (rayml.executor.intake).
         self.intake = Intake.of(settings, self.tenancy)
@@ -154,22 +109,10 @@ class Ingest(ConsumerLoop):
                 max_traced_per_s=self.tracing.max_traced_per_s,
             )
         )
-        self.writer = ResultWriter(
-            self.producer,
-            tenants={
-                topic: TopicTenant(tenant.name, tenant.result_topic)
-                for topic in self.tenancy.input_topics
-                for tenant in (self.tenancy.of_topic(topic),)
-            },
-            dlq_topic=settings.topics.dlq,
-            on_done=self._done,
-            owner=ingest_id,
-            stage=None if self.txn is None else self.txn.stage,
-            retry_initial_s=ex.write_retry_initial_s,
-            retry_max_s=ex.write_retry_max_s,
-            failure_log_interval_s=ex.write_failure_log_interval_s,
-            traces=self.traces,
-        )
+        # The producer for the delivery mode, the transaction (exactly-once), the result writer.
+        outputs = ingest_outputs(settings, ingest_id, self.tenancy, self._done, self.traces)
+        self.producer, self.txn, self.writer = outputs.producer, outputs.txn, outputs.writer
+        self.commit_interval_s = outputs.commit_interval_s
         self.triage = Triage(
             self.writer,
             registry,
@@ -277,17 +220,17 @@ class Ingest(ConsumerLoop):
         now = time.monotonic()
         if txn is not None and txn.commit_finished:
             self._take_commit(txn.finish_commit)
-        if self.commit_due(self._commit_interval_s):
+        if self.commit_due(self.commit_interval_s):
             # The periodic commit does not stop the loop for a broker round trip (it did, for
             # up to tens of ms a second on a busy machine: every request polled meanwhile waited).
             self.commit(wait=False)
         if now >= self._next_membership_check:
             self._next_membership_check = now + 0.5
-            self._follow_pool(now)
+            drain.follow_pool(self, now)
             self.pools.refresh(now)
             self.pools.release_idle(now)
         if self.metrics.due(now):
-            self._flush_metrics()
+            flush_metrics(self, self._assigned)
 
     def _send_buffered(self) -> None:
         """Hand the batcher's due batches to the pools; with ``dispatch_when_idle``, also what
@@ -297,62 +240,12 @@ class Ingest(ConsumerLoop):
         if self._dispatch_when_idle and len(self.batcher) and self.pools.room():
             if self.pools.many:
                 room, pools = self.pools.pools_with_room(), self.pools
-                self._enqueue(self.batcher.flush(lambda key: pools.entry_of(key).name in room))
-                self._enqueue(self.batcher.due(time.monotonic()))
+                self.enqueue(self.batcher.flush(lambda key: pools.entry_of(key).name in room))
+                self.enqueue(self.batcher.due(time.monotonic()))
             else:
-                self._enqueue(self.batcher.flush())
+                self.enqueue(self.batcher.flush())
         else:
-            self._enqueue(self.batcher.due(time.monotonic()))
-
-    def _flush_metrics(self) -> None:
-        """Hand the metrics their figures (loop thread: the lags read the consumer)."""
-        self.metrics.pools(
-            [
-                (e.name, e.pool.size, e.backlog, e.pool.last_cold_start_s)
-                for e in self.pools.entries.values()
-            ]
-        )
-        w = self.writer
-        written = {
-            "ok": w.results_ok,
-            "error": w.results_error,
-            "dead_letter": w.dead_letters,
-        }
-        assigned = self._assigned
-        lags = partition_lags(
-            self.consumer, assigned, lambda tp: self.tracker.pending(tp) if tp in assigned else 0
-        )
-        self.metrics.flush(
-            written,
-            in_flight=self.tracker.in_flight(),
-            in_flight_bytes=self.held_bytes(),
-            failed_deliveries=w.failed_deliveries,
-            error_results=w.error_results,
-            pool_size=self.pool.size,
-            batches_queued=self.pools.batches_ready,
-            paused=self.counters.paused,
-            lags=lags,
-        )
-
-    def _follow_pool(self, now: float) -> None:
-        """Leave the group while the pool cannot serve; rejoin once it can
-        (rayml.executor.membership)."""
-        change = self.membership.update(self.pool.serving, now)
-        if change == "leave":
-            logger.warning(
-                "ingest=%s has had no serving worker for %.0fs (its %d workers wait for a node "
-                "with room): leaving the consumer group so that its partitions go to ingests "
-                "that can serve them",
-                self.ingest_id,
-                self.membership.unserved_for(now),
-                self.pool.size,
-            )
-            # The revoke callback runs in the next poll: it commits what is done and drops
-            # the queued rest, which the partitions' new owners read again.
-            self.consumer.unsubscribe()
-        elif change == "join":
-            logger.info("ingest=%s has a serving worker again: rejoining", self.ingest_id)
-            self.subscribe()
+            self.enqueue(self.batcher.due(time.monotonic()))
 
     def held_bytes(self) -> int:
         """What the byte budget counts: the values of the records in flight (each weighed by
@@ -375,9 +268,10 @@ class Ingest(ConsumerLoop):
         if txn is not None:
             for _msg, tp, offset in polled:
                 txn.track(tp, offset)
-        self._enqueue(self.triage.take_all(polled, time.monotonic(), time.time() * 1000.0))
+        self.enqueue(self.triage.take_all(polled, time.monotonic(), time.time() * 1000.0))
 
-    def _enqueue(self, batches: list[Batch[Route, Pending]]) -> None:
+    def enqueue(self, batches: list[Batch[Route, Pending]]) -> None:
+        """Hand batches to their pools' ready queues."""
         if batches:
             self.pools.enqueue_all([(batch.key, batch.items) for batch in batches])
 
@@ -538,24 +432,12 @@ class Ingest(ConsumerLoop):
 
     def settle_revoked(self, revoked: set[TP]) -> None:
         """Finish (bounded) what is in flight for these partitions, and commit it."""
-        txn = self.txn
-        if txn is None:
-            self._finish_in_flight(
-                self.settings.executor.drain_timeout_s,
-                lambda: sum(self.tracker.pending(tp) for tp in revoked),
-            )
-            self.commit(self.tracker.revoke(revoked))
-        elif txn.usable:
-            # Exactly-once: what is released is in the open transaction, with the revoked
-            # partitions' offsets; commit it while they are still ours.
-            pending = lambda: sum(txn.pending(tp) for tp in revoked)  # noqa: E731
-            self._finish_in_flight(self.settings.executor.drain_timeout_s, pending)
-            self.commit()
+        drain.settle_revoked(self, revoked)
 
     def let_go(self, tps: set[TP]) -> None:
         if self.txn is not None:
             self.txn.forget(tps)
-        self._drop_queued(tps)
+        drain.drop_queued(self, tps)
         if self.traces is not None:
             self.traces.forget(tps)
 
@@ -565,77 +447,10 @@ class Ingest(ConsumerLoop):
             # owner redoes: it is aborted, and the rest of ours redone too.
             self._rewind(set(self._assigned))
 
-    def _drop_queued(self, tps: set[TP]) -> None:
-        """Forget the not-yet-running requests of partitions let go of (their owner redoes them)."""
-        for batch in self.batcher.flush():
-            keep = [item for item in batch.items if item.tp not in tps]
-            if keep:
-                self.pools.enqueue(batch.key, keep)
-        # Results parked for a timed-out reply_to too: answered again by the new owner anyway.
-        dropped = self.pools.drop(tps) + self.writer.forget(tps)
-        if dropped:
-            logger.info(
-                "ingest=%s left %d queued requests to the partitions' next owner",
-                self.ingest_id,
-                dropped,
-            )
-
-    def _finish_in_flight(self, timeout_s: float, remaining: Callable[[], int]) -> None:
-        self._enqueue(self.batcher.flush())
-        started = time.monotonic()
-        deadline = started + timeout_s
-        why = ""
-        while remaining() > 0 and time.monotonic() < deadline:
-            if self.pools.stuck():
-                why = " (no worker serves the pools they wait for: waiting is pointless)"
-                break  # nothing runs and no worker could run the rest
-            self.pools.collect(block_s=0.01)
-            self.producer.poll(0.001)
-            self.writer.settle()
-            # Exactly-once: keep committing while draining. A drain longer than the
-            # transaction timeout would otherwise have the broker abort the open transaction
-            # and fence this producer (a crash, and all the drained work redone).
-            txn = self.txn
-            if (
-                txn is not None
-                and txn.usable
-                and time.monotonic() - self._last_commit >= self._commit_interval_s
-            ):
-                self.commit()
-        self.producer.flush(max(0.0, deadline - time.monotonic()))
-        if remaining() > 0:
-            logger.warning(
-                "ingest=%s gave up on %d unfinished records after %.1fs%s; they will be "
-                "redelivered",
-                self.ingest_id,
-                remaining(),
-                time.monotonic() - started,
-                why,
-            )
-
     def shutdown(self) -> None:
-        logger.info(
-            "ingest=%s draining %d records in flight (%d batches running, %d waiting)",
-            self.ingest_id,
-            self.tracker.in_flight(),
-            self.pools.batches_in_flight,
-            self.pools.batches_ready,
-        )
-        started = time.monotonic()
+        """Drain (bounded) and commit (rayml.executor.drain), leave the group, close."""
         try:
-            if self.txn is None:
-                self._finish_in_flight(
-                    self.settings.executor.drain_timeout_s, self.tracker.in_flight
-                )
-                self.commit()
-            elif self.txn.usable:  # not after a fatal (fenced) error: nothing may commit
-                self._finish_in_flight(self.settings.executor.drain_timeout_s, self.txn.unreleased)
-                self.commit()
-            logger.info(
-                "ingest=%s drained in %.1fs; leaving the group",
-                self.ingest_id,
-                time.monotonic() - started,
-            )
+            drain.drain_all(self)
         finally:
             try:
                 # Leaves the group, after a crash too: partitions move at once (a consumer left
@@ -672,88 +487,5 @@ class Ingest(ConsumerLoop):
         self._commands.put(lambda: self.pools.resize(name, workers))
 
     def status(self) -> dict[str, Any]:
-        c, w = self.counters, self.writer
-        status: dict[str, Any] = {
-            "ingest_id": self.ingest_id,
-            "pid": os.getpid(),
-            "rss_bytes": psutil.Process().memory_info().rss,
-            "assignment": self.assignment_names(),
-            "in_flight": self.tracker.in_flight(),
-            # The byte budget's use: record values in flight and, of those, the results held
-            # by the writer for failing topics.
-            "in_flight_bytes": self.held_bytes(),
-            "held_result_bytes": w.held_bytes,
-            "peak_in_flight_bytes": self.peak_in_flight_bytes,
-            "max_in_flight_bytes": self.window.max_bytes,
-            "batches_in_flight": self.pools.batches_in_flight,
-            "batches_ready": self.pools.batches_ready,
-            "buffered": len(self.batcher),
-            "paused": c.paused,
-            "pool_size": self.pool.size,
-            "workers_starting": self.pool.starting,
-            "in_group": self.membership.in_group,
-            "workers_replaced": self.pool.replaced,
-            "polled": c.polled,
-            "results_ok": w.results_ok,
-            "results_error": w.results_error,
-            "dead_letters": w.dead_letters,
-            "refused": self.triage.refused,
-            "errors_scrubbed": w.errors_scrubbed,
-            "failed_deliveries": w.failed_total,
-            # Topics whose writes fail now (retried with backoff, offsets uncommitted).
-            "failing_topics": list(w.failing_topics),
-            "batches": self.pools.counter("batches"),
-            "redispatched": self.pools.counter("redispatched"),
-            # Every pool: its pipelines, shape, size, backlog, last cold start.
-            "pools": self.pools.status(),
-            # Answered by a worker, per tenant and lane.
-            "answered_by_tenant": _by_tenant(dict(self.answered_by_class)),
-            "commits": c.commits,
-            "delivery": self.settings.executor.delivery,
-            "uptime_s": round(time.time() - c.started_at, 3),
-            "gc": self.gc_pauses.snapshot(),
-            # Records in flight per tenant and lane, the shares, what waits (rayml.executor.intake).
-            "intake": self.intake.status(),
-        }
-        if self.tracing is not None and self.traces is not None:
-            # Requests given spans so far, and those in flight whose result owes a traceparent.
-            status["tracing"] = {
-                "endpoint": self.tracing.url,
-                "traced": self.traces.traced,
-                "over_budget": self.traces.over_budget,
-                "open": len(self.traces),
-            }
-        ra = self.rollout_answers
-        rollouts = self.versions.rollouts
-        if (
-            rollouts
-            or ra.written
-            or self.pools.counter("shadow_sent")
-            or self.pools.counter("shadow_skipped")
-        ):
-            status["rollout"] = {
-                "under_rollout": {m: r.model_dump() for m, r in sorted(rollouts.items())},
-                "answers_written": ra.written,
-                "answers_dropped": ra.dropped,
-                "answers_failed": ra.failed,
-                "shadow_sent": self.pools.counter("shadow_sent"),
-                "shadow_queued": self.pools.counter("shadow_queued"),
-                "shadow_skipped": self.pools.counter("shadow_skipped"),
-                # The share of request ids whose answers are written (and shadowed) now.
-                "answers_sample": round(ra.sample, 4),
-                "answers_sampled_out": ra.sampled_out,
-            }
-        if self.txn is not None:
-            status["transaction_aborts"] = self.txn.aborts
-            status["transaction_commit_s"] = round(self.txn.commit_s, 3)
-            status["transaction_commit_thread_s"] = round(self.txn.commit_thread_s, 3)
-            status["transaction_sealed_s"] = round(self.txn.sealed_s, 3)
-            status["transaction_held"] = self.txn.held
-        return status
-
-
-def _by_tenant(counts: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for (tenant, lane), n in counts.items():
-        out.setdefault(tenant, {})[lane] = n
-    return out
+        """What this ingest has done and holds now (:mod:`rayml.executor.ingest_status`)."""
+        return ingest_status(self)

@@ -167,7 +167,7 @@ def reply_timeout_s(executor: ExecutorSettings) -> float:
 
 def reply_producer(kafka: KafkaSettings, executor: ExecutorSettings) -> Producer:
     """Exactly-once: the idempotent producer of the writes outside the transaction (to the
-    ``reply_to`` topics requesters name; :mod:`rayml.delivery.transactions` says why). A write
+    ``reply_to`` topics requesters name; :mod:`rayml.delivery.outside_writes` says why). A write
     that is not acknowledged in :func:`reply_timeout_s` fails (``_MSG_TIMED_OUT``, naming its
     topic); its queue is bounded (64 MiB)."""
     return producer(

@@ -96,7 +96,7 @@ def runner_outputs(
             on_failed_delivery=note_failed_delivery,
             owner=runner_id,
             # The transaction spans rayml's own topics only; a reply_to is written
-            # outside it (rayml.delivery.transactions says why).
+            # outside it (rayml.delivery.outside_writes says why).
             own_topics=frozenset(
                 {t.result_topic for t in tenants_of(settings)}
                 | {settings.topics.dlq, settings.topics.models}

@@ -18,7 +18,7 @@ result, or result and DLQ copy, or a dead letter -- are handed as one list to ``
 (:meth:`rayml.delivery.transactions.TransactionalOutput.stage`), which puts them into the
 runner's open transaction in jobs-offset order, beside the jobs offsets they answer; the
 serving record still comes first within it. A result for a ``reply_to`` goes outside the
-transaction (:mod:`rayml.delivery.transactions` says why), acknowledged before its offset
+transaction (:mod:`rayml.delivery.outside_writes` says why), acknowledged before its offset
 commits. A write that fails aborts the transaction and the jobs are redone; the runner
 remembers a ``reply_to`` that refused a write (or whose writes timed out 3 times), so the
 redo answers on the output topic (each failure costs an abort).

@@ -46,10 +46,8 @@ from confluent_kafka import Message
 from rayml.config import Settings
 from rayml.delivery.consumer_loop import ConsumerLoop, LoopCounters
 from rayml.delivery.screening import dead_letter_record, screen
-from rayml.delivery.transactions import (
-    TransactionAbortedError,
-    rewind_positions,
-)
+from rayml.delivery.transactions import rewind_positions
+from rayml.delivery.txn_errors import TransactionAbortedError
 from rayml.errors import ModelStoreError, RecordError, ReplyToRefusedError
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.partitions import TP

@@ -19,7 +19,7 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rayml.config import Settings
-from rayml.delivery.transactions import ProducerFencedError
+from rayml.delivery.txn_errors import ProducerFencedError
 from rayml.executor.service import Executor
 from rayml.protocol.envelopes import Result
 from tests.support.executor_process import ExecutorProcess

@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from sklearn.linear_model import LogisticRegression
 
 from rayml.config import Settings
-from rayml.delivery.transactions import ProducerFencedError
+from rayml.delivery.txn_errors import ProducerFencedError
 from rayml.kafka import clients as kafka_clients
 from rayml.kafka.partitions import TP
 from rayml.models.store import ModelStore
