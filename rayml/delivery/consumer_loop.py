@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from rayml.delivery.offsets import OffsetTracker
 from rayml.delivery.transactions import TransactionalOutput
@@ -132,6 +132,18 @@ class ConsumerLoop:
         """Drain (bounded), commit, and close the consumer (leaving the group); never raise
         without closing it."""
         self.consumer.close()
+
+    def rewind(self, tps: set[TP]) -> None:
+        """Exactly-once, after an abort: seek ``tps`` back to their committed offsets
+        (:func:`rewind_positions`). If that fails, the positions are unknown: nothing more
+        may commit from here (it raises; the loop crashes and the restarted actor resumes
+        from the committed offsets)."""
+        try:
+            rewind_positions(self.consumer, tps)
+        except Exception:
+            if self.txn is not None:
+                self.txn.usable = False
+            raise
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -345,3 +357,27 @@ class ConsumerLoop:
     def assignment_names(self) -> list[str]:
         """The assigned partitions as ``topic[p]`` (safe from any thread)."""
         return sorted(f"{t}[{p}]" for t, p in self._assigned)
+
+
+def rewind_positions(consumer: Any, tps: set[TP], timeout_s: float = 30.0) -> None:
+    """Seek ``tps`` back to their committed offsets (the beginning where none is committed).
+
+    Raises:
+        KafkaException: The committed offset of one of them is unknown (a per-partition error:
+            seeking to the beginning instead would redo the whole partition), or a seek failed.
+            A partition whose fetcher has not started yet (``_STATE``) is skipped: it starts at
+            its committed offset anyway.
+    """
+    if not tps:
+        return
+    parts = [TopicPartition(t, p) for t, p in sorted(tps)]
+    for tp in consumer.committed(parts, timeout=timeout_s):
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+        offset = tp.offset if tp.offset >= 0 else -2  # OFFSET_BEGINNING (auto.offset.reset)
+        try:
+            consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not isinstance(err, KafkaError) or err.code() != KafkaError._STATE:
+                raise

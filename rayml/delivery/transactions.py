@@ -583,27 +583,3 @@ class TransactionalOutput:
             raise ProducerFencedError(self.transactional_id, err)
         # Abortable, or retried in vain: abort and redo from the committed offsets.
         raise NeedsAbort(err)
-
-
-def rewind_positions(consumer: Any, tps: set[TP], timeout_s: float = _CALL_TIMEOUT_S) -> None:
-    """Seek ``tps`` back to their committed offsets (the beginning where none is committed).
-
-    Raises:
-        KafkaException: The committed offset of one of them is unknown (a per-partition error:
-            seeking to the beginning instead would redo the whole partition), or a seek failed.
-            A partition whose fetcher has not started yet (``_STATE``) is skipped: it starts at
-            its committed offset anyway.
-    """
-    if not tps:
-        return
-    parts = [TopicPartition(t, p) for t, p in sorted(tps)]
-    for tp in consumer.committed(parts, timeout=timeout_s):
-        if tp.error is not None:
-            raise KafkaException(tp.error)
-        offset = tp.offset if tp.offset >= 0 else -2  # OFFSET_BEGINNING (auto.offset.reset)
-        try:
-            consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if not isinstance(err, KafkaError) or err.code() != KafkaError._STATE:
-                raise

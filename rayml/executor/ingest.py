@@ -28,7 +28,6 @@ from typing import Any
 
 from rayml.config import Settings
 from rayml.delivery.consumer_loop import ConsumerLoop, LoopCounters, Polled
-from rayml.delivery.transactions import rewind_positions
 from rayml.delivery.txn_errors import TransactionAbortedError
 from rayml.executor import drain
 from rayml.executor.answers import answer_batch, answer_exhausted, answer_expired
@@ -398,13 +397,7 @@ class Ingest(ConsumerLoop):
         self.txn.forget(tps)
         self.batcher.flush()  # dropped: these records are polled again
         self.pools.drop(tps)
-        try:
-            rewind_positions(self.consumer, tps)
-        except Exception:
-            # Positions unknown: nothing more may commit from here; the loop crashes and the
-            # restarted actor resumes from the committed offsets.
-            self.txn.usable = False
-            raise
+        self.rewind(tps)  # raises if positions are unknown (nothing more commits then)
 
     def _apply_backpressure(self) -> None:
         in_flight, held = self.tracker.in_flight(), self.held_bytes()

@@ -46,7 +46,6 @@ from confluent_kafka import Message
 from rayml.config import Settings
 from rayml.delivery.consumer_loop import ConsumerLoop, LoopCounters
 from rayml.delivery.screening import dead_letter_record, screen
-from rayml.delivery.transactions import rewind_positions
 from rayml.delivery.txn_errors import TransactionAbortedError
 from rayml.errors import ModelStoreError, RecordError, ReplyToRefusedError
 from rayml.kafka import clients as kafka_clients
@@ -358,13 +357,7 @@ class JobRunner(ConsumerLoop):
         for tp in tps:
             self.tracker.reset(tp)
         self.txn.forget(tps)
-        try:
-            rewind_positions(self.consumer, tps)
-        except Exception:
-            # Positions unknown: nothing more may commit from here; the loop crashes and the
-            # restarted actor resumes from the committed offsets.
-            self.txn.usable = False
-            raise
+        self.rewind(tps)  # raises if positions are unknown (nothing more commits then)
 
     # -- offsets, backpressure, rebalance ----------------------------------------------------
 

@@ -12,8 +12,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
-from rayml.delivery.consumer_loop import ConsumerLoop, LoopCounters
+from rayml.delivery.consumer_loop import ConsumerLoop, LoopCounters, rewind_positions
 from tests.support.fake_records import Record
 
 
@@ -303,3 +304,50 @@ def test_a_record_read_from_a_held_topic_is_kept_and_pauses_its_partition() -> N
     got = member.poll(10, 0.0)
     assert [(tp, offset) for _msg, tp, offset in got] == [(("in.batch", 0), 4), (("in", 1), 5)]
     assert consumer.paused == [("in.batch", 0)]
+
+
+# --- rewinding after an abort -----------------------------------------------------------------
+
+
+class SeekingConsumer:
+    """Committed offsets as the broker returns them; seeks recorded, or refused per partition."""
+
+    def __init__(
+        self,
+        committed: dict[int, tuple[int, KafkaError | None]],
+        not_started: set[int] | None = None,
+    ) -> None:
+        self._committed = committed
+        self.not_started = not_started or set()
+        self.seeks: list[tuple[int, int]] = []
+
+    def committed(self, parts: list[Any], timeout: float) -> list[Any]:
+        return [
+            SimpleNamespace(
+                topic=p.topic,
+                partition=p.partition,
+                offset=self._committed[p.partition][0],
+                error=self._committed[p.partition][1],
+            )
+            for p in parts
+        ]
+
+    def seek(self, tp: Any) -> None:
+        if tp.partition in self.not_started:
+            raise KafkaException(KafkaError(KafkaError._STATE))
+        self.seeks.append((tp.partition, tp.offset))
+
+
+def test_rewind_seeks_to_committed_offsets_or_the_beginning() -> None:
+    consumer = SeekingConsumer({0: (42, None), 1: (-1001, None), 2: (7, None)}, not_started={2})
+    rewind_positions(consumer, {("in", 0), ("in", 1), ("in", 2)})
+    # Partition 2 has not started fetching: it starts at its committed offset anyway.
+    assert consumer.seeks == [(0, 42), (1, -2)]
+
+
+def test_rewind_refuses_an_unknown_committed_offset() -> None:
+    error = KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE)
+    consumer = SeekingConsumer({0: (-1001, error)})
+    with pytest.raises(KafkaException):
+        rewind_positions(consumer, {("in", 0)})
+    assert consumer.seeks == [], "never to the beginning: that would redo the whole partition"

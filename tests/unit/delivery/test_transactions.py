@@ -593,57 +593,6 @@ def test_a_timed_out_write_is_blamed_on_its_topic_only_if_the_broker_lacks_it() 
     w.close()
 
 
-# --- rewinding after an abort -----------------------------------------------------------------
-
-
-class SeekingConsumer:
-    """Committed offsets as the broker returns them; seeks recorded, or refused per partition."""
-
-    def __init__(
-        self,
-        committed: dict[int, tuple[int, KafkaError | None]],
-        not_started: set[int] | None = None,
-    ) -> None:
-        self._committed = committed
-        self.not_started = not_started or set()
-        self.seeks: list[tuple[int, int]] = []
-
-    def committed(self, parts: list[Any], timeout: float) -> list[Any]:
-        return [
-            SimpleNamespace(
-                topic=p.topic,
-                partition=p.partition,
-                offset=self._committed[p.partition][0],
-                error=self._committed[p.partition][1],
-            )
-            for p in parts
-        ]
-
-    def seek(self, tp: Any) -> None:
-        if tp.partition in self.not_started:
-            raise KafkaException(KafkaError(KafkaError._STATE))
-        self.seeks.append((tp.partition, tp.offset))
-
-
-def test_rewind_seeks_to_committed_offsets_or_the_beginning() -> None:
-    from rayml.delivery.transactions import rewind_positions
-
-    consumer = SeekingConsumer({0: (42, None), 1: (-1001, None), 2: (7, None)}, not_started={2})
-    rewind_positions(consumer, {("in", 0), ("in", 1), ("in", 2)})
-    # Partition 2 has not started fetching: it starts at its committed offset anyway.
-    assert consumer.seeks == [(0, 42), (1, -2)]
-
-
-def test_rewind_refuses_an_unknown_committed_offset() -> None:
-    from rayml.delivery.transactions import rewind_positions
-
-    error = KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE)
-    consumer = SeekingConsumer({0: (-1001, error)})
-    with pytest.raises(KafkaException):
-        rewind_positions(consumer, {("in", 0)})
-    assert consumer.seeks == [], "never to the beginning: that would redo the whole partition"
-
-
 def test_a_fatal_error_reported_as_a_system_error_by_flush_is_still_fatal() -> None:
     """confluent-kafka: a delivery callback run after flush() set a fatal KafkaException makes
     Python raise SystemError from it (seen when a successor fenced the producer mid-flush)."""
