@@ -15,7 +15,9 @@ also the one busy sending tens of thousands of requests through it:
 * bulk alone, sent with ``Client(...).request(..., priority="batch")``, takes more than its
   share of the window (the ingest's status shows it), every request answered once;
 * tenant A's burst of :data:`TENANT_BURST` on its own topic while tenant B sends steadily: B's
-  p99 under :data:`TENANT_P99_S`, A held to its share, both answered exactly once.
+  p99 under :data:`TENANT_P99_S`, B never held back, both answered exactly once;
+* tenant A's burst while tenant B's requests are held at a gate (so B has work in flight for
+  sure, whatever the machine's speed): A is held to its share, both answered exactly once.
 """
 
 from __future__ import annotations
@@ -440,6 +442,50 @@ def test_a_tenants_burst_leaves_another_tenant_within_its_share(
             "times"
         )
     assert len(during) >= RATE * took / 2, "tenant b kept sending during the burst"
-    assert state["tenant_pauses"]["a"] > 0, "tenant a was held to its share while b had work"
-    assert state["tenant_pauses"]["b"] == 0
+    # Whether tenant a was paused here depends on the machine: b's trickle is answered at once,
+    # so it may have nothing in flight at the intake's decisions (seen in CI: a never paused,
+    # b's p99 0.93 s). The next test holds b's work in flight to show a held to its share.
+    assert state["tenant_pauses"].get("b", 0) == 0
     assert p99 < TENANT_P99_S
+
+
+def test_a_tenant_with_work_in_flight_holds_another_tenants_burst_to_its_share(
+    two_tenants: tuple[Executor, Settings], tmp_path: Path
+) -> None:
+    """Tenant b's requests wait at a gate (testing.gated), so b has records in flight for as
+    long as the test needs; tenant a's burst then comes: the intake pauses a at its share of
+    the window (weights 1 and 1), and once the gate opens both are answered exactly once."""
+    executor, settings = two_tenants
+    budget = Budget(150)
+    a_tenant, b_tenant = settings.tenants
+    a = Burst(settings, a_tenant.input_topic, f"{a_tenant.reply_prefix}held-burst", "ha")
+    topics = settings.topics.model_copy(update={"input": b_tenant.input_topic})
+    b_settings = settings.model_copy(update={"topics": topics})
+    pauses_before = intake(executor)["tenant_pauses"].get("a", 0)
+    gate = tmp_path / "gate"
+    gate.touch()
+    try:
+        with client_for(b_settings, reply_topic=f"{b_tenant.reply_prefix}held") as b_client:
+            b = Timed(b_client, "interactive", "hb", gate=gate)
+            for _ in range(10):
+                b.send()
+
+            def b_in_flight() -> bool:
+                return intake(executor)["in_flight"].get("b", {}).get("interactive", 0) > 0
+
+            wait_until(b_in_flight, "tenant b's held requests are in flight", budget.left(60))
+            a.send(2 * WINDOW)
+
+            def a_held() -> bool:
+                state = intake(executor)
+                return state["tenant_pauses"].get("a", 0) > pauses_before and b_in_flight()
+
+            wait_until(a_held, "tenant a is held to its share while b has work", budget.left(60))
+            gate.unlink()
+            wait_until(a.answered, "every request of tenant a is answered", budget.left(120))
+            wait_until(b.answered, "every request of tenant b is answered", budget.left(60))
+            committed(settings, [a_tenant.input_topic, b_tenant.input_topic])
+            a.answered_once()
+            answered_once(settings, b)
+    finally:
+        gate.unlink(missing_ok=True)
